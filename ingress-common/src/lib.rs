@@ -1,0 +1,91 @@
+//! The ABI between the kernel programs and the agent: map names and sizes, and the
+//! `#[repr(C)]` keys and values stored in those maps. Every type has explicit padding
+//! and a compile-time size check, so both sides agree byte for byte.
+#![no_std]
+
+use core::mem::size_of;
+
+/// Per-CPU hash map of packet/byte counters, keyed by [`StatsKey`]; written by the XDP
+/// program on the VM NIC, read by the agent (`GET /stats`, `ingress stats`).
+pub const XDP_STATS_MAP: &str = "XDP_STATS";
+/// Distinct (port, protocol, verdict) keys the stats map can hold. Once full, new keys
+/// are not counted (the program still passes the packet) and [`OVERFLOW_PORT`] counts them.
+pub const XDP_STATS_MAX_ENTRIES: u32 = 4096;
+/// Name of the XDP program in the object file.
+pub const XDP_PROGRAM: &str = "ingress_xdp";
+
+/// Port value used for packets that carry no TCP/UDP port (ARP, ICMP, fragments, ...).
+pub const NO_PORT: u16 = 0;
+/// Port value used when the stats map is full; lets the agent show that counts were lost.
+pub const OVERFLOW_PORT: u16 = 0xffff;
+
+/// IP protocol numbers as stored in [`StatsKey::proto`]; 0 means "not IP".
+pub mod proto {
+    pub const NONE: u8 = 0;
+    pub const ICMP: u8 = 1;
+    pub const TCP: u8 = 6;
+    pub const UDP: u8 = 17;
+    pub const ICMPV6: u8 = 58;
+}
+
+/// What the XDP program decided for a packet. Values are the kernel's `xdp_action`
+/// numbers so the program can return them directly.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Aborted = 0,
+    Drop = 1,
+    Pass = 2,
+    Tx = 3,
+    Redirect = 4,
+}
+
+impl Verdict {
+    pub const fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            0 => Self::Aborted,
+            1 => Self::Drop,
+            2 => Self::Pass,
+            3 => Self::Tx,
+            4 => Self::Redirect,
+            _ => return None,
+        })
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Aborted => "aborted",
+            Self::Drop => "drop",
+            Self::Pass => "pass",
+            Self::Tx => "tx",
+            Self::Redirect => "redirect",
+        }
+    }
+}
+
+/// Key of [`XDP_STATS_MAP`]: destination port in host byte order, IP protocol, verdict.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StatsKey {
+    pub dst_port: u16,
+    pub proto: u8,
+    /// A [`Verdict`] as `u8`.
+    pub verdict: u8,
+}
+const _: () = assert!(size_of::<StatsKey>() == 4);
+
+/// Value of [`XDP_STATS_MAP`] (one per CPU): packets and bytes (frame length as seen by XDP).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StatsValue {
+    pub packets: u64,
+    pub bytes: u64,
+}
+const _: () = assert!(size_of::<StatsValue>() == 16);
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: both types are repr(C), Copy, and have no padding (size checks above).
+    unsafe impl aya::Pod for super::StatsKey {}
+    unsafe impl aya::Pod for super::StatsValue {}
+}

@@ -1,0 +1,116 @@
+//! Admin HTTP endpoint: `GET /stats` (JSON counters), `GET /routes` (the compiled
+//! table), `GET /readyz` (200 when every listen address has a Gateway to serve).
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+use crate::ebpf::StatsMap;
+use crate::proxy::Proxy;
+use crate::routing::describe::describe;
+use crate::stats::{Stats, XdpInfo};
+
+pub struct Admin {
+    pub proxy: Arc<Proxy>,
+    pub dataplane: String,
+    pub xdp: Option<XdpInfo>,
+    pub stats_map: Option<Mutex<StatsMap>>,
+}
+
+impl Admin {
+    pub fn stats(&self) -> Stats {
+        let xdp_counters = match &self.stats_map {
+            Some(m) => match m.lock().expect("stats map lock").read() {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading XDP counters failed");
+                    vec![]
+                }
+            },
+            None => vec![],
+        };
+        Stats {
+            dataplane: self.dataplane.clone(),
+            xdp: self.xdp.clone(),
+            xdp_counters,
+            proxy: self.proxy.metrics.snapshot(),
+        }
+    }
+
+    fn handle(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+        if req.method() != Method::GET {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n".into());
+        }
+        match req.uri().path() {
+            "/stats" => json(
+                StatusCode::OK,
+                serde_json::to_string_pretty(&self.stats()).expect("stats serialize"),
+            ),
+            "/routes" => json(
+                StatusCode::OK,
+                serde_json::to_string_pretty(&describe(&self.proxy.table.load())).expect("json"),
+            ),
+            "/readyz" => {
+                let t = self.proxy.table.load();
+                let problems: Vec<String> = t
+                    .listeners
+                    .iter()
+                    .filter(|l| l.listeners.is_empty())
+                    .flat_map(|l| l.problems.iter().cloned())
+                    .collect();
+                if problems.is_empty() {
+                    text(StatusCode::OK, "ok\n".into())
+                } else {
+                    text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("{}\n", problems.join("\n")),
+                    )
+                }
+            }
+            _ => text(
+                StatusCode::NOT_FOUND,
+                "endpoints: /stats /routes /readyz\n".into(),
+            ),
+        }
+    }
+
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let admin = self.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req| {
+                    let admin = admin.clone();
+                    async move { Ok::<_, Infallible>(admin.handle(&req)) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    }
+}
+
+fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "text/plain")
+        .body(Full::new(body.into()))
+        .expect("response")
+}
+
+fn json(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Full::new(body.into()))
+        .expect("response")
+}

@@ -1,0 +1,220 @@
+//! `ingress`: the agent (`run`) and its admin clients (`stats`, `routes`).
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use ingress::admin::Admin;
+use ingress::config::ListenMapping;
+use ingress::proxy::Proxy;
+use ingress::{ebpf, manifest, routing, stats};
+use tokio::net::TcpListener;
+
+const DEFAULT_ADMIN: &str = "127.0.0.1:9901";
+
+#[derive(Parser)]
+#[command(
+    name = "ingress",
+    version,
+    about = "eBPF-accelerated host ingress for single-VM Kubernetes (Gateway API HTTPRoutes)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum DataplaneMode {
+    /// XDP on --interface, user-space L7 proxy.
+    Ebpf,
+    /// No eBPF at all; the same routing.
+    Userspace,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve Gateway API routes.
+    Run {
+        /// Directory of Gateway / HTTPRoute / Service / EndpointSlice manifests (*.yaml, *.yml, *.json).
+        #[arg(long, value_name = "DIR")]
+        manifests: PathBuf,
+        /// ADDR=NAMESPACE/GATEWAY[:LISTENERPORT]; repeatable. Serves that Gateway's HTTP
+        /// listeners (all, or those on LISTENERPORT) on ADDR.
+        #[arg(
+            long,
+            value_name = "ADDR=NAMESPACE/GATEWAY[:LISTENERPORT]",
+            required = true
+        )]
+        listen: Vec<ListenMapping>,
+        /// The VM's NIC, where the XDP program attaches (ebpf dataplane).
+        #[arg(long, value_name = "IFACE")]
+        interface: Option<String>,
+        /// Default: ebpf when --interface is given, else userspace.
+        #[arg(long, value_enum)]
+        dataplane: Option<DataplaneMode>,
+        /// Admin endpoint (/stats, /routes, /readyz).
+        #[arg(long, value_name = "ADDR", default_value = DEFAULT_ADMIN)]
+        admin: SocketAddr,
+    },
+    /// Print the XDP and proxy counters of a running agent.
+    Stats {
+        #[arg(long, value_name = "ADDR", default_value = DEFAULT_ADMIN)]
+        admin: SocketAddr,
+        /// Print the JSON of GET /stats.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the compiled routing table of a running agent.
+    Routes {
+        #[arg(long, value_name = "ADDR", default_value = DEFAULT_ADMIN)]
+        admin: SocketAddr,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Run {
+            manifests,
+            listen,
+            interface,
+            dataplane,
+            admin,
+        } => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(run(manifests, listen, interface, dataplane, admin))
+        }
+        Cmd::Stats { admin, json } => {
+            let body = admin_get(admin, "/stats")?;
+            if json {
+                println!("{body}");
+            } else {
+                let s: stats::Stats = serde_json::from_str(&body).context("parsing /stats")?;
+                print!("{}", stats::format_table(&s));
+            }
+            Ok(())
+        }
+        Cmd::Routes { admin, json } => {
+            let body = admin_get(admin, "/routes")?;
+            if json {
+                println!("{body}");
+            } else {
+                let v: serde_json::Value =
+                    serde_json::from_str(&body).context("parsing /routes")?;
+                print!("{}", routing::describe::format_text(&v));
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn run(
+    dir: PathBuf,
+    listen: Vec<ListenMapping>,
+    interface: Option<String>,
+    dataplane: Option<DataplaneMode>,
+    admin_addr: SocketAddr,
+) -> Result<()> {
+    let mode = dataplane.unwrap_or(if interface.is_some() {
+        DataplaneMode::Ebpf
+    } else {
+        DataplaneMode::Userspace
+    });
+    let resources = manifest::load_dir(&dir)
+        .with_context(|| format!("loading manifests from {}", dir.display()))?;
+    tracing::info!(dir = %dir.display(), "loaded {}", resources.summary());
+    let table = routing::compile(&resources, &listen);
+    for (m, l) in listen.iter().zip(&table.listeners) {
+        for p in &l.problems {
+            tracing::warn!(listen = %m, "{p}");
+        }
+    }
+    for r in &table.routes {
+        for p in &r.problems {
+            tracing::warn!(route = %r.route, "{p}");
+        }
+    }
+
+    let (dp, xdp, stats_map) = match mode {
+        DataplaneMode::Userspace => ("userspace", None, None),
+        DataplaneMode::Ebpf => {
+            let Some(iface) = interface.as_deref() else {
+                bail!(
+                    "--dataplane ebpf needs --interface IFACE (the VM's NIC); use --dataplane userspace to run without eBPF"
+                );
+            };
+            let mut d = ebpf::load()?;
+            d.attach_xdp(iface)?;
+            if let Err(e) = d.spawn_logger() {
+                tracing::warn!(error = %e, "eBPF log records will not be shown");
+            }
+            let xdp = d.xdp.clone();
+            let ebpf::Dataplane { ebpf, stats, .. } = d;
+            // The programs stay attached while `ebpf` lives: keep it for the whole run.
+            Box::leak(Box::new(ebpf));
+            ("ebpf", xdp, Some(Mutex::new(stats)))
+        }
+    };
+
+    let proxy = Proxy::new(table);
+    for (i, m) in listen.iter().enumerate() {
+        let l = TcpListener::bind(m.addr)
+            .await
+            .with_context(|| format!("cannot listen on {} (--listen {m})", m.addr))?;
+        tracing::info!(listen = %m, "serving");
+        tokio::spawn(proxy.clone().serve(l, i));
+    }
+    let admin = Arc::new(Admin {
+        proxy: proxy.clone(),
+        dataplane: dp.into(),
+        xdp,
+        stats_map,
+    });
+    let l = TcpListener::bind(admin_addr)
+        .await
+        .with_context(|| format!("cannot listen on --admin {admin_addr}"))?;
+    tracing::info!(%admin_addr, "admin endpoint: /stats /routes /readyz");
+    tokio::spawn(admin.serve(l));
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+    Ok(())
+}
+
+/// GET on the admin endpoint (loopback, HTTP/1.0, whole body).
+fn admin_get(addr: SocketAddr, path: &str) -> Result<String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3))
+        .with_context(|| format!("cannot reach the agent's admin endpoint at {addr} (is `ingress run` running? see --admin)"))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf)?;
+    let (head, body) = buf
+        .split_once("\r\n\r\n")
+        .context("malformed admin response")?;
+    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+        bail!(
+            "admin endpoint answered: {}",
+            head.lines().next().unwrap_or("")
+        );
+    }
+    Ok(body.to_string())
+}

@@ -1,0 +1,394 @@
+//! The L7 proxy, in phases: accept, read the request head (hyper), select a rule
+//! in the current routing table, apply filters, pick a backend and an endpoint,
+//! forward over a pooled connection straight to the pod IP, filter the response.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+use crate::routing::filters::{Filter, RedirectInput, modify_path};
+use crate::routing::{ListenerTable, RequestHead, Rule, Table, split_host_header};
+use crate::stats::ProxyMetrics;
+
+pub type Body = BoxBody<Bytes, hyper::Error>;
+
+/// State shared by every connection: the current table (swapped whole on change),
+/// the upstream connection pool, counters.
+pub struct Proxy {
+    pub table: ArcSwap<Table>,
+    pub metrics: ProxyMetrics,
+    client: Client<HttpConnector, Incoming>,
+}
+
+impl Proxy {
+    pub fn new(table: Table) -> Arc<Self> {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(connector);
+        Arc::new(Self {
+            table: ArcSwap::from_pointee(table),
+            metrics: ProxyMetrics::default(),
+            client,
+        })
+    }
+
+    /// Accepts connections on `listener` and serves listen mapping number `index`.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, index: usize) {
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let proxy = self.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req| {
+                    let proxy = proxy.clone();
+                    async move { Ok::<_, Infallible>(proxy.handle(req, index, peer).await) }
+                });
+                if let Err(e) = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await
+                {
+                    tracing::debug!(%peer, error = %e, "client connection ended with an error");
+                }
+            });
+        }
+    }
+
+    async fn handle(
+        &self,
+        req: Request<Incoming>,
+        index: usize,
+        peer: SocketAddr,
+    ) -> Response<Body> {
+        self.metrics.request();
+        let resp = self.route_and_forward(req, index, peer).await;
+        self.metrics.response(resp.status().as_u16());
+        resp
+    }
+
+    async fn route_and_forward(
+        &self,
+        mut req: Request<Incoming>,
+        index: usize,
+        peer: SocketAddr,
+    ) -> Response<Body> {
+        let table = self.table.load();
+        let Some(lt) = table.listeners.get(index) else {
+            return local(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "listener table missing\n",
+            );
+        };
+        // Host: the absolute-form authority, else the Host header (HTTP/1.1 requires one).
+        let host_value = match req.uri().authority() {
+            Some(a) => a.as_str().to_string(),
+            None => match req
+                .headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+            {
+                Some(h) => h.to_string(),
+                None => return local(StatusCode::BAD_REQUEST, "missing Host header\n"),
+            },
+        };
+        let (host, host_port) = split_host_header(&host_value);
+        let path = req.uri().path().to_string();
+        let query = req.uri().query().map(str::to_string);
+        let method = req.method().as_str().to_string();
+        let head = RequestHead {
+            method: &method,
+            host: &host,
+            path: &path,
+            query: query.as_deref(),
+            headers: req.headers(),
+        };
+        let Some(m) = lt.find(&head) else {
+            return local(StatusCode::NOT_FOUND, "no route\n");
+        };
+        let rule: Arc<Rule> = m.rule.clone();
+        let prefix = m.matcher.prefix().map(str::to_string);
+        if let Some(reason) = unsupported(&rule.filters) {
+            tracing::debug!(route = %rule.route, rule = rule.index, %reason, "500: unsupported filter");
+            return local(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "route uses an unsupported filter\n",
+            );
+        }
+        if let Some(redirect) = rule.redirect() {
+            return redirect_response(
+                redirect,
+                lt,
+                &host,
+                host_port,
+                &path,
+                query.as_deref(),
+                prefix.as_deref(),
+            );
+        }
+        let Some(backend) = rule.pick_backend(random()) else {
+            return local(StatusCode::INTERNAL_SERVER_ERROR, "no usable backend\n");
+        };
+        if let crate::routing::BackendTarget::Invalid(why) = &backend.target {
+            tracing::debug!(backend = %backend.name, %why, "500: invalid backendRef");
+            return local(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "invalid backend reference\n",
+            );
+        }
+        if unsupported(&backend.filters).is_some() {
+            return local(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "backend uses an unsupported filter\n",
+            );
+        }
+        let Some(endpoint) = backend.pick_endpoint() else {
+            return local(StatusCode::SERVICE_UNAVAILABLE, "no ready endpoint\n");
+        };
+
+        // Request filters: the rule's, then the backend's.
+        let mut new_path = path.clone();
+        let mut response_mods = Vec::new();
+        for f in rule.filters.iter().chain(backend.filters.iter()) {
+            match f {
+                Filter::RequestHeaderModifier(m) => m.apply(req.headers_mut()),
+                Filter::ResponseHeaderModifier(m) => response_mods.push(m),
+                Filter::UrlRewrite(rw) => {
+                    if let Some(h) = &rw.hostname {
+                        match HeaderValue::from_str(h) {
+                            Ok(v) => {
+                                req.headers_mut().insert(header::HOST, v);
+                            }
+                            Err(_) => {
+                                return local(
+                                    StatusCode::INTERNAL_SERVER_ERROR,
+                                    "bad rewrite hostname\n",
+                                );
+                            }
+                        }
+                    }
+                    if let Some(pm) = &rw.path {
+                        match modify_path(pm, &path, prefix.as_deref()) {
+                            Ok(p) => new_path = p,
+                            Err(_) => {
+                                return local(StatusCode::INTERNAL_SERVER_ERROR, "bad rewrite\n");
+                            }
+                        }
+                    }
+                }
+                Filter::RequestRedirect(_) | Filter::Unsupported { .. } => {}
+            }
+        }
+        let pq = match &query {
+            Some(q) => format!("{new_path}?{q}"),
+            None => new_path,
+        };
+        let uri: Uri = match format!("http://{endpoint}{pq}").parse() {
+            Ok(u) => u,
+            Err(_) => return local(StatusCode::BAD_REQUEST, "bad request target\n"),
+        };
+        *req.uri_mut() = uri;
+        if !req.headers().contains_key(header::HOST) {
+            if let Ok(v) = HeaderValue::from_str(&host_value) {
+                req.headers_mut().insert(header::HOST, v);
+            }
+        }
+        strip_hop_by_hop(req.headers_mut());
+        forwarded_headers(req.headers_mut(), peer);
+
+        let attempt = self.client.request(req);
+        let result = match rule.timeouts.backend_request.or(rule.timeouts.request) {
+            Some(t) => match tokio::time::timeout(t, attempt).await {
+                Ok(r) => r,
+                Err(_) => return local(StatusCode::GATEWAY_TIMEOUT, "backend timeout\n"),
+            },
+            None => attempt.await,
+        };
+        let mut resp = match result {
+            Ok(r) => r,
+            Err(e) => {
+                self.metrics.backend_error();
+                tracing::debug!(%endpoint, backend = %backend.name, error = %e, "503: backend request failed");
+                return local(StatusCode::SERVICE_UNAVAILABLE, "backend unavailable\n");
+            }
+        };
+        strip_hop_by_hop(resp.headers_mut());
+        for m in response_mods {
+            m.apply(resp.headers_mut());
+        }
+        resp.map(|b| b.boxed())
+    }
+}
+
+fn unsupported(filters: &[Filter]) -> Option<&str> {
+    filters.iter().find_map(|f| match f {
+        Filter::Unsupported { reason } => Some(reason.as_str()),
+        _ => None,
+    })
+}
+
+fn redirect_response(
+    r: &crate::routing::Redirect,
+    lt: &ListenerTable,
+    host: &str,
+    host_port: Option<u16>,
+    path: &str,
+    query: Option<&str>,
+    prefix: Option<&str>,
+) -> Response<Body> {
+    let input = RedirectInput {
+        scheme: "http",
+        host,
+        host_port,
+        listener_port: lt.listener_port().unwrap_or(80),
+        path,
+        query,
+        matched_prefix: prefix,
+    };
+    match r.location(&input) {
+        Ok(loc) => Response::builder()
+            .status(r.status)
+            .header(header::LOCATION, loc)
+            .header(header::CONTENT_LENGTH, "0")
+            .body(empty())
+            .expect("valid redirect response"),
+        Err(_) => local(StatusCode::INTERNAL_SERVER_ERROR, "bad redirect\n"),
+    }
+}
+
+/// Headers that describe one connection, not the message (RFC 9110 7.6.1), plus
+/// those named in Connection.
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        h.remove(n);
+    }
+    for n in [
+        header::CONNECTION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::PROXY_AUTHORIZATION,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+    ] {
+        h.remove(n);
+    }
+}
+
+fn forwarded_headers(h: &mut HeaderMap, peer: SocketAddr) {
+    let ip = peer.ip().to_string();
+    let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prev) => format!("{prev}, {ip}"),
+        None => ip,
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        h.insert("x-forwarded-for", v);
+    }
+    h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+}
+
+fn empty() -> Body {
+    Full::new(Bytes::new())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// A response the proxy makes itself.
+pub fn local(status: StatusCode, body: &'static str) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "text/plain")
+        .body(
+            Full::new(Bytes::from_static(body.as_bytes()))
+                .map_err(|never| match never {})
+                .boxed(),
+        )
+        .expect("valid local response")
+}
+
+/// A cheap per-thread random number for weighted backend choice (xorshift64*).
+fn random() -> u64 {
+    use std::cell::Cell;
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new({
+            let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1);
+            let addr = &t as *const u64 as u64;
+            (t ^ addr.rotate_left(32)) | 1
+        });
+    }
+    STATE.with(|s| {
+        let mut x = s.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        s.set(x);
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn forwarded_for_appends() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9"));
+        forwarded_headers(&mut h, "198.18.0.1:5555".parse().unwrap());
+        assert_eq!(h.get("x-forwarded-for").unwrap(), "203.0.113.9, 198.18.0.1");
+        assert_eq!(h.get("x-forwarded-proto").unwrap(), "http");
+    }
+
+    #[test]
+    fn random_spreads() {
+        let mut seen = [0u32; 4];
+        for _ in 0..4000 {
+            seen[(random() % 4) as usize] += 1;
+        }
+        assert!(seen.iter().all(|&n| n > 800), "{seen:?}");
+    }
+}

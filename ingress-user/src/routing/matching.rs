@@ -1,0 +1,155 @@
+//! HTTPRouteMatch: path (Exact, PathPrefix by element, RegularExpression), headers,
+//! query parameters and method, ANDed; and the precedence order between matches.
+
+use std::cmp::Ordering;
+
+use http::HeaderMap;
+use regex::Regex;
+
+/// The parts of a request head that routing looks at.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestHead<'a> {
+    pub method: &'a str,
+    /// Lowercase, without port.
+    pub host: &'a str,
+    /// Path without the query string.
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    pub headers: &'a HeaderMap,
+}
+
+#[derive(Debug, Clone)]
+pub enum PathMatch {
+    Exact(String),
+    /// Normalised: no trailing slash unless the prefix is `/`.
+    Prefix(String),
+    Regex(Regex),
+}
+
+#[derive(Debug, Clone)]
+pub enum ValueMatch {
+    Exact(String),
+    Regex(Regex),
+}
+
+impl ValueMatch {
+    fn matches(&self, v: &str) -> bool {
+        match self {
+            Self::Exact(e) => e == v,
+            Self::Regex(r) => r.is_match(v),
+        }
+    }
+}
+
+/// One HTTPRouteMatch, compiled.
+#[derive(Debug, Clone)]
+pub struct Matcher {
+    pub path: PathMatch,
+    pub method: Option<String>,
+    pub headers: Vec<(http::HeaderName, ValueMatch)>,
+    pub query: Vec<(String, ValueMatch)>,
+    /// Tie-breakers after the spec's match-specific criteria: route creation time
+    /// (RFC 3339, empty when unknown), route `namespace/name`, rule index, match index.
+    pub order: (String, String, usize, usize),
+}
+
+/// Anchors a Gateway API regular expression: matches must cover the whole value.
+pub fn full_regex(re: &str) -> Result<Regex, regex::Error> {
+    Regex::new(&format!("^(?:{re})$"))
+}
+
+impl PathMatch {
+    pub fn prefix(value: &str) -> Self {
+        let v = if value.len() > 1 {
+            value.trim_end_matches('/')
+        } else {
+            value
+        };
+        Self::Prefix(if v.is_empty() {
+            "/".into()
+        } else {
+            v.to_string()
+        })
+    }
+
+    pub fn matches(&self, path: &str) -> bool {
+        match self {
+            Self::Exact(p) => p == path,
+            Self::Prefix(p) => {
+                p == "/"
+                    || (path.starts_with(p.as_str())
+                        && matches!(path.as_bytes().get(p.len()), None | Some(b'/')))
+            }
+            Self::Regex(r) => r.is_match(path),
+        }
+    }
+
+    /// (rank, length): Exact before PathPrefix before RegularExpression; longer first.
+    fn rank(&self) -> (u8, usize) {
+        match self {
+            Self::Exact(p) => (0, p.len()),
+            Self::Prefix(p) => (1, p.len()),
+            Self::Regex(r) => (2, r.as_str().len()),
+        }
+    }
+}
+
+impl Matcher {
+    pub fn matches(&self, req: &RequestHead<'_>) -> bool {
+        if !self.path.matches(req.path) {
+            return false;
+        }
+        if let Some(m) = &self.method {
+            if m != req.method {
+                return false;
+            }
+        }
+        for (name, vm) in &self.headers {
+            let mut values = req.headers.get_all(name).iter();
+            if !values.any(|v| v.to_str().is_ok_and(|v| vm.matches(v))) {
+                return false;
+            }
+        }
+        for (name, vm) in &self.query {
+            match query_param(req.query, name) {
+                Some(v) if vm.matches(v) => {}
+                _ => return false,
+            }
+        }
+        true
+    }
+
+    /// The spec's precedence: path type and length, method, number of header
+    /// matches, number of query matches, then the tie-breakers of `order`.
+    pub fn precedence(&self, other: &Self) -> Ordering {
+        let (ra, la) = self.path.rank();
+        let (rb, lb) = other.path.rank();
+        ra.cmp(&rb)
+            .then(lb.cmp(&la))
+            .then(other.method.is_some().cmp(&self.method.is_some()))
+            .then(other.headers.len().cmp(&self.headers.len()))
+            .then(other.query.len().cmp(&self.query.len()))
+            .then_with(|| order_key(&self.order).cmp(&order_key(&other.order)))
+    }
+
+    /// The matched prefix, for URLRewrite/RequestRedirect ReplacePrefixMatch.
+    pub fn prefix(&self) -> Option<&str> {
+        match &self.path {
+            PathMatch::Prefix(p) => Some(p),
+            _ => None,
+        }
+    }
+}
+
+/// Unknown creation times sort after known ones.
+fn order_key(o: &(String, String, usize, usize)) -> (bool, &str, &str, usize, usize) {
+    (o.0.is_empty(), &o.0, &o.1, o.2, o.3)
+}
+
+/// The first value of query parameter `name` (names are case-sensitive).
+pub fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
+    query?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        (k == name).then_some(v)
+    })
+}

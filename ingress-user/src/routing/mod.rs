@@ -1,0 +1,219 @@
+//! The routing engine: compiles Gateways, HTTPRoutes, Services and EndpointSlices into
+//! an immutable table per served listen address, and looks requests up in it. Pure:
+//! no I/O, no async; the proxy publishes a new [`Table`] atomically on every change.
+
+mod compile;
+pub mod describe;
+pub mod filters;
+pub mod hostname;
+mod matching;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use serde::Serialize;
+
+pub use compile::compile;
+pub use filters::{Filter, HeaderModifier, Redirect, Rewrite};
+pub use hostname::{Hostname, split_host_header};
+pub use matching::{Matcher, PathMatch, RequestHead};
+
+use crate::resources::ObjectKey;
+
+/// The compiled routing state: one [`ListenerTable`] per `--listen` mapping, in order.
+#[derive(Debug, Default)]
+pub struct Table {
+    pub listeners: Vec<ListenerTable>,
+    /// What happened to each HTTPRoute: where it attached, and why not elsewhere.
+    pub routes: Vec<RouteReport>,
+}
+
+/// The routes served on one listen address (the HTTP listeners of one Gateway).
+#[derive(Debug, Default)]
+pub struct ListenerTable {
+    pub gateway: ObjectKey,
+    /// Names and ports of the Gateway listeners this address serves.
+    pub listeners: Vec<(String, u16)>,
+    hosts: HashMap<String, Arc<VirtualHost>>,
+    /// Wildcard virtual hosts, longest suffix first.
+    wildcards: Vec<(String, Arc<VirtualHost>)>,
+    /// Routes without hostnames on listeners without hostname: any Host.
+    any: Option<Arc<VirtualHost>>,
+    /// Why this address serves less than asked (missing Gateway, no HTTP listener, ...).
+    pub problems: Vec<String>,
+}
+
+/// The rules that apply to one hostname, in precedence order.
+#[derive(Debug, Default)]
+pub struct VirtualHost {
+    pub hostname: String,
+    pub entries: Vec<Entry>,
+}
+
+/// One HTTPRouteMatch of one rule, with the rule it leads to.
+#[derive(Debug)]
+pub struct Entry {
+    pub matcher: Matcher,
+    pub rule: Arc<Rule>,
+}
+
+/// A rule of an HTTPRoute, with its backends resolved to endpoints.
+#[derive(Debug)]
+pub struct Rule {
+    pub route: ObjectKey,
+    pub index: usize,
+    pub filters: Vec<Filter>,
+    pub backends: Vec<Backend>,
+    pub timeouts: Timeouts,
+}
+
+#[derive(Debug, Default, Clone, Copy, Serialize)]
+pub struct Timeouts {
+    /// Whole request, from the head received to the response head sent. None = no limit.
+    pub request: Option<Duration>,
+    /// One attempt to the backend. None = no limit.
+    pub backend_request: Option<Duration>,
+}
+
+/// A backendRef resolved as far as possible.
+#[derive(Debug)]
+pub struct Backend {
+    /// `namespace/service:port` as written in the route.
+    pub name: String,
+    pub weight: u32,
+    pub filters: Vec<Filter>,
+    pub target: BackendTarget,
+    next: AtomicUsize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackendTarget {
+    /// Ready endpoints (pod IP, container port). May be empty: 503.
+    Endpoints(Vec<SocketAddr>),
+    /// The reference cannot be used (unknown Service or port, kind, not permitted): 500.
+    Invalid(String),
+}
+
+impl Backend {
+    pub fn new(name: String, weight: u32, filters: Vec<Filter>, target: BackendTarget) -> Self {
+        Self {
+            name,
+            weight,
+            filters,
+            target,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// Next endpoint, round robin. None when there is no ready endpoint or the ref is invalid.
+    pub fn pick_endpoint(&self) -> Option<SocketAddr> {
+        match &self.target {
+            BackendTarget::Endpoints(eps) if !eps.is_empty() => {
+                let i = self.next.fetch_add(1, Ordering::Relaxed);
+                Some(eps[i % eps.len()])
+            }
+            _ => None,
+        }
+    }
+}
+
+impl Rule {
+    /// Total weight of the backends; 0 means "no backend can be chosen".
+    pub fn total_weight(&self) -> u64 {
+        self.backends.iter().map(|b| b.weight as u64).sum()
+    }
+
+    /// Weighted choice: `r` is a uniformly random number. None when every weight is 0
+    /// (or there are no backends): the caller answers 500.
+    pub fn pick_backend(&self, r: u64) -> Option<&Backend> {
+        let total = self.total_weight();
+        if total == 0 {
+            return None;
+        }
+        let mut x = r % total;
+        for b in &self.backends {
+            let w = b.weight as u64;
+            if x < w {
+                return Some(b);
+            }
+            x -= w;
+        }
+        None
+    }
+
+    /// The redirect filter of this rule, if any (a rule redirects instead of forwarding).
+    pub fn redirect(&self) -> Option<&Redirect> {
+        self.filters.iter().find_map(|f| match f {
+            Filter::RequestRedirect(r) => Some(r),
+            _ => None,
+        })
+    }
+}
+
+/// A successful lookup: the rule, and the path prefix that matched (for ReplacePrefixMatch).
+#[derive(Debug)]
+pub struct RouteMatch<'t> {
+    pub rule: &'t Arc<Rule>,
+    pub matcher: &'t Matcher,
+    pub vhost: &'t str,
+}
+
+impl ListenerTable {
+    /// The virtual host for a request host (lowercase, no port): an exact name first,
+    /// then the longest matching wildcard, then the catch-all.
+    pub fn vhost(&self, host: &str) -> Option<&Arc<VirtualHost>> {
+        if let Some(v) = self.hosts.get(host) {
+            return Some(v);
+        }
+        self.wildcards
+            .iter()
+            .find(|(suffix, _)| host.len() > suffix.len() && host.ends_with(suffix.as_str()))
+            .map(|(_, v)| v)
+            .or(self.any.as_ref())
+    }
+
+    /// Finds the rule for a request, or None (404).
+    pub fn find(&self, req: &RequestHead<'_>) -> Option<RouteMatch<'_>> {
+        let vhost = self.vhost(req.host)?;
+        vhost
+            .entries
+            .iter()
+            .find(|e| e.matcher.matches(req))
+            .map(|e| RouteMatch {
+                rule: &e.rule,
+                matcher: &e.matcher,
+                vhost: &vhost.hostname,
+            })
+    }
+
+    /// Every virtual host, for `ingress routes` and `/routes`: exact, wildcards, catch-all.
+    pub fn vhosts(&self) -> Vec<&Arc<VirtualHost>> {
+        let mut v: Vec<_> = self.hosts.values().collect();
+        v.sort_by(|a, b| a.hostname.cmp(&b.hostname));
+        v.extend(self.wildcards.iter().map(|(_, v)| v));
+        v.extend(self.any.iter());
+        v
+    }
+
+    /// The port of the first served listener: the port a redirect without a Host port uses.
+    pub fn listener_port(&self) -> Option<u16> {
+        self.listeners.first().map(|(_, p)| *p)
+    }
+}
+
+/// How one HTTPRoute fared against the served Gateways.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct RouteReport {
+    pub route: String,
+    /// `namespace/gateway/listener` for every listener the route attached to.
+    pub attached: Vec<String>,
+    /// Why the route (or one of its parentRefs / backendRefs) is not fully in service,
+    /// each with the Gateway API reason (`NotAllowedByListeners`, `BackendNotFound`, ...).
+    pub problems: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests;

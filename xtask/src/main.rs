@@ -1,0 +1,89 @@
+//! `cargo xtask`: set up the toolchain, build the eBPF object and the agent, run every
+//! test tier, run the demo. Errors are `anyhow` with context: this is the top level.
+
+mod build;
+mod setup;
+mod test;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "Build, set up, test and demo the eBPF host ingress")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what the eBPF build and the tests need (Debian, as root); elsewhere,
+    /// print exactly what to install.
+    Setup,
+    /// Build the eBPF object, then the agent (`ingress`) that embeds it.
+    Build {
+        /// Build the agent with the release profile.
+        #[arg(long)]
+        release: bool,
+    },
+    /// Set up, build, run every test tier this machine supports, print a summary.
+    Test {
+        /// Do not install missing packages (only report them).
+        #[arg(long)]
+        no_setup: bool,
+    },
+    /// Build everything, create the k3d-shaped topology, load the OpenChoreo v0.12
+    /// fixtures, send requests through the agent with XDP on the VM NIC, tear down.
+    Demo {
+        /// Run the agent without eBPF (plain user-space proxy).
+        #[arg(long)]
+        userspace: bool,
+        /// Build with the release profile.
+        #[arg(long)]
+        release: bool,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Setup => setup::setup(true).map(|_| ()),
+        Cmd::Build { release } => build::build_all(release).map(|_| ()),
+        Cmd::Test { no_setup } => test::run(!no_setup),
+        Cmd::Demo { userspace, release } => {
+            setup::setup(true)?;
+            let out = build::build_all(release)?;
+            build::build_tests_bin("demo", release)?;
+            let demo = workspace_root()
+                .join("target")
+                .join(if release { "release" } else { "debug" })
+                .join("demo");
+            let mut cmd = std::process::Command::new(demo);
+            cmd.arg("--ingress").arg(&out.agent);
+            if userspace {
+                cmd.arg("--userspace");
+            }
+            let status = cmd.status()?;
+            anyhow::ensure!(status.success(), "demo failed ({status})");
+            Ok(())
+        }
+    }
+}
+
+/// The workspace root (the parent of `xtask/`).
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe extern "C" {
+        fn geteuid() -> u32;
+    }
+    unsafe { geteuid() == 0 }
+}

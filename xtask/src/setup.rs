@@ -1,0 +1,183 @@
+//! `cargo xtask setup`: find what the eBPF build and the root test tiers need, install
+//! it on Debian as root, or print exactly what to install elsewhere.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+const APT_PACKAGES: &[&str] = &[
+    // Debian's rustc 1.96 with the BPF backend and a prebuilt `core` for bpfel-unknown-none
+    "rustc-web",
+    "cargo-web",
+    "libstd-rust-web-dev-bpf",
+    // LLVM 22 for bpf-linker
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "libzstd-dev",
+    "zlib1g-dev",
+    // `ip netns`, veth, bridges for the topology tests and the demo
+    "iproute2",
+];
+pub const BPF_LINKER_VERSION: &str = "0.13.0";
+
+/// Which toolchain builds the eBPF crate.
+#[derive(Debug, Clone)]
+pub enum BpfToolchain {
+    /// Debian's rustc with a prebuilt BPF `core` (no build-std).
+    Debian { rustc: PathBuf },
+    /// A rustup nightly with rust-src (`-Z build-std=core`).
+    Nightly,
+}
+
+pub struct Found {
+    pub toolchain: Option<BpfToolchain>,
+    pub bpf_linker: Option<PathBuf>,
+    pub has_ip: bool,
+}
+
+pub fn detect() -> Found {
+    Found {
+        toolchain: detect_toolchain(),
+        bpf_linker: find_bpf_linker(),
+        has_ip: which("ip").is_some(),
+    }
+}
+
+fn detect_toolchain() -> Option<BpfToolchain> {
+    let debian = Path::new("/usr/bin/rustc");
+    if debian.exists() && Path::new("/usr/lib/rustlib/bpfel-unknown-none/lib").exists() {
+        return Some(BpfToolchain::Debian {
+            rustc: debian.to_path_buf(),
+        });
+    }
+    let out = Command::new("rustup")
+        .args(["run", "nightly", "rustc", "--print", "sysroot"])
+        .output()
+        .ok()?;
+    if out.status.success() {
+        let sysroot = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        if sysroot.join("lib/rustlib/src/rust/library/core").exists() {
+            return Some(BpfToolchain::Nightly);
+        }
+    }
+    None
+}
+
+pub fn find_bpf_linker() -> Option<PathBuf> {
+    which("bpf-linker").or_else(|| {
+        let p = cargo_home().join("bin/bpf-linker");
+        p.exists().then_some(p)
+    })
+}
+
+fn cargo_home() -> PathBuf {
+    std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cargo")
+        })
+}
+
+pub fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
+fn is_debian() -> bool {
+    Path::new("/etc/debian_version").exists() && which("apt-get").is_some()
+}
+
+fn missing_apt_packages() -> Vec<&'static str> {
+    APT_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| {
+            let out = Command::new("dpkg-query")
+                .args(["-W", "-f=${Status}", p])
+                .output();
+            !matches!(out, Ok(o) if String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        })
+        .collect()
+}
+
+/// Make sure the eBPF toolchain and test tools are present. With `install`, installs
+/// what is missing (Debian + root); otherwise, or where that is impossible, returns an
+/// error that lists exactly what to install.
+pub fn setup(install: bool) -> Result<Found> {
+    let found = detect();
+    if found.toolchain.is_some() && found.bpf_linker.is_some() && found.has_ip {
+        return Ok(found);
+    }
+    if install && is_debian() && crate::is_root() {
+        let missing = missing_apt_packages();
+        if !missing.is_empty() {
+            println!(
+                "xtask setup: installing Debian packages: {}",
+                missing.join(" ")
+            );
+            run(Command::new("apt-get").arg("update"))?;
+            run(Command::new("apt-get")
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .args(["install", "-y", "--no-install-recommends"])
+                .args(&missing))?;
+        }
+        if find_bpf_linker().is_none() {
+            println!(
+                "xtask setup: building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (about a minute)"
+            );
+            let path = format!(
+                "/usr/lib/llvm-22/bin:{}",
+                std::env::var("PATH").unwrap_or_default()
+            );
+            run(Command::new("cargo")
+                .env("PATH", path)
+                .args([
+                    "install",
+                    "bpf-linker",
+                    "--locked",
+                    "--version",
+                    BPF_LINKER_VERSION,
+                ])
+                .args(["--no-default-features", "--features", "llvm-22"]))?;
+        }
+        let found = detect();
+        if found.toolchain.is_some() && found.bpf_linker.is_some() && found.has_ip {
+            return Ok(found);
+        }
+    }
+    bail!("{}", instructions(&found))
+}
+
+fn instructions(found: &Found) -> String {
+    let mut s = String::from("the eBPF build needs tools that are missing:\n");
+    if found.toolchain.is_none() {
+        s += "  - a Rust compiler that can build for bpfel-unknown-none. Either\n\
+              \x20     Debian: apt-get install rustc-web cargo-web libstd-rust-web-dev-bpf\n\
+              \x20     or any system: rustup toolchain install nightly --component rust-src\n";
+    }
+    if found.bpf_linker.is_none() {
+        s += &format!(
+            "  - bpf-linker: with LLVM 22 installed (Debian: apt-get install llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev)\n\
+             \x20     PATH=/usr/lib/llvm-22/bin:$PATH cargo install bpf-linker --version {BPF_LINKER_VERSION} --no-default-features --features llvm-22\n"
+        );
+    }
+    if !found.has_ip {
+        s += "  - iproute2 (the `ip` command), for the network-namespace tests and the demo\n";
+    }
+    s += "On Debian, as root, `cargo xtask setup` installs all of it.";
+    s
+}
+
+pub fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
