@@ -52,7 +52,7 @@ pub fn build_ebpf() -> Result<PathBuf> {
         cmd.args(["-Z", "build-std=core"]);
     }
     run(&mut cmd).context("building the eBPF programs (ingress-ebpf)")?;
-    Ok(target_dir.join("bpfel-unknown-none/release/ingress"))
+    Ok(target_dir.join("bpfel-unknown-none/release/ingress-ebpf"))
 }
 
 fn profile_dir(release: bool) -> PathBuf {
@@ -70,7 +70,7 @@ pub fn host_cargo(ebpf_object: &std::path::Path) -> Command {
 }
 
 pub fn ebpf_object_path() -> PathBuf {
-    workspace_root().join("target/ebpf/bpfel-unknown-none/release/ingress")
+    workspace_root().join("target/ebpf/bpfel-unknown-none/release/ingress-ebpf")
 }
 
 pub fn build_all(release: bool) -> Result<Built> {

@@ -1,0 +1,155 @@
+//! The `ingress` agent as a child process inside the topology's vm namespace:
+//! started with `ip netns exec`, killed with its parent (PR_SET_PDEATHSIG) and on
+//! drop, by pid. Its log goes to a file the test can read.
+
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::client::{Request, send};
+use crate::netns::in_ns;
+
+pub const ADMIN: &str = "127.0.0.1:9901";
+
+pub struct Agent {
+    child: Child,
+    pub ns: String,
+    pub log: PathBuf,
+}
+
+/// The agent binary: `INGRESS_BIN` (set by `cargo xtask test`), else the debug build.
+pub fn ingress_bin() -> PathBuf {
+    std::env::var_os("INGRESS_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/ingress")
+        })
+}
+
+impl Agent {
+    /// Starts `ingress run` in namespace `ns` and waits (bounded) until /readyz answers.
+    pub fn start(
+        bin: &Path,
+        ns: &str,
+        manifests: &Path,
+        listens: &[String],
+        extra: &[&str],
+    ) -> Self {
+        assert!(
+            bin.is_file(),
+            "agent binary {} missing: run `cargo xtask build`",
+            bin.display()
+        );
+        let log = std::env::temp_dir().join(format!("ingress-{ns}-{}.log", std::process::id()));
+        let file = std::fs::File::create(&log).expect("agent log file");
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", ns])
+            .arg(bin)
+            .arg("run")
+            .arg("--manifests")
+            .arg(manifests);
+        for l in listens {
+            cmd.arg("--listen").arg(l);
+        }
+        cmd.args(["--admin", ADMIN]).args(extra);
+        cmd.env("RUST_LOG", "info,ingress_ebpf=debug")
+            .stdout(Stdio::null())
+            .stderr(file);
+        // SAFETY: prctl and pthread_sigmask are async-signal-safe; the agent dies with the
+        // thread that started it.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                // The demo blocks SIGINT/SIGTERM for its signal thread; the agent must not inherit that.
+                let mut all: libc::sigset_t = std::mem::zeroed();
+                libc::sigfillset(&mut all);
+                libc::pthread_sigmask(libc::SIG_UNBLOCK, &all, std::ptr::null_mut());
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect("start ip netns exec ingress");
+        let mut agent = Agent {
+            child,
+            ns: ns.to_string(),
+            log,
+        };
+        agent.wait_ready(Duration::from_secs(15));
+        agent
+    }
+
+    fn wait_ready(&mut self, limit: Duration) {
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "agent exited ({status}) before it was ready; its log:\n{}",
+                    self.log_text()
+                );
+            }
+            if self.admin_get("/readyz").is_some_and(|(s, _)| s == 200) {
+                return;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "agent not ready after {limit:?}; its log:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// GET on the admin endpoint (inside the vm namespace): (status, body).
+    pub fn admin_get(&self, path: &str) -> Option<(u16, String)> {
+        let path = path.to_string();
+        in_ns(&self.ns, move || {
+            send(
+                ADMIN.parse().unwrap(),
+                &Request::get(ADMIN, &path),
+                Duration::from_secs(2),
+            )
+            .ok()
+            .map(|r| (r.status, String::from_utf8_lossy(&r.body).to_string()))
+        })
+    }
+
+    pub fn log_text(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    /// Stops the agent (SIGTERM, then SIGKILL after 3 s) and returns its log.
+    pub fn stop(mut self) -> String {
+        self.terminate();
+        let log = self.log_text();
+        let _ = std::fs::remove_file(&self.log);
+        log
+    }
+
+    fn terminate(&mut self) {
+        if matches!(self.child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        // SAFETY: signalling our own child by pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(3) {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.terminate();
+    }
+}

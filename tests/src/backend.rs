@@ -1,0 +1,181 @@
+//! The pods' HTTP backend: answers every request with JSON saying which pod it is
+//! and what it received (method, path, Host, headers, body length). HTTP/1.1 with
+//! keep-alive; Content-Length and chunked request bodies. Runs on threads whose
+//! listening sockets live in the pod's namespace.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::netns::in_ns;
+
+/// What the backend answers (the body of every response).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Echo {
+    pub pod: String,
+    pub port: u16,
+    pub method: String,
+    pub path: String,
+    pub host: String,
+    pub headers: BTreeMap<String, String>,
+    pub body_len: usize,
+}
+
+pub struct Backend {
+    listeners: Vec<TcpListener>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Backend {
+    /// Binds `0.0.0.0:port` for each port inside namespace `ns` and serves.
+    pub fn start(ns: &str, pod: &str, ports: &[u16]) -> Self {
+        let ports = ports.to_vec();
+        let listeners: Vec<TcpListener> = in_ns(ns, move || {
+            ports
+                .iter()
+                .map(|p| {
+                    TcpListener::bind(("0.0.0.0", *p)).unwrap_or_else(|e| panic!("bind :{p}: {e}"))
+                })
+                .collect()
+        });
+        let stop = Arc::new(AtomicBool::new(false));
+        for l in &listeners {
+            let l = l.try_clone().expect("clone listener");
+            let pod = pod.to_string();
+            let stop = stop.clone();
+            std::thread::spawn(move || accept_loop(l, pod, stop));
+        }
+        Self { listeners, stop }
+    }
+
+    /// Stops accepting: shutdown() wakes the blocked accept() (Linux), the loop exits.
+    pub fn stop(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for l in &self.listeners {
+            // SAFETY: shutting down a listening socket we own.
+            unsafe { libc::shutdown(l.as_raw_fd(), libc::SHUT_RDWR) };
+        }
+    }
+}
+
+fn accept_loop(l: TcpListener, pod: String, stop: Arc<AtomicBool>) {
+    let port = l.local_addr().map(|a| a.port()).unwrap_or(0);
+    while !stop.load(Ordering::SeqCst) {
+        match l.accept() {
+            Ok((s, _)) => {
+                let pod = pod.clone();
+                std::thread::spawn(move || {
+                    let _ = serve_connection(s, &pod, port);
+                });
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+fn serve_connection(s: TcpStream, pod: &str, port: u16) -> std::io::Result<()> {
+    s.set_nodelay(true)?;
+    // Idle keep-alive connections end by themselves.
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut w = s.try_clone()?;
+    let mut r = BufReader::new(s);
+    loop {
+        let mut head = Vec::new();
+        loop {
+            let mut line = Vec::new();
+            if r.read_until(b'\n', &mut line)? == 0 {
+                return Ok(());
+            }
+            head.extend_from_slice(&line);
+            if line == b"\r\n" || line == b"\n" {
+                break;
+            }
+            if head.len() > 64 * 1024 {
+                return Ok(());
+            }
+        }
+        let mut hdrs = [httparse::EMPTY_HEADER; 64];
+        let mut req = httparse::Request::new(&mut hdrs);
+        if !matches!(req.parse(&head), Ok(httparse::Status::Complete(_))) {
+            w.write_all(
+                b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+            )?;
+            return Ok(());
+        }
+        let mut headers = BTreeMap::new();
+        for h in req.headers.iter() {
+            let v = String::from_utf8_lossy(h.value).to_string();
+            headers
+                .entry(h.name.to_ascii_lowercase())
+                .and_modify(|e: &mut String| e.push_str(&format!(", {v}")))
+                .or_insert(v);
+        }
+        let close = headers
+            .get("connection")
+            .is_some_and(|v| v.eq_ignore_ascii_case("close"))
+            || req.version == Some(0);
+        let body_len = if headers
+            .get("transfer-encoding")
+            .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
+        {
+            read_chunked(&mut r)?
+        } else {
+            let n: usize = headers
+                .get("content-length")
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            std::io::copy(&mut (&mut r).take(n as u64), &mut std::io::sink())? as usize
+        };
+        let echo = Echo {
+            pod: pod.to_string(),
+            port,
+            method: req.method.unwrap_or("").to_string(),
+            path: req.path.unwrap_or("").to_string(),
+            host: headers.get("host").cloned().unwrap_or_default(),
+            headers,
+            body_len,
+        };
+        let body = serde_json::to_vec(&echo).expect("echo json");
+        write!(
+            w,
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nx-pod: {pod}\r\ncontent-length: {}\r\n{}\r\n",
+            body.len(),
+            if close { "connection: close\r\n" } else { "" }
+        )?;
+        if echo.method != "HEAD" {
+            w.write_all(&body)?;
+        }
+        if close {
+            return Ok(());
+        }
+    }
+}
+
+fn read_chunked(r: &mut impl BufRead) -> std::io::Result<usize> {
+    let mut total = 0;
+    loop {
+        let mut line = String::new();
+        r.read_line(&mut line)?;
+        let size =
+            usize::from_str_radix(line.trim().split(';').next().unwrap_or("0"), 16).unwrap_or(0);
+        if size == 0 {
+            // trailers until an empty line
+            loop {
+                let mut t = String::new();
+                if r.read_line(&mut t)? == 0 || t == "\r\n" || t == "\n" {
+                    return Ok(total);
+                }
+            }
+        }
+        std::io::copy(&mut r.take(size as u64), &mut std::io::sink())?;
+        total += size;
+        let mut crlf = String::new();
+        r.read_line(&mut crlf)?;
+    }
+}

@@ -1,0 +1,177 @@
+//! A small blocking HTTP/1.1 client for tests: builds a request, reads one response
+//! (Content-Length, chunked or until close). Runs in a chosen namespace.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+/// A request to send; `host` goes in the Host header as is (it may carry a port).
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    pub host: Option<String>,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Request {
+    pub fn get(host: &str, path: &str) -> Self {
+        Self {
+            method: "GET".into(),
+            path: path.into(),
+            host: Some(host.into()),
+            headers: vec![],
+            body: vec![],
+        }
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    pub fn method(mut self, m: &str) -> Self {
+        self.method = m.into();
+        self
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut s = format!("{} {} HTTP/1.1\r\n", self.method, self.path);
+        if let Some(h) = &self.host {
+            s += &format!("Host: {h}\r\n");
+        }
+        for (n, v) in &self.headers {
+            s += &format!("{n}: {v}\r\n");
+        }
+        if !self.body.is_empty() {
+            s += &format!("Content-Length: {}\r\n", self.body.len());
+        }
+        s += "\r\n";
+        let mut b = s.into_bytes();
+        b.extend_from_slice(&self.body);
+        b
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Response {
+    pub status: u16,
+    /// Lowercase names; repeated headers joined with ", ".
+    pub headers: BTreeMap<String, String>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> T {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "response body is not the expected JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+}
+
+/// Sends one request on a new connection and reads the response (bounded by `timeout`).
+pub fn send(addr: SocketAddr, req: &Request, timeout: Duration) -> std::io::Result<Response> {
+    let mut s = TcpStream::connect_timeout(&addr, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    s.write_all(&req.to_bytes())?;
+    read_response(&mut BufReader::new(s), req.method == "HEAD")
+}
+
+pub fn read_response(r: &mut impl BufRead, head_only: bool) -> std::io::Result<Response> {
+    let mut head = Vec::new();
+    loop {
+        let mut line = Vec::new();
+        if r.read_until(b'\n', &mut line)? == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "connection closed before a response",
+            ));
+        }
+        head.extend_from_slice(&line);
+        if line == b"\r\n" {
+            break;
+        }
+    }
+    let mut hdrs = [httparse::EMPTY_HEADER; 64];
+    let mut resp = httparse::Response::new(&mut hdrs);
+    resp.parse(&head)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+    let status = resp.code.unwrap_or(0);
+    let mut headers = BTreeMap::new();
+    for h in resp.headers.iter() {
+        let v = String::from_utf8_lossy(h.value).to_string();
+        headers
+            .entry(h.name.to_ascii_lowercase())
+            .and_modify(|e: &mut String| e.push_str(&format!(", {v}")))
+            .or_insert(v);
+    }
+    let mut body = Vec::new();
+    if !head_only && status != 204 && status != 304 {
+        if headers
+            .get("transfer-encoding")
+            .is_some_and(|v| v.contains("chunked"))
+        {
+            loop {
+                let mut line = String::new();
+                r.read_line(&mut line)?;
+                let n = usize::from_str_radix(line.trim(), 16).unwrap_or(0);
+                if n == 0 {
+                    let mut end = String::new();
+                    r.read_line(&mut end)?;
+                    break;
+                }
+                let mut chunk = vec![0; n];
+                r.read_exact(&mut chunk)?;
+                body.extend_from_slice(&chunk);
+                let mut crlf = String::new();
+                r.read_line(&mut crlf)?;
+            }
+        } else if let Some(n) = headers
+            .get("content-length")
+            .and_then(|v| v.parse::<usize>().ok())
+        {
+            body.resize(n, 0);
+            r.read_exact(&mut body)?;
+        } else {
+            r.read_to_end(&mut body)?;
+        }
+    }
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_bytes() {
+        let r = Request::get("api.openchoreovm.localhost:8080", "/x?y=1").header("X-A", "b");
+        assert_eq!(
+            String::from_utf8(r.to_bytes()).unwrap(),
+            "GET /x?y=1 HTTP/1.1\r\nHost: api.openchoreovm.localhost:8080\r\nX-A: b\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn parses_content_length_and_chunked() {
+        let raw = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Pod: a\r\n\r\nhello";
+        let r = read_response(&mut &raw[..], false).unwrap();
+        assert_eq!(
+            (r.status, r.body.as_slice(), r.headers["x-pod"].as_str()),
+            (200, &b"hello"[..], "a")
+        );
+        let raw = b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
+        let r = read_response(&mut &raw[..], false).unwrap();
+        assert_eq!((r.status, r.body.as_slice()), (404, &b"abcde"[..]));
+    }
+}
