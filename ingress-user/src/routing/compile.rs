@@ -144,10 +144,7 @@ impl<'a> TableBuilder<'a> {
                 .as_ref()
                 .map(|h| h.to_string())
                 .unwrap_or_else(|| "*".into());
-            let vhost = Arc::new(VirtualHost {
-                hostname: name,
-                entries,
-            });
+            let vhost = Arc::new(VirtualHost::new(name, entries));
             match h {
                 Some(Hostname::Exact(e)) => {
                     t.hosts.insert(e, vhost);

@@ -46,11 +46,73 @@ pub struct ListenerTable {
     pub problems: Vec<String>,
 }
 
-/// The rules that apply to one hostname, in precedence order.
+/// The rules that apply to one hostname, in precedence order, with an index by the
+/// first path segment so a host with thousands of path-prefix routes (one per
+/// OpenChoreo component) is not scanned linearly.
 #[derive(Debug, Default)]
 pub struct VirtualHost {
     pub hostname: String,
     pub entries: Vec<Entry>,
+    /// First path segment of an Exact/PathPrefix value -> entry indices, ascending.
+    by_segment: HashMap<String, Vec<u32>>,
+    /// Entries every path may match (prefix `/`, regular expressions), ascending.
+    generic: Vec<u32>,
+}
+
+/// `/a/b` -> `a`; `/` -> ``.
+fn first_segment(path: &str) -> &str {
+    let p = path.strip_prefix('/').unwrap_or(path);
+    p.split('/').next().unwrap_or("")
+}
+
+impl VirtualHost {
+    /// `entries` must already be in precedence order.
+    pub fn new(hostname: String, entries: Vec<Entry>) -> Self {
+        let mut by_segment: HashMap<String, Vec<u32>> = HashMap::new();
+        let mut generic = Vec::new();
+        for (i, e) in entries.iter().enumerate() {
+            match &e.matcher.path {
+                PathMatch::Exact(p) => by_segment
+                    .entry(first_segment(p).to_string())
+                    .or_default()
+                    .push(i as u32),
+                PathMatch::Prefix(p) if p != "/" => by_segment
+                    .entry(first_segment(p).to_string())
+                    .or_default()
+                    .push(i as u32),
+                _ => generic.push(i as u32),
+            }
+        }
+        Self {
+            hostname,
+            entries,
+            by_segment,
+            generic,
+        }
+    }
+
+    /// The first entry, in precedence order, that matches the request.
+    pub fn find(&self, req: &RequestHead<'_>) -> Option<&Entry> {
+        let specific: &[u32] = self
+            .by_segment
+            .get(first_segment(req.path))
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        let (mut a, mut b) = (specific.iter().peekable(), self.generic.iter().peekable());
+        loop {
+            let next = match (a.peek(), b.peek()) {
+                (Some(&&x), Some(&&y)) if x < y => a.next(),
+                (Some(_), Some(_)) => b.next(),
+                (Some(_), None) => a.next(),
+                (None, Some(_)) => b.next(),
+                (None, None) => return None,
+            };
+            let e = &self.entries[*next.expect("peeked") as usize];
+            if e.matcher.matches(req) {
+                return Some(e);
+            }
+        }
+    }
 }
 
 /// One HTTPRouteMatch of one rule, with the rule it leads to.

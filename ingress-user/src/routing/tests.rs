@@ -697,3 +697,70 @@ fn openchoreo_fixtures_route_as_on_the_vm() {
         t.listeners[0].problems
     );
 }
+
+#[test]
+fn segment_index_finds_what_a_linear_scan_finds() {
+    // Many prefixes sharing and not sharing first segments, plus generic entries.
+    let mut rules = String::from("  hostnames: [i.test]\n  rules:\n");
+    for i in 0..40 {
+        rules += &format!(
+            "  - matches: [{{path: {{type: PathPrefix, value: /svc{}/v{}}}}}]\n",
+            i % 7,
+            i
+        );
+        rules += &format!(
+            "  - matches: [{{path: {{type: Exact, value: /svc{}}}}}]\n",
+            i % 5
+        );
+    }
+    rules += "  - matches: [{path: {type: RegularExpression, value: '/svc1/.*'}, headers: [{name: x, value: y}]}]\n";
+    rules += "  - matches: [{path: {type: PathPrefix, value: /}, method: POST}]\n";
+    let yaml = format!(
+        "{GATEWAY}{}",
+        route(
+            "infra",
+            "r",
+            &format!("  parentRefs: [{{name: gw}}]\n{rules}")
+        )
+    );
+    let t = table(&yaml, "127.0.0.1:81=infra/gw:81");
+    let vhost = t.listeners[0].vhost("i.test").unwrap();
+    let mut checked = 0;
+    for path in [
+        "/",
+        "/svc1",
+        "/svc1/v8",
+        "/svc1/v8/x",
+        "/svc3/v10",
+        "/svc9",
+        "/other",
+        "/svc1/zzz",
+        "/svc0/v0",
+        "/svc6/v13/deep",
+    ] {
+        for (method, hdr) in [("GET", None), ("POST", None), ("GET", Some("y"))] {
+            let mut headers = HeaderMap::new();
+            if let Some(v) = hdr {
+                headers.insert("x", http::HeaderValue::from_static(v));
+            }
+            let head = RequestHead {
+                method,
+                host: "i.test",
+                path,
+                query: None,
+                headers: &headers,
+            };
+            let linear = vhost.entries.iter().position(|e| e.matcher.matches(&head));
+            let indexed = vhost.find(&head).map(|e| {
+                vhost
+                    .entries
+                    .iter()
+                    .position(|x| std::ptr::eq(x, e))
+                    .unwrap()
+            });
+            assert_eq!(indexed, linear, "{method} {path} {hdr:?}");
+            checked += linear.is_some() as usize;
+        }
+    }
+    assert!(checked > 15, "the cases exercise matches, not only misses");
+}
