@@ -258,3 +258,29 @@ fn raise_memlock_limit() {
         tracing::debug!("cannot raise RLIMIT_MEMLOCK; fine on kernels >= 5.11");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_object_or_a_message_saying_how_to_get_it() {
+        match OBJECT {
+            // built by `cargo xtask build`: a BPF ELF object
+            Some(obj) => {
+                assert_eq!(&obj[..4], b"\x7fELF");
+                assert_eq!(
+                    u16::from_le_bytes([obj[18], obj[19]]),
+                    247,
+                    "e_machine EM_BPF"
+                );
+            }
+            // plain `cargo build`: the agent says what to do
+            None => {
+                let e = load().err().expect("no object, no load");
+                assert!(e.to_string().contains("cargo xtask build"), "{e}");
+                assert!(e.to_string().contains("--dataplane userspace"), "{e}");
+            }
+        }
+    }
+}
