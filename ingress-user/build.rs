@@ -10,15 +10,9 @@ fn main() {
         return;
     };
     if !path.is_file() {
-        panic!(
-            "INGRESS_EBPF_OBJECT={} is not a file; run `cargo xtask build`",
-            path.display()
-        );
+        panic!("INGRESS_EBPF_OBJECT={} is not a file; run `cargo xtask build`", path.display());
     }
     println!("cargo:rerun-if-changed={}", path.display());
     println!("cargo:rustc-cfg=ebpf_object");
-    println!(
-        "cargo:rustc-env=INGRESS_EBPF_OBJECT_PATH={}",
-        path.display()
-    );
+    println!("cargo:rustc-env=INGRESS_EBPF_OBJECT_PATH={}", path.display());
 }

@@ -69,24 +69,14 @@ pub fn parse_l4(start: usize, end: usize) -> Result<Option<L4>, ()> {
             let ip_proto = byte(start, end, l3 + 9)?;
             // Fragment offset != 0: no L4 header in this packet.
             if be16(start, end, l3 + 6)? & 0x1fff != 0 {
-                return Ok(Some(L4 {
-                    proto: ip_proto,
-                    src_port: 0,
-                    dst_port: 0,
-                    tcp_flags: 0,
-                }));
+                return Ok(Some(L4 { proto: ip_proto, src_port: 0, dst_port: 0, tcp_flags: 0 }));
             }
             (ip_proto, l3 + ihl)
         }
         ETH_P_IPV6 => (byte(start, end, l3 + 6)?, l3 + 40),
         _ => return Ok(None),
     };
-    let mut l4 = L4 {
-        proto: ip_proto,
-        src_port: 0,
-        dst_port: 0,
-        tcp_flags: 0,
-    };
+    let mut l4 = L4 { proto: ip_proto, src_port: 0, dst_port: 0, tcp_flags: 0 };
     if ip_proto == proto::TCP || ip_proto == proto::UDP {
         l4.src_port = be16(start, end, l4_off)?;
         l4.dst_port = be16(start, end, l4_off + 2)?;

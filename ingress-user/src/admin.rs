@@ -1,5 +1,7 @@
 //! Admin HTTP endpoint: `GET /stats` (JSON counters), `GET /routes` (the compiled
-//! table), `GET /readyz` (200 when every listen address has a Gateway to serve).
+//! table and the route source's state), `GET /readyz`: 200 when every listen address
+//! has a Gateway listener to serve and the newest input was accepted; otherwise 503
+//! with the reasons (traffic is still served from the last good table).
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
@@ -14,10 +16,12 @@ use tokio::net::TcpListener;
 use crate::ebpf::StatsMap;
 use crate::proxy::Proxy;
 use crate::routing::describe::describe;
+use crate::source::Publisher;
 use crate::stats::{Stats, XdpInfo};
 
 pub struct Admin {
     pub proxy: Arc<Proxy>,
+    pub publisher: Arc<Publisher>,
     pub dataplane: String,
     pub xdp: Option<XdpInfo>,
     pub stats_map: Option<Mutex<StatsMap>>,
@@ -48,35 +52,35 @@ impl Admin {
             return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n".into());
         }
         match req.uri().path() {
-            "/stats" => json(
-                StatusCode::OK,
-                serde_json::to_string_pretty(&self.stats()).expect("stats serialize"),
-            ),
-            "/routes" => json(
-                StatusCode::OK,
-                serde_json::to_string_pretty(&describe(&self.proxy.table.load())).expect("json"),
-            ),
+            "/stats" => json(StatusCode::OK, serde_json::to_string_pretty(&self.stats()).expect("stats serialize")),
+            "/routes" => {
+                json(StatusCode::OK, serde_json::to_string_pretty(&describe(&self.proxy.table.load())).expect("json"))
+            }
             "/readyz" => {
                 let t = self.proxy.table.load();
-                let problems: Vec<String> = t
+                let state = self.publisher.state();
+                let mut problems: Vec<String> = t
                     .listeners
                     .iter()
                     .filter(|l| l.listeners.is_empty())
                     .flat_map(|l| l.problems.iter().cloned())
                     .collect();
+                if state.generation == 0 {
+                    problems.push("no routing table loaded yet".into());
+                }
+                if let Some(e) = &state.error {
+                    problems.push(format!(
+                        "{}: newest input rejected, still serving the last good routing table (generation {}): {e}",
+                        state.source, state.generation
+                    ));
+                }
                 if problems.is_empty() {
                     text(StatusCode::OK, "ok\n".into())
                 } else {
-                    text(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        format!("{}\n", problems.join("\n")),
-                    )
+                    text(StatusCode::SERVICE_UNAVAILABLE, format!("{}\n", problems.join("\n")))
                 }
             }
-            _ => text(
-                StatusCode::NOT_FOUND,
-                "endpoints: /stats /routes /readyz\n".into(),
-            ),
+            _ => text(StatusCode::NOT_FOUND, "endpoints: /stats /routes /readyz\n".into()),
         }
     }
 
@@ -91,9 +95,7 @@ impl Admin {
                     let admin = admin.clone();
                     async move { Ok::<_, Infallible>(admin.handle(&req)) }
                 });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
             });
         }
     }

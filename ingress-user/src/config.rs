@@ -29,33 +29,18 @@ impl FromStr for ListenMapping {
     type Err = ListenMappingError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = |reason: &str| ListenMappingError {
-            value: s.to_string(),
-            reason: reason.to_string(),
-        };
+        let err = |reason: &str| ListenMappingError { value: s.to_string(), reason: reason.to_string() };
         let (addr, target) = s.split_once('=').ok_or_else(|| err("missing `=`"))?;
         let addr: SocketAddr = addr.parse().map_err(|_| err("ADDR is not IP:PORT"))?;
-        let (ns, rest) = target
-            .split_once('/')
-            .ok_or_else(|| err("missing `/` between NAMESPACE and GATEWAY"))?;
+        let (ns, rest) = target.split_once('/').ok_or_else(|| err("missing `/` between NAMESPACE and GATEWAY"))?;
         let (name, port) = match rest.split_once(':') {
-            Some((n, p)) => (
-                n,
-                Some(
-                    p.parse::<u16>()
-                        .map_err(|_| err("LISTENERPORT is not a port number"))?,
-                ),
-            ),
+            Some((n, p)) => (n, Some(p.parse::<u16>().map_err(|_| err("LISTENERPORT is not a port number"))?)),
             None => (rest, None),
         };
         if ns.is_empty() || name.is_empty() {
             return Err(err("empty NAMESPACE or GATEWAY"));
         }
-        Ok(Self {
-            addr,
-            gateway: ObjectKey::new(ns, name),
-            listener_port: port,
-        })
+        Ok(Self { addr, gateway: ObjectKey::new(ns, name), listener_port: port })
     }
 }
 
@@ -75,19 +60,11 @@ mod tests {
 
     #[test]
     fn parses_mappings() {
-        let m: ListenMapping = "0.0.0.0:8080=openchoreo-control-plane/gateway-default:80"
-            .parse()
-            .unwrap();
+        let m: ListenMapping = "0.0.0.0:8080=openchoreo-control-plane/gateway-default:80".parse().unwrap();
         assert_eq!(m.addr, "0.0.0.0:8080".parse().unwrap());
-        assert_eq!(
-            m.gateway,
-            ObjectKey::new("openchoreo-control-plane", "gateway-default")
-        );
+        assert_eq!(m.gateway, ObjectKey::new("openchoreo-control-plane", "gateway-default"));
         assert_eq!(m.listener_port, Some(80));
-        assert_eq!(
-            m.to_string(),
-            "0.0.0.0:8080=openchoreo-control-plane/gateway-default:80"
-        );
+        assert_eq!(m.to_string(), "0.0.0.0:8080=openchoreo-control-plane/gateway-default:80");
         let m: ListenMapping = "[::1]:9080=dp/gw".parse().unwrap();
         assert_eq!(m.listener_port, None);
     }

@@ -5,17 +5,13 @@
 use aya::maps::{MapData, PerCpuHashMap, PerCpuValues};
 use aya::programs::{Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
-use ingress_common::{
-    OVERFLOW_PORT, StatsKey, StatsValue, Verdict, XDP_PROGRAM, XDP_STATS_MAP, proto,
-};
+use ingress_common::{OVERFLOW_PORT, StatsKey, StatsValue, Verdict, XDP_PROGRAM, XDP_STATS_MAP, proto};
 
 use crate::stats::{XdpCounter, XdpInfo, xdp_counters};
 
 /// The eBPF object built by `cargo xtask build`, if this binary embeds one.
 #[cfg(ebpf_object)]
-pub static OBJECT: Option<&[u8]> = Some(aya::include_bytes_aligned!(env!(
-    "INGRESS_EBPF_OBJECT_PATH"
-)));
+pub static OBJECT: Option<&[u8]> = Some(aya::include_bytes_aligned!(env!("INGRESS_EBPF_OBJECT_PATH")));
 #[cfg(not(ebpf_object))]
 pub static OBJECT: Option<&[u8]> = None;
 
@@ -34,27 +30,17 @@ pub enum EbpfError {
     #[error(
         "the kernel rejected XDP program {program} (needs BPF and XDP support, and CAP_BPF + CAP_NET_ADMIN or root): {source}"
     )]
-    Load {
-        program: &'static str,
-        source: aya::programs::ProgramError,
-    },
+    Load { program: &'static str, source: aya::programs::ProgramError },
     #[error(
         "cannot attach XDP to {interface}: driver mode: {driver}; generic (skb) mode: {generic}. Check that the interface exists and that this process has CAP_NET_ADMIN"
     )]
-    Attach {
-        interface: String,
-        driver: aya::programs::ProgramError,
-        generic: aya::programs::ProgramError,
-    },
+    Attach { interface: String, driver: aya::programs::ProgramError, generic: aya::programs::ProgramError },
     #[error("cannot count possible CPUs for the per-CPU maps: {0}")]
     Cpus(std::io::Error),
     #[error("cannot read aya-log records from the programs: {0}")]
     Logger(String),
     #[error("eBPF map {map}: {source}")]
-    Map {
-        map: &'static str,
-        source: aya::maps::MapError,
-    },
+    Map { map: &'static str, source: aya::maps::MapError },
 }
 
 /// The loaded programs and the maps the agent reads.
@@ -72,13 +58,8 @@ impl StatsMap {
     pub fn read(&self) -> Result<Vec<XdpCounter>, EbpfError> {
         let mut entries = Vec::new();
         for item in self.0.iter() {
-            let (k, per_cpu) = item.map_err(|source| EbpfError::Map {
-                map: XDP_STATS_MAP,
-                source,
-            })?;
-            let (p, b) = per_cpu
-                .iter()
-                .fold((0, 0), |(p, b), v| (p + v.packets, b + v.bytes));
+            let (k, per_cpu) = item.map_err(|source| EbpfError::Map { map: XDP_STATS_MAP, source })?;
+            let (p, b) = per_cpu.iter().fold((0, 0), |(p, b), v| (p + v.packets, b + v.bytes));
             entries.push((k, p, b));
         }
         Ok(xdp_counters(entries))
@@ -87,26 +68,10 @@ impl StatsMap {
     /// Creates the overflow keys the program counts into once the map is full.
     fn reserve_overflow_keys(&mut self) -> Result<(), EbpfError> {
         let ncpu = aya::util::nr_cpus().map_err(|(_, e)| EbpfError::Cpus(e))?;
-        for p in [
-            proto::NONE,
-            proto::TCP,
-            proto::UDP,
-            proto::ICMP,
-            proto::ICMPV6,
-        ] {
-            let key = StatsKey {
-                dst_port: OVERFLOW_PORT,
-                proto: p,
-                verdict: Verdict::Pass as u8,
-            };
-            let zero = PerCpuValues::try_from(vec![StatsValue::default(); ncpu])
-                .map_err(EbpfError::Cpus)?;
-            self.0
-                .insert(key, zero, 0)
-                .map_err(|source| EbpfError::Map {
-                    map: XDP_STATS_MAP,
-                    source,
-                })?;
+        for p in [proto::NONE, proto::TCP, proto::UDP, proto::ICMP, proto::ICMPV6] {
+            let key = StatsKey { dst_port: OVERFLOW_PORT, proto: p, verdict: Verdict::Pass as u8 };
+            let zero = PerCpuValues::try_from(vec![StatsValue::default(); ncpu]).map_err(EbpfError::Cpus)?;
+            self.0.insert(key, zero, 0).map_err(|source| EbpfError::Map { map: XDP_STATS_MAP, source })?;
         }
         Ok(())
     }
@@ -135,36 +100,18 @@ pub fn load() -> Result<Dataplane, EbpfError> {
 pub fn load_from(object: &[u8]) -> Result<Dataplane, EbpfError> {
     raise_memlock_limit();
     let level = aya_log_level();
-    let mut ebpf = EbpfLoader::new()
-        .override_global(aya_log::LEVEL, &level, false)
-        .load(object)?;
+    let mut ebpf = EbpfLoader::new().override_global(aya_log::LEVEL, &level, false).load(object)?;
     let prog: &mut Xdp = ebpf
         .program_mut(XDP_PROGRAM)
         .ok_or(EbpfError::MissingProgram(XDP_PROGRAM))?
         .try_into()
-        .map_err(|source| EbpfError::Load {
-            program: XDP_PROGRAM,
-            source,
-        })?;
-    prog.load().map_err(|source| EbpfError::Load {
-        program: XDP_PROGRAM,
-        source,
-    })?;
-    let map = ebpf
-        .take_map(XDP_STATS_MAP)
-        .ok_or(EbpfError::MissingMap(XDP_STATS_MAP))?;
-    let mut stats = StatsMap(
-        PerCpuHashMap::try_from(map).map_err(|source| EbpfError::Map {
-            map: XDP_STATS_MAP,
-            source,
-        })?,
-    );
+        .map_err(|source| EbpfError::Load { program: XDP_PROGRAM, source })?;
+    prog.load().map_err(|source| EbpfError::Load { program: XDP_PROGRAM, source })?;
+    let map = ebpf.take_map(XDP_STATS_MAP).ok_or(EbpfError::MissingMap(XDP_STATS_MAP))?;
+    let mut stats =
+        StatsMap(PerCpuHashMap::try_from(map).map_err(|source| EbpfError::Map { map: XDP_STATS_MAP, source })?);
     stats.reserve_overflow_keys()?;
-    Ok(Dataplane {
-        ebpf,
-        stats,
-        xdp: None,
-    })
+    Ok(Dataplane { ebpf, stats, xdp: None })
 }
 
 impl Dataplane {
@@ -175,10 +122,7 @@ impl Dataplane {
             .program_mut(XDP_PROGRAM)
             .ok_or(EbpfError::MissingProgram(XDP_PROGRAM))?
             .try_into()
-            .map_err(|source| EbpfError::Load {
-                program: XDP_PROGRAM,
-                source,
-            })?;
+            .map_err(|source| EbpfError::Load { program: XDP_PROGRAM, source })?;
         let mode = match prog.attach(interface, XdpMode::Driver) {
             Ok(_) => "driver",
             Err(driver) => match prog.attach(interface, XdpMode::Skb) {
@@ -188,19 +132,12 @@ impl Dataplane {
                     "generic"
                 }
                 Err(generic) => {
-                    return Err(EbpfError::Attach {
-                        interface: interface.into(),
-                        driver,
-                        generic,
-                    });
+                    return Err(EbpfError::Attach { interface: interface.into(), driver, generic });
                 }
             },
         };
         tracing::info!(%interface, mode, "XDP program attached");
-        self.xdp = Some(XdpInfo {
-            interface: interface.into(),
-            mode: mode.into(),
-        });
+        self.xdp = Some(XdpInfo { interface: interface.into(), mode: mode.into() });
         Ok(())
     }
 
@@ -212,28 +149,19 @@ impl Dataplane {
             .program(XDP_PROGRAM)
             .ok_or(EbpfError::MissingProgram(XDP_PROGRAM))?
             .try_into()
-            .map_err(|source| EbpfError::Load {
-                program: XDP_PROGRAM,
-                source,
-            })?;
-        let fd = prog.fd().map_err(|source| EbpfError::Load {
-            program: XDP_PROGRAM,
-            source,
-        })?;
+            .map_err(|source| EbpfError::Load { program: XDP_PROGRAM, source })?;
+        let fd = prog.fd().map_err(|source| EbpfError::Load { program: XDP_PROGRAM, source })?;
         Ok(fd.as_fd().as_raw_fd())
     }
 
     /// Forwards aya-log records from the programs to the `log` facade (and so to
     /// `tracing`), on a tokio task.
     pub fn spawn_logger(&mut self) -> Result<(), EbpfError> {
-        let logger = aya_log::EbpfLogger::init(&mut self.ebpf)
-            .map_err(|e| EbpfError::Logger(e.to_string()))?;
+        let logger = aya_log::EbpfLogger::init(&mut self.ebpf).map_err(|e| EbpfError::Logger(e.to_string()))?;
         // SAFETY: the logger owns its ring buffer's fd, which stays open and the same
         // for as long as the logger (now owned by the AsyncFd) lives.
-        let mut fd = unsafe {
-            tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE)
-        }
-        .map_err(|e| EbpfError::Logger(e.to_string()))?;
+        let mut fd = unsafe { tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE) }
+            .map_err(|e| EbpfError::Logger(e.to_string()))?;
         tokio::spawn(async move {
             loop {
                 let Ok(mut guard) = fd.readable_mut().await else {
@@ -249,10 +177,7 @@ impl Dataplane {
 
 /// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; raise it (harmless after).
 fn raise_memlock_limit() {
-    let rlim = libc::rlimit {
-        rlim_cur: libc::RLIM_INFINITY,
-        rlim_max: libc::RLIM_INFINITY,
-    };
+    let rlim = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
     // SAFETY: setrlimit with a valid pointer; failure only matters on old kernels.
     if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) } != 0 {
         tracing::debug!("cannot raise RLIMIT_MEMLOCK; fine on kernels >= 5.11");
@@ -269,11 +194,7 @@ mod tests {
             // built by `cargo xtask build`: a BPF ELF object
             Some(obj) => {
                 assert_eq!(&obj[..4], b"\x7fELF");
-                assert_eq!(
-                    u16::from_le_bytes([obj[18], obj[19]]),
-                    247,
-                    "e_machine EM_BPF"
-                );
+                assert_eq!(u16::from_le_bytes([obj[18], obj[19]]), 247, "e_machine EM_BPF");
             }
             // plain `cargo build`: the agent says what to do
             None => {

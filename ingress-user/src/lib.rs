@@ -11,4 +11,5 @@ pub mod manifest;
 pub mod proxy;
 pub mod resources;
 pub mod routing;
+pub mod source;
 pub mod stats;

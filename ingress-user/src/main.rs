@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use ingress::admin::Admin;
 use ingress::config::ListenMapping;
 use ingress::proxy::Proxy;
+use ingress::source::{self, Publisher};
 use ingress::{ebpf, manifest, routing, stats};
 use tokio::net::TcpListener;
 
@@ -44,11 +45,7 @@ enum Cmd {
         manifests: PathBuf,
         /// ADDR=NAMESPACE/GATEWAY[:LISTENERPORT]; repeatable. Serves that Gateway's HTTP
         /// listeners (all, or those on LISTENERPORT) on ADDR.
-        #[arg(
-            long,
-            value_name = "ADDR=NAMESPACE/GATEWAY[:LISTENERPORT]",
-            required = true
-        )]
+        #[arg(long, value_name = "ADDR=NAMESPACE/GATEWAY[:LISTENERPORT]", required = true)]
         listen: Vec<ListenMapping>,
         /// The VM's NIC, where the XDP program attaches (ebpf dataplane).
         #[arg(long, value_name = "IFACE")]
@@ -79,24 +76,14 @@ enum Cmd {
 
 fn main() -> Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Run {
-            manifests,
-            listen,
-            interface,
-            dataplane,
-            admin,
-        } => {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
+        Cmd::Run { manifests, listen, interface, dataplane, admin } => {
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(run(manifests, listen, interface, dataplane, admin))
         }
         Cmd::Stats { admin, json } => {
@@ -114,8 +101,7 @@ fn main() -> Result<()> {
             if json {
                 println!("{body}");
             } else {
-                let v: serde_json::Value =
-                    serde_json::from_str(&body).context("parsing /routes")?;
+                let v: serde_json::Value = serde_json::from_str(&body).context("parsing /routes")?;
                 print!("{}", routing::describe::format_text(&v));
             }
             Ok(())
@@ -130,25 +116,20 @@ async fn run(
     dataplane: Option<DataplaneMode>,
     admin_addr: SocketAddr,
 ) -> Result<()> {
-    let mode = dataplane.unwrap_or(if interface.is_some() {
-        DataplaneMode::Ebpf
-    } else {
-        DataplaneMode::Userspace
+    let mode = dataplane.unwrap_or(if interface.is_some() { DataplaneMode::Ebpf } else { DataplaneMode::Userspace });
+    // Start-up needs a valid set: there is no last good table to fall back on yet.
+    let resources = manifest::load_dir(&dir).with_context(|| format!("loading manifests from {}", dir.display()))?;
+    let proxy = Proxy::new(routing::Table::default());
+    let publisher = Publisher::new(proxy.clone(), listen.clone(), format!("manifests in {}", dir.display()));
+    publisher.publish(&resources);
+    tokio::spawn({
+        let publisher = publisher.clone();
+        async move {
+            if let Err(e) = source::watch_manifests(dir.clone(), publisher).await {
+                tracing::error!(error = %e, dir = %dir.display(), "cannot watch manifests: changes will not be picked up until restart");
+            }
+        }
     });
-    let resources = manifest::load_dir(&dir)
-        .with_context(|| format!("loading manifests from {}", dir.display()))?;
-    tracing::info!(dir = %dir.display(), "loaded {}", resources.summary());
-    let table = routing::compile(&resources, &listen);
-    for (m, l) in listen.iter().zip(&table.listeners) {
-        for p in &l.problems {
-            tracing::warn!(listen = %m, "{p}");
-        }
-    }
-    for r in &table.routes {
-        for p in &r.problems {
-            tracing::warn!(route = %r.route, "{p}");
-        }
-    }
 
     let (dp, xdp, stats_map) = match mode {
         DataplaneMode::Userspace => ("userspace", None, None),
@@ -171,23 +152,14 @@ async fn run(
         }
     };
 
-    let proxy = Proxy::new(table);
     for (i, m) in listen.iter().enumerate() {
-        let l = TcpListener::bind(m.addr)
-            .await
-            .with_context(|| format!("cannot listen on {} (--listen {m})", m.addr))?;
+        let l =
+            TcpListener::bind(m.addr).await.with_context(|| format!("cannot listen on {} (--listen {m})", m.addr))?;
         tracing::info!(listen = %m, "serving");
         tokio::spawn(proxy.clone().serve(l, i));
     }
-    let admin = Arc::new(Admin {
-        proxy: proxy.clone(),
-        dataplane: dp.into(),
-        xdp,
-        stats_map,
-    });
-    let l = TcpListener::bind(admin_addr)
-        .await
-        .with_context(|| format!("cannot listen on --admin {admin_addr}"))?;
+    let admin = Arc::new(Admin { proxy: proxy.clone(), publisher, dataplane: dp.into(), xdp, stats_map });
+    let l = TcpListener::bind(admin_addr).await.with_context(|| format!("cannot listen on --admin {admin_addr}"))?;
     tracing::info!(%admin_addr, "admin endpoint: /stats /routes /readyz");
     tokio::spawn(admin.serve(l));
 
@@ -202,20 +174,16 @@ async fn run(
 
 /// GET on the admin endpoint (loopback, HTTP/1.0, whole body).
 fn admin_get(addr: SocketAddr, path: &str) -> Result<String> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3))
-        .with_context(|| format!("cannot reach the agent's admin endpoint at {addr} (is `ingress run` running? see --admin)"))?;
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3)).with_context(|| {
+        format!("cannot reach the agent's admin endpoint at {addr} (is `ingress run` running? see --admin)")
+    })?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
     let mut buf = String::new();
     s.read_to_string(&mut buf)?;
-    let (head, body) = buf
-        .split_once("\r\n\r\n")
-        .context("malformed admin response")?;
+    let (head, body) = buf.split_once("\r\n\r\n").context("malformed admin response")?;
     if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
-        bail!(
-            "admin endpoint answered: {}",
-            head.lines().next().unwrap_or("")
-        );
+        bail!("admin endpoint answered: {}", head.lines().next().unwrap_or(""));
     }
     Ok(body.to_string())
 }

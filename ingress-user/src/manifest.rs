@@ -29,10 +29,7 @@ pub struct DocumentError {
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
     #[error("cannot read manifests from {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("{} bad document(s); first: {}", .0.len(), .0[0])]
     Invalid(Vec<DocumentError>),
 }
@@ -48,10 +45,7 @@ struct TypeMeta {
 /// The `.yaml`/`.yml`/`.json` files of `dir`, sorted by name (so later files win on
 /// duplicate objects, deterministically).
 pub fn manifest_files(dir: &Path) -> Result<Vec<PathBuf>, ManifestError> {
-    let io = |source| ManifestError::Io {
-        path: dir.to_path_buf(),
-        source,
-    };
+    let io = |source| ManifestError::Io { path: dir.to_path_buf(), source };
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io)? {
         let path = entry.map_err(io)?.path();
@@ -69,17 +63,10 @@ pub fn load_dir(dir: &Path) -> Result<Resources, ManifestError> {
     let mut res = Resources::default();
     let mut errors = Vec::new();
     for file in manifest_files(dir)? {
-        let text = std::fs::read_to_string(&file).map_err(|source| ManifestError::Io {
-            path: file.clone(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(&file).map_err(|source| ManifestError::Io { path: file.clone(), source })?;
         load_text(&file, &text, &mut res, &mut errors);
     }
-    if errors.is_empty() {
-        Ok(res)
-    } else {
-        Err(ManifestError::Invalid(errors))
-    }
+    if errors.is_empty() { Ok(res) } else { Err(ManifestError::Invalid(errors)) }
 }
 
 /// Splits a YAML stream into documents: (1-based first line, text).
@@ -101,28 +88,16 @@ fn split_documents(text: &str) -> Vec<(usize, String)> {
     docs.push((start, cur));
     // Drop documents that hold only comments or blank lines.
     docs.into_iter()
-        .filter(|(_, d)| {
-            d.lines()
-                .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
-        })
+        .filter(|(_, d)| d.lines().any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#')))
         .collect()
 }
 
 /// Parses one file's text into `res`; bad documents go to `errors`.
 pub fn load_text(file: &Path, text: &str, res: &mut Resources, errors: &mut Vec<DocumentError>) {
     let is_json = file.extension().is_some_and(|e| e == "json");
-    let docs = if is_json {
-        vec![(1, text.to_string())]
-    } else {
-        split_documents(text)
-    };
+    let docs = if is_json { vec![(1, text.to_string())] } else { split_documents(text) };
     for (n, (first_line, doc)) in docs.into_iter().enumerate() {
-        let ctx = DocCtx {
-            file,
-            document: n + 1,
-            first_line,
-            is_json,
-        };
+        let ctx = DocCtx { file, document: n + 1, first_line, is_json };
         if let Err(e) = load_document(&ctx, &doc, res) {
             errors.push(e);
         }
@@ -153,11 +128,7 @@ impl DocCtx<'_> {
             serde_path_to_error::deserialize(&mut de).map_err(|e| {
                 let field = field_of(e.path());
                 let inner = e.into_inner();
-                self.error(
-                    Some(inner.line()),
-                    field,
-                    strip_location(&inner.to_string()),
-                )
+                self.error(Some(inner.line()), field, strip_location(&inner.to_string()))
             })
         } else {
             let de = serde_yaml::Deserializer::from_str(doc);
@@ -186,11 +157,7 @@ fn strip_location(msg: &str) -> String {
 
 fn load_document(ctx: &DocCtx<'_>, doc: &str, res: &mut Resources) -> Result<(), DocumentError> {
     let meta: TypeMeta = ctx.parse(doc)?;
-    let group = meta
-        .api_version
-        .rsplit_once('/')
-        .map(|(g, _)| g)
-        .unwrap_or("");
+    let group = meta.api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
     match (group, meta.kind.as_str()) {
         ("gateway.networking.k8s.io", "Gateway") => {
             let o: gateway_api::apis::standard::gateways::Gateway = ctx.parse(doc)?;
@@ -214,15 +181,10 @@ fn load_document(ctx: &DocCtx<'_>, doc: &str, res: &mut Resources) -> Result<(),
         }
         ("", "Namespace") => {
             let o: k8s_openapi::api::core::v1::Namespace = ctx.parse(doc)?;
-            res.namespaces
-                .insert(o.metadata.name.clone().unwrap_or_default(), o);
+            res.namespaces.insert(o.metadata.name.clone().unwrap_or_default(), o);
         }
         ("", "") | (_, "") => {
-            return Err(ctx.error(
-                Some(1),
-                Some("kind".into()),
-                "document has no `kind`".into(),
-            ));
+            return Err(ctx.error(Some(1), Some("kind".into()), "document has no `kind`".into()));
         }
         (_, kind) => {
             tracing::debug!(file = %ctx.file.display(), document = ctx.document, %kind,
@@ -271,27 +233,19 @@ spec:
 
     #[test]
     fn bad_field_names_file_document_line_and_field() {
-        let bad = ROUTE.replace(
-            "  rules:\n",
-            "  rules:\n  - matches:\n    - path: {type: Prefixx, value: /}\n",
-        );
+        let bad = ROUTE.replace("  rules:\n", "  rules:\n  - matches:\n    - path: {type: Prefixx, value: /}\n");
         let text = format!("{ROUTE}---\n{bad}");
         let (res, errors) = load("routes.yaml", &text);
         assert_eq!(errors.len(), 1, "{errors:?}");
         let e = &errors[0];
         assert_eq!(e.document, 2);
-        assert_eq!(
-            e.field.as_deref(),
-            Some("spec.rules[0].matches[0].path.type")
-        );
+        assert_eq!(e.field.as_deref(), Some("spec.rules[0].matches[0].path.type"));
         // the bad line is line 10 of document 2, which starts on line 13 of the file
         assert_eq!(e.line, Some(22), "{e}");
         assert!(e.message.contains("Prefixx"), "{e}");
         let shown = e.to_string();
         assert!(
-            shown.starts_with(
-                "routes.yaml: document 2, line 22, field `spec.rules[0].matches[0].path.type`"
-            ),
+            shown.starts_with("routes.yaml: document 2, line 22, field `spec.rules[0].matches[0].path.type`"),
             "{shown}"
         );
         // the good document of the same file was still read (the caller decides to keep the old table)

@@ -37,14 +37,8 @@ impl Proxy {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(connector);
-        Arc::new(Self {
-            table: ArcSwap::from_pointee(table),
-            metrics: ProxyMetrics::default(),
-            client,
-        })
+        let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector);
+        Arc::new(Self { table: ArcSwap::from_pointee(table), metrics: ProxyMetrics::default(), client })
     }
 
     /// Accepts connections on `listener` and serves listen mapping number `index`.
@@ -66,9 +60,8 @@ impl Proxy {
                     let proxy = proxy.clone();
                     async move { Ok::<_, Infallible>(proxy.handle(req, index, peer).await) }
                 });
-                if let Err(e) = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await
+                if let Err(e) =
+                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await
                 {
                     tracing::debug!(%peer, error = %e, "client connection ended with an error");
                 }
@@ -76,39 +69,22 @@ impl Proxy {
         }
     }
 
-    async fn handle(
-        &self,
-        req: Request<Incoming>,
-        index: usize,
-        peer: SocketAddr,
-    ) -> Response<Body> {
+    async fn handle(&self, req: Request<Incoming>, index: usize, peer: SocketAddr) -> Response<Body> {
         self.metrics.request();
         let resp = self.route_and_forward(req, index, peer).await;
         self.metrics.response(resp.status().as_u16());
         resp
     }
 
-    async fn route_and_forward(
-        &self,
-        mut req: Request<Incoming>,
-        index: usize,
-        peer: SocketAddr,
-    ) -> Response<Body> {
+    async fn route_and_forward(&self, mut req: Request<Incoming>, index: usize, peer: SocketAddr) -> Response<Body> {
         let table = self.table.load();
         let Some(lt) = table.listeners.get(index) else {
-            return local(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "listener table missing\n",
-            );
+            return local(StatusCode::INTERNAL_SERVER_ERROR, "listener table missing\n");
         };
         // Host: the absolute-form authority, else the Host header (HTTP/1.1 requires one).
         let host_value = match req.uri().authority() {
             Some(a) => a.as_str().to_string(),
-            None => match req
-                .headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-            {
+            None => match req.headers().get(header::HOST).and_then(|h| h.to_str().ok()) {
                 Some(h) => h.to_string(),
                 None => return local(StatusCode::BAD_REQUEST, "missing Host header\n"),
             },
@@ -117,13 +93,8 @@ impl Proxy {
         let path = req.uri().path().to_string();
         let query = req.uri().query().map(str::to_string);
         let method = req.method().as_str().to_string();
-        let head = RequestHead {
-            method: &method,
-            host: &host,
-            path: &path,
-            query: query.as_deref(),
-            headers: req.headers(),
-        };
+        let head =
+            RequestHead { method: &method, host: &host, path: &path, query: query.as_deref(), headers: req.headers() };
         let Some(m) = lt.find(&head) else {
             return local(StatusCode::NOT_FOUND, "no route\n");
         };
@@ -131,37 +102,20 @@ impl Proxy {
         let prefix = m.matcher.prefix().map(str::to_string);
         if let Some(reason) = unsupported(&rule.filters) {
             tracing::debug!(route = %rule.route, rule = rule.index, %reason, "500: unsupported filter");
-            return local(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "route uses an unsupported filter\n",
-            );
+            return local(StatusCode::INTERNAL_SERVER_ERROR, "route uses an unsupported filter\n");
         }
         if let Some(redirect) = rule.redirect() {
-            return redirect_response(
-                redirect,
-                lt,
-                &host,
-                host_port,
-                &path,
-                query.as_deref(),
-                prefix.as_deref(),
-            );
+            return redirect_response(redirect, lt, &host, host_port, &path, query.as_deref(), prefix.as_deref());
         }
         let Some(backend) = rule.pick_backend(random()) else {
             return local(StatusCode::INTERNAL_SERVER_ERROR, "no usable backend\n");
         };
         if let crate::routing::BackendTarget::Invalid(why) = &backend.target {
             tracing::debug!(backend = %backend.name, %why, "500: invalid backendRef");
-            return local(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "invalid backend reference\n",
-            );
+            return local(StatusCode::INTERNAL_SERVER_ERROR, "invalid backend reference\n");
         }
         if unsupported(&backend.filters).is_some() {
-            return local(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "backend uses an unsupported filter\n",
-            );
+            return local(StatusCode::INTERNAL_SERVER_ERROR, "backend uses an unsupported filter\n");
         }
         let Some(endpoint) = backend.pick_endpoint() else {
             return local(StatusCode::SERVICE_UNAVAILABLE, "no ready endpoint\n");
@@ -181,10 +135,7 @@ impl Proxy {
                                 req.headers_mut().insert(header::HOST, v);
                             }
                             Err(_) => {
-                                return local(
-                                    StatusCode::INTERNAL_SERVER_ERROR,
-                                    "bad rewrite hostname\n",
-                                );
+                                return local(StatusCode::INTERNAL_SERVER_ERROR, "bad rewrite hostname\n");
                             }
                         }
                     }
@@ -317,9 +268,7 @@ fn forwarded_headers(h: &mut HeaderMap, peer: SocketAddr) {
 }
 
 fn empty() -> Body {
-    Full::new(Bytes::new())
-        .map_err(|never| match never {})
-        .boxed()
+    Full::new(Bytes::new()).map_err(|never| match never {}).boxed()
 }
 
 /// A response the proxy makes itself.
@@ -327,11 +276,7 @@ pub fn local(status: StatusCode, body: &'static str) -> Response<Body> {
     Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "text/plain")
-        .body(
-            Full::new(Bytes::from_static(body.as_bytes()))
-                .map_err(|never| match never {})
-                .boxed(),
-        )
+        .body(Full::new(Bytes::from_static(body.as_bytes())).map_err(|never| match never {}).boxed())
         .expect("valid local response")
 }
 
@@ -362,10 +307,7 @@ mod tests {
     #[test]
     fn hop_by_hop_headers_are_removed() {
         let mut h = HeaderMap::new();
-        h.insert(
-            header::CONNECTION,
-            HeaderValue::from_static("keep-alive, x-secret"),
-        );
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert("x-kept", HeaderValue::from_static("1"));

@@ -59,19 +59,9 @@ pub fn xdp_counters(entries: impl IntoIterator<Item = (StatsKey, u64, u64)>) -> 
         .into_iter()
         .filter(|(_, packets, _)| *packets > 0)
         .map(|(k, packets, bytes)| {
-            let verdict = Verdict::from_u8(k.verdict)
-                .map(|v| v.name().to_string())
-                .unwrap_or_else(|| k.verdict.to_string());
-            (
-                k,
-                XdpCounter {
-                    port: k.dst_port,
-                    proto: proto_name(k.proto),
-                    verdict,
-                    packets,
-                    bytes,
-                },
-            )
+            let verdict =
+                Verdict::from_u8(k.verdict).map(|v| v.name().to_string()).unwrap_or_else(|| k.verdict.to_string());
+            (k, XdpCounter { port: k.dst_port, proto: proto_name(k.proto), verdict, packets, bytes })
         })
         .collect();
     out.sort_by_key(|(k, _)| *k);
@@ -118,40 +108,24 @@ impl ProxyMetrics {
 pub fn format_table(s: &Stats) -> String {
     let mut out = String::new();
     match &s.xdp {
-        Some(x) => {
-            out += &format!(
-                "dataplane: {} (XDP on {}, {} mode)\n",
-                s.dataplane, x.interface, x.mode
-            )
-        }
+        Some(x) => out += &format!("dataplane: {} (XDP on {}, {} mode)\n", s.dataplane, x.interface, x.mode),
         None => out += &format!("dataplane: {} (no XDP program)\n", s.dataplane),
     }
     if s.xdp.is_some() {
-        out += &format!(
-            "{:>6}  {:<8} {:<8} {:>12} {:>14}\n",
-            "PORT", "PROTO", "VERDICT", "PACKETS", "BYTES"
-        );
+        out += &format!("{:>6}  {:<8} {:<8} {:>12} {:>14}\n", "PORT", "PROTO", "VERDICT", "PACKETS", "BYTES");
         for c in &s.xdp_counters {
             let port = match c.port {
                 ingress_common::NO_PORT => "-".to_string(),
                 ingress_common::OVERFLOW_PORT => "other".to_string(),
                 p => p.to_string(),
             };
-            out += &format!(
-                "{:>6}  {:<8} {:<8} {:>12} {:>14}\n",
-                port, c.proto, c.verdict, c.packets, c.bytes
-            );
+            out += &format!("{:>6}  {:<8} {:<8} {:>12} {:>14}\n", port, c.proto, c.verdict, c.packets, c.bytes);
         }
     }
     let p = &s.proxy;
     out += &format!(
         "proxy: {} requests; 2xx {} 3xx {} 4xx {} 5xx {}; backend errors {}\n",
-        p.requests,
-        p.responses_2xx,
-        p.responses_3xx,
-        p.responses_4xx,
-        p.responses_5xx,
-        p.backend_errors
+        p.requests, p.responses_2xx, p.responses_3xx, p.responses_4xx, p.responses_5xx, p.backend_errors
     );
     out
 }
@@ -162,11 +136,7 @@ mod tests {
 
     #[test]
     fn counters_are_named_sorted_and_zeroes_dropped() {
-        let k = |port, proto, verdict| StatsKey {
-            dst_port: port,
-            proto,
-            verdict,
-        };
+        let k = |port, proto, verdict| StatsKey { dst_port: port, proto, verdict };
         let c = xdp_counters([
             (k(9080, proto::TCP, 2), 3, 180),
             (k(8080, proto::TCP, 2), 5, 300),
@@ -174,25 +144,16 @@ mod tests {
             (k(0, proto::NONE, 1), 1, 42),
         ]);
         assert_eq!(c.len(), 3);
-        assert_eq!(
-            (c[0].port, c[0].proto.as_str(), c[0].verdict.as_str()),
-            (0, "non-ip", "drop")
-        );
+        assert_eq!((c[0].port, c[0].proto.as_str(), c[0].verdict.as_str()), (0, "non-ip", "drop"));
         assert_eq!((c[1].port, c[1].packets, c[1].bytes), (8080, 5, 300));
         let s = Stats {
             dataplane: "ebpf".into(),
-            xdp: Some(XdpInfo {
-                interface: "eth0".into(),
-                mode: "driver".into(),
-            }),
+            xdp: Some(XdpInfo { interface: "eth0".into(), mode: "driver".into() }),
             xdp_counters: c,
             proxy: Default::default(),
         };
         let t = format_table(&s);
-        assert!(
-            t.contains("  8080  tcp      pass                5            300"),
-            "{t}"
-        );
+        assert!(t.contains("  8080  tcp      pass                5            300"), "{t}");
     }
 
     #[test]
@@ -204,14 +165,6 @@ mod tests {
         m.response(503);
         m.response(503);
         let s = m.snapshot();
-        assert_eq!(
-            (
-                s.requests,
-                s.responses_2xx,
-                s.responses_4xx,
-                s.responses_5xx
-            ),
-            (1, 1, 1, 2)
-        );
+        assert_eq!((s.requests, s.responses_2xx, s.responses_4xx, s.responses_5xx), (1, 1, 1, 2));
     }
 }

@@ -23,40 +23,22 @@ pub struct Agent {
 pub fn ingress_bin() -> PathBuf {
     std::env::var_os("INGRESS_BIN")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/ingress")
-        })
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/ingress"))
 }
 
 impl Agent {
     /// Starts `ingress run` in namespace `ns` and waits (bounded) until /readyz answers.
-    pub fn start(
-        bin: &Path,
-        ns: &str,
-        manifests: &Path,
-        listens: &[String],
-        extra: &[&str],
-    ) -> Self {
-        assert!(
-            bin.is_file(),
-            "agent binary {} missing: run `cargo xtask build`",
-            bin.display()
-        );
+    pub fn start(bin: &Path, ns: &str, manifests: &Path, listens: &[String], extra: &[&str]) -> Self {
+        assert!(bin.is_file(), "agent binary {} missing: run `cargo xtask build`", bin.display());
         let log = std::env::temp_dir().join(format!("ingress-{ns}-{}.log", std::process::id()));
         let file = std::fs::File::create(&log).expect("agent log file");
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", ns])
-            .arg(bin)
-            .arg("run")
-            .arg("--manifests")
-            .arg(manifests);
+        cmd.args(["netns", "exec", ns]).arg(bin).arg("run").arg("--manifests").arg(manifests);
         for l in listens {
             cmd.arg("--listen").arg(l);
         }
         cmd.args(["--admin", ADMIN]).args(extra);
-        cmd.env("RUST_LOG", "info,ingress_ebpf=debug")
-            .stdout(Stdio::null())
-            .stderr(file);
+        cmd.env("RUST_LOG", "info,ingress_ebpf=debug").stdout(Stdio::null()).stderr(file);
         // SAFETY: prctl and pthread_sigmask are async-signal-safe; the agent dies with the
         // thread that started it.
         unsafe {
@@ -70,11 +52,7 @@ impl Agent {
             });
         }
         let child = cmd.spawn().expect("start ip netns exec ingress");
-        let mut agent = Agent {
-            child,
-            ns: ns.to_string(),
-            log,
-        };
+        let mut agent = Agent { child, ns: ns.to_string(), log };
         agent.wait_ready(Duration::from_secs(15));
         agent
     }
@@ -83,19 +61,12 @@ impl Agent {
         let start = Instant::now();
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "agent exited ({status}) before it was ready; its log:\n{}",
-                    self.log_text()
-                );
+                panic!("agent exited ({status}) before it was ready; its log:\n{}", self.log_text());
             }
             if self.admin_get("/readyz").is_some_and(|(s, _)| s == 200) {
                 return;
             }
-            assert!(
-                start.elapsed() < limit,
-                "agent not ready after {limit:?}; its log:\n{}",
-                self.log_text()
-            );
+            assert!(start.elapsed() < limit, "agent not ready after {limit:?}; its log:\n{}", self.log_text());
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -104,13 +75,9 @@ impl Agent {
     pub fn admin_get(&self, path: &str) -> Option<(u16, String)> {
         let path = path.to_string();
         in_ns(&self.ns, move || {
-            send(
-                ADMIN.parse().unwrap(),
-                &Request::get(ADMIN, &path),
-                Duration::from_secs(2),
-            )
-            .ok()
-            .map(|r| (r.status, String::from_utf8_lossy(&r.body).to_string()))
+            send(ADMIN.parse().unwrap(), &Request::get(ADMIN, &path), Duration::from_secs(2))
+                .ok()
+                .map(|r| (r.status, String::from_utf8_lossy(&r.body).to_string()))
         })
     }
 

@@ -39,9 +39,7 @@ impl Backend {
         let listeners: Vec<TcpListener> = in_ns(ns, move || {
             ports
                 .iter()
-                .map(|p| {
-                    TcpListener::bind(("0.0.0.0", *p)).unwrap_or_else(|e| panic!("bind :{p}: {e}"))
-                })
+                .map(|p| TcpListener::bind(("0.0.0.0", *p)).unwrap_or_else(|e| panic!("bind :{p}: {e}")))
                 .collect()
         });
         let stop = Arc::new(AtomicBool::new(false));
@@ -103,9 +101,7 @@ fn serve_connection(s: TcpStream, pod: &str, port: u16) -> std::io::Result<()> {
         let mut hdrs = [httparse::EMPTY_HEADER; 64];
         let mut req = httparse::Request::new(&mut hdrs);
         if !matches!(req.parse(&head), Ok(httparse::Status::Complete(_))) {
-            w.write_all(
-                b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
-            )?;
+            w.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")?;
             return Ok(());
         }
         let mut headers = BTreeMap::new();
@@ -116,20 +112,12 @@ fn serve_connection(s: TcpStream, pod: &str, port: u16) -> std::io::Result<()> {
                 .and_modify(|e: &mut String| e.push_str(&format!(", {v}")))
                 .or_insert(v);
         }
-        let close = headers
-            .get("connection")
-            .is_some_and(|v| v.eq_ignore_ascii_case("close"))
-            || req.version == Some(0);
-        let body_len = if headers
-            .get("transfer-encoding")
-            .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
-        {
+        let close =
+            headers.get("connection").is_some_and(|v| v.eq_ignore_ascii_case("close")) || req.version == Some(0);
+        let body_len = if headers.get("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
             read_chunked(&mut r)?
         } else {
-            let n: usize = headers
-                .get("content-length")
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0);
+            let n: usize = headers.get("content-length").and_then(|v| v.trim().parse().ok()).unwrap_or(0);
             std::io::copy(&mut (&mut r).take(n as u64), &mut std::io::sink())? as usize
         };
         let echo = Echo {
@@ -162,8 +150,7 @@ fn read_chunked(r: &mut impl BufRead) -> std::io::Result<usize> {
     loop {
         let mut line = String::new();
         r.read_line(&mut line)?;
-        let size =
-            usize::from_str_radix(line.trim().split(';').next().unwrap_or("0"), 16).unwrap_or(0);
+        let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or("0"), 16).unwrap_or(0);
         if size == 0 {
             // trailers until an empty line
             loop {

@@ -18,13 +18,7 @@ pub struct Request {
 
 impl Request {
     pub fn get(host: &str, path: &str) -> Self {
-        Self {
-            method: "GET".into(),
-            path: path.into(),
-            host: Some(host.into()),
-            headers: vec![],
-            body: vec![],
-        }
+        Self { method: "GET".into(), path: path.into(), host: Some(host.into()), headers: vec![], body: vec![] }
     }
 
     pub fn header(mut self, name: &str, value: &str) -> Self {
@@ -66,10 +60,7 @@ pub struct Response {
 impl Response {
     pub fn json<T: serde::de::DeserializeOwned>(&self) -> T {
         serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "response body is not the expected JSON ({e}): {}",
-                String::from_utf8_lossy(&self.body)
-            )
+            panic!("response body is not the expected JSON ({e}): {}", String::from_utf8_lossy(&self.body))
         })
     }
 }
@@ -88,10 +79,7 @@ pub fn read_response(r: &mut impl BufRead, head_only: bool) -> std::io::Result<R
     loop {
         let mut line = Vec::new();
         if r.read_until(b'\n', &mut line)? == 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "connection closed before a response",
-            ));
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed before a response"));
         }
         head.extend_from_slice(&line);
         if line == b"\r\n" {
@@ -100,8 +88,7 @@ pub fn read_response(r: &mut impl BufRead, head_only: bool) -> std::io::Result<R
     }
     let mut hdrs = [httparse::EMPTY_HEADER; 64];
     let mut resp = httparse::Response::new(&mut hdrs);
-    resp.parse(&head)
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+    resp.parse(&head).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
     let status = resp.code.unwrap_or(0);
     let mut headers = BTreeMap::new();
     for h in resp.headers.iter() {
@@ -113,10 +100,7 @@ pub fn read_response(r: &mut impl BufRead, head_only: bool) -> std::io::Result<R
     }
     let mut body = Vec::new();
     if !head_only && status != 204 && status != 304 {
-        if headers
-            .get("transfer-encoding")
-            .is_some_and(|v| v.contains("chunked"))
-        {
+        if headers.get("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
             loop {
                 let mut line = String::new();
                 r.read_line(&mut line)?;
@@ -132,21 +116,14 @@ pub fn read_response(r: &mut impl BufRead, head_only: bool) -> std::io::Result<R
                 let mut crlf = String::new();
                 r.read_line(&mut crlf)?;
             }
-        } else if let Some(n) = headers
-            .get("content-length")
-            .and_then(|v| v.parse::<usize>().ok())
-        {
+        } else if let Some(n) = headers.get("content-length").and_then(|v| v.parse::<usize>().ok()) {
             body.resize(n, 0);
             r.read_exact(&mut body)?;
         } else {
             r.read_to_end(&mut body)?;
         }
     }
-    Ok(Response {
-        status,
-        headers,
-        body,
-    })
+    Ok(Response { status, headers, body })
 }
 
 #[cfg(test)]
@@ -166,10 +143,7 @@ mod tests {
     fn parses_content_length_and_chunked() {
         let raw = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Pod: a\r\n\r\nhello";
         let r = read_response(&mut &raw[..], false).unwrap();
-        assert_eq!(
-            (r.status, r.body.as_slice(), r.headers["x-pod"].as_str()),
-            (200, &b"hello"[..], "a")
-        );
+        assert_eq!((r.status, r.body.as_slice(), r.headers["x-pod"].as_str()), (200, &b"hello"[..], "a"));
         let raw = b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
         let r = read_response(&mut &raw[..], false).unwrap();
         assert_eq!((r.status, r.body.as_slice()), (404, &b"abcde"[..]));

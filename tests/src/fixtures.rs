@@ -27,28 +27,14 @@ pub fn openchoreo_pods() -> Vec<PodSpec> {
     let res = ingress::manifest::load_dir(&openchoreo_dir()).expect("fixtures load");
     let mut pods: BTreeMap<Ipv4Addr, PodSpec> = BTreeMap::new();
     for (key, slice) in &res.endpoint_slices {
-        let ports: Vec<u16> = slice
-            .ports
-            .iter()
-            .flatten()
-            .filter_map(|p| p.port)
-            .map(|p| p as u16)
-            .collect();
+        let ports: Vec<u16> = slice.ports.iter().flatten().filter_map(|p| p.port).map(|p| p as u16).collect();
         for ep in &slice.endpoints {
-            let name = ep
-                .target_ref
-                .as_ref()
-                .and_then(|t| t.name.clone())
-                .unwrap_or_else(|| key.name.clone());
+            let name = ep.target_ref.as_ref().and_then(|t| t.name.clone()).unwrap_or_else(|| key.name.clone());
             for a in &ep.addresses {
                 let Ok(ip) = a.parse::<Ipv4Addr>() else {
                     continue;
                 };
-                let pod = pods.entry(ip).or_insert_with(|| PodSpec {
-                    name: name.clone(),
-                    ip,
-                    ports: vec![],
-                });
+                let pod = pods.entry(ip).or_insert_with(|| PodSpec { name: name.clone(), ip, ports: vec![] });
                 for p in &ports {
                     if !pod.ports.contains(p) {
                         pod.ports.push(*p);
@@ -79,34 +65,15 @@ const fn e(
     pod: &'static str,
     pod_path: &'static str,
 ) -> Expectation {
-    Expectation {
-        host,
-        port,
-        path,
-        status: 200,
-        pod_prefix: Some(pod),
-        pod_path: Some(pod_path),
-    }
+    Expectation { host, port, path, status: 200, pod_prefix: Some(pod), pod_path: Some(pod_path) }
 }
 
 /// What OpenChoreo users reach today through serverlb + Envoy, hostname by hostname.
 pub fn openchoreo_expectations() -> Vec<Expectation> {
     vec![
         e("openchoreovm.localhost", 8080, "/", "openchoreo-ui-", "/"),
-        e(
-            "api.openchoreovm.localhost",
-            8080,
-            "/api/v1/orgs",
-            "openchoreo-api-",
-            "/api/v1/orgs",
-        ),
-        e(
-            "thunder.openchoreovm.localhost",
-            8080,
-            "/oauth2/jwks",
-            "thunder-deployment-",
-            "/oauth2/jwks",
-        ),
+        e("api.openchoreovm.localhost", 8080, "/api/v1/orgs", "openchoreo-api-", "/api/v1/orgs"),
+        e("thunder.openchoreovm.localhost", 8080, "/oauth2/jwks", "thunder-deployment-", "/oauth2/jwks"),
         e(
             "development.openchoreovm-apis.localhost",
             9080,
@@ -135,13 +102,7 @@ pub fn openchoreo_expectations() -> Vec<Expectation> {
             "echo-websocket-service-development-",
             "/",
         ),
-        e(
-            "frontend-development.openchoreovm-apis.localhost",
-            9080,
-            "/cart",
-            "frontend-development-",
-            "/cart",
-        ),
+        e("frontend-development.openchoreovm-apis.localhost", 9080, "/cart", "frontend-development-", "/cart"),
         // no route: the ingress answers 404 itself
         Expectation {
             host: "unknown.openchoreovm.localhost",

@@ -20,9 +20,7 @@ pub fn require_root(test: &str) -> bool {
     }
     let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
     assert!(!ci, "{test}: needs root, and CI must run it");
-    eprintln!(
-        "SKIP {test}: needs root (CAP_BPF, CAP_NET_ADMIN, ip netns); run `sudo cargo xtask test`"
-    );
+    eprintln!("SKIP {test}: needs root (CAP_BPF, CAP_NET_ADMIN, ip netns); run `sudo cargo xtask test`");
     false
 }
 
@@ -32,10 +30,7 @@ pub fn require_ebpf_object(test: &str) -> bool {
         return true;
     }
     let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-    assert!(
-        !ci,
-        "{test}: built without the eBPF object; CI must build it (cargo xtask test)"
-    );
+    assert!(!ci, "{test}: built without the eBPF object; CI must build it (cargo xtask test)");
     eprintln!("SKIP {test}: built without the eBPF object; run through `cargo xtask test`");
     false
 }

@@ -7,25 +7,13 @@ use std::process::Command;
 
 /// Runs `ip ARGS`, panicking with its stderr on failure.
 pub fn ip(args: &[&str]) {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .expect("running `ip` (iproute2 installed?)");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
+    let out = Command::new("ip").args(args).output().expect("running `ip` (iproute2 installed?)");
+    assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
 }
 
 /// Runs `ip ARGS`, ignoring failure (for idempotent cleanup).
 pub fn ip_quiet(args: &[&str]) -> bool {
-    Command::new("ip")
-        .args(args)
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
+    Command::new("ip").args(args).output().map(|o| o.status.success()).unwrap_or(false)
 }
 
 pub fn exists(ns: &str) -> bool {

@@ -9,17 +9,8 @@ pub const ETH_P_ARP: u16 = 0x0806;
 
 #[derive(Clone, Debug)]
 pub enum L4 {
-    Tcp {
-        src: u16,
-        dst: u16,
-        flags: u8,
-        payload: Vec<u8>,
-    },
-    Udp {
-        src: u16,
-        dst: u16,
-        payload: Vec<u8>,
-    },
+    Tcp { src: u16, dst: u16, flags: u8, payload: Vec<u8> },
+    Udp { src: u16, dst: u16, payload: Vec<u8> },
 }
 
 pub const SYN: u8 = 0x02;
@@ -42,28 +33,11 @@ pub struct Packet {
 
 impl Packet {
     pub fn tcp(src: &str, sport: u16, dst: &str, dport: u16, flags: u8) -> Self {
-        Self::new(
-            src,
-            dst,
-            L4::Tcp {
-                src: sport,
-                dst: dport,
-                flags,
-                payload: vec![],
-            },
-        )
+        Self::new(src, dst, L4::Tcp { src: sport, dst: dport, flags, payload: vec![] })
     }
 
     pub fn udp(src: &str, sport: u16, dst: &str, dport: u16, payload: &[u8]) -> Self {
-        Self::new(
-            src,
-            dst,
-            L4::Udp {
-                src: sport,
-                dst: dport,
-                payload: payload.to_vec(),
-            },
-        )
+        Self::new(src, dst, L4::Udp { src: sport, dst: dport, payload: payload.to_vec() })
     }
 
     fn new(src: &str, dst: &str, l4: L4) -> Self {
@@ -98,12 +72,7 @@ impl Packet {
 
     fn l4_bytes(&self) -> (u8, Vec<u8>) {
         match &self.l4 {
-            L4::Tcp {
-                src,
-                dst,
-                flags,
-                payload,
-            } => {
+            L4::Tcp { src, dst, flags, payload } => {
                 let mut b = Vec::with_capacity(20 + payload.len());
                 b.extend_from_slice(&src.to_be_bytes());
                 b.extend_from_slice(&dst.to_be_bytes());
@@ -214,11 +183,8 @@ pub fn arp_request(sender: [u8; 4], target: [u8; 4]) -> Vec<u8> {
 pub fn checksum(data: &[u8]) -> u16 {
     let mut sum: u32 = 0;
     for chunk in data.chunks(2) {
-        let word = if chunk.len() == 2 {
-            u16::from_be_bytes([chunk[0], chunk[1]])
-        } else {
-            u16::from_be_bytes([chunk[0], 0])
-        };
+        let word =
+            if chunk.len() == 2 { u16::from_be_bytes([chunk[0], chunk[1]]) } else { u16::from_be_bytes([chunk[0], 0]) };
         sum += word as u32;
     }
     while sum >> 16 != 0 {
@@ -260,11 +226,7 @@ struct TestRunAttr {
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
 
 /// Runs the program `prog_fd` on `packet` `repeat` times (>= 1) in the kernel.
-pub fn test_run(
-    prog_fd: std::os::fd::RawFd,
-    packet: &[u8],
-    repeat: u32,
-) -> std::io::Result<TestRun> {
+pub fn test_run(prog_fd: std::os::fd::RawFd, packet: &[u8], repeat: u32) -> std::io::Result<TestRun> {
     let mut out = vec![0u8; packet.len() + 256];
     let mut attr = TestRunAttr {
         prog_fd: prog_fd as u32,
@@ -289,11 +251,7 @@ pub fn test_run(
         return Err(std::io::Error::last_os_error());
     }
     out.truncate(attr.data_size_out as usize);
-    Ok(TestRun {
-        retval: attr.retval,
-        data_out: out,
-        duration_ns: attr.duration,
-    })
+    Ok(TestRun { retval: attr.retval, data_out: out, duration_ns: attr.duration })
 }
 
 #[cfg(test)]
@@ -302,15 +260,9 @@ mod tests {
 
     #[test]
     fn ipv4_tcp_checksums_verify() {
-        let p = Packet::tcp("198.18.0.1", 40000, "198.18.0.2", 8080, SYN)
-            .payload(b"hello")
-            .build();
+        let p = Packet::tcp("198.18.0.1", 40000, "198.18.0.2", 8080, SYN).payload(b"hello").build();
         assert_eq!(p.len(), 14 + 20 + 20 + 5);
-        assert_eq!(
-            checksum(&p[14..34]),
-            0,
-            "IPv4 header checksum verifies to 0"
-        );
+        assert_eq!(checksum(&p[14..34]), 0, "IPv4 header checksum verifies to 0");
         let mut pseudo = Vec::new();
         pseudo.extend_from_slice(&p[26..34]);
         pseudo.extend_from_slice(&[0, 6]);
@@ -333,9 +285,7 @@ mod tests {
         pseudo.extend_from_slice(&[0, 0, 0, 17]);
         pseudo.extend_from_slice(&p[54..]);
         assert_eq!(checksum(&pseudo), 0);
-        let v = Packet::tcp("10.0.0.1", 1, "10.0.0.2", 2, SYN)
-            .vlan(42)
-            .build();
+        let v = Packet::tcp("10.0.0.1", 1, "10.0.0.2", 2, SYN).vlan(42).build();
         assert_eq!(u16::from_be_bytes([v[12], v[13]]), 0x8100);
         assert_eq!(u16::from_be_bytes([v[16], v[17]]), ETH_P_IP);
     }
@@ -343,9 +293,6 @@ mod tests {
     #[test]
     fn checksum_of_rfc1071_example() {
         // RFC 1071 section 3 example: sum of these words is 0xddf2, checksum its complement
-        assert_eq!(
-            checksum(&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7]),
-            !0xddf2
-        );
+        assert_eq!(checksum(&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7]), !0xddf2);
     }
 }

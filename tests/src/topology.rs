@@ -51,11 +51,7 @@ impl Topology {
 
     /// Every namespace name this topology uses.
     fn names(prefix: &str, pods: usize) -> Vec<String> {
-        let mut v = vec![
-            format!("{prefix}-client"),
-            format!("{prefix}-vm"),
-            format!("{prefix}-node"),
-        ];
+        let mut v = vec![format!("{prefix}-client"), format!("{prefix}-vm"), format!("{prefix}-node")];
         v.extend((0..pods).map(|i| format!("{prefix}-p{i}")));
         v
     }
@@ -63,89 +59,36 @@ impl Topology {
     /// Builds the topology and starts a backend in every pod. `prefix` must be short
     /// (namespace names are `{prefix}-client`, `{prefix}-p12`, ...).
     pub fn create(prefix: &str, pods: &[PodSpec]) -> Self {
-        assert!(
-            prefix.len() <= 12 && !prefix.is_empty(),
-            "short, non-empty prefix"
-        );
+        assert!(prefix.len() <= 12 && !prefix.is_empty(), "short, non-empty prefix");
         assert!(pods.len() <= MAX_PODS, "at most {MAX_PODS} pods");
         // Leftovers of an interrupted run may have had more pods than this one.
         remove_namespaces(&Self::names(prefix, pods.len().max(MAX_PODS)));
         // Registered before anything is created so a panic mid-way still cleans up.
-        let mut topo = Topology {
-            prefix: prefix.to_string(),
-            pods: vec![],
-            backends: vec![],
-        };
+        let mut topo = Topology { prefix: prefix.to_string(), pods: vec![], backends: vec![] };
         let (client, vm, node) = (topo.client_ns(), topo.vm_ns(), topo.node_ns());
         for ns in [&client, &vm, &node] {
             ip(&["netns", "add", ns]);
             ip(&["-n", ns, "link", "set", "lo", "up"]);
         }
         // client <-> vm: the VM's NIC
-        ip(&[
-            "link", "add", VM_NIC, "netns", &vm, "type", "veth", "peer", "name", "eth0", "netns",
-            &client,
-        ]);
-        ip(&[
-            "-n",
-            &client,
-            "addr",
-            "add",
-            &format!("{CLIENT_IP}/24"),
-            "dev",
-            "eth0",
-        ]);
+        ip(&["link", "add", VM_NIC, "netns", &vm, "type", "veth", "peer", "name", "eth0", "netns", &client]);
+        ip(&["-n", &client, "addr", "add", &format!("{CLIENT_IP}/24"), "dev", "eth0"]);
         ip(&["-n", &client, "link", "set", "eth0", "up"]);
-        ip(&[
-            "-n",
-            &vm,
-            "addr",
-            "add",
-            &format!("{VM_IP}/24"),
-            "dev",
-            VM_NIC,
-        ]);
+        ip(&["-n", &vm, "addr", "add", &format!("{VM_IP}/24"), "dev", VM_NIC]);
         ip(&["-n", &vm, "link", "set", VM_NIC, "up"]);
         // vm: the Docker-like bridge of the k3d network, and the node on it
         ip(&["-n", &vm, "link", "add", "br-k3d", "type", "bridge"]);
-        ip(&[
-            "-n",
-            &vm,
-            "addr",
-            "add",
-            &format!("{VM_BRIDGE_IP}/16"),
-            "dev",
-            "br-k3d",
-        ]);
+        ip(&["-n", &vm, "addr", "add", &format!("{VM_BRIDGE_IP}/16"), "dev", "br-k3d"]);
         ip(&["-n", &vm, "link", "set", "br-k3d", "up"]);
-        ip(&[
-            "link", "add", "vnode0", "netns", &vm, "type", "veth", "peer", "name", "eth0", "netns",
-            &node,
-        ]);
+        ip(&["link", "add", "vnode0", "netns", &vm, "type", "veth", "peer", "name", "eth0", "netns", &node]);
         ip(&["-n", &vm, "link", "set", "vnode0", "master", "br-k3d", "up"]);
         ip(&["-n", &vm, "route", "add", "10.42.0.0/16", "via", NODE_IP]);
         // node: k3s with a cni bridge for the pods
-        ip(&[
-            "-n",
-            &node,
-            "addr",
-            "add",
-            &format!("{NODE_IP}/16"),
-            "dev",
-            "eth0",
-        ]);
+        ip(&["-n", &node, "addr", "add", &format!("{NODE_IP}/16"), "dev", "eth0"]);
         ip(&["-n", &node, "link", "set", "eth0", "up"]);
         ip(&["-n", &node, "route", "add", "default", "via", VM_BRIDGE_IP]);
         ip(&["-n", &node, "link", "add", "cni0", "type", "bridge"]);
-        ip(&[
-            "-n",
-            &node,
-            "addr",
-            "add",
-            &format!("{POD_GATEWAY}/24"),
-            "dev",
-            "cni0",
-        ]);
+        ip(&["-n", &node, "addr", "add", &format!("{POD_GATEWAY}/24"), "dev", "cni0"]);
         ip(&["-n", &node, "link", "set", "cni0", "up"]);
         sysctl(&node, "net/ipv4/ip_forward", "1");
         for (i, pod) in pods.iter().enumerate() {
@@ -154,24 +97,12 @@ impl Topology {
             topo.pods.push((pod.clone(), ns.clone()));
             ip(&["-n", &ns, "link", "set", "lo", "up"]);
             let veth = format!("veth{i}");
-            ip(&[
-                "link", "add", &veth, "netns", &node, "type", "veth", "peer", "name", "eth0",
-                "netns", &ns,
-            ]);
+            ip(&["link", "add", &veth, "netns", &node, "type", "veth", "peer", "name", "eth0", "netns", &ns]);
             ip(&["-n", &node, "link", "set", &veth, "master", "cni0", "up"]);
-            ip(&[
-                "-n",
-                &ns,
-                "addr",
-                "add",
-                &format!("{}/24", pod.ip),
-                "dev",
-                "eth0",
-            ]);
+            ip(&["-n", &ns, "addr", "add", &format!("{}/24", pod.ip), "dev", "eth0"]);
             ip(&["-n", &ns, "link", "set", "eth0", "up"]);
             ip(&["-n", &ns, "route", "add", "default", "via", POD_GATEWAY]);
-            topo.backends
-                .push(Backend::start(&ns, &pod.name, &pod.ports));
+            topo.backends.push(Backend::start(&ns, &pod.name, &pod.ports));
         }
         topo
     }

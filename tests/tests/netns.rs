@@ -6,31 +6,22 @@ use std::time::Duration;
 use ingress_tests::agent::{Agent, ingress_bin};
 use ingress_tests::backend::Echo;
 use ingress_tests::client::{Request, send};
-use ingress_tests::fixtures::{
-    openchoreo_dir, openchoreo_expectations, openchoreo_listens, openchoreo_pods,
-};
+use ingress_tests::fixtures::{openchoreo_dir, openchoreo_expectations, openchoreo_listens, openchoreo_pods};
 use ingress_tests::netns::{exists, in_ns};
 use ingress_tests::topology::{CLIENT_IP, PodSpec, Topology, VM_IP, VM_NIC};
 
 fn get(topo: &Topology, port: u16, host: &str, path: &str) -> ingress_tests::client::Response {
     let addr = format!("{VM_IP}:{port}").parse().unwrap();
     let req = Request::get(host, path);
-    in_ns(&topo.client_ns(), move || {
-        send(addr, &req, Duration::from_secs(5))
-    })
-    .expect("request from the client namespace")
+    in_ns(&topo.client_ns(), move || send(addr, &req, Duration::from_secs(5)))
+        .expect("request from the client namespace")
 }
 
 fn xdp_packets(agent: &Agent, port: u16) -> u64 {
     let (status, body) = agent.admin_get("/stats").expect("admin /stats");
     assert_eq!(status, 200);
     let stats: ingress::stats::Stats = serde_json::from_str(&body).expect("stats json");
-    stats
-        .xdp_counters
-        .iter()
-        .filter(|c| c.port == port && c.proto == "tcp")
-        .map(|c| c.packets)
-        .sum()
+    stats.xdp_counters.iter().filter(|c| c.port == port && c.proto == "tcp").map(|c| c.packets).sum()
 }
 
 #[test]
@@ -51,33 +42,17 @@ fn api_host_through_the_xdp_nic_reaches_the_api_pod() {
     let r = get(&topo, 8080, "api.openchoreovm.localhost:8080", "/");
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let echo: Echo = r.json();
-    assert!(
-        echo.pod.starts_with("openchoreo-api-"),
-        "answered by {}",
-        echo.pod
-    );
+    assert!(echo.pod.starts_with("openchoreo-api-"), "answered by {}", echo.pod);
     assert_eq!((echo.port, echo.path.as_str()), (8080, "/"));
-    assert_eq!(
-        echo.host, "api.openchoreovm.localhost:8080",
-        "Host is forwarded unchanged"
-    );
-    assert_eq!(
-        echo.headers.get("x-forwarded-for").map(String::as_str),
-        Some(CLIENT_IP)
-    );
+    assert_eq!(echo.host, "api.openchoreovm.localhost:8080", "Host is forwarded unchanged");
+    assert_eq!(echo.headers.get("x-forwarded-for").map(String::as_str), Some(CLIENT_IP));
     let after = xdp_packets(&agent, 8080);
-    assert!(
-        after >= before + 3,
-        "XDP counted the connection's packets to 8080: {before} -> {after}"
-    );
+    assert!(after >= before + 3, "XDP counted the connection's packets to 8080: {before} -> {after}");
     let (_, routes) = agent.admin_get("/routes").expect("admin /routes");
     assert!(routes.contains("api.openchoreovm.localhost"), "{routes}");
     let log = agent.stop();
     assert!(log.contains("XDP program attached"), "{log}");
-    assert!(
-        log.contains("TCP SYN to port 8080"),
-        "aya-log records reach the agent's log:\n{log}"
-    );
+    assert!(log.contains("TCP SYN to port 8080"), "aya-log records reach the agent's log:\n{log}");
 }
 
 #[test]
@@ -87,43 +62,17 @@ fn every_openchoreo_hostname_reaches_its_pod_in_both_dataplanes() {
         return;
     }
     let topo = Topology::create("ingt-all", &openchoreo_pods());
-    for dataplane in [
-        &["--interface", VM_NIC][..],
-        &["--dataplane", "userspace"][..],
-    ] {
-        let agent = Agent::start(
-            &ingress_bin(),
-            &topo.vm_ns(),
-            &openchoreo_dir(),
-            &openchoreo_listens(VM_IP),
-            dataplane,
-        );
+    for dataplane in [&["--interface", VM_NIC][..], &["--dataplane", "userspace"][..]] {
+        let agent =
+            Agent::start(&ingress_bin(), &topo.vm_ns(), &openchoreo_dir(), &openchoreo_listens(VM_IP), dataplane);
         for exp in openchoreo_expectations() {
-            let r = get(
-                &topo,
-                exp.port,
-                &format!("{}:{}", exp.host, exp.port),
-                exp.path,
-            );
+            let r = get(&topo, exp.port, &format!("{}:{}", exp.host, exp.port), exp.path);
             let what = format!("{dataplane:?} http://{}:{}{}", exp.host, exp.port, exp.path);
-            assert_eq!(
-                r.status,
-                exp.status,
-                "{what}: {}",
-                String::from_utf8_lossy(&r.body)
-            );
+            assert_eq!(r.status, exp.status, "{what}: {}", String::from_utf8_lossy(&r.body));
             if let Some(prefix) = exp.pod_prefix {
                 let echo: Echo = r.json();
-                assert!(
-                    echo.pod.starts_with(prefix),
-                    "{what}: answered by {}",
-                    echo.pod
-                );
-                assert_eq!(
-                    Some(echo.path.as_str()),
-                    exp.pod_path,
-                    "{what}: path at the pod"
-                );
+                assert!(echo.pod.starts_with(prefix), "{what}: answered by {}", echo.pod);
+                assert_eq!(Some(echo.path.as_str()), exp.pod_path, "{what}: path at the pod");
             }
         }
         let (_, stats) = agent.admin_get("/stats").unwrap();
@@ -139,32 +88,19 @@ fn topology_is_idempotent_and_leaves_nothing() {
     if !ingress_tests::require_root("topology_is_idempotent_and_leaves_nothing") {
         return;
     }
-    let pods = vec![PodSpec {
-        name: "p".into(),
-        ip: "10.42.0.9".parse().unwrap(),
-        ports: vec![8080],
-    }];
+    let pods = vec![PodSpec { name: "p".into(), ip: "10.42.0.9".parse().unwrap(), ports: vec![8080] }];
     // An interrupted run: namespaces left behind (no Drop).
     std::mem::forget(Topology::create("ingt-idem", &pods));
     assert!(exists("ingt-idem-vm"));
     let topo = Topology::create("ingt-idem", &pods);
     // The pod answers straight from the vm namespace through the node's routing.
     let r = in_ns(&topo.vm_ns(), || {
-        send(
-            "10.42.0.9:8080".parse().unwrap(),
-            &Request::get("x", "/direct"),
-            Duration::from_secs(5),
-        )
+        send("10.42.0.9:8080".parse().unwrap(), &Request::get("x", "/direct"), Duration::from_secs(5))
     })
     .expect("vm -> pod");
     assert_eq!(r.json::<Echo>().path, "/direct");
     drop(topo);
-    for ns in [
-        "ingt-idem-client",
-        "ingt-idem-vm",
-        "ingt-idem-node",
-        "ingt-idem-p0",
-    ] {
+    for ns in ["ingt-idem-client", "ingt-idem-vm", "ingt-idem-node", "ingt-idem-p0"] {
         assert!(!exists(ns), "{ns} left behind");
     }
 }

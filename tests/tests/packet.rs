@@ -41,14 +41,10 @@ fn tcp_syn_to_8080_passes_and_is_counted() {
     let pkt = Packet::tcp("198.18.0.1", 40000, "198.18.0.2", 8080, SYN).build();
     assert_eq!(run(&d, &pkt, 1), XDP_PASS);
     assert_eq!(counter(&d, 8080, "tcp"), Some((1, pkt.len() as u64)));
-    let data = Packet::tcp("198.18.0.1", 40000, "198.18.0.2", 8080, ACK | PSH)
-        .payload(b"GET / HTTP/1.1\r\n\r\n")
-        .build();
+    let data =
+        Packet::tcp("198.18.0.1", 40000, "198.18.0.2", 8080, ACK | PSH).payload(b"GET / HTTP/1.1\r\n\r\n").build();
     assert_eq!(run(&d, &data, 10), XDP_PASS);
-    assert_eq!(
-        counter(&d, 8080, "tcp"),
-        Some((11, pkt.len() as u64 + 10 * data.len() as u64))
-    );
+    assert_eq!(counter(&d, 8080, "tcp"), Some((11, pkt.len() as u64 + 10 * data.len() as u64)));
     assert_eq!(counter(&d, 9080, "tcp"), None, "no other port counted");
 }
 
@@ -59,9 +55,7 @@ fn udp_ipv6_and_vlan_are_counted_by_port() {
     };
     let udp = Packet::udp("198.18.0.1", 5353, "198.18.0.2", 53, b"query").build();
     let v6 = Packet::tcp("fd00::1", 40000, "fd00::2", 9080, SYN).build();
-    let vlan = Packet::tcp("198.18.0.1", 40001, "198.18.0.2", 8080, SYN)
-        .vlan(7)
-        .build();
+    let vlan = Packet::tcp("198.18.0.1", 40001, "198.18.0.2", 8080, SYN).vlan(7).build();
     for p in [&udp, &v6, &vlan] {
         assert_eq!(run(&d, p, 1), XDP_PASS);
     }
@@ -82,14 +76,9 @@ fn non_ip_truncated_and_fragments_pass_without_a_port() {
     let full = Packet::tcp("198.18.0.1", 40000, "198.18.0.2", 8080, SYN).build();
     let cut = &full[..14 + 20 + 2];
     assert_eq!(run(&d, cut, 1), XDP_PASS);
-    assert_eq!(
-        counter(&d, 0, "non-ip"),
-        Some((2, (arp.len() + cut.len()) as u64))
-    );
+    assert_eq!(counter(&d, 0, "non-ip"), Some((2, (arp.len() + cut.len()) as u64)));
     // a non-first fragment carries no ports
-    let frag = Packet::tcp("198.18.0.1", 40000, "198.18.0.2", 8080, ACK)
-        .fragment(100)
-        .build();
+    let frag = Packet::tcp("198.18.0.1", 40000, "198.18.0.2", 8080, ACK).fragment(100).build();
     assert_eq!(run(&d, &frag, 1), XDP_PASS);
     assert_eq!(counter(&d, 0, "tcp"), Some((1, frag.len() as u64)));
     assert_eq!(counter(&d, 8080, "tcp"), None);

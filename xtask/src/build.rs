@@ -36,17 +36,8 @@ pub fn build_ebpf() -> Result<PathBuf> {
         .args(["build", "--release", "--target", "bpfel-unknown-none"])
         .arg("--target-dir")
         .arg(&target_dir)
-        .args([
-            "--config",
-            &format!(
-                "target.bpfel-unknown-none.linker={:?}",
-                linker.display().to_string()
-            ),
-        ])
-        .env(
-            "CARGO_ENCODED_RUSTFLAGS",
-            ["-C", "debuginfo=2", "-C", "link-arg=--btf"].join("\x1f"),
-        )
+        .args(["--config", &format!("target.bpfel-unknown-none.linker={:?}", linker.display().to_string())])
+        .env("CARGO_ENCODED_RUSTFLAGS", ["-C", "debuginfo=2", "-C", "link-arg=--btf"].join("\x1f"))
         .env_remove("RUSTUP_TOOLCHAIN");
     if matches!(toolchain, BpfToolchain::Nightly) {
         cmd.args(["-Z", "build-std=core"]);
@@ -56,16 +47,13 @@ pub fn build_ebpf() -> Result<PathBuf> {
 }
 
 fn profile_dir(release: bool) -> PathBuf {
-    workspace_root()
-        .join("target")
-        .join(if release { "release" } else { "debug" })
+    workspace_root().join("target").join(if release { "release" } else { "debug" })
 }
 
 /// Cargo command for the host side with the eBPF object's path in the environment.
 pub fn host_cargo(ebpf_object: &std::path::Path) -> Command {
     let mut cmd = Command::new("cargo");
-    cmd.current_dir(workspace_root())
-        .env("INGRESS_EBPF_OBJECT", ebpf_object);
+    cmd.current_dir(workspace_root()).env("INGRESS_EBPF_OBJECT", ebpf_object);
     cmd
 }
 
@@ -82,11 +70,7 @@ pub fn build_all(release: bool) -> Result<Built> {
     }
     run(&mut cmd).context("building the agent (ingress-user)")?;
     let agent = profile_dir(release).join("ingress");
-    println!(
-        "xtask build: eBPF object {}\nxtask build: agent {}",
-        ebpf_object.display(),
-        agent.display()
-    );
+    println!("xtask build: eBPF object {}\nxtask build: agent {}", ebpf_object.display(), agent.display());
     Ok(Built { ebpf_object, agent })
 }
 

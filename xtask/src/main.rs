@@ -56,10 +56,7 @@ fn main() -> Result<()> {
             setup::setup(true)?;
             let out = build::build_all(release)?;
             build::build_tests_bin("demo", release)?;
-            let demo = workspace_root()
-                .join("target")
-                .join(if release { "release" } else { "debug" })
-                .join("demo");
+            let demo = workspace_root().join("target").join(if release { "release" } else { "debug" }).join("demo");
             let mut cmd = std::process::Command::new(demo);
             cmd.arg("--ingress").arg(&out.agent);
             if userspace {
@@ -74,10 +71,7 @@ fn main() -> Result<()> {
 
 /// The workspace root (the parent of `xtask/`).
 pub fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives in the workspace")
-        .to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
 }
 
 pub fn is_root() -> bool {

@@ -37,24 +37,15 @@ pub struct Found {
 }
 
 pub fn detect() -> Found {
-    Found {
-        toolchain: detect_toolchain(),
-        bpf_linker: find_bpf_linker(),
-        has_ip: which("ip").is_some(),
-    }
+    Found { toolchain: detect_toolchain(), bpf_linker: find_bpf_linker(), has_ip: which("ip").is_some() }
 }
 
 fn detect_toolchain() -> Option<BpfToolchain> {
     let debian = Path::new("/usr/bin/rustc");
     if debian.exists() && Path::new("/usr/lib/rustlib/bpfel-unknown-none/lib").exists() {
-        return Some(BpfToolchain::Debian {
-            rustc: debian.to_path_buf(),
-        });
+        return Some(BpfToolchain::Debian { rustc: debian.to_path_buf() });
     }
-    let out = Command::new("rustup")
-        .args(["run", "nightly", "rustc", "--print", "sysroot"])
-        .output()
-        .ok()?;
+    let out = Command::new("rustup").args(["run", "nightly", "rustc", "--print", "sysroot"]).output().ok()?;
     if out.status.success() {
         let sysroot = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
         if sysroot.join("lib/rustlib/src/rust/library/core").exists() {
@@ -74,17 +65,11 @@ pub fn find_bpf_linker() -> Option<PathBuf> {
 fn cargo_home() -> PathBuf {
     std::env::var_os("CARGO_HOME")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cargo")
-        })
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cargo"))
 }
 
 pub fn which(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join(name))
-            .find(|p| p.is_file())
-    })
+    std::env::var_os("PATH").and_then(|paths| std::env::split_paths(&paths).map(|d| d.join(name)).find(|p| p.is_file()))
 }
 
 fn is_debian() -> bool {
@@ -96,9 +81,7 @@ fn missing_apt_packages() -> Vec<&'static str> {
         .iter()
         .copied()
         .filter(|p| {
-            let out = Command::new("dpkg-query")
-                .args(["-W", "-f=${Status}", p])
-                .output();
+            let out = Command::new("dpkg-query").args(["-W", "-f=${Status}", p]).output();
             !matches!(out, Ok(o) if String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
         })
         .collect()
@@ -115,10 +98,7 @@ pub fn setup(install: bool) -> Result<Found> {
     if install && is_debian() && crate::is_root() {
         let missing = missing_apt_packages();
         if !missing.is_empty() {
-            println!(
-                "xtask setup: installing Debian packages: {}",
-                missing.join(" ")
-            );
+            println!("xtask setup: installing Debian packages: {}", missing.join(" "));
             run(Command::new("apt-get").arg("update"))?;
             run(Command::new("apt-get")
                 .env("DEBIAN_FRONTEND", "noninteractive")
@@ -126,22 +106,11 @@ pub fn setup(install: bool) -> Result<Found> {
                 .args(&missing))?;
         }
         if find_bpf_linker().is_none() {
-            println!(
-                "xtask setup: building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (about a minute)"
-            );
-            let path = format!(
-                "/usr/lib/llvm-22/bin:{}",
-                std::env::var("PATH").unwrap_or_default()
-            );
+            println!("xtask setup: building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (about a minute)");
+            let path = format!("/usr/lib/llvm-22/bin:{}", std::env::var("PATH").unwrap_or_default());
             run(Command::new("cargo")
                 .env("PATH", path)
-                .args([
-                    "install",
-                    "bpf-linker",
-                    "--locked",
-                    "--version",
-                    BPF_LINKER_VERSION,
-                ])
+                .args(["install", "bpf-linker", "--locked", "--version", BPF_LINKER_VERSION])
                 .args(["--no-default-features", "--features", "llvm-22"]))?;
         }
         let found = detect();
@@ -173,9 +142,7 @@ fn instructions(found: &Found) -> String {
 }
 
 pub fn run(cmd: &mut Command) -> Result<()> {
-    let status = cmd
-        .status()
-        .with_context(|| format!("cannot start {cmd:?}"))?;
+    let status = cmd.status().with_context(|| format!("cannot start {cmd:?}"))?;
     if !status.success() {
         bail!("{cmd:?} failed: {status}");
     }

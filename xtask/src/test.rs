@@ -37,14 +37,7 @@ const TIERS: &[Tier] = &[
         what: "routing, manifests, proxy, CLI, xtask (no privileges)",
         needs_root: false,
         cargo_args: &[
-            &[
-                "test",
-                "--workspace",
-                "--exclude",
-                "ingress-ebpf",
-                "--exclude",
-                "ingress-tests",
-            ],
+            &["test", "--workspace", "--exclude", "ingress-ebpf", "--exclude", "ingress-tests"],
             // the root-only crate's own helpers (packet builder, HTTP client, topology plan)
             &["test", "-p", "ingress-tests", "--lib", "--bins"],
         ],
@@ -53,29 +46,13 @@ const TIERS: &[Tier] = &[
         name: "packet",
         what: "XDP program on built packets via BPF_PROG_TEST_RUN",
         needs_root: true,
-        cargo_args: &[&[
-            "test",
-            "-p",
-            "ingress-tests",
-            "--test",
-            "packet",
-            "--",
-            "--test-threads=1",
-        ]],
+        cargo_args: &[&["test", "-p", "ingress-tests", "--test", "packet", "--", "--test-threads=1"]],
     },
     Tier {
         name: "netns",
         what: "k3d-shaped namespaces: client -> XDP NIC -> agent -> pods",
         needs_root: true,
-        cargo_args: &[&[
-            "test",
-            "-p",
-            "ingress-tests",
-            "--test",
-            "netns",
-            "--",
-            "--test-threads=1",
-        ]],
+        cargo_args: &[&["test", "-p", "ingress-tests", "--test", "netns", "--", "--test-threads=1"]],
     },
 ];
 
@@ -103,11 +80,7 @@ pub fn run(install: bool) -> Result<()> {
                 ok &= o;
                 secs += s;
             }
-            Outcome::Ran {
-                counts: total,
-                ok,
-                secs,
-            }
+            Outcome::Ran { counts: total, ok, secs }
         };
         results.push((tier, outcome));
     }
@@ -138,15 +111,9 @@ pub fn run(install: bool) -> Result<()> {
             }
         }
     }
-    println!(
-        "total    {p:>4} passed {f:>3} failed {i:>3} ignored  in {:.0}s",
-        started.elapsed().as_secs_f64()
-    );
+    println!("total    {p:>4} passed {f:>3} failed {i:>3} ignored  in {:.0}s", started.elapsed().as_secs_f64());
     if failed {
-        bail!(
-            "some tests failed{}",
-            if ci { " or could not run under CI" } else { "" }
-        );
+        bail!("some tests failed{}", if ci { " or could not run under CI" } else { "" });
     }
     Ok(())
 }
@@ -156,10 +123,7 @@ pub fn run(install: bool) -> Result<()> {
 fn run_tier(name: &str, mut cmd: Command) -> Result<(Counts, bool, f64)> {
     println!("\n== tier {name}: {cmd:?}");
     let started = Instant::now();
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("starting tier {name}"))?;
+    let mut child = cmd.stdout(Stdio::piped()).spawn().with_context(|| format!("starting tier {name}"))?;
     let mut counts = Counts::default();
     for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
         let line = line?;

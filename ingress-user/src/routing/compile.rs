@@ -11,20 +11,16 @@ use gateway_api::apis::standard::gateways::{
     Gateway, GatewayListeners, GatewayListenersAllowedRoutesNamespacesFrom as From_,
 };
 use gateway_api::apis::standard::httproutes::{
-    HttpRoute, HttpRouteParentRefs, HttpRouteRules, HttpRouteRulesBackendRefs,
-    HttpRouteRulesFilters, HttpRouteRulesFiltersRequestRedirectScheme, HttpRouteRulesFiltersType,
-    HttpRouteRulesFiltersUrlRewritePathType, HttpRouteRulesMatches,
-    HttpRouteRulesMatchesHeadersType, HttpRouteRulesMatchesPathType,
+    HttpRoute, HttpRouteParentRefs, HttpRouteRules, HttpRouteRulesBackendRefs, HttpRouteRulesFilters,
+    HttpRouteRulesFiltersRequestRedirectScheme, HttpRouteRulesFiltersType, HttpRouteRulesFiltersUrlRewritePathType,
+    HttpRouteRulesMatches, HttpRouteRulesMatchesHeadersType, HttpRouteRulesMatchesPathType,
     HttpRouteRulesMatchesQueryParamsType,
 };
 use http::{HeaderName, HeaderValue};
 
 use super::filters::{Filter, HeaderModifier, PathModifier, Redirect, Rewrite};
 use super::matching::{Matcher, PathMatch, ValueMatch, full_regex};
-use super::{
-    Backend, BackendTarget, Entry, Hostname, ListenerTable, RouteReport, Rule, Table, Timeouts,
-    VirtualHost,
-};
+use super::{Backend, BackendTarget, Entry, Hostname, ListenerTable, RouteReport, Rule, Table, Timeouts, VirtualHost};
 use crate::config::ListenMapping;
 use crate::resources::{ObjectKey, Resources, namespace_of};
 
@@ -32,22 +28,15 @@ const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
 
 /// Compiles the routing table for the given listen mappings.
 pub fn compile(res: &Resources, mappings: &[ListenMapping]) -> Table {
-    let mut tables: Vec<TableBuilder> =
-        mappings.iter().map(|m| TableBuilder::new(res, m)).collect();
+    let mut tables: Vec<TableBuilder> = mappings.iter().map(|m| TableBuilder::new(res, m)).collect();
     let mut reports = Vec::new();
     for (key, route) in &res.http_routes {
-        let mut report = RouteReport {
-            route: key.to_string(),
-            attached: vec![],
-            problems: vec![],
-        };
+        let mut report = RouteReport { route: key.to_string(), attached: vec![], problems: vec![] };
         let attachments = attach(res, &tables, key, route, &mut report);
         if !attachments.is_empty() {
             let rules = compile_rules(res, key, route, &mut report);
             for (t, listener, hostnames) in attachments {
-                report
-                    .attached
-                    .push(format!("{}/{}", tables[t].table.gateway, listener));
+                report.attached.push(format!("{}/{}", tables[t].table.gateway, listener));
                 tables[t].add(key, &hostnames, &rules);
             }
             report.attached.sort();
@@ -57,10 +46,7 @@ pub fn compile(res: &Resources, mappings: &[ListenMapping]) -> Table {
             reports.push(report);
         }
     }
-    Table {
-        listeners: tables.into_iter().map(TableBuilder::finish).collect(),
-        routes: reports,
-    }
+    Table { listeners: tables.into_iter().map(TableBuilder::finish).collect(), routes: reports }
 }
 
 struct TableBuilder<'a> {
@@ -74,16 +60,11 @@ struct TableBuilder<'a> {
 
 impl<'a> TableBuilder<'a> {
     fn new(res: &'a Resources, m: &ListenMapping) -> Self {
-        let mut table = ListenerTable {
-            gateway: m.gateway.clone(),
-            ..Default::default()
-        };
+        let mut table = ListenerTable { gateway: m.gateway.clone(), ..Default::default() };
         let gateway = res.gateways.get(&m.gateway);
         let mut served = Vec::new();
         match gateway {
-            None => table
-                .problems
-                .push(format!("Gateway {} not found", m.gateway)),
+            None => table.problems.push(format!("Gateway {} not found", m.gateway)),
             Some(gw) => {
                 for l in &gw.spec.listeners {
                     if m.listener_port.is_some_and(|p| i32::from(p) != l.port) {
@@ -103,20 +84,12 @@ impl<'a> TableBuilder<'a> {
                     table.problems.push(format!(
                         "Gateway {} has no HTTP listener{}",
                         m.gateway,
-                        m.listener_port
-                            .map(|p| format!(" on port {p}"))
-                            .unwrap_or_default()
+                        m.listener_port.map(|p| format!(" on port {p}")).unwrap_or_default()
                     ));
                 }
             }
         }
-        Self {
-            table,
-            gateway,
-            served,
-            vhosts: HashMap::new(),
-            seen: HashSet::new(),
-        }
+        Self { table, gateway, served, vhosts: HashMap::new(), seen: HashSet::new() }
     }
 
     fn add(&mut self, route: &ObjectKey, hostnames: &[Option<Hostname>], rules: &[CompiledRule]) {
@@ -127,10 +100,7 @@ impl<'a> TableBuilder<'a> {
             let entries = self.vhosts.entry(h.clone()).or_default();
             for r in rules {
                 for m in &r.matchers {
-                    entries.push(Entry {
-                        matcher: m.clone(),
-                        rule: r.rule.clone(),
-                    });
+                    entries.push(Entry { matcher: m.clone(), rule: r.rule.clone() });
                 }
             }
         }
@@ -140,10 +110,7 @@ impl<'a> TableBuilder<'a> {
         let mut t = self.table;
         for (h, mut entries) in self.vhosts {
             entries.sort_by(|a, b| a.matcher.precedence(&b.matcher));
-            let name = h
-                .as_ref()
-                .map(|h| h.to_string())
-                .unwrap_or_else(|| "*".into());
+            let name = h.as_ref().map(|h| h.to_string()).unwrap_or_else(|| "*".into());
             let vhost = Arc::new(VirtualHost::new(name, entries));
             match h {
                 Some(Hostname::Exact(e)) => {
@@ -153,8 +120,7 @@ impl<'a> TableBuilder<'a> {
                 None => t.any = Some(vhost),
             }
         }
-        t.wildcards
-            .sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
+        t.wildcards.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
         t
     }
 }
@@ -167,13 +133,7 @@ fn attach(
     route: &HttpRoute,
     report: &mut RouteReport,
 ) -> Vec<(usize, String, Vec<Option<Hostname>>)> {
-    let route_hosts: Vec<Hostname> = route
-        .spec
-        .hostnames
-        .iter()
-        .flatten()
-        .map(|h| Hostname::parse(h))
-        .collect();
+    let route_hosts: Vec<Hostname> = route.spec.hostnames.iter().flatten().map(|h| Hostname::parse(h)).collect();
     let mut out = Vec::new();
     for pref in route.spec.parent_refs.iter().flatten() {
         if pref.group.as_deref().is_some_and(|g| g != GATEWAY_GROUP)
@@ -181,12 +141,7 @@ fn attach(
         {
             continue; // not a Gateway parent: not ours
         }
-        let gw_key = ObjectKey::new(
-            pref.namespace
-                .clone()
-                .unwrap_or_else(|| key.namespace.clone()),
-            &pref.name,
-        );
+        let gw_key = ObjectKey::new(pref.namespace.clone().unwrap_or_else(|| key.namespace.clone()), &pref.name);
         let mut matched_any_table = false;
         let mut reasons = Vec::new();
         for (t, tb) in tables.iter().enumerate() {
@@ -195,32 +150,19 @@ fn attach(
             }
             matched_any_table = true;
             for l in &tb.served {
-                match listener_accepts(
-                    res,
-                    tb.gateway.unwrap(),
-                    l,
-                    pref,
-                    &key.namespace,
-                    &route_hosts,
-                ) {
+                match listener_accepts(res, tb.gateway.unwrap(), l, pref, &key.namespace, &route_hosts) {
                     Ok(hosts) => out.push((t, l.name.clone(), hosts)),
                     Err(reason) => reasons.push(format!("{}/{}: {reason}", gw_key, l.name)),
                 }
             }
         }
-        if matched_any_table
-            && !out
-                .iter()
-                .any(|(t, _, _)| tables[*t].table.gateway == gw_key)
-        {
+        if matched_any_table && !out.iter().any(|(t, _, _)| tables[*t].table.gateway == gw_key) {
             let why = if reasons.is_empty() {
                 "NoMatchingParent: no HTTP listener served".to_string()
             } else {
                 reasons.join("; ")
             };
-            report
-                .problems
-                .push(format!("parentRef {gw_key}: not accepted: {why}"));
+            report.problems.push(format!("parentRef {gw_key}: not accepted: {why}"));
         }
     }
     out
@@ -243,13 +185,10 @@ fn listener_accepts(
     }
     let allowed = l.allowed_routes.as_ref();
     if let Some(kinds) = allowed.and_then(|a| a.kinds.as_ref()) {
-        let ok = kinds.iter().any(|k| {
-            k.kind == "HTTPRoute" && k.group.as_deref().unwrap_or(GATEWAY_GROUP) == GATEWAY_GROUP
-        });
+        let ok =
+            kinds.iter().any(|k| k.kind == "HTTPRoute" && k.group.as_deref().unwrap_or(GATEWAY_GROUP) == GATEWAY_GROUP);
         if !ok {
-            return Err(
-                "NotAllowedByListeners: listener allowedRoutes.kinds excludes HTTPRoute".into(),
-            );
+            return Err("NotAllowedByListeners: listener allowedRoutes.kinds excludes HTTPRoute".into());
         }
     }
     let ns = allowed.and_then(|a| a.namespaces.as_ref());
@@ -261,11 +200,7 @@ fn listener_accepts(
             let sel = ns.and_then(|n| n.selector.as_ref());
             let labels = namespace_labels(res, route_ns);
             sel.is_some_and(|s| {
-                let ml = s
-                    .match_labels
-                    .iter()
-                    .flatten()
-                    .all(|(k, v)| labels.get(k) == Some(v));
+                let ml = s.match_labels.iter().flatten().all(|(k, v)| labels.get(k) == Some(v));
                 let me = s.match_expressions.iter().flatten().all(|e| {
                     let vals = e.values.clone().unwrap_or_default();
                     match e.operator.as_str() {
@@ -281,20 +216,14 @@ fn listener_accepts(
         }
     };
     if !ns_ok {
-        return Err(format!(
-            "NotAllowedByListeners: namespace {route_ns} is not allowed"
-        ));
+        return Err(format!("NotAllowedByListeners: namespace {route_ns} is not allowed"));
     }
     let listener_host = l.hostname.as_deref().map(Hostname::parse);
     let hosts: Vec<Option<Hostname>> = match (&listener_host, route_hosts.is_empty()) {
         (None, true) => vec![None],
         (None, false) => route_hosts.iter().cloned().map(Some).collect(),
         (Some(lh), true) => vec![Some(lh.clone())],
-        (Some(lh), false) => route_hosts
-            .iter()
-            .filter_map(|rh| Hostname::intersect(lh, rh))
-            .map(Some)
-            .collect(),
+        (Some(lh), false) => route_hosts.iter().filter_map(|rh| Hostname::intersect(lh, rh)).map(Some).collect(),
     };
     if hosts.is_empty() {
         return Err("NoMatchingListenerHostname: no route hostname matches the listener's".into());
@@ -304,11 +233,7 @@ fn listener_accepts(
 
 /// Labels of a namespace, with the `kubernetes.io/metadata.name` label Kubernetes sets.
 fn namespace_labels(res: &Resources, ns: &str) -> BTreeMap<String, String> {
-    let mut labels = res
-        .namespaces
-        .get(ns)
-        .and_then(|n| n.metadata.labels.clone())
-        .unwrap_or_default();
+    let mut labels = res.namespaces.get(ns).and_then(|n| n.metadata.labels.clone()).unwrap_or_default();
     labels.insert("kubernetes.io/metadata.name".into(), ns.into());
     labels
 }
@@ -318,72 +243,41 @@ struct CompiledRule {
     matchers: Vec<Matcher>,
 }
 
-fn compile_rules(
-    res: &Resources,
-    key: &ObjectKey,
-    route: &HttpRoute,
-    report: &mut RouteReport,
-) -> Vec<CompiledRule> {
-    let created = route
-        .metadata
-        .creation_timestamp
-        .as_ref()
-        .map(|t| t.0.to_string())
-        .unwrap_or_default();
+fn compile_rules(res: &Resources, key: &ObjectKey, route: &HttpRoute, report: &mut RouteReport) -> Vec<CompiledRule> {
+    let created = route.metadata.creation_timestamp.as_ref().map(|t| t.0.to_string()).unwrap_or_default();
     let mut out = Vec::new();
     for (ri, rule) in route.spec.rules.iter().flatten().enumerate() {
         let mut matchers = Vec::new();
         let default_match = [HttpRouteRulesMatches::default()];
-        let matches = rule
-            .matches
-            .as_deref()
-            .filter(|m| !m.is_empty())
-            .unwrap_or(&default_match);
+        let matches = rule.matches.as_deref().filter(|m| !m.is_empty()).unwrap_or(&default_match);
         for (mi, m) in matches.iter().enumerate() {
             match compile_match(m, (created.clone(), key.to_string(), ri, mi)) {
                 Ok(m) => matchers.push(m),
-                Err(e) => report
-                    .problems
-                    .push(format!("rule {ri} match {mi}: UnsupportedValue: {e}")),
+                Err(e) => report.problems.push(format!("rule {ri} match {mi}: UnsupportedValue: {e}")),
             }
         }
         let filters = compile_filters(rule.filters.iter().flatten());
         for f in &filters {
             if let Filter::Unsupported { reason } = f {
-                report
-                    .problems
-                    .push(format!("rule {ri}: {reason}; matching requests get 500"));
+                report.problems.push(format!("rule {ri}: {reason}; matching requests get 500"));
             }
         }
         let backends = compile_backends(res, key, rule, ri, report);
         let timeouts = compile_timeouts(rule, ri, report);
         out.push(CompiledRule {
-            rule: Arc::new(Rule {
-                route: key.clone(),
-                index: ri,
-                filters,
-                backends,
-                timeouts,
-            }),
+            rule: Arc::new(Rule { route: key.clone(), index: ri, filters, backends, timeouts }),
             matchers,
         });
     }
     out
 }
 
-fn compile_match(
-    m: &HttpRouteRulesMatches,
-    order: (String, String, usize, usize),
-) -> Result<Matcher, String> {
+fn compile_match(m: &HttpRouteRulesMatches, order: (String, String, usize, usize)) -> Result<Matcher, String> {
     let path = match &m.path {
         None => PathMatch::prefix("/"),
         Some(p) => {
             let v = p.value.as_deref().unwrap_or("/");
-            match p
-                .r#type
-                .as_ref()
-                .unwrap_or(&HttpRouteRulesMatchesPathType::PathPrefix)
-            {
+            match p.r#type.as_ref().unwrap_or(&HttpRouteRulesMatchesPathType::PathPrefix) {
                 HttpRouteRulesMatchesPathType::Exact => PathMatch::Exact(v.to_string()),
                 HttpRouteRulesMatchesPathType::PathPrefix => PathMatch::prefix(v),
                 HttpRouteRulesMatchesPathType::RegularExpression => {
@@ -392,30 +286,23 @@ fn compile_match(
             }
         }
     };
-    let method = m.method.as_ref().map(|m| {
-        serde_json::to_value(m)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default()
-    });
+    let method = m
+        .method
+        .as_ref()
+        .map(|m| serde_json::to_value(m).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default());
     let mut headers = Vec::new();
     let mut seen = HashSet::new();
     for h in m.headers.iter().flatten() {
-        let name = HeaderName::from_bytes(h.name.as_bytes())
-            .map_err(|_| format!("header name {:?}", h.name))?;
+        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| format!("header name {:?}", h.name))?;
         // "If multiple entries specify equivalent header names, only the first ... MUST be considered."
         if !seen.insert(name.clone()) {
             continue;
         }
-        let vm = match h
-            .r#type
-            .as_ref()
-            .unwrap_or(&HttpRouteRulesMatchesHeadersType::Exact)
-        {
+        let vm = match h.r#type.as_ref().unwrap_or(&HttpRouteRulesMatchesHeadersType::Exact) {
             HttpRouteRulesMatchesHeadersType::Exact => ValueMatch::Exact(h.value.clone()),
-            HttpRouteRulesMatchesHeadersType::RegularExpression => ValueMatch::Regex(
-                full_regex(&h.value).map_err(|e| format!("header regex {:?}: {e}", h.value))?,
-            ),
+            HttpRouteRulesMatchesHeadersType::RegularExpression => {
+                ValueMatch::Regex(full_regex(&h.value).map_err(|e| format!("header regex {:?}: {e}", h.value))?)
+            }
         };
         headers.push((name, vm));
     }
@@ -425,35 +312,22 @@ fn compile_match(
         if !seen.insert(q.name.clone()) {
             continue;
         }
-        let vm = match q
-            .r#type
-            .as_ref()
-            .unwrap_or(&HttpRouteRulesMatchesQueryParamsType::Exact)
-        {
+        let vm = match q.r#type.as_ref().unwrap_or(&HttpRouteRulesMatchesQueryParamsType::Exact) {
             HttpRouteRulesMatchesQueryParamsType::Exact => ValueMatch::Exact(q.value.clone()),
-            HttpRouteRulesMatchesQueryParamsType::RegularExpression => ValueMatch::Regex(
-                full_regex(&q.value).map_err(|e| format!("query regex {:?}: {e}", q.value))?,
-            ),
+            HttpRouteRulesMatchesQueryParamsType::RegularExpression => {
+                ValueMatch::Regex(full_regex(&q.value).map_err(|e| format!("query regex {:?}: {e}", q.value))?)
+            }
         };
         query.push((q.name.clone(), vm));
     }
-    Ok(Matcher {
-        path,
-        method,
-        headers,
-        query,
-        order,
-    })
+    Ok(Matcher { path, method, headers, query, order })
 }
 
-fn header_pairs<'a>(
-    pairs: impl Iterator<Item = (&'a str, &'a str)>,
-) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
+fn header_pairs<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
     pairs
         .map(|(n, v)| {
             Ok((
-                HeaderName::from_bytes(n.as_bytes())
-                    .map_err(|_| format!("invalid header name {n:?}"))?,
+                HeaderName::from_bytes(n.as_bytes()).map_err(|_| format!("invalid header name {n:?}"))?,
                 HeaderValue::from_str(v).map_err(|_| format!("invalid header value {v:?}"))?,
             ))
         })
@@ -463,12 +337,8 @@ fn header_pairs<'a>(
 fn compile_filters<'a>(filters: impl Iterator<Item = &'a HttpRouteRulesFilters>) -> Vec<Filter> {
     let mut out: Vec<Filter> = filters.map(compile_filter).collect();
     let has = |out: &[Filter], f: fn(&Filter) -> bool| out.iter().any(f);
-    if has(&out, |f| matches!(f, Filter::RequestRedirect(_)))
-        && has(&out, |f| matches!(f, Filter::UrlRewrite(_)))
-    {
-        out.push(Filter::Unsupported {
-            reason: "RequestRedirect and URLRewrite cannot be used together".into(),
-        });
+    if has(&out, |f| matches!(f, Filter::RequestRedirect(_))) && has(&out, |f| matches!(f, Filter::UrlRewrite(_))) {
+        out.push(Filter::Unsupported { reason: "RequestRedirect and URLRewrite cannot be used together".into() });
     }
     out
 }
@@ -477,8 +347,7 @@ fn compile_filter(f: &HttpRouteRulesFilters) -> Filter {
     let unsupported = |reason: String| Filter::Unsupported { reason };
     let missing = |what: &str| unsupported(format!("filter {what} has no {what} field"));
     match f.r#type {
-        HttpRouteRulesFiltersType::RequestHeaderModifier
-        | HttpRouteRulesFiltersType::ResponseHeaderModifier => {
+        HttpRouteRulesFiltersType::RequestHeaderModifier | HttpRouteRulesFiltersType::ResponseHeaderModifier => {
             let request = f.r#type == HttpRouteRulesFiltersType::RequestHeaderModifier;
             // The request and response modifier types have the same shape.
             let json = if request {
@@ -490,11 +359,7 @@ fn compile_filter(f: &HttpRouteRulesFilters) -> Filter {
                 return unsupported("header modifier".into());
             };
             if json.is_null() {
-                return missing(if request {
-                    "requestHeaderModifier"
-                } else {
-                    "responseHeaderModifier"
-                });
+                return missing(if request { "requestHeaderModifier" } else { "responseHeaderModifier" });
             }
             match header_modifier(&json) {
                 Ok(m) if request => Filter::RequestHeaderModifier(m),
@@ -517,10 +382,7 @@ fn compile_filter(f: &HttpRouteRulesFilters) -> Filter {
                     Err(e) => return unsupported(e),
                 },
             };
-            Filter::UrlRewrite(Rewrite {
-                hostname: r.hostname.clone(),
-                path,
-            })
+            Filter::UrlRewrite(Rewrite { hostname: r.hostname.clone(), path })
         }
         HttpRouteRulesFiltersType::RequestRedirect => {
             let Some(r) = &f.request_redirect else {
@@ -552,16 +414,11 @@ fn compile_filter(f: &HttpRouteRulesFilters) -> Filter {
                 status: status as u16,
             })
         }
-        HttpRouteRulesFiltersType::RequestMirror => {
-            unsupported("filter RequestMirror is not implemented yet".into())
-        }
+        HttpRouteRulesFiltersType::RequestMirror => unsupported("filter RequestMirror is not implemented yet".into()),
         HttpRouteRulesFiltersType::Cors => unsupported("filter CORS is not implemented yet".into()),
         HttpRouteRulesFiltersType::ExtensionRef => unsupported(format!(
             "filter ExtensionRef {} is not supported",
-            f.extension_ref
-                .as_ref()
-                .map(|e| format!("{}/{}", e.kind, e.name))
-                .unwrap_or_default()
+            f.extension_ref.as_ref().map(|e| format!("{}/{}", e.kind, e.name)).unwrap_or_default()
         )),
     }
 }
@@ -574,14 +431,8 @@ fn header_modifier(json: &serde_json::Value) -> Result<HeaderModifier, String> {
                 a.iter()
                     .map(|p| {
                         (
-                            p.get("name")
-                                .and_then(|v| v.as_str())
-                                .unwrap_or("")
-                                .to_string(),
-                            p.get("value")
-                                .and_then(|v| v.as_str())
-                                .unwrap_or("")
-                                .to_string(),
+                            p.get("name").and_then(|v| v.as_str()).unwrap_or("").to_string(),
+                            p.get("value").and_then(|v| v.as_str()).unwrap_or("").to_string(),
                         )
                     })
                     .collect()
@@ -593,31 +444,19 @@ fn header_modifier(json: &serde_json::Value) -> Result<HeaderModifier, String> {
     let remove = json
         .get("remove")
         .and_then(|v| v.as_array())
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str())
-                .map(str::to_string)
-                .collect::<Vec<_>>()
-        })
+        .map(|a| a.iter().filter_map(|v| v.as_str()).map(str::to_string).collect::<Vec<_>>())
         .unwrap_or_default();
     Ok(HeaderModifier {
         set: header_pairs(set.iter().map(|(n, v)| (n.as_str(), v.as_str())))?,
         add: header_pairs(add.iter().map(|(n, v)| (n.as_str(), v.as_str())))?,
         remove: remove
             .iter()
-            .map(|n| {
-                HeaderName::from_bytes(n.as_bytes())
-                    .map_err(|_| format!("invalid header name {n:?}"))
-            })
+            .map(|n| HeaderName::from_bytes(n.as_bytes()).map_err(|_| format!("invalid header name {n:?}")))
             .collect::<Result<_, _>>()?,
     })
 }
 
-fn path_modifier(
-    full: bool,
-    full_path: &Option<String>,
-    prefix: &Option<String>,
-) -> Result<PathModifier, String> {
+fn path_modifier(full: bool, full_path: &Option<String>, prefix: &Option<String>) -> Result<PathModifier, String> {
     if full {
         full_path
             .clone()
@@ -642,31 +481,19 @@ fn compile_backends(
     for b in rule.backend_refs.iter().flatten() {
         let weight = b.weight.unwrap_or(1);
         let ns = b.namespace.clone().unwrap_or_else(|| key.namespace.clone());
-        let name = format!(
-            "{ns}/{}:{}",
-            b.name,
-            b.port.map(|p| p.to_string()).unwrap_or_else(|| "?".into())
-        );
+        let name = format!("{ns}/{}:{}", b.name, b.port.map(|p| p.to_string()).unwrap_or_else(|| "?".into()));
         let target = resolve_backend(res, key, b, &ns);
         if let BackendTarget::Invalid(why) = &target {
-            report
-                .problems
-                .push(format!("rule {ri} backendRef {name}: {why}"));
+            report.problems.push(format!("rule {ri} backendRef {name}: {why}"));
         }
         // Backend filters have the same shape as rule filters: reuse the rule compiler.
         let filters = b
             .filters
             .iter()
             .flatten()
-            .map(|f| {
-                match serde_json::to_value(f)
-                    .and_then(serde_json::from_value::<HttpRouteRulesFilters>)
-                {
-                    Ok(f) => compile_filter(&f),
-                    Err(e) => Filter::Unsupported {
-                        reason: format!("backendRef filter: {e}"),
-                    },
-                }
+            .map(|f| match serde_json::to_value(f).and_then(serde_json::from_value::<HttpRouteRulesFilters>) {
+                Ok(f) => compile_filter(&f),
+                Err(e) => Filter::Unsupported { reason: format!("backendRef filter: {e}") },
             })
             .collect();
         out.push(Backend::new(name, weight.max(0) as u32, filters, target));
@@ -674,12 +501,7 @@ fn compile_backends(
     out
 }
 
-fn resolve_backend(
-    res: &Resources,
-    route: &ObjectKey,
-    b: &HttpRouteRulesBackendRefs,
-    ns: &str,
-) -> BackendTarget {
+fn resolve_backend(res: &Resources, route: &ObjectKey, b: &HttpRouteRulesBackendRefs, ns: &str) -> BackendTarget {
     let group = b.group.as_deref().unwrap_or("");
     let kind = b.kind.as_deref().unwrap_or("Service");
     if !(group.is_empty() || group == "core") || kind != "Service" {
@@ -692,53 +514,27 @@ fn resolve_backend(
         ));
     }
     let Some(port) = b.port else {
-        return BackendTarget::Invalid(
-            "UnsupportedValue: a Service backendRef needs a port".into(),
-        );
+        return BackendTarget::Invalid("UnsupportedValue: a Service backendRef needs a port".into());
     };
     let Some(svc) = res.services.get(&ObjectKey::new(ns, &b.name)) else {
-        return BackendTarget::Invalid(format!(
-            "BackendNotFound: Service {ns}/{} not found",
-            b.name
-        ));
+        return BackendTarget::Invalid(format!("BackendNotFound: Service {ns}/{} not found", b.name));
     };
-    let Some(sp) = svc
-        .spec
-        .as_ref()
-        .and_then(|s| s.ports.as_ref())
-        .and_then(|ps| ps.iter().find(|p| p.port == port))
+    let Some(sp) = svc.spec.as_ref().and_then(|s| s.ports.as_ref()).and_then(|ps| ps.iter().find(|p| p.port == port))
     else {
-        return BackendTarget::Invalid(format!(
-            "BackendNotFound: Service {ns}/{} has no port {port}",
-            b.name
-        ));
+        return BackendTarget::Invalid(format!("BackendNotFound: Service {ns}/{} has no port {port}", b.name));
     };
-    BackendTarget::Endpoints(ready_endpoints(
-        res,
-        ns,
-        &b.name,
-        sp.name.as_deref().unwrap_or(""),
-    ))
+    BackendTarget::Endpoints(ready_endpoints(res, ns, &b.name, sp.name.as_deref().unwrap_or("")))
 }
 
 /// Ready endpoints of a Service port, from every EndpointSlice of the Service: the
 /// slice port with the Service port's name gives the container port.
-pub fn ready_endpoints(
-    res: &Resources,
-    ns: &str,
-    service: &str,
-    port_name: &str,
-) -> Vec<SocketAddr> {
+pub fn ready_endpoints(res: &Resources, ns: &str, service: &str, port_name: &str) -> Vec<SocketAddr> {
     let mut out = Vec::new();
     for (k, slice) in &res.endpoint_slices {
         if k.namespace != ns {
             continue;
         }
-        let owner = slice
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get("kubernetes.io/service-name"));
+        let owner = slice.metadata.labels.as_ref().and_then(|l| l.get("kubernetes.io/service-name"));
         if owner.map(String::as_str) != Some(service) {
             continue;
         }
@@ -746,10 +542,7 @@ pub fn ready_endpoints(
             .ports
             .iter()
             .flatten()
-            .find(|p| {
-                p.name.as_deref().unwrap_or("") == port_name
-                    && p.protocol.as_deref().unwrap_or("TCP") == "TCP"
-            })
+            .find(|p| p.name.as_deref().unwrap_or("") == port_name && p.protocol.as_deref().unwrap_or("TCP") == "TCP")
             .and_then(|p| p.port)
         else {
             continue;
@@ -774,9 +567,7 @@ pub fn ready_endpoints(
 fn reference_granted(res: &Resources, from_ns: &str, to_ns: &str, service: &str) -> bool {
     res.reference_grants.iter().any(|(k, g)| {
         k.namespace == to_ns
-            && g.spec.from.iter().any(|f| {
-                f.group == GATEWAY_GROUP && f.kind == "HTTPRoute" && f.namespace == from_ns
-            })
+            && g.spec.from.iter().any(|f| f.group == GATEWAY_GROUP && f.kind == "HTTPRoute" && f.namespace == from_ns)
             && g.spec.to.iter().any(|t| {
                 (t.group.is_empty() || t.group == "core")
                     && t.kind == "Service"
@@ -788,20 +579,13 @@ fn reference_granted(res: &Resources, from_ns: &str, to_ns: &str, service: &str)
 fn compile_timeouts(rule: &HttpRouteRules, ri: usize, report: &mut RouteReport) -> Timeouts {
     let mut t = Timeouts::default();
     if let Some(to) = &rule.timeouts {
-        for (field, value, slot) in [
-            ("request", &to.request, &mut t.request),
-            (
-                "backendRequest",
-                &to.backend_request,
-                &mut t.backend_request,
-            ),
-        ] {
+        for (field, value, slot) in
+            [("request", &to.request, &mut t.request), ("backendRequest", &to.backend_request, &mut t.backend_request)]
+        {
             if let Some(v) = value {
                 match parse_duration(v) {
                     Ok(d) => *slot = (!d.is_zero()).then_some(d),
-                    Err(e) => report
-                        .problems
-                        .push(format!("rule {ri} timeouts.{field}: UnsupportedValue: {e}")),
+                    Err(e) => report.problems.push(format!("rule {ri} timeouts.{field}: UnsupportedValue: {e}")),
                 }
             }
         }

@@ -75,6 +75,12 @@ pub fn describe(t: &Table) -> Value {
 /// Human-readable form for `ingress routes`.
 pub fn format_text(v: &Value) -> String {
     let mut out = String::new();
+    if let Some(src) = v.get("source") {
+        out += &format!("source: {} (table generation {})\n", src["source"].as_str().unwrap_or(""), src["generation"]);
+        if let Some(e) = src["error"].as_str() {
+            out += &format!("  ! newest input rejected, serving the last good table: {e}\n");
+        }
+    }
     for l in v["listeners"].as_array().into_iter().flatten() {
         let ls: Vec<String> = l["listeners"]
             .as_array()
@@ -82,11 +88,7 @@ pub fn format_text(v: &Value) -> String {
             .flatten()
             .map(|x| format!("{}:{}", x["name"].as_str().unwrap_or(""), x["port"]))
             .collect();
-        out += &format!(
-            "gateway {} (listeners {})\n",
-            l["gateway"].as_str().unwrap_or(""),
-            ls.join(", ")
-        );
+        out += &format!("gateway {} (listeners {})\n", l["gateway"].as_str().unwrap_or(""), ls.join(", "));
         for p in l["problems"].as_array().into_iter().flatten() {
             out += &format!("  ! {}\n", p.as_str().unwrap_or(""));
         }
@@ -99,24 +101,13 @@ pub fn format_text(v: &Value) -> String {
                     .into_iter()
                     .flatten()
                     .map(|b| {
-                        let eps: Vec<&str> = b["endpoints"]
-                            .as_array()
-                            .into_iter()
-                            .flatten()
-                            .filter_map(|e| e.as_str())
-                            .collect();
+                        let eps: Vec<&str> =
+                            b["endpoints"].as_array().into_iter().flatten().filter_map(|e| e.as_str()).collect();
                         match b["error"].as_str() {
-                            Some(e) => format!(
-                                "{} w{} ERROR {e}",
-                                b["name"].as_str().unwrap_or(""),
-                                b["weight"]
-                            ),
-                            None => format!(
-                                "{} w{} -> [{}]",
-                                b["name"].as_str().unwrap_or(""),
-                                b["weight"],
-                                eps.join(" ")
-                            ),
+                            Some(e) => format!("{} w{} ERROR {e}", b["name"].as_str().unwrap_or(""), b["weight"]),
+                            None => {
+                                format!("{} w{} -> [{}]", b["name"].as_str().unwrap_or(""), b["weight"], eps.join(" "))
+                            }
                         }
                     })
                     .collect();
@@ -134,11 +125,7 @@ pub fn format_text(v: &Value) -> String {
     }
     for r in v["routes"].as_array().into_iter().flatten() {
         for p in r["problems"].as_array().into_iter().flatten() {
-            out += &format!(
-                "route {}: {}\n",
-                r["route"].as_str().unwrap_or(""),
-                p.as_str().unwrap_or("")
-            );
+            out += &format!("route {}: {}\n", r["route"].as_str().unwrap_or(""), p.as_str().unwrap_or(""));
         }
     }
     out

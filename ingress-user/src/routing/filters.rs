@@ -68,11 +68,7 @@ pub struct Redirect {
 /// Replaces the matched `prefix` of `path` with `replacement`, element-wise:
 /// `/prefix/one` -> `/` turns `/prefix/one/three` into `/three` and `/prefix/one` into `/`.
 pub fn replace_prefix(path: &str, prefix: &str, replacement: &str) -> String {
-    let rest = if prefix == "/" {
-        path
-    } else {
-        path.get(prefix.len()..).unwrap_or("")
-    };
+    let rest = if prefix == "/" { path } else { path.get(prefix.len()..).unwrap_or("") };
     let mut out = String::with_capacity(replacement.len() + rest.len());
     out.push_str(replacement);
     if out.ends_with('/') && rest.starts_with('/') {
@@ -91,11 +87,7 @@ pub fn replace_prefix(path: &str, prefix: &str, replacement: &str) -> String {
 
 /// The new path for a path modifier. `Err` when ReplacePrefixMatch is used with a
 /// match that is not a PathPrefix (the spec forbids it).
-pub fn modify_path(
-    m: &PathModifier,
-    path: &str,
-    matched_prefix: Option<&str>,
-) -> Result<String, &'static str> {
+pub fn modify_path(m: &PathModifier, path: &str, matched_prefix: Option<&str>) -> Result<String, &'static str> {
     match m {
         PathModifier::ReplaceFullPath(p) => Ok(p.clone()),
         PathModifier::ReplacePrefixMatch(r) => match matched_prefix {
@@ -161,10 +153,7 @@ mod header_pairs {
     use serde::Serializer;
     use serde::ser::SerializeMap;
 
-    pub fn serialize<S: Serializer>(
-        v: &[(HeaderName, HeaderValue)],
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer>(v: &[(HeaderName, HeaderValue)], s: S) -> Result<S::Ok, S::Error> {
         let mut m = s.serialize_map(Some(v.len()))?;
         for (n, val) in v {
             m.serialize_entry(n.as_str(), val.to_str().unwrap_or("<binary>"))?;
@@ -199,11 +188,7 @@ mod tests {
             ("/api/v1", "/", "/prefix", "/prefix/api/v1"),
             ("/full/path", "/full", "/replaced/", "/replaced/path"),
         ] {
-            assert_eq!(
-                replace_prefix(path, prefix, repl),
-                want,
-                "{path} {prefix} -> {repl}"
-            );
+            assert_eq!(replace_prefix(path, prefix, repl), want, "{path} {prefix} -> {repl}");
         }
     }
 
@@ -221,68 +206,32 @@ mod tests {
 
     #[test]
     fn redirect_port_rules() {
-        let plain = Redirect {
-            scheme: None,
-            hostname: None,
-            port: None,
-            path: None,
-            status: 302,
-        };
+        let plain = Redirect { scheme: None, hostname: None, port: None, path: None, status: 302 };
         // Host header carries :8080 (VM port mapped to listener 80): keep it
-        assert_eq!(
-            plain.location(&input(Some(8080), 80)).unwrap(),
-            "http://app.openchoreovm.localhost:8080/a/b?x=1"
-        );
+        assert_eq!(plain.location(&input(Some(8080), 80)).unwrap(), "http://app.openchoreovm.localhost:8080/a/b?x=1");
         // no port in Host: the listener port, 80, is the default for http -> omitted
-        assert_eq!(
-            plain.location(&input(None, 80)).unwrap(),
-            "http://app.openchoreovm.localhost/a/b?x=1"
-        );
-        assert_eq!(
-            plain.location(&input(None, 19080)).unwrap(),
-            "http://app.openchoreovm.localhost:19080/a/b?x=1"
-        );
+        assert_eq!(plain.location(&input(None, 80)).unwrap(), "http://app.openchoreovm.localhost/a/b?x=1");
+        assert_eq!(plain.location(&input(None, 19080)).unwrap(), "http://app.openchoreovm.localhost:19080/a/b?x=1");
         // scheme https without port: well-known 443, omitted
-        let https = Redirect {
-            scheme: Some("https".into()),
-            ..plain.clone()
-        };
-        assert_eq!(
-            https.location(&input(Some(8080), 80)).unwrap(),
-            "https://app.openchoreovm.localhost/a/b?x=1"
-        );
+        let https = Redirect { scheme: Some("https".into()), ..plain.clone() };
+        assert_eq!(https.location(&input(Some(8080), 80)).unwrap(), "https://app.openchoreovm.localhost/a/b?x=1");
         // explicit port wins
-        let port = Redirect {
-            port: Some(8443),
-            ..https.clone()
-        };
-        assert_eq!(
-            port.location(&input(Some(8080), 80)).unwrap(),
-            "https://app.openchoreovm.localhost:8443/a/b?x=1"
-        );
+        let port = Redirect { port: Some(8443), ..https.clone() };
+        assert_eq!(port.location(&input(Some(8080), 80)).unwrap(), "https://app.openchoreovm.localhost:8443/a/b?x=1");
         // hostname and prefix replacement
         let r = Redirect {
             hostname: Some("other.example".into()),
             path: Some(PathModifier::ReplacePrefixMatch("/z".into())),
             ..plain
         };
-        assert_eq!(
-            r.location(&input(None, 80)).unwrap(),
-            "http://other.example/z/b?x=1"
-        );
+        assert_eq!(r.location(&input(None, 80)).unwrap(), "http://other.example/z/b?x=1");
     }
 
     #[test]
     fn header_modifier_order() {
         let m = HeaderModifier {
-            set: vec![(
-                HeaderName::from_static("x-set"),
-                HeaderValue::from_static("s"),
-            )],
-            add: vec![(
-                HeaderName::from_static("x-add"),
-                HeaderValue::from_static("a2"),
-            )],
+            set: vec![(HeaderName::from_static("x-set"), HeaderValue::from_static("s"))],
+            add: vec![(HeaderName::from_static("x-add"), HeaderValue::from_static("a2"))],
             remove: vec![HeaderName::from_static("x-remove")],
         };
         let mut h = HeaderMap::new();

@@ -63,10 +63,7 @@ pub fn split_host_header(value: &str) -> (String, Option<u16>) {
     let value = value.trim();
     let (host, port) = if let Some(rest) = value.strip_prefix('[') {
         match rest.split_once(']') {
-            Some((h, p)) => (
-                format!("[{h}]"),
-                p.strip_prefix(':').and_then(|p| p.parse().ok()),
-            ),
+            Some((h, p)) => (format!("[{h}]"), p.strip_prefix(':').and_then(|p| p.parse().ok())),
             None => (value.to_string(), None),
         }
     } else {
@@ -105,30 +102,14 @@ mod tests {
     fn intersection_cases_from_the_spec() {
         let cases = [
             // listener, route, result
-            (
-                "foo.example.com",
-                "foo.example.com",
-                Some("foo.example.com"),
-            ),
+            ("foo.example.com", "foo.example.com", Some("foo.example.com")),
             ("foo.example.com", "bar.example.com", None),
             ("*.example.com", "foo.example.com", Some("foo.example.com")),
-            (
-                "*.example.com",
-                "foo.bar.example.com",
-                Some("foo.bar.example.com"),
-            ),
+            ("*.example.com", "foo.bar.example.com", Some("foo.bar.example.com")),
             ("*.example.com", "example.com", None),
             ("foo.example.com", "*.example.com", Some("foo.example.com")),
-            (
-                "*.example.com",
-                "*.bar.example.com",
-                Some("*.bar.example.com"),
-            ),
-            (
-                "*.bar.example.com",
-                "*.example.com",
-                Some("*.bar.example.com"),
-            ),
+            ("*.example.com", "*.bar.example.com", Some("*.bar.example.com")),
+            ("*.bar.example.com", "*.example.com", Some("*.bar.example.com")),
             ("*.example.com", "*.example.net", None),
             ("*.example.com", "*.example.com", Some("*.example.com")),
         ];
@@ -143,18 +124,9 @@ mod tests {
             split_host_header("API.openchoreovm.localhost:8080"),
             ("api.openchoreovm.localhost".into(), Some(8080))
         );
-        assert_eq!(
-            split_host_header("example.com"),
-            ("example.com".into(), None)
-        );
-        assert_eq!(
-            split_host_header("example.com."),
-            ("example.com".into(), None)
-        );
-        assert_eq!(
-            split_host_header("[::1]:9080"),
-            ("[::1]".into(), Some(9080))
-        );
+        assert_eq!(split_host_header("example.com"), ("example.com".into(), None));
+        assert_eq!(split_host_header("example.com."), ("example.com".into(), None));
+        assert_eq!(split_host_header("[::1]:9080"), ("[::1]".into(), Some(9080)));
         assert_eq!(split_host_header("[::1]"), ("[::1]".into(), None));
     }
 }

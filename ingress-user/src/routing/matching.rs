@@ -60,25 +60,15 @@ pub fn full_regex(re: &str) -> Result<Regex, regex::Error> {
 
 impl PathMatch {
     pub fn prefix(value: &str) -> Self {
-        let v = if value.len() > 1 {
-            value.trim_end_matches('/')
-        } else {
-            value
-        };
-        Self::Prefix(if v.is_empty() {
-            "/".into()
-        } else {
-            v.to_string()
-        })
+        let v = if value.len() > 1 { value.trim_end_matches('/') } else { value };
+        Self::Prefix(if v.is_empty() { "/".into() } else { v.to_string() })
     }
 
     pub fn matches(&self, path: &str) -> bool {
         match self {
             Self::Exact(p) => p == path,
             Self::Prefix(p) => {
-                p == "/"
-                    || (path.starts_with(p.as_str())
-                        && matches!(path.as_bytes().get(p.len()), None | Some(b'/')))
+                p == "/" || (path.starts_with(p.as_str()) && matches!(path.as_bytes().get(p.len()), None | Some(b'/')))
             }
             Self::Regex(r) => r.is_match(path),
         }

@@ -72,32 +72,19 @@ impl VirtualHost {
         let mut generic = Vec::new();
         for (i, e) in entries.iter().enumerate() {
             match &e.matcher.path {
-                PathMatch::Exact(p) => by_segment
-                    .entry(first_segment(p).to_string())
-                    .or_default()
-                    .push(i as u32),
-                PathMatch::Prefix(p) if p != "/" => by_segment
-                    .entry(first_segment(p).to_string())
-                    .or_default()
-                    .push(i as u32),
+                PathMatch::Exact(p) => by_segment.entry(first_segment(p).to_string()).or_default().push(i as u32),
+                PathMatch::Prefix(p) if p != "/" => {
+                    by_segment.entry(first_segment(p).to_string()).or_default().push(i as u32)
+                }
                 _ => generic.push(i as u32),
             }
         }
-        Self {
-            hostname,
-            entries,
-            by_segment,
-            generic,
-        }
+        Self { hostname, entries, by_segment, generic }
     }
 
     /// The first entry, in precedence order, that matches the request.
     pub fn find(&self, req: &RequestHead<'_>) -> Option<&Entry> {
-        let specific: &[u32] = self
-            .by_segment
-            .get(first_segment(req.path))
-            .map(Vec::as_slice)
-            .unwrap_or(&[]);
+        let specific: &[u32] = self.by_segment.get(first_segment(req.path)).map(Vec::as_slice).unwrap_or(&[]);
         let (mut a, mut b) = (specific.iter().peekable(), self.generic.iter().peekable());
         loop {
             let next = match (a.peek(), b.peek()) {
@@ -161,13 +148,7 @@ pub enum BackendTarget {
 
 impl Backend {
     pub fn new(name: String, weight: u32, filters: Vec<Filter>, target: BackendTarget) -> Self {
-        Self {
-            name,
-            weight,
-            filters,
-            target,
-            next: AtomicUsize::new(0),
-        }
+        Self { name, weight, filters, target, next: AtomicUsize::new(0) }
     }
 
     /// Next endpoint, round robin. None when there is no ready endpoint or the ref is invalid.
@@ -240,15 +221,11 @@ impl ListenerTable {
     /// Finds the rule for a request, or None (404).
     pub fn find(&self, req: &RequestHead<'_>) -> Option<RouteMatch<'_>> {
         let vhost = self.vhost(req.host)?;
-        vhost
-            .entries
-            .iter()
-            .find(|e| e.matcher.matches(req))
-            .map(|e| RouteMatch {
-                rule: &e.rule,
-                matcher: &e.matcher,
-                vhost: &vhost.hostname,
-            })
+        vhost.entries.iter().find(|e| e.matcher.matches(req)).map(|e| RouteMatch {
+            rule: &e.rule,
+            matcher: &e.matcher,
+            vhost: &vhost.hostname,
+        })
     }
 
     /// Every virtual host, for `ingress routes` and `/routes`: exact, wildcards, catch-all.

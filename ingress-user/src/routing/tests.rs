@@ -34,10 +34,7 @@ spec:
 
 /// A Service `name` in `ns` with port 80 -> endpoints `ips` on 8080.
 fn service(ns: &str, name: &str, ips: &[&str]) -> String {
-    let eps: String = ips
-        .iter()
-        .map(|ip| format!("\n- addresses: ['{ip}']\n  conditions: {{ready: true}}"))
-        .collect();
+    let eps: String = ips.iter().map(|ip| format!("\n- addresses: ['{ip}']\n  conditions: {{ready: true}}")).collect();
     format!(
         "
 ---
@@ -87,13 +84,7 @@ fn req<'a>(host: &'a str, path: &'a str) -> Req<'a> {
         Some((p, q)) => (p, Some(q)),
         None => (path, None),
     };
-    Req {
-        method: "GET",
-        host,
-        path,
-        query,
-        headers: HeaderMap::new(),
-    }
+    Req { method: "GET", host, path, query, headers: HeaderMap::new() }
 }
 
 impl Req<'_> {
@@ -109,16 +100,8 @@ impl Req<'_> {
 
 /// `route-name/rule-index` that a request reaches, or None.
 fn lookup(t: &Table, r: &Req<'_>) -> Option<String> {
-    let head = RequestHead {
-        method: r.method,
-        host: r.host,
-        path: r.path,
-        query: r.query,
-        headers: &r.headers,
-    };
-    t.listeners[0]
-        .find(&head)
-        .map(|m| format!("{}/{}", m.rule.route.name, m.rule.index))
+    let head = RequestHead { method: r.method, host: r.host, path: r.path, query: r.query, headers: &r.headers };
+    t.listeners[0].find(&head).map(|m| format!("{}/{}", m.rule.route.name, m.rule.index))
 }
 
 #[test]
@@ -140,11 +123,7 @@ fn host_matching_exact_wildcard_catch_all() {
             "deeper",
             "  parentRefs: [{name: gw, sectionName: http}]\n  hostnames: ['*.bar.example.com']\n  rules: [{}]\n"
         ),
-        route(
-            "infra",
-            "any",
-            "  parentRefs: [{name: gw, sectionName: http}]\n  rules: [{}]\n"
-        ),
+        route("infra", "any", "  parentRefs: [{name: gw, sectionName: http}]\n  rules: [{}]\n"),
     );
     let t = table(&yaml, "127.0.0.1:8080=infra/gw:80");
     for (host, want) in [
@@ -175,42 +154,22 @@ fn listener_hostname_intersection_and_no_match() {
         ),
     );
     let t = table(&yaml, "127.0.0.1:8082=infra/gw:82");
-    assert_eq!(
-        lookup(&t, &req("a.wild.example", "/")).as_deref(),
-        Some("r/0")
-    );
+    assert_eq!(lookup(&t, &req("a.wild.example", "/")).as_deref(), Some("r/0"));
     // other.example is outside the listener's *.wild.example
     assert_eq!(lookup(&t, &req("other.example", "/")), None);
     let none = t.routes.iter().find(|r| r.route == "infra/none").unwrap();
     assert!(none.attached.is_empty());
-    assert!(
-        none.problems[0].contains("NoMatchingListenerHostname"),
-        "{:?}",
-        none.problems
-    );
+    assert!(none.problems[0].contains("NoMatchingListenerHostname"), "{:?}", none.problems);
 }
 
 #[test]
 fn allowed_routes_same_all_selector() {
-    let ns_a =
-        "\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: team-a, labels: {team: a}}\n";
+    let ns_a = "\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: team-a, labels: {team: a}}\n";
     let yaml = format!(
         "{GATEWAY}{ns_a}{}{}{}",
-        route(
-            "team-a",
-            "a",
-            "  parentRefs: [{name: gw, namespace: infra}]\n  hostnames: [a.test]\n  rules: [{}]\n"
-        ),
-        route(
-            "team-b",
-            "b",
-            "  parentRefs: [{name: gw, namespace: infra}]\n  hostnames: [b.test]\n  rules: [{}]\n"
-        ),
-        route(
-            "infra",
-            "i",
-            "  parentRefs: [{name: gw}]\n  hostnames: [i.test]\n  rules: [{}]\n"
-        ),
+        route("team-a", "a", "  parentRefs: [{name: gw, namespace: infra}]\n  hostnames: [a.test]\n  rules: [{}]\n"),
+        route("team-b", "b", "  parentRefs: [{name: gw, namespace: infra}]\n  hostnames: [b.test]\n  rules: [{}]\n"),
+        route("infra", "i", "  parentRefs: [{name: gw}]\n  hostnames: [i.test]\n  rules: [{}]\n"),
     );
     // listener "same" (port 81): only infra
     let t = table(&yaml, "127.0.0.1:81=infra/gw:81");
@@ -222,12 +181,7 @@ fn allowed_routes_same_all_selector() {
     assert_eq!(lookup(&t, &req("b.test", "/")), None);
     assert_eq!(lookup(&t, &req("i.test", "/")), None);
     let b = t.routes.iter().find(|r| r.route == "team-b/b").unwrap();
-    assert!(
-        b.problems
-            .iter()
-            .any(|p| p.contains("NotAllowedByListeners")),
-        "{b:?}"
-    );
+    assert!(b.problems.iter().any(|p| p.contains("NotAllowedByListeners")), "{b:?}");
     // listener "http" (port 80): All
     let t = table(&yaml, "127.0.0.1:80=infra/gw:80");
     assert_eq!(lookup(&t, &req("b.test", "/")).as_deref(), Some("b/0"));
@@ -237,11 +191,7 @@ fn allowed_routes_same_all_selector() {
 fn section_name_and_port_select_listeners() {
     let yaml = format!(
         "{GATEWAY}{}{}",
-        route(
-            "infra",
-            "by-port",
-            "  parentRefs: [{name: gw, port: 81}]\n  hostnames: [p.test]\n  rules: [{}]\n"
-        ),
+        route("infra", "by-port", "  parentRefs: [{name: gw, port: 81}]\n  hostnames: [p.test]\n  rules: [{}]\n"),
         route(
             "infra",
             "by-section",
@@ -252,14 +202,8 @@ fn section_name_and_port_select_listeners() {
     assert_eq!(lookup(&t, &req("p.test", "/")), None);
     assert_eq!(lookup(&t, &req("s.test", "/")), None);
     let t = table(&yaml, "127.0.0.1:81=infra/gw:81");
-    assert_eq!(
-        lookup(&t, &req("p.test", "/")).as_deref(),
-        Some("by-port/0")
-    );
-    assert_eq!(
-        lookup(&t, &req("s.test", "/")).as_deref(),
-        Some("by-section/0")
-    );
+    assert_eq!(lookup(&t, &req("p.test", "/")).as_deref(), Some("by-port/0"));
+    assert_eq!(lookup(&t, &req("s.test", "/")).as_deref(), Some("by-section/0"));
 }
 
 #[test]
@@ -272,14 +216,7 @@ fn path_matching() {
   - matches: [{path: {type: PathPrefix, value: /bar/}}]
   - matches: [{path: {type: RegularExpression, value: '/re/[0-9]+'}}]
 ";
-    let yaml = format!(
-        "{GATEWAY}{}",
-        route(
-            "infra",
-            "r",
-            &format!("  parentRefs: [{{name: gw}}]\n{rules}")
-        )
-    );
+    let yaml = format!("{GATEWAY}{}", route("infra", "r", &format!("  parentRefs: [{{name: gw}}]\n{rules}")));
     let t = table(&yaml, "127.0.0.1:81=infra/gw:81");
     for (path, want) in [
         ("/exact", Some("r/0")),
@@ -308,29 +245,11 @@ fn headers_query_method_are_anded_matches_ored() {
     - queryParams: [{name: debug, value: 'on'}]
   - matches: [{method: POST}]
 ";
-    let yaml = format!(
-        "{GATEWAY}{}",
-        route(
-            "infra",
-            "r",
-            &format!("  parentRefs: [{{name: gw}}]\n{rules}")
-        )
-    );
+    let yaml = format!("{GATEWAY}{}", route("infra", "r", &format!("  parentRefs: [{{name: gw}}]\n{rules}")));
     let t = table(&yaml, "127.0.0.1:81=infra/gw:81");
     let r = |x: Req<'_>| lookup(&t, &x);
-    assert_eq!(
-        r(req("m.test", "/")
-            .header("x-env", "prod")
-            .header("X-Version", "v2"))
-        .as_deref(),
-        Some("r/0")
-    );
-    assert_eq!(
-        r(req("m.test", "/")
-            .header("x-env", "prod")
-            .header("x-version", "v3")),
-        None
-    );
+    assert_eq!(r(req("m.test", "/").header("x-env", "prod").header("X-Version", "v2")).as_deref(), Some("r/0"));
+    assert_eq!(r(req("m.test", "/").header("x-env", "prod").header("x-version", "v3")), None);
     assert_eq!(r(req("m.test", "/").header("x-env", "prod")), None);
     assert_eq!(r(req("m.test", "/?a=1&debug=on")).as_deref(), Some("r/0"));
     assert_eq!(r(req("m.test", "/?debug=off")), None);
@@ -376,27 +295,12 @@ fn precedence_across_routes() {
         ),
     );
     let t = table(&yaml, "127.0.0.1:81=infra/gw:81");
-    assert_eq!(
-        lookup(&t, &req("p.test", "/a/b")).as_deref(),
-        Some("x-exact/0")
-    );
-    assert_eq!(
-        lookup(&t, &req("p.test", "/a/b/c")).as_deref(),
-        Some("y-prefix-long/0")
-    );
-    assert_eq!(
-        lookup(&t, &req("p.test", "/a/c")).as_deref(),
-        Some("w-method/0")
-    );
-    assert_eq!(
-        lookup(&t, &req("p.test", "/a/c").method("PUT").header("h", "1")).as_deref(),
-        Some("v-header/0")
-    );
+    assert_eq!(lookup(&t, &req("p.test", "/a/b")).as_deref(), Some("x-exact/0"));
+    assert_eq!(lookup(&t, &req("p.test", "/a/b/c")).as_deref(), Some("y-prefix-long/0"));
+    assert_eq!(lookup(&t, &req("p.test", "/a/c")).as_deref(), Some("w-method/0"));
+    assert_eq!(lookup(&t, &req("p.test", "/a/c").method("PUT").header("h", "1")).as_deref(), Some("v-header/0"));
     // same match in two routes, no creation time: alphabetical namespace/name
-    assert_eq!(
-        lookup(&t, &req("p.test", "/a/c").method("PUT")).as_deref(),
-        Some("a-same/0")
-    );
+    assert_eq!(lookup(&t, &req("p.test", "/a/c").method("PUT")).as_deref(), Some("a-same/0"));
 }
 
 #[test]
@@ -406,11 +310,7 @@ fn oldest_route_wins_a_tie() {
             "\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {name}, namespace: infra, creationTimestamp: '{ts}'}}\nspec:\n  parentRefs: [{{name: gw}}]\n  hostnames: [t.test]\n  rules: [{{}}]\n"
         )
     };
-    let yaml = format!(
-        "{GATEWAY}{}{}",
-        mk("a-new", "2025-06-01T00:00:00Z"),
-        mk("b-old", "2024-01-01T00:00:00Z")
-    );
+    let yaml = format!("{GATEWAY}{}{}", mk("a-new", "2025-06-01T00:00:00Z"), mk("b-old", "2024-01-01T00:00:00Z"));
     let t = table(&yaml, "127.0.0.1:81=infra/gw:81");
     assert_eq!(lookup(&t, &req("t.test", "/")).as_deref(), Some("b-old/0"));
 }
@@ -426,61 +326,24 @@ fn backends_resolve_to_ready_endpoints_with_weights() {
     );
     let t = table(&yaml, "127.0.0.1:81=infra/gw:81");
     let head_h = HeaderMap::new();
-    let head = RequestHead {
-        method: "GET",
-        host: "b.test",
-        path: "/",
-        query: None,
-        headers: &head_h,
-    };
+    let head = RequestHead { method: "GET", host: "b.test", path: "/", query: None, headers: &head_h };
     let m = t.listeners[0].find(&head).unwrap();
     let rule = m.rule;
     assert_eq!(rule.total_weight(), 4);
     // r in [0,3) -> one; r = 3 -> missing (weight 1, invalid -> 500); weight 0 never
-    let picks: Vec<&str> = (0..8)
-        .map(|r| rule.pick_backend(r).unwrap().name.as_str())
-        .collect();
-    assert_eq!(
-        &picks[..4],
-        [
-            "infra/one:80",
-            "infra/one:80",
-            "infra/one:80",
-            "infra/missing:80"
-        ]
-    );
+    let picks: Vec<&str> = (0..8).map(|r| rule.pick_backend(r).unwrap().name.as_str()).collect();
+    assert_eq!(&picks[..4], ["infra/one:80", "infra/one:80", "infra/one:80", "infra/missing:80"]);
     assert!(!picks.contains(&"infra/zero:80"));
     let one = &rule.backends[0];
     assert_eq!(
         one.target,
-        BackendTarget::Endpoints(vec![
-            "10.42.0.5:8080".parse().unwrap(),
-            "10.42.0.6:8080".parse().unwrap()
-        ])
+        BackendTarget::Endpoints(vec!["10.42.0.5:8080".parse().unwrap(), "10.42.0.6:8080".parse().unwrap()])
     );
-    let eps: Vec<_> = (0..4)
-        .map(|_| one.pick_endpoint().unwrap().to_string())
-        .collect();
-    assert_eq!(
-        eps,
-        [
-            "10.42.0.5:8080",
-            "10.42.0.6:8080",
-            "10.42.0.5:8080",
-            "10.42.0.6:8080"
-        ]
-    );
-    assert!(
-        matches!(&rule.backends[2].target, BackendTarget::Invalid(w) if w.contains("BackendNotFound"))
-    );
+    let eps: Vec<_> = (0..4).map(|_| one.pick_endpoint().unwrap().to_string()).collect();
+    assert_eq!(eps, ["10.42.0.5:8080", "10.42.0.6:8080", "10.42.0.5:8080", "10.42.0.6:8080"]);
+    assert!(matches!(&rule.backends[2].target, BackendTarget::Invalid(w) if w.contains("BackendNotFound")));
     let report = &t.routes[0];
-    assert!(
-        report
-            .problems
-            .iter()
-            .any(|p| p.contains("BackendNotFound")),
-        "{report:?}"
-    );
+    assert!(report.problems.iter().any(|p| p.contains("BackendNotFound")), "{report:?}");
 }
 
 #[test]
@@ -496,72 +359,36 @@ fn unready_endpoints_are_skipped_and_no_backends_means_no_pick() {
     );
     let t = table(&yaml, "127.0.0.1:81=infra/gw:81");
     let h = HeaderMap::new();
-    let head = RequestHead {
-        method: "GET",
-        host: "b.test",
-        path: "/",
-        query: None,
-        headers: &h,
-    };
+    let head = RequestHead { method: "GET", host: "b.test", path: "/", query: None, headers: &h };
     let rule = t.listeners[0].find(&head).unwrap().rule;
     assert_eq!(rule.backends[0].target, BackendTarget::Endpoints(vec![]));
     assert!(rule.backends[0].pick_endpoint().is_none());
-    let head = RequestHead {
-        path: "/none",
-        ..head
-    };
+    let head = RequestHead { path: "/none", ..head };
     let rule = t.listeners[0].find(&head).unwrap().rule;
-    assert!(
-        rule.pick_backend(0).is_none(),
-        "a rule with no backendRefs answers 500"
-    );
+    assert!(rule.pick_backend(0).is_none(), "a rule with no backendRefs answers 500");
 }
 
 #[test]
 fn cross_namespace_backend_needs_reference_grant() {
     let body = "  parentRefs: [{name: gw, namespace: infra}]\n  hostnames: [x.test]\n  rules:\n  - backendRefs: [{name: s, namespace: other, port: 80}]\n";
-    let base = format!(
-        "{GATEWAY}{}{}",
-        service("other", "s", &["10.42.0.9"]),
-        route("apps", "r", body)
-    );
+    let base = format!("{GATEWAY}{}{}", service("other", "s", &["10.42.0.9"]), route("apps", "r", body));
     let t = table(&base, "127.0.0.1:80=infra/gw:80");
     let h = HeaderMap::new();
-    let head = RequestHead {
-        method: "GET",
-        host: "x.test",
-        path: "/",
-        query: None,
-        headers: &h,
-    };
+    let head = RequestHead { method: "GET", host: "x.test", path: "/", query: None, headers: &h };
     let rule = t.listeners[0].find(&head).unwrap().rule;
-    assert!(
-        matches!(&rule.backends[0].target, BackendTarget::Invalid(w) if w.contains("RefNotPermitted"))
-    );
+    assert!(matches!(&rule.backends[0].target, BackendTarget::Invalid(w) if w.contains("RefNotPermitted")));
     let grant = "\n---\napiVersion: gateway.networking.k8s.io/v1beta1\nkind: ReferenceGrant\nmetadata: {name: g, namespace: other}\nspec:\n  from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: apps}]\n  to: [{group: '', kind: Service}]\n";
     let t = table(&format!("{base}{grant}"), "127.0.0.1:80=infra/gw:80");
     let rule = t.listeners[0].find(&head).unwrap().rule;
-    assert_eq!(
-        rule.backends[0].target,
-        BackendTarget::Endpoints(vec!["10.42.0.9:8080".parse().unwrap()])
-    );
+    assert_eq!(rule.backends[0].target, BackendTarget::Endpoints(vec!["10.42.0.9:8080".parse().unwrap()]));
 }
 
 #[test]
 fn unsupported_filters_are_kept_so_requests_get_500() {
     let body = "  parentRefs: [{name: gw}]\n  hostnames: [f.test]\n  rules:\n  - filters: [{type: ExtensionRef, extensionRef: {group: x, kind: Y, name: z}}]\n";
-    let t = table(
-        &format!("{GATEWAY}{}", route("infra", "r", body)),
-        "127.0.0.1:81=infra/gw:81",
-    );
+    let t = table(&format!("{GATEWAY}{}", route("infra", "r", body)), "127.0.0.1:81=infra/gw:81");
     let h = HeaderMap::new();
-    let head = RequestHead {
-        method: "GET",
-        host: "f.test",
-        path: "/",
-        query: None,
-        headers: &h,
-    };
+    let head = RequestHead { method: "GET", host: "f.test", path: "/", query: None, headers: &h };
     let rule = t.listeners[0].find(&head).unwrap().rule;
     assert!(matches!(&rule.filters[0], Filter::Unsupported { .. }));
     assert!(t.routes[0].problems[0].contains("ExtensionRef"));
@@ -570,29 +397,14 @@ fn unsupported_filters_are_kept_so_requests_get_500() {
 #[test]
 fn timeouts_are_carried() {
     let body = "  parentRefs: [{name: gw}]\n  hostnames: [t.test]\n  rules:\n  - timeouts: {request: 1m30s, backendRequest: 0s}\n";
-    let t = table(
-        &format!("{GATEWAY}{}", route("infra", "r", body)),
-        "127.0.0.1:81=infra/gw:81",
-    );
+    let t = table(&format!("{GATEWAY}{}", route("infra", "r", body)), "127.0.0.1:81=infra/gw:81");
     let h = HeaderMap::new();
-    let head = RequestHead {
-        method: "GET",
-        host: "t.test",
-        path: "/",
-        query: None,
-        headers: &h,
-    };
+    let head = RequestHead { method: "GET", host: "t.test", path: "/", query: None, headers: &h };
     let rule = t.listeners[0].find(&head).unwrap().rule;
-    assert_eq!(
-        rule.timeouts.request,
-        Some(std::time::Duration::from_secs(90))
-    );
+    assert_eq!(rule.timeouts.request, Some(std::time::Duration::from_secs(90)));
     assert_eq!(rule.timeouts.backend_request, None, "0s means no timeout");
     assert!(compile::parse_duration("1x").is_err());
-    assert_eq!(
-        compile::parse_duration("500ms").unwrap(),
-        std::time::Duration::from_millis(500)
-    );
+    assert_eq!(compile::parse_duration("500ms").unwrap(), std::time::Duration::from_millis(500));
 }
 
 #[test]
@@ -600,11 +412,7 @@ fn missing_gateway_and_https_listeners_are_reported() {
     let t = table(GATEWAY, "127.0.0.1:80=infra/nope");
     assert!(t.listeners[0].problems[0].contains("not found"));
     let t = table(GATEWAY, "127.0.0.1:443=infra/gw:443");
-    assert!(
-        t.listeners[0].problems.iter().any(|p| p.contains("HTTPS")),
-        "{:?}",
-        t.listeners[0].problems
-    );
+    assert!(t.listeners[0].problems.iter().any(|p| p.contains("HTTPS")), "{:?}", t.listeners[0].problems);
     assert!(t.listeners[0].listeners.is_empty());
 }
 
@@ -612,90 +420,42 @@ fn missing_gateway_and_https_listeners_are_reported() {
 fn openchoreo_fixtures_route_as_on_the_vm() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/openchoreo");
     let res = crate::manifest::load_dir(&dir).unwrap();
-    let cp: ListenMapping = "0.0.0.0:8080=openchoreo-control-plane/gateway-default:80"
-        .parse()
-        .unwrap();
-    let dp: ListenMapping = "0.0.0.0:9080=openchoreo-data-plane/gateway-default:19080"
-        .parse()
-        .unwrap();
+    let cp: ListenMapping = "0.0.0.0:8080=openchoreo-control-plane/gateway-default:80".parse().unwrap();
+    let dp: ListenMapping = "0.0.0.0:9080=openchoreo-data-plane/gateway-default:19080".parse().unwrap();
     let t = compile(&res, &[cp, dp]);
     let h = HeaderMap::new();
     let find = |i: usize, host: &str, path: &str| {
-        let head = RequestHead {
-            method: "GET",
-            host,
-            path,
-            query: None,
-            headers: &h,
-        };
+        let head = RequestHead { method: "GET", host, path, query: None, headers: &h };
         t.listeners[i].find(&head).map(|m| {
             let b = &m.rule.backends[0];
-            (
-                m.rule.route.name.clone(),
-                b.pick_endpoint().map(|e| e.to_string()).unwrap_or_default(),
-            )
+            (m.rule.route.name.clone(), b.pick_endpoint().map(|e| e.to_string()).unwrap_or_default())
         })
     };
     assert_eq!(
         find(0, "api.openchoreovm.localhost", "/api/v1/x"),
         Some(("openchoreo-api".into(), "10.42.0.22:8080".into()))
     );
-    assert_eq!(
-        find(0, "openchoreovm.localhost", "/"),
-        Some(("openchoreo-backstage".into(), "10.42.0.21:7007".into()))
-    );
+    assert_eq!(find(0, "openchoreovm.localhost", "/"), Some(("openchoreo-backstage".into(), "10.42.0.21:7007".into())));
     assert_eq!(
         find(0, "thunder.openchoreovm.localhost", "/oauth2/token"),
         Some(("thunder-openchoreo".into(), "10.42.0.23:8090".into()))
     );
+    assert_eq!(find(0, "development.openchoreovm-apis.localhost", "/greeter-service"), None, "DP route not on CP");
     assert_eq!(
-        find(
-            0,
-            "development.openchoreovm-apis.localhost",
-            "/greeter-service"
-        ),
-        None,
-        "DP route not on CP"
+        find(1, "development.openchoreovm-apis.localhost", "/greeter-service/greet"),
+        Some(("greeter-service-development-a9f97fde".into(), "10.42.0.45:9090".into()))
     );
     assert_eq!(
-        find(
-            1,
-            "development.openchoreovm-apis.localhost",
-            "/greeter-service/greet"
-        ),
-        Some((
-            "greeter-service-development-a9f97fde".into(),
-            "10.42.0.45:9090".into()
-        ))
+        find(1, "development.openchoreovm-apis.localhost", "/echo-websocket-service/"),
+        Some(("echo-websocket-service-development-a43512ee".into(), "10.42.0.50:8080".into()))
     );
-    assert_eq!(
-        find(
-            1,
-            "development.openchoreovm-apis.localhost",
-            "/echo-websocket-service/"
-        ),
-        Some((
-            "echo-websocket-service-development-a43512ee".into(),
-            "10.42.0.50:8080".into()
-        ))
-    );
-    assert_eq!(
-        find(1, "development.openchoreovm-apis.localhost", "/other"),
-        None
-    );
+    assert_eq!(find(1, "development.openchoreovm-apis.localhost", "/other"), None);
     assert_eq!(
         find(1, "frontend-development.openchoreovm-apis.localhost", "/x"),
-        Some((
-            "frontend-development-def9a783".into(),
-            "10.42.0.61:8080".into()
-        ))
+        Some(("frontend-development-def9a783".into(), "10.42.0.61:8080".into()))
     );
     // the HTTPS listeners exist but are not served on these addresses
-    assert!(
-        t.listeners[0].problems.is_empty(),
-        "{:?}",
-        t.listeners[0].problems
-    );
+    assert!(t.listeners[0].problems.is_empty(), "{:?}", t.listeners[0].problems);
 }
 
 #[test]
@@ -703,26 +463,12 @@ fn segment_index_finds_what_a_linear_scan_finds() {
     // Many prefixes sharing and not sharing first segments, plus generic entries.
     let mut rules = String::from("  hostnames: [i.test]\n  rules:\n");
     for i in 0..40 {
-        rules += &format!(
-            "  - matches: [{{path: {{type: PathPrefix, value: /svc{}/v{}}}}}]\n",
-            i % 7,
-            i
-        );
-        rules += &format!(
-            "  - matches: [{{path: {{type: Exact, value: /svc{}}}}}]\n",
-            i % 5
-        );
+        rules += &format!("  - matches: [{{path: {{type: PathPrefix, value: /svc{}/v{}}}}}]\n", i % 7, i);
+        rules += &format!("  - matches: [{{path: {{type: Exact, value: /svc{}}}}}]\n", i % 5);
     }
     rules += "  - matches: [{path: {type: RegularExpression, value: '/svc1/.*'}, headers: [{name: x, value: y}]}]\n";
     rules += "  - matches: [{path: {type: PathPrefix, value: /}, method: POST}]\n";
-    let yaml = format!(
-        "{GATEWAY}{}",
-        route(
-            "infra",
-            "r",
-            &format!("  parentRefs: [{{name: gw}}]\n{rules}")
-        )
-    );
+    let yaml = format!("{GATEWAY}{}", route("infra", "r", &format!("  parentRefs: [{{name: gw}}]\n{rules}")));
     let t = table(&yaml, "127.0.0.1:81=infra/gw:81");
     let vhost = t.listeners[0].vhost("i.test").unwrap();
     let mut checked = 0;
@@ -743,21 +489,9 @@ fn segment_index_finds_what_a_linear_scan_finds() {
             if let Some(v) = hdr {
                 headers.insert("x", http::HeaderValue::from_static(v));
             }
-            let head = RequestHead {
-                method,
-                host: "i.test",
-                path,
-                query: None,
-                headers: &headers,
-            };
+            let head = RequestHead { method, host: "i.test", path, query: None, headers: &headers };
             let linear = vhost.entries.iter().position(|e| e.matcher.matches(&head));
-            let indexed = vhost.find(&head).map(|e| {
-                vhost
-                    .entries
-                    .iter()
-                    .position(|x| std::ptr::eq(x, e))
-                    .unwrap()
-            });
+            let indexed = vhost.find(&head).map(|e| vhost.entries.iter().position(|x| std::ptr::eq(x, e)).unwrap());
             assert_eq!(indexed, linear, "{method} {path} {hdr:?}");
             checked += linear.is_some() as usize;
         }

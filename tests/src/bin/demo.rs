@@ -10,9 +10,7 @@ use std::time::{Duration, Instant};
 use ingress_tests::agent::{ADMIN, Agent};
 use ingress_tests::backend::Echo;
 use ingress_tests::client::{Request, send};
-use ingress_tests::fixtures::{
-    openchoreo_dir, openchoreo_expectations, openchoreo_listens, openchoreo_pods,
-};
+use ingress_tests::fixtures::{openchoreo_dir, openchoreo_expectations, openchoreo_listens, openchoreo_pods};
 use ingress_tests::netns::in_ns;
 use ingress_tests::topology::{self, Topology, VM_IP, VM_NIC};
 
@@ -28,9 +26,7 @@ fn main() {
             "--ingress" => bin = PathBuf::from(args.next().expect("--ingress PATH")),
             "--userspace" => userspace = true,
             other => {
-                eprintln!(
-                    "demo: unknown argument {other} (usage: demo [--ingress PATH] [--userspace])"
-                );
+                eprintln!("demo: unknown argument {other} (usage: demo [--ingress PATH] [--userspace])");
                 std::process::exit(2);
             }
         }
@@ -50,17 +46,10 @@ fn main() {
     );
     let topo = Topology::create(PREFIX, &pods);
     for (p, ns) in &topo.pods {
-        println!(
-            "   pod {:<62} {:<12} ports {:?}  (ns {ns})",
-            p.name, p.ip, p.ports
-        );
+        println!("   pod {:<62} {:<12} ports {:?}  (ns {ns})", p.name, p.ip, p.ports);
     }
     let listens = openchoreo_listens(VM_IP);
-    let dataplane: Vec<&str> = if userspace {
-        vec!["--dataplane", "userspace"]
-    } else {
-        vec!["--interface", VM_NIC]
-    };
+    let dataplane: Vec<&str> = if userspace { vec!["--dataplane", "userspace"] } else { vec!["--interface", VM_NIC] };
     println!(
         "== agent: {} run --manifests {} --listen {} --listen {} {}",
         bin.display(),
@@ -72,10 +61,7 @@ fn main() {
     let agent = Agent::start(&bin, &topo.vm_ns(), &openchoreo_dir(), &listens, &dataplane);
 
     println!("== requests from the client namespace");
-    println!(
-        "   {:<60} {:>6}  {:<58} {}",
-        "URL (Host header)", "STATUS", "ANSWERED BY", "PATH AT POD"
-    );
+    println!("   {:<60} {:>6}  {:<58} {}", "URL (Host header)", "STATUS", "ANSWERED BY", "PATH AT POD");
     let mut failures = 0;
     let mut sent = 0;
     for exp in openchoreo_expectations() {
@@ -84,18 +70,13 @@ fn main() {
             let host = format!("{}:{}", exp.host, exp.port);
             let addr = format!("{VM_IP}:{}", exp.port).parse().unwrap();
             let req = Request::get(&host, exp.path);
-            let result = in_ns(&topo.client_ns(), move || {
-                send(addr, &req, Duration::from_secs(5))
-            });
+            let result = in_ns(&topo.client_ns(), move || send(addr, &req, Duration::from_secs(5)));
             let url = format!("http://{host}{}", exp.path);
             let (ok, status, who, seen) = match result {
                 Err(e) => (false, "ERR".to_string(), e.to_string(), String::new()),
-                Ok(r) if exp.pod_prefix.is_none() => (
-                    r.status == exp.status,
-                    r.status.to_string(),
-                    "(the ingress)".into(),
-                    String::new(),
-                ),
+                Ok(r) if exp.pod_prefix.is_none() => {
+                    (r.status == exp.status, r.status.to_string(), "(the ingress)".into(), String::new())
+                }
                 Ok(r) => match serde_json::from_slice::<Echo>(&r.body) {
                     Ok(echo) => {
                         let ok = r.status == exp.status
@@ -114,10 +95,7 @@ fn main() {
             if !ok {
                 failures += 1;
             }
-            println!(
-                "{} {url:<60} {status:>6}  {who:<58} {seen}",
-                if ok { "  " } else { "✗ " }
-            );
+            println!("{} {url:<60} {status:>6}  {who:<58} {seen}", if ok { "  " } else { "✗ " });
         }
     }
 
@@ -131,10 +109,7 @@ fn main() {
     print!("{}", String::from_utf8_lossy(&out.stdout));
     if !out.status.success() {
         failures += 1;
-        eprintln!(
-            "ingress stats failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        eprintln!("ingress stats failed: {}", String::from_utf8_lossy(&out.stderr));
     }
     let log = agent.stop();
     let ebpf_lines: Vec<&str> = log.lines().filter(|l| l.contains("ingress_ebpf")).collect();
@@ -171,11 +146,7 @@ fn install_teardown_on_signal(pods: usize) {
             let mut sig = 0;
             libc::sigwait(&set, &mut sig);
             eprintln!("demo: signal {sig}, tearing down");
-            let mut names = vec![
-                format!("{PREFIX}-client"),
-                format!("{PREFIX}-vm"),
-                format!("{PREFIX}-node"),
-            ];
+            let mut names = vec![format!("{PREFIX}-client"), format!("{PREFIX}-vm"), format!("{PREFIX}-node")];
             names.extend((0..pods).map(|i| format!("{PREFIX}-p{i}")));
             // The agent dies with us (PR_SET_PDEATHSIG).
             topology::remove_namespaces(&names);
