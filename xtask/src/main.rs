@@ -34,6 +34,9 @@ enum Cmd {
         #[arg(long)]
         no_setup: bool,
     },
+    /// Benchmarks with targets: the routing engine (1,000 HTTPRoutes x 10 rules:
+    /// lookup median, recompile time, table memory). Exits non-zero on a missed target.
+    Bench,
     /// Build everything, create the k3d-shaped topology, load the OpenChoreo v0.12
     /// fixtures, send requests through the agent with XDP on the VM NIC, tear down.
     Demo {
@@ -52,6 +55,13 @@ fn main() -> Result<()> {
         Cmd::Setup => setup::setup(true).map(|_| ()),
         Cmd::Build { release } => build::build_all(release).map(|_| ()),
         Cmd::Test { no_setup } => test::run(!no_setup),
+        Cmd::Bench => setup::run(std::process::Command::new("cargo").current_dir(workspace_root()).args([
+            "bench",
+            "-p",
+            "ingress-user",
+            "--bench",
+            "routing",
+        ])),
         Cmd::Demo { userspace, release } => {
             setup::setup(true)?;
             let out = build::build_all(release)?;

@@ -17,6 +17,7 @@ use gateway_api::apis::standard::httproutes::{
     HttpRouteRulesMatchesQueryParamsType,
 };
 use http::{HeaderName, HeaderValue};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use super::filters::{Filter, HeaderModifier, PathModifier, Redirect, Rewrite};
 use super::matching::{Matcher, PathMatch, ValueMatch, full_regex};
@@ -28,13 +29,14 @@ const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
 
 /// Compiles the routing table for the given listen mappings.
 pub fn compile(res: &Resources, mappings: &[ListenMapping]) -> Table {
+    let slices = SliceIndex::new(res);
     let mut tables: Vec<TableBuilder> = mappings.iter().map(|m| TableBuilder::new(res, m)).collect();
     let mut reports = Vec::new();
     for (key, route) in &res.http_routes {
         let mut report = RouteReport { route: key.to_string(), attached: vec![], problems: vec![] };
         let attachments = attach(res, &tables, key, route, &mut report);
         if !attachments.is_empty() {
-            let rules = compile_rules(res, key, route, &mut report);
+            let rules = compile_rules(res, &slices, key, route, &mut report);
             for (t, listener, hostnames) in attachments {
                 report.attached.push(format!("{}/{}", tables[t].table.gateway, listener));
                 tables[t].add(key, &hostnames, &rules);
@@ -243,15 +245,23 @@ struct CompiledRule {
     matchers: Vec<Matcher>,
 }
 
-fn compile_rules(res: &Resources, key: &ObjectKey, route: &HttpRoute, report: &mut RouteReport) -> Vec<CompiledRule> {
-    let created = route.metadata.creation_timestamp.as_ref().map(|t| t.0.to_string()).unwrap_or_default();
+fn compile_rules(
+    res: &Resources,
+    slices: &SliceIndex<'_>,
+    key: &ObjectKey,
+    route: &HttpRoute,
+    report: &mut RouteReport,
+) -> Vec<CompiledRule> {
+    let created: Arc<str> =
+        route.metadata.creation_timestamp.as_ref().map(|t| t.0.to_string()).unwrap_or_default().into();
+    let route_key: Arc<str> = key.to_string().into();
     let mut out = Vec::new();
     for (ri, rule) in route.spec.rules.iter().flatten().enumerate() {
         let mut matchers = Vec::new();
         let default_match = [HttpRouteRulesMatches::default()];
         let matches = rule.matches.as_deref().filter(|m| !m.is_empty()).unwrap_or(&default_match);
         for (mi, m) in matches.iter().enumerate() {
-            match compile_match(m, (created.clone(), key.to_string(), ri, mi)) {
+            match compile_match(m, (created.clone(), route_key.clone(), ri, mi)) {
                 Ok(m) => matchers.push(m),
                 Err(e) => report.problems.push(format!("rule {ri} match {mi}: UnsupportedValue: {e}")),
             }
@@ -262,7 +272,7 @@ fn compile_rules(res: &Resources, key: &ObjectKey, route: &HttpRoute, report: &m
                 report.problems.push(format!("rule {ri}: {reason}; matching requests get 500"));
             }
         }
-        let backends = compile_backends(res, key, rule, ri, report);
+        let backends = compile_backends(res, slices, key, rule, ri, report);
         let timeouts = compile_timeouts(rule, ri, report);
         out.push(CompiledRule {
             rule: Arc::new(Rule { route: key.clone(), index: ri, filters, backends, timeouts }),
@@ -272,7 +282,7 @@ fn compile_rules(res: &Resources, key: &ObjectKey, route: &HttpRoute, report: &m
     out
 }
 
-fn compile_match(m: &HttpRouteRulesMatches, order: (String, String, usize, usize)) -> Result<Matcher, String> {
+fn compile_match(m: &HttpRouteRulesMatches, order: (Arc<str>, Arc<str>, usize, usize)) -> Result<Matcher, String> {
     let path = match &m.path {
         None => PathMatch::prefix("/"),
         Some(p) => {
@@ -472,6 +482,7 @@ fn path_modifier(full: bool, full_path: &Option<String>, prefix: &Option<String>
 
 fn compile_backends(
     res: &Resources,
+    slices: &SliceIndex<'_>,
     key: &ObjectKey,
     rule: &HttpRouteRules,
     ri: usize,
@@ -482,7 +493,7 @@ fn compile_backends(
         let weight = b.weight.unwrap_or(1);
         let ns = b.namespace.clone().unwrap_or_else(|| key.namespace.clone());
         let name = format!("{ns}/{}:{}", b.name, b.port.map(|p| p.to_string()).unwrap_or_else(|| "?".into()));
-        let target = resolve_backend(res, key, b, &ns);
+        let target = resolve_backend(res, slices, key, b, &ns);
         if let BackendTarget::Invalid(why) = &target {
             report.problems.push(format!("rule {ri} backendRef {name}: {why}"));
         }
@@ -501,7 +512,13 @@ fn compile_backends(
     out
 }
 
-fn resolve_backend(res: &Resources, route: &ObjectKey, b: &HttpRouteRulesBackendRefs, ns: &str) -> BackendTarget {
+fn resolve_backend(
+    res: &Resources,
+    slices: &SliceIndex<'_>,
+    route: &ObjectKey,
+    b: &HttpRouteRulesBackendRefs,
+    ns: &str,
+) -> BackendTarget {
     let group = b.group.as_deref().unwrap_or("");
     let kind = b.kind.as_deref().unwrap_or("Service");
     if !(group.is_empty() || group == "core") || kind != "Service" {
@@ -523,45 +540,55 @@ fn resolve_backend(res: &Resources, route: &ObjectKey, b: &HttpRouteRulesBackend
     else {
         return BackendTarget::Invalid(format!("BackendNotFound: Service {ns}/{} has no port {port}", b.name));
     };
-    BackendTarget::Endpoints(ready_endpoints(res, ns, &b.name, sp.name.as_deref().unwrap_or("")))
+    BackendTarget::Endpoints(slices.ready_endpoints(ns, &b.name, sp.name.as_deref().unwrap_or("")))
 }
 
-/// Ready endpoints of a Service port, from every EndpointSlice of the Service: the
-/// slice port with the Service port's name gives the container port.
-pub fn ready_endpoints(res: &Resources, ns: &str, service: &str, port_name: &str) -> Vec<SocketAddr> {
-    let mut out = Vec::new();
-    for (k, slice) in &res.endpoint_slices {
-        if k.namespace != ns {
-            continue;
-        }
-        let owner = slice.metadata.labels.as_ref().and_then(|l| l.get("kubernetes.io/service-name"));
-        if owner.map(String::as_str) != Some(service) {
-            continue;
-        }
-        let Some(port) = slice
-            .ports
-            .iter()
-            .flatten()
-            .find(|p| p.name.as_deref().unwrap_or("") == port_name && p.protocol.as_deref().unwrap_or("TCP") == "TCP")
-            .and_then(|p| p.port)
-        else {
-            continue;
-        };
-        for ep in &slice.endpoints {
-            // "ready" unset means ready (EndpointSlice API).
-            if ep.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
-                continue;
+/// EndpointSlices by (namespace, Service), built once per compile.
+struct SliceIndex<'a>(HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>);
+
+impl<'a> SliceIndex<'a> {
+    fn new(res: &'a Resources) -> Self {
+        let mut m: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
+        for (k, slice) in &res.endpoint_slices {
+            if let Some(svc) = slice.metadata.labels.as_ref().and_then(|l| l.get("kubernetes.io/service-name")) {
+                m.entry((k.namespace.as_str(), svc.as_str())).or_default().push(slice);
             }
-            for a in &ep.addresses {
-                if let Ok(ip) = a.parse::<IpAddr>() {
-                    out.push(SocketAddr::new(ip, port as u16));
+        }
+        Self(m)
+    }
+
+    /// Ready endpoints of a Service port, from every EndpointSlice of the Service: the
+    /// slice port with the Service port's name gives the container port.
+    fn ready_endpoints(&self, ns: &str, service: &str, port_name: &str) -> Vec<SocketAddr> {
+        let mut out = Vec::new();
+        for slice in self.0.get(&(ns, service)).into_iter().flatten() {
+            let Some(port) = slice
+                .ports
+                .iter()
+                .flatten()
+                .find(|p| {
+                    p.name.as_deref().unwrap_or("") == port_name && p.protocol.as_deref().unwrap_or("TCP") == "TCP"
+                })
+                .and_then(|p| p.port)
+            else {
+                continue;
+            };
+            for ep in &slice.endpoints {
+                // "ready" unset means ready (EndpointSlice API).
+                if ep.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
+                    continue;
+                }
+                for a in &ep.addresses {
+                    if let Ok(ip) = a.parse::<IpAddr>() {
+                        out.push(SocketAddr::new(ip, port as u16));
+                    }
                 }
             }
         }
+        out.sort();
+        out.dedup();
+        out
     }
-    out.sort();
-    out.dedup();
-    out
 }
 
 fn reference_granted(res: &Resources, from_ns: &str, to_ns: &str, service: &str) -> bool {

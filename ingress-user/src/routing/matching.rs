@@ -2,6 +2,7 @@
 //! query parameters and method, ANDed; and the precedence order between matches.
 
 use std::cmp::Ordering;
+use std::sync::Arc;
 
 use http::HeaderMap;
 use regex::Regex;
@@ -50,7 +51,7 @@ pub struct Matcher {
     pub query: Vec<(String, ValueMatch)>,
     /// Tie-breakers after the spec's match-specific criteria: route creation time
     /// (RFC 3339, empty when unknown), route `namespace/name`, rule index, match index.
-    pub order: (String, String, usize, usize),
+    pub order: (Arc<str>, Arc<str>, usize, usize),
 }
 
 /// Anchors a Gateway API regular expression: matches must cover the whole value.
@@ -132,7 +133,7 @@ impl Matcher {
 }
 
 /// Unknown creation times sort after known ones.
-fn order_key(o: &(String, String, usize, usize)) -> (bool, &str, &str, usize, usize) {
+fn order_key(o: &(Arc<str>, Arc<str>, usize, usize)) -> (bool, &str, &str, usize, usize) {
     (o.0.is_empty(), &o.0, &o.1, o.2, o.3)
 }
 

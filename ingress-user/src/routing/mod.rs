@@ -221,11 +221,7 @@ impl ListenerTable {
     /// Finds the rule for a request, or None (404).
     pub fn find(&self, req: &RequestHead<'_>) -> Option<RouteMatch<'_>> {
         let vhost = self.vhost(req.host)?;
-        vhost.entries.iter().find(|e| e.matcher.matches(req)).map(|e| RouteMatch {
-            rule: &e.rule,
-            matcher: &e.matcher,
-            vhost: &vhost.hostname,
-        })
+        vhost.find(req).map(|e| RouteMatch { rule: &e.rule, matcher: &e.matcher, vhost: &vhost.hostname })
     }
 
     /// Every virtual host, for `ingress routes` and `/routes`: exact, wildcards, catch-all.
