@@ -21,7 +21,10 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use super::filters::{Filter, HeaderModifier, PathModifier, Redirect, Rewrite};
 use super::matching::{Matcher, PathMatch, ValueMatch, full_regex};
-use super::{Backend, BackendTarget, Entry, Hostname, ListenerTable, RouteReport, Rule, Table, Timeouts, VirtualHost};
+use super::{
+    Backend, BackendTarget, Condition, Entry, Hostname, ListenerTable, ParentStatus, RouteReport, Rule, Table,
+    Timeouts, VirtualHost,
+};
 use crate::config::ListenMapping;
 use crate::resources::{ObjectKey, Resources, namespace_of};
 
@@ -33,10 +36,12 @@ pub fn compile(res: &Resources, mappings: &[ListenMapping]) -> Table {
     let mut tables: Vec<TableBuilder> = mappings.iter().map(|m| TableBuilder::new(res, m)).collect();
     let mut reports = Vec::new();
     for (key, route) in &res.http_routes {
-        let mut report = RouteReport { route: key.to_string(), attached: vec![], problems: vec![] };
-        let attachments = attach(res, &tables, key, route, &mut report);
-        if !attachments.is_empty() {
-            let rules = compile_rules(res, &slices, key, route, &mut report);
+        let mut report = RouteReport { route: key.to_string(), attached: vec![], problems: vec![], parents: vec![] };
+        let (attachments, parents) = attach(res, &tables, key, route, &mut report);
+        if !parents.is_empty() {
+            let mut issues = RuleIssues::default();
+            let rules = compile_rules(res, &slices, key, route, &mut report, &mut issues);
+            report.parents = parent_statuses(parents, &issues);
             for (t, listener, hostnames) in attachments {
                 report.attached.push(format!("{}/{}", tables[t].table.gateway, listener));
                 tables[t].add(key, &hostnames, &rules);
@@ -48,7 +53,18 @@ pub fn compile(res: &Resources, mappings: &[ListenMapping]) -> Table {
             reports.push(report);
         }
     }
-    Table { listeners: tables.into_iter().map(TableBuilder::finish).collect(), routes: reports }
+    let mut listeners = Vec::new();
+    for tb in tables {
+        let (table, notes) = tb.finish();
+        for (route, note) in notes {
+            match reports.iter_mut().find(|r| r.route == route) {
+                Some(r) => r.problems.push(note),
+                None => reports.push(RouteReport { route, attached: vec![], problems: vec![note], parents: vec![] }),
+            }
+        }
+        listeners.push(table);
+    }
+    Table { listeners, routes: reports }
 }
 
 struct TableBuilder<'a> {
@@ -108,10 +124,13 @@ impl<'a> TableBuilder<'a> {
         }
     }
 
-    fn finish(self) -> ListenerTable {
+    /// The finished table, and notes (route, text) about rules that can never match.
+    fn finish(self) -> (ListenerTable, Vec<(String, String)>) {
         let mut t = self.table;
+        let mut notes = Vec::new();
         for (h, mut entries) in self.vhosts {
             entries.sort_by(|a, b| a.matcher.precedence(&b.matcher));
+            shadowed(&h, &entries, &mut notes);
             let name = h.as_ref().map(|h| h.to_string()).unwrap_or_else(|| "*".into());
             let vhost = Arc::new(VirtualHost::new(name, entries));
             match h {
@@ -123,7 +142,42 @@ impl<'a> TableBuilder<'a> {
             }
         }
         t.wildcards.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
-        t
+        notes.sort();
+        notes.dedup();
+        (t, notes)
+    }
+}
+
+/// Notes for entries that an earlier entry (higher precedence) always wins over: the
+/// same match, or any regular-expression path after a bare `PathPrefix /`.
+fn shadowed(host: &Option<Hostname>, entries: &[Entry], notes: &mut Vec<(String, String)>) {
+    let host = host.as_ref().map(|h| h.to_string()).unwrap_or_else(|| "*".into());
+    let mut seen: HashMap<String, &Entry> = HashMap::new();
+    let mut catch_all: Option<&Entry> = None;
+    for e in entries {
+        let winner = match (&e.matcher.path, catch_all) {
+            (PathMatch::Regex(_), Some(c)) => Some(c),
+            _ => seen.get(&e.matcher.signature()).copied(),
+        };
+        if let Some(w) = winner {
+            if !Arc::ptr_eq(&w.rule, &e.rule) {
+                notes.push((
+                    e.rule.route.to_string(),
+                    format!(
+                        "rule {} match `{}` on host {host} never matches: {} rule {} takes precedence",
+                        e.rule.index,
+                        e.matcher.signature(),
+                        w.rule.route,
+                        w.rule.index
+                    ),
+                ));
+            }
+            continue;
+        }
+        seen.insert(e.matcher.signature(), e);
+        if catch_all.is_none() && e.matcher.is_catch_all() {
+            catch_all = Some(e);
+        }
     }
 }
 
@@ -134,7 +188,8 @@ fn attach(
     key: &ObjectKey,
     route: &HttpRoute,
     report: &mut RouteReport,
-) -> Vec<(usize, String, Vec<Option<Hostname>>)> {
+) -> (Vec<(usize, String, Vec<Option<Hostname>>)>, Vec<ParentAttach>) {
+    let mut parents = Vec::new();
     let route_hosts: Vec<Hostname> = route.spec.hostnames.iter().flatten().map(|h| Hostname::parse(h)).collect();
     let mut out = Vec::new();
     for pref in route.spec.parent_refs.iter().flatten() {
@@ -145,6 +200,7 @@ fn attach(
         }
         let gw_key = ObjectKey::new(pref.namespace.clone().unwrap_or_else(|| key.namespace.clone()), &pref.name);
         let mut matched_any_table = false;
+        let before = out.len();
         let mut reasons = Vec::new();
         for (t, tb) in tables.iter().enumerate() {
             if tb.table.gateway != gw_key || tb.gateway.is_none() {
@@ -158,16 +214,91 @@ fn attach(
                 }
             }
         }
-        if matched_any_table && !out.iter().any(|(t, _, _)| tables[*t].table.gateway == gw_key) {
-            let why = if reasons.is_empty() {
-                "NoMatchingParent: no HTTP listener served".to_string()
-            } else {
-                reasons.join("; ")
-            };
-            report.problems.push(format!("parentRef {gw_key}: not accepted: {why}"));
+        if !matched_any_table {
+            continue;
         }
+        let accepted_here = out.len() > before;
+        let rejection = if accepted_here {
+            None
+        } else {
+            // The most telling reason: a listener that the ref selects but refuses the
+            // route beats "no listener selected".
+            let reason = ["NotAllowedByListeners", "NoMatchingListenerHostname"]
+                .into_iter()
+                .find(|r| reasons.iter().any(|m| m.contains(r)))
+                .unwrap_or("NoMatchingParent");
+            let why = if reasons.is_empty() { "no HTTP listener served".to_string() } else { reasons.join("; ") };
+            report.problems.push(format!("parentRef {gw_key}: not accepted: {why}"));
+            Some((reason.to_string(), why))
+        };
+        parents.push(ParentAttach {
+            gateway: gw_key,
+            section_name: pref.section_name.clone(),
+            port: pref.port,
+            rejection,
+        });
     }
-    out
+    (out, parents)
+}
+
+/// A parentRef to a served Gateway, and why it was not accepted (reason, message).
+struct ParentAttach {
+    gateway: ObjectKey,
+    section_name: Option<String>,
+    port: Option<i32>,
+    rejection: Option<(String, String)>,
+}
+
+/// The first problem of each kind found while compiling a route's rules.
+#[derive(Default)]
+struct RuleIssues {
+    /// (reason, message) for Accepted=False: an unsupported value.
+    unsupported: Option<(String, String)>,
+    /// (reason, message) for ResolvedRefs=False.
+    unresolved: Option<(String, String)>,
+}
+
+fn split_reason(s: &str) -> (String, String) {
+    match s.split_once(": ") {
+        Some((r, m)) if !r.contains(' ') => (r.to_string(), m.to_string()),
+        _ => ("UnsupportedValue".to_string(), s.to_string()),
+    }
+}
+
+fn parent_statuses(parents: Vec<ParentAttach>, issues: &RuleIssues) -> Vec<ParentStatus> {
+    parents
+        .into_iter()
+        .map(|p| {
+            let accepted = match (&p.rejection, &issues.unsupported) {
+                (Some((r, m)), _) | (None, Some((r, m))) => {
+                    Condition { kind: "Accepted", status: false, reason: r.clone(), message: m.clone() }
+                }
+                (None, None) => Condition {
+                    kind: "Accepted",
+                    status: true,
+                    reason: "Accepted".into(),
+                    message: "the route is served".into(),
+                },
+            };
+            let resolved = match &issues.unresolved {
+                Some((r, m)) => {
+                    Condition { kind: "ResolvedRefs", status: false, reason: r.clone(), message: m.clone() }
+                }
+                None => Condition {
+                    kind: "ResolvedRefs",
+                    status: true,
+                    reason: "ResolvedRefs".into(),
+                    message: "all references resolved".into(),
+                },
+            };
+            ParentStatus {
+                gateway: p.gateway,
+                section_name: p.section_name,
+                port: p.port,
+                conditions: vec![accepted, resolved],
+            }
+        })
+        .collect()
 }
 
 /// Whether listener `l` accepts the route through `pref`; the effective hostnames if so.
@@ -251,6 +382,7 @@ fn compile_rules(
     key: &ObjectKey,
     route: &HttpRoute,
     report: &mut RouteReport,
+    issues: &mut RuleIssues,
 ) -> Vec<CompiledRule> {
     let created: Arc<str> =
         route.metadata.creation_timestamp.as_ref().map(|t| t.0.to_string()).unwrap_or_default().into();
@@ -263,16 +395,28 @@ fn compile_rules(
         for (mi, m) in matches.iter().enumerate() {
             match compile_match(m, (created.clone(), route_key.clone(), ri, mi)) {
                 Ok(m) => matchers.push(m),
-                Err(e) => report.problems.push(format!("rule {ri} match {mi}: UnsupportedValue: {e}")),
+                Err(e) => {
+                    let msg = format!("rule {ri} match {mi}: UnsupportedValue: {e}");
+                    issues.unsupported.get_or_insert_with(|| ("UnsupportedValue".into(), msg.clone()));
+                    report.problems.push(msg);
+                }
             }
         }
         let filters = compile_filters(rule.filters.iter().flatten());
         for f in &filters {
             if let Filter::Unsupported { reason } = f {
-                report.problems.push(format!("rule {ri}: {reason}; matching requests get 500"));
+                let msg = format!("rule {ri}: {reason}; matching requests get 500");
+                issues.unsupported.get_or_insert_with(|| ("UnsupportedValue".into(), msg.clone()));
+                report.problems.push(msg);
             }
         }
         let backends = compile_backends(res, slices, key, rule, ri, report);
+        for b in &backends {
+            if let BackendTarget::Invalid(why) = &b.target {
+                let (reason, msg) = split_reason(why);
+                issues.unresolved.get_or_insert_with(|| (reason, format!("rule {ri} backendRef {}: {msg}", b.name)));
+            }
+        }
         let timeouts = compile_timeouts(rule, ri, report);
         out.push(CompiledRule {
             rule: Arc::new(Rule { route: key.clone(), index: ri, filters, backends, timeouts }),

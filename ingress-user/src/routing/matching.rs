@@ -123,6 +123,32 @@ impl Matcher {
             .then_with(|| order_key(&self.order).cmp(&order_key(&other.order)))
     }
 
+    /// A canonical text of what this match accepts: equal signatures accept the same requests.
+    pub fn signature(&self) -> String {
+        let path = match &self.path {
+            PathMatch::Exact(p) => format!("Exact {p}"),
+            PathMatch::Prefix(p) => format!("PathPrefix {p}"),
+            PathMatch::Regex(r) => format!("RegularExpression {}", r.as_str()),
+        };
+        let vm = |v: &ValueMatch| match v {
+            ValueMatch::Exact(e) => format!("={e}"),
+            ValueMatch::Regex(r) => format!("~{}", r.as_str()),
+        };
+        let mut headers: Vec<String> = self.headers.iter().map(|(n, v)| format!("{n}{}", vm(v))).collect();
+        headers.sort();
+        let mut query: Vec<String> = self.query.iter().map(|(n, v)| format!("{n}{}", vm(v))).collect();
+        query.sort();
+        format!("{path} method={} headers={headers:?} query={query:?}", self.method.as_deref().unwrap_or("*"))
+    }
+
+    /// Matches every request: `PathPrefix /` with no other condition.
+    pub fn is_catch_all(&self) -> bool {
+        matches!(&self.path, PathMatch::Prefix(p) if p == "/")
+            && self.method.is_none()
+            && self.headers.is_empty()
+            && self.query.is_empty()
+    }
+
     /// The matched prefix, for URLRewrite/RequestRedirect ReplacePrefixMatch.
     pub fn prefix(&self) -> Option<&str> {
         match &self.path {

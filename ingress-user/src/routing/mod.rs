@@ -248,6 +248,34 @@ pub struct RouteReport {
     /// Why the route (or one of its parentRefs / backendRefs) is not fully in service,
     /// each with the Gateway API reason (`NotAllowedByListeners`, `BackendNotFound`, ...).
     pub problems: Vec<String>,
+    /// One entry per parentRef that names a served Gateway: the route's status there.
+    pub parents: Vec<ParentStatus>,
+}
+
+/// A Gateway API condition, without the bookkeeping fields the writer adds.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Condition {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub status: bool,
+    pub reason: String,
+    pub message: String,
+}
+
+/// The status of a route under one parentRef.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ParentStatus {
+    pub gateway: ObjectKey,
+    pub section_name: Option<String>,
+    pub port: Option<i32>,
+    /// Accepted, then ResolvedRefs.
+    pub conditions: Vec<Condition>,
+}
+
+impl ParentStatus {
+    pub fn condition(&self, kind: &str) -> Option<&Condition> {
+        self.conditions.iter().find(|c| c.kind == kind)
+    }
 }
 
 #[cfg(test)]

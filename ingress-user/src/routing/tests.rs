@@ -498,3 +498,98 @@ fn segment_index_finds_what_a_linear_scan_finds() {
     }
     assert!(checked > 15, "the cases exercise matches, not only misses");
 }
+
+fn parent<'t>(t: &'t Table, route: &str) -> &'t ParentStatus {
+    let r =
+        t.routes.iter().find(|r| r.route == route).unwrap_or_else(|| panic!("no report for {route}: {:?}", t.routes));
+    assert_eq!(r.parents.len(), 1, "{r:?}");
+    &r.parents[0]
+}
+
+fn cond(p: &ParentStatus, kind: &str) -> (bool, String) {
+    let c = p.condition(kind).unwrap();
+    (c.status, c.reason.clone())
+}
+
+#[test]
+fn status_conditions_carry_the_spec_reasons() {
+    let ns_b = "\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: team-b}\n";
+    let yaml = format!(
+        "{GATEWAY}{ns_b}{}{}{}{}{}{}{}{}",
+        service("infra", "ok", &["10.42.0.5"]),
+        route(
+            "infra",
+            "good",
+            "  parentRefs: [{name: gw, sectionName: same}]\n  rules: [{backendRefs: [{name: ok, port: 80}]}]\n"
+        ),
+        route(
+            "team-b",
+            "not-allowed",
+            "  parentRefs: [{name: gw, namespace: infra, sectionName: same}]\n  rules: [{}]\n"
+        ),
+        route(
+            "infra",
+            "no-host",
+            "  parentRefs: [{name: gw, sectionName: wild}]\n  hostnames: [x.other]\n  rules: [{}]\n"
+        ),
+        route("infra", "no-parent", "  parentRefs: [{name: gw, sectionName: nope}]\n  rules: [{}]\n"),
+        route(
+            "infra",
+            "missing",
+            "  parentRefs: [{name: gw, sectionName: same}]\n  hostnames: [m.test]\n  rules: [{backendRefs: [{name: absent, port: 80}]}]\n"
+        ),
+        route(
+            "infra",
+            "kind",
+            "  parentRefs: [{name: gw, sectionName: same}]\n  hostnames: [k.test]\n  rules: [{backendRefs: [{name: b, kind: Bucket, group: s3.example, port: 80}]}]\n"
+        ),
+        route(
+            "infra",
+            "bad-regex",
+            "  parentRefs: [{name: gw, sectionName: same}]\n  hostnames: [r.test]\n  rules: [{matches: [{path: {type: RegularExpression, value: '(['}}]}]\n"
+        ),
+    );
+    let res = resources(&yaml);
+    let maps: Vec<ListenMapping> =
+        ["127.0.0.1:81=infra/gw:81", "127.0.0.1:82=infra/gw:82"].iter().map(|m| m.parse().unwrap()).collect();
+    let t = compile(&res, &maps);
+    assert_eq!(cond(parent(&t, "infra/good"), "Accepted"), (true, "Accepted".into()));
+    assert_eq!(cond(parent(&t, "infra/good"), "ResolvedRefs"), (true, "ResolvedRefs".into()));
+    assert_eq!(cond(parent(&t, "team-b/not-allowed"), "Accepted"), (false, "NotAllowedByListeners".into()));
+    assert_eq!(cond(parent(&t, "infra/no-host"), "Accepted"), (false, "NoMatchingListenerHostname".into()));
+    assert_eq!(cond(parent(&t, "infra/no-parent"), "Accepted"), (false, "NoMatchingParent".into()));
+    assert_eq!(cond(parent(&t, "infra/missing"), "ResolvedRefs"), (false, "BackendNotFound".into()));
+    assert_eq!(cond(parent(&t, "infra/missing"), "Accepted"), (true, "Accepted".into()));
+    assert_eq!(cond(parent(&t, "infra/kind"), "ResolvedRefs"), (false, "InvalidKind".into()));
+    assert_eq!(cond(parent(&t, "infra/bad-regex"), "Accepted"), (false, "UnsupportedValue".into()));
+}
+
+#[test]
+fn shadowed_rules_are_noted() {
+    let yaml = format!(
+        "{GATEWAY}{}{}{}",
+        route(
+            "infra",
+            "a-first",
+            "  parentRefs: [{name: gw}]\n  hostnames: [s.test]\n  rules: [{matches: [{path: {value: /x}}]}, {}]\n"
+        ),
+        route(
+            "infra",
+            "b-second",
+            "  parentRefs: [{name: gw}]\n  hostnames: [s.test]\n  rules: [{matches: [{path: {value: /x/}}]}, {matches: [{path: {type: PathPrefix, value: /y}}]}]\n"
+        ),
+        route(
+            "infra",
+            "c-regex",
+            "  parentRefs: [{name: gw}]\n  hostnames: [s.test]\n  rules: [{matches: [{path: {type: RegularExpression, value: '/z.*'}}]}]\n"
+        ),
+    );
+    let t = table(&yaml, "127.0.0.1:81=infra/gw:81");
+    let notes = |r: &str| t.routes.iter().find(|x| x.route == r).map(|x| x.problems.clone()).unwrap_or_default();
+    let b = notes("infra/b-second");
+    assert_eq!(b.len(), 1, "{b:?}");
+    assert!(b[0].contains("rule 0") && b[0].contains("infra/a-first rule 0 takes precedence"), "{b:?}");
+    let c = notes("infra/c-regex");
+    assert!(c.iter().any(|n| n.contains("infra/a-first rule 1")), "{c:?}");
+    assert!(notes("infra/a-first").is_empty());
+}
