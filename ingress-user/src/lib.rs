@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod config;
 pub mod ebpf;
+pub mod k8s;
 pub mod manifest;
 pub mod proxy;
 pub mod resources;

@@ -12,7 +12,7 @@ use ingress::admin::Admin;
 use ingress::config::ListenMapping;
 use ingress::proxy::Proxy;
 use ingress::source::{self, Publisher};
-use ingress::{ebpf, manifest, routing, stats};
+use ingress::{ebpf, k8s, manifest, routing, stats};
 use tokio::net::TcpListener;
 
 const DEFAULT_ADMIN: &str = "127.0.0.1:9901";
@@ -40,9 +40,16 @@ enum DataplaneMode {
 enum Cmd {
     /// Serve Gateway API routes.
     Run {
-        /// Directory of Gateway / HTTPRoute / Service / EndpointSlice manifests (*.yaml, *.yml, *.json).
-        #[arg(long, value_name = "DIR")]
-        manifests: PathBuf,
+        /// Directory of Gateway / HTTPRoute / Service / EndpointSlice manifests (*.yaml,
+        /// *.yml, *.json), reloaded on change. Without it, routes come from Kubernetes.
+        #[arg(long, value_name = "DIR", conflicts_with_all = ["kubeconfig", "write_status"])]
+        manifests: Option<PathBuf>,
+        /// Kubernetes source: this kubeconfig (default: in-cluster, then $KUBECONFIG or ~/.kube/config).
+        #[arg(long, value_name = "FILE")]
+        kubeconfig: Option<PathBuf>,
+        /// Kubernetes source: write HTTPRoute and Gateway status (server-side apply).
+        #[arg(long)]
+        write_status: bool,
         /// ADDR=NAMESPACE/GATEWAY[:LISTENERPORT]; repeatable. Serves that Gateway's HTTP
         /// listeners (all, or those on LISTENERPORT) on ADDR.
         #[arg(long, value_name = "ADDR=NAMESPACE/GATEWAY[:LISTENERPORT]", required = true)]
@@ -82,9 +89,13 @@ fn main() -> Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Run { manifests, listen, interface, dataplane, admin } => {
+        Cmd::Run { manifests, kubeconfig, write_status, listen, interface, dataplane, admin } => {
+            let source = match manifests {
+                Some(dir) => Source::Manifests(dir),
+                None => Source::Kubernetes { kubeconfig, write_status },
+            };
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            rt.block_on(run(manifests, listen, interface, dataplane, admin))
+            rt.block_on(run(source, listen, interface, dataplane, admin))
         }
         Cmd::Stats { admin, json } => {
             let body = admin_get(admin, "/stats")?;
@@ -109,27 +120,49 @@ fn main() -> Result<()> {
     }
 }
 
+enum Source {
+    Manifests(PathBuf),
+    Kubernetes { kubeconfig: Option<PathBuf>, write_status: bool },
+}
+
 async fn run(
-    dir: PathBuf,
+    source: Source,
     listen: Vec<ListenMapping>,
     interface: Option<String>,
     dataplane: Option<DataplaneMode>,
     admin_addr: SocketAddr,
 ) -> Result<()> {
     let mode = dataplane.unwrap_or(if interface.is_some() { DataplaneMode::Ebpf } else { DataplaneMode::Userspace });
-    // Start-up needs a valid set: there is no last good table to fall back on yet.
-    let resources = manifest::load_dir(&dir).with_context(|| format!("loading manifests from {}", dir.display()))?;
     let proxy = Proxy::new(routing::Table::default());
-    let publisher = Publisher::new(proxy.clone(), listen.clone(), format!("manifests in {}", dir.display()));
-    publisher.publish(&resources);
-    tokio::spawn({
-        let publisher = publisher.clone();
-        async move {
-            if let Err(e) = source::watch_manifests(dir.clone(), publisher).await {
-                tracing::error!(error = %e, dir = %dir.display(), "cannot watch manifests: changes will not be picked up until restart");
-            }
+    let publisher = match source {
+        Source::Manifests(dir) => {
+            // Start-up needs a valid set: there is no last good table to fall back on yet.
+            let resources =
+                manifest::load_dir(&dir).with_context(|| format!("loading manifests from {}", dir.display()))?;
+            let publisher = Publisher::new(proxy.clone(), listen.clone(), format!("manifests in {}", dir.display()));
+            publisher.publish(&resources);
+            let p = publisher.clone();
+            tokio::spawn(async move {
+                if let Err(e) = source::watch_manifests(dir.clone(), p).await {
+                    tracing::error!(error = %e, dir = %dir.display(), "cannot watch manifests: changes are not picked up until restart");
+                }
+            });
+            publisher
         }
-    });
+        Source::Kubernetes { kubeconfig, write_status } => {
+            let client = k8s::client(kubeconfig.as_deref()).await.map_err(|e| {
+                anyhow::anyhow!("cannot build a Kubernetes client: {e} (use --kubeconfig FILE or --manifests DIR)")
+            })?;
+            let publisher = Publisher::new(proxy.clone(), listen.clone(), "Kubernetes".into());
+            let p = publisher.clone();
+            tokio::spawn(async move {
+                if let Err(e) = k8s::run(client, p.clone(), write_status).await {
+                    p.reject(format!("Kubernetes source stopped: {e}"));
+                }
+            });
+            publisher
+        }
+    };
 
     let (dp, xdp, stats_map) = match mode {
         DataplaneMode::Userspace => ("userspace", None, None),

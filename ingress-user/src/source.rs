@@ -47,8 +47,8 @@ impl Publisher {
         })
     }
 
-    /// Compiles `res` and swaps the table in; clears the error.
-    pub fn publish(&self, res: &Resources) {
+    /// Compiles `res`, swaps the table in, clears the error; returns the new table.
+    pub fn publish(&self, res: &Resources) -> Arc<routing::Table> {
         let table = routing::compile(res, &self.mappings);
         for (m, l) in self.mappings.iter().zip(&table.listeners) {
             for p in &l.problems {
@@ -60,12 +60,14 @@ impl Publisher {
                 tracing::warn!(route = %r.route, "{p}");
             }
         }
-        self.proxy.table.store(Arc::new(table));
+        let table = Arc::new(table);
+        self.proxy.table.store(table.clone());
         let mut s = self.state.lock().expect("source state");
         s.generation += 1;
         s.published_at = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         s.error = None;
         tracing::info!(generation = s.generation, "routing table published: {}", res.summary());
+        table
     }
 
     /// Records why the newest input was rejected; the current table stays.
@@ -81,7 +83,9 @@ impl Publisher {
     /// Loads the manifests of `dir` and publishes them, or rejects them.
     pub fn reload_dir(&self, dir: &Path) {
         match manifest::load_dir(dir) {
-            Ok(res) => self.publish(&res),
+            Ok(res) => {
+                self.publish(&res);
+            }
             Err(e) => self.reject(e.to_string()),
         }
     }
