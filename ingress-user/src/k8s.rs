@@ -302,7 +302,7 @@ pub fn gateway_status_body(gw: &Gateway, table: &Table) -> Value {
                 "conditions": [
                     condition_json("Accepted", true, "Accepted", "listener served by the host ingress", generation, &previous),
                     condition_json("Programmed", true, "Programmed", "listener served by the host ingress", generation, &previous),
-                    condition_json("ResolvedRefs", true, "ResolvedRefs", "", generation, &previous),
+                    condition_json("ResolvedRefs", true, "ResolvedRefs", "all references resolved", generation, &previous),
                 ],
             }));
         }

@@ -15,7 +15,9 @@ pub const ADMIN: &str = "127.0.0.1:9901";
 
 pub struct Agent {
     child: Child,
-    pub ns: String,
+    /// The namespace the agent runs in; None: the caller's (root) namespace.
+    pub ns: Option<String>,
+    pub admin: String,
     pub log: PathBuf,
 }
 
@@ -29,15 +31,31 @@ pub fn ingress_bin() -> PathBuf {
 impl Agent {
     /// Starts `ingress run` in namespace `ns` and waits (bounded) until /readyz answers.
     pub fn start(bin: &Path, ns: &str, manifests: &Path, listens: &[String], extra: &[&str]) -> Self {
+        let mut args = vec!["--manifests".to_string(), manifests.display().to_string()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Self::start_with(bin, Some(ns), ADMIN, listens, &args)
+    }
+
+    /// Starts `ingress run LISTENS ARGS --admin ADMIN`, in `ns` or in this namespace.
+    pub fn start_with(bin: &Path, ns: Option<&str>, admin: &str, listens: &[String], args: &[String]) -> Self {
         assert!(bin.is_file(), "agent binary {} missing: run `cargo xtask build`", bin.display());
-        let log = std::env::temp_dir().join(format!("ingress-{ns}-{}.log", std::process::id()));
+        let tag = ns.unwrap_or("local");
+        let log =
+            std::env::temp_dir().join(format!("ingress-{tag}-{}-{}.log", std::process::id(), admin.replace(':', "_")));
         let file = std::fs::File::create(&log).expect("agent log file");
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", ns]).arg(bin).arg("run").arg("--manifests").arg(manifests);
+        let mut cmd = match ns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        cmd.arg("run");
         for l in listens {
             cmd.arg("--listen").arg(l);
         }
-        cmd.args(["--admin", ADMIN]).args(extra);
+        cmd.args(["--admin", admin]).args(args);
         cmd.env("RUST_LOG", "info,ingress_ebpf=debug").stdout(Stdio::null()).stderr(file);
         // SAFETY: prctl and pthread_sigmask are async-signal-safe; the agent dies with the
         // thread that started it.
@@ -52,7 +70,7 @@ impl Agent {
             });
         }
         let child = cmd.spawn().expect("start ip netns exec ingress");
-        let mut agent = Agent { child, ns: ns.to_string(), log };
+        let mut agent = Agent { child, ns: ns.map(str::to_string), admin: admin.to_string(), log };
         agent.wait_ready(Duration::from_secs(15));
         agent
     }
@@ -73,12 +91,15 @@ impl Agent {
 
     /// GET on the admin endpoint (inside the vm namespace): (status, body).
     pub fn admin_get(&self, path: &str) -> Option<(u16, String)> {
-        let path = path.to_string();
-        in_ns(&self.ns, move || {
-            send(ADMIN.parse().unwrap(), &Request::get(ADMIN, &path), Duration::from_secs(2))
+        let get = || {
+            send(self.admin.parse().unwrap(), &Request::get(&self.admin, path), Duration::from_secs(2))
                 .ok()
                 .map(|r| (r.status, String::from_utf8_lossy(&r.body).to_string()))
-        })
+        };
+        match &self.ns {
+            Some(ns) => in_ns(ns, get),
+            None => get(),
+        }
     }
 
     pub fn log_text(&self) -> String {

@@ -42,6 +42,17 @@ impl Backend {
                 .map(|p| TcpListener::bind(("0.0.0.0", *p)).unwrap_or_else(|e| panic!("bind :{p}: {e}")))
                 .collect()
         });
+        Self::serve(listeners, pod)
+    }
+
+    /// Binds 127.0.0.1 on an ephemeral port in this namespace; returns the port too.
+    pub fn start_local(pod: &str) -> (Self, u16) {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = l.local_addr().expect("local addr").port();
+        (Self::serve(vec![l], pod), port)
+    }
+
+    fn serve(listeners: Vec<TcpListener>, pod: &str) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         for l in &listeners {
             let l = l.try_clone().expect("clone listener");

@@ -7,6 +7,7 @@ pub mod agent;
 pub mod backend;
 pub mod client;
 pub mod fixtures;
+pub mod kubeapi;
 pub mod netns;
 pub mod packet;
 pub mod topology;

@@ -6,8 +6,9 @@
 set -euo pipefail
 out=${1:?usage: build-kube-apiserver.sh OUTPUT_PATH}
 export DEBIAN_FRONTEND=noninteractive
-apt-get install -y -q --no-install-recommends golang-go etcd-server etcd-client rsync jq \
-    golang-github-modern-go-reflect2-dev dpkg-dev make openssl >/dev/null
+pkgs=(golang-go etcd-server etcd-client rsync jq golang-github-modern-go-reflect2-dev dpkg-dev make openssl curl)
+apt-get install -y -q --no-install-recommends "${pkgs[@]}" >/dev/null 2>&1 ||
+    { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends "${pkgs[@]}" >/dev/null; }
 if [ -x "$out" ]; then exit 0; fi
 
 w=$(mktemp -d /tmp/kube-apiserver-build.XXXXXX)

@@ -49,6 +49,12 @@ const TIERS: &[Tier] = &[
         cargo_args: &[&["test", "-p", "ingress-tests", "--test", "packet", "--", "--test-threads=1"]],
     },
     Tier {
+        name: "kube",
+        what: "real kube-apiserver + etcd on loopback: reflectors, relist, status",
+        needs_root: true,
+        cargo_args: &[&["test", "-p", "ingress-tests", "--test", "kube", "--", "--test-threads=1"]],
+    },
+    Tier {
         name: "netns",
         what: "k3d-shaped namespaces: client -> XDP NIC -> agent -> pods",
         needs_root: true,
@@ -65,14 +71,20 @@ pub fn run(install: bool) -> Result<()> {
     let built = build::build_all(false)?;
     let mut results = Vec::new();
     for tier in TIERS {
+        let kube = if tier.name == "kube" && is_root() { Some(kube_apiserver()) } else { None };
         let outcome = if tier.needs_root && !is_root() {
-            Outcome::Skipped("needs root (CAP_BPF, CAP_NET_ADMIN, ip netns)".into())
+            Outcome::Skipped("needs root (CAP_BPF, CAP_NET_ADMIN, ip netns; apt for the API server)".into())
+        } else if let Some(Err(e)) = &kube {
+            Outcome::Skipped(format!("no kube-apiserver: {e:#}"))
         } else {
             let mut total = Counts::default();
             let (mut ok, mut secs) = (true, 0.0);
             for args in tier.cargo_args {
                 let mut cmd = host_cargo(&built.ebpf_object);
                 cmd.args(*args).env("INGRESS_BIN", &built.agent);
+                if let Some(Ok(path)) = &kube {
+                    cmd.env("KUBE_APISERVER", path);
+                }
                 let (c, o, s) = run_tier(tier.name, cmd)?;
                 total.passed += c.passed;
                 total.failed += c.failed;
@@ -116,6 +128,23 @@ pub fn run(install: bool) -> Result<()> {
         bail!("some tests failed{}", if ci { " or could not run under CI" } else { "" });
     }
     Ok(())
+}
+
+/// The cached kube-apiserver binary, built on first use (Debian, root; minutes).
+fn kube_apiserver() -> Result<std::path::PathBuf> {
+    let home = std::env::var_os("HOME").map(std::path::PathBuf::from).unwrap_or_else(|| "/root".into());
+    let cache = std::env::var_os("XDG_CACHE_HOME").map(std::path::PathBuf::from).unwrap_or_else(|| home.join(".cache"));
+    let path = cache.join("ingress/kube-apiserver-v1.20.2");
+    if !path.is_file() {
+        println!(
+            "xtask test: building kube-apiserver v1.20.2 from Debian's source package into {} (several minutes, once per machine)",
+            path.display()
+        );
+    }
+    // Also installs etcd; quick when everything is there.
+    let script = crate::workspace_root().join("xtask/scripts/build-kube-apiserver.sh");
+    crate::setup::run(Command::new("bash").arg(script).arg(&path)).context("building kube-apiserver")?;
+    Ok(path)
 }
 
 /// Runs one cargo test invocation, streaming its output and adding up the
