@@ -54,7 +54,9 @@ impl Admin {
         match req.uri().path() {
             "/stats" => json(StatusCode::OK, serde_json::to_string_pretty(&self.stats()).expect("stats serialize")),
             "/routes" => {
-                json(StatusCode::OK, serde_json::to_string_pretty(&describe(&self.proxy.table.load())).expect("json"))
+                let mut v = describe(&self.proxy.table.load());
+                v["source"] = serde_json::to_value(self.publisher.state()).expect("state json");
+                json(StatusCode::OK, serde_json::to_string_pretty(&v).expect("json"))
             }
             "/readyz" => {
                 let t = self.proxy.table.load();

@@ -164,7 +164,7 @@ fn load_document(ctx: &DocCtx<'_>, doc: &str, res: &mut Resources) -> Result<(),
             res.gateways.insert(key_of(&o.metadata), o);
         }
         ("gateway.networking.k8s.io", "HTTPRoute") => {
-            let o: gateway_api::apis::standard::httproutes::HttpRoute = ctx.parse(doc)?;
+            let o: gateway_api::apis::experimental::httproutes::HttpRoute = ctx.parse(doc)?;
             res.http_routes.insert(key_of(&o.metadata), o);
         }
         ("gateway.networking.k8s.io", "ReferenceGrant") => {

@@ -18,7 +18,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
-use crate::routing::filters::{Filter, RedirectInput, modify_path};
+use crate::routing::filters::{Filter, Mirror, RedirectInput, modify_path};
 use crate::routing::{ListenerTable, RequestHead, Rule, Table, split_host_header};
 use crate::stats::ProxyMetrics;
 
@@ -29,7 +29,7 @@ pub type Body = BoxBody<Bytes, hyper::Error>;
 pub struct Proxy {
     pub table: ArcSwap<Table>,
     pub metrics: ProxyMetrics,
-    client: Client<HttpConnector, Incoming>,
+    client: Client<HttpConnector, Body>,
 }
 
 impl Proxy {
@@ -107,6 +107,27 @@ impl Proxy {
         if let Some(redirect) = rule.redirect() {
             return redirect_response(redirect, lt, &host, host_port, &path, query.as_deref(), prefix.as_deref());
         }
+        // CORS: a preflight is answered here; an actual request gets headers added.
+        let origin = req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let cors = rule.filters.iter().find_map(|f| match f {
+            Filter::Cors(c) => Some(c),
+            _ => None,
+        });
+        let mut cors_headers = Vec::new();
+        if let (Some(cors), Some(origin)) = (cors, origin.as_deref()) {
+            let preflight_method =
+                req.headers().get(header::ACCESS_CONTROL_REQUEST_METHOD).and_then(|v| v.to_str().ok());
+            if let (true, Some(pm)) = (req.method() == http::Method::OPTIONS, preflight_method) {
+                let req_headers =
+                    req.headers().get(header::ACCESS_CONTROL_REQUEST_HEADERS).and_then(|v| v.to_str().ok());
+                let mut resp = local(StatusCode::OK, "");
+                for (n, v) in cors.preflight(origin, pm, req_headers).unwrap_or_default() {
+                    resp.headers_mut().insert(n, v);
+                }
+                return resp;
+            }
+            cors_headers = cors.response_headers(origin);
+        }
         let Some(backend) = rule.pick_backend(random()) else {
             return local(StatusCode::INTERNAL_SERVER_ERROR, "no usable backend\n");
         };
@@ -148,7 +169,10 @@ impl Proxy {
                         }
                     }
                 }
-                Filter::RequestRedirect(_) | Filter::Unsupported { .. } => {}
+                Filter::RequestRedirect(_)
+                | Filter::Unsupported { .. }
+                | Filter::Cors(_)
+                | Filter::RequestMirror(_) => {}
             }
         }
         let pq = match &query {
@@ -167,6 +191,16 @@ impl Proxy {
         }
         strip_hop_by_hop(req.headers_mut());
         forwarded_headers(req.headers_mut(), peer);
+        let mirrors: Vec<&Mirror> = rule
+            .filters
+            .iter()
+            .chain(backend.filters.iter())
+            .filter_map(|f| match f {
+                Filter::RequestMirror(m) if m.sampled(random()) => Some(m),
+                _ => None,
+            })
+            .collect();
+        let req = if mirrors.is_empty() { req.map(|b| b.boxed()) } else { self.mirror(req, &mirrors, &pq).await };
 
         let attempt = self.client.request(req);
         let result = match rule.timeouts.backend_request.or(rule.timeouts.request) {
@@ -188,8 +222,68 @@ impl Proxy {
         for m in response_mods {
             m.apply(resp.headers_mut());
         }
+        for (n, v) in cors_headers {
+            resp.headers_mut().insert(n, v);
+        }
         resp.map(|b| b.boxed())
     }
+
+    /// Sends a copy of `req` to each mirror (fire and forget) and returns the request
+    /// to forward. Bodies are buffered when their length is known and at most
+    /// [`MIRROR_BODY_LIMIT`]; other requests are forwarded unmirrored.
+    async fn mirror(&self, req: Request<Incoming>, mirrors: &[&Mirror], pq: &str) -> Request<Body> {
+        let len =
+            req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+        let chunked = req.headers().contains_key(header::TRANSFER_ENCODING);
+        let bufferable = !chunked && len.unwrap_or(0) <= MIRROR_BODY_LIMIT;
+        if !bufferable {
+            tracing::debug!(?len, chunked, "request not mirrored: body too large or of unknown length");
+            return req.map(|b| b.boxed());
+        }
+        let (parts, body) = req.into_parts();
+        let bytes = match body.collect().await {
+            Ok(b) => b.to_bytes(),
+            // The client went away mid-body: forward what we have, the backend will see a short body.
+            Err(e) => {
+                tracing::debug!(error = %e, "reading the request body for mirroring failed");
+                Bytes::new()
+            }
+        };
+        for m in mirrors {
+            let crate::routing::BackendTarget::Endpoints(eps) = &m.target else { continue };
+            if eps.is_empty() {
+                continue;
+            }
+            let ep = eps[(random() % eps.len() as u64) as usize];
+            let Ok(uri) = format!("http://{ep}{pq}").parse::<Uri>() else { continue };
+            let mut copy = Request::builder().method(parts.method.clone()).uri(uri).version(parts.version);
+            if let Some(h) = copy.headers_mut() {
+                *h = parts.headers.clone();
+            }
+            let Ok(copy) = copy.body(full(bytes.clone())) else { continue };
+            let client = self.client.clone();
+            let backend = m.backend.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(MIRROR_TIMEOUT, client.request(copy)).await {
+                    Ok(Ok(resp)) => {
+                        // Drain so the connection returns to the pool.
+                        let _ = resp.into_body().collect().await;
+                    }
+                    Ok(Err(e)) => tracing::debug!(%backend, error = %e, "mirror request failed"),
+                    Err(_) => tracing::debug!(%backend, "mirror request timed out"),
+                }
+            });
+        }
+        Request::from_parts(parts, full(bytes))
+    }
+}
+
+/// Largest request body copied to mirrors.
+pub const MIRROR_BODY_LIMIT: u64 = 1 << 20;
+const MIRROR_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn full(b: Bytes) -> Body {
+    Full::new(b).map_err(|never| match never {}).boxed()
 }
 
 fn unsupported(filters: &[Filter]) -> Option<&str> {

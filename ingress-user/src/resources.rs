@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use gateway_api::apis::experimental::httproutes::HttpRoute;
 use gateway_api::apis::standard::gateways::Gateway;
-use gateway_api::apis::standard::httproutes::HttpRoute;
 use gateway_api::apis::standard::referencegrants::ReferenceGrant;
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;

@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -30,6 +30,7 @@ pub struct Echo {
 pub struct Backend {
     listeners: Vec<TcpListener>,
     stop: Arc<AtomicBool>,
+    requests: Arc<AtomicUsize>,
 }
 
 impl Backend {
@@ -54,13 +55,19 @@ impl Backend {
 
     fn serve(listeners: Vec<TcpListener>, pod: &str) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
+        let requests = Arc::new(AtomicUsize::new(0));
         for l in &listeners {
             let l = l.try_clone().expect("clone listener");
             let pod = pod.to_string();
-            let stop = stop.clone();
-            std::thread::spawn(move || accept_loop(l, pod, stop));
+            let (stop, requests) = (stop.clone(), requests.clone());
+            std::thread::spawn(move || accept_loop(l, pod, stop, requests));
         }
-        Self { listeners, stop }
+        Self { listeners, stop, requests }
+    }
+
+    /// Requests answered so far.
+    pub fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
     }
 
     /// Stops accepting: shutdown() wakes the blocked accept() (Linux), the loop exits.
@@ -73,14 +80,15 @@ impl Backend {
     }
 }
 
-fn accept_loop(l: TcpListener, pod: String, stop: Arc<AtomicBool>) {
+fn accept_loop(l: TcpListener, pod: String, stop: Arc<AtomicBool>, requests: Arc<AtomicUsize>) {
     let port = l.local_addr().map(|a| a.port()).unwrap_or(0);
     while !stop.load(Ordering::SeqCst) {
         match l.accept() {
             Ok((s, _)) => {
                 let pod = pod.clone();
+                let requests = requests.clone();
                 std::thread::spawn(move || {
-                    let _ = serve_connection(s, &pod, port);
+                    let _ = serve_connection(s, &pod, port, &requests);
                 });
             }
             Err(_) => return,
@@ -88,7 +96,7 @@ fn accept_loop(l: TcpListener, pod: String, stop: Arc<AtomicBool>) {
     }
 }
 
-fn serve_connection(s: TcpStream, pod: &str, port: u16) -> std::io::Result<()> {
+fn serve_connection(s: TcpStream, pod: &str, port: u16, requests: &AtomicUsize) -> std::io::Result<()> {
     s.set_nodelay(true)?;
     // Idle keep-alive connections end by themselves.
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
@@ -131,6 +139,11 @@ fn serve_connection(s: TcpStream, pod: &str, port: u16) -> std::io::Result<()> {
             let n: usize = headers.get("content-length").and_then(|v| v.trim().parse().ok()).unwrap_or(0);
             std::io::copy(&mut (&mut r).take(n as u64), &mut std::io::sink())? as usize
         };
+        // `x-echo-sleep-ms: N` delays the answer (timeout tests), bounded to 10 s.
+        if let Some(ms) = headers.get("x-echo-sleep-ms").and_then(|v| v.parse::<u64>().ok()) {
+            std::thread::sleep(Duration::from_millis(ms.min(10_000)));
+        }
+        requests.fetch_add(1, Ordering::SeqCst);
         let echo = Echo {
             pod: pod.to_string(),
             port,

@@ -6,8 +6,8 @@
 
 use std::time::{Duration, Instant};
 
+use gateway_api::apis::experimental::httproutes::HttpRoute;
 use gateway_api::apis::standard::gateways::Gateway;
-use gateway_api::apis::standard::httproutes::HttpRoute;
 use gateway_api::apis::standard::referencegrants::ReferenceGrant;
 use ingress_tests::agent::{Agent, ingress_bin};
 use ingress_tests::backend::{Backend, Echo};

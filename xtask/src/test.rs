@@ -34,12 +34,13 @@ struct Tier {
 const TIERS: &[Tier] = &[
     Tier {
         name: "unit",
-        what: "routing, manifests, proxy, CLI, xtask (no privileges)",
+        what: "routing, manifests, sources, proxy on loopback, CLI, xtask (no privileges)",
         needs_root: false,
         cargo_args: &[
             &["test", "--workspace", "--exclude", "ingress-ebpf", "--exclude", "ingress-tests"],
-            // the root-only crate's own helpers (packet builder, HTTP client, topology plan)
-            &["test", "-p", "ingress-tests", "--lib", "--bins"],
+            // the test crate's own helpers (packet builder, HTTP client), and the proxy
+            // end to end on 127.0.0.1 (agent binary, loopback backends; no privileges)
+            &["test", "-p", "ingress-tests", "--lib", "--bins", "--test", "proxy"],
         ],
     },
     Tier {

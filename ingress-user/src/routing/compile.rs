@@ -7,22 +7,22 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use gateway_api::apis::standard::gateways::{
-    Gateway, GatewayListeners, GatewayListenersAllowedRoutesNamespacesFrom as From_,
-};
-use gateway_api::apis::standard::httproutes::{
+use gateway_api::apis::experimental::httproutes::{
     HttpRoute, HttpRouteParentRefs, HttpRouteRules, HttpRouteRulesBackendRefs, HttpRouteRulesFilters,
     HttpRouteRulesFiltersRequestRedirectScheme, HttpRouteRulesFiltersType, HttpRouteRulesFiltersUrlRewritePathType,
     HttpRouteRulesMatches, HttpRouteRulesMatchesHeadersType, HttpRouteRulesMatchesPathType,
     HttpRouteRulesMatchesQueryParamsType,
 };
+use gateway_api::apis::standard::gateways::{
+    Gateway, GatewayListeners, GatewayListenersAllowedRoutesNamespacesFrom as From_,
+};
 use http::{HeaderName, HeaderValue};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
-use super::filters::{Filter, HeaderModifier, PathModifier, Redirect, Rewrite};
+use super::filters::{Cors, Filter, HeaderModifier, Mirror, PathModifier, Redirect, Rewrite};
 use super::matching::{Matcher, PathMatch, ValueMatch, full_regex};
 use super::{
-    Backend, BackendTarget, Condition, Entry, Hostname, ListenerTable, ParentStatus, RouteReport, Rule, Table,
+    Backend, BackendTarget, Condition, Entry, Hostname, ListenerTable, ParentStatus, Retry, RouteReport, Rule, Table,
     Timeouts, VirtualHost,
 };
 use crate::config::ListenMapping;
@@ -402,7 +402,8 @@ fn compile_rules(
                 }
             }
         }
-        let filters = compile_filters(rule.filters.iter().flatten());
+        let ctx = RefCtx { res, slices, route: key };
+        let filters = compile_filters(&ctx, rule.filters.iter().flatten());
         for f in &filters {
             if let Filter::Unsupported { reason } = f {
                 let msg = format!("rule {ri}: {reason}; matching requests get 500");
@@ -418,8 +419,9 @@ fn compile_rules(
             }
         }
         let timeouts = compile_timeouts(rule, ri, report);
+        let retry = compile_retry(rule, ri, report);
         out.push(CompiledRule {
-            rule: Arc::new(Rule { route: key.clone(), index: ri, filters, backends, timeouts }),
+            rule: Arc::new(Rule { route: key.clone(), index: ri, filters, backends, timeouts, retry }),
             matchers,
         });
     }
@@ -488,8 +490,15 @@ fn header_pairs<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> Result<V
         .collect()
 }
 
-fn compile_filters<'a>(filters: impl Iterator<Item = &'a HttpRouteRulesFilters>) -> Vec<Filter> {
-    let mut out: Vec<Filter> = filters.map(compile_filter).collect();
+/// What resolving a backendRef needs.
+struct RefCtx<'a> {
+    res: &'a Resources,
+    slices: &'a SliceIndex<'a>,
+    route: &'a ObjectKey,
+}
+
+fn compile_filters<'a>(ctx: &RefCtx<'_>, filters: impl Iterator<Item = &'a HttpRouteRulesFilters>) -> Vec<Filter> {
+    let mut out: Vec<Filter> = filters.map(|f| compile_filter(ctx, f)).collect();
     let has = |out: &[Filter], f: fn(&Filter) -> bool| out.iter().any(f);
     if has(&out, |f| matches!(f, Filter::RequestRedirect(_))) && has(&out, |f| matches!(f, Filter::UrlRewrite(_))) {
         out.push(Filter::Unsupported { reason: "RequestRedirect and URLRewrite cannot be used together".into() });
@@ -497,7 +506,7 @@ fn compile_filters<'a>(filters: impl Iterator<Item = &'a HttpRouteRulesFilters>)
     out
 }
 
-fn compile_filter(f: &HttpRouteRulesFilters) -> Filter {
+fn compile_filter(ctx: &RefCtx<'_>, f: &HttpRouteRulesFilters) -> Filter {
     let unsupported = |reason: String| Filter::Unsupported { reason };
     let missing = |what: &str| unsupported(format!("filter {what} has no {what} field"));
     match f.r#type {
@@ -549,7 +558,7 @@ fn compile_filter(f: &HttpRouteRulesFilters) -> Filter {
             let path = match &r.path {
                 None => None,
                 Some(p) => match path_modifier(
-                    p.r#type == gateway_api::apis::standard::httproutes::HttpRouteRulesFiltersRequestRedirectPathType::ReplaceFullPath,
+                    p.r#type == gateway_api::apis::experimental::httproutes::HttpRouteRulesFiltersRequestRedirectPathType::ReplaceFullPath,
                     &p.replace_full_path,
                     &p.replace_prefix_match,
                 ) {
@@ -568,8 +577,49 @@ fn compile_filter(f: &HttpRouteRulesFilters) -> Filter {
                 status: status as u16,
             })
         }
-        HttpRouteRulesFiltersType::RequestMirror => unsupported("filter RequestMirror is not implemented yet".into()),
-        HttpRouteRulesFiltersType::Cors => unsupported("filter CORS is not implemented yet".into()),
+        HttpRouteRulesFiltersType::RequestMirror => {
+            let Some(m) = &f.request_mirror else { return missing("requestMirror") };
+            let b = &m.backend_ref;
+            let as_ref = HttpRouteRulesBackendRefs {
+                group: b.group.clone(),
+                kind: b.kind.clone(),
+                name: b.name.clone(),
+                namespace: b.namespace.clone(),
+                port: b.port,
+                ..Default::default()
+            };
+            let ns = b.namespace.clone().unwrap_or_else(|| ctx.route.namespace.clone());
+            let target = resolve_backend(ctx.res, ctx.slices, ctx.route, &as_ref, &ns);
+            if let BackendTarget::Invalid(why) = &target {
+                return unsupported(format!("RequestMirror backendRef {ns}/{}: {why}", b.name));
+            }
+            let (numerator, denominator) = match (&m.fraction, m.percent) {
+                (Some(fr), _) => (fr.numerator.max(0) as u32, fr.denominator.unwrap_or(100).max(0) as u32),
+                (None, Some(p)) => (p.clamp(0, 100) as u32, 100),
+                (None, None) => (1, 1),
+            };
+            if numerator > denominator {
+                return unsupported(format!("UnsupportedValue: RequestMirror fraction {numerator}/{denominator}"));
+            }
+            Filter::RequestMirror(Mirror {
+                backend: format!("{ns}/{}:{}", b.name, b.port.unwrap_or(0)),
+                target,
+                numerator,
+                denominator,
+            })
+        }
+        HttpRouteRulesFiltersType::Cors => {
+            let Some(c) = &f.cors else { return missing("cors") };
+            Filter::Cors(Cors {
+                allow_origins: c.allow_origins.clone().unwrap_or_default(),
+                allow_credentials: c.allow_credentials.unwrap_or(false),
+                allow_methods: c.allow_methods.clone().unwrap_or_default(),
+                allow_headers: c.allow_headers.clone().unwrap_or_default(),
+                expose_headers: c.expose_headers.clone().unwrap_or_default(),
+                max_age: c.max_age.unwrap_or(5).max(0) as u32,
+            })
+        }
+        HttpRouteRulesFiltersType::ExternalAuth => unsupported("filter ExternalAuth is not supported".into()),
         HttpRouteRulesFiltersType::ExtensionRef => unsupported(format!(
             "filter ExtensionRef {} is not supported",
             f.extension_ref.as_ref().map(|e| format!("{}/{}", e.kind, e.name)).unwrap_or_default()
@@ -647,7 +697,7 @@ fn compile_backends(
             .iter()
             .flatten()
             .map(|f| match serde_json::to_value(f).and_then(serde_json::from_value::<HttpRouteRulesFilters>) {
-                Ok(f) => compile_filter(&f),
+                Ok(f) => compile_filter(&RefCtx { res, slices, route: key }, &f),
                 Err(e) => Filter::Unsupported { reason: format!("backendRef filter: {e}") },
             })
             .collect();
@@ -762,6 +812,21 @@ fn compile_timeouts(rule: &HttpRouteRules, ri: usize, report: &mut RouteReport) 
         }
     }
     t
+}
+
+fn compile_retry(rule: &HttpRouteRules, ri: usize, report: &mut RouteReport) -> Option<Retry> {
+    let r = rule.retry.as_ref()?;
+    let backoff = match r.backoff.as_deref().map(parse_duration) {
+        Some(Ok(d)) => Some(d),
+        Some(Err(e)) => {
+            report.problems.push(format!("rule {ri} retry.backoff: UnsupportedValue: {e}"));
+            None
+        }
+        None => None,
+    };
+    let codes: Vec<u16> =
+        r.codes.iter().flatten().filter_map(|c| u16::try_from(*c).ok()).filter(|c| (500..600).contains(c)).collect();
+    Some(Retry { attempts: r.attempts.unwrap_or(0).clamp(0, 10) as u32, codes, backoff })
 }
 
 /// Gateway API Duration (GEP-2257): 1 to 4 `<number><unit>` with units h, m, s, ms.

@@ -13,6 +13,9 @@ pub enum Filter {
     RequestRedirect(Redirect),
     #[serde(rename = "URLRewrite")]
     UrlRewrite(Rewrite),
+    #[serde(rename = "CORS")]
+    Cors(Cors),
+    RequestMirror(Mirror),
     /// Not implemented (yet) or not valid: requests that reach it get 500.
     Unsupported {
         reason: String,
@@ -63,6 +66,121 @@ pub struct Redirect {
     pub port: Option<u16>,
     pub path: Option<PathModifier>,
     pub status: u16,
+}
+
+/// A copy of each sampled request goes to `target`; its response is ignored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Mirror {
+    pub backend: String,
+    pub target: super::BackendTarget,
+    /// Mirror `numerator` out of `denominator` requests.
+    pub numerator: u32,
+    pub denominator: u32,
+}
+
+impl Mirror {
+    /// Whether the request with random number `r` is mirrored.
+    pub fn sampled(&self, r: u64) -> bool {
+        self.denominator > 0 && (r % self.denominator as u64) < self.numerator as u64
+    }
+}
+
+/// HTTPCORSFilter, compiled.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Cors {
+    pub allow_origins: Vec<String>,
+    pub allow_credentials: bool,
+    pub allow_methods: Vec<String>,
+    pub allow_headers: Vec<String>,
+    pub expose_headers: Vec<String>,
+    pub max_age: u32,
+}
+
+/// Does `origin` (scheme://host[:port]) match an allowOrigins entry? `*` matches any;
+/// a `*` in the host matches one or more labels (`https://*.example.com`).
+fn origin_matches(pattern: &str, origin: &str) -> bool {
+    if pattern == "*" {
+        return true;
+    }
+    let origin = origin.to_ascii_lowercase();
+    let pattern = pattern.to_ascii_lowercase();
+    match pattern.split_once('*') {
+        None => pattern == origin,
+        Some((before, after)) => {
+            origin.len() > before.len() + after.len() && origin.starts_with(before) && origin.ends_with(after)
+        }
+    }
+}
+
+fn header(name: &'static str, value: &str) -> Option<(HeaderName, HeaderValue)> {
+    HeaderValue::from_str(value).ok().map(|v| (HeaderName::from_static(name), v))
+}
+
+impl Cors {
+    pub fn origin_allowed(&self, origin: &str) -> bool {
+        self.allow_origins.iter().any(|p| origin_matches(p, origin))
+    }
+
+    fn allow_origin_value<'a>(&self, origin: &'a str) -> &'a str {
+        // With credentials the spec forbids `*`: echo the origin.
+        if self.allow_origins.iter().any(|p| p == "*") && !self.allow_credentials { "*" } else { origin }
+    }
+
+    /// Headers of the answer to a preflight (OPTIONS with Origin and
+    /// Access-Control-Request-Method). None when the origin is not allowed: the
+    /// answer then carries no CORS header, and the browser refuses.
+    pub fn preflight(
+        &self,
+        origin: &str,
+        method: &str,
+        req_headers: Option<&str>,
+    ) -> Option<Vec<(HeaderName, HeaderValue)>> {
+        if !self.origin_allowed(origin) {
+            return None;
+        }
+        let wildcard = |list: &[String]| list.iter().any(|m| m == "*");
+        let methods = if wildcard(&self.allow_methods) {
+            if self.allow_credentials { method.to_string() } else { "*".to_string() }
+        } else {
+            self.allow_methods.join(", ")
+        };
+        let headers = if wildcard(&self.allow_headers) {
+            if self.allow_credentials { req_headers.unwrap_or("").to_string() } else { "*".to_string() }
+        } else {
+            self.allow_headers.join(", ")
+        };
+        let mut out: Vec<_> = [
+            header("access-control-allow-origin", self.allow_origin_value(origin)),
+            header("access-control-allow-methods", &methods),
+            header("access-control-max-age", &self.max_age.to_string()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if !headers.is_empty() {
+            out.extend(header("access-control-allow-headers", &headers));
+        }
+        if self.allow_credentials {
+            out.extend(header("access-control-allow-credentials", "true"));
+        }
+        Some(out)
+    }
+
+    /// Headers added to the response of an actual (non-preflight) cross-origin request.
+    pub fn response_headers(&self, origin: &str) -> Vec<(HeaderName, HeaderValue)> {
+        if !self.origin_allowed(origin) {
+            return vec![];
+        }
+        let mut out: Vec<_> =
+            header("access-control-allow-origin", self.allow_origin_value(origin)).into_iter().collect();
+        if self.allow_credentials {
+            out.extend(header("access-control-allow-credentials", "true"));
+        }
+        if !self.expose_headers.is_empty() {
+            out.extend(header("access-control-expose-headers", &self.expose_headers.join(", ")));
+        }
+        out
+    }
 }
 
 /// Replaces the matched `prefix` of `path` with `replacement`, element-wise:
@@ -225,6 +343,60 @@ mod tests {
             ..plain
         };
         assert_eq!(r.location(&input(None, 80)).unwrap(), "http://other.example/z/b?x=1");
+    }
+
+    #[test]
+    fn cors_origins_preflight_and_responses() {
+        let c = Cors {
+            allow_origins: vec!["https://app.example.com".into(), "https://*.openchoreo.dev".into()],
+            allow_credentials: false,
+            allow_methods: vec!["GET".into(), "POST".into()],
+            allow_headers: vec!["x-api-key".into()],
+            expose_headers: vec!["x-request-id".into()],
+            max_age: 5,
+        };
+        assert!(c.origin_allowed("https://app.example.com"));
+        assert!(c.origin_allowed("https://a.openchoreo.dev"));
+        assert!(!c.origin_allowed("https://openchoreo.dev"));
+        assert!(!c.origin_allowed("http://app.example.com"));
+        let p = c.preflight("https://app.example.com", "POST", Some("x-api-key")).unwrap();
+        let get = |name: &str| p.iter().find(|(n, _)| n == name).map(|(_, v)| v.to_str().unwrap().to_string());
+        assert_eq!(get("access-control-allow-origin").as_deref(), Some("https://app.example.com"));
+        assert_eq!(get("access-control-allow-methods").as_deref(), Some("GET, POST"));
+        assert_eq!(get("access-control-allow-headers").as_deref(), Some("x-api-key"));
+        assert_eq!(get("access-control-max-age").as_deref(), Some("5"));
+        assert!(c.preflight("https://evil.example", "POST", None).is_none());
+        let r = c.response_headers("https://a.openchoreo.dev");
+        assert_eq!(r.len(), 2);
+        assert!(c.response_headers("https://evil.example").is_empty());
+        // "*" with credentials: origin and method are echoed
+        let star = Cors {
+            allow_origins: vec!["*".into()],
+            allow_credentials: true,
+            allow_methods: vec!["*".into()],
+            ..c.clone()
+        };
+        let p = star.preflight("https://x.test", "DELETE", None).unwrap();
+        assert!(p.iter().any(|(n, v)| n == "access-control-allow-origin" && v == "https://x.test"));
+        assert!(p.iter().any(|(n, v)| n == "access-control-allow-methods" && v == "DELETE"));
+        assert!(p.iter().any(|(n, v)| n == "access-control-allow-credentials" && v == "true"));
+        let open = Cors { allow_credentials: false, ..star };
+        assert!(
+            open.response_headers("https://x.test").iter().any(|(n, v)| n == "access-control-allow-origin" && v == "*")
+        );
+    }
+
+    #[test]
+    fn mirror_sampling() {
+        let m = Mirror {
+            backend: "b".into(),
+            target: super::super::BackendTarget::Endpoints(vec![]),
+            numerator: 1,
+            denominator: 4,
+        };
+        assert_eq!((0..400).filter(|r| m.sampled(*r)).count(), 100);
+        let none = Mirror { numerator: 0, ..m.clone() };
+        assert!(!(0..100).any(|r| none.sampled(r)));
     }
 
     #[test]

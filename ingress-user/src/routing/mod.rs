@@ -117,6 +117,17 @@ pub struct Rule {
     pub filters: Vec<Filter>,
     pub backends: Vec<Backend>,
     pub timeouts: Timeouts,
+    /// HTTPRouteRetry (experimental channel), carried for the proxy.
+    pub retry: Option<Retry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Retry {
+    /// Retries after the first attempt.
+    pub attempts: u32,
+    /// Response codes that are retried (5xx only, per the spec).
+    pub codes: Vec<u16>,
+    pub backoff: Option<Duration>,
 }
 
 #[derive(Debug, Default, Clone, Copy, Serialize)]
@@ -138,7 +149,7 @@ pub struct Backend {
     next: AtomicUsize,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub enum BackendTarget {
     /// Ready endpoints (pod IP, container port). May be empty: 503.
     Endpoints(Vec<SocketAddr>),

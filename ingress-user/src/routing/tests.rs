@@ -593,3 +593,33 @@ fn shadowed_rules_are_noted() {
     assert!(c.iter().any(|n| n.contains("infra/a-first rule 1")), "{c:?}");
     assert!(notes("infra/a-first").is_empty());
 }
+
+#[test]
+fn cors_mirror_and_retry_are_compiled() {
+    let body = "  parentRefs: [{name: gw}]\n  hostnames: [c.test]\n  rules:\n  - filters:\n    - {type: CORS, cors: {allowOrigins: ['https://ui.test'], allowMethods: [GET], maxAge: 60}}\n    - {type: RequestMirror, requestMirror: {backendRef: {name: shadow, port: 80}, percent: 25}}\n    retry: {attempts: 2, codes: [502, 503, 404], backoff: 100ms}\n    backendRefs: [{name: main, port: 80}]\n  - matches: [{path: {value: /bad}}]\n    filters: [{type: RequestMirror, requestMirror: {backendRef: {name: nowhere, port: 80}}}]\n";
+    let yaml = format!(
+        "{GATEWAY}{}{}{}",
+        service("infra", "main", &["10.42.0.5"]),
+        service("infra", "shadow", &["10.42.0.6"]),
+        route("infra", "r", body)
+    );
+    let t = table(&yaml, "127.0.0.1:81=infra/gw:81");
+    let h = HeaderMap::new();
+    let head = RequestHead { method: "GET", host: "c.test", path: "/", query: None, headers: &h };
+    let rule = t.listeners[0].find(&head).unwrap().rule;
+    assert!(matches!(&rule.filters[0], Filter::Cors(c) if c.max_age == 60 && c.allow_origins == ["https://ui.test"]));
+    match &rule.filters[1] {
+        Filter::RequestMirror(m) => {
+            assert_eq!((m.numerator, m.denominator), (25, 100));
+            assert_eq!(m.target, BackendTarget::Endpoints(vec!["10.42.0.6:8080".parse().unwrap()]));
+        }
+        other => panic!("{other:?}"),
+    }
+    let retry = rule.retry.as_ref().unwrap();
+    assert_eq!(retry.attempts, 2);
+    assert_eq!(retry.codes, [502, 503], "only 5xx codes are retried");
+    assert_eq!(retry.backoff, Some(std::time::Duration::from_millis(100)));
+    let head = RequestHead { path: "/bad", ..head };
+    let bad = t.listeners[0].find(&head).unwrap().rule;
+    assert!(matches!(&bad.filters[0], Filter::Unsupported { reason } if reason.contains("BackendNotFound")));
+}
