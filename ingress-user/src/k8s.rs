@@ -115,7 +115,7 @@ impl Stores {
 fn spawn_reflector<K>(what: &'static str, api: Api<K>, writer: reflector::store::Writer<K>, changed: Arc<Notify>)
 where
     K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
-    K::DynamicType: Eq + std::hash::Hash + Clone + Default + Send + Sync,
+    K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
 {
     let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()).default_backoff());
     tokio::spawn(async move {
@@ -152,27 +152,8 @@ pub async fn start_reflectors(client: Client, changed: Arc<Notify>) -> Result<St
     spawn_reflector("Namespace", Api::<Namespace>::all(client.clone()), w, changed.clone());
     let w = reflector::store::Writer::<DynamicObject>::new(slice_ar.clone());
     let slices = w.as_reader();
-    spawn_dynamic_reflector(Api::<DynamicObject>::all_with(client, &slice_ar), w, changed);
+    spawn_reflector("EndpointSlice", Api::<DynamicObject>::all_with(client, &slice_ar), w, changed);
     Ok(Stores { gateways, routes, grants, services, slices, namespaces })
-}
-
-fn spawn_dynamic_reflector(
-    api: Api<DynamicObject>,
-    writer: reflector::store::Writer<DynamicObject>,
-    changed: Arc<Notify>,
-) {
-    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()).default_backoff());
-    tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        while let Some(ev) = stream.next().await {
-            match ev {
-                Ok(_) => changed.notify_one(),
-                Err(e) => {
-                    tracing::warn!(kind = "EndpointSlice", error = %e, "watch error; retrying, the served table stays")
-                }
-            }
-        }
-    });
 }
 
 /// Runs the Kubernetes source: waits for the first complete lists, publishes, then
