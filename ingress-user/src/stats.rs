@@ -19,6 +19,11 @@ pub struct XdpCounter {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ProxyCounters {
     pub requests: u64,
+    /// Upgraded (e.g. WebSocket) connections open now, and in total.
+    #[serde(default)]
+    pub upgraded_active: u64,
+    #[serde(default)]
+    pub upgraded_total: u64,
     pub responses_2xx: u64,
     pub responses_3xx: u64,
     pub responses_4xx: u64,
@@ -74,6 +79,17 @@ pub struct ProxyMetrics {
     requests: AtomicU64,
     by_class: [AtomicU64; 4],
     backend_errors: AtomicU64,
+    upgraded_active: std::sync::Arc<AtomicU64>,
+    upgraded_total: AtomicU64,
+}
+
+/// Counts an upgraded connection as active until dropped.
+pub struct UpgradeGuard(std::sync::Arc<AtomicU64>);
+
+impl Drop for UpgradeGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl ProxyMetrics {
@@ -91,10 +107,18 @@ impl ProxyMetrics {
         self.backend_errors.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub fn upgraded(&self) -> UpgradeGuard {
+        self.upgraded_total.fetch_add(1, Ordering::Relaxed);
+        self.upgraded_active.fetch_add(1, Ordering::Relaxed);
+        UpgradeGuard(self.upgraded_active.clone())
+    }
+
     pub fn snapshot(&self) -> ProxyCounters {
         let c = |i: usize| self.by_class[i].load(Ordering::Relaxed);
         ProxyCounters {
             requests: self.requests.load(Ordering::Relaxed),
+            upgraded_active: self.upgraded_active.load(Ordering::Relaxed),
+            upgraded_total: self.upgraded_total.load(Ordering::Relaxed),
             responses_2xx: c(0),
             responses_3xx: c(1),
             responses_4xx: c(2),

@@ -144,6 +144,21 @@ fn serve_connection(s: TcpStream, pod: &str, port: u16, requests: &AtomicUsize) 
             std::thread::sleep(Duration::from_millis(ms.min(10_000)));
         }
         requests.fetch_add(1, Ordering::SeqCst);
+        // `Upgrade: X`: switch protocols, then echo every byte back until the peer closes.
+        if let Some(proto) = headers.get("upgrade").cloned() {
+            write!(
+                w,
+                "HTTP/1.1 101 Switching Protocols\r\nupgrade: {proto}\r\nconnection: Upgrade\r\nx-pod: {pod}\r\n\r\n"
+            )?;
+            let mut buf = [0u8; 16 * 1024];
+            loop {
+                let n = r.read(&mut buf)?;
+                if n == 0 {
+                    return Ok(());
+                }
+                w.write_all(&buf[..n])?;
+            }
+        }
         let echo = Echo {
             pod: pod.to_string(),
             port,

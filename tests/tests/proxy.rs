@@ -220,3 +220,99 @@ fn a_bad_manifest_keeps_the_last_good_table_and_shows_in_readyz() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn websocket_upgrade_is_forwarded_and_joined() {
+    use std::io::{BufReader, Read, Write};
+    let s = setup("upgrade");
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.write_all(b"GET /api/socket HTTP/1.1\r\nHost: f.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").unwrap();
+    let mut r = BufReader::new(c.try_clone().unwrap());
+    let head = ingress_tests::client::read_response(&mut r, true).unwrap();
+    assert_eq!(head.status, 101);
+    assert_eq!(head.headers.get("x-pod").map(String::as_str), Some("pod-main"));
+    assert_eq!(head.headers.get("upgrade").map(String::as_str), Some("websocket"));
+    for msg in [&b"hello"[..], &[7u8; 100_000][..]] {
+        c.write_all(msg).unwrap();
+        let mut back = vec![0u8; msg.len()];
+        r.read_exact(&mut back).unwrap();
+        assert_eq!(back, msg, "bytes echoed through the joined connection");
+    }
+    let (_, stats) = s.agent.admin_get("/stats").unwrap();
+    let stats: ingress::stats::Stats = serde_json::from_str(&stats).unwrap();
+    assert_eq!((stats.proxy.upgraded_active, stats.proxy.upgraded_total), (1, 1));
+    drop(r);
+    drop(c);
+    let start = Instant::now();
+    loop {
+        let (_, stats) = s.agent.admin_get("/stats").unwrap();
+        let stats: ingress::stats::Stats = serde_json::from_str(&stats).unwrap();
+        if stats.proxy.upgraded_active == 0 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "the joined connection was not closed with the client");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn one_keep_alive_connection_routes_every_request_on_its_own() {
+    use std::io::{BufReader, Write};
+    let s = setup("keepalive");
+    let c = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut w = c.try_clone().unwrap();
+    let mut r = BufReader::new(c);
+    // rewrite on the 1st, 2nd and 3rd request; different backends in between;
+    // the last three pipelined (sent before any answer is read) and answered in order
+    let mut seen = Vec::new();
+    for path in ["/api/a", "/api/b", "/weights", "/api/c"] {
+        w.write_all(&Request::get("f.test", path).to_bytes()).unwrap();
+        let resp = ingress_tests::client::read_response(&mut r, false).unwrap();
+        seen.push(resp.json::<Echo>().path);
+    }
+    assert_eq!(seen[..2], ["/v2/a", "/v2/b"]);
+    assert_eq!(seen[2], "/weights");
+    assert_eq!(seen[3], "/v2/c");
+    for path in ["/api/1", "/api/2", "/api/3"] {
+        w.write_all(&Request::get("f.test", path).to_bytes()).unwrap();
+    }
+    let pipelined: Vec<String> =
+        (0..3).map(|_| ingress_tests::client::read_response(&mut r, false).unwrap().json::<Echo>().path).collect();
+    assert_eq!(pipelined, ["/v2/1", "/v2/2", "/v2/3"]);
+}
+
+#[test]
+fn bad_requests_get_4xx_and_the_connection_is_closed() {
+    use std::io::{Read, Write};
+    let s = setup("bad");
+    let raw = |bytes: &[u8]| -> String {
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        c.write_all(bytes).unwrap();
+        let mut out = Vec::new();
+        let _ = c.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).to_string()
+    };
+    let huge = format!("GET / HTTP/1.1\r\nHost: f.test\r\nX-Big: {}\r\n\r\n", "a".repeat(70 * 1024));
+    let got = raw(huge.as_bytes());
+    assert!(got.starts_with("HTTP/1.1 431"), "head over 64 KiB: {got:?}");
+    assert!(raw(b"GET / HTTP/1.1\r\nHost f.test\r\n\r\n").starts_with("HTTP/1.1 400"), "malformed header");
+    assert!(raw(b"GARBAGE\r\n\r\n").starts_with("HTTP/1.1 400"), "malformed request line");
+    assert!(
+        raw(b"POST /api HTTP/1.1\r\nHost: f.test\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd")
+            .starts_with("HTTP/1.1 400"),
+        "two differing Content-Lengths"
+    );
+    assert!(
+        raw(b"POST /api HTTP/1.1\r\nHost: f.test\r\nTransfer-Encoding: gzip\r\n\r\n").starts_with("HTTP/1.1 400"),
+        "Transfer-Encoding that does not end in chunked"
+    );
+    assert!(
+        raw(b"GET /api HTTP/1.1\r\nHost: f.test\r\nX-A: a\r\n  folded\r\n\r\n").starts_with("HTTP/1.1 400"),
+        "obs-fold"
+    );
+    // the agent still serves
+    assert_eq!(s.get("/api/x").status, 200);
+}

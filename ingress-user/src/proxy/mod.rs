@@ -22,7 +22,14 @@ use crate::routing::filters::{Filter, Mirror, RedirectInput, modify_path};
 use crate::routing::{ListenerTable, RequestHead, Rule, Table, split_host_header};
 use crate::stats::ProxyMetrics;
 
+mod upgrade;
+
 pub type Body = BoxBody<Bytes, hyper::Error>;
+
+/// Largest request head accepted; larger ones get 431.
+pub const MAX_HEAD: usize = 64 * 1024;
+/// Time a client has to send a complete request head.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// State shared by every connection: the current table (swapped whole on change),
 /// the upstream connection pool, counters.
@@ -60,9 +67,15 @@ impl Proxy {
                     let proxy = proxy.clone();
                     async move { Ok::<_, Infallible>(proxy.handle(req, index, peer).await) }
                 });
-                if let Err(e) =
-                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await
-                {
+                let mut builder = hyper::server::conn::http1::Builder::new();
+                builder
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    // a head not complete within 10 s (slowloris): the connection is closed
+                    .header_read_timeout(HEAD_TIMEOUT)
+                    // a head over 64 KiB: 431
+                    .max_buf_size(MAX_HEAD)
+                    .keep_alive(true);
+                if let Err(e) = builder.serve_connection(TokioIo::new(stream), svc).with_upgrades().await {
                     tracing::debug!(%peer, error = %e, "client connection ended with an error");
                 }
             });
@@ -81,6 +94,13 @@ impl Proxy {
         let Some(lt) = table.listeners.get(index) else {
             return local(StatusCode::INTERNAL_SERVER_ERROR, "listener table missing\n");
         };
+        // hyper stops reading a head at MAX_HEAD only when it arrives in pieces; one that
+        // fits in a single read is measured here.
+        if head_size(&req) > MAX_HEAD {
+            let mut resp = local(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "request head too large\n");
+            resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return resp;
+        }
         // Host: the absolute-form authority, else the Host header (HTTP/1.1 requires one).
         let host_value = match req.uri().authority() {
             Some(a) => a.as_str().to_string(),
@@ -189,8 +209,11 @@ impl Proxy {
                 req.headers_mut().insert(header::HOST, v);
             }
         }
+        forwarded_headers(req.headers_mut(), peer, &host_value);
+        if let Some(proto) = upgrade::requested(req.headers()) {
+            return self.upgrade(req, proto, endpoint, &backend.name).await;
+        }
         strip_hop_by_hop(req.headers_mut());
-        forwarded_headers(req.headers_mut(), peer);
         let mirrors: Vec<&Mirror> = rule
             .filters
             .iter()
@@ -286,6 +309,12 @@ fn full(b: Bytes) -> Body {
     Full::new(b).map_err(|never| match never {}).boxed()
 }
 
+/// Bytes of the request line and headers as received (up to whitespace).
+fn head_size<B>(req: &Request<B>) -> usize {
+    let line = req.method().as_str().len() + req.uri().to_string().len() + 12;
+    line + req.headers().iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum::<usize>() + 2
+}
+
 fn unsupported(filters: &[Filter]) -> Option<&str> {
     filters.iter().find_map(|f| match f {
         Filter::Unsupported { reason } => Some(reason.as_str()),
@@ -349,7 +378,7 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
 }
 
-fn forwarded_headers(h: &mut HeaderMap, peer: SocketAddr) {
+fn forwarded_headers(h: &mut HeaderMap, peer: SocketAddr, host: &str) {
     let ip = peer.ip().to_string();
     let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
         Some(prev) => format!("{prev}, {ip}"),
@@ -359,6 +388,11 @@ fn forwarded_headers(h: &mut HeaderMap, peer: SocketAddr) {
         h.insert("x-forwarded-for", v);
     }
     h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    if !h.contains_key("x-forwarded-host") {
+        if let Ok(v) = HeaderValue::from_str(host) {
+            h.insert("x-forwarded-host", v);
+        }
+    }
 }
 
 fn empty() -> Body {
@@ -414,8 +448,9 @@ mod tests {
     fn forwarded_for_appends() {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9"));
-        forwarded_headers(&mut h, "198.18.0.1:5555".parse().unwrap());
+        forwarded_headers(&mut h, "198.18.0.1:5555".parse().unwrap(), "app.test:9080");
         assert_eq!(h.get("x-forwarded-for").unwrap(), "203.0.113.9, 198.18.0.1");
+        assert_eq!(h.get("x-forwarded-host").unwrap(), "app.test:9080");
         assert_eq!(h.get("x-forwarded-proto").unwrap(), "http");
     }
 

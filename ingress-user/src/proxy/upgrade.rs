@@ -1,0 +1,110 @@
+//! HTTP/1.1 Upgrade (WebSocket and any other protocol the route reaches): the request
+//! goes to the pod on a dedicated connection with its Upgrade/Connection headers; on
+//! `101 Switching Protocols` both connections are joined and bytes are copied both
+//! ways until either side closes. Other answers are returned as normal responses.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+
+use super::{Body, Proxy, local};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The protocol a request asks to upgrade to (`Connection: upgrade` + `Upgrade: X`).
+pub fn requested(h: &HeaderMap) -> Option<HeaderValue> {
+    let connection_upgrade = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    if !connection_upgrade {
+        return None;
+    }
+    h.get(header::UPGRADE).cloned()
+}
+
+impl Proxy {
+    pub(super) async fn upgrade(
+        &self,
+        mut req: Request<Incoming>,
+        proto: HeaderValue,
+        endpoint: SocketAddr,
+        backend: &str,
+    ) -> Response<Body> {
+        let client_side = hyper::upgrade::on(&mut req);
+        // Only the upgrade pair survives among the hop-by-hop headers.
+        super::strip_hop_by_hop(req.headers_mut());
+        req.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        req.headers_mut().insert(header::UPGRADE, proto);
+        let stream = match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(endpoint)).await {
+            Ok(Ok(s)) => s,
+            _ => {
+                self.metrics.backend_error();
+                return local(StatusCode::SERVICE_UNAVAILABLE, "backend unavailable\n");
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
+            Ok(p) => p,
+            Err(_) => return local(StatusCode::BAD_GATEWAY, "backend handshake failed\n"),
+        };
+        tokio::spawn(async move {
+            let _ = conn.with_upgrades().await;
+        });
+        let mut resp = match sender.send_request(req.map(|b| b.boxed())).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.metrics.backend_error();
+                tracing::debug!(%endpoint, %backend, error = %e, "502: upgrade request failed");
+                return local(StatusCode::BAD_GATEWAY, "backend failed\n");
+            }
+        };
+        if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+            return resp.map(|b| b.boxed());
+        }
+        let upstream_side = hyper::upgrade::on(&mut resp);
+        let metrics = self.metrics.upgraded();
+        let backend = backend.to_string();
+        tokio::spawn(async move {
+            let _guard = metrics;
+            let (client, upstream) = match tokio::try_join!(client_side, upstream_side) {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::debug!(%backend, error = %e, "upgrade did not complete");
+                    return;
+                }
+            };
+            let (mut c, mut u) = (TokioIo::new(client), TokioIo::new(upstream));
+            match tokio::io::copy_bidirectional(&mut c, &mut u).await {
+                Ok((to_upstream, to_client)) => {
+                    tracing::debug!(%backend, to_upstream, to_client, "upgraded connection closed")
+                }
+                Err(e) => tracing::debug!(%backend, error = %e, "upgraded connection ended with an error"),
+            }
+        });
+        // The 101 goes back with the pod's headers (Sec-WebSocket-Accept, ...).
+        let (parts, _) = resp.into_parts();
+        Response::from_parts(parts, super::empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upgrade_needs_connection_upgrade_and_upgrade() {
+        let mut h = HeaderMap::new();
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        assert!(requested(&h).is_none(), "Upgrade without Connection: upgrade");
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, Upgrade"));
+        assert_eq!(requested(&h).unwrap(), "websocket");
+    }
+}
