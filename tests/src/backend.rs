@@ -144,6 +144,10 @@ fn serve_connection(s: TcpStream, pod: &str, port: u16, requests: &AtomicUsize) 
             std::thread::sleep(Duration::from_millis(ms.min(10_000)));
         }
         requests.fetch_add(1, Ordering::SeqCst);
+        // `x-echo-close: 1`: drop the connection without an answer (a pod reset).
+        if headers.contains_key("x-echo-close") {
+            return Ok(());
+        }
         // `Upgrade: X`: switch protocols, then echo every byte back until the peer closes.
         if let Some(proto) = headers.get("upgrade").cloned() {
             write!(
@@ -159,6 +163,8 @@ fn serve_connection(s: TcpStream, pod: &str, port: u16, requests: &AtomicUsize) 
                 w.write_all(&buf[..n])?;
             }
         }
+        // `x-echo-status: N` answers with that status code.
+        let status: u16 = headers.get("x-echo-status").and_then(|v| v.parse().ok()).unwrap_or(200);
         let echo = Echo {
             pod: pod.to_string(),
             port,
@@ -171,7 +177,7 @@ fn serve_connection(s: TcpStream, pod: &str, port: u16, requests: &AtomicUsize) 
         let body = serde_json::to_vec(&echo).expect("echo json");
         write!(
             w,
-            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nx-pod: {pod}\r\ncontent-length: {}\r\n{}\r\n",
+            "HTTP/1.1 {status} Echo\r\ncontent-type: application/json\r\nx-pod: {pod}\r\ncontent-length: {}\r\n{}\r\n",
             body.len(),
             if close { "connection: close\r\n" } else { "" }
         )?;

@@ -14,14 +14,17 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn service(name: &str, port: Option<u16>) -> String {
-    let eps = match port {
-        Some(p) => format!("ports: [{{name: http, port: {p}}}]\nendpoints: [{{addresses: ['127.0.0.1']}}]"),
-        None => "ports: [{name: http, port: 1}]\nendpoints: []".to_string(),
-    };
-    format!(
-        "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: apps}}\nspec: {{ports: [{{name: http, port: 80}}]}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {name}-1, namespace: apps, labels: {{kubernetes.io/service-name: {name}}}}}\naddressType: IPv4\n{eps}\n"
-    )
+/// A Service `name` (port 80, named http) with one EndpointSlice per loopback port.
+fn service(name: &str, ports: &[u16]) -> String {
+    let mut y = format!(
+        "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: apps}}\nspec: {{ports: [{{name: http, port: 80}}]}}\n"
+    );
+    for (i, p) in ports.iter().enumerate() {
+        y += &format!(
+            "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {name}-{i}, namespace: apps, labels: {{kubernetes.io/service-name: {name}}}}}\naddressType: IPv4\nports: [{{name: http, port: {p}}}]\nendpoints: [{{addresses: ['127.0.0.1']}}]\n"
+        );
+    }
+    y
 }
 
 const ROUTES: &str = r#"
@@ -67,6 +70,11 @@ spec:
   - matches: [{path: {value: /empty}}]
     backendRefs: [{name: noeps, port: 80}]
   - matches: [{path: {value: /none}}]
+  - matches: [{path: {value: /retry}}]
+    retry: {attempts: 2, codes: [503], backoff: 10ms}
+    backendRefs: [{name: main, port: 80}]
+  - matches: [{path: {value: /half}}]
+    backendRefs: [{name: half, port: 80}]
   - matches: [{path: {value: /weights}}]
     backendRefs: [{name: main, port: 80, weight: 1}, {name: second, port: 80, weight: 1}, {name: shadow, port: 80, weight: 0}]
 "#;
@@ -87,8 +95,14 @@ fn setup(tag: &str) -> Setup {
     let dir = std::env::temp_dir().join(format!("ingress-proxy-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let services =
-        [service("main", Some(pm)), service("shadow", Some(ps)), service("second", Some(p2)), service("noeps", None)];
+    let refused = free_port(); // nothing listens there: connections are refused
+    let services = [
+        service("main", &[pm]),
+        service("shadow", &[ps]),
+        service("second", &[p2]),
+        service("noeps", &[]),
+        service("half", &[refused, pm]),
+    ];
     std::fs::write(dir.join("services.yaml"), services.concat()).unwrap();
     std::fs::write(dir.join("routes.yaml"), ROUTES).unwrap();
     let port = free_port();
@@ -185,6 +199,19 @@ fn filters_statuses_and_weights_through_the_proxy() {
     let mut no_host = Request::get("x", "/api");
     no_host.host = None;
     assert_eq!(s.send(no_host).status, 400, "HTTP/1.1 without Host");
+
+    // Upstream failures: a refused endpoint is skipped for the next one; a reset
+    // before the answer is 502; retry codes are retried `attempts` times
+    for _ in 0..6 {
+        assert_eq!(s.get("/half").status, 200, "connect failure -> next endpoint");
+    }
+    assert_eq!(s.send(Request::get("f.test", "/api/x").header("x-echo-close", "1")).status, 502);
+    let before = s.main.requests();
+    assert_eq!(s.send(Request::get("f.test", "/retry").header("x-echo-status", "503")).status, 503);
+    assert_eq!(s.main.requests() - before, 3, "1 attempt + 2 retries");
+    let before = s.main.requests();
+    assert_eq!(s.send(Request::get("f.test", "/retry").header("x-echo-status", "500")).status, 500);
+    assert_eq!(s.main.requests() - before, 1, "500 is not in the retry codes");
 
     // Weights: 1/1/0 -> main and second, never shadow
     let shadow_before = s.shadow.requests();

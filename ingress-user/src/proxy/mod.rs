@@ -22,6 +22,7 @@ use crate::routing::filters::{Filter, Mirror, RedirectInput, modify_path};
 use crate::routing::{ListenerTable, RequestHead, Rule, Table, split_host_header};
 use crate::stats::ProxyMetrics;
 
+mod forward;
 mod upgrade;
 
 pub type Body = BoxBody<Bytes, hyper::Error>;
@@ -225,21 +226,9 @@ impl Proxy {
             .collect();
         let req = if mirrors.is_empty() { req.map(|b| b.boxed()) } else { self.mirror(req, &mirrors, &pq).await };
 
-        let attempt = self.client.request(req);
-        let result = match rule.timeouts.backend_request.or(rule.timeouts.request) {
-            Some(t) => match tokio::time::timeout(t, attempt).await {
-                Ok(r) => r,
-                Err(_) => return local(StatusCode::GATEWAY_TIMEOUT, "backend timeout\n"),
-            },
-            None => attempt.await,
-        };
-        let mut resp = match result {
+        let mut resp = match self.forward(req, &rule, backend, endpoint, &pq).await {
             Ok(r) => r,
-            Err(e) => {
-                self.metrics.backend_error();
-                tracing::debug!(%endpoint, backend = %backend.name, error = %e, "503: backend request failed");
-                return local(StatusCode::SERVICE_UNAVAILABLE, "backend unavailable\n");
-            }
+            Err(resp) => return resp,
         };
         strip_hop_by_hop(resp.headers_mut());
         for m in response_mods {

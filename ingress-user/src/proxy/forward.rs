@@ -1,0 +1,133 @@
+//! The upstream phase: send the request to the chosen endpoint over the pool; on a
+//! connect failure try the backend's next endpoints; apply the rule's retry policy
+//! and timeouts. Requests with a body are sent once (the body streams and cannot be
+//! replayed); requests without one can be replayed to another endpoint.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::{Request, Response, StatusCode, Uri, header};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use super::{Body, Proxy, local};
+use crate::routing::{Backend, Rule};
+
+/// Endpoints tried for one request when connections are refused.
+const MAX_CONNECT_TRIES: usize = 3;
+
+/// How an attempt ended, for the retry decision.
+enum Outcome {
+    Response(Response<Incoming>),
+    ConnectFailed,
+    Failed,
+    TimedOut,
+}
+
+fn replayable<B>(req: &Request<B>) -> bool {
+    let h = req.headers();
+    !h.contains_key(header::TRANSFER_ENCODING)
+        && h.get(header::CONTENT_LENGTH).is_none_or(|v| v.as_bytes() == b"0")
+        && !matches!(*req.method(), http::Method::POST | http::Method::PATCH)
+}
+
+fn copy_head(req: &Request<Body>, endpoint: SocketAddr, pq: &str) -> Option<Request<Body>> {
+    let uri: Uri = format!("http://{endpoint}{pq}").parse().ok()?;
+    let mut b = Request::builder().method(req.method().clone()).uri(uri).version(req.version());
+    *b.headers_mut()? = req.headers().clone();
+    b.body(super::empty()).ok()
+}
+
+impl Proxy {
+    async fn attempt(
+        &self,
+        req: Request<Body>,
+        timeout: Option<Duration>,
+        endpoint: SocketAddr,
+        backend: &str,
+    ) -> Outcome {
+        let fut = self.client.request(req);
+        let result = match timeout {
+            Some(t) => match tokio::time::timeout(t, fut).await {
+                Ok(r) => r,
+                Err(_) => return Outcome::TimedOut,
+            },
+            None => fut.await,
+        };
+        match result {
+            Ok(r) => Outcome::Response(r),
+            Err(e) => {
+                self.metrics.backend_error();
+                tracing::debug!(%endpoint, %backend, error = %e, connect = e.is_connect(), "backend request failed");
+                if e.is_connect() { Outcome::ConnectFailed } else { Outcome::Failed }
+            }
+        }
+    }
+
+    /// Sends `req` (already addressed to `endpoint`), with retries where allowed.
+    /// `Err` is the response to give the client instead: 502, 503 or 504.
+    pub(super) async fn forward(
+        &self,
+        req: Request<Body>,
+        rule: &Rule,
+        backend: &Backend,
+        endpoint: SocketAddr,
+        pq: &str,
+    ) -> Result<Response<Incoming>, Response<Body>> {
+        let whole = async {
+            let replay = replayable(&req).then(|| copy_head(&req, endpoint, pq)).flatten();
+            let retry = rule.retry.as_ref();
+            let max_status_retries = if replay.is_some() { retry.map_or(0, |r| r.attempts) } else { 0 };
+            let (mut status_retries, mut connect_tries) = (0u32, 1usize);
+            let mut endpoint = endpoint;
+            let mut next = Some(req);
+            loop {
+                let req = match next.take() {
+                    Some(r) => r,
+                    None => {
+                        let head = replay.as_ref().expect("replays only happen for replayable requests");
+                        copy_head(head, endpoint, pq).expect("same URI shape as the first attempt")
+                    }
+                };
+                match self.attempt(req, rule.timeouts.backend_request, endpoint, &backend.name).await {
+                    Outcome::Response(resp) => {
+                        let code = resp.status().as_u16();
+                        let retry_code = retry.is_some_and(|r| r.codes.contains(&code));
+                        if retry_code && status_retries < max_status_retries {
+                            status_retries += 1;
+                            // Drain so the connection goes back to the pool.
+                            let _ = resp.into_body().collect().await;
+                            if let Some(b) = retry.and_then(|r| r.backoff) {
+                                tokio::time::sleep(b).await;
+                            }
+                            endpoint = backend.pick_endpoint().unwrap_or(endpoint);
+                            continue;
+                        }
+                        return Ok(resp);
+                    }
+                    Outcome::ConnectFailed => {
+                        let others = match &backend.target {
+                            crate::routing::BackendTarget::Endpoints(e) => e.len(),
+                            _ => 1,
+                        };
+                        if replay.is_some() && connect_tries < others.min(MAX_CONNECT_TRIES) {
+                            connect_tries += 1;
+                            endpoint = backend.pick_endpoint().unwrap_or(endpoint);
+                            continue;
+                        }
+                        return Err(local(StatusCode::SERVICE_UNAVAILABLE, "backend unavailable\n"));
+                    }
+                    // The connection broke before a response: the pod reset it.
+                    Outcome::Failed => return Err(local(StatusCode::BAD_GATEWAY, "backend failed\n")),
+                    Outcome::TimedOut => return Err(local(StatusCode::GATEWAY_TIMEOUT, "backend timeout\n")),
+                }
+            }
+        };
+        match rule.timeouts.request {
+            Some(t) => tokio::time::timeout(t, whole)
+                .await
+                .unwrap_or_else(|_| Err(local(StatusCode::GATEWAY_TIMEOUT, "request timeout\n"))),
+            None => whole.await,
+        }
+    }
+}
