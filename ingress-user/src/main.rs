@@ -63,6 +63,9 @@ enum Cmd {
         /// Admin endpoint (/stats, /routes, /readyz).
         #[arg(long, value_name = "ADDR", default_value = DEFAULT_ADMIN)]
         admin: SocketAddr,
+        /// On SIGTERM/SIGINT: how long in-flight requests may take to finish.
+        #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+        drain_timeout: u64,
     },
     /// Print the XDP and proxy counters of a running agent.
     Stats {
@@ -89,13 +92,13 @@ fn main() -> Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Run { manifests, kubeconfig, write_status, listen, interface, dataplane, admin } => {
+        Cmd::Run { manifests, kubeconfig, write_status, listen, interface, dataplane, admin, drain_timeout } => {
             let source = match manifests {
                 Some(dir) => Source::Manifests(dir),
                 None => Source::Kubernetes { kubeconfig, write_status },
             };
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            rt.block_on(run(source, listen, interface, dataplane, admin))
+            rt.block_on(run(source, listen, interface, dataplane, admin, Duration::from_secs(drain_timeout)))
         }
         Cmd::Stats { admin, json } => {
             let body = admin_get(admin, "/stats")?;
@@ -131,6 +134,7 @@ async fn run(
     interface: Option<String>,
     dataplane: Option<DataplaneMode>,
     admin_addr: SocketAddr,
+    drain: Duration,
 ) -> Result<()> {
     let mode = dataplane.unwrap_or(if interface.is_some() { DataplaneMode::Ebpf } else { DataplaneMode::Userspace });
     let proxy = Proxy::new(routing::Table::default());
@@ -201,7 +205,11 @@ async fn run(
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
-    tracing::info!("shutting down");
+    tracing::info!(?drain, "shutting down: no new connections, finishing in-flight requests");
+    let left = proxy.shutdown(drain).await;
+    if left > 0 {
+        tracing::warn!(connections = left, "drain time over; closing the remaining connections");
+    }
     Ok(())
 }
 

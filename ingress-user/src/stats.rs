@@ -24,6 +24,9 @@ pub struct ProxyCounters {
     pub upgraded_active: u64,
     #[serde(default)]
     pub upgraded_total: u64,
+    /// Client connections open now.
+    #[serde(default)]
+    pub connections_active: u64,
     pub responses_2xx: u64,
     pub responses_3xx: u64,
     pub responses_4xx: u64,
@@ -81,12 +84,14 @@ pub struct ProxyMetrics {
     backend_errors: AtomicU64,
     upgraded_active: std::sync::Arc<AtomicU64>,
     upgraded_total: AtomicU64,
+    connections_active: std::sync::Arc<AtomicU64>,
 }
 
-/// Counts an upgraded connection as active until dropped.
-pub struct UpgradeGuard(std::sync::Arc<AtomicU64>);
+/// Counts a connection as active until dropped.
+pub struct ActiveGuard(std::sync::Arc<AtomicU64>);
+pub type UpgradeGuard = ActiveGuard;
 
-impl Drop for UpgradeGuard {
+impl Drop for ActiveGuard {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
@@ -110,7 +115,12 @@ impl ProxyMetrics {
     pub fn upgraded(&self) -> UpgradeGuard {
         self.upgraded_total.fetch_add(1, Ordering::Relaxed);
         self.upgraded_active.fetch_add(1, Ordering::Relaxed);
-        UpgradeGuard(self.upgraded_active.clone())
+        ActiveGuard(self.upgraded_active.clone())
+    }
+
+    pub fn connection(&self) -> ActiveGuard {
+        self.connections_active.fetch_add(1, Ordering::Relaxed);
+        ActiveGuard(self.connections_active.clone())
     }
 
     pub fn snapshot(&self) -> ProxyCounters {
@@ -119,6 +129,7 @@ impl ProxyMetrics {
             requests: self.requests.load(Ordering::Relaxed),
             upgraded_active: self.upgraded_active.load(Ordering::Relaxed),
             upgraded_total: self.upgraded_total.load(Ordering::Relaxed),
+            connections_active: self.connections_active.load(Ordering::Relaxed),
             responses_2xx: c(0),
             responses_3xx: c(1),
             responses_4xx: c(2),

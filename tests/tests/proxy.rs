@@ -343,3 +343,29 @@ fn bad_requests_get_4xx_and_the_connection_is_closed() {
     // the agent still serves
     assert_eq!(s.get("/api/x").status, 200);
 }
+
+#[test]
+fn sigterm_drains_in_flight_requests_and_stops_accepting() {
+    let mut s = setup("drain");
+    let port = s.port;
+    let slow = std::thread::spawn(move || {
+        send(
+            format!("127.0.0.1:{port}").parse().unwrap(),
+            &Request::get("f.test", "/api/slow").header("x-echo-sleep-ms", "1500"),
+            Duration::from_secs(10),
+        )
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    s.agent.terminate_async();
+    // new connections are refused soon after
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        assert!(start.elapsed() < Duration::from_secs(2), "still accepting after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let r = slow.join().unwrap().expect("the in-flight request completes");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json::<Echo>().path, "/v2/slow");
+    let status = s.agent.wait_exit(Duration::from_secs(5)).expect("the agent exits after draining");
+    assert!(status.success(), "{status}");
+}

@@ -38,6 +38,7 @@ pub struct Proxy {
     pub table: ArcSwap<Table>,
     pub metrics: ProxyMetrics,
     client: Client<HttpConnector, Body>,
+    shutdown: tokio::sync::watch::Sender<bool>,
 }
 
 impl Proxy {
@@ -46,24 +47,38 @@ impl Proxy {
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
         let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector);
-        Arc::new(Self { table: ArcSwap::from_pointee(table), metrics: ProxyMetrics::default(), client })
+        Arc::new(Self {
+            table: ArcSwap::from_pointee(table),
+            metrics: ProxyMetrics::default(),
+            client,
+            shutdown: tokio::sync::watch::Sender::new(false),
+        })
     }
 
-    /// Accepts connections on `listener` and serves listen mapping number `index`.
+    /// Accepts connections on `listener` and serves listen mapping number `index`,
+    /// until [`Proxy::shutdown`]: then it stops accepting, and each connection
+    /// finishes its in-flight request and closes.
     pub async fn serve(self: Arc<Self>, listener: TcpListener, index: usize) {
+        let mut stop = self.shutdown.subscribe();
         loop {
-            let (stream, peer) = match listener.accept().await {
-                Ok(c) => c,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
+            let (stream, peer) = tokio::select! {
+                r = listener.accept() => match r {
+                    Ok(c) => c,
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = stopped(&mut stop) => return,
             };
             let _ = stream.set_nodelay(true);
             let proxy = self.clone();
+            let mut stop = self.shutdown.subscribe();
+            let guard = self.metrics.connection();
             tokio::spawn(async move {
+                let _guard = guard;
                 let svc = hyper::service::service_fn(move |req| {
                     let proxy = proxy.clone();
                     async move { Ok::<_, Infallible>(proxy.handle(req, index, peer).await) }
@@ -76,11 +91,32 @@ impl Proxy {
                     // a head over 64 KiB: 431
                     .max_buf_size(MAX_HEAD)
                     .keep_alive(true);
-                if let Err(e) = builder.serve_connection(TokioIo::new(stream), svc).with_upgrades().await {
+                let conn = builder.serve_connection(TokioIo::new(stream), svc).with_upgrades();
+                tokio::pin!(conn);
+                let result = tokio::select! {
+                    r = conn.as_mut() => r,
+                    _ = stopped(&mut stop) => {
+                        // Finish the request in flight, then close; idle connections close now.
+                        conn.as_mut().graceful_shutdown();
+                        conn.await
+                    }
+                };
+                if let Err(e) = result {
                     tracing::debug!(%peer, error = %e, "client connection ended with an error");
                 }
             });
         }
+    }
+
+    /// Stops accepting and asks every connection to close after its in-flight
+    /// request. Returns once no client connection is left, or after `drain`.
+    pub async fn shutdown(&self, drain: Duration) -> usize {
+        self.shutdown.send_replace(true);
+        let start = std::time::Instant::now();
+        while self.metrics.snapshot().connections_active > 0 && start.elapsed() < drain {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.metrics.snapshot().connections_active as usize
     }
 
     async fn handle(&self, req: Request<Incoming>, index: usize, peer: SocketAddr) -> Response<Body> {
@@ -296,6 +332,11 @@ const MIRROR_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn full(b: Bytes) -> Body {
     Full::new(b).map_err(|never| match never {}).boxed()
+}
+
+/// Resolves once shutdown was asked (the `Ref` of `wait_for` must not live across awaits).
+async fn stopped(rx: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
 }
 
 /// Bytes of the request line and headers as received (up to whitespace).
