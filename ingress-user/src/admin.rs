@@ -53,6 +53,10 @@ impl Admin {
         }
         match req.uri().path() {
             "/stats" => json(StatusCode::OK, serde_json::to_string_pretty(&self.stats()).expect("stats serialize")),
+            "/metrics" => Response::builder()
+                .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
+                .body(Full::new(self.proxy.prom.encode(&self.proxy.metrics.snapshot()).into()))
+                .expect("response"),
             "/routes" => {
                 let mut v = describe(&self.proxy.table.load());
                 v["source"] = serde_json::to_value(self.publisher.state()).expect("state json");
@@ -82,7 +86,7 @@ impl Admin {
                     text(StatusCode::SERVICE_UNAVAILABLE, format!("{}\n", problems.join("\n")))
                 }
             }
-            _ => text(StatusCode::NOT_FOUND, "endpoints: /stats /routes /readyz\n".into()),
+            _ => text(StatusCode::NOT_FOUND, "endpoints: /stats /metrics /routes /readyz\n".into()),
         }
     }
 

@@ -9,6 +9,7 @@ pub mod config;
 pub mod ebpf;
 pub mod k8s;
 pub mod manifest;
+pub mod metrics;
 pub mod proxy;
 pub mod resources;
 pub mod routing;

@@ -220,6 +220,23 @@ fn filters_statuses_and_weights_through_the_proxy() {
     assert!(!pods.iter().any(|p| p == "pod-shadow"));
     assert_eq!(s.shadow.requests(), shadow_before);
     let _ = &s.second;
+
+    // Prometheus metrics per route and backend
+    let (status, text) = s.agent.admin_get("/metrics").unwrap();
+    assert_eq!(status, 200);
+    assert!(text.contains(r#"ingress_requests_total{route="apps/r#0",backend="apps/main:80",class="2xx"}"#), "{text}");
+    assert!(
+        text.contains(r#"ingress_requests_total{route="apps/r#7",backend="apps/missing:80",class="5xx"} 1"#),
+        "{text}"
+    );
+    let bytes = text
+        .lines()
+        .find(|l| l.starts_with(r#"ingress_response_body_bytes_total{route="apps/r#0",backend="apps/main:80"}"#))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(bytes > 100, "response bytes counted: {bytes}");
+    assert!(text.contains("ingress_request_duration_seconds_bucket"), "{text}");
 }
 
 #[test]

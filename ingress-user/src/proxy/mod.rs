@@ -18,9 +18,17 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
+use crate::metrics::{Counted, Metrics};
 use crate::routing::filters::{Filter, Mirror, RedirectInput, modify_path};
 use crate::routing::{ListenerTable, RequestHead, Rule, Table, split_host_header};
 use crate::stats::ProxyMetrics;
+
+/// What a request was routed to, for metrics: `namespace/route#rule` and the backend.
+#[derive(Default)]
+struct Tag {
+    route: String,
+    backend: String,
+}
 
 mod forward;
 mod upgrade;
@@ -37,6 +45,8 @@ pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Proxy {
     pub table: ArcSwap<Table>,
     pub metrics: ProxyMetrics,
+    /// Prometheus families for `/metrics`.
+    pub prom: Metrics,
     client: Client<HttpConnector, Body>,
     shutdown: tokio::sync::watch::Sender<bool>,
 }
@@ -50,6 +60,7 @@ impl Proxy {
         Arc::new(Self {
             table: ArcSwap::from_pointee(table),
             metrics: ProxyMetrics::default(),
+            prom: Metrics::default(),
             client,
             shutdown: tokio::sync::watch::Sender::new(false),
         })
@@ -121,12 +132,23 @@ impl Proxy {
 
     async fn handle(&self, req: Request<Incoming>, index: usize, peer: SocketAddr) -> Response<Body> {
         self.metrics.request();
-        let resp = self.route_and_forward(req, index, peer).await;
-        self.metrics.response(resp.status().as_u16());
-        resp
+        let start = std::time::Instant::now();
+        let mut tag = Tag::default();
+        let resp = self.route_and_forward(req, index, peer, &mut tag).await;
+        let status = resp.status().as_u16();
+        self.metrics.response(status);
+        self.prom.record(&tag.route, &tag.backend, status, start.elapsed());
+        let (_, out) = self.prom.byte_counters(&tag.route, &tag.backend);
+        resp.map(|b| Counted::new(b, out).boxed())
     }
 
-    async fn route_and_forward(&self, mut req: Request<Incoming>, index: usize, peer: SocketAddr) -> Response<Body> {
+    async fn route_and_forward(
+        &self,
+        mut req: Request<Incoming>,
+        index: usize,
+        peer: SocketAddr,
+        tag: &mut Tag,
+    ) -> Response<Body> {
         let table = self.table.load();
         let Some(lt) = table.listeners.get(index) else {
             return local(StatusCode::INTERNAL_SERVER_ERROR, "listener table missing\n");
@@ -156,6 +178,7 @@ impl Proxy {
             return local(StatusCode::NOT_FOUND, "no route\n");
         };
         let rule: Arc<Rule> = m.rule.clone();
+        tag.route = format!("{}#{}", rule.route, rule.index);
         let prefix = m.matcher.prefix().map(str::to_string);
         if let Some(reason) = unsupported(&rule.filters) {
             tracing::debug!(route = %rule.route, rule = rule.index, %reason, "500: unsupported filter");
@@ -188,6 +211,7 @@ impl Proxy {
         let Some(backend) = rule.pick_backend(random()) else {
             return local(StatusCode::INTERNAL_SERVER_ERROR, "no usable backend\n");
         };
+        tag.backend = backend.name.clone();
         if let crate::routing::BackendTarget::Invalid(why) = &backend.target {
             tracing::debug!(backend = %backend.name, %why, "500: invalid backendRef");
             return local(StatusCode::INTERNAL_SERVER_ERROR, "invalid backend reference\n");
@@ -261,6 +285,8 @@ impl Proxy {
             })
             .collect();
         let req = if mirrors.is_empty() { req.map(|b| b.boxed()) } else { self.mirror(req, &mirrors, &pq).await };
+        let (bytes_in, _) = self.prom.byte_counters(&tag.route, &tag.backend);
+        let req = req.map(|b| Counted::new(b, bytes_in).boxed());
 
         let mut resp = match self.forward(req, &rule, backend, endpoint, &pq).await {
             Ok(r) => r,

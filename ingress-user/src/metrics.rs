@@ -1,0 +1,161 @@
+//! Prometheus metrics for `GET /metrics`: per route and backend, requests by status
+//! class, a latency histogram (to the response head), request and response body
+//! bytes; connection gauges (active, upgraded).
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::{Family, MetricConstructor};
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::stats::ProxyCounters;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub route: String,
+    pub backend: String,
+    pub class: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: String,
+    pub backend: String,
+}
+
+#[derive(Clone)]
+struct Buckets;
+impl MetricConstructor<Histogram> for Buckets {
+    fn new_metric(&self) -> Histogram {
+        // 50 us .. ~26 s
+        Histogram::new(exponential_buckets(0.00005, 2.0, 20))
+    }
+}
+
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<RouteLabels, Histogram, Buckets>,
+    bytes_in: Family<RouteLabels, Counter>,
+    bytes_out: Family<RouteLabels, Counter>,
+    connections: Gauge,
+    upgraded: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("ingress");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let latency = Family::<RouteLabels, Histogram, Buckets>::new_with_constructor(Buckets);
+        let bytes_in = Family::<RouteLabels, Counter>::default();
+        let bytes_out = Family::<RouteLabels, Counter>::default();
+        let connections = Gauge::default();
+        let upgraded = Gauge::default();
+        registry.register("requests", "Requests by route, backend and status class", requests.clone());
+        registry.register("request_duration_seconds", "Time to the response head", latency.clone());
+        registry.register("request_body_bytes", "Request body bytes sent to backends", bytes_in.clone());
+        registry.register("response_body_bytes", "Response body bytes sent to clients", bytes_out.clone());
+        registry.register("client_connections", "Client connections open", connections.clone());
+        registry.register("upgraded_connections", "Upgraded (WebSocket) connections open", upgraded.clone());
+        Self { registry, requests, latency, bytes_in, bytes_out, connections, upgraded }
+    }
+}
+
+impl Metrics {
+    pub fn record(&self, route: &str, backend: &str, status: u16, elapsed: Duration) {
+        let class = format!("{}xx", status / 100);
+        self.requests.get_or_create(&RequestLabels { route: route.into(), backend: backend.into(), class }).inc();
+        self.latency
+            .get_or_create(&RouteLabels { route: route.into(), backend: backend.into() })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Counters for body bytes of this route and backend (in: request, out: response).
+    pub fn byte_counters(&self, route: &str, backend: &str) -> (Counter, Counter) {
+        let l = RouteLabels { route: route.into(), backend: backend.into() };
+        (self.bytes_in.get_or_create_owned(&l), self.bytes_out.get_or_create_owned(&l))
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self, counters: &ProxyCounters) -> String {
+        self.connections.set(counters.connections_active as i64);
+        self.upgraded.set(counters.upgraded_active as i64);
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String");
+        out
+    }
+}
+
+/// A body that adds the length of every data frame to a counter as it streams.
+pub struct Counted<B> {
+    inner: B,
+    counter: Counter,
+}
+
+impl<B> Counted<B> {
+    pub fn new(inner: B, counter: Counter) -> Self {
+        Self { inner, counter }
+    }
+}
+
+impl<B: HttpBody<Data = Bytes> + Unpin> HttpBody for Counted<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let p = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(f))) = &p {
+            if let Some(d) = f.data_ref() {
+                self.counter.inc_by(d.len() as u64);
+            }
+        }
+        p
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// For tests: a shared handle.
+pub type SharedMetrics = Arc<Metrics>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt, Full};
+
+    #[tokio::test]
+    async fn exposition_has_the_families_and_counted_bytes() {
+        let m = Metrics::default();
+        m.record("apps/r", "apps/svc:80", 200, Duration::from_millis(3));
+        m.record("apps/r", "apps/svc:80", 503, Duration::from_millis(1));
+        let (_, out) = m.byte_counters("apps/r", "apps/svc:80");
+        let body = Counted::new(Full::new(Bytes::from_static(b"hello world")), out);
+        let _ = body.collect().await.unwrap();
+        let text = m.encode(&ProxyCounters { connections_active: 4, ..Default::default() });
+        assert!(
+            text.contains(r#"ingress_requests_total{route="apps/r",backend="apps/svc:80",class="2xx"} 1"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"class="5xx"} 1"#), "{text}");
+        assert!(
+            text.contains(r#"ingress_response_body_bytes_total{route="apps/r",backend="apps/svc:80"} 11"#),
+            "{text}"
+        );
+        assert!(text.contains("ingress_request_duration_seconds_bucket"), "{text}");
+        assert!(text.contains("ingress_client_connections 4"), "{text}");
+    }
+}
