@@ -89,3 +89,45 @@ mod user {
     unsafe impl aya::Pod for super::StatsKey {}
     unsafe impl aya::Pod for super::StatsValue {}
 }
+
+/// SOCKHASH of the sockets joined for in-kernel splicing, keyed by [`SpliceKey`].
+pub const SPLICE_SOCKS_MAP: &str = "SPLICE_SOCKS";
+/// Hash map: a spliced socket's [`SpliceKey`] -> its peer's key.
+pub const SPLICE_PEERS_MAP: &str = "SPLICE_PEERS";
+/// Per-CPU array with one [`SpliceStats`].
+pub const SPLICE_STATS_MAP: &str = "SPLICE_STATS";
+/// Spliced sockets at most (two per joined connection).
+pub const SPLICE_MAX_ENTRIES: u32 = 65536;
+/// Name of the sk_skb stream-verdict program.
+pub const SPLICE_PROGRAM: &str = "splice_verdict";
+
+/// A TCP socket as an sk_skb program sees it (`__sk_buff` fields, IPv4): addresses
+/// in network byte order; `remote_port` in network byte order in the low 16 bits
+/// (the program moves it there), `local_port` in host byte order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct SpliceKey {
+    pub local_ip4: u32,
+    pub remote_ip4: u32,
+    pub local_port: u32,
+    pub remote_port: u32,
+}
+const _: () = assert!(size_of::<SpliceKey>() == 16);
+
+/// Bytes and segments the verdict program redirected, and the ones it passed
+/// because the socket had no peer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SpliceStats {
+    pub redirected_bytes: u64,
+    pub redirected_skbs: u64,
+    pub unmatched_skbs: u64,
+}
+const _: () = assert!(size_of::<SpliceStats>() == 24);
+
+#[cfg(feature = "user")]
+mod user_splice {
+    // SAFETY: repr(C), Copy, no padding (size checks above).
+    unsafe impl aya::Pod for super::SpliceKey {}
+    unsafe impl aya::Pod for super::SpliceStats {}
+}

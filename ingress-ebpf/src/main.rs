@@ -4,6 +4,7 @@
 #![no_main]
 
 mod parse;
+mod splice;
 mod xdp;
 
 #[cfg(not(test))]

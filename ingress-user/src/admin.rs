@@ -44,6 +44,7 @@ impl Admin {
             xdp: self.xdp.clone(),
             xdp_counters,
             proxy: self.proxy.metrics.snapshot(),
+            splice: self.proxy.joiner().counters(),
         }
     }
 

@@ -2,10 +2,13 @@
 //! generic mode with a warning), forward aya-log records to `tracing`, read the
 //! per-CPU counters. All map access of the agent goes through this module.
 
-use aya::maps::{MapData, PerCpuHashMap, PerCpuValues};
-use aya::programs::{Xdp, XdpMode};
+use aya::maps::{MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, SockHash};
+use aya::programs::{SkSkb, Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
-use ingress_common::{OVERFLOW_PORT, StatsKey, StatsValue, Verdict, XDP_PROGRAM, XDP_STATS_MAP, proto};
+use ingress_common::{
+    OVERFLOW_PORT, SPLICE_PEERS_MAP, SPLICE_PROGRAM, SPLICE_SOCKS_MAP, SPLICE_STATS_MAP, SpliceKey, SpliceStats,
+    StatsKey, StatsValue, Verdict, XDP_PROGRAM, XDP_STATS_MAP, proto,
+};
 
 use crate::stats::{XdpCounter, XdpInfo, xdp_counters};
 
@@ -141,6 +144,34 @@ impl Dataplane {
         Ok(())
     }
 
+    /// Loads the sk_skb stream-verdict program, attaches it to the SOCKHASH and
+    /// returns the maps the agent uses to join sockets.
+    pub fn load_splicer(&mut self) -> Result<Splicer, EbpfError> {
+        let prog: &mut SkSkb = self
+            .ebpf
+            .program_mut(SPLICE_PROGRAM)
+            .ok_or(EbpfError::MissingProgram(SPLICE_PROGRAM))?
+            .try_into()
+            .map_err(|source| EbpfError::Load { program: SPLICE_PROGRAM, source })?;
+        prog.load().map_err(|source| EbpfError::Load { program: SPLICE_PROGRAM, source })?;
+        let map = self.ebpf.take_map(SPLICE_SOCKS_MAP).ok_or(EbpfError::MissingMap(SPLICE_SOCKS_MAP))?;
+        let socks: SockHash<MapData, SpliceKey> =
+            SockHash::try_from(map).map_err(|source| EbpfError::Map { map: SPLICE_SOCKS_MAP, source })?;
+        let prog: &mut SkSkb = self
+            .ebpf
+            .program_mut(SPLICE_PROGRAM)
+            .ok_or(EbpfError::MissingProgram(SPLICE_PROGRAM))?
+            .try_into()
+            .map_err(|source| EbpfError::Load { program: SPLICE_PROGRAM, source })?;
+        prog.attach(socks.fd()).map_err(|source| EbpfError::Load { program: SPLICE_PROGRAM, source })?;
+        let map = self.ebpf.take_map(SPLICE_PEERS_MAP).ok_or(EbpfError::MissingMap(SPLICE_PEERS_MAP))?;
+        let peers =
+            aya::maps::HashMap::try_from(map).map_err(|source| EbpfError::Map { map: SPLICE_PEERS_MAP, source })?;
+        let map = self.ebpf.take_map(SPLICE_STATS_MAP).ok_or(EbpfError::MissingMap(SPLICE_STATS_MAP))?;
+        let stats = PerCpuArray::try_from(map).map_err(|source| EbpfError::Map { map: SPLICE_STATS_MAP, source })?;
+        Ok(Splicer { socks, peers, stats })
+    }
+
     /// The program's file descriptor, for BPF_PROG_TEST_RUN in the packet tests.
     pub fn xdp_program_fd(&self) -> Result<std::os::fd::RawFd, EbpfError> {
         use std::os::fd::{AsFd, AsRawFd};
@@ -172,6 +203,56 @@ impl Dataplane {
             }
         });
         Ok(())
+    }
+}
+
+/// The splicing maps: joined sockets, their peers, counters.
+pub struct Splicer {
+    socks: SockHash<MapData, SpliceKey>,
+    peers: aya::maps::HashMap<MapData, SpliceKey, SpliceKey>,
+    stats: PerCpuArray<MapData, SpliceStats>,
+}
+
+impl Splicer {
+    /// Joins two sockets: from now on the kernel moves what arrives on one out of
+    /// the other. The sockets go in first, the peer entries last, so the verdict
+    /// program never redirects to a socket that is not in the SOCKHASH.
+    pub fn join(
+        &mut self,
+        a: (SpliceKey, std::os::fd::RawFd),
+        b: (SpliceKey, std::os::fd::RawFd),
+    ) -> Result<(), EbpfError> {
+        let map = |source| EbpfError::Map { map: SPLICE_SOCKS_MAP, source };
+        self.socks.insert(a.0, a.1, 0).map_err(map)?;
+        if let Err(e) = self.socks.insert(b.0, b.1, 0) {
+            let _ = self.socks.remove(&a.0);
+            return Err(map(e));
+        }
+        let peers = |source| EbpfError::Map { map: SPLICE_PEERS_MAP, source };
+        self.peers.insert(a.0, b.0, 0).map_err(peers)?;
+        self.peers.insert(b.0, a.0, 0).map_err(peers)?;
+        Ok(())
+    }
+
+    /// Undoes [`Splicer::join`] (peer entries first).
+    pub fn part(&mut self, a: SpliceKey, b: SpliceKey) {
+        let _ = self.peers.remove(&a);
+        let _ = self.peers.remove(&b);
+        let _ = self.socks.remove(&a);
+        let _ = self.socks.remove(&b);
+    }
+
+    /// Counters summed over CPUs.
+    pub fn stats(&self) -> SpliceStats {
+        let mut total = SpliceStats::default();
+        if let Ok(per_cpu) = self.stats.get(&0, 0) {
+            for s in per_cpu.iter() {
+                total.redirected_bytes += s.redirected_bytes;
+                total.redirected_skbs += s.redirected_skbs;
+                total.unmatched_skbs += s.unmatched_skbs;
+            }
+        }
+        total
     }
 }
 

@@ -14,4 +14,5 @@ pub mod proxy;
 pub mod resources;
 pub mod routing;
 pub mod source;
+pub mod splice;
 pub mod stats;

@@ -12,6 +12,7 @@ use ingress::admin::Admin;
 use ingress::config::ListenMapping;
 use ingress::proxy::Proxy;
 use ingress::source::{self, Publisher};
+use ingress::splice::Joiner;
 use ingress::{ebpf, k8s, manifest, routing, stats};
 use tokio::net::TcpListener;
 
@@ -178,6 +179,14 @@ async fn run(
             };
             let mut d = ebpf::load()?;
             d.attach_xdp(iface)?;
+            match d.load_splicer() {
+                Ok(s) => proxy.set_joiner(Joiner::new(Some(s))),
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "in-kernel splicing (sockmap) is unavailable; upgraded connections are copied in user space. \
+                     Needs CONFIG_BPF_STREAM_PARSER and CAP_BPF/CAP_NET_ADMIN"
+                ),
+            }
             if let Err(e) = d.spawn_logger() {
                 tracing::warn!(error = %e, "eBPF log records will not be shown");
             }

@@ -42,6 +42,9 @@ pub struct Stats {
     pub xdp: Option<XdpInfo>,
     pub xdp_counters: Vec<XdpCounter>,
     pub proxy: ProxyCounters,
+    /// Upgraded connections joined in the kernel (sockmap) or copied in user space.
+    #[serde(default)]
+    pub splice: crate::splice::SpliceCounters,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -186,6 +189,7 @@ mod tests {
             xdp: Some(XdpInfo { interface: "eth0".into(), mode: "driver".into() }),
             xdp_counters: c,
             proxy: Default::default(),
+            splice: Default::default(),
         };
         let t = format_table(&s);
         assert!(t.contains("  8080  tcp      pass                5            300"), "{t}");

@@ -104,3 +104,83 @@ fn topology_is_idempotent_and_leaves_nothing() {
         assert!(!exists(ns), "{ns} left behind");
     }
 }
+
+/// A WebSocket-style upgrade to the echo pod through the VM's 9080; `n` bytes each way.
+fn upgrade_echo(topo: &Topology, n: usize) {
+    use std::io::{BufReader, Read, Write};
+    in_ns(&topo.client_ns(), || {
+        let mut c = std::net::TcpStream::connect((VM_IP, 9080)).expect("connect to the VM");
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        c.write_all(
+            b"GET /echo-websocket-service/ws HTTP/1.1\r\nHost: development.openchoreovm-apis.localhost:9080\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        )
+        .unwrap();
+        let mut r = BufReader::new(c.try_clone().unwrap());
+        let head = ingress_tests::client::read_response(&mut r, true).unwrap();
+        assert_eq!(head.status, 101);
+        assert!(head.headers["x-pod"].starts_with("echo-websocket-service-"), "{:?}", head.headers);
+        let payload: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
+        let writer = {
+            let mut c = c.try_clone().unwrap();
+            let payload = payload.clone();
+            std::thread::spawn(move || c.write_all(&payload).unwrap())
+        };
+        let mut back = vec![0u8; n];
+        r.read_exact(&mut back).unwrap();
+        writer.join().unwrap();
+        assert!(back == payload, "echoed bytes differ");
+    });
+}
+
+fn stats(agent: &Agent) -> ingress::stats::Stats {
+    serde_json::from_str(&agent.admin_get("/stats").unwrap().1).unwrap()
+}
+
+#[test]
+fn websocket_through_the_ingress_is_spliced_in_the_kernel() {
+    let test = "websocket_through_the_ingress_is_spliced_in_the_kernel";
+    if !ingress_tests::require_root(test) || !ingress_tests::require_ebpf_object(test) {
+        return;
+    }
+    let topo = Topology::create("ingt-ws", &openchoreo_pods());
+    let agent = Agent::start(
+        &ingress_bin(),
+        &topo.vm_ns(),
+        &openchoreo_dir(),
+        &openchoreo_listens(VM_IP),
+        &["--interface", VM_NIC],
+    );
+    const N: usize = 4 << 20;
+    upgrade_echo(&topo, N);
+    let s = stats(&agent);
+    assert!(s.splice.available, "sockmap splicing loaded: {:?}\n{}", s.splice, agent.log_text());
+    assert_eq!(s.splice.joined_total, 1);
+    assert_eq!(s.splice.copied_in_userspace, 0);
+    assert!(
+        s.splice.kernel_redirected_bytes >= 2 * N as u64,
+        "both directions went through the kernel path: {:?}",
+        s.splice
+    );
+    // the joined pair is parted when the client closes
+    let start = std::time::Instant::now();
+    while stats(&agent).splice.joined_active != 0 {
+        assert!(start.elapsed() < Duration::from_secs(5), "joined connection not parted");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    agent.stop();
+
+    // userspace dataplane: same bytes, copied by the agent
+    let agent = Agent::start(
+        &ingress_bin(),
+        &topo.vm_ns(),
+        &openchoreo_dir(),
+        &openchoreo_listens(VM_IP),
+        &["--dataplane", "userspace"],
+    );
+    upgrade_echo(&topo, 1 << 20);
+    let s = stats(&agent);
+    assert!(!s.splice.available);
+    assert_eq!((s.splice.joined_total, s.splice.copied_in_userspace), (1, 1));
+    assert_eq!(s.splice.kernel_redirected_bytes, 0);
+    agent.stop();
+}

@@ -21,6 +21,7 @@ use tokio::net::TcpListener;
 use crate::metrics::{Counted, Metrics};
 use crate::routing::filters::{Filter, Mirror, RedirectInput, modify_path};
 use crate::routing::{ListenerTable, RequestHead, Rule, Table, split_host_header};
+use crate::splice::Joiner;
 use crate::stats::ProxyMetrics;
 
 /// What a request was routed to, for metrics: `namespace/route#rule` and the backend.
@@ -49,6 +50,7 @@ pub struct Proxy {
     pub prom: Metrics,
     client: Client<HttpConnector, Body>,
     shutdown: tokio::sync::watch::Sender<bool>,
+    joiner: std::sync::OnceLock<Arc<Joiner>>,
 }
 
 impl Proxy {
@@ -63,6 +65,7 @@ impl Proxy {
             prom: Metrics::default(),
             client,
             shutdown: tokio::sync::watch::Sender::new(false),
+            joiner: std::sync::OnceLock::new(),
         })
     }
 
@@ -117,6 +120,16 @@ impl Proxy {
                 }
             });
         }
+    }
+
+    /// Sets how upgraded connections are joined (in the kernel when the eBPF
+    /// dataplane loaded its splice program). Only the first call counts.
+    pub fn set_joiner(&self, j: Joiner) {
+        let _ = self.joiner.set(Arc::new(j));
+    }
+
+    pub fn joiner(&self) -> &Arc<Joiner> {
+        self.joiner.get_or_init(|| Arc::new(Joiner::new(None)))
     }
 
     /// Stops accepting and asks every connection to close after its in-flight

@@ -70,10 +70,11 @@ impl Proxy {
             return resp.map(|b| b.boxed());
         }
         let upstream_side = hyper::upgrade::on(&mut resp);
-        let metrics = self.metrics.upgraded();
+        let guard = self.metrics.upgraded();
         let backend = backend.to_string();
+        let joiner = self.joiner().clone();
         tokio::spawn(async move {
-            let _guard = metrics;
+            let _guard = guard;
             let (client, upstream) = match tokio::try_join!(client_side, upstream_side) {
                 Ok(pair) => pair,
                 Err(e) => {
@@ -81,13 +82,19 @@ impl Proxy {
                     return;
                 }
             };
-            let (mut c, mut u) = (TokioIo::new(client), TokioIo::new(upstream));
-            match tokio::io::copy_bidirectional(&mut c, &mut u).await {
-                Ok((to_upstream, to_client)) => {
-                    tracing::debug!(%backend, to_upstream, to_client, "upgraded connection closed")
+            type Io = TokioIo<tokio::net::TcpStream>;
+            match (client.downcast::<Io>(), upstream.downcast::<Io>()) {
+                (Ok(c), Ok(u)) => {
+                    joiner.run(c.io.into_inner(), c.read_buf, u.io.into_inner(), u.read_buf).await;
                 }
-                Err(e) => tracing::debug!(%backend, error = %e, "upgraded connection ended with an error"),
+                (c, u) => {
+                    // Not plain TCP underneath: copy through hyper's upgraded streams.
+                    let (Err(c), Err(u)) = (c, u) else { return };
+                    let (mut c, mut u) = (TokioIo::new(c), TokioIo::new(u));
+                    let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
+                }
             }
+            tracing::debug!(%backend, "upgraded connection closed");
         });
         // The 101 goes back with the pod's headers (Sec-WebSocket-Accept, ...).
         let (parts, _) = resp.into_parts();

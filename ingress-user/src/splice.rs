@@ -1,0 +1,198 @@
+//! Joined connections: after an Upgrade, the client and pod sockets are put in the
+//! SOCKHASH and the kernel moves their bytes (see `ingress-ebpf/src/splice.rs`); the
+//! agent only relays what arrived before the join, and propagates half-closes and
+//! closes. Without sockmap (no eBPF dataplane, IPv6, a map error) it copies in user
+//! space, and says why once.
+
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use ingress_common::{SpliceKey, SpliceStats};
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::ebpf::Splicer;
+
+/// The key the verdict program computes for a socket (see [`SpliceKey`]).
+pub fn key_of(local: SocketAddr, remote: SocketAddr) -> Option<SpliceKey> {
+    match (local, remote) {
+        (SocketAddr::V4(l), SocketAddr::V4(r)) => Some(SpliceKey {
+            local_ip4: u32::from_ne_bytes(l.ip().octets()),
+            remote_ip4: u32::from_ne_bytes(r.ip().octets()),
+            local_port: l.port() as u32,
+            remote_port: r.port().to_be() as u32,
+        }),
+        _ => None,
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SpliceCounters {
+    pub available: bool,
+    pub joined_active: u64,
+    pub joined_total: u64,
+    pub copied_in_userspace: u64,
+    pub kernel_redirected_bytes: u64,
+    pub kernel_redirected_skbs: u64,
+    pub kernel_unmatched_skbs: u64,
+}
+
+/// Joins connections in the kernel when it can.
+#[derive(Default)]
+pub struct Joiner {
+    splicer: Option<Mutex<Splicer>>,
+    warned: AtomicBool,
+    active: Arc<AtomicU64>,
+    total: AtomicU64,
+    copied: AtomicU64,
+}
+
+impl Joiner {
+    pub fn new(splicer: Option<Splicer>) -> Self {
+        Self { splicer: splicer.map(Mutex::new), ..Default::default() }
+    }
+
+    pub fn counters(&self) -> SpliceCounters {
+        let k: SpliceStats = self.splicer.as_ref().map(|s| s.lock().expect("splicer").stats()).unwrap_or_default();
+        SpliceCounters {
+            available: self.splicer.is_some(),
+            joined_active: self.active.load(Ordering::Relaxed),
+            joined_total: self.total.load(Ordering::Relaxed),
+            copied_in_userspace: self.copied.load(Ordering::Relaxed),
+            kernel_redirected_bytes: k.redirected_bytes,
+            kernel_redirected_skbs: k.redirected_skbs,
+            kernel_unmatched_skbs: k.unmatched_skbs,
+        }
+    }
+
+    fn fallback(&self, why: &str) {
+        if !self.warned.swap(true, Ordering::Relaxed) {
+            tracing::warn!("upgraded connections are copied in user space: {why} (logged once)");
+        }
+        self.copied.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Relays two connections until both sides are closed. `a_pending` arrived on
+    /// `a` before the join (it goes to `b` first), and the other way round.
+    pub async fn run(&self, mut a: TcpStream, a_pending: Bytes, mut b: TcpStream, b_pending: Bytes) {
+        if b.write_all(&a_pending).await.is_err() || a.write_all(&b_pending).await.is_err() {
+            return;
+        }
+        let keys = match (
+            a.local_addr().ok().zip(a.peer_addr().ok()).and_then(|(l, r)| key_of(l, r)),
+            b.local_addr().ok().zip(b.peer_addr().ok()).and_then(|(l, r)| key_of(l, r)),
+        ) {
+            (Some(ka), Some(kb)) => Some((ka, kb)),
+            _ => None,
+        };
+        let joined = match (&self.splicer, keys) {
+            (None, _) => {
+                self.fallback("the sockmap program is not loaded (userspace dataplane, or it failed to load)");
+                None
+            }
+            (Some(_), None) => {
+                self.fallback("IPv6 sockets are not spliced");
+                None
+            }
+            (Some(s), Some((ka, kb))) => {
+                match s.lock().expect("splicer").join((ka, a.as_raw_fd()), (kb, b.as_raw_fd())) {
+                    Ok(()) => Some((ka, kb)),
+                    Err(e) => {
+                        self.fallback(&e.to_string());
+                        None
+                    }
+                }
+            }
+        };
+        self.total.fetch_add(1, Ordering::Relaxed);
+        self.active.fetch_add(1, Ordering::Relaxed);
+        // With the sockets joined, data only reaches us if it was queued before the
+        // join or had no peer entry; relaying it is the same loop as a plain copy.
+        relay(&mut a, &mut b).await;
+        if let (Some(s), Some((ka, kb))) = (&self.splicer, joined) {
+            s.lock().expect("splicer").part(ka, kb);
+        }
+        self.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Copies both ways; a read of 0 half-closes the other side; ends when both are closed.
+async fn relay(a: &mut TcpStream, b: &mut TcpStream) {
+    let (mut a_open, mut b_open) = (true, true);
+    let mut buf_a = vec![0u8; 64 * 1024];
+    let mut buf_b = vec![0u8; 64 * 1024];
+    while a_open || b_open {
+        tokio::select! {
+            r = a.readable(), if a_open => {
+                if r.is_err() { break }
+                match a.try_read(&mut buf_a) {
+                    Ok(0) => { a_open = false; let _ = b.shutdown().await; }
+                    Ok(n) => if b.write_all(&buf_a[..n]).await.is_err() { break },
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => break,
+                }
+            }
+            r = b.readable(), if b_open => {
+                if r.is_err() { break }
+                match b.try_read(&mut buf_b) {
+                    Ok(0) => { b_open = false; let _ = a.shutdown().await; }
+                    Ok(n) => if a.write_all(&buf_b[..n]).await.is_err() { break },
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => break,
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_follow_the_kernel_byte_orders() {
+        let k = key_of("10.42.0.1:40000".parse().unwrap(), "10.42.0.50:8080".parse().unwrap()).unwrap();
+        assert_eq!(k.local_ip4.to_ne_bytes(), [10, 42, 0, 1]);
+        assert_eq!(k.remote_ip4.to_ne_bytes(), [10, 42, 0, 50]);
+        assert_eq!(k.local_port, 40000, "host order");
+        assert_eq!((k.remote_port as u16).to_ne_bytes(), 8080u16.to_be_bytes(), "network order");
+        assert!(key_of("[::1]:1".parse().unwrap(), "[::1]:2".parse().unwrap()).is_none());
+    }
+
+    #[tokio::test]
+    async fn userspace_relay_copies_and_propagates_half_close() {
+        use tokio::io::AsyncReadExt;
+        let la = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let lb = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(la.local_addr().unwrap()).await.unwrap();
+        let mut pod = TcpStream::connect(lb.local_addr().unwrap()).await.unwrap();
+        let (a, _) = la.accept().await.unwrap();
+        let (b, _) = lb.accept().await.unwrap();
+        let j = Arc::new(Joiner::new(None));
+        let task = tokio::spawn({
+            let j = j.clone();
+            async move { j.run(a, Bytes::from_static(b"early"), b, Bytes::new()).await }
+        });
+        let mut got = [0u8; 5];
+        pod.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"early", "bytes read before the join are relayed first");
+        client.write_all(b"ping").await.unwrap();
+        let mut got = [0u8; 4];
+        pod.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"ping");
+        pod.write_all(b"pong").await.unwrap();
+        client.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"pong");
+        client.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        assert_eq!(pod.read_to_end(&mut rest).await.unwrap(), 0, "half-close reaches the pod");
+        drop(pod);
+        tokio::time::timeout(std::time::Duration::from_secs(5), task).await.unwrap().unwrap();
+        let c = j.counters();
+        assert_eq!((c.joined_total, c.joined_active, c.copied_in_userspace, c.available), (1, 0, 1, false));
+    }
+}
