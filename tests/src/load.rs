@@ -1,0 +1,123 @@
+//! A bounded load generator for the benchmarks: `connections` keep-alive clients in
+//! a namespace, each sending GETs back to back until `duration` passes (never
+//! longer), counting completed requests and recording latencies. Also whole-machine
+//! CPU time from `/proc/stat` (user + system + softirq + irq of every CPU), since an
+//! eBPF path spends its time in softirq, not in any process.
+
+use std::io::{BufReader, Write};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::client::{Request, read_response};
+use crate::netns::in_ns;
+
+#[derive(Debug, Clone)]
+pub struct LoadResult {
+    pub requests: u64,
+    pub errors: u64,
+    pub elapsed: Duration,
+    pub p50: Duration,
+    pub p99: Duration,
+    /// Whole-machine busy CPU seconds during the run.
+    pub cpu_seconds: f64,
+}
+
+impl LoadResult {
+    pub fn rps(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64()
+    }
+    /// Busy CPU microseconds per request.
+    pub fn cpu_us_per_request(&self) -> f64 {
+        if self.requests == 0 { f64::NAN } else { self.cpu_seconds * 1e6 / self.requests as f64 }
+    }
+}
+
+/// Busy jiffies of all CPUs (user, nice, system, irq, softirq, steal) and USER_HZ.
+fn busy_jiffies() -> u64 {
+    let s = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let line = s.lines().next().unwrap_or("");
+    let f: Vec<u64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal
+    [0usize, 1, 2, 5, 6, 7].iter().filter_map(|i| f.get(*i)).sum()
+}
+
+fn user_hz() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if hz > 0 { hz as f64 } else { 100.0 }
+}
+
+/// Runs the load from namespace `ns` (None: this one) against `addr` with `Host: host`.
+pub fn run(ns: Option<&str>, addr: SocketAddr, host: &str, path: &str, connections: usize, duration: Duration) -> LoadResult {
+    let req = Request::get(host, path).to_bytes();
+    let cpu0 = busy_jiffies();
+    let start = Instant::now();
+    let deadline = start + duration;
+    let results: Vec<(u64, u64, Vec<Duration>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..connections)
+            .map(|_| {
+                let req = req.clone();
+                s.spawn(move || {
+                    let work = || worker(addr, &req, deadline);
+                    match ns {
+                        Some(ns) => in_ns(ns, work),
+                        None => work(),
+                    }
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("load worker")).collect()
+    });
+    let elapsed = start.elapsed();
+    let cpu_seconds = busy_jiffies().saturating_sub(cpu0) as f64 / user_hz();
+    let mut lat: Vec<Duration> = results.iter().flat_map(|r| r.2.iter().copied()).collect();
+    lat.sort();
+    let pct = |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or_default();
+    LoadResult {
+        requests: results.iter().map(|r| r.0).sum(),
+        errors: results.iter().map(|r| r.1).sum(),
+        elapsed,
+        p50: pct(0.50),
+        p99: pct(0.99),
+        cpu_seconds,
+    }
+}
+
+/// One keep-alive client; reconnects after an error. Keeps every 8th latency sample.
+fn worker(addr: SocketAddr, req: &[u8], deadline: Instant) -> (u64, u64, Vec<Duration>) {
+    let (mut ok, mut errors, mut lat) = (0u64, 0u64, Vec::new());
+    'outer: while Instant::now() < deadline {
+        let Ok(stream) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
+            errors += 1;
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        let mut w = match stream.try_clone() {
+            Ok(w) => w,
+            Err(_) => continue,
+        };
+        let mut r = BufReader::new(stream);
+        while Instant::now() < deadline {
+            let t = Instant::now();
+            if w.write_all(req).is_err() {
+                errors += 1;
+                continue 'outer;
+            }
+            match read_response(&mut r, false) {
+                Ok(resp) if resp.status == 200 => {
+                    ok += 1;
+                    if ok % 8 == 0 {
+                        lat.push(t.elapsed());
+                    }
+                }
+                _ => {
+                    errors += 1;
+                    continue 'outer;
+                }
+            }
+        }
+    }
+    (ok, errors, lat)
+}
