@@ -102,6 +102,17 @@ impl Agent {
         }
     }
 
+    /// The agent's pid (`ip netns exec` execs it in place).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Peak resident memory (VmHWM) in KiB.
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        s.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()
+    }
+
     /// Sends SIGTERM (the agent then drains) without waiting.
     pub fn terminate_async(&self) {
         // SAFETY: signalling our own child by pid.

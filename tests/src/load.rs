@@ -48,7 +48,14 @@ fn user_hz() -> f64 {
 }
 
 /// Runs the load from namespace `ns` (None: this one) against `addr` with `Host: host`.
-pub fn run(ns: Option<&str>, addr: SocketAddr, host: &str, path: &str, connections: usize, duration: Duration) -> LoadResult {
+pub fn run(
+    ns: Option<&str>,
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+    connections: usize,
+    duration: Duration,
+) -> LoadResult {
     let req = Request::get(host, path).to_bytes();
     let cpu0 = busy_jiffies();
     let start = Instant::now();
@@ -72,7 +79,9 @@ pub fn run(ns: Option<&str>, addr: SocketAddr, host: &str, path: &str, connectio
     let cpu_seconds = busy_jiffies().saturating_sub(cpu0) as f64 / user_hz();
     let mut lat: Vec<Duration> = results.iter().flat_map(|r| r.2.iter().copied()).collect();
     lat.sort();
-    let pct = |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or_default();
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or_default()
+    };
     LoadResult {
         requests: results.iter().map(|r| r.0).sum(),
         errors: results.iter().map(|r| r.1).sum(),

@@ -107,6 +107,13 @@ impl Topology {
         topo
     }
 
+    /// Lets the client reach pod IPs directly through the VM (the benchmark's
+    /// "direct" path): a client route to 10.42.0.0/16 and forwarding in the VM.
+    pub fn enable_direct_path(&self) {
+        ip(&["-n", &self.client_ns(), "route", "add", "10.42.0.0/16", "via", VM_IP]);
+        sysctl(&self.vm_ns(), "net/ipv4/ip_forward", "1");
+    }
+
     /// Removes every namespace of the topology (idempotent).
     pub fn destroy(&mut self) {
         for b in self.backends.drain(..) {

@@ -34,9 +34,14 @@ enum Cmd {
         #[arg(long)]
         no_setup: bool,
     },
-    /// Benchmarks with targets: the routing engine (1,000 HTTPRoutes x 10 rules:
-    /// lookup median, recompile time, table memory). Exits non-zero on a missed target.
-    Bench,
+    /// Benchmarks: the routing engine (1,000 HTTPRoutes x 10 rules: lookup median,
+    /// recompile time, table memory; non-zero exit on a missed target), then as root
+    /// the network benchmark in the netns topology (writes docs/bench/latest.md).
+    Bench {
+        /// Short runs, one round (development).
+        #[arg(long)]
+        quick: bool,
+    },
     /// Build everything, create the k3d-shaped topology, load the OpenChoreo v0.12
     /// fixtures, send requests through the agent with XDP on the VM NIC, tear down.
     Demo {
@@ -55,13 +60,29 @@ fn main() -> Result<()> {
         Cmd::Setup => setup::setup(true).map(|_| ()),
         Cmd::Build { release } => build::build_all(release).map(|_| ()),
         Cmd::Test { no_setup } => test::run(!no_setup),
-        Cmd::Bench => setup::run(std::process::Command::new("cargo").current_dir(workspace_root()).args([
-            "bench",
-            "-p",
-            "ingress-user",
-            "--bench",
-            "routing",
-        ])),
+        Cmd::Bench { quick } => {
+            setup::run(std::process::Command::new("cargo").current_dir(workspace_root()).args([
+                "bench",
+                "-p",
+                "ingress-user",
+                "--bench",
+                "routing",
+            ]))?;
+            if !is_root() {
+                println!("xtask bench: the network benchmark needs root (namespaces, XDP); skipped");
+                return Ok(());
+            }
+            setup::setup(true)?;
+            let out = build::build_all(true)?;
+            build::build_tests_bin("netbench", true)?;
+            let bench = workspace_root().join("target/release/netbench");
+            let mut cmd = std::process::Command::new(bench);
+            cmd.arg("--ingress").arg(&out.agent).arg("--out").arg(workspace_root().join("docs/bench/latest.md"));
+            if quick {
+                cmd.arg("--quick");
+            }
+            setup::run(&mut cmd)
+        }
         Cmd::Demo { userspace, release } => {
             setup::setup(true)?;
             let out = build::build_all(release)?;
