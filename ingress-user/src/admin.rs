@@ -48,6 +48,11 @@ impl Admin {
         }
     }
 
+    /// Pairs joined in the kernel right now.
+    fn splice_active(&self) -> u64 {
+        self.proxy.joiner().counters().kernel_active
+    }
+
     fn handle(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         if req.method() != Method::GET {
             return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n".into());
@@ -56,7 +61,7 @@ impl Admin {
             "/stats" => json(StatusCode::OK, serde_json::to_string_pretty(&self.stats()).expect("stats serialize")),
             "/metrics" => Response::builder()
                 .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
-                .body(Full::new(self.proxy.prom.encode(&self.proxy.metrics.snapshot()).into()))
+                .body(Full::new(self.proxy.prom.encode(&self.proxy.metrics.snapshot(), self.splice_active()).into()))
                 .expect("response"),
             "/routes" => {
                 let mut v = describe(&self.proxy.table.load());

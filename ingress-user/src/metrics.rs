@@ -48,6 +48,7 @@ pub struct Metrics {
     bytes_out: Family<RouteLabels, Counter>,
     connections: Gauge,
     upgraded: Gauge,
+    spliced: Gauge,
 }
 
 impl Default for Metrics {
@@ -59,13 +60,15 @@ impl Default for Metrics {
         let bytes_out = Family::<RouteLabels, Counter>::default();
         let connections = Gauge::default();
         let upgraded = Gauge::default();
+        let spliced = Gauge::default();
         registry.register("requests", "Requests by route, backend and status class", requests.clone());
         registry.register("request_duration_seconds", "Time to the response head", latency.clone());
         registry.register("request_body_bytes", "Request body bytes sent to backends", bytes_in.clone());
         registry.register("response_body_bytes", "Response body bytes sent to clients", bytes_out.clone());
         registry.register("client_connections", "Client connections open", connections.clone());
         registry.register("upgraded_connections", "Upgraded (WebSocket) connections open", upgraded.clone());
-        Self { registry, requests, latency, bytes_in, bytes_out, connections, upgraded }
+        registry.register("spliced_connections", "Connection pairs joined in the kernel (sockmap)", spliced.clone());
+        Self { registry, requests, latency, bytes_in, bytes_out, connections, upgraded, spliced }
     }
 }
 
@@ -85,8 +88,9 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition.
-    pub fn encode(&self, counters: &ProxyCounters) -> String {
+    pub fn encode(&self, counters: &ProxyCounters, spliced: u64) -> String {
         self.connections.set(counters.connections_active as i64);
+        self.spliced.set(spliced as i64);
         self.upgraded.set(counters.upgraded_active as i64);
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String");
@@ -145,7 +149,7 @@ mod tests {
         let (_, out) = m.byte_counters("apps/r", "apps/svc:80");
         let body = Counted::new(Full::new(Bytes::from_static(b"hello world")), out);
         let _ = body.collect().await.unwrap();
-        let text = m.encode(&ProxyCounters { connections_active: 4, ..Default::default() });
+        let text = m.encode(&ProxyCounters { connections_active: 4, ..Default::default() }, 2);
         assert!(
             text.contains(r#"ingress_requests_total{route="apps/r",backend="apps/svc:80",class="2xx"} 1"#),
             "{text}"
@@ -157,5 +161,6 @@ mod tests {
         );
         assert!(text.contains("ingress_request_duration_seconds_bucket"), "{text}");
         assert!(text.contains("ingress_client_connections 4"), "{text}");
+        assert!(text.contains("ingress_spliced_connections 2"), "{text}");
     }
 }

@@ -35,6 +35,9 @@ pub struct SpliceCounters {
     pub available: bool,
     pub joined_active: u64,
     pub joined_total: u64,
+    /// Of the active ones, those joined in the kernel.
+    #[serde(default)]
+    pub kernel_active: u64,
     pub copied_in_userspace: u64,
     pub kernel_redirected_bytes: u64,
     pub kernel_redirected_skbs: u64,
@@ -47,6 +50,7 @@ pub struct Joiner {
     splicer: Option<Mutex<Splicer>>,
     warned: AtomicBool,
     active: Arc<AtomicU64>,
+    kernel_active: AtomicU64,
     total: AtomicU64,
     copied: AtomicU64,
 }
@@ -62,6 +66,7 @@ impl Joiner {
             available: self.splicer.is_some(),
             joined_active: self.active.load(Ordering::Relaxed),
             joined_total: self.total.load(Ordering::Relaxed),
+            kernel_active: self.kernel_active.load(Ordering::Relaxed),
             copied_in_userspace: self.copied.load(Ordering::Relaxed),
             kernel_redirected_bytes: k.redirected_bytes,
             kernel_redirected_skbs: k.redirected_skbs,
@@ -110,11 +115,15 @@ impl Joiner {
         };
         self.total.fetch_add(1, Ordering::Relaxed);
         self.active.fetch_add(1, Ordering::Relaxed);
+        if joined.is_some() {
+            self.kernel_active.fetch_add(1, Ordering::Relaxed);
+        }
         // With the sockets joined, data only reaches us if it was queued before the
         // join or had no peer entry; relaying it is the same loop as a plain copy.
         relay(&mut a, &mut b).await;
         if let (Some(s), Some((ka, kb))) = (&self.splicer, joined) {
             s.lock().expect("splicer").part(ka, kb);
+            self.kernel_active.fetch_sub(1, Ordering::Relaxed);
         }
         self.active.fetch_sub(1, Ordering::Relaxed);
     }
