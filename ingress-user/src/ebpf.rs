@@ -94,6 +94,26 @@ fn aya_log_level() -> u8 {
     }) as u8
 }
 
+/// A program of the object as its type (`Xdp`, `SkSkb`, ...).
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, EbpfError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or(EbpfError::MissingProgram(name))?
+        .try_into()
+        .map_err(|source| EbpfError::Load { program: name, source })
+}
+
+/// Takes a map out of the object as its type.
+fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, EbpfError>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf.take_map(name).ok_or(EbpfError::MissingMap(name))?;
+    T::try_from(map).map_err(|source| EbpfError::Map { map: name, source })
+}
+
 /// Loads the embedded object and its XDP program (not attached).
 pub fn load() -> Result<Dataplane, EbpfError> {
     let object = OBJECT.ok_or(EbpfError::NotEmbedded)?;
@@ -104,15 +124,9 @@ pub fn load_from(object: &[u8]) -> Result<Dataplane, EbpfError> {
     raise_memlock_limit();
     let level = aya_log_level();
     let mut ebpf = EbpfLoader::new().override_global(aya_log::LEVEL, &level, false).load(object)?;
-    let prog: &mut Xdp = ebpf
-        .program_mut(XDP_PROGRAM)
-        .ok_or(EbpfError::MissingProgram(XDP_PROGRAM))?
-        .try_into()
-        .map_err(|source| EbpfError::Load { program: XDP_PROGRAM, source })?;
+    let prog: &mut Xdp = program(&mut ebpf, XDP_PROGRAM)?;
     prog.load().map_err(|source| EbpfError::Load { program: XDP_PROGRAM, source })?;
-    let map = ebpf.take_map(XDP_STATS_MAP).ok_or(EbpfError::MissingMap(XDP_STATS_MAP))?;
-    let mut stats =
-        StatsMap(PerCpuHashMap::try_from(map).map_err(|source| EbpfError::Map { map: XDP_STATS_MAP, source })?);
+    let mut stats = StatsMap(take_map(&mut ebpf, XDP_STATS_MAP)?);
     stats.reserve_overflow_keys()?;
     Ok(Dataplane { ebpf, stats, xdp: None })
 }
@@ -120,12 +134,7 @@ pub fn load_from(object: &[u8]) -> Result<Dataplane, EbpfError> {
 impl Dataplane {
     /// Attaches XDP to `interface`: driver (native) mode, else generic mode with a warning.
     pub fn attach_xdp(&mut self, interface: &str) -> Result<(), EbpfError> {
-        let prog: &mut Xdp = self
-            .ebpf
-            .program_mut(XDP_PROGRAM)
-            .ok_or(EbpfError::MissingProgram(XDP_PROGRAM))?
-            .try_into()
-            .map_err(|source| EbpfError::Load { program: XDP_PROGRAM, source })?;
+        let prog: &mut Xdp = program(&mut self.ebpf, XDP_PROGRAM)?;
         let mode = match prog.attach(interface, XdpMode::Driver) {
             Ok(_) => "driver",
             Err(driver) => match prog.attach(interface, XdpMode::Skb) {
@@ -147,28 +156,13 @@ impl Dataplane {
     /// Loads the sk_skb stream-verdict program, attaches it to the SOCKHASH and
     /// returns the maps the agent uses to join sockets.
     pub fn load_splicer(&mut self) -> Result<Splicer, EbpfError> {
-        let prog: &mut SkSkb = self
-            .ebpf
-            .program_mut(SPLICE_PROGRAM)
-            .ok_or(EbpfError::MissingProgram(SPLICE_PROGRAM))?
-            .try_into()
-            .map_err(|source| EbpfError::Load { program: SPLICE_PROGRAM, source })?;
+        let prog: &mut SkSkb = program(&mut self.ebpf, SPLICE_PROGRAM)?;
         prog.load().map_err(|source| EbpfError::Load { program: SPLICE_PROGRAM, source })?;
-        let map = self.ebpf.take_map(SPLICE_SOCKS_MAP).ok_or(EbpfError::MissingMap(SPLICE_SOCKS_MAP))?;
-        let socks: SockHash<MapData, SpliceKey> =
-            SockHash::try_from(map).map_err(|source| EbpfError::Map { map: SPLICE_SOCKS_MAP, source })?;
-        let prog: &mut SkSkb = self
-            .ebpf
-            .program_mut(SPLICE_PROGRAM)
-            .ok_or(EbpfError::MissingProgram(SPLICE_PROGRAM))?
-            .try_into()
-            .map_err(|source| EbpfError::Load { program: SPLICE_PROGRAM, source })?;
+        let socks: SockHash<MapData, SpliceKey> = take_map(&mut self.ebpf, SPLICE_SOCKS_MAP)?;
+        let prog: &mut SkSkb = program(&mut self.ebpf, SPLICE_PROGRAM)?;
         prog.attach(socks.fd()).map_err(|source| EbpfError::Load { program: SPLICE_PROGRAM, source })?;
-        let map = self.ebpf.take_map(SPLICE_PEERS_MAP).ok_or(EbpfError::MissingMap(SPLICE_PEERS_MAP))?;
-        let peers =
-            aya::maps::HashMap::try_from(map).map_err(|source| EbpfError::Map { map: SPLICE_PEERS_MAP, source })?;
-        let map = self.ebpf.take_map(SPLICE_STATS_MAP).ok_or(EbpfError::MissingMap(SPLICE_STATS_MAP))?;
-        let stats = PerCpuArray::try_from(map).map_err(|source| EbpfError::Map { map: SPLICE_STATS_MAP, source })?;
+        let peers = take_map(&mut self.ebpf, SPLICE_PEERS_MAP)?;
+        let stats = take_map(&mut self.ebpf, SPLICE_STATS_MAP)?;
         Ok(Splicer { socks, peers, stats })
     }
 

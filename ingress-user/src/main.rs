@@ -64,6 +64,9 @@ enum Cmd {
         /// Admin endpoint (/stats, /routes, /readyz).
         #[arg(long, value_name = "ADDR", default_value = DEFAULT_ADMIN)]
         admin: SocketAddr,
+        /// Client connections one source address may hold open (0: no cap).
+        #[arg(long, value_name = "N", default_value_t = ingress::proxy::DEFAULT_MAX_PER_SOURCE)]
+        max_connections_per_source: u32,
         /// On SIGTERM/SIGINT: how long in-flight requests may take to finish.
         #[arg(long, value_name = "SECONDS", default_value_t = 10)]
         drain_timeout: u64,
@@ -93,13 +96,24 @@ fn main() -> Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Run { manifests, kubeconfig, write_status, listen, interface, dataplane, admin, drain_timeout } => {
+        Cmd::Run {
+            manifests,
+            kubeconfig,
+            write_status,
+            listen,
+            interface,
+            dataplane,
+            admin,
+            drain_timeout,
+            max_connections_per_source,
+        } => {
             let source = match manifests {
                 Some(dir) => Source::Manifests(dir),
                 None => Source::Kubernetes { kubeconfig, write_status },
             };
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            rt.block_on(run(source, listen, interface, dataplane, admin, Duration::from_secs(drain_timeout)))
+            let limits = Limits { drain: Duration::from_secs(drain_timeout), max_connections_per_source };
+            rt.block_on(run(source, listen, interface, dataplane, admin, limits))
         }
         Cmd::Stats { admin, json } => {
             let body = admin_get(admin, "/stats")?;
@@ -124,6 +138,11 @@ fn main() -> Result<()> {
     }
 }
 
+struct Limits {
+    drain: Duration,
+    max_connections_per_source: u32,
+}
+
 enum Source {
     Manifests(PathBuf),
     Kubernetes { kubeconfig: Option<PathBuf>, write_status: bool },
@@ -135,8 +154,9 @@ async fn run(
     interface: Option<String>,
     dataplane: Option<DataplaneMode>,
     admin_addr: SocketAddr,
-    drain: Duration,
+    limits: Limits,
 ) -> Result<()> {
+    let drain = limits.drain;
     let mode = dataplane.unwrap_or(if interface.is_some() { DataplaneMode::Ebpf } else { DataplaneMode::Userspace });
     let proxy = Proxy::new(routing::Table::default());
     let publisher = match source {
@@ -169,6 +189,7 @@ async fn run(
         }
     };
 
+    proxy.set_max_connections_per_source(limits.max_connections_per_source);
     let (dp, xdp, stats_map) = match mode {
         DataplaneMode::Userspace => ("userspace", None, None),
         DataplaneMode::Ebpf => {

@@ -10,6 +10,11 @@ use ingress_tests::fixtures::{openchoreo_dir, openchoreo_expectations, openchore
 use ingress_tests::netns::{exists, in_ns};
 use ingress_tests::topology::{CLIENT_IP, PodSpec, Topology, VM_IP, VM_NIC};
 
+/// The agent in the topology's vm namespace with the OpenChoreo fixtures and `dataplane` flags.
+fn start_agent(topo: &Topology, dataplane: &[&str]) -> Agent {
+    Agent::start(&ingress_bin(), &topo.vm_ns(), &openchoreo_dir(), &openchoreo_listens(VM_IP), dataplane)
+}
+
 fn get(topo: &Topology, port: u16, host: &str, path: &str) -> ingress_tests::client::Response {
     let addr = format!("{VM_IP}:{port}").parse().unwrap();
     let req = Request::get(host, path);
@@ -31,13 +36,7 @@ fn api_host_through_the_xdp_nic_reaches_the_api_pod() {
         return;
     }
     let topo = Topology::create("ingt-api", &openchoreo_pods());
-    let agent = Agent::start(
-        &ingress_bin(),
-        &topo.vm_ns(),
-        &openchoreo_dir(),
-        &openchoreo_listens(VM_IP),
-        &["--interface", VM_NIC],
-    );
+    let agent = start_agent(&topo, &["--interface", VM_NIC]);
     let before = xdp_packets(&agent, 8080);
     let r = get(&topo, 8080, "api.openchoreovm.localhost:8080", "/");
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
@@ -63,8 +62,7 @@ fn every_openchoreo_hostname_reaches_its_pod_in_both_dataplanes() {
     }
     let topo = Topology::create("ingt-all", &openchoreo_pods());
     for dataplane in [&["--interface", VM_NIC][..], &["--dataplane", "userspace"][..]] {
-        let agent =
-            Agent::start(&ingress_bin(), &topo.vm_ns(), &openchoreo_dir(), &openchoreo_listens(VM_IP), dataplane);
+        let agent = start_agent(&topo, dataplane);
         for exp in openchoreo_expectations() {
             let r = get(&topo, exp.port, &format!("{}:{}", exp.host, exp.port), exp.path);
             let what = format!("{dataplane:?} http://{}:{}{}", exp.host, exp.port, exp.path);
@@ -143,13 +141,7 @@ fn websocket_through_the_ingress_is_spliced_in_the_kernel() {
         return;
     }
     let topo = Topology::create("ingt-ws", &openchoreo_pods());
-    let agent = Agent::start(
-        &ingress_bin(),
-        &topo.vm_ns(),
-        &openchoreo_dir(),
-        &openchoreo_listens(VM_IP),
-        &["--interface", VM_NIC],
-    );
+    let agent = start_agent(&topo, &["--interface", VM_NIC]);
     const N: usize = 4 << 20;
     upgrade_echo(&topo, N);
     let s = stats(&agent);
@@ -170,13 +162,7 @@ fn websocket_through_the_ingress_is_spliced_in_the_kernel() {
     agent.stop();
 
     // userspace dataplane: same bytes, copied by the agent
-    let agent = Agent::start(
-        &ingress_bin(),
-        &topo.vm_ns(),
-        &openchoreo_dir(),
-        &openchoreo_listens(VM_IP),
-        &["--dataplane", "userspace"],
-    );
+    let agent = start_agent(&topo, &["--dataplane", "userspace"]);
     upgrade_echo(&topo, 1 << 20);
     let s = stats(&agent);
     assert!(!s.splice.available);

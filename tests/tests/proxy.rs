@@ -89,6 +89,10 @@ struct Setup {
 }
 
 fn setup(tag: &str) -> Setup {
+    setup_with(tag, &[])
+}
+
+fn setup_with(tag: &str, extra: &[&str]) -> Setup {
     let (main, pm) = Backend::start_local("pod-main");
     let (shadow, ps) = Backend::start_local("pod-shadow");
     let (second, p2) = Backend::start_local("pod-second");
@@ -107,7 +111,8 @@ fn setup(tag: &str) -> Setup {
     std::fs::write(dir.join("routes.yaml"), ROUTES).unwrap();
     let port = free_port();
     let admin = format!("127.0.0.1:{}", free_port());
-    let args = vec!["--manifests".to_string(), dir.display().to_string()];
+    let mut args = vec!["--manifests".to_string(), dir.display().to_string()];
+    args.extend(extra.iter().map(|s| s.to_string()));
     let agent = Agent::start_with(&ingress_bin(), None, &admin, &[format!("127.0.0.1:{port}=apps/gw")], &args);
     Setup { dir, port, agent, main, shadow, second }
 }
@@ -385,4 +390,44 @@ fn sigterm_drains_in_flight_requests_and_stops_accepting() {
     assert_eq!(r.json::<Echo>().path, "/v2/slow");
     let status = s.agent.wait_exit(Duration::from_secs(5)).expect("the agent exits after draining");
     assert!(status.success(), "{status}");
+}
+
+#[test]
+fn connections_per_source_are_capped() {
+    use std::io::{Read, Write};
+    let s = setup_with("cap", &["--max-connections-per-source", "2"]);
+    let open = || std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    // two connections held open, each proven served
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut c = open();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        c.write_all(&Request::get("f.test", "/api/held").to_bytes()).unwrap();
+        let mut r = std::io::BufReader::new(c.try_clone().unwrap());
+        assert_eq!(ingress_tests::client::read_response(&mut r, false).unwrap().status, 200);
+        held.push(c);
+    }
+    // a third is closed at once
+    let mut third = open();
+    third.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = third.write_all(&Request::get("f.test", "/api/third").to_bytes());
+    let mut buf = Vec::new();
+    let n = third.read_to_end(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "the third connection from the same source gets no answer");
+    // one slot freed: served again
+    drop(held.pop());
+    let start = Instant::now();
+    loop {
+        if send(
+            format!("127.0.0.1:{}", s.port).parse().unwrap(),
+            &Request::get("f.test", "/api/again"),
+            Duration::from_secs(2),
+        )
+        .is_ok_and(|r| r.status == 200)
+        {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "a freed slot was not reusable");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

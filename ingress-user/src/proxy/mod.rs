@@ -2,8 +2,9 @@
 //! in the current routing table, apply filters, pick a backend and an endpoint,
 //! forward over a pooled connection straight to the pod IP, filter the response.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,6 +52,30 @@ pub struct Proxy {
     client: Client<HttpConnector, Body>,
     shutdown: tokio::sync::watch::Sender<bool>,
     joiner: std::sync::OnceLock<Arc<Joiner>>,
+    /// Open client connections per source address.
+    sources: Arc<std::sync::Mutex<HashMap<IpAddr, u32>>>,
+    max_per_source: std::sync::atomic::AtomicU32,
+}
+
+/// Client connections one source address may hold open (`--max-connections-per-source`).
+pub const DEFAULT_MAX_PER_SOURCE: u32 = 1024;
+
+/// Holds one of a source's connection slots until dropped.
+struct SourceSlot {
+    ip: IpAddr,
+    sources: Arc<std::sync::Mutex<HashMap<IpAddr, u32>>>,
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut m = self.sources.lock().expect("sources");
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
+    }
 }
 
 impl Proxy {
@@ -66,6 +91,8 @@ impl Proxy {
             client,
             shutdown: tokio::sync::watch::Sender::new(false),
             joiner: std::sync::OnceLock::new(),
+            sources: Arc::new(std::sync::Mutex::new(HashMap::new())),
+            max_per_source: std::sync::atomic::AtomicU32::new(DEFAULT_MAX_PER_SOURCE),
         })
     }
 
@@ -87,12 +114,17 @@ impl Proxy {
                 },
                 _ = stopped(&mut stop) => return,
             };
+            let Some(source) = self.admit(peer) else {
+                tracing::debug!(%peer, "connection refused: too many connections from this source");
+                drop(stream);
+                continue;
+            };
             let _ = stream.set_nodelay(true);
             let proxy = self.clone();
             let mut stop = self.shutdown.subscribe();
             let guard = self.metrics.connection();
             tokio::spawn(async move {
-                let _guard = guard;
+                let _guard = (guard, source);
                 let svc = hyper::service::service_fn(move |req| {
                     let proxy = proxy.clone();
                     async move { Ok::<_, Infallible>(proxy.handle(req, index, peer).await) }
@@ -120,6 +152,23 @@ impl Proxy {
                 }
             });
         }
+    }
+
+    /// Caps the client connections one source address may hold open (0: no cap).
+    pub fn set_max_connections_per_source(&self, n: u32) {
+        self.max_per_source.store(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// A connection slot for `peer`'s address, or None when it holds its maximum.
+    fn admit(&self, peer: SocketAddr) -> Option<SourceSlot> {
+        let max = self.max_per_source.load(std::sync::atomic::Ordering::Relaxed);
+        let mut m = self.sources.lock().expect("sources");
+        let n = m.entry(peer.ip()).or_insert(0);
+        if max != 0 && *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(SourceSlot { ip: peer.ip(), sources: self.sources.clone() })
     }
 
     /// Sets how upgraded connections are joined (in the kernel when the eBPF
