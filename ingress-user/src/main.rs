@@ -64,6 +64,10 @@ enum Cmd {
         /// Admin endpoint (/stats, /routes, /readyz).
         #[arg(long, value_name = "ADDR", default_value = DEFAULT_ADMIN)]
         admin: SocketAddr,
+        /// Seconds a client has to send a whole request head; a keep-alive connection
+        /// idle that long is closed too.
+        #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+        head_timeout: u64,
         /// Client connections one source address may hold open (0: no cap).
         #[arg(long, value_name = "N", default_value_t = ingress::proxy::DEFAULT_MAX_PER_SOURCE)]
         max_connections_per_source: u32,
@@ -106,13 +110,18 @@ fn main() -> Result<()> {
             admin,
             drain_timeout,
             max_connections_per_source,
+            head_timeout,
         } => {
             let source = match manifests {
                 Some(dir) => Source::Manifests(dir),
                 None => Source::Kubernetes { kubeconfig, write_status },
             };
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            let limits = Limits { drain: Duration::from_secs(drain_timeout), max_connections_per_source };
+            let limits = Limits {
+                drain: Duration::from_secs(drain_timeout),
+                max_connections_per_source,
+                head_timeout: Duration::from_secs(head_timeout),
+            };
             rt.block_on(run(source, listen, interface, dataplane, admin, limits))
         }
         Cmd::Stats { admin, json } => {
@@ -141,6 +150,7 @@ fn main() -> Result<()> {
 struct Limits {
     drain: Duration,
     max_connections_per_source: u32,
+    head_timeout: Duration,
 }
 
 enum Source {
@@ -190,6 +200,7 @@ async fn run(
     };
 
     proxy.set_max_connections_per_source(limits.max_connections_per_source);
+    proxy.set_head_timeout(limits.head_timeout);
     let (dp, xdp, stats_map) = match mode {
         DataplaneMode::Userspace => ("userspace", None, None),
         DataplaneMode::Ebpf => {

@@ -163,6 +163,35 @@ fn serve_connection(s: TcpStream, pod: &str, port: u16, requests: &AtomicUsize) 
                 w.write_all(&buf[..n])?;
             }
         }
+        // `x-echo-bytes: N` answers with N bytes (chunked with `x-echo-chunked`), streamed.
+        if let Some(n) = headers.get("x-echo-bytes").and_then(|v| v.parse::<u64>().ok()) {
+            let chunked = headers.contains_key("x-echo-chunked");
+            if chunked {
+                write!(w, "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nx-pod: {pod}\r\n\r\n")?;
+            } else {
+                write!(w, "HTTP/1.1 200 OK\r\ncontent-length: {n}\r\nx-pod: {pod}\r\n\r\n")?;
+            }
+            let block = vec![b'x'; 256 * 1024];
+            let mut left = n;
+            while left > 0 {
+                let k = left.min(block.len() as u64) as usize;
+                if chunked {
+                    write!(w, "{k:x}\r\n")?;
+                }
+                w.write_all(&block[..k])?;
+                if chunked {
+                    w.write_all(b"\r\n")?;
+                }
+                left -= k as u64;
+            }
+            if chunked {
+                w.write_all(b"0\r\n\r\n")?;
+            }
+            if close {
+                return Ok(());
+            }
+            continue;
+        }
         // `x-echo-status: N` answers with that status code.
         let status: u16 = headers.get("x-echo-status").and_then(|v| v.parse().ok()).unwrap_or(200);
         let echo = Echo {

@@ -431,3 +431,102 @@ fn connections_per_source_are_capped() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn idle_keep_alive_and_slow_heads_are_closed_after_the_head_timeout() {
+    use std::io::{Read, Write};
+    let s = setup_with("idle", &["--head-timeout", "1"]);
+    // idle after one answered request
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.write_all(&Request::get("f.test", "/api/idle").to_bytes()).unwrap();
+    let mut r = std::io::BufReader::new(c.try_clone().unwrap());
+    assert_eq!(ingress_tests::client::read_response(&mut r, false).unwrap().status, 200);
+    let start = Instant::now();
+    let mut rest = Vec::new();
+    let _ = r.read_to_end(&mut rest);
+    let idle = start.elapsed();
+    assert!(idle >= Duration::from_millis(800) && idle < Duration::from_secs(4), "closed after {idle:?}");
+    // a head that never completes (slowloris)
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.write_all(b"GET /api/slow HTTP/1.1\r\nHost: f.te").unwrap();
+    let start = Instant::now();
+    let mut out = Vec::new();
+    let _ = c.read_to_end(&mut out);
+    assert!(start.elapsed() < Duration::from_secs(4), "a partial head is not kept open");
+}
+
+/// Reads one response and counts its body without keeping it: (status, body bytes).
+fn read_counting(r: &mut impl std::io::BufRead) -> (u16, u64) {
+    use std::io::Read;
+    let mut head = Vec::new();
+    loop {
+        let mut line = Vec::new();
+        r.read_until(b'\n', &mut line).unwrap();
+        head.extend_from_slice(&line);
+        if line == b"\r\n" || line.is_empty() {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    let status: u16 = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let mut total = 0u64;
+    if text.contains("transfer-encoding: chunked") {
+        loop {
+            let mut line = String::new();
+            r.read_line(&mut line).unwrap();
+            let n = u64::from_str_radix(line.trim(), 16).unwrap();
+            if n == 0 {
+                let mut end = String::new();
+                r.read_line(&mut end).unwrap();
+                break;
+            }
+            total += std::io::copy(&mut r.by_ref().take(n), &mut std::io::sink()).unwrap();
+            let mut crlf = String::new();
+            r.read_line(&mut crlf).unwrap();
+        }
+    } else {
+        let n: u64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        total = std::io::copy(&mut r.by_ref().take(n), &mut std::io::sink()).unwrap();
+    }
+    (status, total)
+}
+
+#[test]
+fn a_gibibyte_streams_both_ways_with_bounded_agent_memory() {
+    use std::io::{BufReader, Write};
+    const GIB: u64 = 1 << 30;
+    let s = setup("stream");
+    let c = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut w = c.try_clone().unwrap();
+    let mut r = BufReader::new(c);
+    // chunked upload of 1 GiB in 1 MiB chunks
+    w.write_all(b"POST /api/upload HTTP/1.1\r\nHost: f.test\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap();
+    let chunk = vec![b'u'; 1 << 20];
+    for _ in 0..(GIB >> 20) {
+        write!(w, "{:x}\r\n", chunk.len()).unwrap();
+        w.write_all(&chunk).unwrap();
+        w.write_all(b"\r\n").unwrap();
+    }
+    w.write_all(b"0\r\n\r\n").unwrap();
+    let resp = ingress_tests::client::read_response(&mut r, false).unwrap();
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.json::<Echo>().body_len as u64, GIB, "the whole chunked upload reached the pod");
+    // 1 GiB chunked download, then 1 GiB with Content-Length, same connection
+    for chunked in [true, false] {
+        let mut req = Request::get("f.test", "/api/download").header("x-echo-bytes", &GIB.to_string());
+        if chunked {
+            req = req.header("x-echo-chunked", "1");
+        }
+        w.write_all(&req.to_bytes()).unwrap();
+        assert_eq!(read_counting(&mut r), (200, GIB), "download chunked={chunked}");
+    }
+    let rss = s.agent.peak_rss_kib().expect("agent RSS");
+    assert!(rss < 64 * 1024, "agent peak RSS {rss} KiB while 3 GiB streamed through it");
+}

@@ -39,7 +39,8 @@ pub type Body = BoxBody<Bytes, hyper::Error>;
 
 /// Largest request head accepted; larger ones get 431.
 pub const MAX_HEAD: usize = 64 * 1024;
-/// Time a client has to send a complete request head.
+/// Default time a client has to send a complete request head; a keep-alive
+/// connection idle that long is closed too (`--head-timeout`).
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// State shared by every connection: the current table (swapped whole on change),
@@ -55,6 +56,7 @@ pub struct Proxy {
     /// Open client connections per source address.
     sources: Arc<std::sync::Mutex<HashMap<IpAddr, u32>>>,
     max_per_source: std::sync::atomic::AtomicU32,
+    head_timeout_ms: std::sync::atomic::AtomicU64,
 }
 
 /// Client connections one source address may hold open (`--max-connections-per-source`).
@@ -93,6 +95,7 @@ impl Proxy {
             joiner: std::sync::OnceLock::new(),
             sources: Arc::new(std::sync::Mutex::new(HashMap::new())),
             max_per_source: std::sync::atomic::AtomicU32::new(DEFAULT_MAX_PER_SOURCE),
+            head_timeout_ms: std::sync::atomic::AtomicU64::new(HEAD_TIMEOUT.as_millis() as u64),
         })
     }
 
@@ -123,6 +126,7 @@ impl Proxy {
             let proxy = self.clone();
             let mut stop = self.shutdown.subscribe();
             let guard = self.metrics.connection();
+            let proxy_timeout = Duration::from_millis(self.head_timeout_ms.load(std::sync::atomic::Ordering::Relaxed));
             tokio::spawn(async move {
                 let _guard = (guard, source);
                 let svc = hyper::service::service_fn(move |req| {
@@ -133,7 +137,7 @@ impl Proxy {
                 builder
                     .timer(hyper_util::rt::TokioTimer::new())
                     // a head not complete within 10 s (slowloris): the connection is closed
-                    .header_read_timeout(HEAD_TIMEOUT)
+                    .header_read_timeout(proxy_timeout)
                     // a head over 64 KiB: 431
                     .max_buf_size(MAX_HEAD)
                     .keep_alive(true);
@@ -152,6 +156,11 @@ impl Proxy {
                 }
             });
         }
+    }
+
+    /// Sets the head timeout, which is also the keep-alive idle timeout.
+    pub fn set_head_timeout(&self, t: Duration) {
+        self.head_timeout_ms.store(t.as_millis().max(1) as u64, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Caps the client connections one source address may hold open (0: no cap).
