@@ -173,7 +173,12 @@ fn serve_connection(s: TcpStream, pod: &str, port: u16, requests: &AtomicUsize) 
             }
             let block = vec![b'x'; 256 * 1024];
             let mut left = n;
+            // `x-echo-die-after: K`: the pod dies after K body bytes (connection dropped).
+            let die_after = headers.get("x-echo-die-after").and_then(|v| v.parse::<u64>().ok());
             while left > 0 {
+                if die_after.is_some_and(|d| n - left >= d) {
+                    return Ok(());
+                }
                 let k = left.min(block.len() as u64) as usize;
                 if chunked {
                     write!(w, "{k:x}\r\n")?;

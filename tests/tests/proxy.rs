@@ -75,6 +75,8 @@ spec:
     backendRefs: [{name: main, port: 80}]
   - matches: [{path: {value: /half}}]
     backendRefs: [{name: half, port: 80}]
+  - matches: [{path: {value: /pair}}]
+    backendRefs: [{name: pair, port: 80}]
   - matches: [{path: {value: /weights}}]
     backendRefs: [{name: main, port: 80, weight: 1}, {name: second, port: 80, weight: 1}, {name: shadow, port: 80, weight: 0}]
 "#;
@@ -106,6 +108,7 @@ fn setup_with(tag: &str, extra: &[&str]) -> Setup {
         service("second", &[p2]),
         service("noeps", &[]),
         service("half", &[refused, pm]),
+        service("pair", &[pm, p2]),
     ];
     std::fs::write(dir.join("services.yaml"), services.concat()).unwrap();
     std::fs::write(dir.join("routes.yaml"), ROUTES).unwrap();
@@ -529,4 +532,81 @@ fn a_gibibyte_streams_both_ways_with_bounded_agent_memory() {
     }
     let rss = s.agent.peak_rss_kib().expect("agent RSS");
     assert!(rss < 64 * 1024, "agent peak RSS {rss} KiB while 3 GiB streamed through it");
+}
+
+#[test]
+fn a_pod_dying_mid_response_fails_only_that_request() {
+    use std::io::{BufReader, Read, Write};
+    let s = setup("die");
+    let c = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut w = c.try_clone().unwrap();
+    w.write_all(
+        &Request::get("f.test", "/api/big")
+            .header("x-echo-bytes", "10000000")
+            .header("x-echo-die-after", "1000000")
+            .to_bytes(),
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    let _ = BufReader::new(c).read_to_end(&mut got);
+    assert!(got.len() < 10_000_000, "the client sees the response cut short ({} bytes), not a complete one", got.len());
+    // everything else is unaffected
+    for _ in 0..5 {
+        assert_eq!(s.get("/api/ok").status, 200);
+    }
+}
+
+#[test]
+fn an_endpoint_removed_under_load_fails_no_request() {
+    let s = setup("remove");
+    let port = s.port;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let (mut ok, mut failed, mut pods) = (0u32, 0u32, std::collections::BTreeSet::new());
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) && Instant::now() < deadline {
+                    match send(
+                        format!("127.0.0.1:{port}").parse().unwrap(),
+                        &Request::get("f.test", "/pair"),
+                        Duration::from_secs(3),
+                    ) {
+                        Ok(r) if r.status == 200 => {
+                            ok += 1;
+                            pods.insert(r.json::<Echo>().pod);
+                        }
+                        _ => failed += 1,
+                    }
+                }
+                (ok, failed, pods)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    // drop the second endpoint of "pair" while the load runs
+    let services = std::fs::read_to_string(s.dir.join("services.yaml")).unwrap();
+    let mut docs: Vec<&str> = services.split("---\n").collect();
+    let before = docs.len();
+    docs.retain(|d| !d.contains("name: pair-1,"));
+    assert_eq!(docs.len(), before - 1, "the second slice of pair was found");
+    std::fs::write(s.dir.join("services.yaml"), docs.join("---\n")).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (mut ok, mut failed) = (0, 0);
+    let mut pods = std::collections::BTreeSet::new();
+    for w in workers {
+        let (o, f, p) = w.join().unwrap();
+        ok += o;
+        failed += f;
+        pods.extend(p);
+    }
+    assert_eq!(failed, 0, "{ok} ok, {failed} failed");
+    assert!(pods.contains("pod-second"), "the second endpoint served before its removal: {pods:?}");
+    // after the reload only the first endpoint serves
+    for _ in 0..6 {
+        assert_eq!(s.get("/pair").json::<Echo>().pod, "pod-main");
+    }
 }
