@@ -48,6 +48,26 @@ impl Admin {
         }
     }
 
+    /// A host the engine finds splice-safe is still not spliced when the agent adds
+    /// headers to every request or has no sockmap program: say so in /routes.
+    fn splice_runtime_reasons(&self, v: &mut serde_json::Value) {
+        let why = if self.proxy.forwarded_headers() {
+            Some("X-Forwarded-* headers are added to every request (`--forwarded-headers off` allows splicing)")
+        } else if !self.proxy.joiner().counters().available {
+            Some("the sockmap program is not loaded (eBPF dataplane needed)")
+        } else {
+            None
+        };
+        let Some(why) = why else { return };
+        for l in v["listeners"].as_array_mut().into_iter().flatten() {
+            for h in l["hosts"].as_array_mut().into_iter().flatten() {
+                if h["splice"]["safe"] == true {
+                    h["splice"] = serde_json::json!({"safe": false, "why_not": why});
+                }
+            }
+        }
+    }
+
     /// Pairs joined in the kernel right now.
     fn splice_active(&self) -> u64 {
         self.proxy.joiner().counters().kernel_active
@@ -65,6 +85,7 @@ impl Admin {
                 .expect("response"),
             "/routes" => {
                 let mut v = describe(&self.proxy.table.load());
+                self.splice_runtime_reasons(&mut v);
                 v["source"] = serde_json::to_value(self.publisher.state()).expect("state json");
                 json(StatusCode::OK, serde_json::to_string_pretty(&v).expect("json"))
             }

@@ -64,6 +64,10 @@ enum Cmd {
         /// Admin endpoint (/stats, /routes, /readyz).
         #[arg(long, value_name = "ADDR", default_value = DEFAULT_ADMIN)]
         admin: SocketAddr,
+        /// Add X-Forwarded-For, -Proto and -Host to requests. `off` lets splice-safe
+        /// hosts be joined to their pod in the kernel (eBPF dataplane).
+        #[arg(long, value_enum, default_value = "on")]
+        forwarded_headers: OnOff,
         /// Seconds a client has to send a whole request head; a keep-alive connection
         /// idle that long is closed too.
         #[arg(long, value_name = "SECONDS", default_value_t = 10)]
@@ -111,6 +115,7 @@ fn main() -> Result<()> {
             drain_timeout,
             max_connections_per_source,
             head_timeout,
+            forwarded_headers,
         } => {
             let source = match manifests {
                 Some(dir) => Source::Manifests(dir),
@@ -121,6 +126,7 @@ fn main() -> Result<()> {
                 drain: Duration::from_secs(drain_timeout),
                 max_connections_per_source,
                 head_timeout: Duration::from_secs(head_timeout),
+                forwarded_headers: forwarded_headers == OnOff::On,
             };
             rt.block_on(run(source, listen, interface, dataplane, admin, limits))
         }
@@ -151,6 +157,13 @@ struct Limits {
     drain: Duration,
     max_connections_per_source: u32,
     head_timeout: Duration,
+    forwarded_headers: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum OnOff {
+    On,
+    Off,
 }
 
 enum Source {
@@ -201,6 +214,7 @@ async fn run(
 
     proxy.set_max_connections_per_source(limits.max_connections_per_source);
     proxy.set_head_timeout(limits.head_timeout);
+    proxy.set_forwarded_headers(limits.forwarded_headers);
     let (dp, xdp, stats_map) = match mode {
         DataplaneMode::Userspace => ("userspace", None, None),
         DataplaneMode::Ebpf => {

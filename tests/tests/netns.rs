@@ -170,3 +170,57 @@ fn websocket_through_the_ingress_is_spliced_in_the_kernel() {
     assert_eq!(s.splice.kernel_redirected_bytes, 0);
     agent.stop();
 }
+
+#[test]
+fn splice_safe_hosts_are_joined_to_the_pod_in_the_kernel() {
+    use std::io::{BufReader, Write};
+    let test = "splice_safe_hosts_are_joined_to_the_pod_in_the_kernel";
+    if !ingress_tests::require_root(test) || !ingress_tests::require_ebpf_object(test) {
+        return;
+    }
+    let topo = Topology::create("ingt-spl", &openchoreo_pods());
+    // default: forwarded headers on, so nothing is spliced, and /routes says why
+    let agent = start_agent(&topo, &["--interface", VM_NIC]);
+    let (_, routes) = agent.admin_get("/routes").unwrap();
+    assert!(routes.contains("--forwarded-headers off"), "{routes}");
+    agent.stop();
+
+    let agent = start_agent(&topo, &["--interface", VM_NIC, "--forwarded-headers", "off"]);
+    let host = "react-starter-development.openchoreovm-apis.localhost:9080";
+    let (pods, forwarded) = in_ns(&topo.client_ns(), || {
+        let c = std::net::TcpStream::connect((VM_IP, 9080)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut w = c.try_clone().unwrap();
+        let mut r = BufReader::new(c);
+        let mut pods = Vec::new();
+        let mut forwarded = false;
+        for path in ["/a", "/b", "/c"] {
+            w.write_all(&Request::get(host, path).to_bytes()).unwrap();
+            let resp = ingress_tests::client::read_response(&mut r, false).unwrap();
+            let echo: Echo = resp.json();
+            assert_eq!(echo.path, path);
+            forwarded |= echo.headers.contains_key("x-forwarded-for");
+            pods.push(echo.pod);
+        }
+        (pods, forwarded)
+    });
+    assert!(pods.iter().all(|p| p == &pods[0]), "one spliced connection, one pod: {pods:?}");
+    assert!(!forwarded);
+    let s = stats(&agent);
+    assert_eq!(s.splice.joined_total, 1, "{:?}", s.splice);
+    assert!(s.splice.kernel_redirected_bytes > 0, "{:?}", s.splice);
+    // a host with filters still goes through the proxy (rewritten path)
+    let r = get(&topo, 9080, "development.openchoreovm-apis.localhost:9080", "/greeter-service/greeter/greet");
+    assert_eq!(r.json::<Echo>().path, "/greeter/greet");
+    assert_eq!(stats(&agent).splice.joined_total, 1);
+    let (_, routes) = agent.admin_get("/routes").unwrap();
+    let v: serde_json::Value = serde_json::from_str(&routes).unwrap();
+    let react = v["listeners"][1]["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["hostname"] == "react-starter-development.openchoreovm-apis.localhost")
+        .unwrap();
+    assert_eq!(react["splice"]["safe"], true, "{react}");
+    agent.stop();
+}

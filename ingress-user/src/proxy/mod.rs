@@ -33,6 +33,7 @@ struct Tag {
 }
 
 mod forward;
+mod splice_route;
 mod upgrade;
 
 pub type Body = BoxBody<Bytes, hyper::Error>;
@@ -57,6 +58,8 @@ pub struct Proxy {
     sources: Arc<std::sync::Mutex<HashMap<IpAddr, u32>>>,
     max_per_source: std::sync::atomic::AtomicU32,
     head_timeout_ms: std::sync::atomic::AtomicU64,
+    /// Add X-Forwarded-For/-Proto/-Host (`--forwarded-headers`).
+    forwarded: std::sync::atomic::AtomicBool,
 }
 
 /// Client connections one source address may hold open (`--max-connections-per-source`).
@@ -96,6 +99,7 @@ impl Proxy {
             sources: Arc::new(std::sync::Mutex::new(HashMap::new())),
             max_per_source: std::sync::atomic::AtomicU32::new(DEFAULT_MAX_PER_SOURCE),
             head_timeout_ms: std::sync::atomic::AtomicU64::new(HEAD_TIMEOUT.as_millis() as u64),
+            forwarded: std::sync::atomic::AtomicBool::new(true),
         })
     }
 
@@ -124,38 +128,70 @@ impl Proxy {
             };
             let _ = stream.set_nodelay(true);
             let proxy = self.clone();
-            let mut stop = self.shutdown.subscribe();
+            let stop = self.shutdown.subscribe();
             let guard = self.metrics.connection();
             let proxy_timeout = Duration::from_millis(self.head_timeout_ms.load(std::sync::atomic::Ordering::Relaxed));
             tokio::spawn(async move {
                 let _guard = (guard, source);
-                let svc = hyper::service::service_fn(move |req| {
-                    let proxy = proxy.clone();
-                    async move { Ok::<_, Infallible>(proxy.handle(req, index, peer).await) }
-                });
-                let mut builder = hyper::server::conn::http1::Builder::new();
-                builder
-                    .timer(hyper_util::rt::TokioTimer::new())
-                    // a head not complete within 10 s (slowloris): the connection is closed
-                    .header_read_timeout(proxy_timeout)
-                    // a head over 64 KiB: 431
-                    .max_buf_size(MAX_HEAD)
-                    .keep_alive(true);
-                let conn = builder.serve_connection(TokioIo::new(stream), svc).with_upgrades();
-                tokio::pin!(conn);
-                let result = tokio::select! {
-                    r = conn.as_mut() => r,
-                    _ = stopped(&mut stop) => {
-                        // Finish the request in flight, then close; idle connections close now.
-                        conn.as_mut().graceful_shutdown();
-                        conn.await
+                if proxy.splice_possible(index) {
+                    match proxy.peek_first(stream, index, proxy_timeout).await {
+                        splice_route::Peeked::Done => {}
+                        splice_route::Peeked::Proxy(io) => proxy.serve_http(io, index, peer, proxy_timeout, stop).await,
                     }
-                };
-                if let Err(e) = result {
-                    tracing::debug!(%peer, error = %e, "client connection ended with an error");
+                } else {
+                    proxy.serve_http(stream, index, peer, proxy_timeout, stop).await;
                 }
             });
         }
+    }
+
+    /// Serves one client connection with hyper: HTTP/1.1, upgrades, graceful close.
+    async fn serve_http<I>(
+        self: Arc<Self>,
+        io: I,
+        index: usize,
+        peer: SocketAddr,
+        head_timeout: Duration,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let proxy = self.clone();
+        let svc = hyper::service::service_fn(move |req| {
+            let proxy = proxy.clone();
+            async move { Ok::<_, Infallible>(proxy.handle(req, index, peer).await) }
+        });
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(hyper_util::rt::TokioTimer::new())
+            // a head not complete in time (slowloris), or an idle keep-alive: closed
+            .header_read_timeout(head_timeout)
+            // a head over 64 KiB: 431
+            .max_buf_size(MAX_HEAD)
+            .keep_alive(true);
+        let conn = builder.serve_connection(TokioIo::new(io), svc).with_upgrades();
+        tokio::pin!(conn);
+        let result = tokio::select! {
+            r = conn.as_mut() => r,
+            _ = stopped(&mut stop) => {
+                // Finish the request in flight, then close; idle connections close now.
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        };
+        if let Err(e) = result {
+            tracing::debug!(%peer, error = %e, "client connection ended with an error");
+        }
+    }
+
+    /// Turns the X-Forwarded-* headers on (default) or off. Off lets splice-safe
+    /// hosts be joined to their pod in the kernel.
+    pub fn set_forwarded_headers(&self, on: bool) {
+        self.forwarded.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn forwarded_headers(&self) -> bool {
+        self.forwarded.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Sets the head timeout, which is also the keep-alive idle timeout.
@@ -341,7 +377,9 @@ impl Proxy {
                 req.headers_mut().insert(header::HOST, v);
             }
         }
-        forwarded_headers(req.headers_mut(), peer, &host_value);
+        if self.forwarded_headers() {
+            forwarded_headers(req.headers_mut(), peer, &host_value);
+        }
         if let Some(proto) = upgrade::requested(req.headers()) {
             return self.upgrade(req, proto, endpoint, &backend.name).await;
         }

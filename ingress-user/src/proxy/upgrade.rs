@@ -83,9 +83,19 @@ impl Proxy {
                 }
             };
             type Io = TokioIo<tokio::net::TcpStream>;
-            match (client.downcast::<Io>(), upstream.downcast::<Io>()) {
-                (Ok(c), Ok(u)) => {
-                    joiner.run(c.io.into_inner(), c.read_buf, u.io.into_inner(), u.read_buf).await;
+            // A connection whose first head was read by the splice path is `Prefixed`.
+            let client = match client.downcast::<TokioIo<super::splice_route::Prefixed>>() {
+                Ok(p) => {
+                    let (stream, rest) = p.io.into_inner().into_parts();
+                    let mut pending = rest.to_vec();
+                    pending.extend_from_slice(&p.read_buf);
+                    Ok((stream, bytes::Bytes::from(pending)))
+                }
+                Err(c) => c.downcast::<Io>().map(|p| (p.io.into_inner(), p.read_buf)),
+            };
+            match (client, upstream.downcast::<Io>()) {
+                (Ok((c, c_buf)), Ok(u)) => {
+                    joiner.run(c, c_buf, u.io.into_inner(), u.read_buf).await;
                 }
                 (c, u) => {
                     // Not plain TCP underneath: copy through hyper's upgraded streams.

@@ -58,7 +58,11 @@ pub fn describe(t: &Table) -> Value {
                             })
                         })
                         .collect();
-                    json!({"hostname": v.hostname, "rules": rules})
+                    let (safe, why_not) = match &v.splice {
+                        Ok(()) => (true, None),
+                        Err(w) => (false, Some(w.clone())),
+                    };
+                    json!({"hostname": v.hostname, "splice": {"safe": safe, "why_not": why_not}, "rules": rules})
                 })
                 .collect();
             json!({
@@ -93,7 +97,11 @@ pub fn format_text(v: &Value) -> String {
             out += &format!("  ! {}\n", p.as_str().unwrap_or(""));
         }
         for h in l["hosts"].as_array().into_iter().flatten() {
-            out += &format!("  host {}\n", h["hostname"].as_str().unwrap_or(""));
+            let splice = match h["splice"]["why_not"].as_str() {
+                None => "splice-safe: connections are joined to the pod in the kernel".to_string(),
+                Some(w) => format!("not splice-safe: {w}"),
+            };
+            out += &format!("  host {}  ({splice})\n", h["hostname"].as_str().unwrap_or(""));
             for r in h["rules"].as_array().into_iter().flatten() {
                 let path = &r["match"]["path"];
                 let backends: Vec<String> = r["backends"]

@@ -49,7 +49,7 @@ pub struct ListenerTable {
 /// The rules that apply to one hostname, in precedence order, with an index by the
 /// first path segment so a host with thousands of path-prefix routes (one per
 /// OpenChoreo component) is not scanned linearly.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct VirtualHost {
     pub hostname: String,
     pub entries: Vec<Entry>,
@@ -57,6 +57,43 @@ pub struct VirtualHost {
     by_segment: HashMap<String, Vec<u32>>,
     /// Entries every path may match (prefix `/`, regular expressions), ascending.
     generic: Vec<u32>,
+    /// Whether whole connections to this host may be joined to one pod in the kernel,
+    /// or why not.
+    pub splice: Result<(), String>,
+}
+
+/// A host is splice-safe when the ingress has nothing to do per request: every rule
+/// sends everything, unchanged, to the same single backend, and some rule matches
+/// every request (otherwise some requests must get the ingress's 404).
+fn splice_decision(entries: &[Entry]) -> Result<(), String> {
+    let first = entries.first().ok_or("no rules")?;
+    if !entries.iter().any(|e| e.matcher.is_catch_all()) {
+        return Err("no rule matches every request (a `PathPrefix /` without conditions)".into());
+    }
+    let name = first.rule.backends.first().map(|b| b.name.as_str());
+    for e in entries {
+        let r = &e.rule;
+        let at = || format!("{} rule {}", r.route, r.index);
+        if !r.filters.is_empty() {
+            return Err(format!("{} has filters", at()));
+        }
+        if r.timeouts.request.is_some() || r.timeouts.backend_request.is_some() || r.retry.is_some() {
+            return Err(format!("{} has timeouts or retries, enforced per request", at()));
+        }
+        let [b] = r.backends.as_slice() else {
+            return Err(format!("{} does not send to exactly one backend", at()));
+        };
+        if Some(b.name.as_str()) != name {
+            return Err(format!("{} goes to another backend than the host's other rules", at()));
+        }
+        if !b.filters.is_empty() || b.weight == 0 {
+            return Err(format!("{} has backend filters or weight 0", at()));
+        }
+        if !matches!(&b.target, BackendTarget::Endpoints(e) if !e.is_empty()) {
+            return Err(format!("{} has no ready endpoint", at()));
+        }
+    }
+    Ok(())
 }
 
 /// `/a/b` -> `a`; `/` -> ``.
@@ -79,7 +116,13 @@ impl VirtualHost {
                 _ => generic.push(i as u32),
             }
         }
-        Self { hostname, entries, by_segment, generic }
+        let splice = splice_decision(&entries);
+        Self { hostname, entries, by_segment, generic, splice }
+    }
+
+    /// The backend every request of a splice-safe host goes to.
+    pub fn splice_backend(&self) -> Option<&Backend> {
+        self.splice.as_ref().ok().and_then(|_| self.entries.first()).map(|e| &e.rule.backends[0])
     }
 
     /// The first entry, in precedence order, that matches the request.
@@ -227,6 +270,15 @@ impl ListenerTable {
             .find(|(suffix, _)| host.len() > suffix.len() && host.ends_with(suffix.as_str()))
             .map(|(_, v)| v)
             .or(self.any.as_ref())
+    }
+
+    /// Whether some host on this address is splice-safe.
+    pub fn any_splice_safe(&self) -> bool {
+        self.hosts
+            .values()
+            .chain(self.wildcards.iter().map(|(_, v)| v))
+            .chain(self.any.iter())
+            .any(|v| v.splice.is_ok())
     }
 
     /// Finds the rule for a request, or None (404).

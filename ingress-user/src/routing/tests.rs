@@ -623,3 +623,32 @@ fn cors_mirror_and_retry_are_compiled() {
     let bad = t.listeners[0].find(&head).unwrap().rule;
     assert!(matches!(&bad.filters[0], Filter::Unsupported { reason } if reason.contains("BackendNotFound")));
 }
+
+#[test]
+fn splice_safe_hosts_send_everything_unchanged_to_one_backend() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/openchoreo");
+    let res = crate::manifest::load_dir(&dir).unwrap();
+    let cp: ListenMapping = "0.0.0.0:8080=openchoreo-control-plane/gateway-default:80".parse().unwrap();
+    let dp: ListenMapping = "0.0.0.0:9080=openchoreo-data-plane/gateway-default:19080".parse().unwrap();
+    let t = compile(&res, &[cp, dp]);
+    for host in ["openchoreovm.localhost", "api.openchoreovm.localhost", "thunder.openchoreovm.localhost"] {
+        let v = t.listeners[0].vhost(host).unwrap();
+        assert_eq!(v.splice, Ok(()), "{host}");
+        assert!(v.splice_backend().is_some());
+    }
+    assert!(t.listeners[1].vhost("react-starter-development.openchoreovm-apis.localhost").unwrap().splice.is_ok());
+    let dev = t.listeners[1].vhost("development.openchoreovm-apis.localhost").unwrap();
+    let why = dev.splice.clone().unwrap_err();
+    assert!(why.contains("no rule matches every request") || why.contains("filters"), "{why}");
+    assert!(t.listeners[0].any_splice_safe());
+    // weights across two backends are not splice-safe
+    let body = "  parentRefs: [{name: gw}]\n  hostnames: [w.test]\n  rules:\n  - backendRefs: [{name: a, port: 80}, {name: b, port: 80}]\n";
+    let yaml = format!(
+        "{GATEWAY}{}{}{}",
+        service("infra", "a", &["10.0.0.1"]),
+        service("infra", "b", &["10.0.0.2"]),
+        route("infra", "r", body)
+    );
+    let t = table(&yaml, "127.0.0.1:81=infra/gw:81");
+    assert!(t.listeners[0].vhost("w.test").unwrap().splice.as_ref().unwrap_err().contains("exactly one backend"));
+}
