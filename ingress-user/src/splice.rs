@@ -129,32 +129,12 @@ impl Joiner {
     }
 }
 
-/// Copies both ways; a read of 0 half-closes the other side; ends when both are closed.
+/// Copies both ways at once (a direction blocked on a full peer never stops the
+/// other: a pod echoing back must be drained while we write to it); a read of 0
+/// half-closes the other side; ends when both directions are closed.
 async fn relay(a: &mut TcpStream, b: &mut TcpStream) {
-    let (mut a_open, mut b_open) = (true, true);
-    let mut buf_a = vec![0u8; 64 * 1024];
-    let mut buf_b = vec![0u8; 64 * 1024];
-    while a_open || b_open {
-        tokio::select! {
-            r = a.readable(), if a_open => {
-                if r.is_err() { break }
-                match a.try_read(&mut buf_a) {
-                    Ok(0) => { a_open = false; let _ = b.shutdown().await; }
-                    Ok(n) => if b.write_all(&buf_a[..n]).await.is_err() { break },
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    Err(_) => break,
-                }
-            }
-            r = b.readable(), if b_open => {
-                if r.is_err() { break }
-                match b.try_read(&mut buf_b) {
-                    Ok(0) => { b_open = false; let _ = a.shutdown().await; }
-                    Ok(n) => if a.write_all(&buf_b[..n]).await.is_err() { break },
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    Err(_) => break,
-                }
-            }
-        }
+    if let Err(e) = tokio::io::copy_bidirectional(a, b).await {
+        tracing::debug!(error = %e, "joined connection ended with an error");
     }
 }
 

@@ -130,3 +130,43 @@ fn worker(addr: SocketAddr, req: &[u8], deadline: Instant) -> (u64, u64, Vec<Dur
     }
     (ok, errors, lat)
 }
+
+/// One upgraded (WebSocket-style) connection from namespace `ns`: after the 101,
+/// `bytes` are written while the echo is read back. Returns MB/s (both directions
+/// counted) and the whole-machine CPU seconds.
+pub fn upgrade_throughput(ns: &str, addr: SocketAddr, host: &str, bytes: usize) -> (f64, f64) {
+    use std::io::Read;
+    let host = host.to_string();
+    in_ns(ns, move || {
+        let c = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+        c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut w = c.try_clone().unwrap();
+        write!(w, "GET /echo-websocket-service/ws HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n").unwrap();
+        let mut r = BufReader::new(c);
+        let head = read_response(&mut r, true).expect("101");
+        assert_eq!(head.status, 101, "upgrade through {addr}");
+        let cpu0 = busy_jiffies();
+        let start = Instant::now();
+        let writer = std::thread::spawn(move || {
+            let block = vec![0x5au8; 256 * 1024];
+            let mut left = bytes;
+            while left > 0 {
+                let k = left.min(block.len());
+                w.write_all(&block[..k]).unwrap();
+                left -= k;
+            }
+            w
+        });
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut got = 0;
+        while got < bytes {
+            let n = r.read(&mut buf).expect("echo");
+            assert!(n > 0, "connection closed after {got} of {bytes} bytes");
+            got += n;
+        }
+        let elapsed = start.elapsed().as_secs_f64();
+        drop(writer.join());
+        let cpu = busy_jiffies().saturating_sub(cpu0) as f64 / user_hz();
+        (2.0 * bytes as f64 / elapsed / 1e6, cpu)
+    })
+}

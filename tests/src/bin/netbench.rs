@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use ingress_tests::agent::{Agent, ingress_bin};
 use ingress_tests::fixtures::{openchoreo_dir, openchoreo_listens, openchoreo_pods};
-use ingress_tests::load::{LoadResult, run};
+use ingress_tests::load::{LoadResult, run, upgrade_throughput};
 use ingress_tests::topology::{Topology, VM_IP, VM_NIC};
 
 const HOST: &str = "react-starter-development.openchoreovm-apis.localhost";
@@ -63,6 +63,10 @@ fn main() {
     let topo = Topology::create("bench", &pods);
     topo.enable_direct_path();
     let pod = pods.iter().find(|p| p.name.starts_with("react-starter-development-")).expect("react pod").ip;
+    let echo_pod = pods.iter().find(|p| p.name.starts_with("echo-websocket-service-")).expect("echo pod").ip;
+    let ws_bytes: usize = if quick { 16 << 20 } else { 128 << 20 };
+    let ws_host = "development.openchoreovm-apis.localhost:9080";
+    let mut ws: Vec<Vec<(f64, f64)>> = vec![vec![]; 3];
     let paths = [Path::Direct, Path::Userspace, Path::Ebpf];
     let mut results: Vec<Vec<(LoadResult, Option<u64>)>> = vec![vec![]; paths.len()];
     for round in 0..rounds {
@@ -77,6 +81,13 @@ fn main() {
                 }
             };
             let r = run(Some(&topo.client_ns()), addr.parse().unwrap(), HOST, "/", conns, Duration::from_secs(secs));
+            let ws_addr = match path {
+                Path::Direct => format!("{echo_pod}:8080"),
+                _ => format!("{VM_IP}:9080"),
+            };
+            let (mbps, cpu) = upgrade_throughput(&topo.client_ns(), ws_addr.parse().unwrap(), ws_host, ws_bytes);
+            eprintln!("round {round} {:<24} upgraded echo {:>8.0} MB/s  cpu {:.2} s", path.name(), mbps, cpu);
+            ws[i].push((mbps, cpu));
             let rss = agent.as_ref().and_then(|a| a.peak_rss_kib());
             eprintln!(
                 "round {round} {:<24} {:>9.0} req/s  p50 {:>7.0} us  p99 {:>7.0} us  cpu {:>6.1} us/req  errors {}",
@@ -135,6 +146,28 @@ fn main() {
             rss,
             rps / b_rps,
             cpu / b_cpu
+        )
+        .unwrap();
+    }
+    writeln!(
+        md,
+        "\nUpgraded (WebSocket-style) connection, {} MiB echoed each way after the 101 (eBPF: joined in the kernel by sockmap; userspace: copied by the agent):\n",
+        ws_bytes >> 20
+    )
+    .unwrap();
+    writeln!(md, "| path | MB/s (both directions) | CPU seconds | MB/s vs B |").unwrap();
+    writeln!(md, "|---|---:|---:|---:|").unwrap();
+    let b_ws = median(ws[0].iter().map(|x| x.0).collect());
+    for (i, path) in paths.iter().enumerate() {
+        let m = median(ws[i].iter().map(|x| x.0).collect());
+        let c = median(ws[i].iter().map(|x| x.1).collect());
+        writeln!(
+            md,
+            "| {} | {:.0} | {:.2} | {:.2}x |",
+            path.name().replace("(eBPF: XDP)", "(eBPF: sockmap splice)"),
+            m,
+            c,
+            m / b_ws
         )
         .unwrap();
     }
