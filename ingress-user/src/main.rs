@@ -68,6 +68,9 @@ enum Cmd {
         /// hosts be joined to their pod in the kernel (eBPF dataplane).
         #[arg(long, value_enum, default_value = "on")]
         forwarded_headers: OnOff,
+        /// Add an X-Request-Id to requests that have none.
+        #[arg(long)]
+        request_id: bool,
         /// Seconds a client has to send a whole request head; a keep-alive connection
         /// idle that long is closed too.
         #[arg(long, value_name = "SECONDS", default_value_t = 10)]
@@ -116,6 +119,7 @@ fn main() -> Result<()> {
             max_connections_per_source,
             head_timeout,
             forwarded_headers,
+            request_id,
         } => {
             let source = match manifests {
                 Some(dir) => Source::Manifests(dir),
@@ -127,6 +131,7 @@ fn main() -> Result<()> {
                 max_connections_per_source,
                 head_timeout: Duration::from_secs(head_timeout),
                 forwarded_headers: forwarded_headers == OnOff::On,
+                request_id,
             };
             rt.block_on(run(source, listen, interface, dataplane, admin, limits))
         }
@@ -158,6 +163,7 @@ struct Limits {
     max_connections_per_source: u32,
     head_timeout: Duration,
     forwarded_headers: bool,
+    request_id: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -215,6 +221,7 @@ async fn run(
     proxy.set_max_connections_per_source(limits.max_connections_per_source);
     proxy.set_head_timeout(limits.head_timeout);
     proxy.set_forwarded_headers(limits.forwarded_headers);
+    proxy.set_request_ids(limits.request_id);
     let (dp, xdp, stats_map) = match mode {
         DataplaneMode::Userspace => ("userspace", None, None),
         DataplaneMode::Ebpf => {

@@ -610,3 +610,16 @@ fn an_endpoint_removed_under_load_fails_no_request() {
         assert_eq!(s.get("/pair").json::<Echo>().pod, "pod-main");
     }
 }
+
+#[test]
+fn request_ids_and_forwarded_headers_are_configurable() {
+    let s = setup_with("ids", &["--request-id", "--forwarded-headers", "off"]);
+    let e: Echo = s.get("/api/id").json();
+    let id = e.headers.get("x-request-id").expect("an X-Request-Id is added");
+    assert_eq!(id.len(), 32);
+    assert!(id.chars().all(|c| c.is_ascii_hexdigit()));
+    assert_ne!(s.get("/api/id").json::<Echo>().headers["x-request-id"], *id, "ids differ per request");
+    let kept: Echo = s.send(Request::get("f.test", "/api/id").header("X-Request-Id", "abc")).json();
+    assert_eq!(kept.headers["x-request-id"], "abc", "an existing id is kept");
+    assert!(!e.headers.contains_key("x-forwarded-for") && !e.headers.contains_key("x-forwarded-host"));
+}

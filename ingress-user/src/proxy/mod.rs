@@ -60,6 +60,8 @@ pub struct Proxy {
     head_timeout_ms: std::sync::atomic::AtomicU64,
     /// Add X-Forwarded-For/-Proto/-Host (`--forwarded-headers`).
     forwarded: std::sync::atomic::AtomicBool,
+    /// Add an X-Request-Id to requests without one (`--request-id`).
+    request_ids: std::sync::atomic::AtomicBool,
 }
 
 /// Client connections one source address may hold open (`--max-connections-per-source`).
@@ -100,6 +102,7 @@ impl Proxy {
             max_per_source: std::sync::atomic::AtomicU32::new(DEFAULT_MAX_PER_SOURCE),
             head_timeout_ms: std::sync::atomic::AtomicU64::new(HEAD_TIMEOUT.as_millis() as u64),
             forwarded: std::sync::atomic::AtomicBool::new(true),
+            request_ids: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -188,6 +191,11 @@ impl Proxy {
     /// hosts be joined to their pod in the kernel.
     pub fn set_forwarded_headers(&self, on: bool) {
         self.forwarded.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Adds an `X-Request-Id` (random, 128 bits, hex) to requests that have none.
+    pub fn set_request_ids(&self, on: bool) {
+        self.request_ids.store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn forwarded_headers(&self) -> bool {
@@ -380,6 +388,9 @@ impl Proxy {
         if self.forwarded_headers() {
             forwarded_headers(req.headers_mut(), peer, &host_value);
         }
+        if self.request_ids.load(std::sync::atomic::Ordering::Relaxed) && !req.headers().contains_key("x-request-id") {
+            req.headers_mut().insert("x-request-id", request_id());
+        }
         if let Some(proto) = upgrade::requested(req.headers()) {
             return self.upgrade(req, proto, endpoint, &backend.name).await;
         }
@@ -541,6 +552,12 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     ] {
         h.remove(n);
     }
+}
+
+/// 128 random bits as 32 hex digits.
+fn request_id() -> HeaderValue {
+    let id = format!("{:016x}{:016x}", random(), random());
+    HeaderValue::from_str(&id).expect("hex is a valid header value")
 }
 
 fn forwarded_headers(h: &mut HeaderMap, peer: SocketAddr, host: &str) {
