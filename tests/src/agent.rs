@@ -56,7 +56,10 @@ impl Agent {
             cmd.arg("--listen").arg(l);
         }
         cmd.args(["--admin", admin]).args(args);
-        cmd.env("RUST_LOG", "info,ingress_ebpf=debug").stdout(Stdio::null()).stderr(file);
+        // Tests read the eBPF programs' debug records (TCP SYN lines); the benchmark
+        // sets AGENT_RUST_LOG=info so the kernel side does not log per connection.
+        let log_filter = std::env::var("AGENT_RUST_LOG").unwrap_or_else(|_| "info,ingress_ebpf=debug".into());
+        cmd.env("RUST_LOG", log_filter).stdout(Stdio::null()).stderr(file);
         // SAFETY: prctl and pthread_sigmask are async-signal-safe; the agent dies with the
         // thread that started it.
         unsafe {

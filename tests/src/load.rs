@@ -47,7 +47,8 @@ fn user_hz() -> f64 {
     if hz > 0 { hz as f64 } else { 100.0 }
 }
 
-/// Runs the load from namespace `ns` (None: this one) against `addr` with `Host: host`.
+/// Runs the load from namespace `ns` (None: this one) against `addr` with `Host: host`,
+/// over keep-alive connections.
 pub fn run(
     ns: Option<&str>,
     addr: SocketAddr,
@@ -56,7 +57,25 @@ pub fn run(
     connections: usize,
     duration: Duration,
 ) -> LoadResult {
-    let req = Request::get(host, path).to_bytes();
+    run_with(ns, addr, host, path, connections, duration, false)
+}
+
+/// Like [`run`]; with `new_connection_per_request`, every request opens its own
+/// connection (and asks the server to close it).
+pub fn run_with(
+    ns: Option<&str>,
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+    connections: usize,
+    duration: Duration,
+    new_connection_per_request: bool,
+) -> LoadResult {
+    let mut r = Request::get(host, path);
+    if new_connection_per_request {
+        r = r.header("Connection", "close");
+    }
+    let req = r.to_bytes();
     let cpu0 = busy_jiffies();
     let start = Instant::now();
     let deadline = start + duration;
@@ -65,7 +84,7 @@ pub fn run(
             .map(|_| {
                 let req = req.clone();
                 s.spawn(move || {
-                    let work = || worker(addr, &req, deadline);
+                    let work = || worker(addr, &req, deadline, new_connection_per_request);
                     match ns {
                         Some(ns) => in_ns(ns, work),
                         None => work(),
@@ -93,9 +112,10 @@ pub fn run(
 }
 
 /// One keep-alive client; reconnects after an error. Keeps every 8th latency sample.
-fn worker(addr: SocketAddr, req: &[u8], deadline: Instant) -> (u64, u64, Vec<Duration>) {
+fn worker(addr: SocketAddr, req: &[u8], deadline: Instant, one_shot: bool) -> (u64, u64, Vec<Duration>) {
     let (mut ok, mut errors, mut lat) = (0u64, 0u64, Vec::new());
     'outer: while Instant::now() < deadline {
+        let connected_at = Instant::now();
         let Ok(stream) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
             errors += 1;
             std::thread::sleep(Duration::from_millis(10));
@@ -109,7 +129,7 @@ fn worker(addr: SocketAddr, req: &[u8], deadline: Instant) -> (u64, u64, Vec<Dur
         };
         let mut r = BufReader::new(stream);
         while Instant::now() < deadline {
-            let t = Instant::now();
+            let t = if one_shot { connected_at } else { Instant::now() };
             if w.write_all(req).is_err() {
                 errors += 1;
                 continue 'outer;
@@ -119,6 +139,9 @@ fn worker(addr: SocketAddr, req: &[u8], deadline: Instant) -> (u64, u64, Vec<Dur
                     ok += 1;
                     if ok % 8 == 0 {
                         lat.push(t.elapsed());
+                    }
+                    if one_shot {
+                        continue 'outer;
                     }
                 }
                 _ => {

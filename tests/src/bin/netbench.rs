@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use ingress_tests::agent::{Agent, ingress_bin};
 use ingress_tests::fixtures::{openchoreo_dir, openchoreo_listens, openchoreo_pods};
-use ingress_tests::load::{LoadResult, run, upgrade_throughput};
+use ingress_tests::load::{LoadResult, run, run_with, upgrade_throughput};
 use ingress_tests::topology::{Topology, VM_IP, VM_NIC};
 
 const HOST: &str = "react-starter-development.openchoreovm-apis.localhost";
@@ -59,6 +59,8 @@ fn main() {
         return;
     }
     let (rounds, secs, conns) = if quick { (1, 2, 16) } else { (3, 5, 32) };
+    // SAFETY: set before any thread is started.
+    unsafe { std::env::set_var("AGENT_RUST_LOG", "info") };
     let pods = openchoreo_pods();
     let topo = Topology::create("bench", &pods);
     topo.enable_direct_path();
@@ -67,6 +69,7 @@ fn main() {
     let ws_bytes: usize = if quick { 16 << 20 } else { 128 << 20 };
     let ws_host = "development.openchoreovm-apis.localhost:9080";
     let mut ws: Vec<Vec<(f64, f64)>> = vec![vec![]; 3];
+    let mut fresh: Vec<Vec<LoadResult>> = vec![vec![]; 3];
     let paths = [Path::Direct, Path::Userspace, Path::Ebpf];
     let mut results: Vec<Vec<(LoadResult, Option<u64>)>> = vec![vec![]; paths.len()];
     for round in 0..rounds {
@@ -81,6 +84,17 @@ fn main() {
                 }
             };
             let r = run(Some(&topo.client_ns()), addr.parse().unwrap(), HOST, "/", conns, Duration::from_secs(secs));
+            let f = run_with(
+                Some(&topo.client_ns()),
+                addr.parse().unwrap(),
+                HOST,
+                "/",
+                conns / 2,
+                Duration::from_secs(secs),
+                true,
+            );
+            eprintln!("round {round} {:<24} new connection per request {:>8.0} req/s", path.name(), f.rps());
+            fresh[i].push(f);
             let ws_addr = match path {
                 Path::Direct => format!("{echo_pod}:8080"),
                 _ => format!("{VM_IP}:9080"),
@@ -146,6 +160,26 @@ fn main() {
             rss,
             rps / b_rps,
             cpu / b_cpu
+        )
+        .unwrap();
+    }
+    writeln!(md, "\nA new connection per request ({} concurrent clients, `Connection: close`):\n", conns / 2).unwrap();
+    writeln!(md, "| path | requests/s | p50 | p99 | CPU per request | req/s vs B | CPU vs B |").unwrap();
+    writeln!(md, "|---|---:|---:|---:|---:|---:|---:|").unwrap();
+    let fmed = |i: usize, f: &dyn Fn(&LoadResult) -> f64| median(fresh[i].iter().map(f).collect());
+    let (fb_rps, fb_cpu) = (fmed(0, &|r| r.rps()), fmed(0, &|r| r.cpu_us_per_request()));
+    for (i, path) in paths.iter().enumerate() {
+        let (rps, cpu) = (fmed(i, &|r| r.rps()), fmed(i, &|r| r.cpu_us_per_request()));
+        writeln!(
+            md,
+            "| {} | {:.0} | {:.0} us | {:.0} us | {:.1} us | {:.2}x | {:.2}x |",
+            path.name(),
+            rps,
+            fmed(i, &|r| r.p50.as_secs_f64() * 1e6),
+            fmed(i, &|r| r.p99.as_secs_f64() * 1e6),
+            cpu,
+            rps / fb_rps,
+            cpu / fb_cpu
         )
         .unwrap();
     }
