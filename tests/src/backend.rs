@@ -123,14 +123,7 @@ fn serve_connection(s: TcpStream, pod: &str, port: u16, requests: &AtomicUsize) 
             w.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")?;
             return Ok(());
         }
-        let mut headers = BTreeMap::new();
-        for h in req.headers.iter() {
-            let v = String::from_utf8_lossy(h.value).to_string();
-            headers
-                .entry(h.name.to_ascii_lowercase())
-                .and_modify(|e: &mut String| e.push_str(&format!(", {v}")))
-                .or_insert(v);
-        }
+        let headers = crate::client::header_map(req.headers);
         let close =
             headers.get("connection").is_some_and(|v| v.eq_ignore_ascii_case("close")) || req.version == Some(0);
         let body_len = if headers.get("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {

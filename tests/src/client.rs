@@ -74,6 +74,16 @@ pub fn send(addr: SocketAddr, req: &Request, timeout: Duration) -> std::io::Resu
     read_response(&mut BufReader::new(s), req.method == "HEAD")
 }
 
+/// Headers by lowercase name; repeated ones joined with ", ".
+pub fn header_map(headers: &[httparse::Header<'_>]) -> BTreeMap<String, String> {
+    let mut map = BTreeMap::new();
+    for h in headers {
+        let v = String::from_utf8_lossy(h.value).to_string();
+        map.entry(h.name.to_ascii_lowercase()).and_modify(|e: &mut String| e.push_str(&format!(", {v}"))).or_insert(v);
+    }
+    map
+}
+
 pub fn read_response(r: &mut impl BufRead, head_only: bool) -> std::io::Result<Response> {
     let mut head = Vec::new();
     loop {
@@ -90,14 +100,7 @@ pub fn read_response(r: &mut impl BufRead, head_only: bool) -> std::io::Result<R
     let mut resp = httparse::Response::new(&mut hdrs);
     resp.parse(&head).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
     let status = resp.code.unwrap_or(0);
-    let mut headers = BTreeMap::new();
-    for h in resp.headers.iter() {
-        let v = String::from_utf8_lossy(h.value).to_string();
-        headers
-            .entry(h.name.to_ascii_lowercase())
-            .and_modify(|e: &mut String| e.push_str(&format!(", {v}")))
-            .or_insert(v);
-    }
+    let headers = header_map(resp.headers);
     let mut body = Vec::new();
     if !head_only && status != 204 && status != 304 {
         if headers.get("transfer-encoding").is_some_and(|v| v.contains("chunked")) {

@@ -30,6 +30,8 @@ use crate::stats::ProxyMetrics;
 struct Tag {
     route: String,
     backend: String,
+    /// The response-bytes counter, looked up once with the request-bytes one.
+    bytes_out: Option<prometheus_client::metrics::counter::Counter>,
 }
 
 mod forward;
@@ -253,7 +255,10 @@ impl Proxy {
         let status = resp.status().as_u16();
         self.metrics.response(status);
         self.prom.record(&tag.route, &tag.backend, status, start.elapsed());
-        let (_, out) = self.prom.byte_counters(&tag.route, &tag.backend);
+        let out = match tag.bytes_out.take() {
+            Some(c) => c,
+            None => self.prom.byte_counters(&tag.route, &tag.backend).1,
+        };
         resp.map(|b| Counted::new(b, out).boxed())
     }
 
@@ -405,7 +410,8 @@ impl Proxy {
             })
             .collect();
         let req = if mirrors.is_empty() { req.map(|b| b.boxed()) } else { self.mirror(req, &mirrors, &pq).await };
-        let (bytes_in, _) = self.prom.byte_counters(&tag.route, &tag.backend);
+        let (bytes_in, bytes_out) = self.prom.byte_counters(&tag.route, &tag.backend);
+        tag.bytes_out = Some(bytes_out);
         let req = req.map(|b| Counted::new(b, bytes_in).boxed());
 
         let mut resp = match self.forward(req, &rule, backend, endpoint, &pq).await {
