@@ -25,6 +25,9 @@ pub struct Echo {
     pub host: String,
     pub headers: BTreeMap<String, String>,
     pub body_len: usize,
+    /// Trailer fields of a chunked request body.
+    #[serde(default)]
+    pub trailers: BTreeMap<String, String>,
 }
 
 pub struct Backend {
@@ -126,8 +129,12 @@ fn serve_connection(s: TcpStream, pod: &str, port: u16, requests: &AtomicUsize) 
         let headers = crate::client::header_map(req.headers);
         let close =
             headers.get("connection").is_some_and(|v| v.eq_ignore_ascii_case("close")) || req.version == Some(0);
+        if headers.get("expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue")) {
+            w.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+        }
+        let mut trailers = BTreeMap::new();
         let body_len = if headers.get("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
-            read_chunked(&mut r)?
+            read_chunked(&mut r, &mut trailers)?
         } else {
             let n: usize = headers.get("content-length").and_then(|v| v.trim().parse().ok()).unwrap_or(0);
             std::io::copy(&mut (&mut r).take(n as u64), &mut std::io::sink())? as usize
@@ -190,6 +197,11 @@ fn serve_connection(s: TcpStream, pod: &str, port: u16, requests: &AtomicUsize) 
             }
             continue;
         }
+        // `x-echo-malformed: 1`: an answer that is not HTTP.
+        if headers.contains_key("x-echo-malformed") {
+            w.write_all(b"HTTP/1.1 2x0 Fine\r\nno colon here\r\n\r\n")?;
+            return Ok(());
+        }
         // `x-echo-status: N` answers with that status code.
         let status: u16 = headers.get("x-echo-status").and_then(|v| v.parse().ok()).unwrap_or(200);
         let echo = Echo {
@@ -200,8 +212,20 @@ fn serve_connection(s: TcpStream, pod: &str, port: u16, requests: &AtomicUsize) 
             host: headers.get("host").cloned().unwrap_or_default(),
             headers,
             body_len,
+            trailers,
         };
         let body = serde_json::to_vec(&echo).expect("echo json");
+        // `x-echo-trailer: name=value`: a chunked answer with that trailer field.
+        if let Some((name, value)) = echo.headers.get("x-echo-trailer").and_then(|t| t.split_once('=')) {
+            write!(
+                w,
+                "HTTP/1.1 {status} Echo\r\ncontent-type: application/json\r\nx-pod: {pod}\r\ntransfer-encoding: chunked\r\ntrailer: {name}\r\n\r\n{:x}\r\n",
+                body.len()
+            )?;
+            w.write_all(&body)?;
+            write!(w, "\r\n0\r\n{name}: {value}\r\n\r\n")?;
+            continue;
+        }
         write!(
             w,
             "HTTP/1.1 {status} Echo\r\ncontent-type: application/json\r\nx-pod: {pod}\r\ncontent-length: {}\r\n{}\r\n",
@@ -217,7 +241,7 @@ fn serve_connection(s: TcpStream, pod: &str, port: u16, requests: &AtomicUsize) 
     }
 }
 
-fn read_chunked(r: &mut impl BufRead) -> std::io::Result<usize> {
+fn read_chunked(r: &mut impl BufRead, trailers: &mut BTreeMap<String, String>) -> std::io::Result<usize> {
     let mut total = 0;
     loop {
         let mut line = String::new();
@@ -229,6 +253,9 @@ fn read_chunked(r: &mut impl BufRead) -> std::io::Result<usize> {
                 let mut t = String::new();
                 if r.read_line(&mut t)? == 0 || t == "\r\n" || t == "\n" {
                     return Ok(total);
+                }
+                if let Some((n, v)) = t.split_once(':') {
+                    trailers.insert(n.trim().to_ascii_lowercase(), v.trim().to_string());
                 }
             }
         }

@@ -55,6 +55,8 @@ pub struct Response {
     /// Lowercase names; repeated headers joined with ", ".
     pub headers: BTreeMap<String, String>,
     pub body: Vec<u8>,
+    /// Trailer fields of a chunked body, by lowercase name.
+    pub trailers: BTreeMap<String, String>,
 }
 
 impl Response {
@@ -102,6 +104,7 @@ pub fn read_response(r: &mut impl BufRead, head_only: bool) -> std::io::Result<R
     let status = resp.code.unwrap_or(0);
     let headers = header_map(resp.headers);
     let mut body = Vec::new();
+    let mut trailers = BTreeMap::new();
     if !head_only && status != 204 && status != 304 {
         if headers.get("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
             loop {
@@ -109,8 +112,15 @@ pub fn read_response(r: &mut impl BufRead, head_only: bool) -> std::io::Result<R
                 r.read_line(&mut line)?;
                 let n = usize::from_str_radix(line.trim(), 16).unwrap_or(0);
                 if n == 0 {
-                    let mut end = String::new();
-                    r.read_line(&mut end)?;
+                    loop {
+                        let mut t = String::new();
+                        if r.read_line(&mut t)? == 0 || t.trim().is_empty() {
+                            break;
+                        }
+                        if let Some((n, v)) = t.split_once(':') {
+                            trailers.insert(n.trim().to_ascii_lowercase(), v.trim().to_string());
+                        }
+                    }
                     break;
                 }
                 let mut chunk = vec![0; n];
@@ -126,7 +136,7 @@ pub fn read_response(r: &mut impl BufRead, head_only: bool) -> std::io::Result<R
             r.read_to_end(&mut body)?;
         }
     }
-    Ok(Response { status, headers, body })
+    Ok(Response { status, headers, body, trailers })
 }
 
 #[cfg(test)]
@@ -147,8 +157,10 @@ mod tests {
         let raw = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Pod: a\r\n\r\nhello";
         let r = read_response(&mut &raw[..], false).unwrap();
         assert_eq!((r.status, r.body.as_slice(), r.headers["x-pod"].as_str()), (200, &b"hello"[..], "a"));
-        let raw = b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
+        let raw =
+            b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\nX-Sum: 9\r\n\r\n";
         let r = read_response(&mut &raw[..], false).unwrap();
         assert_eq!((r.status, r.body.as_slice()), (404, &b"abcde"[..]));
+        assert_eq!(r.trailers["x-sum"], "9");
     }
 }

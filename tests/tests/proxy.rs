@@ -365,6 +365,29 @@ fn bad_requests_get_4xx_and_the_connection_is_closed() {
         raw(b"GET /api HTTP/1.1\r\nHost: f.test\r\nX-A: a\r\n  folded\r\n\r\n").starts_with("HTTP/1.1 400"),
         "obs-fold"
     );
+    let before = s.main.requests();
+    let got = raw(b"POST /api HTTP/1.1\r\nHost: f.test\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\nGET /api/smuggled HTTP/1.1\r\nHost: f.test\r\n\r\n");
+    assert!(got.starts_with("HTTP/1.1 400"), "Content-Length with Transfer-Encoding: {got:?}");
+    assert_eq!(got.matches("HTTP/1.1").count(), 1, "one answer, then the connection is closed: {got:?}");
+    // the same names split across writes
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    for part in [
+        &b"POST /api HTTP/1.1\r\nHost: f.test\r\nContent-Len"[..],
+        b"gth: 3\r\nTransfer-Enc",
+        b"oding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    ] {
+        c.write_all(part).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut out = Vec::new();
+    let _ = c.read_to_end(&mut out);
+    assert!(
+        out.starts_with(b"HTTP/1.1 400"),
+        "split Content-Length with Transfer-Encoding: {:?}",
+        String::from_utf8_lossy(&out)
+    );
+    assert_eq!(s.main.requests(), before, "nothing reached the backend");
     // the agent still serves
     assert_eq!(s.get("/api/x").status, 200);
 }
@@ -458,6 +481,56 @@ fn idle_keep_alive_and_slow_heads_are_closed_after_the_head_timeout() {
     let mut out = Vec::new();
     let _ = c.read_to_end(&mut out);
     assert!(start.elapsed() < Duration::from_secs(4), "a partial head is not kept open");
+    assert!(out.starts_with(b"HTTP/1.1 408"), "slowloris gets 408: {:?}", String::from_utf8_lossy(&out));
+    assert!(rest.is_empty(), "an idle keep-alive connection closes without an answer: {rest:?}");
+    // a request in flight longer than the head timeout is not cut
+    let r = s.send(Request::get("f.test", "/api/long").header("x-echo-sleep-ms", "1500"));
+    assert_eq!(r.status, 200);
+}
+
+#[test]
+fn expect_continue_head_trailers_and_a_malformed_answer() {
+    use std::io::{BufRead, Read, Write};
+    let s = setup("expect");
+    // Expect: 100-continue: the client is told to go on before it sends the body
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.write_all(b"POST /api/e HTTP/1.1\r\nHost: f.test\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n").unwrap();
+    let mut r = std::io::BufReader::new(c.try_clone().unwrap());
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert!(line.starts_with("HTTP/1.1 100"), "{line:?}");
+    let mut blank = String::new();
+    r.read_line(&mut blank).unwrap();
+    assert_eq!(blank, "\r\n");
+    c.write_all(b"hello").unwrap();
+    let resp = ingress_tests::client::read_response(&mut r, false).unwrap();
+    let echo = resp.json::<Echo>();
+    assert_eq!((resp.status, echo.body_len), (200, 5));
+    assert!(!echo.headers.contains_key("expect"), "the proxy handled the expectation: {:?}", echo.headers);
+    // HEAD: headers only, and the connection goes on
+    c.write_all(&Request::get("f.test", "/api/h").method("HEAD").to_bytes()).unwrap();
+    let head = ingress_tests::client::read_response(&mut r, true).unwrap();
+    assert_eq!(head.status, 200);
+    assert!(head.headers["content-length"].parse::<usize>().unwrap() > 0, "{:?}", head.headers);
+    c.write_all(&Request::get("f.test", "/api/after-head").to_bytes()).unwrap();
+    let next = ingress_tests::client::read_response(&mut r, false).unwrap();
+    assert_eq!(next.json::<Echo>().path, "/v2/after-head", "no body was left behind the HEAD answer");
+    // request trailers reach the pod
+    c.write_all(b"POST /api/t HTTP/1.1\r\nHost: f.test\r\nTransfer-Encoding: chunked\r\nTrailer: x-sum\r\n\r\n5\r\nhello\r\n0\r\nx-sum: 42\r\n\r\n").unwrap();
+    let t = ingress_tests::client::read_response(&mut r, false).unwrap().json::<Echo>();
+    assert_eq!((t.body_len, t.trailers.get("x-sum").map(String::as_str)), (5, Some("42")), "{t:?}");
+    // response trailers reach a client that takes them
+    let resp = s.send(Request::get("f.test", "/api/rt").header("TE", "trailers").header("x-echo-trailer", "x-sum=7"));
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.trailers.get("x-sum").map(String::as_str), Some("7"), "{resp:?}");
+    // a malformed answer from the pod: 502
+    assert_eq!(s.send(Request::get("f.test", "/api/m").header("x-echo-malformed", "1")).status, 502);
+    let mut rest = Vec::new();
+    drop(r);
+    let _ = c.write_all(&Request::get("f.test", "/api/still").header("Connection", "close").to_bytes());
+    let _ = c.read_to_end(&mut rest);
+    assert!(String::from_utf8_lossy(&rest).starts_with("HTTP/1.1 200"), "the other connection is unaffected");
 }
 
 /// Reads one response and counts its body without keeping it: (status, body bytes).

@@ -34,6 +34,7 @@ struct Tag {
     bytes_out: Option<prometheus_client::metrics::counter::Counter>,
 }
 
+mod conn;
 mod forward;
 mod splice_route;
 mod upgrade;
@@ -138,39 +139,42 @@ impl Proxy {
             let proxy_timeout = Duration::from_millis(self.head_timeout_ms.load(std::sync::atomic::Ordering::Relaxed));
             tokio::spawn(async move {
                 let _guard = (guard, source);
-                if proxy.splice_possible(index) {
+                let io = if proxy.splice_possible(index) {
                     match proxy.peek_first(stream, index, proxy_timeout).await {
-                        splice_route::Peeked::Done => {}
-                        splice_route::Peeked::Proxy(io) => proxy.serve_http(io, index, peer, proxy_timeout, stop).await,
+                        splice_route::Peeked::Done => return,
+                        splice_route::Peeked::Proxy(io) => io,
                     }
                 } else {
-                    proxy.serve_http(stream, index, peer, proxy_timeout, stop).await;
-                }
+                    conn::ClientIo::new(stream, Bytes::new())
+                };
+                proxy.serve_http(io, index, peer, proxy_timeout, stop).await;
             });
         }
     }
 
     /// Serves one client connection with hyper: HTTP/1.1, upgrades, graceful close.
-    async fn serve_http<I>(
+    async fn serve_http(
         self: Arc<Self>,
-        io: I,
+        io: conn::ClientIo,
         index: usize,
         peer: SocketAddr,
         head_timeout: Duration,
         mut stop: tokio::sync::watch::Receiver<bool>,
-    ) where
-        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    {
+    ) {
         let proxy = self.clone();
+        let activity = Arc::new(conn::Activity::default());
+        // a head not complete in time (slowloris): 408; an idle keep-alive: closed
+        let io = io.watch(activity.clone(), head_timeout);
         let svc = hyper::service::service_fn(move |req| {
             let proxy = proxy.clone();
-            async move { Ok::<_, Infallible>(proxy.handle(req, index, peer).await) }
+            let activity = activity.clone();
+            async move { Ok::<_, Infallible>(proxy.handle(req, index, peer, &activity).await) }
         });
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder
             .timer(hyper_util::rt::TokioTimer::new())
-            // a head not complete in time (slowloris), or an idle keep-alive: closed
-            .header_read_timeout(head_timeout)
+            // ClientIo times heads out and answers 408; hyper's timer would close silently
+            .header_read_timeout(None)
             // a head over 64 KiB: 431
             .max_buf_size(MAX_HEAD)
             .keep_alive(true);
@@ -247,11 +251,25 @@ impl Proxy {
         self.metrics.snapshot().connections_active as usize
     }
 
-    async fn handle(&self, req: Request<Incoming>, index: usize, peer: SocketAddr) -> Response<Body> {
+    async fn handle(
+        &self,
+        req: Request<Incoming>,
+        index: usize,
+        peer: SocketAddr,
+        activity: &Arc<conn::Activity>,
+    ) -> Response<Body> {
         self.metrics.request();
         let start = std::time::Instant::now();
         let mut tag = Tag::default();
-        let resp = self.route_and_forward(req, index, peer, &mut tag).await;
+        let (in_flight, length_and_chunked) = activity.begin();
+        let resp = if length_and_chunked {
+            // hyper would read it as chunked; a request that says both is refused
+            let mut r = local(StatusCode::BAD_REQUEST, "both Content-Length and Transfer-Encoding\n");
+            r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            r
+        } else {
+            self.route_and_forward(req, index, peer, &mut tag).await
+        };
         let status = resp.status().as_u16();
         self.metrics.response(status);
         self.prom.record(&tag.route, &tag.backend, status, start.elapsed());
@@ -259,7 +277,15 @@ impl Proxy {
             Some(c) => c,
             None => self.prom.byte_counters(&tag.route, &tag.backend).1,
         };
-        resp.map(|b| Counted::new(b, out).boxed())
+        // the request stays in flight (no head timeout) until its body is done
+        resp.map(|b| {
+            Counted::new(b, out)
+                .map_frame(move |f| {
+                    let _ = &in_flight;
+                    f
+                })
+                .boxed()
+        })
     }
 
     async fn route_and_forward(
@@ -400,6 +426,9 @@ impl Proxy {
             return self.upgrade(req, proto, endpoint, &backend.name).await;
         }
         strip_hop_by_hop(req.headers_mut());
+        // hyper answers `100 Continue` itself when the body is first read; the pod
+        // gets the body without being asked (as Envoy does by default)
+        req.headers_mut().remove(header::EXPECT);
         let mirrors: Vec<&Mirror> = rule
             .filters
             .iter()
@@ -535,7 +564,16 @@ fn redirect_response(
 
 /// Headers that describe one connection, not the message (RFC 9110 7.6.1), plus
 /// those named in Connection.
+/// Removes the hop-by-hop headers and those named in `Connection`. `Trailer` (the
+/// names of trailer fields) is end to end and kept; `TE: trailers` is passed on, so
+/// the pod knows the client takes trailers and hyper forwards them.
 fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let te_trailers = h
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("trailers")));
     let named: Vec<HeaderName> = h
         .get_all(header::CONNECTION)
         .iter()
@@ -549,7 +587,6 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     for n in [
         header::CONNECTION,
         header::TE,
-        header::TRAILER,
         header::TRANSFER_ENCODING,
         header::UPGRADE,
         header::PROXY_AUTHORIZATION,
@@ -557,6 +594,9 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
         HeaderName::from_static("proxy-connection"),
     ] {
         h.remove(n);
+    }
+    if te_trailers {
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
     }
 }
 
@@ -627,9 +667,15 @@ mod tests {
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert("x-kept", HeaderValue::from_static("1"));
+        h.insert(header::TE, HeaderValue::from_static("gzip"));
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-kept"));
+        h.insert(header::TE, HeaderValue::from_static("gzip;q=0.5, trailers"));
+        h.insert(header::TRAILER, HeaderValue::from_static("x-sum"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.get(header::TE).unwrap(), "trailers", "the client takes trailers");
+        assert_eq!(h.get(header::TRAILER).unwrap(), "x-sum", "Trailer is end to end");
     }
 
     #[test]

@@ -5,69 +5,22 @@
 //! connection, starting with the bytes already read.
 
 use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
+use super::conn::{ClientIo, send_408};
 use super::{MAX_HEAD, Proxy};
 use crate::routing::split_host_header;
-
-/// A TCP stream with bytes already read from it put back in front.
-pub struct Prefixed {
-    prefix: Bytes,
-    pub inner: TcpStream,
-}
-
-impl Prefixed {
-    /// The stream and the prefix bytes not read yet.
-    pub fn into_parts(self) -> (TcpStream, Bytes) {
-        (self.inner, self.prefix)
-    }
-}
-
-impl AsyncRead for Prefixed {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        if !self.prefix.is_empty() {
-            let n = self.prefix.len().min(buf.remaining());
-            buf.put_slice(&self.prefix.split_to(n));
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Prefixed {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-}
 
 pub enum Peeked {
     /// The connection was spliced (and has ended) or closed before a request.
     Done,
     /// Serve it with hyper.
-    Proxy(Prefixed),
+    Proxy(ClientIo),
 }
 
 /// The Host of a complete request head, if the head is complete and parses.
@@ -119,15 +72,21 @@ impl Proxy {
         };
         let host = match tokio::time::timeout(limit, read_head).await {
             Ok(Ok(Some(h))) => h,
-            // closed, failed or too slow before a whole head: nothing to serve
-            Ok(Ok(None)) | Ok(Err(_)) | Err(_) => return Peeked::Done,
+            // closed or failed before a whole head: nothing to serve
+            Ok(Ok(None)) | Ok(Err(_)) => return Peeked::Done,
+            Err(_) => {
+                if !buf.is_empty() {
+                    send_408(&mut stream).await;
+                }
+                return Peeked::Done;
+            }
         };
         let table = self.table.load();
         let backend = host
             .as_deref()
             .and_then(|h| table.listeners.get(index)?.vhost(h))
             .and_then(|v| v.splice_backend().map(|b| (b.name.clone(), b.pick_endpoint())));
-        let prefixed = |stream, buf: Vec<u8>| Peeked::Proxy(Prefixed { prefix: Bytes::from(buf), inner: stream });
+        let prefixed = |stream, buf: Vec<u8>| Peeked::Proxy(ClientIo::new(stream, Bytes::from(buf)));
         let Some((backend, Some(endpoint))) = backend else { return prefixed(stream, buf) };
         drop(table);
         let upstream = match tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(endpoint)).await {

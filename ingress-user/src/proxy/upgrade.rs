@@ -83,16 +83,16 @@ impl Proxy {
                 }
             };
             type Io = TokioIo<tokio::net::TcpStream>;
-            // A connection whose first head was read by the splice path is `Prefixed`.
-            let client = match client.downcast::<TokioIo<super::splice_route::Prefixed>>() {
-                Ok(p) => {
-                    let (stream, rest) = p.io.into_inner().into_parts();
-                    let mut pending = rest.to_vec();
-                    pending.extend_from_slice(&p.read_buf);
-                    Ok((stream, bytes::Bytes::from(pending)))
+            // The client side is a `ClientIo`, perhaps with bytes not yet consumed.
+            let client = client.downcast::<TokioIo<super::conn::ClientIo>>().map(|p| {
+                let (stream, rest) = p.io.into_inner().into_parts();
+                if rest.is_empty() {
+                    return (stream, p.read_buf);
                 }
-                Err(c) => c.downcast::<Io>().map(|p| (p.io.into_inner(), p.read_buf)),
-            };
+                let mut pending = rest.to_vec();
+                pending.extend_from_slice(&p.read_buf);
+                (stream, bytes::Bytes::from(pending))
+            });
             match (client, upstream.downcast::<Io>()) {
                 (Ok((c, c_buf)), Ok(u)) => {
                     joiner.run(c, c_buf, u.io.into_inner(), u.read_buf).await;

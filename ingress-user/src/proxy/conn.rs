@@ -1,0 +1,329 @@
+//! The client side of one connection, under hyper: the TCP stream (with any bytes a
+//! splice decision already read put back in front), the head timer, and a scan of
+//! request heads for the framing headers hyper reconciles silently.
+//!
+//! Head timer: when no request is in flight, the client has `--head-timeout` to send
+//! a complete head. If it sent part of one, it gets `408 Request Timeout` and the
+//! connection closes (slowloris); if it sent nothing, the idle keep-alive connection
+//! just closes. hyper's own header timer closes without an answer, so it is off.
+//!
+//! Framing scan: hyper reads a request with both `Content-Length` and
+//! `Transfer-Encoding` as chunked and drops the length (safe: nothing can be
+//! smuggled past it), but the request should be refused with 400. The names are
+//! looked for at line starts in the bytes of a head; the service reads the result.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
+
+const CONTENT_LENGTH: u8 = 1;
+const TRANSFER_ENCODING: u8 = 2;
+
+const TIMEOUT_408: &[u8] = b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain\r\ncontent-length: 30\r\nconnection: close\r\n\r\nrequest head not sent in time\n";
+
+/// Request activity on one connection, shared by its IO and its service.
+#[derive(Default)]
+pub struct Activity {
+    /// Requests whose response has not finished.
+    inflight: AtomicU32,
+    /// Bumped each time the connection becomes idle (last response finished).
+    idle_gen: AtomicU64,
+    /// Framing header names seen in the head being read (bit flags).
+    framing: AtomicU8,
+}
+
+impl Activity {
+    /// A request began: returns its guard (drop it when the response has finished)
+    /// and whether its head had both Content-Length and Transfer-Encoding.
+    pub fn begin(self: &Arc<Self>) -> (InFlight, bool) {
+        self.inflight.fetch_add(1, Ordering::AcqRel);
+        let seen = self.framing.swap(0, Ordering::AcqRel);
+        (InFlight(self.clone()), seen == CONTENT_LENGTH | TRANSFER_ENCODING)
+    }
+}
+
+/// A request in flight; dropped with the response body.
+pub struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.0.inflight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle_gen.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+}
+
+struct HeadTimer {
+    activity: Arc<Activity>,
+    timeout: Duration,
+    sleep: Pin<Box<Sleep>>,
+    seen_gen: u64,
+    /// Bytes arrived since the connection became idle: a head has begun.
+    partial: bool,
+    /// Still looking for framing headers in the current head.
+    scanning: bool,
+    /// The end of the previous read, for a name split across reads.
+    carry: [u8; 20],
+    carry_len: usize,
+}
+
+impl HeadTimer {
+    fn new(activity: Arc<Activity>, timeout: Duration) -> Self {
+        Self {
+            activity,
+            timeout,
+            sleep: Box::pin(tokio::time::sleep(timeout)),
+            seen_gen: 0,
+            partial: false,
+            scanning: true,
+            carry: [0; 20],
+            carry_len: 0,
+        }
+    }
+
+    fn sync_gen(&mut self) {
+        let g = self.activity.idle_gen.load(Ordering::Acquire);
+        if g != self.seen_gen {
+            self.seen_gen = g;
+            self.partial = false;
+            self.scanning = true;
+            self.carry_len = 0;
+            self.sleep.as_mut().reset(Instant::now() + self.timeout);
+        }
+    }
+
+    /// `bytes` were handed to hyper.
+    fn saw(&mut self, bytes: &[u8]) {
+        self.sync_gen();
+        if self.activity.inflight.load(Ordering::Acquire) > 0 {
+            return; // a body, or a pipelined head read early: not scanned
+        }
+        self.partial = true;
+        if !self.scanning {
+            return;
+        }
+        // A name (or the empty line) split at the read boundary: the end of the last
+        // read (it holds the '\n' before any name split there) plus the start of this.
+        let (mut flags, mut end) = (0, false);
+        if self.carry_len > 0 {
+            let mut joined = [0u8; 40];
+            let head = bytes.len().min(20);
+            joined[..self.carry_len].copy_from_slice(&self.carry[..self.carry_len]);
+            joined[self.carry_len..self.carry_len + head].copy_from_slice(&bytes[..head]);
+            (flags, end) = scan(&joined[..self.carry_len + head], false);
+        }
+        if !end {
+            let (f, e) = scan(bytes, self.carry_len == 0);
+            flags |= f;
+            end = e;
+        }
+        if flags != 0 {
+            self.activity.framing.fetch_or(flags, Ordering::AcqRel);
+        }
+        let tail = &bytes[bytes.len().saturating_sub(20)..];
+        if end {
+            self.scanning = false;
+        } else if tail.len() == 20 {
+            self.carry.copy_from_slice(tail);
+            self.carry_len = 20;
+        } else {
+            // short read: keep what fits of the old carry and the new bytes
+            let keep = (20 - tail.len()).min(self.carry_len);
+            self.carry.copy_within(self.carry_len - keep..self.carry_len, 0);
+            self.carry[keep..keep + tail.len()].copy_from_slice(tail);
+            self.carry_len = keep + tail.len();
+        }
+    }
+
+    /// Whether the connection has been idle, or inside a head, for too long.
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        self.sync_gen();
+        loop {
+            if self.sleep.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            if self.activity.inflight.load(Ordering::Acquire) == 0 {
+                return true;
+            }
+            // a request is being served: no limit; look again later
+            self.sleep.as_mut().reset(Instant::now() + self.timeout);
+        }
+    }
+}
+
+/// Looks for `content-length:` and `transfer-encoding:` at line starts. Returns the
+/// flags found and whether the end of a head (an empty line) was seen.
+fn scan(bytes: &[u8], at_line_start: bool) -> (u8, bool) {
+    let mut flags = 0;
+    let mut start = if at_line_start { Some(0) } else { None };
+    let mut i = 0;
+    loop {
+        if let Some(s) = start {
+            let line = &bytes[s..];
+            if line.starts_with(b"\r\n") || line.starts_with(b"\n") {
+                return (flags, true);
+            }
+            if starts_with_ignore_case(line, b"content-length:") {
+                flags |= CONTENT_LENGTH;
+            } else if starts_with_ignore_case(line, b"transfer-encoding:") {
+                flags |= TRANSFER_ENCODING;
+            }
+        }
+        match memchr::memchr(b'\n', &bytes[i..]) {
+            Some(p) => {
+                i += p + 1;
+                start = Some(i);
+            }
+            None => return (flags, false),
+        }
+    }
+}
+
+fn starts_with_ignore_case(s: &[u8], prefix: &[u8]) -> bool {
+    s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix)
+}
+
+/// A client connection as hyper sees it.
+pub struct ClientIo {
+    prefix: Bytes,
+    pub inner: TcpStream,
+    timer: Option<HeadTimer>,
+}
+
+impl ClientIo {
+    /// A plain connection, or one with `prefix` already read from it.
+    pub fn new(inner: TcpStream, prefix: Bytes) -> Self {
+        Self { prefix, inner, timer: None }
+    }
+
+    /// Arms the head timer and framing scan.
+    pub fn watch(mut self, activity: Arc<Activity>, timeout: Duration) -> Self {
+        self.timer = Some(HeadTimer::new(activity, timeout));
+        self
+    }
+
+    /// The stream and the bytes read from it that hyper has not consumed.
+    pub fn into_parts(self) -> (TcpStream, Bytes) {
+        (self.inner, self.prefix)
+    }
+}
+
+impl AsyncRead for ClientIo {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        if !this.prefix.is_empty() {
+            let n = this.prefix.len().min(buf.remaining());
+            buf.put_slice(&this.prefix.split_to(n));
+        } else {
+            match Pin::new(&mut this.inner).poll_read(cx, buf) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {
+                    let Some(t) = this.timer.as_mut() else { return Poll::Pending };
+                    if !t.expired(cx) {
+                        return Poll::Pending;
+                    }
+                    if t.partial {
+                        // best effort: it fits any socket buffer
+                        let _ = Pin::new(&mut this.inner).poll_write(cx, TIMEOUT_408);
+                        tracing::debug!("408: request head not complete in time");
+                    }
+                    return Poll::Ready(Ok(())); // end of stream: hyper closes
+                }
+            }
+        }
+        if let Some(t) = this.timer.as_mut() {
+            let new = &buf.filled()[before..];
+            if !new.is_empty() {
+                t.saw(new);
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for ClientIo {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// The answer to a client that stopped mid-head, for paths that read heads themselves.
+pub async fn send_408(stream: &mut TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(TIMEOUT_408)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn framing_names_are_found_at_line_starts_only() {
+        let head = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTRANSFER-ENCODING: chunked\r\n\r\nabc";
+        assert_eq!(scan(head, true), (CONTENT_LENGTH | TRANSFER_ENCODING, true));
+        let inside = b"GET / HTTP/1.1\r\nX-A: content-length: 3\r\n";
+        assert_eq!(scan(inside, true), (0, false));
+        // a body after the empty line is not looked at
+        let body = b"GET / HTTP/1.1\r\n\r\nContent-Length: 1\r\n";
+        assert_eq!(scan(body, true), (0, true));
+        // the middle of a line (a read that starts inside a header) is skipped
+        assert_eq!(scan(b"ength: 3\r\nTransfer-Encoding: x\r\n", false), (TRANSFER_ENCODING, false));
+    }
+
+    #[tokio::test]
+    async fn a_name_split_across_reads_is_found() {
+        let a = Arc::new(Activity::default());
+        let mut t = HeadTimer::new(a.clone(), Duration::from_secs(1));
+        t.saw(b"POST / HTTP/1.1\r\nContent-Len");
+        t.saw(b"gth: 3\r\nTransfer-");
+        t.saw(b"Encoding: chunked\r\n\r\n");
+        let (guard, both) = a.begin();
+        assert!(both);
+        drop(guard);
+        // the next head starts clean
+        t.saw(b"GET / HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+        assert!(!a.begin().1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_an_idle_connection_expires() {
+        let a = Arc::new(Activity::default());
+        let mut t = HeadTimer::new(a.clone(), Duration::from_secs(10));
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(!t.expired(&mut cx));
+        let (guard, _) = a.begin();
+        tokio::time::advance(Duration::from_secs(11)).await;
+        assert!(!t.expired(&mut cx), "a request in flight has no head deadline");
+        drop(guard);
+        assert!(!t.expired(&mut cx), "idle restarts the clock");
+        tokio::time::advance(Duration::from_secs(11)).await;
+        assert!(t.expired(&mut cx));
+        assert!(!t.partial, "nothing was sent: a quiet close, no 408");
+    }
+}
