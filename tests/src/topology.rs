@@ -107,6 +107,11 @@ impl Topology {
         topo
     }
 
+    /// The echo backend of pod number `i` (in creation order).
+    pub fn backend(&self, i: usize) -> &Backend {
+        &self.backends[i]
+    }
+
     /// Lets the client reach pod IPs directly through the VM (the benchmark's
     /// "direct" path): a client route to 10.42.0.0/16 and forwarding in the VM.
     pub fn enable_direct_path(&self) {

@@ -1,27 +1,35 @@
-//! The L7 proxy end to end on 127.0.0.1 (no privileges): the agent binary with
-//! manifests in a temporary directory, echo backends on loopback ports. Filters
-//! (URLRewrite, header modifiers, CORS, RequestMirror, redirects), timeouts, the
-//! error statuses, weights, and hot reload keeping the last good table.
+//! The L7 proxy end to end: the agent binary with manifests in a temporary
+//! directory. On 127.0.0.1 (no privileges) with echo backends on loopback ports:
+//! filters (URLRewrite, header modifiers, CORS, RequestMirror, redirects), timeouts,
+//! the error statuses, weights, limits, and hot reload keeping the last good table.
+//! The `in_topology_*` tests (root; the netns tier) run the forwarding scenarios
+//! again in the k3d-shaped topology: client namespace -> the VM's NIC with XDP ->
+//! the agent -> pod IPs behind the node.
 
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use ingress_tests::agent::{Agent, ingress_bin};
 use ingress_tests::backend::{Backend, Echo};
 use ingress_tests::client::{Request, Response, send};
+use ingress_tests::netns::in_ns;
+use ingress_tests::topology::{PodSpec, Topology, VM_IP, VM_NIC};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// A Service `name` (port 80, named http) with one EndpointSlice per loopback port.
-fn service(name: &str, ports: &[u16]) -> String {
+/// A Service `name` (port 80, named http) with one EndpointSlice per endpoint.
+fn service(name: &str, endpoints: &[SocketAddr]) -> String {
     let mut y = format!(
         "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: apps}}\nspec: {{ports: [{{name: http, port: 80}}]}}\n"
     );
-    for (i, p) in ports.iter().enumerate() {
+    for (i, e) in endpoints.iter().enumerate() {
         y += &format!(
-            "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {name}-{i}, namespace: apps, labels: {{kubernetes.io/service-name: {name}}}}}\naddressType: IPv4\nports: [{{name: http, port: {p}}}]\nendpoints: [{{addresses: ['127.0.0.1']}}]\n"
+            "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {name}-{i}, namespace: apps, labels: {{kubernetes.io/service-name: {name}}}}}\naddressType: IPv4\nports: [{{name: http, port: {}}}]\nendpoints: [{{addresses: ['{}']}}]\n",
+            e.port(),
+            e.ip()
         );
     }
     y
@@ -77,55 +85,131 @@ spec:
     backendRefs: [{name: half, port: 80}]
   - matches: [{path: {value: /pair}}]
     backendRefs: [{name: pair, port: 80}]
+  - matches: [{path: {value: /second}}]
+    backendRefs: [{name: second, port: 80}]
   - matches: [{path: {value: /weights}}]
     backendRefs: [{name: main, port: 80, weight: 1}, {name: second, port: 80, weight: 1}, {name: shadow, port: 80, weight: 0}]
 "#;
 
+/// Where the agent listens, and the namespace clients connect from (None: this one).
+#[derive(Clone)]
+struct Client {
+    addr: SocketAddr,
+    ns: Option<String>,
+}
+
+impl Client {
+    fn try_connect(&self) -> std::io::Result<TcpStream> {
+        let addr = self.addr;
+        match &self.ns {
+            Some(ns) => in_ns(ns, move || TcpStream::connect(addr)),
+            None => TcpStream::connect(addr),
+        }
+    }
+    fn connect(&self) -> TcpStream {
+        self.try_connect().expect("connect to the agent")
+    }
+    fn send(&self, req: &Request, timeout: Duration) -> std::io::Result<Response> {
+        self.within(|| send(self.addr, req, timeout))
+    }
+    /// Runs `f` where clients connect from.
+    fn within<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        match &self.ns {
+            Some(ns) => in_ns(ns, f),
+            None => f(),
+        }
+    }
+}
+
+/// The three echo pods: main, shadow, second.
+enum Pods {
+    Local([Backend; 3]),
+    Topology(Topology),
+}
+
 struct Setup {
     dir: PathBuf,
-    port: u16,
+    client: Client,
     agent: Agent,
-    main: Backend,
-    shadow: Backend,
-    second: Backend,
+    pods: Pods,
 }
+
+const MAIN: usize = 0;
+const SHADOW: usize = 1;
 
 fn setup(tag: &str) -> Setup {
     setup_with(tag, &[])
+}
+
+/// Writes the manifests for pods at `main`, `shadow`, `second`; `refused` accepts no connection.
+fn manifests(tag: &str, [main, shadow, second]: [SocketAddr; 3], refused: SocketAddr) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ingress-proxy-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let services = [
+        service("main", &[main]),
+        service("shadow", &[shadow]),
+        service("second", &[second]),
+        service("noeps", &[]),
+        service("half", &[refused, main]),
+        service("pair", &[main, second]),
+    ];
+    std::fs::write(dir.join("services.yaml"), services.concat()).unwrap();
+    std::fs::write(dir.join("routes.yaml"), ROUTES).unwrap();
+    dir
 }
 
 fn setup_with(tag: &str, extra: &[&str]) -> Setup {
     let (main, pm) = Backend::start_local("pod-main");
     let (shadow, ps) = Backend::start_local("pod-shadow");
     let (second, p2) = Backend::start_local("pod-second");
-    let dir = std::env::temp_dir().join(format!("ingress-proxy-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let refused = free_port(); // nothing listens there: connections are refused
-    let services = [
-        service("main", &[pm]),
-        service("shadow", &[ps]),
-        service("second", &[p2]),
-        service("noeps", &[]),
-        service("half", &[refused, pm]),
-        service("pair", &[pm, p2]),
-    ];
-    std::fs::write(dir.join("services.yaml"), services.concat()).unwrap();
-    std::fs::write(dir.join("routes.yaml"), ROUTES).unwrap();
+    let local = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+    // nothing listens on the refused port: connections are refused
+    let dir = manifests(tag, [local(pm), local(ps), local(p2)], local(free_port()));
     let port = free_port();
     let admin = format!("127.0.0.1:{}", free_port());
     let mut args = vec!["--manifests".to_string(), dir.display().to_string()];
     args.extend(extra.iter().map(|s| s.to_string()));
     let agent = Agent::start_with(&ingress_bin(), None, &admin, &[format!("127.0.0.1:{port}=apps/gw")], &args);
-    Setup { dir, port, agent, main, shadow, second }
+    Setup { dir, client: Client { addr: local(port), ns: None }, agent, pods: Pods::Local([main, shadow, second]) }
+}
+
+/// The same manifests in the k3d-shaped topology: pods behind the node, the agent in
+/// the vm namespace on 9080 with XDP on its NIC, clients in the client namespace.
+/// None (with a printed reason) without root or the eBPF object.
+fn setup_in_topology(test: &str, prefix: &str, extra: &[&str]) -> Option<Setup> {
+    if !ingress_tests::require_root(test) || !ingress_tests::require_ebpf_object(test) {
+        return None;
+    }
+    let pod = |name: &str, last: u8| PodSpec { name: name.into(), ip: [10, 42, 0, last].into(), ports: vec![8080] };
+    let specs = [pod("pod-main", 11), pod("pod-shadow", 12), pod("pod-second", 13)];
+    let at = |p: &PodSpec, port: u16| SocketAddr::from((p.ip, port));
+    let topo = Topology::create(prefix, &specs);
+    // port 9 of the main pod: nothing listens, the pod answers with a reset
+    let dir = manifests(prefix, [at(&specs[0], 8080), at(&specs[1], 8080), at(&specs[2], 8080)], at(&specs[0], 9));
+    let mut flags = vec!["--interface", VM_NIC];
+    flags.extend_from_slice(extra);
+    let agent = Agent::start(&ingress_bin(), &topo.vm_ns(), &dir, &[format!("{VM_IP}:9080=apps/gw")], &flags);
+    let client = Client { addr: format!("{VM_IP}:9080").parse().unwrap(), ns: Some(topo.client_ns()) };
+    Some(Setup { dir, client, agent, pods: Pods::Topology(topo) })
 }
 
 impl Setup {
     fn send(&self, req: Request) -> Response {
-        send(format!("127.0.0.1:{}", self.port).parse().unwrap(), &req, Duration::from_secs(5)).expect("request")
+        self.client.send(&req, Duration::from_secs(5)).expect("request")
     }
     fn get(&self, path: &str) -> Response {
         self.send(Request::get("f.test:8080", path))
+    }
+    fn connect(&self) -> TcpStream {
+        self.client.connect()
+    }
+    /// Requests pod number `i` (MAIN, SHADOW, SECOND) has answered.
+    fn requests(&self, i: usize) -> usize {
+        match &self.pods {
+            Pods::Local(b) => b[i].requests(),
+            Pods::Topology(t) => t.backend(i).requests(),
+        }
     }
 }
 
@@ -150,7 +234,7 @@ fn filters_statuses_and_weights_through_the_proxy() {
     assert_eq!(r.headers.get("x-resp").map(String::as_str), Some("yes"));
 
     // CORS: preflight answered by the proxy, actual request decorated
-    let before = s.main.requests();
+    let before = s.requests(MAIN);
     let pre = s.send(
         Request::get("f.test", "/cors")
             .method("OPTIONS")
@@ -161,7 +245,7 @@ fn filters_statuses_and_weights_through_the_proxy() {
     assert_eq!(pre.headers.get("access-control-allow-origin").map(String::as_str), Some("https://ui.test"));
     assert_eq!(pre.headers.get("access-control-allow-methods").map(String::as_str), Some("GET, POST"));
     assert_eq!(pre.headers.get("access-control-max-age").map(String::as_str), Some("60"));
-    assert_eq!(s.main.requests(), before, "a preflight does not reach the backend");
+    assert_eq!(s.requests(MAIN), before, "a preflight does not reach the backend");
     let denied = s.send(
         Request::get("f.test", "/cors")
             .method("OPTIONS")
@@ -174,14 +258,14 @@ fn filters_statuses_and_weights_through_the_proxy() {
     assert_eq!(actual.headers.get("access-control-allow-origin").map(String::as_str), Some("https://ui.test"));
 
     // RequestMirror: the shadow gets a copy, the client the main backend's answer
-    let shadow_before = s.shadow.requests();
+    let shadow_before = s.requests(SHADOW);
     let mut req = Request::get("f.test", "/mirror").method("POST");
     req.body = b"payload".to_vec();
     let r = s.send(req);
     assert_eq!(r.json::<Echo>().pod, "pod-main");
     assert_eq!(r.json::<Echo>().body_len, 7);
     let start = Instant::now();
-    while s.shadow.requests() == shadow_before {
+    while s.requests(SHADOW) == shadow_before {
         assert!(start.elapsed() < Duration::from_secs(3), "the mirror got no copy");
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -214,20 +298,19 @@ fn filters_statuses_and_weights_through_the_proxy() {
         assert_eq!(s.get("/half").status, 200, "connect failure -> next endpoint");
     }
     assert_eq!(s.send(Request::get("f.test", "/api/x").header("x-echo-close", "1")).status, 502);
-    let before = s.main.requests();
+    let before = s.requests(MAIN);
     assert_eq!(s.send(Request::get("f.test", "/retry").header("x-echo-status", "503")).status, 503);
-    assert_eq!(s.main.requests() - before, 3, "1 attempt + 2 retries");
-    let before = s.main.requests();
+    assert_eq!(s.requests(MAIN) - before, 3, "1 attempt + 2 retries");
+    let before = s.requests(MAIN);
     assert_eq!(s.send(Request::get("f.test", "/retry").header("x-echo-status", "500")).status, 500);
-    assert_eq!(s.main.requests() - before, 1, "500 is not in the retry codes");
+    assert_eq!(s.requests(MAIN) - before, 1, "500 is not in the retry codes");
 
     // Weights: 1/1/0 -> main and second, never shadow
-    let shadow_before = s.shadow.requests();
+    let shadow_before = s.requests(SHADOW);
     let pods: Vec<String> = (0..40).map(|_| s.get("/weights").json::<Echo>().pod).collect();
     assert!(pods.iter().any(|p| p == "pod-main") && pods.iter().any(|p| p == "pod-second"), "{pods:?}");
     assert!(!pods.iter().any(|p| p == "pod-shadow"));
-    assert_eq!(s.shadow.requests(), shadow_before);
-    let _ = &s.second;
+    assert_eq!(s.requests(SHADOW), shadow_before);
 
     // Prometheus metrics per route and backend
     let (status, text) = s.agent.admin_get("/metrics").unwrap();
@@ -277,7 +360,7 @@ fn a_bad_manifest_keeps_the_last_good_table_and_shows_in_readyz() {
 fn websocket_upgrade_is_forwarded_and_joined() {
     use std::io::{BufReader, Read, Write};
     let s = setup("upgrade");
-    let mut c = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    let mut c = s.connect();
     c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     c.write_all(b"GET /api/socket HTTP/1.1\r\nHost: f.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").unwrap();
     let mut r = BufReader::new(c.try_clone().unwrap());
@@ -310,23 +393,36 @@ fn websocket_upgrade_is_forwarded_and_joined() {
 
 #[test]
 fn one_keep_alive_connection_routes_every_request_on_its_own() {
+    one_keep_alive_connection_routes_every_request_on_its_own_on(&setup("keepalive"));
+}
+
+#[test]
+fn in_topology_one_keep_alive_connection_routes_every_request_on_its_own() {
+    let test = "in_topology_one_keep_alive_connection_routes_every_request_on_its_own";
+    if let Some(s) = setup_in_topology(test, "ingt-ka", &[]) {
+        one_keep_alive_connection_routes_every_request_on_its_own_on(&s);
+    }
+}
+
+fn one_keep_alive_connection_routes_every_request_on_its_own_on(s: &Setup) {
     use std::io::{BufReader, Write};
-    let s = setup("keepalive");
-    let c = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    let c = s.connect();
     c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut w = c.try_clone().unwrap();
     let mut r = BufReader::new(c);
     // rewrite on the 1st, 2nd and 3rd request; different backends in between;
     // the last three pipelined (sent before any answer is read) and answered in order
     let mut seen = Vec::new();
-    for path in ["/api/a", "/api/b", "/weights", "/api/c"] {
+    for path in ["/api/a", "/api/b", "/second/x", "/api/c"] {
         w.write_all(&Request::get("f.test", path).to_bytes()).unwrap();
-        let resp = ingress_tests::client::read_response(&mut r, false).unwrap();
-        seen.push(resp.json::<Echo>().path);
+        let echo = ingress_tests::client::read_response(&mut r, false).unwrap().json::<Echo>();
+        seen.push((echo.pod, echo.path));
     }
-    assert_eq!(seen[..2], ["/v2/a", "/v2/b"]);
-    assert_eq!(seen[2], "/weights");
-    assert_eq!(seen[3], "/v2/c");
+    let seen: Vec<(&str, &str)> = seen.iter().map(|(p, q)| (p.as_str(), q.as_str())).collect();
+    assert_eq!(
+        seen,
+        [("pod-main", "/v2/a"), ("pod-main", "/v2/b"), ("pod-second", "/second/x"), ("pod-main", "/v2/c")]
+    );
     for path in ["/api/1", "/api/2", "/api/3"] {
         w.write_all(&Request::get("f.test", path).to_bytes()).unwrap();
     }
@@ -340,7 +436,7 @@ fn bad_requests_get_4xx_and_the_connection_is_closed() {
     use std::io::{Read, Write};
     let s = setup("bad");
     let raw = |bytes: &[u8]| -> String {
-        let mut c = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+        let mut c = s.connect();
         c.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
         c.write_all(bytes).unwrap();
         let mut out = Vec::new();
@@ -365,12 +461,12 @@ fn bad_requests_get_4xx_and_the_connection_is_closed() {
         raw(b"GET /api HTTP/1.1\r\nHost: f.test\r\nX-A: a\r\n  folded\r\n\r\n").starts_with("HTTP/1.1 400"),
         "obs-fold"
     );
-    let before = s.main.requests();
+    let before = s.requests(MAIN);
     let got = raw(b"POST /api HTTP/1.1\r\nHost: f.test\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\nGET /api/smuggled HTTP/1.1\r\nHost: f.test\r\n\r\n");
     assert!(got.starts_with("HTTP/1.1 400"), "Content-Length with Transfer-Encoding: {got:?}");
     assert_eq!(got.matches("HTTP/1.1").count(), 1, "one answer, then the connection is closed: {got:?}");
     // the same names split across writes
-    let mut c = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    let mut c = s.connect();
     c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     for part in [
         &b"POST /api HTTP/1.1\r\nHost: f.test\r\nContent-Len"[..],
@@ -387,7 +483,7 @@ fn bad_requests_get_4xx_and_the_connection_is_closed() {
         "split Content-Length with Transfer-Encoding: {:?}",
         String::from_utf8_lossy(&out)
     );
-    assert_eq!(s.main.requests(), before, "nothing reached the backend");
+    assert_eq!(s.requests(MAIN), before, "nothing reached the backend");
     // the agent still serves
     assert_eq!(s.get("/api/x").status, 200);
 }
@@ -395,19 +491,15 @@ fn bad_requests_get_4xx_and_the_connection_is_closed() {
 #[test]
 fn sigterm_drains_in_flight_requests_and_stops_accepting() {
     let mut s = setup("drain");
-    let port = s.port;
+    let client = s.client.clone();
     let slow = std::thread::spawn(move || {
-        send(
-            format!("127.0.0.1:{port}").parse().unwrap(),
-            &Request::get("f.test", "/api/slow").header("x-echo-sleep-ms", "1500"),
-            Duration::from_secs(10),
-        )
+        client.send(&Request::get("f.test", "/api/slow").header("x-echo-sleep-ms", "1500"), Duration::from_secs(10))
     });
     std::thread::sleep(Duration::from_millis(300));
     s.agent.terminate_async();
     // new connections are refused soon after
     let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+    while s.client.try_connect().is_ok() {
         assert!(start.elapsed() < Duration::from_secs(2), "still accepting after SIGTERM");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -422,7 +514,7 @@ fn sigterm_drains_in_flight_requests_and_stops_accepting() {
 fn connections_per_source_are_capped() {
     use std::io::{Read, Write};
     let s = setup_with("cap", &["--max-connections-per-source", "2"]);
-    let open = || std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    let open = || s.connect();
     // two connections held open, each proven served
     let mut held = Vec::new();
     for _ in 0..2 {
@@ -444,13 +536,7 @@ fn connections_per_source_are_capped() {
     drop(held.pop());
     let start = Instant::now();
     loop {
-        if send(
-            format!("127.0.0.1:{}", s.port).parse().unwrap(),
-            &Request::get("f.test", "/api/again"),
-            Duration::from_secs(2),
-        )
-        .is_ok_and(|r| r.status == 200)
-        {
+        if s.client.send(&Request::get("f.test", "/api/again"), Duration::from_secs(2)).is_ok_and(|r| r.status == 200) {
             break;
         }
         assert!(start.elapsed() < Duration::from_secs(5), "a freed slot was not reusable");
@@ -463,7 +549,7 @@ fn idle_keep_alive_and_slow_heads_are_closed_after_the_head_timeout() {
     use std::io::{Read, Write};
     let s = setup_with("idle", &["--head-timeout", "1"]);
     // idle after one answered request
-    let mut c = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    let mut c = s.connect();
     c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     c.write_all(&Request::get("f.test", "/api/idle").to_bytes()).unwrap();
     let mut r = std::io::BufReader::new(c.try_clone().unwrap());
@@ -474,7 +560,7 @@ fn idle_keep_alive_and_slow_heads_are_closed_after_the_head_timeout() {
     let idle = start.elapsed();
     assert!(idle >= Duration::from_millis(800) && idle < Duration::from_secs(4), "closed after {idle:?}");
     // a head that never completes (slowloris)
-    let mut c = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    let mut c = s.connect();
     c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     c.write_all(b"GET /api/slow HTTP/1.1\r\nHost: f.te").unwrap();
     let start = Instant::now();
@@ -493,7 +579,7 @@ fn expect_continue_head_trailers_and_a_malformed_answer() {
     use std::io::{BufRead, Read, Write};
     let s = setup("expect");
     // Expect: 100-continue: the client is told to go on before it sends the body
-    let mut c = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    let mut c = s.connect();
     c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     c.write_all(b"POST /api/e HTTP/1.1\r\nHost: f.test\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n").unwrap();
     let mut r = std::io::BufReader::new(c.try_clone().unwrap());
@@ -575,10 +661,21 @@ fn read_counting(r: &mut impl std::io::BufRead) -> (u16, u64) {
 
 #[test]
 fn a_gibibyte_streams_both_ways_with_bounded_agent_memory() {
+    a_gibibyte_streams_both_ways_with_bounded_agent_memory_on(&setup("stream"));
+}
+
+#[test]
+fn in_topology_a_gibibyte_streams_both_ways_with_bounded_agent_memory() {
+    let test = "in_topology_a_gibibyte_streams_both_ways_with_bounded_agent_memory";
+    if let Some(s) = setup_in_topology(test, "ingt-gib", &[]) {
+        a_gibibyte_streams_both_ways_with_bounded_agent_memory_on(&s);
+    }
+}
+
+fn a_gibibyte_streams_both_ways_with_bounded_agent_memory_on(s: &Setup) {
     use std::io::{BufReader, Write};
     const GIB: u64 = 1 << 30;
-    let s = setup("stream");
-    let c = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    let c = s.connect();
     c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     let mut w = c.try_clone().unwrap();
     let mut r = BufReader::new(c);
@@ -609,9 +706,20 @@ fn a_gibibyte_streams_both_ways_with_bounded_agent_memory() {
 
 #[test]
 fn a_pod_dying_mid_response_fails_only_that_request() {
+    a_pod_dying_mid_response_fails_only_that_request_on(&setup("die"));
+}
+
+#[test]
+fn in_topology_a_pod_dying_mid_response_fails_only_that_request() {
+    let test = "in_topology_a_pod_dying_mid_response_fails_only_that_request";
+    if let Some(s) = setup_in_topology(test, "ingt-die", &[]) {
+        a_pod_dying_mid_response_fails_only_that_request_on(&s);
+    }
+}
+
+fn a_pod_dying_mid_response_fails_only_that_request_on(s: &Setup) {
     use std::io::{BufReader, Read, Write};
-    let s = setup("die");
-    let c = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    let c = s.connect();
     c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut w = c.try_clone().unwrap();
     w.write_all(
@@ -632,29 +740,38 @@ fn a_pod_dying_mid_response_fails_only_that_request() {
 
 #[test]
 fn an_endpoint_removed_under_load_fails_no_request() {
-    let s = setup("remove");
-    let port = s.port;
+    an_endpoint_removed_under_load_fails_no_request_on(&setup("remove"));
+}
+
+#[test]
+fn in_topology_an_endpoint_removed_under_load_fails_no_request() {
+    let test = "in_topology_an_endpoint_removed_under_load_fails_no_request";
+    if let Some(s) = setup_in_topology(test, "ingt-rm", &[]) {
+        an_endpoint_removed_under_load_fails_no_request_on(&s);
+    }
+}
+
+fn an_endpoint_removed_under_load_fails_no_request_on(s: &Setup) {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let workers: Vec<_> = (0..4)
         .map(|_| {
             let stop = stop.clone();
+            let client = s.client.clone();
             std::thread::spawn(move || {
-                let (mut ok, mut failed, mut pods) = (0u32, 0u32, std::collections::BTreeSet::new());
-                let deadline = Instant::now() + Duration::from_secs(10);
-                while !stop.load(std::sync::atomic::Ordering::SeqCst) && Instant::now() < deadline {
-                    match send(
-                        format!("127.0.0.1:{port}").parse().unwrap(),
-                        &Request::get("f.test", "/pair"),
-                        Duration::from_secs(3),
-                    ) {
-                        Ok(r) if r.status == 200 => {
-                            ok += 1;
-                            pods.insert(r.json::<Echo>().pod);
+                client.within(|| {
+                    let (mut ok, mut failed, mut pods) = (0u32, 0u32, std::collections::BTreeSet::new());
+                    let deadline = Instant::now() + Duration::from_secs(10);
+                    while !stop.load(std::sync::atomic::Ordering::SeqCst) && Instant::now() < deadline {
+                        match send(client.addr, &Request::get("f.test", "/pair"), Duration::from_secs(3)) {
+                            Ok(r) if r.status == 200 => {
+                                ok += 1;
+                                pods.insert(r.json::<Echo>().pod);
+                            }
+                            _ => failed += 1,
                         }
-                        _ => failed += 1,
                     }
-                }
-                (ok, failed, pods)
+                    (ok, failed, pods)
+                })
             })
         })
         .collect();

@@ -40,7 +40,8 @@ const TIERS: &[Tier] = &[
             &["test", "--workspace", "--exclude", "ingress-ebpf", "--exclude", "ingress-tests"],
             // the test crate's own helpers (packet builder, HTTP client), and the proxy
             // end to end on 127.0.0.1 (agent binary, loopback backends; no privileges)
-            &["test", "-p", "ingress-tests", "--lib", "--bins", "--test", "proxy"],
+            // (its `in_topology_*` tests need root and run in the netns tier)
+            &["test", "-p", "ingress-tests", "--lib", "--bins", "--test", "proxy", "--", "--skip", "in_topology"],
         ],
     },
     Tier {
@@ -59,7 +60,11 @@ const TIERS: &[Tier] = &[
         name: "netns",
         what: "k3d-shaped namespaces: client -> XDP NIC -> agent -> pods",
         needs_root: true,
-        cargo_args: &[&["test", "-p", "ingress-tests", "--test", "netns", "--", "--test-threads=1"]],
+        cargo_args: &[
+            &["test", "-p", "ingress-tests", "--test", "netns", "--", "--test-threads=1"],
+            // the proxy's forwarding scenarios again, in the topology
+            &["test", "-p", "ingress-tests", "--test", "proxy", "in_topology", "--", "--test-threads=1"],
+        ],
     },
 ];
 
