@@ -8,10 +8,13 @@ pub mod backend;
 pub mod client;
 pub mod fixtures;
 pub mod kubeapi;
+pub mod legacy;
 pub mod load;
 pub mod netns;
+pub mod nginx;
 pub mod packet;
 pub mod topology;
+pub mod wrk;
 
 /// True when running as root. Otherwise prints why the caller skips, and panics
 /// under `CI=true` (CI is root: a skip there would hide a missing test).

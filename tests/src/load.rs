@@ -41,6 +41,11 @@ fn busy_jiffies() -> u64 {
     [0usize, 1, 2, 5, 6, 7].iter().filter_map(|i| f.get(*i)).sum()
 }
 
+/// Busy CPU seconds of the whole machine since boot (see [`busy_jiffies`]).
+pub fn busy_cpu_seconds() -> f64 {
+    busy_jiffies() as f64 / user_hz()
+}
+
 fn user_hz() -> f64 {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };

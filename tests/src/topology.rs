@@ -59,6 +59,12 @@ impl Topology {
     /// Builds the topology and starts a backend in every pod. `prefix` must be short
     /// (namespace names are `{prefix}-client`, `{prefix}-p12`, ...).
     pub fn create(prefix: &str, pods: &[PodSpec]) -> Self {
+        Self::create_with(prefix, pods, |_| true)
+    }
+
+    /// Like [`Topology::create`], starting the echo backend only in pods where
+    /// `echo(pod)` (the benchmark runs nginx in some).
+    pub fn create_with(prefix: &str, pods: &[PodSpec], echo: impl Fn(&PodSpec) -> bool) -> Self {
         assert!(prefix.len() <= 12 && !prefix.is_empty(), "short, non-empty prefix");
         assert!(pods.len() <= MAX_PODS, "at most {MAX_PODS} pods");
         // Leftovers of an interrupted run may have had more pods than this one.
@@ -102,12 +108,14 @@ impl Topology {
             ip(&["-n", &ns, "addr", "add", &format!("{}/24", pod.ip), "dev", "eth0"]);
             ip(&["-n", &ns, "link", "set", "eth0", "up"]);
             ip(&["-n", &ns, "route", "add", "default", "via", POD_GATEWAY]);
-            topo.backends.push(Backend::start(&ns, &pod.name, &pod.ports));
+            if echo(pod) {
+                topo.backends.push(Backend::start(&ns, &pod.name, &pod.ports));
+            }
         }
         topo
     }
 
-    /// The echo backend of pod number `i` (in creation order).
+    /// The echo backend of pod number `i` (in creation order, when all pods have one).
     pub fn backend(&self, i: usize) -> &Backend {
         &self.backends[i]
     }

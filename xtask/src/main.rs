@@ -73,15 +73,29 @@ fn main() -> Result<()> {
                 return Ok(());
             }
             setup::setup(true)?;
+            let tools = setup::bench_tools()?;
             let out = build::build_all(true)?;
             build::build_tests_bin("netbench", true)?;
             let bench = workspace_root().join("target/release/netbench");
+            let docs = workspace_root().join("docs/bench");
             let mut cmd = std::process::Command::new(bench);
-            cmd.arg("--ingress").arg(&out.agent).arg("--out").arg(workspace_root().join("docs/bench/latest.md"));
+            cmd.arg("--ingress")
+                .arg(&out.agent)
+                .arg("--envoy")
+                .arg(&tools.envoy)
+                .arg("--out")
+                .arg(docs.join("latest.md"));
             if quick {
                 cmd.arg("--quick");
             }
-            setup::run(&mut cmd)
+            setup::run(&mut cmd)?;
+            // the chart, from the results the run wrote beside the table
+            setup::run(
+                std::process::Command::new(&tools.python)
+                    .arg(workspace_root().join("xtask/scripts/bench_chart.py"))
+                    .arg(docs.join("latest.json"))
+                    .arg(docs.join("latest.png")),
+            )
         }
         Cmd::Demo { userspace, release } => {
             setup::setup(true)?;

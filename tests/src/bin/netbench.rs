@@ -1,12 +1,18 @@
-//! `cargo xtask bench` (network part, root): small GETs over keep-alive from the
-//! client namespace, side by side and interleaved (B C C B C C ...): B = straight to
-//! the pod IP through the same routers (the limit), C = through this ingress, in the
-//! userspace and eBPF dataplanes. Medians of the rounds; requests/s, p50/p99, CPU
-//! time per request for the whole machine, the agent's peak RSS; ratios C/B.
-//! Writes a markdown table to `docs/bench/latest.md`.
+//! `cargo xtask bench` (network part, root): today's path vs this ingress vs a direct
+//! connection, on the k3d-shaped topology, interleaved (A B C.. A B C..) over rounds,
+//! medians reported.
 //!
-//! Not yet here (issue 5): today's path (serverlb nginx + Envoy + NATs), other
-//! workloads (new connection per request, 1 MiB, WebSocket), a chart.
+//! - A, today's path: Docker DNAT -> nginx serverlb -> servicelb DNAT -> Envoy with
+//!   the same routes -> ClusterIP DNAT -> pod (`legacy.rs`);
+//! - B, direct: client -> pod IP through the same routers;
+//! - C, this ingress: userspace; eBPF (XDP, sockmap for upgrades); eBPF with
+//!   `--forwarded-headers off` so splice-safe hosts are joined to the pod in the kernel.
+//!
+//! Workloads (wrk from the client namespace; bounded durations): small responses over
+//! 64 keep-alive connections, a new connection per request, a 1 MiB response, and an
+//! upgraded (WebSocket-style) connection's echo throughput. The pod behind the
+//! benchmarked host runs nginx; the WebSocket pod runs the test echo server.
+//! Writes `docs/bench/latest.md` and `latest.json` (the chart's input).
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -14,29 +20,117 @@ use std::time::Duration;
 
 use ingress_tests::agent::{Agent, ingress_bin};
 use ingress_tests::fixtures::{openchoreo_dir, openchoreo_listens, openchoreo_pods};
-use ingress_tests::load::{LoadResult, run, run_with, upgrade_throughput};
+use ingress_tests::legacy::LegacyPath;
+use ingress_tests::load::{LoadResult, upgrade_throughput};
+use ingress_tests::nginx::PodNginx;
 use ingress_tests::topology::{Topology, VM_IP, VM_NIC};
+use ingress_tests::wrk::Wrk;
+use serde_json::json;
 
 const HOST: &str = "react-starter-development.openchoreovm-apis.localhost";
+const WS_HOST: &str = "development.openchoreovm-apis.localhost:9080";
 
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy, PartialEq, Debug)]
 enum Path {
+    Legacy,
     Direct,
     Userspace,
     Ebpf,
+    EbpfSplice,
 }
+
+const PATHS: [Path; 5] = [Path::Legacy, Path::Direct, Path::Userspace, Path::Ebpf, Path::EbpfSplice];
 
 impl Path {
     fn name(self) -> &'static str {
         match self {
-            Path::Direct => "B direct to pod",
-            Path::Userspace => "C ingress (userspace)",
-            Path::Ebpf => "C ingress (eBPF: XDP)",
+            Path::Legacy => "A today's path (nginx serverlb + Envoy, 4 NATs)",
+            Path::Direct => "B direct to the pod",
+            Path::Userspace => "C ingress, userspace",
+            Path::Ebpf => "C ingress, eBPF (XDP; sockmap after upgrades)",
+            Path::EbpfSplice => "C ingress, eBPF + splice-safe hosts joined in the kernel",
+        }
+    }
+    fn short(self) -> &'static str {
+        match self {
+            Path::Legacy => "A today",
+            Path::Direct => "B direct",
+            Path::Userspace => "C userspace",
+            Path::Ebpf => "C eBPF",
+            Path::EbpfSplice => "C eBPF+splice",
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Workload {
+    KeepAlive,
+    NewConnection,
+    OneMiB,
+    WebSocket,
+}
+
+const WORKLOADS: [Workload; 4] = [Workload::KeepAlive, Workload::NewConnection, Workload::OneMiB, Workload::WebSocket];
+
+impl Workload {
+    fn title(self, c: &Cfg) -> String {
+        match self {
+            Workload::KeepAlive => format!("Small responses over {} keep-alive connections", c.conns),
+            Workload::NewConnection => {
+                format!("A new connection per request ({} clients, `Connection: close`)", c.conns / 4)
+            }
+            Workload::OneMiB => format!("1 MiB responses ({} keep-alive connections)", c.conns / 8),
+            Workload::WebSocket => {
+                format!("WebSocket-style upgraded connection, {} MiB echoed each way", c.ws_bytes >> 20)
+            }
+        }
+    }
+    fn key(self) -> &'static str {
+        match self {
+            Workload::KeepAlive => "keep-alive",
+            Workload::NewConnection => "new connection per request",
+            Workload::OneMiB => "1 MiB responses",
+            Workload::WebSocket => "WebSocket echo",
+        }
+    }
+}
+
+struct Cfg {
+    rounds: usize,
+    secs: u64,
+    conns: usize,
+    ws_bytes: usize,
+}
+
+/// One measurement.
+#[derive(Clone, Debug, Default)]
+struct Sample {
+    rps: f64,
+    mbps: f64,
+    p50_us: f64,
+    p99_us: f64,
+    cpu_us: f64,
+    errors: u64,
+}
+
+impl Sample {
+    fn of(r: &LoadResult, bytes_per_sec: f64) -> Self {
+        Sample {
+            rps: r.rps(),
+            mbps: bytes_per_sec / 1e6,
+            p50_us: r.p50.as_secs_f64() * 1e6,
+            p99_us: r.p99.as_secs_f64() * 1e6,
+            cpu_us: r.cpu_us_per_request(),
+            errors: r.errors,
         }
     }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
+    v.retain(|x| x.is_finite());
+    if v.is_empty() {
+        return f64::NAN;
+    }
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
 }
@@ -44,9 +138,11 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn main() {
     let mut args = std::env::args().skip(1);
     let (mut bin, mut quick, mut out) = (ingress_bin(), false, PathBuf::from("docs/bench/latest.md"));
+    let mut envoy = PathBuf::from("envoy");
     while let Some(a) = args.next() {
         match a.as_str() {
             "--ingress" => bin = PathBuf::from(args.next().expect("--ingress PATH")),
+            "--envoy" => envoy = PathBuf::from(args.next().expect("--envoy PATH")),
             "--quick" => quick = true,
             "--out" => out = PathBuf::from(args.next().expect("--out FILE")),
             "--bench" => {}
@@ -55,161 +151,238 @@ fn main() {
     }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        eprintln!("netbench: needs root (network namespaces, XDP); skipped");
+        eprintln!("netbench: needs root (network namespaces, XDP, iptables); skipped");
         return;
     }
-    let (rounds, secs, conns) = if quick { (1, 2, 16) } else { (3, 5, 32) };
+    let c = if quick {
+        Cfg { rounds: 1, secs: 2, conns: 64, ws_bytes: 16 << 20 }
+    } else {
+        Cfg { rounds: 3, secs: 5, conns: 64, ws_bytes: 128 << 20 }
+    };
     // SAFETY: set before any thread is started.
     unsafe { std::env::set_var("AGENT_RUST_LOG", "info") };
     let pods = openchoreo_pods();
-    let topo = Topology::create("bench", &pods);
-    topo.enable_direct_path();
-    let pod = pods.iter().find(|p| p.name.starts_with("react-starter-development-")).expect("react pod").ip;
+    let react = pods.iter().find(|p| p.name.starts_with("react-starter-development-")).expect("react pod").clone();
     let echo_pod = pods.iter().find(|p| p.name.starts_with("echo-websocket-service-")).expect("echo pod").ip;
-    let ws_bytes: usize = if quick { 16 << 20 } else { 128 << 20 };
-    let ws_host = "development.openchoreovm-apis.localhost:9080";
-    let mut ws: Vec<Vec<(f64, f64)>> = vec![vec![]; 3];
-    let mut fresh: Vec<Vec<LoadResult>> = vec![vec![]; 3];
-    let paths = [Path::Direct, Path::Userspace, Path::Ebpf];
-    let mut results: Vec<Vec<(LoadResult, Option<u64>)>> = vec![vec![]; paths.len()];
-    for round in 0..rounds {
-        for (i, path) in paths.iter().enumerate() {
-            let (agent, addr) = match path {
-                Path::Direct => (None, format!("{pod}:8080")),
-                Path::Userspace | Path::Ebpf => {
-                    let dp: &[&str] =
-                        if *path == Path::Ebpf { &["--interface", VM_NIC] } else { &["--dataplane", "userspace"] };
-                    let a = Agent::start(&bin, &topo.vm_ns(), &openchoreo_dir(), &openchoreo_listens(VM_IP), dp);
-                    (Some(a), format!("{VM_IP}:9080"))
+    let topo = Topology::create_with("bench", &pods, |p| p.ip != react.ip);
+    topo.enable_direct_path();
+    let react_ns = topo.pods.iter().find(|(p, _)| p.ip == react.ip).unwrap().1.clone();
+    let _nginx = PodNginx::start(&react_ns, (react.ip, 8080).into());
+    // the table the agent compiles, for Envoy's routes
+    let res = ingress::manifest::load_dir(&openchoreo_dir()).expect("fixtures");
+    let mappings: Vec<ingress::config::ListenMapping> =
+        openchoreo_listens(VM_IP).iter().map(|l| l.parse().unwrap()).collect();
+    let table = ingress::routing::compile(&res, &mappings);
+    let lt = &table.listeners[1];
+
+    // samples[path][workload] over rounds; peak RSS per path (agent, or nginx + Envoy)
+    let mut samples = vec![vec![Vec::<Sample>::new(); WORKLOADS.len()]; PATHS.len()];
+    let mut rss: Vec<(u64, u64)> = vec![(0, 0); PATHS.len()];
+    for round in 0..c.rounds {
+        for (pi, path) in PATHS.iter().enumerate() {
+            let mut agent = None;
+            let mut legacy = None;
+            let addr = match path {
+                Path::Direct => format!("{}:8080", react.ip),
+                Path::Legacy => {
+                    legacy = Some(LegacyPath::create(&topo, lt, 9080, &envoy));
+                    format!("{VM_IP}:9080")
+                }
+                Path::Userspace | Path::Ebpf | Path::EbpfSplice => {
+                    let flags: &[&str] = match path {
+                        Path::Userspace => &["--dataplane", "userspace"],
+                        Path::Ebpf => &["--interface", VM_NIC],
+                        _ => &["--interface", VM_NIC, "--forwarded-headers", "off"],
+                    };
+                    agent =
+                        Some(Agent::start(&bin, &topo.vm_ns(), &openchoreo_dir(), &openchoreo_listens(VM_IP), flags));
+                    format!("{VM_IP}:9080")
                 }
             };
-            let r = run(Some(&topo.client_ns()), addr.parse().unwrap(), HOST, "/", conns, Duration::from_secs(secs));
-            let f = run_with(
-                Some(&topo.client_ns()),
-                addr.parse().unwrap(),
-                HOST,
-                "/",
-                conns / 2,
-                Duration::from_secs(secs),
-                true,
-            );
-            eprintln!("round {round} {:<24} new connection per request {:>8.0} req/s", path.name(), f.rps());
-            fresh[i].push(f);
-            let ws_addr = match path {
-                Path::Direct => format!("{echo_pod}:8080"),
-                _ => format!("{VM_IP}:9080"),
-            };
-            let (mbps, cpu) = upgrade_throughput(&topo.client_ns(), ws_addr.parse().unwrap(), ws_host, ws_bytes);
-            eprintln!("round {round} {:<24} upgraded echo {:>8.0} MB/s  cpu {:.2} s", path.name(), mbps, cpu);
-            ws[i].push((mbps, cpu));
-            let rss = agent.as_ref().and_then(|a| a.peak_rss_kib());
-            eprintln!(
-                "round {round} {:<24} {:>9.0} req/s  p50 {:>7.0} us  p99 {:>7.0} us  cpu {:>6.1} us/req  errors {}",
-                path.name(),
-                r.rps(),
-                r.p50.as_secs_f64() * 1e6,
-                r.p99.as_secs_f64() * 1e6,
-                r.cpu_us_per_request(),
-                r.errors
-            );
+            for (wi, w) in WORKLOADS.iter().enumerate() {
+                let s = match w {
+                    Workload::WebSocket => {
+                        let ws_addr =
+                            if *path == Path::Direct { format!("{echo_pod}:8080") } else { format!("{VM_IP}:9080") };
+                        let (mbps, cpu) =
+                            upgrade_throughput(&topo.client_ns(), ws_addr.parse().unwrap(), WS_HOST, c.ws_bytes);
+                        Sample { mbps, cpu_us: cpu * 1e6, ..Default::default() }
+                    }
+                    _ => {
+                        let (conns, url_path, headers) = match w {
+                            Workload::KeepAlive => (c.conns, "/", vec![]),
+                            Workload::NewConnection => (c.conns / 4, "/", vec!["Connection: close"]),
+                            _ => (c.conns / 8, "/1m", vec![]),
+                        };
+                        let (load, rep) = Wrk {
+                            ns: &topo.client_ns(),
+                            url: format!("http://{addr}{url_path}"),
+                            host: HOST,
+                            connections: conns,
+                            threads: 2,
+                            duration: Duration::from_secs(c.secs),
+                            headers,
+                        }
+                        .run();
+                        Sample::of(&load, rep.bytes_per_sec)
+                    }
+                };
+                eprintln!(
+                    "round {round} {:<14} {:<27} {:>9.0} req/s {:>8.1} MB/s p50 {:>7.0} us p99 {:>7.0} us cpu {:>8.1} us/req errors {}",
+                    path.short(),
+                    w.key(),
+                    s.rps,
+                    s.mbps,
+                    s.p50_us,
+                    s.p99_us,
+                    s.cpu_us,
+                    s.errors
+                );
+                samples[pi][wi].push(s);
+            }
             if let Some(a) = agent {
+                rss[pi].0 = rss[pi].0.max(a.peak_rss_kib().unwrap_or(0));
                 a.stop();
             }
-            results[i].push((r, rss));
+            if let Some(l) = legacy {
+                let (n, e) = l.peak_rss_kib();
+                rss[pi] = (rss[pi].0.max(n), rss[pi].1.max(e));
+            }
         }
     }
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
-    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
-    let date = std::process::Command::new("date")
-        .arg("-u")
-        .arg("+%Y-%m-%d %H:%M UTC")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
-    let mut md = String::new();
-    writeln!(md, "# Benchmark: keep-alive small GETs, direct vs this ingress\n").unwrap();
-    writeln!(
-        md,
-        "Machine: {cpus} CPUs, kernel {kernel}, {date}. Command: `cargo xtask bench{}`. {conns} keep-alive connections from the client namespace, {secs} s per run, {rounds} interleaved round(s), medians. Backend: the test echo server in the pod (a thread per connection; it bounds every path alike). CPU: whole machine (user+system+irq+softirq) per request.\n",
-        if quick { " --quick" } else { "" }
-    )
-    .unwrap();
-    writeln!(md, "| path | requests/s | p50 | p99 | CPU per request | agent peak RSS | req/s vs B | CPU vs B |")
-        .unwrap();
-    writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|").unwrap();
-    let med = |i: usize, f: &dyn Fn(&LoadResult) -> f64| median(results[i].iter().map(|(r, _)| f(r)).collect());
-    let b_rps = med(0, &|r| r.rps());
-    let b_cpu = med(0, &|r| r.cpu_us_per_request());
-    for (i, path) in paths.iter().enumerate() {
-        let rps = med(i, &|r| r.rps());
-        let cpu = med(i, &|r| r.cpu_us_per_request());
-        let rss = results[i]
-            .iter()
-            .filter_map(|(_, r)| *r)
-            .max()
-            .map(|k| format!("{:.1} MB", k as f64 / 1024.0))
-            .unwrap_or("-".into());
-        writeln!(
-            md,
-            "| {} | {:.0} | {:.0} us | {:.0} us | {:.1} us | {} | {:.2}x | {:.2}x |",
-            path.name(),
-            rps,
-            med(i, &|r| r.p50.as_secs_f64() * 1e6),
-            med(i, &|r| r.p99.as_secs_f64() * 1e6),
-            cpu,
-            rss,
-            rps / b_rps,
-            cpu / b_cpu
-        )
-        .unwrap();
-    }
-    writeln!(md, "\nA new connection per request ({} concurrent clients, `Connection: close`):\n", conns / 2).unwrap();
-    writeln!(md, "| path | requests/s | p50 | p99 | CPU per request | req/s vs B | CPU vs B |").unwrap();
-    writeln!(md, "|---|---:|---:|---:|---:|---:|---:|").unwrap();
-    let fmed = |i: usize, f: &dyn Fn(&LoadResult) -> f64| median(fresh[i].iter().map(f).collect());
-    let (fb_rps, fb_cpu) = (fmed(0, &|r| r.rps()), fmed(0, &|r| r.cpu_us_per_request()));
-    for (i, path) in paths.iter().enumerate() {
-        let (rps, cpu) = (fmed(i, &|r| r.rps()), fmed(i, &|r| r.cpu_us_per_request()));
-        writeln!(
-            md,
-            "| {} | {:.0} | {:.0} us | {:.0} us | {:.1} us | {:.2}x | {:.2}x |",
-            path.name(),
-            rps,
-            fmed(i, &|r| r.p50.as_secs_f64() * 1e6),
-            fmed(i, &|r| r.p99.as_secs_f64() * 1e6),
-            cpu,
-            rps / fb_rps,
-            cpu / fb_cpu
-        )
-        .unwrap();
-    }
-    writeln!(
-        md,
-        "\nUpgraded (WebSocket-style) connection, {} MiB echoed each way after the 101 (eBPF: joined in the kernel by sockmap; userspace: copied by the agent):\n",
-        ws_bytes >> 20
-    )
-    .unwrap();
-    writeln!(md, "| path | MB/s (both directions) | CPU seconds | MB/s vs B |").unwrap();
-    writeln!(md, "|---|---:|---:|---:|").unwrap();
-    let b_ws = median(ws[0].iter().map(|x| x.0).collect());
-    for (i, path) in paths.iter().enumerate() {
-        let m = median(ws[i].iter().map(|x| x.0).collect());
-        let c = median(ws[i].iter().map(|x| x.1).collect());
-        writeln!(
-            md,
-            "| {} | {:.0} | {:.2} | {:.2}x |",
-            path.name().replace("(eBPF: XDP)", "(eBPF: sockmap splice)"),
-            m,
-            c,
-            m / b_ws
-        )
-        .unwrap();
-    }
+    drop(_nginx);
     drop(topo);
+    let (md, js) = report(&c, quick, &samples, &rss);
     print!("{md}");
     if let Some(dir) = out.parent() {
         let _ = std::fs::create_dir_all(dir);
     }
     std::fs::write(&out, &md).expect("write the benchmark table");
-    eprintln!("netbench: wrote {}", out.display());
+    std::fs::write(out.with_extension("json"), serde_json::to_string_pretty(&js).unwrap()).expect("write the results");
+    eprintln!("netbench: wrote {} and {}", out.display(), out.with_extension("json").display());
+}
+
+fn machine() -> (String, String, String) {
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_string()))
+        .unwrap_or_default();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
+    let date = std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    (format!("{cpus} CPUs ({model})"), kernel, date)
+}
+
+fn report(c: &Cfg, quick: bool, samples: &[Vec<Vec<Sample>>], rss: &[(u64, u64)]) -> (String, serde_json::Value) {
+    let (machine, kernel, date) = machine();
+    let mut md = String::new();
+    writeln!(md, "# Benchmark: today's path vs this ingress vs a direct connection\n").unwrap();
+    writeln!(
+        md,
+        "Machine: {machine}, kernel {kernel}, {date}. Command: `cargo xtask bench{}`: the k3d-shaped topology in network namespaces; load from the client namespace (wrk, 2 threads; the WebSocket echo by the test client); {} s per run, {} interleaved round(s) (A B C C C, A B C C C, ...), medians. Backend: nginx in the pod (`/`: 18 bytes, `/1m`: 1 MiB); the WebSocket pod runs the test echo server. CPU: the whole machine (user + system + irq + softirq from /proc/stat) per request, load generator and backend included. Everything shares the same {} CPUs.\n",
+        if quick { " --quick" } else { "" },
+        c.secs,
+        c.rounds,
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+    )
+    .unwrap();
+    writeln!(md, "Peak RSS of the proxies (VmHWM, max over rounds; nginx: master + workers):\n").unwrap();
+    let mb = |k: u64| k as f64 / 1024.0;
+    for (pi, p) in PATHS.iter().enumerate() {
+        match p {
+            Path::Direct => {}
+            Path::Legacy => {
+                writeln!(md, "- {}: nginx {:.1} MB + Envoy {:.1} MB", p.name(), mb(rss[pi].0), mb(rss[pi].1)).unwrap()
+            }
+            _ => writeln!(md, "- {}: agent {:.1} MB", p.name(), mb(rss[pi].0)).unwrap(),
+        }
+    }
+    writeln!(md, "\nC in L4 mode: not built yet, so not measured.\n").unwrap();
+    let med = |pi: usize, wi: usize, f: &dyn Fn(&Sample) -> f64| median(samples[pi][wi].iter().map(f).collect());
+    let a = PATHS.iter().position(|p| *p == Path::Legacy).unwrap();
+    let b = PATHS.iter().position(|p| *p == Path::Direct).unwrap();
+    let mut js_workloads = vec![];
+    for (wi, w) in WORKLOADS.iter().enumerate() {
+        writeln!(md, "## {}\n", w.title(c)).unwrap();
+        let rate = |pi: usize| {
+            if *w == Workload::WebSocket || *w == Workload::OneMiB {
+                med(pi, wi, &|s| s.mbps)
+            } else {
+                med(pi, wi, &|s| s.rps)
+            }
+        };
+        if *w == Workload::WebSocket {
+            writeln!(md, "| path | MB/s (both directions) | CPU seconds | vs B | vs A |").unwrap();
+            writeln!(md, "|---|---:|---:|---:|---:|").unwrap();
+        } else {
+            writeln!(md, "| path | requests/s | MB/s | p50 | p99 | CPU per request | errors | vs B | vs A | CPU vs B | CPU vs A |").unwrap();
+            writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|").unwrap();
+        }
+        let mut js_paths = vec![];
+        for (pi, p) in PATHS.iter().enumerate() {
+            let (v, cpu) = (rate(pi), med(pi, wi, &|s| s.cpu_us));
+            if *w == Workload::WebSocket {
+                writeln!(
+                    md,
+                    "| {} | {:.0} | {:.2} | {:.2}x | {:.2}x |",
+                    p.name(),
+                    v,
+                    cpu / 1e6,
+                    v / rate(b),
+                    v / rate(a)
+                )
+                .unwrap();
+            } else {
+                writeln!(
+                    md,
+                    "| {} | {:.0} | {:.1} | {:.0} us | {:.0} us | {:.1} us | {} | {:.2}x | {:.2}x | {:.2}x | {:.2}x |",
+                    p.name(),
+                    med(pi, wi, &|s| s.rps),
+                    med(pi, wi, &|s| s.mbps),
+                    med(pi, wi, &|s| s.p50_us),
+                    med(pi, wi, &|s| s.p99_us),
+                    cpu,
+                    samples[pi][wi].iter().map(|s| s.errors).sum::<u64>(),
+                    v / rate(b),
+                    v / rate(a),
+                    cpu / med(b, wi, &|s| s.cpu_us),
+                    cpu / med(a, wi, &|s| s.cpu_us),
+                )
+                .unwrap();
+            }
+            js_paths.push(json!({"path": p.short(), "value": v, "cpu_us": cpu}));
+        }
+        writeln!(md).unwrap();
+        let unit = if *w == Workload::WebSocket || *w == Workload::OneMiB { "MB/s" } else { "requests/s" };
+        js_workloads.push(json!({"workload": w.key(), "unit": unit, "paths": js_paths}));
+    }
+    // the issue's targets, on keep-alive
+    writeln!(md, "## Targets (keep-alive)\n").unwrap();
+    writeln!(md, "| C mode | req/s vs A (>= 3x) | req/s vs B (>= 0.8x) | CPU per request vs A (<= 0.4x) |").unwrap();
+    writeln!(md, "|---|---:|---:|---:|").unwrap();
+    let ka = 0;
+    let (ra, rb, ca) = (med(a, ka, &|s| s.rps), med(b, ka, &|s| s.rps), med(a, ka, &|s| s.cpu_us));
+    let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
+    for (pi, p) in PATHS.iter().enumerate().filter(|(_, p)| !matches!(p, Path::Legacy | Path::Direct)) {
+        let (r, cpu) = (med(pi, ka, &|s| s.rps), med(pi, ka, &|s| s.cpu_us));
+        writeln!(
+            md,
+            "| {} | {:.2}x {} | {:.2}x {} | {:.2}x {} |",
+            p.name(),
+            r / ra,
+            verdict(r / ra >= 3.0),
+            r / rb,
+            verdict(r / rb >= 0.8),
+            cpu / ca,
+            verdict(cpu / ca <= 0.4)
+        )
+        .unwrap();
+    }
+    let js = json!({"machine": machine, "kernel": kernel, "date": date, "quick": quick, "workloads": js_workloads});
+    (md, js)
 }

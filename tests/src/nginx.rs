@@ -1,0 +1,75 @@
+//! nginx as a fast HTTP server in a pod namespace (the benchmark's backend): `/`
+//! answers a small body, `/1m` a 1 MiB file. Stopped by pid on drop.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::netns::in_ns;
+
+pub struct PodNginx {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl PodNginx {
+    /// Starts nginx in namespace `ns` on `addr` (the pod's IP:port).
+    pub fn start(ns: &str, addr: std::net::SocketAddr) -> Self {
+        let dir = std::env::temp_dir().join(format!("ingress-podnginx-{}-{ns}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("www")).unwrap();
+        std::fs::write(dir.join("www/1m"), vec![b'x'; 1 << 20]).unwrap();
+        let conf = dir.join("nginx.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "worker_processes 2;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\nevents {{ worker_connections 4096; }}\nhttp {{\n  access_log off;\n  client_body_temp_path {d}/tmp;\n  proxy_temp_path {d}/tmp;\n  fastcgi_temp_path {d}/tmp;\n  uwsgi_temp_path {d}/tmp;\n  scgi_temp_path {d}/tmp;\n  sendfile on;\n  tcp_nopush on;\n  keepalive_requests 1000000;\n  server {{\n    listen {addr} reuseport;\n    location = /1m {{ root {d}/www; }}\n    location / {{ default_type text/plain; return 200 \"hello from the pod\\n\"; }}\n  }}\n}}\n",
+                d = dir.display()
+            ),
+        )
+        .unwrap();
+        use std::os::unix::process::CommandExt;
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", ns, "nginx", "-e", "stderr", "-c"])
+            .arg(&conf)
+            .args(["-g", "daemon off;"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("stderr.log")).unwrap());
+        // SAFETY: prctl is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().expect("start nginx (installed by `cargo xtask bench`)");
+        let start = Instant::now();
+        while in_ns(ns, || std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200))).is_err() {
+            if let Ok(Some(st)) = child.try_wait() {
+                panic!(
+                    "pod nginx exited ({st}): {}",
+                    std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default()
+                );
+            }
+            assert!(start.elapsed() < Duration::from_secs(10), "pod nginx not listening on {addr}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self { child, dir }
+    }
+}
+
+impl Drop for PodNginx {
+    fn drop(&mut self) {
+        // SIGTERM: the master stops its workers (fast shutdown)
+        // SAFETY: kill on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let start = Instant::now();
+        while !matches!(self.child.try_wait(), Ok(Some(_))) && start.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
