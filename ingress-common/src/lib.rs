@@ -92,7 +92,8 @@ mod user {
 
 /// SOCKHASH of the sockets joined for in-kernel splicing, keyed by [`SpliceKey`].
 pub const SPLICE_SOCKS_MAP: &str = "SPLICE_SOCKS";
-/// Hash map: a spliced socket's [`SpliceKey`] -> its peer's key.
+/// Hash map: a spliced socket's [`SpliceKey`] -> [`SplicePeer`] (its peer's key, and
+/// the bytes moved from it to the peer).
 pub const SPLICE_PEERS_MAP: &str = "SPLICE_PEERS";
 /// Per-CPU array with one [`SpliceStats`].
 pub const SPLICE_STATS_MAP: &str = "SPLICE_STATS";
@@ -114,6 +115,16 @@ pub struct SpliceKey {
 }
 const _: () = assert!(size_of::<SpliceKey>() == 16);
 
+/// A joined socket's entry: where its bytes go, and how many went there. The count
+/// is written only by the verdict program running for this socket (under its lock).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct SplicePeer {
+    pub key: SpliceKey,
+    pub redirected_bytes: u64,
+}
+const _: () = assert!(size_of::<SplicePeer>() == 24);
+
 /// Bytes and segments the verdict program redirected, and the ones it passed
 /// because the socket had no peer.
 #[repr(C)]
@@ -130,4 +141,5 @@ mod user_splice {
     // SAFETY: repr(C), Copy, no padding (size checks above).
     unsafe impl aya::Pod for super::SpliceKey {}
     unsafe impl aya::Pod for super::SpliceStats {}
+    unsafe impl aya::Pod for super::SplicePeer {}
 }

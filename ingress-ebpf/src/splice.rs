@@ -6,13 +6,13 @@ use aya_ebpf::bindings::sk_action;
 use aya_ebpf::macros::{map, stream_verdict};
 use aya_ebpf::maps::{HashMap, PerCpuArray, SockHash};
 use aya_ebpf::programs::SkBuffContext;
-use ingress_common::{SPLICE_MAX_ENTRIES, SpliceKey, SpliceStats};
+use ingress_common::{SPLICE_MAX_ENTRIES, SpliceKey, SplicePeer, SpliceStats};
 
 #[map(name = "SPLICE_SOCKS")]
 static SPLICE_SOCKS: SockHash<SpliceKey> = SockHash::with_max_entries(SPLICE_MAX_ENTRIES, 0);
 
 #[map(name = "SPLICE_PEERS")]
-static SPLICE_PEERS: HashMap<SpliceKey, SpliceKey> = HashMap::with_max_entries(SPLICE_MAX_ENTRIES, 0);
+static SPLICE_PEERS: HashMap<SpliceKey, SplicePeer> = HashMap::with_max_entries(SPLICE_MAX_ENTRIES, 0);
 
 #[map(name = "SPLICE_STATS")]
 static SPLICE_STATS: PerCpuArray<SpliceStats> = PerCpuArray::with_max_entries(1, 0);
@@ -26,20 +26,22 @@ pub fn splice_verdict(ctx: SkBuffContext) -> u32 {
         remote_port: normalize_remote_port(ctx.skb.remote_port()),
     };
     let len = ctx.skb.len() as u64;
-    // SAFETY: the value is read and copied before any other map call.
-    let peer = match unsafe { SPLICE_PEERS.get(&own) } {
-        Some(p) => *p,
-        None => {
-            count(0, false);
-            // Not joined (yet): the agent reads it like any socket (fail open).
-            return sk_action::SK_PASS;
-        }
+    let Some(entry) = SPLICE_PEERS.get_ptr_mut(&own) else {
+        count(0, false);
+        // Not joined (yet): the agent reads it like any socket (fail open).
+        return sk_action::SK_PASS;
     };
+    // SAFETY: a valid map value pointer; the key is copied out before the redirect.
+    let peer = unsafe { (*entry).key };
     // Flags 0: out through the peer's egress. Returns SK_PASS on success, SK_DROP when
     // the peer is gone (the agent then tears the pair down).
     let verdict = SPLICE_SOCKS.redirect_skb(&ctx, peer, 0) as u32;
     if verdict == sk_action::SK_PASS {
         count(len, true);
+        // SAFETY: only this socket's verdict runs update its entry, one at a time
+        // (the socket is locked); the agent only reads it. It tells the agent how
+        // much it must see written to the peer before passing on a close.
+        unsafe { (*entry).redirected_bytes += len };
     }
     verdict
 }

@@ -6,8 +6,8 @@ use aya::maps::{MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, SockHash};
 use aya::programs::{SkSkb, Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
 use ingress_common::{
-    OVERFLOW_PORT, SPLICE_PEERS_MAP, SPLICE_PROGRAM, SPLICE_SOCKS_MAP, SPLICE_STATS_MAP, SpliceKey, SpliceStats,
-    StatsKey, StatsValue, Verdict, XDP_PROGRAM, XDP_STATS_MAP, proto,
+    OVERFLOW_PORT, SPLICE_PEERS_MAP, SPLICE_PROGRAM, SPLICE_SOCKS_MAP, SPLICE_STATS_MAP, SpliceKey, SplicePeer,
+    SpliceStats, StatsKey, StatsValue, Verdict, XDP_PROGRAM, XDP_STATS_MAP, proto,
 };
 
 use crate::stats::{XdpCounter, XdpInfo, xdp_counters};
@@ -203,7 +203,7 @@ impl Dataplane {
 /// The splicing maps: joined sockets, their peers, counters.
 pub struct Splicer {
     socks: SockHash<MapData, SpliceKey>,
-    peers: aya::maps::HashMap<MapData, SpliceKey, SpliceKey>,
+    peers: aya::maps::HashMap<MapData, SpliceKey, SplicePeer>,
     stats: PerCpuArray<MapData, SpliceStats>,
 }
 
@@ -223,9 +223,14 @@ impl Splicer {
             return Err(map(e));
         }
         let peers = |source| EbpfError::Map { map: SPLICE_PEERS_MAP, source };
-        self.peers.insert(a.0, b.0, 0).map_err(peers)?;
-        self.peers.insert(b.0, a.0, 0).map_err(peers)?;
+        self.peers.insert(a.0, SplicePeer { key: b.0, redirected_bytes: 0 }, 0).map_err(peers)?;
+        self.peers.insert(b.0, SplicePeer { key: a.0, redirected_bytes: 0 }, 0).map_err(peers)?;
         Ok(())
+    }
+
+    /// Bytes the kernel has moved from joined socket `from` to its peer.
+    pub fn redirected_from(&self, from: &SpliceKey) -> u64 {
+        self.peers.get(from, 0).map(|p| p.redirected_bytes).unwrap_or(0)
     }
 
     /// Undoes [`Splicer::join`] (peer entries first).

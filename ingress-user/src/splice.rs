@@ -120,7 +120,13 @@ impl Joiner {
         }
         // With the sockets joined, data only reaches us if it was queued before the
         // join or had no peer entry; relaying it is the same loop as a plain copy.
-        relay(&mut a, &mut b).await;
+        // A close is passed on only once what the kernel moved has reached the socket.
+        let kernel = joined.zip(self.splicer.as_ref()).map(|(keys, s)| KernelSide {
+            splicer: s,
+            keys,
+            base: (bytes_taken(a.as_raw_fd()).unwrap_or(0), bytes_taken(b.as_raw_fd()).unwrap_or(0)),
+        });
+        relay(&mut a, &mut b, kernel.as_ref()).await;
         if let (Some(s), Some((ka, kb))) = (&self.splicer, joined) {
             s.lock().expect("splicer").part(ka, kb);
             self.kernel_active.fetch_sub(1, Ordering::Relaxed);
@@ -129,11 +135,82 @@ impl Joiner {
     }
 }
 
+/// What the kernel does for a joined pair: the map entries, and the bytes each socket
+/// had taken to send when it was joined.
+struct KernelSide<'a> {
+    splicer: &'a Mutex<Splicer>,
+    keys: (SpliceKey, SpliceKey),
+    base: (u64, u64),
+}
+
+/// Bytes a TCP socket has taken to send: sent once (retransmissions not counted again)
+/// plus queued and not sent yet (`tcp_info`: bytes_sent - bytes_retrans + notsent_bytes).
+/// None where the kernel's `tcp_info` lacks these fields (before 4.19).
+fn bytes_taken(fd: std::os::fd::RawFd) -> Option<u64> {
+    let mut buf = [0u64; 32];
+    let mut len = std::mem::size_of_val(&buf) as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `buf` and updates `len`.
+    let rc = unsafe { libc::getsockopt(fd, libc::IPPROTO_TCP, libc::TCP_INFO, buf.as_mut_ptr().cast(), &mut len) };
+    if rc != 0 || (len as usize) < 216 {
+        return None;
+    }
+    // offsets in `struct tcp_info` (linux/tcp.h): notsent_bytes 144 (u32),
+    // bytes_sent 200, bytes_retrans 208 (u64)
+    let word = buf[144 / 8];
+    let notsent = if cfg!(target_endian = "little") { word & 0xffff_ffff } else { word >> 32 };
+    Some(buf[200 / 8].saturating_sub(buf[208 / 8]) + notsent)
+}
+
+/// One direction: copies what reaches user space from `from` to `to`; at the end of
+/// `from`, waits until `to` has taken every byte the kernel moved to it (`expect`),
+/// then half-closes `to`.
+async fn one_way(
+    mut from: tokio::net::tcp::ReadHalf<'_>,
+    mut to: tokio::net::tcp::WriteHalf<'_>,
+    expect: impl Fn(u64) -> Option<(u64, std::os::fd::RawFd)>,
+) -> std::io::Result<()> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut copied = 0u64;
+    loop {
+        let n = from.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        to.write_all(&buf[..n]).await?;
+        copied += n as u64;
+    }
+    if let Some((want, fd)) = expect(copied) {
+        // the redirected bytes sit in the peer's psock queue until a kernel worker
+        // sends them; a FIN sent before that would cut them off
+        let start = std::time::Instant::now();
+        while bytes_taken(fd).is_some_and(|got| got < want) && start.elapsed() < DRAIN_LIMIT {
+            tokio::time::sleep(std::time::Duration::from_micros(500)).await;
+        }
+    }
+    to.shutdown().await
+}
+
+/// How long a close waits for the kernel to hand over the bytes it redirected.
+const DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Copies both ways at once (a direction blocked on a full peer never stops the
 /// other: a pod echoing back must be drained while we write to it); a read of 0
-/// half-closes the other side; ends when both directions are closed.
-async fn relay(a: &mut TcpStream, b: &mut TcpStream) {
-    if let Err(e) = tokio::io::copy_bidirectional(a, b).await {
+/// half-closes the other side, after the kernel's bytes; ends when both directions
+/// are closed.
+async fn relay(a: &mut TcpStream, b: &mut TcpStream, kernel: Option<&KernelSide<'_>>) {
+    let (fa, fb) = (a.as_raw_fd(), b.as_raw_fd());
+    let (ar, aw) = a.split();
+    let (br, bw) = b.split();
+    // b -> a: a must have taken its base, what the kernel moved from b, and our copies
+    let into_a = |copied: u64| {
+        kernel.map(|k| (k.base.0 + k.splicer.lock().expect("splicer").redirected_from(&k.keys.1) + copied, fa))
+    };
+    let into_b = |copied: u64| {
+        kernel.map(|k| (k.base.1 + k.splicer.lock().expect("splicer").redirected_from(&k.keys.0) + copied, fb))
+    };
+    let (x, y) = tokio::join!(one_way(ar, bw, into_b), one_way(br, aw, into_a));
+    if let Err(e) = x.and(y) {
         tracing::debug!(error = %e, "joined connection ended with an error");
     }
 }

@@ -222,5 +222,17 @@ fn splice_safe_hosts_are_joined_to_the_pod_in_the_kernel() {
         .find(|h| h["hostname"] == "react-starter-development.openchoreovm-apis.localhost")
         .unwrap();
     assert_eq!(react["splice"]["safe"], true, "{react}");
+    // The pod answers and closes at once: the FIN must not overtake the answer's bytes
+    // still queued in the kernel (a new spliced connection per request).
+    const BODY: usize = 512 * 1024;
+    let before = stats(&agent).splice.joined_total;
+    for i in 0..20 {
+        let req = Request::get(host, "/close").header("x-echo-bytes", &BODY.to_string()).header("Connection", "close");
+        let addr = format!("{VM_IP}:9080").parse().unwrap();
+        let r = in_ns(&topo.client_ns(), move || send(addr, &req, Duration::from_secs(10))).expect("spliced request");
+        assert_eq!((r.status, r.body.len()), (200, BODY), "request {i}: the whole answer arrives before the close");
+    }
+    let s = stats(&agent);
+    assert_eq!(s.splice.joined_total, before + 20, "{:?}", s.splice);
     agent.stop();
 }

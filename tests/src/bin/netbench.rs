@@ -162,12 +162,14 @@ fn main() {
     // SAFETY: set before any thread is started.
     unsafe { std::env::set_var("AGENT_RUST_LOG", "info") };
     let pods = openchoreo_pods();
-    let react = pods.iter().find(|p| p.name.starts_with("react-starter-development-")).expect("react pod").clone();
+    // the benchmarked host's Service has two pods: nginx in both; B goes to the first
+    let is_react = |p: &ingress_tests::topology::PodSpec| p.name.starts_with("react-starter-development-");
+    let react = pods.iter().find(|p| is_react(p)).expect("react pod").clone();
     let echo_pod = pods.iter().find(|p| p.name.starts_with("echo-websocket-service-")).expect("echo pod").ip;
-    let topo = Topology::create_with("bench", &pods, |p| p.ip != react.ip);
+    let topo = Topology::create_with("bench", &pods, |p| !is_react(p));
     topo.enable_direct_path();
-    let react_ns = topo.pods.iter().find(|(p, _)| p.ip == react.ip).unwrap().1.clone();
-    let _nginx = PodNginx::start(&react_ns, (react.ip, 8080).into());
+    let nginx: Vec<PodNginx> =
+        topo.pods.iter().filter(|(p, _)| is_react(p)).map(|(p, ns)| PodNginx::start(ns, (p.ip, 8080).into())).collect();
     // the table the agent compiles, for Envoy's routes
     let res = ingress::manifest::load_dir(&openchoreo_dir()).expect("fixtures");
     let mappings: Vec<ingress::config::ListenMapping> =
@@ -250,7 +252,7 @@ fn main() {
             }
         }
     }
-    drop(_nginx);
+    drop(nginx);
     drop(topo);
     let (md, js) = report(&c, quick, &samples, &rss);
     print!("{md}");
@@ -284,7 +286,7 @@ fn report(c: &Cfg, quick: bool, samples: &[Vec<Vec<Sample>>], rss: &[(u64, u64)]
     writeln!(md, "# Benchmark: today's path vs this ingress vs a direct connection\n").unwrap();
     writeln!(
         md,
-        "Machine: {machine}, kernel {kernel}, {date}. Command: `cargo xtask bench{}`: the k3d-shaped topology in network namespaces; load from the client namespace (wrk, 2 threads; the WebSocket echo by the test client); {} s per run, {} interleaved round(s) (A B C C C, A B C C C, ...), medians. Backend: nginx in the pod (`/`: 18 bytes, `/1m`: 1 MiB); the WebSocket pod runs the test echo server. CPU: the whole machine (user + system + irq + softirq from /proc/stat) per request, load generator and backend included. Everything shares the same {} CPUs.\n",
+        "Machine: {machine}, kernel {kernel}, {date}. Command: `cargo xtask bench{}`: the k3d-shaped topology in network namespaces; load from the client namespace (wrk, 2 threads; the WebSocket echo by the test client); {} s per run, {} interleaved round(s) (A B C C C, A B C C C, ...), medians. Backend: nginx in the Service's two pods (`/`: 18 bytes, `/1m`: 1 MiB; B connects to the first, A and C balance over both); the WebSocket pod runs the test echo server. CPU: the whole machine (user + system + irq + softirq from /proc/stat) per request, load generator and backend included. Everything shares the same {} CPUs.\n",
         if quick { " --quick" } else { "" },
         c.secs,
         c.rounds,
