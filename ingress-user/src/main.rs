@@ -125,7 +125,9 @@ fn main() -> Result<()> {
                 Some(dir) => Source::Manifests(dir),
                 None => Source::Kubernetes { kubeconfig, write_status },
             };
+            raise_open_files_limit();
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.spawn(return_freed_memory());
             let limits = Limits {
                 drain: Duration::from_secs(drain_timeout),
                 max_connections_per_source,
@@ -154,6 +156,46 @@ fn main() -> Result<()> {
                 print!("{}", routing::describe::format_text(&v));
             }
             Ok(())
+        }
+    }
+}
+
+/// Two descriptors per proxied or joined connection: lift the soft limit on open
+/// files (often 1024) to the hard one, and say what is left.
+fn raise_open_files_limit() {
+    let mut rl = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit with a valid pointer.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) != 0 {
+            return;
+        }
+        if rl.rlim_cur < rl.rlim_max {
+            let raised = libc::rlimit { rlim_cur: rl.rlim_max, rlim_max: rl.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                rl = raised;
+            }
+        }
+    }
+    if rl.rlim_cur < 4096 {
+        tracing::warn!(
+            limit = rl.rlim_cur,
+            "few open files allowed (RLIMIT_NOFILE): about half as many client connections can be served; raise it (ulimit -n, LimitNOFILE=)"
+        );
+    }
+}
+
+/// glibc keeps freed heap in its arenas: after a burst (large bodies, many
+/// connections) the agent's RSS would stay at the burst's peak. Hand it back to the
+/// kernel every few seconds (a few microseconds when there is little to return).
+async fn return_freed_memory() {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        #[cfg(target_env = "gnu")]
+        // SAFETY: malloc_trim only releases free memory; no pointers are involved.
+        unsafe {
+            libc::malloc_trim(0);
         }
     }
 }

@@ -209,8 +209,9 @@ async fn relay(a: &mut TcpStream, b: &mut TcpStream, kernel: Option<&KernelSide<
     let into_b = |copied: u64| {
         kernel.map(|k| (k.base.1 + k.splicer.lock().expect("splicer").redirected_from(&k.keys.0) + copied, fb))
     };
-    let (x, y) = tokio::join!(one_way(ar, bw, into_b), one_way(br, aw, into_a));
-    if let Err(e) = x.and(y) {
+    // an error one way (a reset) ends both: the other side would otherwise wait
+    // for a peer that is gone (a pod keeps an idle connection for a minute)
+    if let Err(e) = tokio::try_join!(one_way(ar, bw, into_b), one_way(br, aw, into_a)) {
         tracing::debug!(error = %e, "joined connection ended with an error");
     }
 }

@@ -112,8 +112,17 @@ impl Agent {
 
     /// Peak resident memory (VmHWM) in KiB.
     pub fn peak_rss_kib(&self) -> Option<u64> {
+        self.status_kib("VmHWM:")
+    }
+
+    /// Resident set now, KiB.
+    pub fn rss_kib(&self) -> Option<u64> {
+        self.status_kib("VmRSS:")
+    }
+
+    fn status_kib(&self, field: &str) -> Option<u64> {
         let s = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
-        s.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()
+        s.lines().find(|l| l.starts_with(field))?.split_whitespace().nth(1)?.parse().ok()
     }
 
     /// Sends SIGTERM (the agent then drains) without waiting.

@@ -159,6 +159,51 @@ fn worker(addr: SocketAddr, req: &[u8], deadline: Instant, one_shot: bool) -> (u
     (ok, errors, lat)
 }
 
+/// Opens `n` keep-alive connections from namespace `ns` to `addr`, each answered once
+/// (`GET /` with `Host: host`), and holds them idle while `measure` runs, 6 s later.
+pub fn with_idle_connections<T: Send>(
+    ns: &str,
+    addr: SocketAddr,
+    host: &str,
+    n: usize,
+    measure: impl FnOnce() -> T + Send,
+) -> (usize, T) {
+    let req = Request::get(host, "/").to_bytes();
+    let held: Vec<std::net::TcpStream> = in_ns(ns, || {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut held = Vec::with_capacity(n);
+        let mut failures = 0;
+        while held.len() < n && Instant::now() < deadline {
+            let mut c = match std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+                Ok(c) => c,
+                Err(e) => {
+                    failures += 1;
+                    eprintln!("idle connection {}: connect: {e}", held.len());
+                    continue;
+                }
+            };
+            let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+            let got = c.write_all(&req).and_then(|_| read_response(&mut BufReader::new(c.try_clone()?), false));
+            match got {
+                Ok(resp) if resp.status == 200 => held.push(c),
+                other => {
+                    failures += 1;
+                    eprintln!("idle connection {}: {:?}", held.len(), other.map(|r| r.status));
+                }
+            }
+            if failures > 50 {
+                break;
+            }
+        }
+        held
+    });
+    // steady state: the agent hands freed heap back every 5 s (idle connections are
+    // closed after the 10 s head timeout, so this stays well inside it)
+    std::thread::sleep(Duration::from_secs(6));
+    let out = measure();
+    (held.len(), out)
+}
+
 /// One upgraded (WebSocket-style) connection from namespace `ns`: after the 101,
 /// `bytes` are written while the echo is read back. Returns MB/s (both directions
 /// counted) and the whole-machine CPU seconds.

@@ -168,7 +168,9 @@ impl Proxy {
         let svc = hyper::service::service_fn(move |req| {
             let proxy = proxy.clone();
             let activity = activity.clone();
-            async move { Ok::<_, Infallible>(proxy.handle(req, index, peer, &activity).await) }
+            // boxed: an idle keep-alive connection then holds a pointer, not the
+            // space of a request in flight (issue 4's RSS target with 1,000 of them)
+            Box::pin(async move { Ok::<_, Infallible>(proxy.handle(req, index, peer, &activity).await) })
         });
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder

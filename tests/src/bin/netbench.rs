@@ -29,6 +29,8 @@ use serde_json::json;
 
 const HOST: &str = "react-starter-development.openchoreovm-apis.localhost";
 const WS_HOST: &str = "development.openchoreovm-apis.localhost:9080";
+/// Idle keep-alive connections held open while the agent's RSS is read.
+const IDLE: usize = 1000;
 
 #[derive(Clone, Copy, PartialEq, Debug)]
 enum Path {
@@ -180,6 +182,7 @@ fn main() {
     // samples[path][workload] over rounds; peak RSS per path (agent, or nginx + Envoy)
     let mut samples = vec![vec![Vec::<Sample>::new(); WORKLOADS.len()]; PATHS.len()];
     let mut rss: Vec<(u64, u64)> = vec![(0, 0); PATHS.len()];
+    let mut idle_rss: Vec<u64> = vec![0; PATHS.len()];
     for round in 0..c.rounds {
         for (pi, path) in PATHS.iter().enumerate() {
             let mut agent = None;
@@ -244,6 +247,21 @@ fn main() {
             }
             if let Some(a) = agent {
                 rss[pi].0 = rss[pi].0.max(a.peak_rss_kib().unwrap_or(0));
+                // issue 4's target: RSS with 1,000 idle keep-alive connections
+                let (held, now) = ingress_tests::load::with_idle_connections(
+                    &topo.client_ns(),
+                    addr.parse().unwrap(),
+                    HOST,
+                    IDLE,
+                    || a.rss_kib().unwrap_or(0),
+                );
+                eprintln!(
+                    "round {round} {:<14} RSS {:.1} MB with {held} idle connections",
+                    path.short(),
+                    now as f64 / 1024.0
+                );
+                assert_eq!(held, IDLE, "{}: idle connections refused", path.name());
+                idle_rss[pi] = idle_rss[pi].max(now);
                 a.stop();
             }
             if let Some(l) = legacy {
@@ -254,7 +272,7 @@ fn main() {
     }
     drop(nginx);
     drop(topo);
-    let (md, js) = report(&c, quick, &samples, &rss);
+    let (md, js) = report(&c, quick, &samples, &rss, &idle_rss);
     print!("{md}");
     if let Some(dir) = out.parent() {
         let _ = std::fs::create_dir_all(dir);
@@ -280,7 +298,13 @@ fn machine() -> (String, String, String) {
     (format!("{cpus} CPUs ({model})"), kernel, date)
 }
 
-fn report(c: &Cfg, quick: bool, samples: &[Vec<Vec<Sample>>], rss: &[(u64, u64)]) -> (String, serde_json::Value) {
+fn report(
+    c: &Cfg,
+    quick: bool,
+    samples: &[Vec<Vec<Sample>>],
+    rss: &[(u64, u64)],
+    idle_rss: &[u64],
+) -> (String, serde_json::Value) {
     let (machine, kernel, date) = machine();
     let mut md = String::new();
     writeln!(md, "# Benchmark: today's path vs this ingress vs a direct connection\n").unwrap();
@@ -301,7 +325,14 @@ fn report(c: &Cfg, quick: bool, samples: &[Vec<Vec<Sample>>], rss: &[(u64, u64)]
             Path::Legacy => {
                 writeln!(md, "- {}: nginx {:.1} MB + Envoy {:.1} MB", p.name(), mb(rss[pi].0), mb(rss[pi].1)).unwrap()
             }
-            _ => writeln!(md, "- {}: agent {:.1} MB", p.name(), mb(rss[pi].0)).unwrap(),
+            _ => writeln!(
+                md,
+                "- {}: agent {:.1} MB under load; {:.1} MB holding {IDLE} idle keep-alive connections",
+                p.name(),
+                mb(rss[pi].0),
+                mb(idle_rss[pi])
+            )
+            .unwrap(),
         }
     }
     writeln!(md, "\nC in L4 mode: not built yet, so not measured.\n").unwrap();
