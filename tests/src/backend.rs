@@ -127,8 +127,10 @@ fn serve_connection(s: TcpStream, pod: &str, port: u16, requests: &AtomicUsize) 
             return Ok(());
         }
         let headers = crate::client::header_map(req.headers);
-        let close =
-            headers.get("connection").is_some_and(|v| v.eq_ignore_ascii_case("close")) || req.version == Some(0);
+        // `x-echo-then-close`: the pod closes after answering, unasked
+        let close = headers.get("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"))
+            || req.version == Some(0)
+            || headers.contains_key("x-echo-then-close");
         if headers.get("expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue")) {
             w.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
         }

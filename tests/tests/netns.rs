@@ -223,11 +223,13 @@ fn splice_safe_hosts_are_joined_to_the_pod_in_the_kernel() {
         .unwrap();
     assert_eq!(react["splice"]["safe"], true, "{react}");
     // The pod answers and closes at once: the FIN must not overtake the answer's bytes
-    // still queued in the kernel (a new spliced connection per request).
+    // still queued in the kernel (a new spliced connection per request; the client does
+    // not say `Connection: close`, which would keep it out of the splice).
     const BODY: usize = 512 * 1024;
     let before = stats(&agent).splice.joined_total;
     for i in 0..20 {
-        let req = Request::get(host, "/close").header("x-echo-bytes", &BODY.to_string()).header("Connection", "close");
+        let req =
+            Request::get(host, "/close").header("x-echo-bytes", &BODY.to_string()).header("x-echo-then-close", "1");
         let addr = format!("{VM_IP}:9080").parse().unwrap();
         let r = in_ns(&topo.client_ns(), move || send(addr, &req, Duration::from_secs(10))).expect("spliced request");
         assert_eq!((r.status, r.body.len()), (200, BODY), "request {i}: the whole answer arrives before the close");

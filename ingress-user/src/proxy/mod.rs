@@ -67,6 +67,9 @@ pub struct Proxy {
     request_ids: std::sync::atomic::AtomicBool,
 }
 
+/// Idle upstream connections kept per pod endpoint (more are closed when they go idle).
+pub const POOL_MAX_IDLE: usize = 256;
+
 /// Client connections one source address may hold open (`--max-connections-per-source`).
 pub const DEFAULT_MAX_PER_SOURCE: u32 = 1024;
 
@@ -93,7 +96,11 @@ impl Proxy {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector);
+        // per pod endpoint: idle connections kept 30 s, at most POOL_MAX_IDLE of them
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(POOL_MAX_IDLE)
+            .build(connector);
         Arc::new(Self {
             table: ArcSwap::from_pointee(table),
             metrics: ProxyMetrics::default(),

@@ -23,7 +23,9 @@ pub enum Peeked {
     Proxy(ClientIo),
 }
 
-/// The Host of a complete request head, if the head is complete and parses.
+/// The Host of a complete request head, if the head is complete and parses. None
+/// inside: hyper serves it (a malformed head, no Host, or a connection that ends after
+/// this request: `Connection: close` or HTTP/1.0, which gains nothing from a join).
 fn head_host(buf: &[u8]) -> Option<Option<String>> {
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut req = httparse::Request::new(&mut headers);
@@ -32,6 +34,14 @@ fn head_host(buf: &[u8]) -> Option<Option<String>> {
         Ok(httparse::Status::Partial) => return None,
         // hyper will answer the malformed head
         Err(_) => return Some(None),
+    }
+    let closes = req.version == Some(0)
+        || req.headers.iter().any(|h| {
+            h.name.eq_ignore_ascii_case("connection")
+                && h.value.split(|b| *b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+        });
+    if closes {
+        return Some(None);
     }
     let host = req
         .headers
@@ -99,5 +109,19 @@ impl Proxy {
         tracing::debug!(%endpoint, %backend, "connection spliced to the pod");
         self.joiner().run(stream, Bytes::from(buf), upstream, Bytes::new()).await;
         Peeked::Done
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_heads_of_lasting_connections_are_spliced() {
+        assert_eq!(head_host(b"GET / HTTP/1.1\r\nHost: a.test:9080\r\n\r\n"), Some(Some("a.test".into())));
+        assert_eq!(head_host(b"GET / HTTP/1.1\r\nHost: a.test\r\n"), None, "incomplete");
+        assert_eq!(head_host(b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: keep-alive, Close\r\n\r\n"), Some(None));
+        assert_eq!(head_host(b"GET / HTTP/1.0\r\nHost: a.test\r\n\r\n"), Some(None), "HTTP/1.0 closes");
+        assert_eq!(head_host(b"GET /\r\n\r\n"), Some(None), "malformed: hyper answers");
     }
 }
