@@ -170,9 +170,16 @@ async fn one_way(
     expect: impl Fn(u64) -> Option<(u64, std::os::fd::RawFd)>,
 ) -> std::io::Result<()> {
     use tokio::io::AsyncReadExt;
-    let mut buf = vec![0u8; 64 * 1024];
+    // allocated on the first byte: joined in the kernel, most pairs never need it
+    let mut buf = Vec::new();
     let mut copied = 0u64;
     loop {
+        if buf.is_empty() {
+            if from.peek(&mut [0u8; 1]).await? == 0 {
+                break;
+            }
+            buf = vec![0u8; 64 * 1024];
+        }
         let n = from.read(&mut buf).await?;
         if n == 0 {
             break;

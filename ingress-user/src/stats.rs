@@ -27,6 +27,10 @@ pub struct ProxyCounters {
     /// Client connections open now.
     #[serde(default)]
     pub connections_active: u64,
+    /// Times an idle keep-alive connection was taken back from hyper to wait without
+    /// buffers (it is served again when the client sends).
+    #[serde(default)]
+    pub connections_parked: u64,
     pub responses_2xx: u64,
     pub responses_3xx: u64,
     pub responses_4xx: u64,
@@ -88,6 +92,7 @@ pub struct ProxyMetrics {
     upgraded_active: std::sync::Arc<AtomicU64>,
     upgraded_total: AtomicU64,
     connections_active: std::sync::Arc<AtomicU64>,
+    parked: AtomicU64,
 }
 
 /// Counts a connection as active until dropped.
@@ -101,6 +106,10 @@ impl Drop for ActiveGuard {
 }
 
 impl ProxyMetrics {
+    pub fn parked(&self) {
+        self.parked.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn request(&self) {
         self.requests.fetch_add(1, Ordering::Relaxed);
     }
@@ -133,6 +142,7 @@ impl ProxyMetrics {
             upgraded_active: self.upgraded_active.load(Ordering::Relaxed),
             upgraded_total: self.upgraded_total.load(Ordering::Relaxed),
             connections_active: self.connections_active.load(Ordering::Relaxed),
+            connections_parked: self.parked.load(Ordering::Relaxed),
             responses_2xx: c(0),
             responses_3xx: c(1),
             responses_4xx: c(2),

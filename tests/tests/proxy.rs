@@ -554,6 +554,17 @@ fn idle_keep_alive_and_slow_heads_are_closed_after_the_head_timeout() {
     c.write_all(&Request::get("f.test", "/api/idle").to_bytes()).unwrap();
     let mut r = std::io::BufReader::new(c.try_clone().unwrap());
     assert_eq!(ingress_tests::client::read_response(&mut r, false).unwrap().status, 200);
+    // idle past half the head timeout: parked without buffers, then served again,
+    // two pipelined requests in one write included
+    std::thread::sleep(Duration::from_millis(800));
+    let mut two = Request::get("f.test", "/api/p1").to_bytes();
+    two.extend(Request::get("f.test", "/api/p2").to_bytes());
+    c.write_all(&two).unwrap();
+    for p in ["/v2/p1", "/v2/p2"] {
+        assert_eq!(ingress_tests::client::read_response(&mut r, false).unwrap().json::<Echo>().path, p);
+    }
+    let stats: ingress::stats::Stats = serde_json::from_str(&s.agent.admin_get("/stats").unwrap().1).unwrap();
+    assert!(stats.proxy.connections_parked >= 1, "{:?}", stats.proxy);
     let start = Instant::now();
     let mut rest = Vec::new();
     let _ = r.read_to_end(&mut rest);

@@ -15,7 +15,7 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -30,7 +30,6 @@ const TRANSFER_ENCODING: u8 = 2;
 const TIMEOUT_408: &[u8] = b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain\r\ncontent-length: 30\r\nconnection: close\r\n\r\nrequest head not sent in time\n";
 
 /// Request activity on one connection, shared by its IO and its service.
-#[derive(Default)]
 pub struct Activity {
     /// Requests whose response has not finished.
     inflight: AtomicU32,
@@ -38,9 +37,50 @@ pub struct Activity {
     idle_gen: AtomicU64,
     /// Framing header names seen in the head being read (bit flags).
     framing: AtomicU8,
+    /// Bytes of a next head have arrived since the connection became idle.
+    partial: AtomicBool,
+    /// Everything hyper wrote has been handed to the socket.
+    flushed: AtomicBool,
+    /// When the connection last became idle, in ms since `epoch`.
+    idle_at_ms: AtomicU64,
+    epoch: std::time::Instant,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Self {
+            inflight: AtomicU32::new(0),
+            idle_gen: AtomicU64::new(0),
+            framing: AtomicU8::new(0),
+            partial: AtomicBool::new(false),
+            flushed: AtomicBool::new(true),
+            idle_at_ms: AtomicU64::new(0),
+            epoch: std::time::Instant::now(),
+        }
+    }
 }
 
 impl Activity {
+    /// How long the connection has been idle (zero while a request is in flight).
+    pub fn idle_for(&self) -> Duration {
+        if self.inflight.load(Ordering::Acquire) > 0 {
+            return Duration::ZERO;
+        }
+        let since = Duration::from_millis(self.idle_at_ms.load(Ordering::Acquire));
+        self.epoch.elapsed().saturating_sub(since)
+    }
+
+    /// Whether hyper holds nothing of this connection but its buffers: no request in
+    /// flight, no byte of a next head read, all output handed to the socket, and idle
+    /// for at least `after`. Then the connection can be taken back from hyper and
+    /// parked without buffers until the client sends again.
+    pub fn parkable(&self, after: Duration) -> bool {
+        self.inflight.load(Ordering::Acquire) == 0
+            && !self.partial.load(Ordering::Acquire)
+            && self.flushed.load(Ordering::Acquire)
+            && self.idle_for() >= after
+    }
+
     /// A request began: returns its guard (drop it when the response has finished)
     /// and whether its head had both Content-Length and Transfer-Encoding.
     pub fn begin(self: &Arc<Self>) -> (InFlight, bool) {
@@ -56,6 +96,7 @@ pub struct InFlight(Arc<Activity>);
 impl Drop for InFlight {
     fn drop(&mut self) {
         if self.0.inflight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle_at_ms.store(self.0.epoch.elapsed().as_millis() as u64, Ordering::Release);
             self.0.idle_gen.fetch_add(1, Ordering::AcqRel);
         }
     }
@@ -66,8 +107,6 @@ struct HeadTimer {
     timeout: Duration,
     sleep: Pin<Box<Sleep>>,
     seen_gen: u64,
-    /// Bytes arrived since the connection became idle: a head has begun.
-    partial: bool,
     /// Still looking for framing headers in the current head.
     scanning: bool,
     /// The end of the previous read, for a name split across reads.
@@ -82,7 +121,6 @@ impl HeadTimer {
             timeout,
             sleep: Box::pin(tokio::time::sleep(timeout)),
             seen_gen: 0,
-            partial: false,
             scanning: true,
             carry: [0; 20],
             carry_len: 0,
@@ -93,7 +131,7 @@ impl HeadTimer {
         let g = self.activity.idle_gen.load(Ordering::Acquire);
         if g != self.seen_gen {
             self.seen_gen = g;
-            self.partial = false;
+            self.activity.partial.store(false, Ordering::Release);
             self.scanning = true;
             self.carry_len = 0;
             self.sleep.as_mut().reset(Instant::now() + self.timeout);
@@ -106,7 +144,7 @@ impl HeadTimer {
         if self.activity.inflight.load(Ordering::Acquire) > 0 {
             return; // a body, or a pipelined head read early: not scanned
         }
-        self.partial = true;
+        self.activity.partial.store(true, Ordering::Release);
         if !self.scanning {
             return;
         }
@@ -232,7 +270,7 @@ impl AsyncRead for ClientIo {
                     if !t.expired(cx) {
                         return Poll::Pending;
                     }
-                    if t.partial {
+                    if t.activity.partial.load(Ordering::Acquire) {
                         // best effort: it fits any socket buffer
                         let _ = Pin::new(&mut this.inner).poll_write(cx, TIMEOUT_408);
                         tracing::debug!("408: request head not complete in time");
@@ -251,12 +289,29 @@ impl AsyncRead for ClientIo {
     }
 }
 
+impl ClientIo {
+    fn wrote(&self, p: &Poll<io::Result<usize>>) {
+        if let (Some(t), Poll::Ready(Ok(n))) = (&self.timer, p) {
+            if *n > 0 {
+                t.activity.flushed.store(false, Ordering::Release);
+            }
+        }
+    }
+}
+
 impl AsyncWrite for ClientIo {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let p = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.wrote(&p);
+        p
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let p = Pin::new(&mut self.inner).poll_flush(cx);
+        // hyper flushes the socket only once its own buffer is written out
+        if let (Some(t), Poll::Ready(Ok(()))) = (&self.timer, &p) {
+            t.activity.flushed.store(true, Ordering::Release);
+        }
+        p
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
@@ -266,7 +321,9 @@ impl AsyncWrite for ClientIo {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let p = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.wrote(&p);
+        p
     }
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
@@ -324,6 +381,6 @@ mod tests {
         assert!(!t.expired(&mut cx), "idle restarts the clock");
         tokio::time::advance(Duration::from_secs(11)).await;
         assert!(t.expired(&mut cx));
-        assert!(!t.partial, "nothing was sent: a quiet close, no 408");
+        assert!(!a.partial.load(Ordering::Acquire), "nothing was sent: a quiet close, no 408");
     }
 }

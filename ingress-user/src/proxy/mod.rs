@@ -162,23 +162,12 @@ impl Proxy {
     /// Serves one client connection with hyper: HTTP/1.1, upgrades, graceful close.
     async fn serve_http(
         self: Arc<Self>,
-        io: conn::ClientIo,
+        mut io: conn::ClientIo,
         index: usize,
         peer: SocketAddr,
         head_timeout: Duration,
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) {
-        let proxy = self.clone();
-        let activity = Arc::new(conn::Activity::default());
-        // a head not complete in time (slowloris): 408; an idle keep-alive: closed
-        let io = io.watch(activity.clone(), head_timeout);
-        let svc = hyper::service::service_fn(move |req| {
-            let proxy = proxy.clone();
-            let activity = activity.clone();
-            // boxed: an idle keep-alive connection then holds a pointer, not the
-            // space of a request in flight (issue 4's RSS target with 1,000 of them)
-            Box::pin(async move { Ok::<_, Infallible>(proxy.handle(req, index, peer, &activity).await) })
-        });
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder
             .timer(hyper_util::rt::TokioTimer::new())
@@ -187,18 +176,58 @@ impl Proxy {
             // a head over 64 KiB: 431
             .max_buf_size(MAX_HEAD)
             .keep_alive(true);
-        let conn = builder.serve_connection(TokioIo::new(io), svc).with_upgrades();
-        tokio::pin!(conn);
-        let result = tokio::select! {
-            r = conn.as_mut() => r,
-            _ = stopped(&mut stop) => {
-                // Finish the request in flight, then close; idle connections close now.
-                conn.as_mut().graceful_shutdown();
-                conn.await
+        let park_after = (head_timeout / 2).min(PARK_AFTER);
+        loop {
+            let activity = Arc::new(conn::Activity::default());
+            let proxy = self.clone();
+            let svc = {
+                let activity = activity.clone();
+                hyper::service::service_fn(move |req| {
+                    let proxy = proxy.clone();
+                    let activity = activity.clone();
+                    // boxed: an idle keep-alive connection then holds a pointer, not the
+                    // space of a request in flight
+                    Box::pin(async move { Ok::<_, Infallible>(proxy.handle(req, index, peer, &activity).await) })
+                })
+            };
+            // a head not complete in time (slowloris): 408; an idle keep-alive: closed
+            let watched = io.watch(activity.clone(), head_timeout);
+            // boxed: a parked connection's task then holds a pointer, not hyper's state
+            let mut conn = Box::pin(builder.serve_connection(TokioIo::new(watched), svc).with_upgrades());
+            let result = tokio::select! {
+                r = &mut conn => r,
+                _ = stopped(&mut stop) => {
+                    // Finish the request in flight, then close; idle connections close now.
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+                _ = parkable(&activity, park_after) => {
+                    // Idle: take the socket back from hyper, which keeps ~16 KiB of
+                    // buffers per connection, and wait for the next request without them.
+                    let Some(parts) = std::pin::Pin::into_inner(conn).into_parts() else { return };
+                    self.metrics.parked();
+                    let (stream, rest) = parts.io.into_inner().into_parts();
+                    let mut prefix = bytes::BytesMut::from(&parts.read_buf[..]);
+                    prefix.extend_from_slice(&rest);
+                    if prefix.is_empty() {
+                        let left = head_timeout.saturating_sub(activity.idle_for());
+                        tokio::select! {
+                            r = tokio::time::timeout(left, stream.readable()) => {
+                                if !matches!(r, Ok(Ok(()))) {
+                                    return; // idle keep-alive timeout: close quietly
+                                }
+                            }
+                            _ = stopped(&mut stop) => return,
+                        }
+                    }
+                    io = conn::ClientIo::new(stream, prefix.freeze());
+                    continue;
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "client connection ended with an error");
             }
-        };
-        if let Err(e) = result {
-            tracing::debug!(%peer, error = %e, "client connection ended with an error");
+            return;
         }
     }
 
@@ -525,6 +554,21 @@ fn full(b: Bytes) -> Body {
 }
 
 /// Resolves once shutdown was asked (the `Ref` of `wait_for` must not live across awaits).
+/// An idle keep-alive connection is taken back from hyper after this long (or half
+/// the head timeout, when that is shorter).
+const PARK_AFTER: Duration = Duration::from_secs(1);
+
+/// Resolves once the connection can be parked (see [`conn::Activity::parkable`]).
+async fn parkable(activity: &conn::Activity, after: Duration) {
+    loop {
+        let idle = activity.idle_for();
+        tokio::time::sleep(after.saturating_sub(idle).max(after / 4)).await;
+        if activity.parkable(after) {
+            return;
+        }
+    }
+}
+
 async fn stopped(rx: &mut tokio::sync::watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
 }
