@@ -1,8 +1,7 @@
-//! A bounded load generator for the benchmarks: `connections` keep-alive clients in
-//! a namespace, each sending GETs back to back until `duration` passes (never
-//! longer), counting completed requests and recording latencies. Also whole-machine
-//! CPU time from `/proc/stat` (user + system + softirq + irq of every CPU), since an
-//! eBPF path spends its time in softirq, not in any process.
+//! Load helpers for the benchmarks (the request load itself is wrk's, `wrk.rs`):
+//! whole-machine CPU time from `/proc/stat` (user + system + softirq + irq of every
+//! CPU, since an eBPF path spends its time in softirq, not in any process), idle
+//! keep-alive connections held open, and an upgraded connection's echo throughput.
 
 use std::io::{BufReader, Write};
 use std::net::SocketAddr;
@@ -50,113 +49,6 @@ fn user_hz() -> f64 {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     if hz > 0 { hz as f64 } else { 100.0 }
-}
-
-/// Runs the load from namespace `ns` (None: this one) against `addr` with `Host: host`,
-/// over keep-alive connections.
-pub fn run(
-    ns: Option<&str>,
-    addr: SocketAddr,
-    host: &str,
-    path: &str,
-    connections: usize,
-    duration: Duration,
-) -> LoadResult {
-    run_with(ns, addr, host, path, connections, duration, false)
-}
-
-/// Like [`run`]; with `new_connection_per_request`, every request opens its own
-/// connection (and asks the server to close it).
-pub fn run_with(
-    ns: Option<&str>,
-    addr: SocketAddr,
-    host: &str,
-    path: &str,
-    connections: usize,
-    duration: Duration,
-    new_connection_per_request: bool,
-) -> LoadResult {
-    let mut r = Request::get(host, path);
-    if new_connection_per_request {
-        r = r.header("Connection", "close");
-    }
-    let req = r.to_bytes();
-    let cpu0 = busy_jiffies();
-    let start = Instant::now();
-    let deadline = start + duration;
-    let results: Vec<(u64, u64, Vec<Duration>)> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..connections)
-            .map(|_| {
-                let req = req.clone();
-                s.spawn(move || {
-                    let work = || worker(addr, &req, deadline, new_connection_per_request);
-                    match ns {
-                        Some(ns) => in_ns(ns, work),
-                        None => work(),
-                    }
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().expect("load worker")).collect()
-    });
-    let elapsed = start.elapsed();
-    let cpu_seconds = busy_jiffies().saturating_sub(cpu0) as f64 / user_hz();
-    let mut lat: Vec<Duration> = results.iter().flat_map(|r| r.2.iter().copied()).collect();
-    lat.sort();
-    let pct = |p: f64| {
-        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or_default()
-    };
-    LoadResult {
-        requests: results.iter().map(|r| r.0).sum(),
-        errors: results.iter().map(|r| r.1).sum(),
-        elapsed,
-        p50: pct(0.50),
-        p99: pct(0.99),
-        cpu_seconds,
-    }
-}
-
-/// One keep-alive client; reconnects after an error. Keeps every 8th latency sample.
-fn worker(addr: SocketAddr, req: &[u8], deadline: Instant, one_shot: bool) -> (u64, u64, Vec<Duration>) {
-    let (mut ok, mut errors, mut lat) = (0u64, 0u64, Vec::new());
-    'outer: while Instant::now() < deadline {
-        let connected_at = Instant::now();
-        let Ok(stream) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
-            errors += 1;
-            std::thread::sleep(Duration::from_millis(10));
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-        let mut w = match stream.try_clone() {
-            Ok(w) => w,
-            Err(_) => continue,
-        };
-        let mut r = BufReader::new(stream);
-        while Instant::now() < deadline {
-            let t = if one_shot { connected_at } else { Instant::now() };
-            if w.write_all(req).is_err() {
-                errors += 1;
-                continue 'outer;
-            }
-            match read_response(&mut r, false) {
-                Ok(resp) if resp.status == 200 => {
-                    ok += 1;
-                    if ok % 8 == 0 {
-                        lat.push(t.elapsed());
-                    }
-                    if one_shot {
-                        continue 'outer;
-                    }
-                }
-                _ => {
-                    errors += 1;
-                    continue 'outer;
-                }
-            }
-        }
-    }
-    (ok, errors, lat)
 }
 
 /// Opens `n` keep-alive connections from namespace `ns` to `addr`, each answered once

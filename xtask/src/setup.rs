@@ -76,8 +76,8 @@ fn is_debian() -> bool {
     Path::new("/etc/debian_version").exists() && which("apt-get").is_some()
 }
 
-fn missing_apt_packages() -> Vec<&'static str> {
-    APT_PACKAGES
+fn missing_apt_packages(packages: &[&'static str]) -> Vec<&'static str> {
+    packages
         .iter()
         .copied()
         .filter(|p| {
@@ -96,14 +96,10 @@ pub fn setup(install: bool) -> Result<Found> {
         return Ok(found);
     }
     if install && is_debian() && crate::is_root() {
-        let missing = missing_apt_packages();
+        let missing = missing_apt_packages(APT_PACKAGES);
         if !missing.is_empty() {
             println!("xtask setup: installing Debian packages: {}", missing.join(" "));
-            run(Command::new("apt-get").arg("update"))?;
-            run(Command::new("apt-get")
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .args(["install", "-y", "--no-install-recommends"])
-                .args(&missing))?;
+            apt_install(&missing)?;
         }
         if find_bpf_linker().is_none() {
             println!("xtask setup: building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (about a minute)");
@@ -141,6 +137,14 @@ fn instructions(found: &Found) -> String {
     s
 }
 
+fn apt_install(packages: &[&str]) -> Result<()> {
+    run(Command::new("apt-get").arg("update"))?;
+    run(Command::new("apt-get")
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .args(["install", "-y", "--no-install-recommends"])
+        .args(packages))
+}
+
 pub fn run(cmd: &mut Command) -> Result<()> {
     let status = cmd.status().with_context(|| format!("cannot start {cmd:?}"))?;
     if !status.success() {
@@ -163,14 +167,7 @@ pub struct BenchTools {
 /// Installs (Debian + root) the benchmark's tools: nginx with its stream module, wrk,
 /// iptables, and a Python venv in ~/.cache/ingress/bench-venv with Envoy and matplotlib.
 pub fn bench_tools() -> Result<BenchTools> {
-    let missing: Vec<&str> = BENCH_APT_PACKAGES
-        .iter()
-        .copied()
-        .filter(|p| {
-            let out = Command::new("dpkg-query").args(["-W", "-f=${Status}", p]).output();
-            !matches!(out, Ok(o) if String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
-        })
-        .collect();
+    let missing = missing_apt_packages(BENCH_APT_PACKAGES);
     if !missing.is_empty() {
         if !(is_debian() && crate::is_root()) {
             bail!(
@@ -179,11 +176,7 @@ pub fn bench_tools() -> Result<BenchTools> {
             );
         }
         println!("xtask bench: installing Debian packages: {}", missing.join(" "));
-        run(Command::new("apt-get").arg("update"))?;
-        run(Command::new("apt-get")
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .args(["install", "-y", "--no-install-recommends"])
-            .args(&missing))?;
+        apt_install(&missing)?;
     }
     let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"));
     let venv = home.join(".cache/ingress/bench-venv");
