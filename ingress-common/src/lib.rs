@@ -115,26 +115,47 @@ pub struct SpliceKey {
 }
 const _: () = assert!(size_of::<SpliceKey>() == 16);
 
-/// A joined socket's entry: where its bytes go, and how many went there. The count
-/// is written only by the verdict program running for this socket (under its lock).
+/// A joined socket's entry: where its bytes go, how many went there, and the TCP
+/// sequence number its next byte has. Written only by the verdict program running for
+/// this socket (under its lock); the agent creates it and reads it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct SplicePeer {
     pub key: SpliceKey,
     pub redirected_bytes: u64,
+    /// The sequence number after the last byte handed on (valid with [`SPLICE_SEQ_KNOWN`]).
+    /// A segment that starts before it overlaps bytes already handed on: the kernel's
+    /// `tcp_read_skb` gives such segments whole, so the program cuts the overlap off.
+    pub next_seq: u32,
+    pub flags: u32,
 }
-const _: () = assert!(size_of::<SplicePeer>() == 24);
+const _: () = assert!(size_of::<SplicePeer>() == 32);
 
-/// Bytes and segments the verdict program redirected, and the ones it passed
-/// because the socket had no peer.
+/// [`SplicePeer::flags`]: `next_seq` holds a sequence number.
+pub const SPLICE_SEQ_KNOWN: u32 = 1;
+/// [`SplicePeer::flags`]: from now on this socket's bytes go to the agent, never to the
+/// peer (set when a redirect failed; the agent then copies, in order).
+pub const SPLICE_PASSING: u32 = 2;
+
+/// Hash map: joined sockets whose bytes the agent takes over (it saw bytes reach user
+/// space), written only by the agent: [`SpliceKey`] -> 1.
+pub const SPLICE_USER_PASS_MAP: &str = "SPLICE_USER_PASS";
+
+/// Bytes and segments the verdict program redirected, the ones it passed because the
+/// socket had no peer, the overlapping bytes it cut, the segments it handed to the
+/// agent of a joined socket, and segments whose control block did not hold a
+/// consistent sequence range (a kernel whose layout differs: those are passed).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SpliceStats {
     pub redirected_bytes: u64,
     pub redirected_skbs: u64,
     pub unmatched_skbs: u64,
+    pub trimmed_bytes: u64,
+    pub passed_skbs: u64,
+    pub layout_mismatches: u64,
 }
-const _: () = assert!(size_of::<SpliceStats>() == 24);
+const _: () = assert!(size_of::<SpliceStats>() == 48);
 
 #[cfg(feature = "user")]
 mod user_splice {

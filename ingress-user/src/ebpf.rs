@@ -6,8 +6,8 @@ use aya::maps::{MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, SockHash};
 use aya::programs::{SkSkb, Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
 use ingress_common::{
-    OVERFLOW_PORT, SPLICE_PEERS_MAP, SPLICE_PROGRAM, SPLICE_SOCKS_MAP, SPLICE_STATS_MAP, SpliceKey, SplicePeer,
-    SpliceStats, StatsKey, StatsValue, Verdict, XDP_PROGRAM, XDP_STATS_MAP, proto,
+    OVERFLOW_PORT, SPLICE_PEERS_MAP, SPLICE_PROGRAM, SPLICE_SOCKS_MAP, SPLICE_STATS_MAP, SPLICE_USER_PASS_MAP,
+    SpliceKey, SplicePeer, SpliceStats, StatsKey, StatsValue, Verdict, XDP_PROGRAM, XDP_STATS_MAP, proto,
 };
 
 use crate::stats::{XdpCounter, XdpInfo, xdp_counters};
@@ -163,7 +163,8 @@ impl Dataplane {
         prog.attach(socks.fd()).map_err(|source| EbpfError::Load { program: SPLICE_PROGRAM, source })?;
         let peers = take_map(&mut self.ebpf, SPLICE_PEERS_MAP)?;
         let stats = take_map(&mut self.ebpf, SPLICE_STATS_MAP)?;
-        Ok(Splicer { socks, peers, stats })
+        let user_pass = take_map(&mut self.ebpf, SPLICE_USER_PASS_MAP)?;
+        Ok(Splicer { socks, peers, user_pass, stats })
     }
 
     /// The program's file descriptor, for BPF_PROG_TEST_RUN in the packet tests.
@@ -200,31 +201,39 @@ impl Dataplane {
     }
 }
 
-/// The splicing maps: joined sockets, their peers, counters.
+/// The splicing maps: joined sockets, their peers, the sockets the agent took over,
+/// counters.
 pub struct Splicer {
     socks: SockHash<MapData, SpliceKey>,
     peers: aya::maps::HashMap<MapData, SpliceKey, SplicePeer>,
+    user_pass: aya::maps::HashMap<MapData, SpliceKey, u32>,
     stats: PerCpuArray<MapData, SpliceStats>,
 }
 
 impl Splicer {
     /// Joins two sockets: from now on the kernel moves what arrives on one out of
-    /// the other. The sockets go in first, the peer entries last, so the verdict
-    /// program never redirects to a socket that is not in the SOCKHASH.
+    /// the other. The peer entries go in first, so every segment the verdict program
+    /// sees on a joined socket has its entry (its sequence tracking starts with the
+    /// first one); a segment that arrives while its peer is not in the SOCKHASH yet
+    /// turns that direction over to the agent (see `ingress-ebpf/src/splice.rs`).
     pub fn join(
         &mut self,
         a: (SpliceKey, std::os::fd::RawFd),
         b: (SpliceKey, std::os::fd::RawFd),
     ) -> Result<(), EbpfError> {
+        let peers = |source| EbpfError::Map { map: SPLICE_PEERS_MAP, source };
+        let entry = |key| SplicePeer { key, ..Default::default() };
+        self.peers.insert(a.0, entry(b.0), 0).map_err(peers)?;
+        if let Err(e) = self.peers.insert(b.0, entry(a.0), 0) {
+            let _ = self.peers.remove(&a.0);
+            return Err(peers(e));
+        }
         let map = |source| EbpfError::Map { map: SPLICE_SOCKS_MAP, source };
-        self.socks.insert(a.0, a.1, 0).map_err(map)?;
-        if let Err(e) = self.socks.insert(b.0, b.1, 0) {
-            let _ = self.socks.remove(&a.0);
+        let socks = self.socks.insert(a.0, a.1, 0).and_then(|()| self.socks.insert(b.0, b.1, 0));
+        if let Err(e) = socks {
+            self.part(a.0, b.0);
             return Err(map(e));
         }
-        let peers = |source| EbpfError::Map { map: SPLICE_PEERS_MAP, source };
-        self.peers.insert(a.0, SplicePeer { key: b.0, redirected_bytes: 0 }, 0).map_err(peers)?;
-        self.peers.insert(b.0, SplicePeer { key: a.0, redirected_bytes: 0 }, 0).map_err(peers)?;
         Ok(())
     }
 
@@ -233,12 +242,20 @@ impl Splicer {
         self.peers.get(from, 0).map(|p| p.redirected_bytes).unwrap_or(0)
     }
 
-    /// Undoes [`Splicer::join`] (peer entries first).
+    /// From now on the bytes of joined socket `key` go to the agent, not to the peer.
+    pub fn take_over(&mut self, key: SpliceKey) -> Result<(), EbpfError> {
+        self.user_pass.insert(key, 1, 0).map_err(|source| EbpfError::Map { map: SPLICE_USER_PASS_MAP, source })
+    }
+
+    /// Undoes [`Splicer::join`]: the sockets leave the SOCKHASH first (their bytes
+    /// take the normal path again), then their entries.
     pub fn part(&mut self, a: SpliceKey, b: SpliceKey) {
-        let _ = self.peers.remove(&a);
-        let _ = self.peers.remove(&b);
         let _ = self.socks.remove(&a);
         let _ = self.socks.remove(&b);
+        for k in [a, b] {
+            let _ = self.peers.remove(&k);
+            let _ = self.user_pass.remove(&k);
+        }
     }
 
     /// Counters summed over CPUs.
@@ -249,6 +266,9 @@ impl Splicer {
                 total.redirected_bytes += s.redirected_bytes;
                 total.redirected_skbs += s.redirected_skbs;
                 total.unmatched_skbs += s.unmatched_skbs;
+                total.trimmed_bytes += s.trimmed_bytes;
+                total.passed_skbs += s.passed_skbs;
+                total.layout_mismatches += s.layout_mismatches;
             }
         }
         total

@@ -42,6 +42,18 @@ pub struct SpliceCounters {
     pub kernel_redirected_bytes: u64,
     pub kernel_redirected_skbs: u64,
     pub kernel_unmatched_skbs: u64,
+    /// Bytes of segments that overlapped bytes already handed on, cut off in the kernel.
+    #[serde(default)]
+    pub kernel_trimmed_bytes: u64,
+    /// Segments of joined sockets handed to the agent (a direction it took over).
+    #[serde(default)]
+    pub kernel_passed_skbs: u64,
+    /// Segments whose TCP control block did not match the layout the program reads.
+    #[serde(default)]
+    pub kernel_layout_mismatches: u64,
+    /// Directions of joined connections the agent took over (bytes reached user space).
+    #[serde(default)]
+    pub taken_over: u64,
 }
 
 /// Joins connections in the kernel when it can.
@@ -53,6 +65,7 @@ pub struct Joiner {
     kernel_active: AtomicU64,
     total: AtomicU64,
     copied: AtomicU64,
+    taken_over: AtomicU64,
 }
 
 impl Joiner {
@@ -71,6 +84,10 @@ impl Joiner {
             kernel_redirected_bytes: k.redirected_bytes,
             kernel_redirected_skbs: k.redirected_skbs,
             kernel_unmatched_skbs: k.unmatched_skbs,
+            kernel_trimmed_bytes: k.trimmed_bytes,
+            kernel_passed_skbs: k.passed_skbs,
+            kernel_layout_mismatches: k.layout_mismatches,
+            taken_over: self.taken_over.load(Ordering::Relaxed),
         }
     }
 
@@ -84,6 +101,9 @@ impl Joiner {
     /// Relays two connections until both sides are closed. `a_pending` arrived on
     /// `a` before the join (it goes to `b` first), and the other way round.
     pub async fn run(&self, mut a: TcpStream, a_pending: Bytes, mut b: TcpStream, b_pending: Bytes) {
+        // Everything queued now is read first, so no segment is left half-read in a
+        // socket when it is joined (the kernel would hand it on whole, again).
+        let (a_pending, b_pending) = (drain(&a, a_pending), drain(&b, b_pending));
         if b.write_all(&a_pending).await.is_err() || a.write_all(&b_pending).await.is_err() {
             return;
         }
@@ -125,6 +145,7 @@ impl Joiner {
             splicer: s,
             keys,
             base: (bytes_taken(a.as_raw_fd()).unwrap_or(0), bytes_taken(b.as_raw_fd()).unwrap_or(0)),
+            taken_over: &self.taken_over,
         });
         relay(&mut a, &mut b, kernel.as_ref()).await;
         if let (Some(s), Some((ka, kb))) = (&self.splicer, joined) {
@@ -141,6 +162,20 @@ struct KernelSide<'a> {
     splicer: &'a Mutex<Splicer>,
     keys: (SpliceKey, SpliceKey),
     base: (u64, u64),
+    taken_over: &'a AtomicU64,
+}
+
+/// Appends what `s` has queued (without waiting) to `pending`.
+fn drain(s: &TcpStream, pending: Bytes) -> Bytes {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    while let Ok(n @ 1..) = s.try_read(&mut chunk) {
+        if buf.is_empty() {
+            buf.extend_from_slice(&pending);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    if buf.is_empty() { pending } else { Bytes::from(buf) }
 }
 
 /// Bytes a TCP socket has taken to send: sent once (retransmissions not counted again)
@@ -161,13 +196,24 @@ fn bytes_taken(fd: std::os::fd::RawFd) -> Option<u64> {
     Some(buf[200 / 8].saturating_sub(buf[208 / 8]) + notsent)
 }
 
+/// What one direction needs of the kernel side: take the direction over (its bytes
+/// come to the agent from now on), and how many bytes the receiving socket must have
+/// taken (with its fd) once it took the kernel's and `copied` of ours.
+trait KernelWay: Sync {
+    fn take_over(&self);
+    fn expect(&self, copied: u64) -> (u64, std::os::fd::RawFd);
+}
+
 /// One direction: copies what reaches user space from `from` to `to`; at the end of
-/// `from`, waits until `to` has taken every byte the kernel moved to it (`expect`),
-/// then half-closes `to`.
+/// `from`, waits until `to` has taken every byte the kernel moved to it, then
+/// half-closes `to`. On a joined pair, bytes reach user space only if they were queued
+/// before the join or their direction was turned over to the agent; before copying
+/// them the direction is taken over for good and the kernel's bytes are let through
+/// first, so the two paths never mix their order.
 async fn one_way(
     mut from: tokio::net::tcp::ReadHalf<'_>,
     mut to: tokio::net::tcp::WriteHalf<'_>,
-    expect: impl Fn(u64) -> Option<(u64, std::os::fd::RawFd)>,
+    kernel: Option<&dyn KernelWay>,
 ) -> std::io::Result<()> {
     use tokio::io::AsyncReadExt;
     // allocated on the first byte: joined in the kernel, most pairs never need it
@@ -178,6 +224,11 @@ async fn one_way(
             if from.peek(&mut [0u8; 1]).await? == 0 {
                 break;
             }
+            if let Some(k) = kernel {
+                k.take_over();
+                let (want, fd) = k.expect(0);
+                wait_taken(fd, want).await;
+            }
             buf = vec![0u8; 64 * 1024];
         }
         let n = from.read(&mut buf).await?;
@@ -187,15 +238,21 @@ async fn one_way(
         to.write_all(&buf[..n]).await?;
         copied += n as u64;
     }
-    if let Some((want, fd)) = expect(copied) {
-        // the redirected bytes sit in the peer's psock queue until a kernel worker
-        // sends them; a FIN sent before that would cut them off
-        let start = std::time::Instant::now();
-        while bytes_taken(fd).is_some_and(|got| got < want) && start.elapsed() < DRAIN_LIMIT {
-            tokio::time::sleep(std::time::Duration::from_micros(500)).await;
-        }
+    if let Some(k) = kernel {
+        let (want, fd) = k.expect(copied);
+        wait_taken(fd, want).await;
     }
     to.shutdown().await
+}
+
+/// Waits (bounded) until socket `fd` has taken `want` bytes to send: the redirected
+/// bytes sit in the peer's psock queue until a kernel worker sends them; a FIN or a
+/// copy of ours sent before that would overtake them.
+async fn wait_taken(fd: std::os::fd::RawFd, want: u64) {
+    let start = std::time::Instant::now();
+    while bytes_taken(fd).is_some_and(|got| got < want) && start.elapsed() < DRAIN_LIMIT {
+        tokio::time::sleep(std::time::Duration::from_micros(500)).await;
+    }
 }
 
 /// How long a close waits for the kernel to hand over the bytes it redirected.
@@ -209,17 +266,40 @@ async fn relay(a: &mut TcpStream, b: &mut TcpStream, kernel: Option<&KernelSide<
     let (fa, fb) = (a.as_raw_fd(), b.as_raw_fd());
     let (ar, aw) = a.split();
     let (br, bw) = b.split();
-    // b -> a: a must have taken its base, what the kernel moved from b, and our copies
-    let into_a = |copied: u64| {
-        kernel.map(|k| (k.base.0 + k.splicer.lock().expect("splicer").redirected_from(&k.keys.1) + copied, fa))
-    };
-    let into_b = |copied: u64| {
-        kernel.map(|k| (k.base.1 + k.splicer.lock().expect("splicer").redirected_from(&k.keys.0) + copied, fb))
-    };
+    // a -> b: b must have taken its base, what the kernel moved from a, and our copies
+    let into_b = kernel.map(|k| Way { k, from: k.keys.0, to_base: k.base.1, to_fd: fb, taken: AtomicBool::new(false) });
+    let into_a = kernel.map(|k| Way { k, from: k.keys.1, to_base: k.base.0, to_fd: fa, taken: AtomicBool::new(false) });
     // an error one way (a reset) ends both: the other side would otherwise wait
     // for a peer that is gone (a pod keeps an idle connection for a minute)
-    if let Err(e) = tokio::try_join!(one_way(ar, bw, into_b), one_way(br, aw, into_a)) {
+    let ways = (into_b.as_ref().map(|w| w as &dyn KernelWay), into_a.as_ref().map(|w| w as &dyn KernelWay));
+    if let Err(e) = tokio::try_join!(one_way(ar, bw, ways.0), one_way(br, aw, ways.1)) {
         tracing::debug!(error = %e, "joined connection ended with an error");
+    }
+}
+
+/// One direction of a pair joined in the kernel.
+struct Way<'a> {
+    k: &'a KernelSide<'a>,
+    from: SpliceKey,
+    to_base: u64,
+    to_fd: std::os::fd::RawFd,
+    taken: AtomicBool,
+}
+
+impl KernelWay for Way<'_> {
+    fn take_over(&self) {
+        if self.taken.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        self.k.taken_over.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = self.k.splicer.lock().expect("splicer").take_over(self.from) {
+            // the program then still redirects: bytes keep their order, only the close waits
+            tracing::warn!(error = %e, "taking a joined direction over failed");
+        }
+    }
+    fn expect(&self, copied: u64) -> (u64, std::os::fd::RawFd) {
+        let moved = self.k.splicer.lock().expect("splicer").redirected_from(&self.from);
+        (self.to_base + moved + copied, self.to_fd)
     }
 }
 

@@ -25,6 +25,9 @@ pub struct Echo {
     pub host: String,
     pub headers: BTreeMap<String, String>,
     pub body_len: usize,
+    /// FNV-1a of the request body as it arrived (`crate::pattern::Fnv`).
+    #[serde(default)]
+    pub body_hash: u64,
     /// Trailer fields of a chunked request body.
     #[serde(default)]
     pub trailers: BTreeMap<String, String>,
@@ -135,11 +138,12 @@ fn serve_connection(s: TcpStream, pod: &str, port: u16, requests: &AtomicUsize) 
             w.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
         }
         let mut trailers = BTreeMap::new();
+        let mut hash = crate::pattern::Fnv::default();
         let body_len = if headers.get("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
-            read_chunked(&mut r, &mut trailers)?
+            read_chunked(&mut r, &mut trailers, &mut hash)?
         } else {
             let n: usize = headers.get("content-length").and_then(|v| v.trim().parse().ok()).unwrap_or(0);
-            std::io::copy(&mut (&mut r).take(n as u64), &mut std::io::sink())? as usize
+            std::io::copy(&mut (&mut r).take(n as u64), &mut hash)? as usize
         };
         // `x-echo-sleep-ms: N` delays the answer (timeout tests), bounded to 10 s.
         if let Some(ms) = headers.get("x-echo-sleep-ms").and_then(|v| v.parse::<u64>().ok()) {
@@ -165,7 +169,8 @@ fn serve_connection(s: TcpStream, pod: &str, port: u16, requests: &AtomicUsize) 
                 w.write_all(&buf[..n])?;
             }
         }
-        // `x-echo-bytes: N` answers with N bytes (chunked with `x-echo-chunked`), streamed.
+        // `x-echo-bytes: N` answers with N bytes (chunked with `x-echo-chunked`), streamed;
+        // `x-echo-pattern: SEED` makes them the stream of `crate::pattern` (else 'x').
         if let Some(n) = headers.get("x-echo-bytes").and_then(|v| v.parse::<u64>().ok()) {
             let chunked = headers.contains_key("x-echo-chunked");
             if chunked {
@@ -173,7 +178,8 @@ fn serve_connection(s: TcpStream, pod: &str, port: u16, requests: &AtomicUsize) 
             } else {
                 write!(w, "HTTP/1.1 200 OK\r\ncontent-length: {n}\r\nx-pod: {pod}\r\n\r\n")?;
             }
-            let block = vec![b'x'; 256 * 1024];
+            let pattern = headers.get("x-echo-pattern").and_then(|v| v.parse::<u64>().ok());
+            let mut block = vec![b'x'; 256 * 1024];
             let mut left = n;
             // `x-echo-die-after: K`: the pod dies after K body bytes (connection dropped).
             let die_after = headers.get("x-echo-die-after").and_then(|v| v.parse::<u64>().ok());
@@ -182,6 +188,9 @@ fn serve_connection(s: TcpStream, pod: &str, port: u16, requests: &AtomicUsize) 
                     return Ok(());
                 }
                 let k = left.min(block.len() as u64) as usize;
+                if let Some(seed) = pattern {
+                    crate::pattern::fill(seed, n - left, &mut block[..k]);
+                }
                 if chunked {
                     write!(w, "{k:x}\r\n")?;
                 }
@@ -214,6 +223,7 @@ fn serve_connection(s: TcpStream, pod: &str, port: u16, requests: &AtomicUsize) 
             host: headers.get("host").cloned().unwrap_or_default(),
             headers,
             body_len,
+            body_hash: hash.0,
             trailers,
         };
         let body = serde_json::to_vec(&echo).expect("echo json");
@@ -243,7 +253,11 @@ fn serve_connection(s: TcpStream, pod: &str, port: u16, requests: &AtomicUsize) 
     }
 }
 
-fn read_chunked(r: &mut impl BufRead, trailers: &mut BTreeMap<String, String>) -> std::io::Result<usize> {
+fn read_chunked(
+    r: &mut impl BufRead,
+    trailers: &mut BTreeMap<String, String>,
+    hash: &mut crate::pattern::Fnv,
+) -> std::io::Result<usize> {
     let mut total = 0;
     loop {
         let mut line = String::new();
@@ -261,7 +275,7 @@ fn read_chunked(r: &mut impl BufRead, trailers: &mut BTreeMap<String, String>) -
                 }
             }
         }
-        std::io::copy(&mut r.take(size as u64), &mut std::io::sink())?;
+        std::io::copy(&mut r.take(size as u64), hash)?;
         total += size;
         let mut crlf = String::new();
         r.read_line(&mut crlf)?;

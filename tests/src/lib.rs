@@ -7,12 +7,14 @@ pub mod agent;
 pub mod backend;
 pub mod client;
 pub mod fixtures;
+pub mod impair;
 pub mod kubeapi;
 pub mod legacy;
 pub mod load;
 pub mod netns;
 pub mod nginx;
 pub mod packet;
+pub mod pattern;
 pub mod topology;
 pub mod wrk;
 

@@ -127,6 +127,17 @@ impl Topology {
         sysctl(&self.vm_ns(), "net/ipv4/ip_forward", "1");
     }
 
+    /// Sets the MTU of the pod network (the node's cni bridge, its veths, the pods'
+    /// eth0), as flannel's 1450 on k3d.
+    pub fn set_pod_mtu(&self, mtu: u16) {
+        let (node, mtu) = (self.node_ns(), mtu.to_string());
+        ip(&["-n", &node, "link", "set", "cni0", "mtu", &mtu]);
+        for (i, (_, ns)) in self.pods.iter().enumerate() {
+            ip(&["-n", &node, "link", "set", &format!("veth{i}"), "mtu", &mtu]);
+            ip(&["-n", ns, "link", "set", "eth0", "mtu", &mtu]);
+        }
+    }
+
     /// Removes every namespace of the topology (idempotent).
     pub fn destroy(&mut self) {
         for b in self.backends.drain(..) {

@@ -18,6 +18,8 @@ const APT_PACKAGES: &[&str] = &[
     "zlib1g-dev",
     // `ip netns`, veth, bridges for the topology tests and the demo
     "iproute2",
+    // the NFQUEUE rule of the link impairment in the netns tier (tests/src/impair.rs)
+    "iptables",
 ];
 pub const BPF_LINKER_VERSION: &str = "0.13.0";
 
@@ -34,10 +36,22 @@ pub struct Found {
     pub toolchain: Option<BpfToolchain>,
     pub bpf_linker: Option<PathBuf>,
     pub has_ip: bool,
+    pub has_iptables: bool,
+}
+
+impl Found {
+    fn complete(&self) -> bool {
+        self.toolchain.is_some() && self.bpf_linker.is_some() && self.has_ip && self.has_iptables
+    }
 }
 
 pub fn detect() -> Found {
-    Found { toolchain: detect_toolchain(), bpf_linker: find_bpf_linker(), has_ip: which("ip").is_some() }
+    Found {
+        toolchain: detect_toolchain(),
+        bpf_linker: find_bpf_linker(),
+        has_ip: which("ip").is_some(),
+        has_iptables: which("iptables").is_some(),
+    }
 }
 
 fn detect_toolchain() -> Option<BpfToolchain> {
@@ -92,7 +106,7 @@ fn missing_apt_packages(packages: &[&'static str]) -> Vec<&'static str> {
 /// error that lists exactly what to install.
 pub fn setup(install: bool) -> Result<Found> {
     let found = detect();
-    if found.toolchain.is_some() && found.bpf_linker.is_some() && found.has_ip {
+    if found.complete() {
         return Ok(found);
     }
     if install && is_debian() && crate::is_root() {
@@ -110,7 +124,7 @@ pub fn setup(install: bool) -> Result<Found> {
                 .args(["--no-default-features", "--features", "llvm-22"]))?;
         }
         let found = detect();
-        if found.toolchain.is_some() && found.bpf_linker.is_some() && found.has_ip {
+        if found.complete() {
             return Ok(found);
         }
     }
@@ -132,6 +146,9 @@ fn instructions(found: &Found) -> String {
     }
     if !found.has_ip {
         s += "  - iproute2 (the `ip` command), for the network-namespace tests and the demo\n";
+    }
+    if !found.has_iptables {
+        s += "  - iptables, for the impaired links of the network-namespace tests\n";
     }
     s += "On Debian, as root, `cargo xtask setup` installs all of it.";
     s

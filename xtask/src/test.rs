@@ -62,6 +62,8 @@ const TIERS: &[Tier] = &[
         needs_root: true,
         cargo_args: &[
             &["test", "-p", "ingress-tests", "--test", "netns", "--", "--test-threads=1"],
+            // joined connections on links that lose, reorder and duplicate packets
+            &["test", "-p", "ingress-tests", "--test", "impaired", "--", "--test-threads=1"],
             // the proxy's forwarding scenarios again, in the topology
             &["test", "-p", "ingress-tests", "--test", "proxy", "in_topology", "--", "--test-threads=1"],
         ],
