@@ -87,6 +87,7 @@ impl Admin {
                 let mut v = describe(&self.proxy.table.load());
                 self.splice_runtime_reasons(&mut v);
                 v["source"] = serde_json::to_value(self.publisher.state()).expect("state json");
+                v["xdp"] = serde_json::to_value(&self.xdp).expect("xdp json");
                 json(StatusCode::OK, serde_json::to_string_pretty(&v).expect("json"))
             }
             "/readyz" => {

@@ -135,12 +135,14 @@ impl Dataplane {
     /// Attaches XDP to `interface`: driver (native) mode, else generic mode with a warning.
     pub fn attach_xdp(&mut self, interface: &str) -> Result<(), EbpfError> {
         let prog: &mut Xdp = program(&mut self.ebpf, XDP_PROGRAM)?;
+        let mut why_generic = None;
         let mode = match prog.attach(interface, XdpMode::Driver) {
             Ok(_) => "driver",
             Err(driver) => match prog.attach(interface, XdpMode::Skb) {
                 Ok(_) => {
-                    tracing::warn!(%interface, error = %driver,
-                        "XDP driver mode is not available on this interface; using generic (skb) mode, which is slower");
+                    let why = generic_reason(interface, &driver.to_string());
+                    tracing::warn!(%interface, "XDP driver mode is not available; using generic (skb) mode, which is slower: {why}");
+                    why_generic = Some(why);
                     "generic"
                 }
                 Err(generic) => {
@@ -149,7 +151,7 @@ impl Dataplane {
             },
         };
         tracing::info!(%interface, mode, "XDP program attached");
-        self.xdp = Some(XdpInfo { interface: interface.into(), mode: mode.into() });
+        self.xdp = Some(XdpInfo { interface: interface.into(), mode: mode.into(), why_generic });
         Ok(())
     }
 
@@ -272,6 +274,30 @@ impl Splicer {
             }
         }
         total
+    }
+}
+
+/// Why driver-mode XDP was refused on `interface`, with what to check: the kernel's
+/// error, and for a veth the MTU rule (driver mode needs a frame that fits one page,
+/// so an MTU of about 3,500 bytes at most with 4 KiB pages; a 9000-byte MTU on either
+/// end falls back to generic mode).
+fn generic_reason(interface: &str, error: &str) -> String {
+    let driver = std::fs::read_link(format!("/sys/class/net/{interface}/device/driver"))
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+    let is_veth = std::fs::read_to_string(format!("/sys/class/net/{interface}/uevent"))
+        .is_ok_and(|u| u.lines().any(|l| l == "DEVTYPE=veth"))
+        || driver.as_deref() == Some("veth");
+    let mtu = std::fs::read_to_string(format!("/sys/class/net/{interface}/mtu")).ok();
+    let mtu = mtu.as_deref().map(str::trim).unwrap_or("?");
+    if is_veth {
+        format!(
+            "driver mode was refused ({error}); {interface} is a veth with MTU {mtu}: a veth takes driver-mode XDP only \
+             when the MTU of both ends is at most about 3,500 bytes (one page per frame); lower the MTU (e.g. 1500) \
+             or accept generic mode"
+        )
+    } else {
+        format!("driver mode was refused ({error}); the driver of {interface} (MTU {mtu}) may lack native XDP")
     }
 }
 

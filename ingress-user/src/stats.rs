@@ -55,6 +55,9 @@ pub struct Stats {
 pub struct XdpInfo {
     pub interface: String,
     pub mode: String,
+    /// In generic mode: why driver mode was refused, and what to check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub why_generic: Option<String>,
 }
 
 pub fn proto_name(p: u8) -> String {
@@ -156,7 +159,12 @@ impl ProxyMetrics {
 pub fn format_table(s: &Stats) -> String {
     let mut out = String::new();
     match &s.xdp {
-        Some(x) => out += &format!("dataplane: {} (XDP on {}, {} mode)\n", s.dataplane, x.interface, x.mode),
+        Some(x) => {
+            out += &format!("dataplane: {} (XDP on {}, {} mode)\n", s.dataplane, x.interface, x.mode);
+            if let Some(why) = &x.why_generic {
+                out += &format!("  ! XDP runs in generic (skb) mode, which is slower: {why}\n");
+            }
+        }
         None => out += &format!("dataplane: {} (no XDP program)\n", s.dataplane),
     }
     if s.xdp.is_some() {
@@ -196,7 +204,7 @@ mod tests {
         assert_eq!((c[1].port, c[1].packets, c[1].bytes), (8080, 5, 300));
         let s = Stats {
             dataplane: "ebpf".into(),
-            xdp: Some(XdpInfo { interface: "eth0".into(), mode: "driver".into() }),
+            xdp: Some(XdpInfo { interface: "eth0".into(), mode: "driver".into(), why_generic: None }),
             xdp_counters: c,
             proxy: Default::default(),
             splice: Default::default(),

@@ -238,3 +238,30 @@ fn splice_safe_hosts_are_joined_to_the_pod_in_the_kernel() {
     assert_eq!(s.splice.joined_total, before + 20, "{:?}", s.splice);
     agent.stop();
 }
+
+#[test]
+fn generic_mode_xdp_is_reported_with_the_reason() {
+    let test = "generic_mode_xdp_is_reported_with_the_reason";
+    if !ingress_tests::require_root(test) || !ingress_tests::require_ebpf_object(test) {
+        return;
+    }
+    let topo = Topology::create("ingt-gen", &openchoreo_pods());
+    // a jumbo client link: the veth refuses driver-mode XDP
+    ingress_tests::netns::ip(&["-n", &topo.client_ns(), "link", "set", "eth0", "mtu", "9000"]);
+    ingress_tests::netns::ip(&["-n", &topo.vm_ns(), "link", "set", VM_NIC, "mtu", "9000"]);
+    let agent = start_agent(&topo, &["--interface", VM_NIC]);
+    let s = stats(&agent);
+    let xdp = s.xdp.clone().expect("XDP attached");
+    assert_eq!(xdp.mode, "generic", "{xdp:?}");
+    let why = xdp.why_generic.clone().expect("a reason for generic mode");
+    assert!(why.contains("MTU 9000") && why.contains("veth"), "{why}");
+    assert!(ingress::stats::format_table(&s).contains("generic (skb) mode"), "ingress stats says so");
+    let (_, routes) = agent.admin_get("/routes").unwrap();
+    let v: serde_json::Value = serde_json::from_str(&routes).unwrap();
+    let text = ingress::routing::describe::format_text(&v);
+    assert!(text.contains("XDP on eth0: generic mode") && text.contains("MTU 9000"), "ingress routes says so:\n{text}");
+    // still serves
+    let r = get(&topo, 8080, "api.openchoreovm.localhost:8080", "/");
+    assert_eq!(r.status, 200);
+    agent.stop();
+}

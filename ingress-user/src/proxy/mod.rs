@@ -21,7 +21,7 @@ use tokio::net::TcpListener;
 
 use crate::metrics::{Counted, Metrics};
 use crate::routing::filters::{Filter, Mirror, RedirectInput, modify_path};
-use crate::routing::{ListenerTable, RequestHead, Rule, Table, split_host_header};
+use crate::routing::{ListenerTable, RequestHead, Rule, Table, request_host};
 use crate::splice::Joiner;
 use crate::stats::ProxyMetrics;
 
@@ -344,15 +344,24 @@ impl Proxy {
             resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
             return resp;
         }
-        // Host: the absolute-form authority, else the Host header (HTTP/1.1 requires one).
-        let host_value = match req.uri().authority() {
-            Some(a) => a.as_str().to_string(),
-            None => match req.headers().get(header::HOST).and_then(|h| h.to_str().ok()) {
-                Some(h) => h.to_string(),
-                None => return local(StatusCode::BAD_REQUEST, "missing Host header\n"),
-            },
+        // Host: the absolute-form authority, else the one Host header (HTTP/1.1 requires one).
+        let fields = req.headers().get_all(header::HOST).iter().map(|v| v.as_bytes());
+        let authority = req.uri().authority().map(|a| a.as_str().to_string());
+        let (host, host_port) = match request_host(authority.as_deref(), fields) {
+            Ok(h) => h,
+            Err(p) => return local(StatusCode::BAD_REQUEST, p.message()),
         };
-        let (host, host_port) = split_host_header(&host_value);
+        // A proxy forwards an absolute-form request with Host made from its target
+        // (RFC 9112 3.2.2), and the target in origin-form (below).
+        let host_value = match authority {
+            Some(a) => {
+                if let Ok(v) = HeaderValue::from_str(&a) {
+                    req.headers_mut().insert(header::HOST, v);
+                }
+                a
+            }
+            None => req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default().to_string(),
+        };
         let path = req.uri().path().to_string();
         let query = req.uri().query().map(str::to_string);
         let method = req.method().as_str().to_string();

@@ -14,7 +14,7 @@ use tokio::net::TcpStream;
 
 use super::conn::{ClientIo, send_408};
 use super::{MAX_HEAD, Proxy};
-use crate::routing::split_host_header;
+use crate::routing::{Backend, ListenerTable, request_host};
 
 pub enum Peeked {
     /// The connection was spliced (and has ended) or closed before a request.
@@ -23,33 +23,52 @@ pub enum Peeked {
     Proxy(ClientIo),
 }
 
-/// The Host of a complete request head, if the head is complete and parses. None
-/// inside: hyper serves it (a malformed head, no Host, or a connection that ends after
-/// this request: `Connection: close` or HTTP/1.0, which gains nothing from a join).
-fn head_host(buf: &[u8]) -> Option<Option<String>> {
+/// What the first request head says about splicing its connection.
+#[derive(Debug, PartialEq, Eq)]
+enum FirstHead {
+    /// Not complete yet: read more.
+    Partial,
+    /// Serve it with hyper: a malformed head (hyper answers it), a connection that ends
+    /// after this request (`Connection: close`, HTTP/1.0: nothing to gain from a join),
+    /// a target that is not origin-form (the proxy rewrites an absolute-form target to
+    /// origin-form; a join would pass it on raw), or no single Host to route by.
+    Proxy,
+    /// Route by this host (lowercase, no port), as the router would.
+    Host(String),
+}
+
+fn first_head(buf: &[u8]) -> FirstHead {
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(buf) {
         Ok(httparse::Status::Complete(_)) => {}
-        Ok(httparse::Status::Partial) => return None,
-        // hyper will answer the malformed head
-        Err(_) => return Some(None),
+        Ok(httparse::Status::Partial) => return FirstHead::Partial,
+        Err(_) => return FirstHead::Proxy,
     }
     let closes = req.version == Some(0)
         || req.headers.iter().any(|h| {
             h.name.eq_ignore_ascii_case("connection")
                 && h.value.split(|b| *b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
         });
-    if closes {
-        return Some(None);
+    if closes || !req.path.is_some_and(|p| p.starts_with('/')) {
+        return FirstHead::Proxy;
     }
-    let host = req
-        .headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case("host"))
-        .and_then(|h| std::str::from_utf8(h.value).ok())
-        .map(|h| split_host_header(h).0);
-    Some(host)
+    let hosts = req.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("host")).map(|h| h.value);
+    match request_host(None, hosts) {
+        Ok((host, _)) => FirstHead::Host(host),
+        Err(_) => FirstHead::Proxy,
+    }
+}
+
+/// The backend a connection whose first head is `buf` is joined to, or None (the
+/// proxy serves it). Never a backend other than the one the router picks for that
+/// head: the host comes from the router's own [`request_host`], and a splice-safe
+/// host sends every request to its one backend.
+fn splice_choice<'t>(listener: &'t ListenerTable, buf: &[u8]) -> Option<&'t Backend> {
+    match first_head(buf) {
+        FirstHead::Host(h) => listener.vhost(&h)?.splice_backend(),
+        FirstHead::Partial | FirstHead::Proxy => None,
+    }
 }
 
 impl Proxy {
@@ -72,16 +91,16 @@ impl Proxy {
                     return Ok::<_, io::Error>(None);
                 }
                 buf.extend_from_slice(&chunk[..n]);
-                if let Some(host) = head_host(&buf) {
-                    return Ok(Some(host));
+                if first_head(&buf) != FirstHead::Partial {
+                    return Ok(Some(()));
                 }
                 if buf.len() > MAX_HEAD {
-                    return Ok(Some(None)); // hyper answers 431
+                    return Ok(Some(())); // hyper answers 431
                 }
             }
         };
-        let host = match tokio::time::timeout(limit, read_head).await {
-            Ok(Ok(Some(h))) => h,
+        match tokio::time::timeout(limit, read_head).await {
+            Ok(Ok(Some(()))) => {}
             // closed or failed before a whole head: nothing to serve
             Ok(Ok(None)) | Ok(Err(_)) => return Peeked::Done,
             Err(_) => {
@@ -92,10 +111,11 @@ impl Proxy {
             }
         };
         let table = self.table.load();
-        let backend = host
-            .as_deref()
-            .and_then(|h| table.listeners.get(index)?.vhost(h))
-            .and_then(|v| v.splice_backend().map(|b| (b.name.clone(), b.pick_endpoint())));
+        let backend = table
+            .listeners
+            .get(index)
+            .and_then(|l| splice_choice(l, &buf))
+            .map(|b| (b.name.clone(), b.pick_endpoint()));
         let prefixed = |stream, buf: Vec<u8>| Peeked::Proxy(ClientIo::new(stream, Bytes::from(buf)));
         let Some((backend, Some(endpoint))) = backend else { return prefixed(stream, buf) };
         drop(table);
@@ -115,13 +135,118 @@ impl Proxy {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::ListenMapping;
+    use crate::routing::{RequestHead, Table, compile};
 
     #[test]
     fn only_heads_of_lasting_connections_are_spliced() {
-        assert_eq!(head_host(b"GET / HTTP/1.1\r\nHost: a.test:9080\r\n\r\n"), Some(Some("a.test".into())));
-        assert_eq!(head_host(b"GET / HTTP/1.1\r\nHost: a.test\r\n"), None, "incomplete");
-        assert_eq!(head_host(b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: keep-alive, Close\r\n\r\n"), Some(None));
-        assert_eq!(head_host(b"GET / HTTP/1.0\r\nHost: a.test\r\n\r\n"), Some(None), "HTTP/1.0 closes");
-        assert_eq!(head_host(b"GET /\r\n\r\n"), Some(None), "malformed: hyper answers");
+        let host = |h: &str| FirstHead::Host(h.into());
+        assert_eq!(first_head(b"GET / HTTP/1.1\r\nHost: a.test:9080\r\n\r\n"), host("a.test"));
+        assert_eq!(first_head(b"GET / HTTP/1.1\r\nHost: a.test\r\n"), FirstHead::Partial, "incomplete");
+        let close = b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: keep-alive, Close\r\n\r\n";
+        assert_eq!(first_head(close), FirstHead::Proxy);
+        assert_eq!(first_head(b"GET / HTTP/1.0\r\nHost: a.test\r\n\r\n"), FirstHead::Proxy, "HTTP/1.0 closes");
+        assert_eq!(first_head(b"GET /\r\n\r\n"), FirstHead::Proxy, "malformed: hyper answers");
+        let absolute = b"GET http://proxied.test/api/abs HTTP/1.1\r\nHost: bound.test\r\n\r\n";
+        assert_eq!(first_head(absolute), FirstHead::Proxy, "absolute-form: the proxy rewrites the target");
+        assert_eq!(first_head(b"GET / HTTP/1.1\r\n\r\n"), FirstHead::Proxy, "no Host");
+        assert_eq!(
+            first_head(b"GET / HTTP/1.1\r\nHost: a.test\r\nhost: a.test\r\n\r\n"),
+            FirstHead::Proxy,
+            "two Hosts"
+        );
+    }
+
+    fn fixtures() -> Table {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/openchoreo");
+        let res = crate::manifest::load_dir(&dir).unwrap();
+        let cp: ListenMapping = "0.0.0.0:8080=openchoreo-control-plane/gateway-default:80".parse().unwrap();
+        let dp: ListenMapping = "0.0.0.0:9080=openchoreo-data-plane/gateway-default:19080".parse().unwrap();
+        compile(&res, &[cp, dp])
+    }
+
+    /// The router's view of a head, as the proxy builds it from what hyper parsed:
+    /// the backend of the rule it reaches, or why it answers itself.
+    fn router_choice(listener: &ListenerTable, buf: &[u8]) -> Result<String, String> {
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut req = httparse::Request::new(&mut headers);
+        req.parse(buf).map_err(|e| format!("400 {e}"))?;
+        let uri: http::Uri = req.path.unwrap_or("").parse().map_err(|e| format!("400 {e}"))?;
+        let mut map = http::HeaderMap::new();
+        for h in req.headers.iter() {
+            let name = http::HeaderName::from_bytes(h.name.as_bytes()).map_err(|e| format!("400 {e}"))?;
+            map.append(name, http::HeaderValue::from_bytes(h.value).map_err(|e| format!("400 {e}"))?);
+        }
+        let fields = map.get_all(http::header::HOST).iter().map(|v| v.as_bytes());
+        let (host, _) =
+            request_host(uri.authority().map(|a| a.as_str()), fields).map_err(|p| p.message().to_string())?;
+        let head = RequestHead {
+            method: req.method.unwrap_or("GET"),
+            host: &host,
+            path: uri.path(),
+            query: uri.query(),
+            headers: &map,
+        };
+        let m = listener.find(&head).ok_or("404")?;
+        if !m.rule.filters.is_empty() {
+            return Err(format!("filters on {}", m.rule.route.name));
+        }
+        m.rule.backends.first().map(|b| b.name.clone()).ok_or_else(|| "500 no backend".into())
+    }
+
+    #[test]
+    fn a_joined_connection_goes_where_the_router_sends_its_first_request() {
+        let t = fixtures();
+        let spliced = ["react-starter-development.openchoreovm-apis.localhost", "api.openchoreovm.localhost"];
+        let proxied = ["development.openchoreovm-apis.localhost", "nowhere.test"];
+        let hosts: Vec<String> = spliced
+            .iter()
+            .chain(&proxied)
+            .flat_map(|h| {
+                [h.to_string(), format!("{h}:9080"), format!("{h}:8080"), h.to_ascii_uppercase(), format!("{h}.")]
+            })
+            .collect();
+        let mut heads: Vec<Vec<u8>> = Vec::new();
+        for h in &hosts {
+            for other in spliced.iter().chain(&proxied) {
+                for target in [
+                    "/".to_string(),
+                    "/greeter-service/greeter/greet".into(),
+                    format!("http://{other}/api/abs"),
+                    format!("http://{other}:9080/x?q=1"),
+                ] {
+                    heads.push(format!("GET {target} HTTP/1.1\r\nHost: {h}\r\n\r\n").into_bytes());
+                    heads.push(format!("GET {target} HTTP/1.1\r\nHost: {h}\r\nHost: {other}\r\n\r\n").into_bytes());
+                    heads.push(
+                        format!("POST {target} HTTP/1.1\r\nhost:  {h} \r\ncontent-length: 0\r\n\r\n").into_bytes(),
+                    );
+                }
+            }
+            heads.push(format!("OPTIONS * HTTP/1.1\r\nHost: {h}\r\n\r\n").into_bytes());
+            heads.push(format!("GET / HTTP/1.0\r\nHost: {h}\r\n\r\n").into_bytes());
+        }
+        heads.push(b"GET / HTTP/1.1\r\n\r\n".to_vec());
+        heads.push(b"GET / HTTP/1.1\r\nHost: \r\n\r\n".to_vec());
+        heads.push(b"GET / HTTP/1.1\r\nHost: [::1]:9080\r\n\r\n".to_vec());
+        let (mut joined, mut compared) = (0, 0);
+        for (i, l) in t.listeners.iter().enumerate() {
+            for head in &heads {
+                compared += 1;
+                let text = String::from_utf8_lossy(head);
+                let Some(b) = splice_choice(l, head) else { continue };
+                joined += 1;
+                assert_eq!(router_choice(l, head).as_deref(), Ok(b.name.as_str()), "listener {i}: {text}");
+            }
+        }
+        // the joins that should happen do: the splice-safe host by Host, with or without a port
+        for (i, host) in
+            [(1, "react-starter-development.openchoreovm-apis.localhost:9080"), (0, "API.openchoreovm.localhost")]
+        {
+            let head = format!("GET /x HTTP/1.1\r\nHost: {host}\r\n\r\n");
+            assert!(splice_choice(&t.listeners[i], head.as_bytes()).is_some(), "{head}");
+        }
+        let abs = b"GET http://development.openchoreovm-apis.localhost/greeter-service/greeter/greet HTTP/1.1\r\nHost: react-starter-development.openchoreovm-apis.localhost\r\n\r\n";
+        assert!(splice_choice(&t.listeners[1], abs).is_none(), "the authority wins: no join for Host's backend");
+        assert!(joined > 20 && compared > 1000, "{joined} joins of {compared} heads");
     }
 }

@@ -85,6 +85,13 @@ pub fn format_text(v: &Value) -> String {
             out += &format!("  ! newest input rejected, serving the last good table: {e}\n");
         }
     }
+    if let Some(x) = v.get("xdp").filter(|x| !x.is_null()) {
+        out +=
+            &format!("XDP on {}: {} mode\n", x["interface"].as_str().unwrap_or("?"), x["mode"].as_str().unwrap_or("?"));
+        if let Some(why) = x["why_generic"].as_str() {
+            out += &format!("  ! generic (skb) mode is slower: {why}\n");
+        }
+    }
     for l in v["listeners"].as_array().into_iter().flatten() {
         let ls: Vec<String> = l["listeners"]
             .as_array()

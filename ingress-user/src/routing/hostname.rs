@@ -57,6 +57,44 @@ impl std::fmt::Display for Hostname {
     }
 }
 
+/// Why a request has no host to be routed by (answered 400, RFC 9112 3.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostProblem {
+    Missing,
+    Duplicate,
+    NotText,
+}
+
+impl HostProblem {
+    pub fn message(self) -> &'static str {
+        match self {
+            Self::Missing => "missing Host header\n",
+            Self::Duplicate => "more than one Host header\n",
+            Self::NotText => "Host header is not text\n",
+        }
+    }
+}
+
+/// The host a request is routed by, split as [`split_host_header`] does: the
+/// authority of an absolute-form target wins over Host (RFC 9112 3.2.2); otherwise
+/// the one Host field. Several Host fields are an error even with an authority (3.2).
+/// The router and the splice decision both take the host from here.
+pub fn request_host<'a>(
+    authority: Option<&str>,
+    mut host_fields: impl Iterator<Item = &'a [u8]>,
+) -> Result<(String, Option<u16>), HostProblem> {
+    let first = host_fields.next();
+    if host_fields.next().is_some() {
+        return Err(HostProblem::Duplicate);
+    }
+    if let Some(a) = authority {
+        return Ok(split_host_header(a));
+    }
+    let value = first.ok_or(HostProblem::Missing)?;
+    let value = std::str::from_utf8(value).map_err(|_| HostProblem::NotText)?;
+    Ok(split_host_header(value))
+}
+
 /// Splits a Host header value into the lowercase host (no port, no trailing dot) and
 /// the port if it carries one. IPv6 literals keep their brackets.
 pub fn split_host_header(value: &str) -> (String, Option<u16>) {
@@ -85,6 +123,19 @@ mod tests {
 
     fn h(s: &str) -> Hostname {
         Hostname::parse(s)
+    }
+
+    #[test]
+    fn the_authority_wins_and_host_must_be_single() {
+        let one: &[&[u8]] = &[b"bound.test:9080"];
+        assert_eq!(request_host(None, one.iter().copied()), Ok(("bound.test".into(), Some(9080))));
+        assert_eq!(request_host(Some("proxied.test"), one.iter().copied()), Ok(("proxied.test".into(), None)));
+        let two: &[&[u8]] = &[b"a.test", b"a.test"];
+        assert_eq!(request_host(None, two.iter().copied()), Err(HostProblem::Duplicate));
+        assert_eq!(request_host(Some("a.test"), two.iter().copied()), Err(HostProblem::Duplicate));
+        assert_eq!(request_host(None, [].iter().copied()), Err(HostProblem::Missing));
+        let bad: &[&[u8]] = &[b"\xffa.test"];
+        assert_eq!(request_host(None, bad.iter().copied()), Err(HostProblem::NotText));
     }
 
     #[test]

@@ -18,7 +18,7 @@ use serde::Serialize;
 
 pub use compile::compile;
 pub use filters::{Filter, HeaderModifier, Redirect, Rewrite};
-pub use hostname::{Hostname, split_host_header};
+pub use hostname::{HostProblem, Hostname, request_host, split_host_header};
 pub use matching::{Matcher, PathMatch, RequestHead, ValueMatch};
 
 use crate::resources::ObjectKey;
