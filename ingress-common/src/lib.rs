@@ -144,7 +144,8 @@ pub const SPLICE_USER_PASS_MAP: &str = "SPLICE_USER_PASS";
 /// Bytes and segments the verdict program redirected, the ones it passed because the
 /// socket had no peer, the overlapping bytes it cut, the segments it handed to the
 /// agent of a joined socket, and segments whose control block did not hold a
-/// consistent sequence range (a kernel whose layout differs: those are passed).
+/// consistent sequence range (a kernel whose layout differs) or whose overlap could not
+/// be cut: those are passed, and their socket handed to the agent.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SpliceStats {

@@ -196,14 +196,6 @@ fn bytes_taken(fd: std::os::fd::RawFd) -> Option<u64> {
     Some(buf[200 / 8].saturating_sub(buf[208 / 8]) + notsent)
 }
 
-/// What one direction needs of the kernel side: take the direction over (its bytes
-/// come to the agent from now on), and how many bytes the receiving socket must have
-/// taken (with its fd) once it took the kernel's and `copied` of ours.
-trait KernelWay: Sync {
-    fn take_over(&self);
-    fn expect(&self, copied: u64) -> (u64, std::os::fd::RawFd);
-}
-
 /// One direction: copies what reaches user space from `from` to `to`; at the end of
 /// `from`, waits until `to` has taken every byte the kernel moved to it, then
 /// half-closes `to`. On a joined pair, bytes reach user space only if they were queued
@@ -213,7 +205,7 @@ trait KernelWay: Sync {
 async fn one_way(
     mut from: tokio::net::tcp::ReadHalf<'_>,
     mut to: tokio::net::tcp::WriteHalf<'_>,
-    kernel: Option<&dyn KernelWay>,
+    kernel: Option<&Way<'_>>,
 ) -> std::io::Result<()> {
     use tokio::io::AsyncReadExt;
     // allocated on the first byte: joined in the kernel, most pairs never need it
@@ -271,13 +263,14 @@ async fn relay(a: &mut TcpStream, b: &mut TcpStream, kernel: Option<&KernelSide<
     let into_a = kernel.map(|k| Way { k, from: k.keys.1, to_base: k.base.0, to_fd: fa, taken: AtomicBool::new(false) });
     // an error one way (a reset) ends both: the other side would otherwise wait
     // for a peer that is gone (a pod keeps an idle connection for a minute)
-    let ways = (into_b.as_ref().map(|w| w as &dyn KernelWay), into_a.as_ref().map(|w| w as &dyn KernelWay));
-    if let Err(e) = tokio::try_join!(one_way(ar, bw, ways.0), one_way(br, aw, ways.1)) {
+    if let Err(e) = tokio::try_join!(one_way(ar, bw, into_b.as_ref()), one_way(br, aw, into_a.as_ref())) {
         tracing::debug!(error = %e, "joined connection ended with an error");
     }
 }
 
-/// One direction of a pair joined in the kernel.
+/// One direction of a pair joined in the kernel: take it over (its bytes come to the
+/// agent from now on), and how many bytes the receiving socket must have taken once it
+/// took the kernel's and `copied` of ours.
 struct Way<'a> {
     k: &'a KernelSide<'a>,
     from: SpliceKey,
@@ -286,7 +279,7 @@ struct Way<'a> {
     taken: AtomicBool,
 }
 
-impl KernelWay for Way<'_> {
+impl Way<'_> {
     fn take_over(&self) {
         if self.taken.swap(true, Ordering::Relaxed) {
             return;

@@ -106,6 +106,11 @@ impl Agent {
     }
 
     /// The agent's pid (`ip netns exec` execs it in place).
+    /// `GET /stats`, parsed.
+    pub fn stats(&self) -> ingress::stats::Stats {
+        serde_json::from_str(&self.admin_get("/stats").expect("admin /stats").1).expect("stats json")
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

@@ -150,10 +150,6 @@ fn workload(topo: &Topology, seed: u64, conns: usize, rounds: usize, ws: usize) 
     total
 }
 
-fn stats(agent: &Agent) -> ingress::stats::Stats {
-    serde_json::from_str(&agent.admin_get("/stats").expect("admin /stats").1).expect("stats json")
-}
-
 #[test]
 fn joined_connections_keep_every_byte_on_impaired_links() {
     let test = "joined_connections_keep_every_byte_on_impaired_links";
@@ -175,13 +171,13 @@ fn joined_connections_keep_every_byte_on_impaired_links() {
     let mut report = Vec::new();
     let mut failed = false;
     for (k, (name, imp)) in Impairment::presets(42).into_iter().enumerate() {
-        let before = stats(&agent).splice;
+        let before = agent.stats().splice;
         let started = Instant::now();
         let up = ImpairedLink::start(&topo.client_ns(), "eth0", 1, imp);
         let down = ImpairedLink::start(&topo.node_ns(), "eth0", 2, Impairment { seed: imp.seed + 1, ..imp });
         let t = workload(&topo, 10 + k as u64, 12, 2, 6);
         let (up, down): (ImpairCounts, ImpairCounts) = (up.stop(), down.stop());
-        let after = stats(&agent).splice;
+        let after = agent.stats().splice;
         let line = format!(
             "{name}: {} uploads, {} downloads, {} echoes, {} bad in {:.1} s; joined {} (in the kernel {}, copied {}); \
              overlapping bytes cut in the kernel {}, directions taken over {}; client link {up:?}; pod link {down:?}",

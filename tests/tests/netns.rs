@@ -130,10 +130,6 @@ fn upgrade_echo(topo: &Topology, n: usize) {
     });
 }
 
-fn stats(agent: &Agent) -> ingress::stats::Stats {
-    serde_json::from_str(&agent.admin_get("/stats").unwrap().1).unwrap()
-}
-
 #[test]
 fn websocket_through_the_ingress_is_spliced_in_the_kernel() {
     let test = "websocket_through_the_ingress_is_spliced_in_the_kernel";
@@ -144,7 +140,7 @@ fn websocket_through_the_ingress_is_spliced_in_the_kernel() {
     let agent = start_agent(&topo, &["--interface", VM_NIC]);
     const N: usize = 4 << 20;
     upgrade_echo(&topo, N);
-    let s = stats(&agent);
+    let s = agent.stats();
     assert!(s.splice.available, "sockmap splicing loaded: {:?}\n{}", s.splice, agent.log_text());
     assert_eq!(s.splice.joined_total, 1);
     assert_eq!(s.splice.copied_in_userspace, 0);
@@ -155,7 +151,7 @@ fn websocket_through_the_ingress_is_spliced_in_the_kernel() {
     );
     // the joined pair is parted when the client closes
     let start = std::time::Instant::now();
-    while stats(&agent).splice.joined_active != 0 {
+    while agent.stats().splice.joined_active != 0 {
         assert!(start.elapsed() < Duration::from_secs(5), "joined connection not parted");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -164,7 +160,7 @@ fn websocket_through_the_ingress_is_spliced_in_the_kernel() {
     // userspace dataplane: same bytes, copied by the agent
     let agent = start_agent(&topo, &["--dataplane", "userspace"]);
     upgrade_echo(&topo, 1 << 20);
-    let s = stats(&agent);
+    let s = agent.stats();
     assert!(!s.splice.available);
     assert_eq!((s.splice.joined_total, s.splice.copied_in_userspace), (1, 1));
     assert_eq!(s.splice.kernel_redirected_bytes, 0);
@@ -206,13 +202,13 @@ fn splice_safe_hosts_are_joined_to_the_pod_in_the_kernel() {
     });
     assert!(pods.iter().all(|p| p == &pods[0]), "one spliced connection, one pod: {pods:?}");
     assert!(!forwarded);
-    let s = stats(&agent);
+    let s = agent.stats();
     assert_eq!(s.splice.joined_total, 1, "{:?}", s.splice);
     assert!(s.splice.kernel_redirected_bytes > 0, "{:?}", s.splice);
     // a host with filters still goes through the proxy (rewritten path)
     let r = get(&topo, 9080, "development.openchoreovm-apis.localhost:9080", "/greeter-service/greeter/greet");
     assert_eq!(r.json::<Echo>().path, "/greeter/greet");
-    assert_eq!(stats(&agent).splice.joined_total, 1);
+    assert_eq!(agent.stats().splice.joined_total, 1);
     let (_, routes) = agent.admin_get("/routes").unwrap();
     let v: serde_json::Value = serde_json::from_str(&routes).unwrap();
     let react = v["listeners"][1]["hosts"]
@@ -226,7 +222,7 @@ fn splice_safe_hosts_are_joined_to_the_pod_in_the_kernel() {
     // still queued in the kernel (a new spliced connection per request; the client does
     // not say `Connection: close`, which would keep it out of the splice).
     const BODY: usize = 512 * 1024;
-    let before = stats(&agent).splice.joined_total;
+    let before = agent.stats().splice.joined_total;
     for i in 0..20 {
         let req =
             Request::get(host, "/close").header("x-echo-bytes", &BODY.to_string()).header("x-echo-then-close", "1");
@@ -234,7 +230,7 @@ fn splice_safe_hosts_are_joined_to_the_pod_in_the_kernel() {
         let r = in_ns(&topo.client_ns(), move || send(addr, &req, Duration::from_secs(10))).expect("spliced request");
         assert_eq!((r.status, r.body.len()), (200, BODY), "request {i}: the whole answer arrives before the close");
     }
-    let s = stats(&agent);
+    let s = agent.stats();
     assert_eq!(s.splice.joined_total, before + 20, "{:?}", s.splice);
     agent.stop();
 }
@@ -250,7 +246,7 @@ fn generic_mode_xdp_is_reported_with_the_reason() {
     ingress_tests::netns::ip(&["-n", &topo.client_ns(), "link", "set", "eth0", "mtu", "9000"]);
     ingress_tests::netns::ip(&["-n", &topo.vm_ns(), "link", "set", VM_NIC, "mtu", "9000"]);
     let agent = start_agent(&topo, &["--interface", VM_NIC]);
-    let s = stats(&agent);
+    let s = agent.stats();
     let xdp = s.xdp.clone().expect("XDP attached");
     assert_eq!(xdp.mode, "generic", "{xdp:?}");
     let why = xdp.why_generic.clone().expect("a reason for generic mode");

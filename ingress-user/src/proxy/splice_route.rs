@@ -60,13 +60,13 @@ fn first_head(buf: &[u8]) -> FirstHead {
     }
 }
 
-/// The backend a connection whose first head is `buf` is joined to, or None (the
-/// proxy serves it). Never a backend other than the one the router picks for that
-/// head: the host comes from the router's own [`request_host`], and a splice-safe
-/// host sends every request to its one backend.
-fn splice_choice<'t>(listener: &'t ListenerTable, buf: &[u8]) -> Option<&'t Backend> {
-    match first_head(buf) {
-        FirstHead::Host(h) => listener.vhost(&h)?.splice_backend(),
+/// The backend a connection with this first head is joined to, or None (the proxy
+/// serves it). Never a backend other than the one the router picks for that head: the
+/// host comes from the router's own [`request_host`], and a splice-safe host sends
+/// every request to its one backend.
+fn splice_choice<'t>(listener: &'t ListenerTable, head: &FirstHead) -> Option<&'t Backend> {
+    match head {
+        FirstHead::Host(h) => listener.vhost(h)?.splice_backend(),
         FirstHead::Partial | FirstHead::Proxy => None,
     }
 }
@@ -91,16 +91,15 @@ impl Proxy {
                     return Ok::<_, io::Error>(None);
                 }
                 buf.extend_from_slice(&chunk[..n]);
-                if first_head(&buf) != FirstHead::Partial {
-                    return Ok(Some(()));
-                }
-                if buf.len() > MAX_HEAD {
-                    return Ok(Some(())); // hyper answers 431
+                match first_head(&buf) {
+                    FirstHead::Partial if buf.len() > MAX_HEAD => return Ok(Some(FirstHead::Proxy)), // hyper answers 431
+                    FirstHead::Partial => {}
+                    head => return Ok(Some(head)),
                 }
             }
         };
-        match tokio::time::timeout(limit, read_head).await {
-            Ok(Ok(Some(()))) => {}
+        let head = match tokio::time::timeout(limit, read_head).await {
+            Ok(Ok(Some(head))) => head,
             // closed or failed before a whole head: nothing to serve
             Ok(Ok(None)) | Ok(Err(_)) => return Peeked::Done,
             Err(_) => {
@@ -114,7 +113,7 @@ impl Proxy {
         let backend = table
             .listeners
             .get(index)
-            .and_then(|l| splice_choice(l, &buf))
+            .and_then(|l| splice_choice(l, &head))
             .map(|b| (b.name.clone(), b.pick_endpoint()));
         let prefixed = |stream, buf: Vec<u8>| Peeked::Proxy(ClientIo::new(stream, Bytes::from(buf)));
         let Some((backend, Some(endpoint))) = backend else { return prefixed(stream, buf) };
@@ -135,8 +134,7 @@ impl Proxy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ListenMapping;
-    use crate::routing::{RequestHead, Table, compile};
+    use crate::routing::RequestHead;
 
     #[test]
     fn only_heads_of_lasting_connections_are_spliced() {
@@ -155,14 +153,6 @@ mod tests {
             FirstHead::Proxy,
             "two Hosts"
         );
-    }
-
-    fn fixtures() -> Table {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/openchoreo");
-        let res = crate::manifest::load_dir(&dir).unwrap();
-        let cp: ListenMapping = "0.0.0.0:8080=openchoreo-control-plane/gateway-default:80".parse().unwrap();
-        let dp: ListenMapping = "0.0.0.0:9080=openchoreo-data-plane/gateway-default:19080".parse().unwrap();
-        compile(&res, &[cp, dp])
     }
 
     /// The router's view of a head, as the proxy builds it from what hyper parsed:
@@ -196,7 +186,7 @@ mod tests {
 
     #[test]
     fn a_joined_connection_goes_where_the_router_sends_its_first_request() {
-        let t = fixtures();
+        let t = crate::routing::tests::openchoreo_fixture_table();
         let spliced = ["react-starter-development.openchoreovm-apis.localhost", "api.openchoreovm.localhost"];
         let proxied = ["development.openchoreovm-apis.localhost", "nowhere.test"];
         let hosts: Vec<String> = spliced
@@ -233,7 +223,7 @@ mod tests {
             for head in &heads {
                 compared += 1;
                 let text = String::from_utf8_lossy(head);
-                let Some(b) = splice_choice(l, head) else { continue };
+                let Some(b) = splice_choice(l, &first_head(head)) else { continue };
                 joined += 1;
                 assert_eq!(router_choice(l, head).as_deref(), Ok(b.name.as_str()), "listener {i}: {text}");
             }
@@ -243,10 +233,13 @@ mod tests {
             [(1, "react-starter-development.openchoreovm-apis.localhost:9080"), (0, "API.openchoreovm.localhost")]
         {
             let head = format!("GET /x HTTP/1.1\r\nHost: {host}\r\n\r\n");
-            assert!(splice_choice(&t.listeners[i], head.as_bytes()).is_some(), "{head}");
+            assert!(splice_choice(&t.listeners[i], &first_head(head.as_bytes())).is_some(), "{head}");
         }
         let abs = b"GET http://development.openchoreovm-apis.localhost/greeter-service/greeter/greet HTTP/1.1\r\nHost: react-starter-development.openchoreovm-apis.localhost\r\n\r\n";
-        assert!(splice_choice(&t.listeners[1], abs).is_none(), "the authority wins: no join for Host's backend");
+        assert!(
+            splice_choice(&t.listeners[1], &first_head(abs)).is_none(),
+            "the authority wins: no join for Host's backend"
+        );
         assert!(joined > 20 && compared > 1000, "{joined} joins of {compared} heads");
     }
 }

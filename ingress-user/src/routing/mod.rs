@@ -342,4 +342,4 @@ impl ParentStatus {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

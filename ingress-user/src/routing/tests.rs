@@ -65,6 +65,16 @@ spec:
     )
 }
 
+/// The OpenChoreo v0.12 fixtures (`tests/fixtures/openchoreo`) as the VM serves them:
+/// listener 0 the control plane on 8080, listener 1 the data plane on 9080.
+pub(crate) fn openchoreo_fixture_table() -> Table {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/openchoreo");
+    let res = crate::manifest::load_dir(&dir).unwrap();
+    let cp: ListenMapping = "0.0.0.0:8080=openchoreo-control-plane/gateway-default:80".parse().unwrap();
+    let dp: ListenMapping = "0.0.0.0:9080=openchoreo-data-plane/gateway-default:19080".parse().unwrap();
+    compile(&res, &[cp, dp])
+}
+
 fn table(yaml: &str, listen: &str) -> Table {
     let res = resources(yaml);
     let m: ListenMapping = listen.parse().unwrap();
@@ -418,11 +428,7 @@ fn missing_gateway_and_https_listeners_are_reported() {
 
 #[test]
 fn openchoreo_fixtures_route_as_on_the_vm() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/openchoreo");
-    let res = crate::manifest::load_dir(&dir).unwrap();
-    let cp: ListenMapping = "0.0.0.0:8080=openchoreo-control-plane/gateway-default:80".parse().unwrap();
-    let dp: ListenMapping = "0.0.0.0:9080=openchoreo-data-plane/gateway-default:19080".parse().unwrap();
-    let t = compile(&res, &[cp, dp]);
+    let t = openchoreo_fixture_table();
     let h = HeaderMap::new();
     let find = |i: usize, host: &str, path: &str| {
         let head = RequestHead { method: "GET", host, path, query: None, headers: &h };
@@ -626,11 +632,7 @@ fn cors_mirror_and_retry_are_compiled() {
 
 #[test]
 fn splice_safe_hosts_send_everything_unchanged_to_one_backend() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/openchoreo");
-    let res = crate::manifest::load_dir(&dir).unwrap();
-    let cp: ListenMapping = "0.0.0.0:8080=openchoreo-control-plane/gateway-default:80".parse().unwrap();
-    let dp: ListenMapping = "0.0.0.0:9080=openchoreo-data-plane/gateway-default:19080".parse().unwrap();
-    let t = compile(&res, &[cp, dp]);
+    let t = openchoreo_fixture_table();
     for host in ["openchoreovm.localhost", "api.openchoreovm.localhost", "thunder.openchoreovm.localhost"] {
         let v = t.listeners[0].vhost(host).unwrap();
         assert_eq!(v.splice, Ok(()), "{host}");
