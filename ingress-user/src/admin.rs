@@ -15,12 +15,14 @@ use tokio::net::TcpListener;
 
 use crate::ebpf::StatsMap;
 use crate::proxy::Proxy;
+use crate::routing::TableHandle;
 use crate::routing::describe::describe;
 use crate::source::Publisher;
 use crate::stats::{Stats, XdpInfo};
 
 pub struct Admin {
     pub proxy: Arc<Proxy>,
+    pub table: TableHandle,
     pub publisher: Arc<Publisher>,
     pub dataplane: String,
     pub xdp: Option<XdpInfo>,
@@ -51,7 +53,7 @@ impl Admin {
     /// A host the engine finds splice-safe is still not spliced when the agent adds
     /// headers to every request or has no sockmap program: say so in /routes.
     fn splice_runtime_reasons(&self, v: &mut serde_json::Value) {
-        let why = if self.proxy.forwarded_headers() {
+        let why = if self.proxy.config().forwarded_headers {
             Some("X-Forwarded-* headers are added to every request (`--forwarded-headers off` allows splicing)")
         } else if !self.proxy.joiner().counters().available {
             Some("the sockmap program is not loaded (eBPF dataplane needed)")
@@ -84,14 +86,14 @@ impl Admin {
                 .body(Full::new(self.proxy.prom.encode(&self.proxy.metrics.snapshot(), self.splice_active()).into()))
                 .expect("response"),
             "/routes" => {
-                let mut v = describe(&self.proxy.table.load());
+                let mut v = describe(&self.table.load());
                 self.splice_runtime_reasons(&mut v);
                 v["source"] = serde_json::to_value(self.publisher.state()).expect("state json");
                 v["xdp"] = serde_json::to_value(&self.xdp).expect("xdp json");
                 json(StatusCode::OK, serde_json::to_string_pretty(&v).expect("json"))
             }
             "/readyz" => {
-                let t = self.proxy.table.load();
+                let t = self.table.load();
                 let state = self.publisher.state();
                 let mut problems: Vec<String> = t
                     .listeners

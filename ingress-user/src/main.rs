@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use ingress::admin::Admin;
 use ingress::config::ListenMapping;
-use ingress::proxy::Proxy;
+use ingress::proxy::{Proxy, ProxyConfig};
 use ingress::source::{self, Publisher};
 use ingress::splice::Joiner;
 use ingress::{ebpf, k8s, manifest, routing, stats};
@@ -128,14 +128,14 @@ fn main() -> Result<()> {
             raise_open_files_limit();
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.spawn(return_freed_memory());
-            let limits = Limits {
-                drain: Duration::from_secs(drain_timeout),
+            let config = ProxyConfig {
                 max_connections_per_source,
                 head_timeout: Duration::from_secs(head_timeout),
                 forwarded_headers: forwarded_headers == OnOff::On,
-                request_id,
+                request_ids: request_id,
             };
-            rt.block_on(run(source, listen, interface, dataplane, admin, limits))
+            let drain = Duration::from_secs(drain_timeout);
+            rt.block_on(run(source, listen, interface, dataplane, admin, config, drain))
         }
         Cmd::Stats { admin, json } => {
             let body = admin_get(admin, "/stats")?;
@@ -200,14 +200,6 @@ async fn return_freed_memory() {
     }
 }
 
-struct Limits {
-    drain: Duration,
-    max_connections_per_source: u32,
-    head_timeout: Duration,
-    forwarded_headers: bool,
-    request_id: bool,
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum OnOff {
     On,
@@ -225,17 +217,17 @@ async fn run(
     interface: Option<String>,
     dataplane: Option<DataplaneMode>,
     admin_addr: SocketAddr,
-    limits: Limits,
+    config: ProxyConfig,
+    drain: Duration,
 ) -> Result<()> {
-    let drain = limits.drain;
     let mode = dataplane.unwrap_or(if interface.is_some() { DataplaneMode::Ebpf } else { DataplaneMode::Userspace });
-    let proxy = Proxy::new(routing::Table::default());
+    let table = routing::TableHandle::default();
     let publisher = match source {
         Source::Manifests(dir) => {
             // Start-up needs a valid set: there is no last good table to fall back on yet.
             let resources =
                 manifest::load_dir(&dir).with_context(|| format!("loading manifests from {}", dir.display()))?;
-            let publisher = Publisher::new(proxy.clone(), listen.clone(), format!("manifests in {}", dir.display()));
+            let publisher = Publisher::new(table.clone(), listen.clone(), format!("manifests in {}", dir.display()));
             publisher.publish(&resources);
             let p = publisher.clone();
             tokio::spawn(async move {
@@ -249,7 +241,7 @@ async fn run(
             let client = k8s::client(kubeconfig.as_deref()).await.map_err(|e| {
                 anyhow::anyhow!("cannot build a Kubernetes client: {e} (use --kubeconfig FILE or --manifests DIR)")
             })?;
-            let publisher = Publisher::new(proxy.clone(), listen.clone(), "Kubernetes".into());
+            let publisher = Publisher::new(table.clone(), listen.clone(), "Kubernetes".into());
             let p = publisher.clone();
             tokio::spawn(async move {
                 if let Err(e) = k8s::run(client, p.clone(), write_status).await {
@@ -260,10 +252,7 @@ async fn run(
         }
     };
 
-    proxy.set_max_connections_per_source(limits.max_connections_per_source);
-    proxy.set_head_timeout(limits.head_timeout);
-    proxy.set_forwarded_headers(limits.forwarded_headers);
-    proxy.set_request_ids(limits.request_id);
+    let mut joiner = Joiner::new(None);
     let (dp, xdp, stats_map) = match mode {
         DataplaneMode::Userspace => ("userspace", None, None),
         DataplaneMode::Ebpf => {
@@ -275,7 +264,7 @@ async fn run(
             let mut d = ebpf::load()?;
             d.attach_xdp(iface)?;
             match d.load_splicer() {
-                Ok(s) => proxy.set_joiner(Joiner::new(Some(s))),
+                Ok(s) => joiner = Joiner::new(Some(s)),
                 Err(e) => tracing::warn!(
                     error = %e,
                     "in-kernel splicing (sockmap) is unavailable; upgraded connections are copied in user space. \
@@ -293,13 +282,14 @@ async fn run(
         }
     };
 
+    let proxy = Proxy::new(config, table.clone(), joiner);
     for (i, m) in listen.iter().enumerate() {
         let l =
             TcpListener::bind(m.addr).await.with_context(|| format!("cannot listen on {} (--listen {m})", m.addr))?;
         tracing::info!(listen = %m, "serving");
         tokio::spawn(proxy.clone().serve(l, i));
     }
-    let admin = Arc::new(Admin { proxy: proxy.clone(), publisher, dataplane: dp.into(), xdp, stats_map });
+    let admin = Arc::new(Admin { proxy: proxy.clone(), table, publisher, dataplane: dp.into(), xdp, stats_map });
     let l = TcpListener::bind(admin_addr).await.with_context(|| format!("cannot listen on --admin {admin_addr}"))?;
     tracing::info!(%admin_addr, "admin endpoint: /stats /routes /readyz");
     tokio::spawn(admin.serve(l));

@@ -13,7 +13,6 @@ use serde::Serialize;
 
 use crate::config::ListenMapping;
 use crate::manifest;
-use crate::proxy::Proxy;
 use crate::resources::Resources;
 use crate::routing;
 
@@ -33,15 +32,15 @@ pub struct SourceState {
 }
 
 pub struct Publisher {
-    proxy: Arc<Proxy>,
+    table: routing::TableHandle,
     mappings: Vec<ListenMapping>,
     state: Mutex<SourceState>,
 }
 
 impl Publisher {
-    pub fn new(proxy: Arc<Proxy>, mappings: Vec<ListenMapping>, source: String) -> Arc<Self> {
+    pub fn new(table: routing::TableHandle, mappings: Vec<ListenMapping>, source: String) -> Arc<Self> {
         Arc::new(Self {
-            proxy,
+            table,
             mappings,
             state: Mutex::new(SourceState { source, generation: 0, published_at: 0, error: None }),
         })
@@ -61,7 +60,7 @@ impl Publisher {
             }
         }
         let table = Arc::new(table);
-        self.proxy.table.store(table.clone());
+        self.table.store(table.clone());
         let mut s = self.state.lock().expect("source state");
         s.generation += 1;
         s.published_at = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
@@ -147,8 +146,8 @@ mod tests {
         )
     }
 
-    fn hosts(p: &Proxy) -> Vec<String> {
-        p.table.load().listeners[0].vhosts().iter().map(|v| v.hostname.clone()).collect()
+    fn hosts(t: &routing::TableHandle) -> Vec<String> {
+        t.load().listeners[0].vhosts().iter().map(|v| v.hostname.clone()).collect()
     }
 
     async fn wait_for(publisher: &Publisher, what: &str, cond: impl Fn(&SourceState) -> bool) {
@@ -165,18 +164,18 @@ mod tests {
         std::fs::write(dir.join("gw.yaml"), GW).unwrap();
         std::fs::write(dir.join("route.yaml"), route("a.test")).unwrap();
         let mapping: ListenMapping = "127.0.0.1:8080=ns/gw".parse().unwrap();
-        let proxy = Proxy::new(routing::Table::default());
-        let publisher = Publisher::new(proxy.clone(), vec![mapping], "manifests".into());
+        let table = routing::TableHandle::default();
+        let publisher = Publisher::new(table.clone(), vec![mapping], "manifests".into());
         publisher.reload_dir(&dir);
         assert_eq!(publisher.state().generation, 1);
-        assert_eq!(hosts(&proxy), ["a.test"]);
+        assert_eq!(hosts(&table), ["a.test"]);
         let watch = tokio::spawn(watch_manifests(dir.clone(), publisher.clone()));
         tokio::time::sleep(Duration::from_millis(100)).await; // watch registered
 
         // a change: served after the debounce
         std::fs::write(dir.join("route.yaml"), route("b.test")).unwrap();
         wait_for(&publisher, "generation 2", |s| s.generation >= 2).await;
-        assert_eq!(hosts(&proxy), ["b.test"]);
+        assert_eq!(hosts(&table), ["b.test"]);
 
         // a bad file: error recorded with file, document, line, field; table unchanged
         std::fs::write(
@@ -187,7 +186,7 @@ mod tests {
         wait_for(&publisher, "an error", |s| s.error.is_some()).await;
         let err = publisher.state().error.unwrap();
         assert!(err.contains("bad.yaml: document 1, line 5, field `spec.ports[0].port`"), "{err}");
-        assert_eq!(hosts(&proxy), ["b.test"], "the last good table stays");
+        assert_eq!(hosts(&table), ["b.test"], "the last good table stays");
         let generation = publisher.state().generation;
 
         // fixed: error cleared, new table

@@ -8,7 +8,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
@@ -21,7 +20,7 @@ use tokio::net::TcpListener;
 
 use crate::metrics::{Counted, Metrics};
 use crate::routing::filters::{Filter, Mirror, RedirectInput, modify_path};
-use crate::routing::{ListenerTable, RequestHead, Rule, Table, request_host};
+use crate::routing::{ListenerTable, RequestHead, Rule, TableHandle, request_host};
 use crate::splice::Joiner;
 use crate::stats::ProxyMetrics;
 
@@ -47,24 +46,43 @@ pub const MAX_HEAD: usize = 64 * 1024;
 /// connection idle that long is closed too (`--head-timeout`).
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How the proxy behaves, fixed for its lifetime (from the command line).
+#[derive(Clone, Debug)]
+pub struct ProxyConfig {
+    /// Client connections one source address may hold open (0: no cap).
+    pub max_connections_per_source: u32,
+    /// Time a client has to send a whole request head; also the keep-alive idle timeout.
+    pub head_timeout: Duration,
+    /// Add X-Forwarded-For/-Proto/-Host. Off lets splice-safe hosts be joined in the kernel.
+    pub forwarded_headers: bool,
+    /// Add an X-Request-Id (random, 128 bits, hex) to requests that have none.
+    pub request_ids: bool,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self {
+            max_connections_per_source: DEFAULT_MAX_PER_SOURCE,
+            head_timeout: HEAD_TIMEOUT,
+            forwarded_headers: true,
+            request_ids: false,
+        }
+    }
+}
+
 /// State shared by every connection: the current table (swapped whole on change),
 /// the upstream connection pool, counters.
 pub struct Proxy {
-    pub table: ArcSwap<Table>,
+    table: TableHandle,
+    config: ProxyConfig,
     pub metrics: ProxyMetrics,
     /// Prometheus families for `/metrics`.
     pub prom: Metrics,
     client: Client<HttpConnector, Body>,
     shutdown: tokio::sync::watch::Sender<bool>,
-    joiner: std::sync::OnceLock<Arc<Joiner>>,
+    joiner: Arc<Joiner>,
     /// Open client connections per source address.
     sources: Arc<std::sync::Mutex<HashMap<IpAddr, u32>>>,
-    max_per_source: std::sync::atomic::AtomicU32,
-    head_timeout_ms: std::sync::atomic::AtomicU64,
-    /// Add X-Forwarded-For/-Proto/-Host (`--forwarded-headers`).
-    forwarded: std::sync::atomic::AtomicBool,
-    /// Add an X-Request-Id to requests without one (`--request-id`).
-    request_ids: std::sync::atomic::AtomicBool,
 }
 
 /// Idle upstream connections kept per pod endpoint (more are closed when they go idle).
@@ -92,7 +110,9 @@ impl Drop for SourceSlot {
 }
 
 impl Proxy {
-    pub fn new(table: Table) -> Arc<Self> {
+    /// `joiner` joins upgraded and splice-safe connections (in the kernel when the
+    /// eBPF dataplane loaded its splice program, else in user space).
+    pub fn new(config: ProxyConfig, table: TableHandle, joiner: Joiner) -> Arc<Self> {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
@@ -102,18 +122,19 @@ impl Proxy {
             .pool_max_idle_per_host(POOL_MAX_IDLE)
             .build(connector);
         Arc::new(Self {
-            table: ArcSwap::from_pointee(table),
+            table,
+            config,
             metrics: ProxyMetrics::default(),
             prom: Metrics::default(),
             client,
             shutdown: tokio::sync::watch::Sender::new(false),
-            joiner: std::sync::OnceLock::new(),
+            joiner: Arc::new(joiner),
             sources: Arc::new(std::sync::Mutex::new(HashMap::new())),
-            max_per_source: std::sync::atomic::AtomicU32::new(DEFAULT_MAX_PER_SOURCE),
-            head_timeout_ms: std::sync::atomic::AtomicU64::new(HEAD_TIMEOUT.as_millis() as u64),
-            forwarded: std::sync::atomic::AtomicBool::new(true),
-            request_ids: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    pub fn config(&self) -> &ProxyConfig {
+        &self.config
     }
 
     /// Accepts connections on `listener` and serves listen mapping number `index`,
@@ -143,7 +164,7 @@ impl Proxy {
             let proxy = self.clone();
             let stop = self.shutdown.subscribe();
             let guard = self.metrics.connection();
-            let proxy_timeout = Duration::from_millis(self.head_timeout_ms.load(std::sync::atomic::Ordering::Relaxed));
+            let proxy_timeout = self.config.head_timeout.max(Duration::from_millis(1));
             tokio::spawn(async move {
                 let _guard = (guard, source);
                 let io = if proxy.splice_possible(index) {
@@ -231,34 +252,9 @@ impl Proxy {
         }
     }
 
-    /// Turns the X-Forwarded-* headers on (default) or off. Off lets splice-safe
-    /// hosts be joined to their pod in the kernel.
-    pub fn set_forwarded_headers(&self, on: bool) {
-        self.forwarded.store(on, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// Adds an `X-Request-Id` (random, 128 bits, hex) to requests that have none.
-    pub fn set_request_ids(&self, on: bool) {
-        self.request_ids.store(on, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    pub fn forwarded_headers(&self) -> bool {
-        self.forwarded.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    /// Sets the head timeout, which is also the keep-alive idle timeout.
-    pub fn set_head_timeout(&self, t: Duration) {
-        self.head_timeout_ms.store(t.as_millis().max(1) as u64, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// Caps the client connections one source address may hold open (0: no cap).
-    pub fn set_max_connections_per_source(&self, n: u32) {
-        self.max_per_source.store(n, std::sync::atomic::Ordering::Relaxed);
-    }
-
     /// A connection slot for `peer`'s address, or None when it holds its maximum.
     fn admit(&self, peer: SocketAddr) -> Option<SourceSlot> {
-        let max = self.max_per_source.load(std::sync::atomic::Ordering::Relaxed);
+        let max = self.config.max_connections_per_source;
         let mut m = self.sources.lock().expect("sources");
         let n = m.entry(peer.ip()).or_insert(0);
         if max != 0 && *n >= max {
@@ -268,14 +264,8 @@ impl Proxy {
         Some(SourceSlot { ip: peer.ip(), sources: self.sources.clone() })
     }
 
-    /// Sets how upgraded connections are joined (in the kernel when the eBPF
-    /// dataplane loaded its splice program). Only the first call counts.
-    pub fn set_joiner(&self, j: Joiner) {
-        let _ = self.joiner.set(Arc::new(j));
-    }
-
     pub fn joiner(&self) -> &Arc<Joiner> {
-        self.joiner.get_or_init(|| Arc::new(Joiner::new(None)))
+        &self.joiner
     }
 
     /// Stops accepting and asks every connection to close after its in-flight
@@ -463,10 +453,10 @@ impl Proxy {
                 req.headers_mut().insert(header::HOST, v);
             }
         }
-        if self.forwarded_headers() {
+        if self.config.forwarded_headers {
             forwarded_headers(req.headers_mut(), peer, &host_value);
         }
-        if self.request_ids.load(std::sync::atomic::Ordering::Relaxed) && !req.headers().contains_key("x-request-id") {
+        if self.config.request_ids && !req.headers().contains_key("x-request-id") {
             req.headers_mut().insert("x-request-id", request_id());
         }
         if let Some(proto) = upgrade::requested(req.headers()) {

@@ -74,7 +74,7 @@ fn splice_choice<'t>(listener: &'t ListenerTable, head: &FirstHead) -> Option<&'
 impl Proxy {
     /// Whether connections on listen mapping `index` may be spliced at all.
     pub(super) fn splice_possible(&self, index: usize) -> bool {
-        !self.forwarded_headers()
+        !self.config().forwarded_headers
             && self.joiner().counters().available
             && self.table.load().listeners.get(index).is_some_and(|l| l.any_splice_safe())
     }

@@ -5,6 +5,7 @@
 mod compile;
 pub mod describe;
 pub mod filters;
+mod handle;
 pub mod hostname;
 mod matching;
 
@@ -18,6 +19,7 @@ use serde::Serialize;
 
 pub use compile::compile;
 pub use filters::{Filter, HeaderModifier, Redirect, Rewrite};
+pub use handle::TableHandle;
 pub use hostname::{HostProblem, Hostname, request_host, split_host_header};
 pub use matching::{Matcher, PathMatch, RequestHead, ValueMatch};
 
