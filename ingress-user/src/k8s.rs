@@ -244,7 +244,7 @@ pub fn route_status_body(route: &HttpRoute, parents: &[ParentStatus]) -> Value {
             let conditions: Vec<Value> = p
                 .conditions
                 .iter()
-                .map(|c| condition_json(c.kind, c.status, &c.reason, &c.message, generation, &previous))
+                .map(|c| condition_json(&c.kind, c.status, &c.reason, &c.message, generation, &previous))
                 .collect();
             json!({"parentRef": parent_ref, "controllerName": CONTROLLER_NAME, "conditions": conditions})
         })

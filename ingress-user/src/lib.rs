@@ -1,18 +1,20 @@
-//! The ingress agent as a library: the binary (`main.rs`) is a thin CLI over these
-//! modules, and the root-only test crate drives the same code.
+//! The ingress agent as a library: the binary (`main.rs`) parses the command line
+//! ([`cli`]) and calls [`app`]; the root-only test crate drives the same code.
 //!
-//! Pure parts (no I/O, no async): [`config`], [`resources`], [`routing`], [`stats`].
-//! Edges: [`manifest`] (files), [`proxy`] (sockets), [`admin`], [`ebpf`] (kernel).
+//! Pure parts (no I/O, no async): [`config`], [`resources`], [`routing`], the views in
+//! [`telemetry`] and [`admin::view`], [`datapath::translate`].
+//! Edges: [`manifest`], [`k8s`] and [`source`] (route sources), [`proxy`] (sockets),
+//! [`admin`], [`datapath`] (kernel).
 
 pub mod admin;
+pub mod app;
+pub mod cli;
 pub mod config;
-pub mod ebpf;
+pub mod datapath;
 pub mod k8s;
 pub mod manifest;
-pub mod metrics;
 pub mod proxy;
 pub mod resources;
 pub mod routing;
 pub mod source;
-pub mod splice;
-pub mod stats;
+pub mod telemetry;

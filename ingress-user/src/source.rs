@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use notify::event::{AccessKind, AccessMode};
 use notify::{EventKind, RecursiveMode, Watcher};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::ListenMapping;
 use crate::manifest;
@@ -20,7 +20,7 @@ use crate::routing;
 pub const DEBOUNCE: Duration = Duration::from_millis(200);
 
 /// What the route source last did, for `/readyz` and `/routes`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SourceState {
     pub source: String,
     /// Tables published so far (1 after the first load).

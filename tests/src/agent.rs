@@ -107,7 +107,7 @@ impl Agent {
 
     /// The agent's pid (`ip netns exec` execs it in place).
     /// `GET /stats`, parsed.
-    pub fn stats(&self) -> ingress::stats::Stats {
+    pub fn stats(&self) -> ingress::telemetry::StatsView {
         serde_json::from_str(&self.admin_get("/stats").expect("admin /stats").1).expect("stats json")
     }
 

@@ -33,7 +33,7 @@ pub fn require_root(test: &str) -> bool {
 
 /// The embedded eBPF object, or a printed skip (a panic under CI).
 pub fn require_ebpf_object(test: &str) -> bool {
-    if ingress::ebpf::OBJECT.is_some() {
+    if ingress::datapath::OBJECT.is_some() {
         return true;
     }
     let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");

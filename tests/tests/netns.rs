@@ -25,7 +25,7 @@ fn get(topo: &Topology, port: u16, host: &str, path: &str) -> ingress_tests::cli
 fn xdp_packets(agent: &Agent, port: u16) -> u64 {
     let (status, body) = agent.admin_get("/stats").expect("admin /stats");
     assert_eq!(status, 200);
-    let stats: ingress::stats::Stats = serde_json::from_str(&body).expect("stats json");
+    let stats: ingress::telemetry::StatsView = serde_json::from_str(&body).expect("stats json");
     stats.xdp_counters.iter().filter(|c| c.port == port && c.proto == "tcp").map(|c| c.packets).sum()
 }
 
@@ -74,7 +74,7 @@ fn every_openchoreo_hostname_reaches_its_pod_in_both_dataplanes() {
             }
         }
         let (_, stats) = agent.admin_get("/stats").unwrap();
-        let stats: ingress::stats::Stats = serde_json::from_str(&stats).unwrap();
+        let stats: ingress::telemetry::StatsView = serde_json::from_str(&stats).unwrap();
         assert_eq!(stats.proxy.requests, openchoreo_expectations().len() as u64);
         assert_eq!(stats.xdp.is_some(), dataplane[0] == "--interface");
         agent.stop();
@@ -251,10 +251,10 @@ fn generic_mode_xdp_is_reported_with_the_reason() {
     assert_eq!(xdp.mode, "generic", "{xdp:?}");
     let why = xdp.why_generic.clone().expect("a reason for generic mode");
     assert!(why.contains("MTU 9000") && why.contains("veth"), "{why}");
-    assert!(ingress::stats::format_table(&s).contains("generic (skb) mode"), "ingress stats says so");
+    assert!(ingress::telemetry::format_table(&s).contains("generic (skb) mode"), "ingress stats says so");
     let (_, routes) = agent.admin_get("/routes").unwrap();
-    let v: serde_json::Value = serde_json::from_str(&routes).unwrap();
-    let text = ingress::routing::describe::format_text(&v);
+    let v: ingress::admin::RoutesView = serde_json::from_str(&routes).unwrap();
+    let text = ingress::admin::format_routes(&v);
     assert!(text.contains("XDP on eth0: generic mode") && text.contains("MTU 9000"), "ingress routes says so:\n{text}");
     // still serves
     let r = get(&topo, 8080, "api.openchoreovm.localhost:8080", "/");

@@ -1,8 +1,8 @@
 //! Packet tier: the XDP program on built packets through BPF_PROG_TEST_RUN (root, no
 //! interfaces). Each case checks the verdict and the (port, protocol, verdict) counter.
 
-use ingress::ebpf;
-use ingress::stats::XdpCounter;
+use ingress::datapath as ebpf;
+use ingress::telemetry::XdpCounter;
 use ingress_tests::packet::{ACK, PSH, Packet, SYN, arp_request, test_run};
 
 const XDP_PASS: u32 = 2;

@@ -375,14 +375,14 @@ fn websocket_upgrade_is_forwarded_and_joined() {
         assert_eq!(back, msg, "bytes echoed through the joined connection");
     }
     let (_, stats) = s.agent.admin_get("/stats").unwrap();
-    let stats: ingress::stats::Stats = serde_json::from_str(&stats).unwrap();
+    let stats: ingress::telemetry::StatsView = serde_json::from_str(&stats).unwrap();
     assert_eq!((stats.proxy.upgraded_active, stats.proxy.upgraded_total), (1, 1));
     drop(r);
     drop(c);
     let start = Instant::now();
     loop {
         let (_, stats) = s.agent.admin_get("/stats").unwrap();
-        let stats: ingress::stats::Stats = serde_json::from_str(&stats).unwrap();
+        let stats: ingress::telemetry::StatsView = serde_json::from_str(&stats).unwrap();
         if stats.proxy.upgraded_active == 0 {
             break;
         }
@@ -563,7 +563,7 @@ fn idle_keep_alive_and_slow_heads_are_closed_after_the_head_timeout() {
     for p in ["/v2/p1", "/v2/p2"] {
         assert_eq!(ingress_tests::client::read_response(&mut r, false).unwrap().json::<Echo>().path, p);
     }
-    let stats: ingress::stats::Stats = serde_json::from_str(&s.agent.admin_get("/stats").unwrap().1).unwrap();
+    let stats: ingress::telemetry::StatsView = serde_json::from_str(&s.agent.admin_get("/stats").unwrap().1).unwrap();
     assert!(stats.proxy.connections_parked >= 1, "{:?}", stats.proxy);
     let start = Instant::now();
     let mut rest = Vec::new();

@@ -100,7 +100,7 @@ impl Proxy {
                             if let Some(b) = retry.and_then(|r| r.backoff) {
                                 tokio::time::sleep(b).await;
                             }
-                            endpoint = backend.pick_endpoint().unwrap_or(endpoint);
+                            endpoint = self.endpoints.pick(backend).unwrap_or(endpoint);
                             continue;
                         }
                         return Ok(resp);
@@ -112,7 +112,7 @@ impl Proxy {
                         };
                         if replay.is_some() && connect_tries < others.min(MAX_CONNECT_TRIES) {
                             connect_tries += 1;
-                            endpoint = backend.pick_endpoint().unwrap_or(endpoint);
+                            endpoint = self.endpoints.pick(backend).unwrap_or(endpoint);
                             continue;
                         }
                         return Err(local(StatusCode::SERVICE_UNAVAILABLE, "backend unavailable\n"));

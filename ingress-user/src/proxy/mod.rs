@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::Incoming;
@@ -18,11 +18,11 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
-use crate::metrics::{Counted, Metrics};
-use crate::routing::filters::{Filter, Mirror, RedirectInput, modify_path};
-use crate::routing::{ListenerTable, RequestHead, Rule, TableHandle, request_host};
-use crate::splice::Joiner;
-use crate::stats::ProxyMetrics;
+use crate::telemetry::prometheus::{Counted, Metrics};
+use crate::routing::filters::Mirror;
+use crate::routing::TableHandle;
+use crate::datapath::Joiner;
+use crate::telemetry::ProxyMetrics;
 
 /// What a request was routed to, for metrics: `namespace/route#rule` and the backend.
 #[derive(Default)]
@@ -34,7 +34,9 @@ struct Tag {
 }
 
 mod conn;
+mod endpoints;
 mod forward;
+pub mod plan;
 mod splice_route;
 mod upgrade;
 
@@ -81,6 +83,8 @@ pub struct Proxy {
     client: Client<HttpConnector, Body>,
     shutdown: tokio::sync::watch::Sender<bool>,
     joiner: Arc<Joiner>,
+    /// Round robin over each backend's endpoints.
+    endpoints: endpoints::EndpointCursors,
     /// Open client connections per source address.
     sources: Arc<std::sync::Mutex<HashMap<IpAddr, u32>>>,
 }
@@ -129,6 +133,7 @@ impl Proxy {
             client,
             shutdown: tokio::sync::watch::Sender::new(false),
             joiner: Arc::new(joiner),
+            endpoints: Default::default(),
             sources: Arc::new(std::sync::Mutex::new(HashMap::new())),
         })
     }
@@ -327,169 +332,36 @@ impl Proxy {
         let Some(lt) = table.listeners.get(index) else {
             return local(StatusCode::INTERNAL_SERVER_ERROR, "listener table missing\n");
         };
-        // hyper stops reading a head at MAX_HEAD only when it arrives in pieces; one that
-        // fits in a single read is measured here.
-        if head_size(&req) > MAX_HEAD {
-            let mut resp = local(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "request head too large\n");
-            resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-            return resp;
-        }
-        // Host: the absolute-form authority, else the one Host header (HTTP/1.1 requires one).
-        let fields = req.headers().get_all(header::HOST).iter().map(|v| v.as_bytes());
-        let authority = req.uri().authority().map(|a| a.as_str().to_string());
-        let (host, host_port) = match request_host(authority.as_deref(), fields) {
-            Ok(h) => h,
-            Err(p) => return local(StatusCode::BAD_REQUEST, p.message()),
+        let opts = plan::PlanOptions { forwarded_headers: self.config.forwarded_headers, request_ids: self.config.request_ids };
+        let (method, uri) = (req.method().clone(), req.uri().clone());
+        let head = plan::Head { method: &method, uri: &uri, headers: req.headers_mut(), peer };
+        let planned = plan::plan(lt, head, opts, &mut ProxyChoices(&self.endpoints));
+        drop(table);
+        tag.route = planned.route;
+        tag.backend = planned.backend;
+        let f = match planned.plan {
+            plan::Plan::Local(l) => return local_response(l),
+            plan::Plan::Forward(f) => f,
         };
-        // A proxy forwards an absolute-form request with Host made from its target
-        // (RFC 9112 3.2.2), and the target in origin-form (below).
-        let host_value = match authority {
-            Some(a) => {
-                if let Ok(v) = HeaderValue::from_str(&a) {
-                    req.headers_mut().insert(header::HOST, v);
-                }
-                a
-            }
-            None => req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default().to_string(),
-        };
-        let path = req.uri().path().to_string();
-        let query = req.uri().query().map(str::to_string);
-        let method = req.method().as_str().to_string();
-        let head =
-            RequestHead { method: &method, host: &host, path: &path, query: query.as_deref(), headers: req.headers() };
-        let Some(m) = lt.find(&head) else {
-            return local(StatusCode::NOT_FOUND, "no route\n");
-        };
-        let rule: Arc<Rule> = m.rule.clone();
-        tag.route = format!("{}#{}", rule.route, rule.index);
-        let prefix = m.matcher.prefix().map(str::to_string);
-        if let Some(reason) = unsupported(&rule.filters) {
-            tracing::debug!(route = %rule.route, rule = rule.index, %reason, "500: unsupported filter");
-            return local(StatusCode::INTERNAL_SERVER_ERROR, "route uses an unsupported filter\n");
+        *req.uri_mut() = f.uri.clone();
+        if let Some(proto) = f.upgrade.clone() {
+            return self.upgrade(req, proto, f.endpoint, &f.backend().name).await;
         }
-        if let Some(redirect) = rule.redirect() {
-            return redirect_response(redirect, lt, &host, host_port, &path, query.as_deref(), prefix.as_deref());
-        }
-        // CORS: a preflight is answered here; an actual request gets headers added.
-        let origin = req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok()).map(str::to_string);
-        let cors = rule.filters.iter().find_map(|f| match f {
-            Filter::Cors(c) => Some(c),
-            _ => None,
-        });
-        let mut cors_headers = Vec::new();
-        if let (Some(cors), Some(origin)) = (cors, origin.as_deref()) {
-            let preflight_method =
-                req.headers().get(header::ACCESS_CONTROL_REQUEST_METHOD).and_then(|v| v.to_str().ok());
-            if let (true, Some(pm)) = (req.method() == http::Method::OPTIONS, preflight_method) {
-                let req_headers =
-                    req.headers().get(header::ACCESS_CONTROL_REQUEST_HEADERS).and_then(|v| v.to_str().ok());
-                let mut resp = local(StatusCode::OK, "");
-                for (n, v) in cors.preflight(origin, pm, req_headers).unwrap_or_default() {
-                    resp.headers_mut().insert(n, v);
-                }
-                return resp;
-            }
-            cors_headers = cors.response_headers(origin);
-        }
-        let Some(backend) = rule.pick_backend(random()) else {
-            return local(StatusCode::INTERNAL_SERVER_ERROR, "no usable backend\n");
-        };
-        tag.backend = backend.name.clone();
-        if let crate::routing::BackendTarget::Invalid(why) = &backend.target {
-            tracing::debug!(backend = %backend.name, %why, "500: invalid backendRef");
-            return local(StatusCode::INTERNAL_SERVER_ERROR, "invalid backend reference\n");
-        }
-        if unsupported(&backend.filters).is_some() {
-            return local(StatusCode::INTERNAL_SERVER_ERROR, "backend uses an unsupported filter\n");
-        }
-        let Some(endpoint) = backend.pick_endpoint() else {
-            return local(StatusCode::SERVICE_UNAVAILABLE, "no ready endpoint\n");
-        };
-
-        // Request filters: the rule's, then the backend's.
-        let mut new_path = path.clone();
-        let mut response_mods = Vec::new();
-        for f in rule.filters.iter().chain(backend.filters.iter()) {
-            match f {
-                Filter::RequestHeaderModifier(m) => m.apply(req.headers_mut()),
-                Filter::ResponseHeaderModifier(m) => response_mods.push(m),
-                Filter::UrlRewrite(rw) => {
-                    if let Some(h) = &rw.hostname {
-                        match HeaderValue::from_str(h) {
-                            Ok(v) => {
-                                req.headers_mut().insert(header::HOST, v);
-                            }
-                            Err(_) => {
-                                return local(StatusCode::INTERNAL_SERVER_ERROR, "bad rewrite hostname\n");
-                            }
-                        }
-                    }
-                    if let Some(pm) = &rw.path {
-                        match modify_path(pm, &path, prefix.as_deref()) {
-                            Ok(p) => new_path = p,
-                            Err(_) => {
-                                return local(StatusCode::INTERNAL_SERVER_ERROR, "bad rewrite\n");
-                            }
-                        }
-                    }
-                }
-                Filter::RequestRedirect(_)
-                | Filter::Unsupported { .. }
-                | Filter::Cors(_)
-                | Filter::RequestMirror(_) => {}
-            }
-        }
-        let pq = match &query {
-            Some(q) => format!("{new_path}?{q}"),
-            None => new_path,
-        };
-        let uri: Uri = match format!("http://{endpoint}{pq}").parse() {
-            Ok(u) => u,
-            Err(_) => return local(StatusCode::BAD_REQUEST, "bad request target\n"),
-        };
-        *req.uri_mut() = uri;
-        if !req.headers().contains_key(header::HOST) {
-            if let Ok(v) = HeaderValue::from_str(&host_value) {
-                req.headers_mut().insert(header::HOST, v);
-            }
-        }
-        if self.config.forwarded_headers {
-            forwarded_headers(req.headers_mut(), peer, &host_value);
-        }
-        if self.config.request_ids && !req.headers().contains_key("x-request-id") {
-            req.headers_mut().insert("x-request-id", request_id());
-        }
-        if let Some(proto) = upgrade::requested(req.headers()) {
-            return self.upgrade(req, proto, endpoint, &backend.name).await;
-        }
-        strip_hop_by_hop(req.headers_mut());
-        // hyper answers `100 Continue` itself when the body is first read; the pod
-        // gets the body without being asked (as Envoy does by default)
-        req.headers_mut().remove(header::EXPECT);
-        let mirrors: Vec<&Mirror> = rule
-            .filters
-            .iter()
-            .chain(backend.filters.iter())
-            .filter_map(|f| match f {
-                Filter::RequestMirror(m) if m.sampled(random()) => Some(m),
-                _ => None,
-            })
-            .collect();
-        let req = if mirrors.is_empty() { req.map(|b| b.boxed()) } else { self.mirror(req, &mirrors, &pq).await };
+        let req = if f.mirrors.is_empty() { req.map(|b| b.boxed()) } else { self.mirror(req, &f.mirrors, &f.path_and_query).await };
         let (bytes_in, bytes_out) = self.prom.byte_counters(&tag.route, &tag.backend);
         tag.bytes_out = Some(bytes_out);
         let req = req.map(|b| Counted::new(b, bytes_in).boxed());
 
-        let mut resp = match self.forward(req, &rule, backend, endpoint, &pq).await {
+        let mut resp = match self.forward(req, &f.rule, f.backend(), f.endpoint, &f.path_and_query).await {
             Ok(r) => r,
             Err(resp) => return resp,
         };
-        strip_hop_by_hop(resp.headers_mut());
-        for m in response_mods {
+        plan::strip_hop_by_hop(resp.headers_mut());
+        for m in &f.response_modifiers {
             m.apply(resp.headers_mut());
         }
-        for (n, v) in cors_headers {
-            resp.headers_mut().insert(n, v);
+        for (n, v) in &f.response_headers {
+            resp.headers_mut().insert(n.clone(), v.clone());
         }
         resp.map(|b| b.boxed())
     }
@@ -497,7 +369,7 @@ impl Proxy {
     /// Sends a copy of `req` to each mirror (fire and forget) and returns the request
     /// to forward. Bodies are buffered when their length is known and at most
     /// [`MIRROR_BODY_LIMIT`]; other requests are forwarded unmirrored.
-    async fn mirror(&self, req: Request<Incoming>, mirrors: &[&Mirror], pq: &str) -> Request<Body> {
+    async fn mirror(&self, req: Request<Incoming>, mirrors: &[Mirror], pq: &str) -> Request<Body> {
         let len =
             req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
         let chunked = req.headers().contains_key(header::TRANSFER_ENCODING);
@@ -520,7 +392,7 @@ impl Proxy {
             if eps.is_empty() {
                 continue;
             }
-            let ep = eps[(random() % eps.len() as u64) as usize];
+            let ep = eps[fastrand::usize(..eps.len())];
             let Ok(uri) = format!("http://{ep}{pq}").parse::<Uri>() else { continue };
             let mut copy = Request::builder().method(parts.method.clone()).uri(uri).version(parts.version);
             if let Some(h) = copy.headers_mut() {
@@ -572,111 +444,38 @@ async fn stopped(rx: &mut tokio::sync::watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
 }
 
-/// Bytes of the request line and headers as received (up to whitespace).
-fn head_size<B>(req: &Request<B>) -> usize {
-    let line = req.method().as_str().len() + req.uri().to_string().len() + 12;
-    line + req.headers().iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum::<usize>() + 2
-}
-
-fn unsupported(filters: &[Filter]) -> Option<&str> {
-    filters.iter().find_map(|f| match f {
-        Filter::Unsupported { reason } => Some(reason.as_str()),
-        _ => None,
-    })
-}
-
-fn redirect_response(
-    r: &crate::routing::Redirect,
-    lt: &ListenerTable,
-    host: &str,
-    host_port: Option<u16>,
-    path: &str,
-    query: Option<&str>,
-    prefix: Option<&str>,
-) -> Response<Body> {
-    let input = RedirectInput {
-        scheme: "http",
-        host,
-        host_port,
-        listener_port: lt.listener_port().unwrap_or(80),
-        path,
-        query,
-        matched_prefix: prefix,
-    };
-    match r.location(&input) {
-        Ok(loc) => Response::builder()
-            .status(r.status)
-            .header(header::LOCATION, loc)
-            .header(header::CONTENT_LENGTH, "0")
-            .body(empty())
-            .expect("valid redirect response"),
-        Err(_) => local(StatusCode::INTERNAL_SERVER_ERROR, "bad redirect\n"),
-    }
-}
-
-/// Headers that describe one connection, not the message (RFC 9110 7.6.1), plus
-/// those named in Connection.
-/// Removes the hop-by-hop headers and those named in `Connection`. `Trailer` (the
-/// names of trailer fields) is end to end and kept; `TE: trailers` is passed on, so
-/// the pod knows the client takes trailers and hyper forwards them.
-fn strip_hop_by_hop(h: &mut HeaderMap) {
-    let te_trailers = h
-        .get_all(header::TE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("trailers")));
-    let named: Vec<HeaderName> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
-        h.remove(n);
-    }
-    for n in [
-        header::CONNECTION,
-        header::TE,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-        header::PROXY_AUTHORIZATION,
-        HeaderName::from_static("keep-alive"),
-        HeaderName::from_static("proxy-connection"),
-    ] {
-        h.remove(n);
-    }
-    if te_trailers {
-        h.insert(header::TE, HeaderValue::from_static("trailers"));
-    }
-}
-
-/// 128 random bits as 32 hex digits.
-fn request_id() -> HeaderValue {
-    let id = format!("{:016x}{:016x}", random(), random());
-    HeaderValue::from_str(&id).expect("hex is a valid header value")
-}
-
-fn forwarded_headers(h: &mut HeaderMap, peer: SocketAddr, host: &str) {
-    let ip = peer.ip().to_string();
-    let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {ip}"),
-        None => ip,
-    };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        h.insert("x-forwarded-for", v);
-    }
-    h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
-    if !h.contains_key("x-forwarded-host") {
-        if let Ok(v) = HeaderValue::from_str(host) {
-            h.insert("x-forwarded-host", v);
-        }
-    }
-}
-
 fn empty() -> Body {
-    Full::new(Bytes::new()).map_err(|never| match never {}).boxed()
+    full(Bytes::new())
+}
+
+/// The response of a [`plan::Local`].
+fn local_response(l: plan::Local) -> Response<Body> {
+    let mut b = Response::builder().status(l.status);
+    if !l.body.is_empty() {
+        b = b.header(header::CONTENT_TYPE, "text/plain");
+    }
+    let mut resp = b.body(full(Bytes::from_static(l.body.as_bytes()))).expect("valid local response");
+    for (n, v) in l.headers {
+        resp.headers_mut().insert(n, v);
+    }
+    if l.close {
+        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}
+
+/// The proxy's choices for [`plan::plan`]: fastrand for weights and sampling, the
+/// round-robin cursors for endpoints.
+struct ProxyChoices<'a>(&'a endpoints::EndpointCursors);
+
+impl plan::Choices for ProxyChoices<'_> {
+    fn random(&mut self) -> u64 {
+        fastrand::u64(..)
+    }
+
+    fn endpoint(&mut self, backend: &crate::routing::Backend) -> Option<SocketAddr> {
+        self.0.pick(backend)
+    }
 }
 
 /// A response the proxy makes itself.
@@ -686,66 +485,4 @@ pub fn local(status: StatusCode, body: &'static str) -> Response<Body> {
         .header(header::CONTENT_TYPE, "text/plain")
         .body(Full::new(Bytes::from_static(body.as_bytes())).map_err(|never| match never {}).boxed())
         .expect("valid local response")
-}
-
-/// A cheap per-thread random number for weighted backend choice (xorshift64*).
-fn random() -> u64 {
-    use std::cell::Cell;
-    thread_local! {
-        static STATE: Cell<u64> = Cell::new({
-            let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1);
-            let addr = &t as *const u64 as u64;
-            (t ^ addr.rotate_left(32)) | 1
-        });
-    }
-    STATE.with(|s| {
-        let mut x = s.get();
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        s.set(x);
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hop_by_hop_headers_are_removed() {
-        let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
-        h.insert("x-secret", HeaderValue::from_static("1"));
-        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        h.insert("x-kept", HeaderValue::from_static("1"));
-        h.insert(header::TE, HeaderValue::from_static("gzip"));
-        strip_hop_by_hop(&mut h);
-        assert_eq!(h.len(), 1);
-        assert!(h.contains_key("x-kept"));
-        h.insert(header::TE, HeaderValue::from_static("gzip;q=0.5, trailers"));
-        h.insert(header::TRAILER, HeaderValue::from_static("x-sum"));
-        strip_hop_by_hop(&mut h);
-        assert_eq!(h.get(header::TE).unwrap(), "trailers", "the client takes trailers");
-        assert_eq!(h.get(header::TRAILER).unwrap(), "x-sum", "Trailer is end to end");
-    }
-
-    #[test]
-    fn forwarded_for_appends() {
-        let mut h = HeaderMap::new();
-        h.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9"));
-        forwarded_headers(&mut h, "198.18.0.1:5555".parse().unwrap(), "app.test:9080");
-        assert_eq!(h.get("x-forwarded-for").unwrap(), "203.0.113.9, 198.18.0.1");
-        assert_eq!(h.get("x-forwarded-host").unwrap(), "app.test:9080");
-        assert_eq!(h.get("x-forwarded-proto").unwrap(), "http");
-    }
-
-    #[test]
-    fn random_spreads() {
-        let mut seen = [0u32; 4];
-        for _ in 0..4000 {
-            seen[(random() % 4) as usize] += 1;
-        }
-        assert!(seen.iter().all(|&n| n > 800), "{seen:?}");
-    }
 }

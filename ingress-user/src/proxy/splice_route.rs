@@ -114,7 +114,7 @@ impl Proxy {
             .listeners
             .get(index)
             .and_then(|l| splice_choice(l, &head))
-            .map(|b| (b.name.clone(), b.pick_endpoint()));
+            .map(|b| (b.name.clone(), self.endpoints.pick(b)));
         let prefixed = |stream, buf: Vec<u8>| Peeked::Proxy(ClientIo::new(stream, Bytes::from(buf)));
         let Some((backend, Some(endpoint))) = backend else { return prefixed(stream, buf) };
         drop(table);

@@ -40,7 +40,7 @@ impl Proxy {
     ) -> Response<Body> {
         let client_side = hyper::upgrade::on(&mut req);
         // Only the upgrade pair survives among the hop-by-hop headers.
-        super::strip_hop_by_hop(req.headers_mut());
+        super::plan::strip_hop_by_hop(req.headers_mut());
         req.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         req.headers_mut().insert(header::UPGRADE, proto);
         let stream = match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(endpoint)).await {

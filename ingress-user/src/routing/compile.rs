@@ -271,10 +271,10 @@ fn parent_statuses(parents: Vec<ParentAttach>, issues: &RuleIssues) -> Vec<Paren
         .map(|p| {
             let accepted = match (&p.rejection, &issues.unsupported) {
                 (Some((r, m)), _) | (None, Some((r, m))) => {
-                    Condition { kind: "Accepted", status: false, reason: r.clone(), message: m.clone() }
+                    Condition { kind: "Accepted".into(), status: false, reason: r.clone(), message: m.clone() }
                 }
                 (None, None) => Condition {
-                    kind: "Accepted",
+                    kind: "Accepted".into(),
                     status: true,
                     reason: "Accepted".into(),
                     message: "the route is served".into(),
@@ -282,10 +282,10 @@ fn parent_statuses(parents: Vec<ParentAttach>, issues: &RuleIssues) -> Vec<Paren
             };
             let resolved = match &issues.unresolved {
                 Some((r, m)) => {
-                    Condition { kind: "ResolvedRefs", status: false, reason: r.clone(), message: m.clone() }
+                    Condition { kind: "ResolvedRefs".into(), status: false, reason: r.clone(), message: m.clone() }
                 }
                 None => Condition {
-                    kind: "ResolvedRefs",
+                    kind: "ResolvedRefs".into(),
                     status: true,
                     reason: "ResolvedRefs".into(),
                     message: "all references resolved".into(),

@@ -3,7 +3,7 @@
 //! no I/O, no async; the proxy publishes a new [`Table`] atomically on every change.
 
 mod compile;
-pub mod describe;
+pub mod view;
 pub mod filters;
 mod handle;
 pub mod hostname;
@@ -12,10 +12,9 @@ mod matching;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use compile::compile;
 pub use filters::{Filter, HeaderModifier, Redirect, Rewrite};
@@ -175,7 +174,7 @@ pub struct Retry {
     pub backoff: Option<Duration>,
 }
 
-#[derive(Debug, Default, Clone, Copy, Serialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Timeouts {
     /// Whole request, from the head received to the response head sent. None = no limit.
     pub request: Option<Duration>,
@@ -191,7 +190,6 @@ pub struct Backend {
     pub weight: u32,
     pub filters: Vec<Filter>,
     pub target: BackendTarget,
-    next: AtomicUsize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -204,18 +202,7 @@ pub enum BackendTarget {
 
 impl Backend {
     pub fn new(name: String, weight: u32, filters: Vec<Filter>, target: BackendTarget) -> Self {
-        Self { name, weight, filters, target, next: AtomicUsize::new(0) }
-    }
-
-    /// Next endpoint, round robin. None when there is no ready endpoint or the ref is invalid.
-    pub fn pick_endpoint(&self) -> Option<SocketAddr> {
-        match &self.target {
-            BackendTarget::Endpoints(eps) if !eps.is_empty() => {
-                let i = self.next.fetch_add(1, Ordering::Relaxed);
-                Some(eps[i % eps.len()])
-            }
-            _ => None,
-        }
+        Self { name, weight, filters, target }
     }
 }
 
@@ -305,7 +292,7 @@ impl ListenerTable {
 }
 
 /// How one HTTPRoute fared against the served Gateways.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct RouteReport {
     pub route: String,
     /// `namespace/gateway/listener` for every listener the route attached to.
@@ -318,17 +305,18 @@ pub struct RouteReport {
 }
 
 /// A Gateway API condition, without the bookkeeping fields the writer adds.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Condition {
+    /// `Accepted` or `ResolvedRefs`.
     #[serde(rename = "type")]
-    pub kind: &'static str,
+    pub kind: std::borrow::Cow<'static, str>,
     pub status: bool,
     pub reason: String,
     pub message: String,
 }
 
 /// The status of a route under one parentRef.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ParentStatus {
     pub gateway: ObjectKey,
     pub section_name: Option<String>,

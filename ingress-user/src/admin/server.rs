@@ -13,12 +13,13 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use crate::ebpf::StatsMap;
+use super::RoutesView;
+use crate::datapath::StatsMap;
 use crate::proxy::Proxy;
 use crate::routing::TableHandle;
-use crate::routing::describe::describe;
+use crate::routing::view::TableView;
 use crate::source::Publisher;
-use crate::stats::{Stats, XdpInfo};
+use crate::telemetry::{StatsView, XdpInfo};
 
 pub struct Admin {
     pub proxy: Arc<Proxy>,
@@ -30,7 +31,7 @@ pub struct Admin {
 }
 
 impl Admin {
-    pub fn stats(&self) -> Stats {
+    pub fn stats(&self) -> StatsView {
         let xdp_counters = match &self.stats_map {
             Some(m) => match m.lock().expect("stats map lock").read() {
                 Ok(c) => c,
@@ -41,7 +42,7 @@ impl Admin {
             },
             None => vec![],
         };
-        Stats {
+        StatsView {
             dataplane: self.dataplane.clone(),
             xdp: self.xdp.clone(),
             xdp_counters,
@@ -50,24 +51,18 @@ impl Admin {
         }
     }
 
-    /// A host the engine finds splice-safe is still not spliced when the agent adds
-    /// headers to every request or has no sockmap program: say so in /routes.
-    fn splice_runtime_reasons(&self, v: &mut serde_json::Value) {
-        let why = if self.proxy.config().forwarded_headers {
-            Some("X-Forwarded-* headers are added to every request (`--forwarded-headers off` allows splicing)")
+    /// `/routes`. A host the engine finds splice-safe is still not spliced when the
+    /// agent adds headers to every request or has no sockmap program: it says so.
+    pub fn routes(&self) -> RoutesView {
+        let mut table = TableView::of(&self.table.load());
+        if self.proxy.config().forwarded_headers {
+            table.not_spliced_because(
+                "X-Forwarded-* headers are added to every request (`--forwarded-headers off` allows splicing)",
+            );
         } else if !self.proxy.joiner().counters().available {
-            Some("the sockmap program is not loaded (eBPF dataplane needed)")
-        } else {
-            None
-        };
-        let Some(why) = why else { return };
-        for l in v["listeners"].as_array_mut().into_iter().flatten() {
-            for h in l["hosts"].as_array_mut().into_iter().flatten() {
-                if h["splice"]["safe"] == true {
-                    h["splice"] = serde_json::json!({"safe": false, "why_not": why});
-                }
-            }
+            table.not_spliced_because("the sockmap program is not loaded (eBPF dataplane needed)");
         }
+        RoutesView { table, source: self.publisher.state(), xdp: self.xdp.clone() }
     }
 
     /// Pairs joined in the kernel right now.
@@ -85,13 +80,7 @@ impl Admin {
                 .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
                 .body(Full::new(self.proxy.prom.encode(&self.proxy.metrics.snapshot(), self.splice_active()).into()))
                 .expect("response"),
-            "/routes" => {
-                let mut v = describe(&self.table.load());
-                self.splice_runtime_reasons(&mut v);
-                v["source"] = serde_json::to_value(self.publisher.state()).expect("state json");
-                v["xdp"] = serde_json::to_value(&self.xdp).expect("xdp json");
-                json(StatusCode::OK, serde_json::to_string_pretty(&v).expect("json"))
-            }
+            "/routes" => json(StatusCode::OK, serde_json::to_string_pretty(&self.routes()).expect("routes serialize")),
             "/readyz" => {
                 let t = self.table.load();
                 let state = self.publisher.state();

@@ -11,11 +11,11 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use ingress_common::{SpliceKey, SpliceStats};
-use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use crate::ebpf::Splicer;
+use super::Splicer;
+use crate::telemetry::SpliceCounters;
 
 /// The key the verdict program computes for a socket (see [`SpliceKey`]).
 pub fn key_of(local: SocketAddr, remote: SocketAddr) -> Option<SpliceKey> {
@@ -28,32 +28,6 @@ pub fn key_of(local: SocketAddr, remote: SocketAddr) -> Option<SpliceKey> {
         }),
         _ => None,
     }
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct SpliceCounters {
-    pub available: bool,
-    pub joined_active: u64,
-    pub joined_total: u64,
-    /// Of the active ones, those joined in the kernel.
-    #[serde(default)]
-    pub kernel_active: u64,
-    pub copied_in_userspace: u64,
-    pub kernel_redirected_bytes: u64,
-    pub kernel_redirected_skbs: u64,
-    pub kernel_unmatched_skbs: u64,
-    /// Bytes of segments that overlapped bytes already handed on, cut off in the kernel.
-    #[serde(default)]
-    pub kernel_trimmed_bytes: u64,
-    /// Segments of joined sockets handed to the agent (a direction it took over).
-    #[serde(default)]
-    pub kernel_passed_skbs: u64,
-    /// Segments whose TCP control block did not match the layout the program reads.
-    #[serde(default)]
-    pub kernel_layout_mismatches: u64,
-    /// Directions of joined connections the agent took over (bytes reached user space).
-    #[serde(default)]
-    pub taken_over: u64,
 }
 
 /// Joins connections in the kernel when it can.

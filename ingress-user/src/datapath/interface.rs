@@ -1,0 +1,56 @@
+//! Facts about the VM's NIC that explain how XDP attached.
+
+/// Why driver-mode XDP was refused on `interface`, with what to check: the kernel's
+/// error, and for a veth the MTU rule (driver mode needs a frame that fits one page,
+/// so an MTU of about 3,500 bytes at most with 4 KiB pages; a 9000-byte MTU on either
+/// end falls back to generic mode).
+pub(crate) fn generic_reason(interface: &str, error: &str) -> String {
+    let is_veth = interface_driver(interface).as_deref() == Some("veth");
+    let mtu = std::fs::read_to_string(format!("/sys/class/net/{interface}/mtu")).ok();
+    let mtu = mtu.as_deref().map(str::trim).unwrap_or("?");
+    if is_veth {
+        format!(
+            "driver mode was refused ({error}); {interface} is a veth with MTU {mtu}: a veth takes driver-mode XDP only \
+             when the MTU of both ends is at most about 3,500 bytes (one page per frame); lower the MTU (e.g. 1500) \
+             or accept generic mode"
+        )
+    } else {
+        format!("driver mode was refused ({error}); the driver of {interface} (MTU {mtu}) may lack native XDP")
+    }
+}
+
+/// The driver of a network interface (`ethtool -i`: SIOCETHTOOL, ETHTOOL_GDRVINFO).
+fn interface_driver(interface: &str) -> Option<String> {
+    #[repr(C)]
+    struct DrvInfo {
+        cmd: u32,
+        driver: [u8; 32],
+        rest: [u8; 160],
+    }
+    let mut info = DrvInfo { cmd: 3, driver: [0; 32], rest: [0; 160] };
+    // SAFETY: an ifreq zeroed, with the name copied in (bounded) and a pointer to `info`,
+    // which outlives the ioctl; the socket is closed before returning.
+    unsafe {
+        let mut req: libc::ifreq = std::mem::zeroed();
+        let name = interface.as_bytes();
+        if name.len() >= req.ifr_name.len() {
+            return None;
+        }
+        for (d, s) in req.ifr_name.iter_mut().zip(name) {
+            *d = *s as libc::c_char;
+        }
+        req.ifr_ifru.ifru_data = (&mut info as *mut DrvInfo).cast();
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return None;
+        }
+        let rc = libc::ioctl(fd, libc::SIOCETHTOOL, &mut req);
+        libc::close(fd);
+        if rc != 0 {
+            return None;
+        }
+    }
+    let end = info.driver.iter().position(|b| *b == 0).unwrap_or(32);
+    Some(String::from_utf8_lossy(&info.driver[..end]).into_owned())
+}
+

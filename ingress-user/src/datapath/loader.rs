@@ -1,0 +1,155 @@
+//! Loads the embedded object, attaches XDP to the VM NIC (driver mode, generic mode
+//! with the reason), loads the splice program, forwards aya-log records to `tracing`.
+
+use aya::maps::{MapData, SockHash};
+use aya::programs::{SkSkb, Xdp, XdpMode};
+use aya::{Ebpf, EbpfLoader};
+use ingress_common::{
+    SPLICE_PEERS_MAP, SPLICE_PROGRAM, SPLICE_SOCKS_MAP, SPLICE_STATS_MAP, SPLICE_USER_PASS_MAP, SpliceKey, XDP_PROGRAM,
+    XDP_STATS_MAP,
+};
+
+use super::interface::generic_reason;
+use super::maps::{Splicer, StatsMap};
+use super::{EbpfError, OBJECT};
+use crate::telemetry::XdpInfo;
+
+/// The loaded programs and the maps the agent reads.
+pub struct Dataplane {
+    pub ebpf: Ebpf,
+    pub stats: StatsMap,
+    pub xdp: Option<XdpInfo>,
+}
+
+/// aya-log level from the `log` max level the tracing subscriber set, so disabled
+/// levels cost nothing in the kernel.
+fn aya_log_level() -> u8 {
+    use aya_log::Level;
+    (match log::max_level() {
+        log::LevelFilter::Off => 0,
+        log::LevelFilter::Error => Level::Error as u8,
+        log::LevelFilter::Warn => Level::Warn as u8,
+        log::LevelFilter::Info => Level::Info as u8,
+        log::LevelFilter::Debug => Level::Debug as u8,
+        log::LevelFilter::Trace => Level::Trace as u8,
+    }) as u8
+}
+
+/// A program of the object as its type (`Xdp`, `SkSkb`, ...).
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, EbpfError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or(EbpfError::MissingProgram(name))?
+        .try_into()
+        .map_err(|source| EbpfError::Load { program: name, source })
+}
+
+/// Takes a map out of the object as its type.
+fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, EbpfError>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf.take_map(name).ok_or(EbpfError::MissingMap(name))?;
+    T::try_from(map).map_err(|source| EbpfError::Map { map: name, source })
+}
+
+/// Loads the embedded object and its XDP program (not attached).
+pub fn load() -> Result<Dataplane, EbpfError> {
+    let object = OBJECT.ok_or(EbpfError::NotEmbedded)?;
+    load_from(object)
+}
+
+pub fn load_from(object: &[u8]) -> Result<Dataplane, EbpfError> {
+    raise_memlock_limit();
+    let level = aya_log_level();
+    let mut ebpf = EbpfLoader::new().override_global(aya_log::LEVEL, &level, false).load(object)?;
+    let prog: &mut Xdp = program(&mut ebpf, XDP_PROGRAM)?;
+    prog.load().map_err(|source| EbpfError::Load { program: XDP_PROGRAM, source })?;
+    let mut stats = StatsMap(take_map(&mut ebpf, XDP_STATS_MAP)?);
+    stats.reserve_overflow_keys()?;
+    Ok(Dataplane { ebpf, stats, xdp: None })
+}
+
+impl Dataplane {
+    /// Attaches XDP to `interface`: driver (native) mode, else generic mode with a warning.
+    pub fn attach_xdp(&mut self, interface: &str) -> Result<(), EbpfError> {
+        let prog: &mut Xdp = program(&mut self.ebpf, XDP_PROGRAM)?;
+        let mut why_generic = None;
+        let mode = match prog.attach(interface, XdpMode::Driver) {
+            Ok(_) => "driver",
+            Err(driver) => match prog.attach(interface, XdpMode::Skb) {
+                Ok(_) => {
+                    let why = generic_reason(interface, &driver.to_string());
+                    tracing::warn!(%interface, "XDP driver mode is not available; using generic (skb) mode, which is slower: {why}");
+                    why_generic = Some(why);
+                    "generic"
+                }
+                Err(generic) => {
+                    return Err(EbpfError::Attach { interface: interface.into(), driver, generic });
+                }
+            },
+        };
+        tracing::info!(%interface, mode, "XDP program attached");
+        self.xdp = Some(XdpInfo { interface: interface.into(), mode: mode.into(), why_generic });
+        Ok(())
+    }
+
+    /// Loads the sk_skb stream-verdict program, attaches it to the SOCKHASH and
+    /// returns the maps the agent uses to join sockets.
+    pub fn load_splicer(&mut self) -> Result<Splicer, EbpfError> {
+        let prog: &mut SkSkb = program(&mut self.ebpf, SPLICE_PROGRAM)?;
+        prog.load().map_err(|source| EbpfError::Load { program: SPLICE_PROGRAM, source })?;
+        let socks: SockHash<MapData, SpliceKey> = take_map(&mut self.ebpf, SPLICE_SOCKS_MAP)?;
+        let prog: &mut SkSkb = program(&mut self.ebpf, SPLICE_PROGRAM)?;
+        prog.attach(socks.fd()).map_err(|source| EbpfError::Load { program: SPLICE_PROGRAM, source })?;
+        let peers = take_map(&mut self.ebpf, SPLICE_PEERS_MAP)?;
+        let stats = take_map(&mut self.ebpf, SPLICE_STATS_MAP)?;
+        let user_pass = take_map(&mut self.ebpf, SPLICE_USER_PASS_MAP)?;
+        Ok(Splicer { socks, peers, user_pass, stats })
+    }
+
+    /// The program's file descriptor, for BPF_PROG_TEST_RUN in the packet tests.
+    pub fn xdp_program_fd(&self) -> Result<std::os::fd::RawFd, EbpfError> {
+        use std::os::fd::{AsFd, AsRawFd};
+        let prog: &Xdp = self
+            .ebpf
+            .program(XDP_PROGRAM)
+            .ok_or(EbpfError::MissingProgram(XDP_PROGRAM))?
+            .try_into()
+            .map_err(|source| EbpfError::Load { program: XDP_PROGRAM, source })?;
+        let fd = prog.fd().map_err(|source| EbpfError::Load { program: XDP_PROGRAM, source })?;
+        Ok(fd.as_fd().as_raw_fd())
+    }
+
+    /// Forwards aya-log records from the programs to the `log` facade (and so to
+    /// `tracing`), on a tokio task.
+    pub fn spawn_logger(&mut self) -> Result<(), EbpfError> {
+        let logger = aya_log::EbpfLogger::init(&mut self.ebpf).map_err(|e| EbpfError::Logger(e.to_string()))?;
+        // SAFETY: the logger owns its ring buffer's fd, which stays open and the same
+        // for as long as the logger (now owned by the AsyncFd) lives.
+        let mut fd = unsafe { tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE) }
+            .map_err(|e| EbpfError::Logger(e.to_string()))?;
+        tokio::spawn(async move {
+            loop {
+                let Ok(mut guard) = fd.readable_mut().await else {
+                    return;
+                };
+                guard.get_inner_mut().flush();
+                guard.clear_ready();
+            }
+        });
+        Ok(())
+    }
+}
+
+/// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; raise it (harmless after).
+fn raise_memlock_limit() {
+    let rlim = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    // SAFETY: setrlimit with a valid pointer; failure only matters on old kernels.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) } != 0 {
+        tracing::debug!("cannot raise RLIMIT_MEMLOCK; fine on kernels >= 5.11");
+    }
+}
+

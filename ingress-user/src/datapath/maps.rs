@@ -1,0 +1,114 @@
+//! Typed access to every map the agent reads or writes; what goes into them and in
+//! which order is decided in [`super::translate`].
+
+use aya::maps::{MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, SockHash};
+use ingress_common::{
+    OVERFLOW_PORT, SPLICE_PEERS_MAP, SPLICE_SOCKS_MAP, SPLICE_USER_PASS_MAP, SpliceKey, SplicePeer, SpliceStats,
+    StatsKey, StatsValue, Verdict, XDP_STATS_MAP, proto,
+};
+
+use super::EbpfError;
+use super::translate::xdp_counters;
+use crate::telemetry::XdpCounter;
+
+/// Typed access to [`XDP_STATS_MAP`].
+pub struct StatsMap(pub(super) PerCpuHashMap<MapData, StatsKey, StatsValue>);
+
+impl StatsMap {
+    /// Counters summed over CPUs.
+    pub fn read(&self) -> Result<Vec<XdpCounter>, EbpfError> {
+        let mut entries = Vec::new();
+        for item in self.0.iter() {
+            let (k, per_cpu) = item.map_err(|source| EbpfError::Map { map: XDP_STATS_MAP, source })?;
+            let (p, b) = per_cpu.iter().fold((0, 0), |(p, b), v| (p + v.packets, b + v.bytes));
+            entries.push((k, p, b));
+        }
+        Ok(xdp_counters(entries))
+    }
+
+    /// Creates the overflow keys the program counts into once the map is full.
+    pub(super) fn reserve_overflow_keys(&mut self) -> Result<(), EbpfError> {
+        let ncpu = aya::util::nr_cpus().map_err(|(_, e)| EbpfError::Cpus(e))?;
+        for p in [proto::NONE, proto::TCP, proto::UDP, proto::ICMP, proto::ICMPV6] {
+            let key = StatsKey { dst_port: OVERFLOW_PORT, proto: p, verdict: Verdict::Pass as u8 };
+            let zero = PerCpuValues::try_from(vec![StatsValue::default(); ncpu]).map_err(EbpfError::Cpus)?;
+            self.0.insert(key, zero, 0).map_err(|source| EbpfError::Map { map: XDP_STATS_MAP, source })?;
+        }
+        Ok(())
+    }
+}
+
+/// The splicing maps: joined sockets, their peers, the sockets the agent took over,
+/// counters.
+pub struct Splicer {
+    pub(super) socks: SockHash<MapData, SpliceKey>,
+    pub(super) peers: aya::maps::HashMap<MapData, SpliceKey, SplicePeer>,
+    pub(super) user_pass: aya::maps::HashMap<MapData, SpliceKey, u32>,
+    pub(super) stats: PerCpuArray<MapData, SpliceStats>,
+}
+
+impl Splicer {
+    /// Joins two sockets: from now on the kernel moves what arrives on one out of
+    /// the other. The peer entries go in first, so every segment the verdict program
+    /// sees on a joined socket has its entry (its sequence tracking starts with the
+    /// first one); a segment that arrives while its peer is not in the SOCKHASH yet
+    /// turns that direction over to the agent (see `ingress-ebpf/src/splice.rs`).
+    pub fn join(
+        &mut self,
+        a: (SpliceKey, std::os::fd::RawFd),
+        b: (SpliceKey, std::os::fd::RawFd),
+    ) -> Result<(), EbpfError> {
+        let peers = |source| EbpfError::Map { map: SPLICE_PEERS_MAP, source };
+        let entry = |key| SplicePeer { key, ..Default::default() };
+        self.peers.insert(a.0, entry(b.0), 0).map_err(peers)?;
+        if let Err(e) = self.peers.insert(b.0, entry(a.0), 0) {
+            let _ = self.peers.remove(&a.0);
+            return Err(peers(e));
+        }
+        let map = |source| EbpfError::Map { map: SPLICE_SOCKS_MAP, source };
+        let socks = self.socks.insert(a.0, a.1, 0).and_then(|()| self.socks.insert(b.0, b.1, 0));
+        if let Err(e) = socks {
+            self.part(a.0, b.0);
+            return Err(map(e));
+        }
+        Ok(())
+    }
+
+    /// Bytes the kernel has moved from joined socket `from` to its peer.
+    pub fn redirected_from(&self, from: &SpliceKey) -> u64 {
+        self.peers.get(from, 0).map(|p| p.redirected_bytes).unwrap_or(0)
+    }
+
+    /// From now on the bytes of joined socket `key` go to the agent, not to the peer.
+    pub fn take_over(&mut self, key: SpliceKey) -> Result<(), EbpfError> {
+        self.user_pass.insert(key, 1, 0).map_err(|source| EbpfError::Map { map: SPLICE_USER_PASS_MAP, source })
+    }
+
+    /// Undoes [`Splicer::join`]: the sockets leave the SOCKHASH first (their bytes
+    /// take the normal path again), then their entries.
+    pub fn part(&mut self, a: SpliceKey, b: SpliceKey) {
+        let _ = self.socks.remove(&a);
+        let _ = self.socks.remove(&b);
+        for k in [a, b] {
+            let _ = self.peers.remove(&k);
+            let _ = self.user_pass.remove(&k);
+        }
+    }
+
+    /// Counters summed over CPUs.
+    pub fn stats(&self) -> SpliceStats {
+        let mut total = SpliceStats::default();
+        if let Ok(per_cpu) = self.stats.get(&0, 0) {
+            for s in per_cpu.iter() {
+                total.redirected_bytes += s.redirected_bytes;
+                total.redirected_skbs += s.redirected_skbs;
+                total.unmatched_skbs += s.unmatched_skbs;
+                total.trimmed_bytes += s.trimmed_bytes;
+                total.passed_skbs += s.passed_skbs;
+                total.layout_mismatches += s.layout_mismatches;
+            }
+        }
+        total
+    }
+}
+

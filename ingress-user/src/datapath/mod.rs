@@ -1,0 +1,71 @@
+//! The eBPF side of the agent: [`loader`] (load, attach), [`maps`] (typed access to
+//! every map the agent reads or writes), [`translate`] (pure: map entries <-> the
+//! agent's model, and the order of map updates), [`splice`] (joining connections in
+//! the kernel, or copying in user space), [`interface`] (facts about the NIC).
+
+pub mod interface;
+pub mod loader;
+pub mod maps;
+pub mod splice;
+pub mod translate;
+
+pub use loader::{Dataplane, load, load_from};
+pub use maps::{Splicer, StatsMap};
+pub use splice::Joiner;
+
+/// The eBPF object built by `cargo xtask build`, if this binary embeds one.
+#[cfg(ebpf_object)]
+pub static OBJECT: Option<&[u8]> = Some(aya::include_bytes_aligned!(env!("INGRESS_EBPF_OBJECT_PATH")));
+#[cfg(not(ebpf_object))]
+pub static OBJECT: Option<&[u8]> = None;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EbpfError {
+    #[error(
+        "this `ingress` was built without its eBPF programs: build it with `cargo xtask build`, or run with `--dataplane userspace`"
+    )]
+    NotEmbedded,
+    #[error("loading the eBPF object failed: {0}")]
+    Object(#[from] aya::EbpfError),
+    #[error("eBPF program {0} is missing from the object")]
+    MissingProgram(&'static str),
+    #[error("eBPF map {0} is missing from the object")]
+    MissingMap(&'static str),
+    #[error(
+        "the kernel rejected XDP program {program} (needs BPF and XDP support, and CAP_BPF + CAP_NET_ADMIN or root): {source}"
+    )]
+    Load { program: &'static str, source: aya::programs::ProgramError },
+    #[error(
+        "cannot attach XDP to {interface}: driver mode: {driver}; generic (skb) mode: {generic}. Check that the interface exists and that this process has CAP_NET_ADMIN"
+    )]
+    Attach { interface: String, driver: aya::programs::ProgramError, generic: aya::programs::ProgramError },
+    #[error("cannot count possible CPUs for the per-CPU maps: {0}")]
+    Cpus(std::io::Error),
+    #[error("cannot read aya-log records from the programs: {0}")]
+    Logger(String),
+    #[error("eBPF map {map}: {source}")]
+    Map { map: &'static str, source: aya::maps::MapError },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::datapath::load;
+
+    #[test]
+    fn embedded_object_or_a_message_saying_how_to_get_it() {
+        match OBJECT {
+            // built by `cargo xtask build`: a BPF ELF object
+            Some(obj) => {
+                assert_eq!(&obj[..4], b"\x7fELF");
+                assert_eq!(u16::from_le_bytes([obj[18], obj[19]]), 247, "e_machine EM_BPF");
+            }
+            // plain `cargo build`: the agent says what to do
+            None => {
+                let e = load().err().expect("no object, no load");
+                assert!(e.to_string().contains("cargo xtask build"), "{e}");
+                assert!(e.to_string().contains("--dataplane userspace"), "{e}");
+            }
+        }
+    }
+}

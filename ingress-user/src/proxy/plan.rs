@@ -1,0 +1,349 @@
+//! The per-request decision, pure: from the request head and the listener's table to
+//! a [`Plan`]: answer here (a local response or a redirect), or forward to a backend
+//! endpoint with the head rewritten by the filters. No sockets, no async: the
+//! connection code executes the plan (`mod.rs`, `forward.rs`, `upgrade.rs`).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode, Uri};
+
+use super::MAX_HEAD;
+use crate::routing::filters::{Filter, HeaderModifier, Mirror, RedirectInput, modify_path};
+use crate::routing::{Backend, BackendTarget, ListenerTable, RequestHead, Rule, request_host};
+
+/// What the plan needs besides the request: the proxy's options and its choices
+/// (random numbers for weights and mirror sampling, the endpoint rotation).
+pub trait Choices {
+    fn random(&mut self) -> u64;
+    fn endpoint(&mut self, backend: &Backend) -> Option<SocketAddr>;
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct PlanOptions {
+    /// Add X-Forwarded-For/-Proto/-Host.
+    pub forwarded_headers: bool,
+    /// Add an X-Request-Id to requests that have none.
+    pub request_ids: bool,
+}
+
+/// The request as the plan sees it. The plan rewrites `headers` in place (filters,
+/// Host, X-Forwarded-*, hop-by-hop fields).
+pub struct Head<'a> {
+    pub method: &'a Method,
+    pub uri: &'a Uri,
+    pub headers: &'a mut HeaderMap,
+    pub peer: SocketAddr,
+}
+
+/// A response the proxy makes itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Local {
+    pub status: StatusCode,
+    pub body: &'static str,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Close the client connection after it (the request may have been misread).
+    pub close: bool,
+}
+
+impl Local {
+    fn new(status: StatusCode, body: &'static str) -> Self {
+        Self { status, body, headers: vec![], close: false }
+    }
+
+    fn closing(status: StatusCode, body: &'static str) -> Self {
+        Self { close: true, ..Self::new(status, body) }
+    }
+}
+
+/// Everything the forwarding code needs; the head it sends is the rewritten one.
+#[derive(Debug)]
+pub struct Forward {
+    pub rule: Arc<Rule>,
+    /// Index of the chosen backend in `rule.backends`.
+    pub backend: usize,
+    pub endpoint: SocketAddr,
+    /// The new request target, addressed to the endpoint (`http://10.42.0.5:8080/x?y`).
+    pub uri: Uri,
+    /// Path and query as sent to the pod (for retries and mirrors).
+    pub path_and_query: String,
+    /// `Some(protocol)` when the client asked to upgrade (WebSocket): the hop-by-hop
+    /// fields are then left for the upgrade code.
+    pub upgrade: Option<HeaderValue>,
+    /// Applied to the response, in order.
+    pub response_modifiers: Vec<HeaderModifier>,
+    /// CORS headers added to the response.
+    pub response_headers: Vec<(HeaderName, HeaderValue)>,
+    /// Mirrors this request was sampled for.
+    pub mirrors: Vec<Mirror>,
+}
+
+impl Forward {
+    pub fn backend(&self) -> &Backend {
+        &self.rule.backends[self.backend]
+    }
+}
+
+#[derive(Debug)]
+pub enum Plan {
+    Local(Local),
+    Forward(Box<Forward>),
+}
+
+/// The planned request, with the labels its metrics are counted under
+/// (`namespace/route#rule` and the backend name, once known).
+#[derive(Debug)]
+pub struct Planned {
+    pub route: String,
+    pub backend: String,
+    pub plan: Plan,
+}
+
+/// Decides what to do with one request on listener table `lt`.
+pub fn plan(lt: &ListenerTable, head: Head<'_>, opts: PlanOptions, choices: &mut dyn Choices) -> Planned {
+    let mut out = Planned { route: String::new(), backend: String::new(), plan: Plan::Local(Local::new(StatusCode::OK, "")) };
+    out.plan = match decide(lt, head, opts, choices, &mut out) {
+        Ok(f) => Plan::Forward(Box::new(f)),
+        Err(l) => Plan::Local(l),
+    };
+    out
+}
+
+fn decide(
+    lt: &ListenerTable,
+    head: Head<'_>,
+    opts: PlanOptions,
+    choices: &mut dyn Choices,
+    labels: &mut Planned,
+) -> Result<Forward, Local> {
+    let Head { method, uri, headers, peer } = head;
+    // hyper stops reading a head at MAX_HEAD only when it arrives in pieces; one that
+    // fits in a single read is measured here.
+    if head_size(method, uri, headers) > MAX_HEAD {
+        return Err(Local::closing(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "request head too large\n"));
+    }
+    // Host: the absolute-form authority, else the one Host header (HTTP/1.1 requires one).
+    let authority = uri.authority().map(|a| a.as_str().to_string());
+    let fields = headers.get_all(header::HOST).iter().map(|v| v.as_bytes());
+    let (host, host_port) =
+        request_host(authority.as_deref(), fields).map_err(|p| Local::new(StatusCode::BAD_REQUEST, p.message()))?;
+    // A proxy forwards an absolute-form request with Host made from its target
+    // (RFC 9112 3.2.2), and the target in origin-form (below).
+    let host_value = match authority {
+        Some(a) => {
+            if let Ok(v) = HeaderValue::from_str(&a) {
+                headers.insert(header::HOST, v);
+            }
+            a
+        }
+        None => headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default().to_string(),
+    };
+    let path = uri.path();
+    let query = uri.query();
+    let found = {
+        let req = RequestHead { method: method.as_str(), host: &host, path, query, headers };
+        lt.find(&req).map(|m| (m.rule.clone(), m.matcher.prefix().map(str::to_string)))
+    };
+    let Some((rule, prefix)) = found else { return Err(Local::new(StatusCode::NOT_FOUND, "no route\n")) };
+    labels.route = format!("{}#{}", rule.route, rule.index);
+    if let Some(reason) = unsupported(&rule.filters) {
+        tracing::debug!(route = %rule.route, rule = rule.index, %reason, "500: unsupported filter");
+        return Err(Local::new(StatusCode::INTERNAL_SERVER_ERROR, "route uses an unsupported filter\n"));
+    }
+    if let Some(r) = rule.redirect() {
+        let input = RedirectInput {
+            scheme: "http",
+            host: &host,
+            host_port,
+            listener_port: lt.listener_port().unwrap_or(80),
+            path,
+            query,
+            matched_prefix: prefix.as_deref(),
+        };
+        let location = r.location(&input).ok().and_then(|l| HeaderValue::from_str(&l).ok());
+        let status = StatusCode::from_u16(r.status).ok();
+        return Err(match (location, status) {
+            (Some(loc), Some(status)) => Local {
+                headers: vec![(header::LOCATION, loc), (header::CONTENT_LENGTH, HeaderValue::from_static("0"))],
+                ..Local::new(status, "")
+            },
+            _ => Local::new(StatusCode::INTERNAL_SERVER_ERROR, "bad redirect\n"),
+        });
+    }
+    // CORS: a preflight is answered here; an actual request gets headers added.
+    let mut response_headers = Vec::new();
+    let cors = rule.filters.iter().find_map(|f| match f {
+        Filter::Cors(c) => Some(c),
+        _ => None,
+    });
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    if let (Some(cors), Some(origin)) = (cors, origin) {
+        let text = |n| headers.get(n).and_then(|v: &HeaderValue| v.to_str().ok());
+        if let (true, Some(pm)) = (*method == Method::OPTIONS, text(header::ACCESS_CONTROL_REQUEST_METHOD)) {
+            let allowed = cors.preflight(origin, pm, text(header::ACCESS_CONTROL_REQUEST_HEADERS));
+            return Err(Local { headers: allowed.unwrap_or_default(), ..Local::new(StatusCode::OK, "") });
+        }
+        response_headers = cors.response_headers(origin);
+    }
+    let Some(index) = pick_backend(&rule, choices.random()) else {
+        return Err(Local::new(StatusCode::INTERNAL_SERVER_ERROR, "no usable backend\n"));
+    };
+    let backend = &rule.backends[index];
+    labels.backend = backend.name.clone();
+    if let BackendTarget::Invalid(why) = &backend.target {
+        tracing::debug!(backend = %backend.name, %why, "500: invalid backendRef");
+        return Err(Local::new(StatusCode::INTERNAL_SERVER_ERROR, "invalid backend reference\n"));
+    }
+    if unsupported(&backend.filters).is_some() {
+        return Err(Local::new(StatusCode::INTERNAL_SERVER_ERROR, "backend uses an unsupported filter\n"));
+    }
+    let Some(endpoint) = choices.endpoint(backend) else {
+        return Err(Local::new(StatusCode::SERVICE_UNAVAILABLE, "no ready endpoint\n"));
+    };
+
+    // Request filters: the rule's, then the backend's.
+    let mut new_path = path.to_string();
+    let mut response_modifiers = Vec::new();
+    let mut mirrors = Vec::new();
+    for f in rule.filters.iter().chain(backend.filters.iter()) {
+        match f {
+            Filter::RequestHeaderModifier(m) => m.apply(headers),
+            Filter::ResponseHeaderModifier(m) => response_modifiers.push(m.clone()),
+            Filter::UrlRewrite(rw) => {
+                if let Some(h) = &rw.hostname {
+                    let v = HeaderValue::from_str(h)
+                        .map_err(|_| Local::new(StatusCode::INTERNAL_SERVER_ERROR, "bad rewrite hostname\n"))?;
+                    headers.insert(header::HOST, v);
+                }
+                if let Some(pm) = &rw.path {
+                    new_path = modify_path(pm, path, prefix.as_deref())
+                        .map_err(|_| Local::new(StatusCode::INTERNAL_SERVER_ERROR, "bad rewrite\n"))?;
+                }
+            }
+            Filter::RequestMirror(m) => {
+                if m.sampled(choices.random()) {
+                    mirrors.push(m.clone());
+                }
+            }
+            Filter::RequestRedirect(_) | Filter::Unsupported { .. } | Filter::Cors(_) => {}
+        }
+    }
+    let path_and_query = match query {
+        Some(q) => format!("{new_path}?{q}"),
+        None => new_path,
+    };
+    let uri: Uri = format!("http://{endpoint}{path_and_query}")
+        .parse()
+        .map_err(|_| Local::new(StatusCode::BAD_REQUEST, "bad request target\n"))?;
+    if !headers.contains_key(header::HOST) {
+        if let Ok(v) = HeaderValue::from_str(&host_value) {
+            headers.insert(header::HOST, v);
+        }
+    }
+    if opts.forwarded_headers {
+        forwarded_headers(headers, peer, &host_value);
+    }
+    if opts.request_ids && !headers.contains_key("x-request-id") {
+        headers.insert("x-request-id", request_id(choices));
+    }
+    let upgrade = super::upgrade::requested(headers);
+    if upgrade.is_none() {
+        strip_hop_by_hop(headers);
+        // hyper answers `100 Continue` itself when the body is first read; the pod
+        // gets the body without being asked (as Envoy does by default)
+        headers.remove(header::EXPECT);
+    }
+    Ok(Forward {
+        rule: rule.clone(),
+        backend: index,
+        endpoint,
+        uri,
+        path_and_query,
+        upgrade,
+        response_modifiers,
+        response_headers,
+        mirrors,
+    })
+}
+
+/// Weighted choice: `r` is a uniformly random number. None when every weight is 0 (or
+/// there are no backends): the caller answers 500.
+fn pick_backend(rule: &Rule, r: u64) -> Option<usize> {
+    rule.pick_backend(r).map(|b| rule.backends.iter().position(|x| std::ptr::eq(x, b)).expect("a backend of the rule"))
+}
+
+/// Bytes of the request line and headers as received (up to whitespace).
+fn head_size(method: &Method, uri: &Uri, headers: &HeaderMap) -> usize {
+    let line = method.as_str().len() + uri.to_string().len() + 12;
+    line + headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum::<usize>() + 2
+}
+
+fn unsupported(filters: &[Filter]) -> Option<&str> {
+    filters.iter().find_map(|f| match f {
+        Filter::Unsupported { reason } => Some(reason.as_str()),
+        _ => None,
+    })
+}
+
+/// Removes the hop-by-hop headers (RFC 9110 7.6.1) and those named in `Connection`.
+/// `Trailer` (the names of trailer fields) is end to end and kept; `TE: trailers` is
+/// passed on, so the pod knows the client takes trailers and hyper forwards them.
+pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let te_trailers = h
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("trailers")));
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        h.remove(n);
+    }
+    for n in [
+        header::CONNECTION,
+        header::TE,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::PROXY_AUTHORIZATION,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+    ] {
+        h.remove(n);
+    }
+    if te_trailers {
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// 128 random bits as 32 hex digits.
+fn request_id(choices: &mut dyn Choices) -> HeaderValue {
+    let id = format!("{:016x}{:016x}", choices.random(), choices.random());
+    HeaderValue::from_str(&id).expect("hex is a valid header value")
+}
+
+fn forwarded_headers(h: &mut HeaderMap, peer: SocketAddr, host: &str) {
+    let ip = peer.ip().to_string();
+    let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prev) => format!("{prev}, {ip}"),
+        None => ip,
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        h.insert("x-forwarded-for", v);
+    }
+    h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    if !h.contains_key("x-forwarded-host") {
+        if let Ok(v) = HeaderValue::from_str(host) {
+            h.insert("x-forwarded-host", v);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,232 @@
+//! The plan, table-driven: one route set, many request heads, the decision for each.
+
+use std::net::SocketAddr;
+
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, StatusCode, Uri};
+
+use super::*;
+use crate::routing::Table;
+use crate::routing::tests::{GATEWAY, route, service, table};
+
+const RULES: &str = "  parentRefs: [{name: gw}]
+  hostnames: [p.test]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /api}}]
+    filters:
+    - {type: URLRewrite, urlRewrite: {hostname: internal.test, path: {type: ReplacePrefixMatch, replacePrefixMatch: /v1}}}
+    - {type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: x-env, value: test}], remove: [x-secret]}}
+    - {type: ResponseHeaderModifier, responseHeaderModifier: {add: [{name: x-served-by, value: ingress}]}}
+    backendRefs: [{name: s, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /old}}]
+    filters: [{type: RequestRedirect, requestRedirect: {path: {type: ReplaceFullPath, replaceFullPath: /new}, statusCode: 301}}]
+  - matches: [{path: {type: PathPrefix, value: /cors}}]
+    filters: [{type: CORS, cors: {allowOrigins: ['https://ui.test'], allowMethods: [GET]}}]
+    backendRefs: [{name: s, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /gone}}]
+    backendRefs: [{name: missing, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /empty}}]
+    backendRefs: [{name: empty, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /ext}}]
+    filters: [{type: ExtensionRef, extensionRef: {group: x.test, kind: Thing, name: t}}]
+    backendRefs: [{name: s, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /mirror}}]
+    filters: [{type: RequestMirror, requestMirror: {backendRef: {name: t, port: 80}, percent: 50}}]
+    backendRefs: [{name: s, port: 80}]
+  - backendRefs: [{name: s, port: 80, weight: 1}, {name: t, port: 80, weight: 3}]
+";
+
+fn fixture() -> Table {
+    let yaml = format!(
+        "{GATEWAY}{}{}{}{}",
+        service("infra", "s", &["10.42.0.5", "10.42.0.6"]),
+        service("infra", "t", &["10.42.0.7"]),
+        service("infra", "empty", &[]),
+        route("infra", "r", RULES)
+    );
+    table(&yaml, "127.0.0.1:8080=infra/gw:81")
+}
+
+/// Fixed choices: `random` returns the given numbers in turn, endpoints the first one.
+struct Fixed(Vec<u64>);
+
+impl Choices for Fixed {
+    fn random(&mut self) -> u64 {
+        if self.0.is_empty() { 0 } else { self.0.remove(0) }
+    }
+    fn endpoint(&mut self, b: &Backend) -> Option<SocketAddr> {
+        match &b.target {
+            BackendTarget::Endpoints(e) => e.first().copied(),
+            BackendTarget::Invalid(_) => None,
+        }
+    }
+}
+
+const PEER: &str = "198.18.0.1:40000";
+const ON: PlanOptions = PlanOptions { forwarded_headers: true, request_ids: false };
+
+/// Plans `method target` with `headers` (name, value); returns the plan and the
+/// headers as they would be sent.
+fn run(t: &Table, method: &str, target: &str, headers: &[(&str, &str)], opts: PlanOptions, rnd: &[u64]) -> (Planned, HeaderMap) {
+    let mut h = HeaderMap::new();
+    for (n, v) in headers {
+        h.append(header::HeaderName::from_bytes(n.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+    }
+    let method = Method::from_bytes(method.as_bytes()).unwrap();
+    let uri: Uri = target.parse().unwrap();
+    let head = Head { method: &method, uri: &uri, headers: &mut h, peer: PEER.parse().unwrap() };
+    let p = plan(&t.listeners[0], head, opts, &mut Fixed(rnd.to_vec()));
+    (p, h)
+}
+
+fn local_of(p: &Planned) -> &Local {
+    match &p.plan {
+        Plan::Local(l) => l,
+        Plan::Forward(f) => panic!("expected a local answer, got a forward to {}", f.uri),
+    }
+}
+
+fn forward_of(p: &Planned) -> &Forward {
+    match &p.plan {
+        Plan::Forward(f) => f,
+        Plan::Local(l) => panic!("expected a forward, got {} {:?}", l.status, l.body),
+    }
+}
+
+#[test]
+fn requests_answered_by_the_proxy_itself() {
+    let t = fixture();
+    let big = "x".repeat(MAX_HEAD);
+    // (method, target, headers, status, body, close)
+    let cases: &[(&str, &str, &[(&str, &str)], u16, &str, bool)] = &[
+        ("GET", "/", &[], 400, "missing Host header\n", false),
+        ("GET", "/", &[("host", "p.test"), ("host", "p.test")], 400, "more than one Host header\n", false),
+        ("GET", "/", &[("host", "nothing.test")], 404, "no route\n", false),
+        ("GET", "/gone", &[("host", "p.test")], 500, "invalid backend reference\n", false),
+        ("GET", "/empty", &[("host", "p.test")], 503, "no ready endpoint\n", false),
+        ("GET", "/ext", &[("host", "p.test")], 500, "route uses an unsupported filter\n", false),
+        ("GET", "/", &[("host", "p.test"), ("x-big", &big)], 431, "request head too large\n", true),
+    ];
+    for (method, target, headers, status, body, close) in cases {
+        let (p, _) = run(&t, method, target, headers, ON, &[]);
+        let l = local_of(&p);
+        assert_eq!((l.status.as_u16(), l.body, l.close), (*status, *body, *close), "{method} {target}");
+    }
+}
+
+#[test]
+fn a_redirect_is_answered_with_its_location() {
+    let t = fixture();
+    let (p, _) = run(&t, "GET", "/old/x?q=1", &[("host", "p.test:8080")], ON, &[]);
+    let l = local_of(&p);
+    assert_eq!(l.status, StatusCode::MOVED_PERMANENTLY);
+    let loc = l.headers.iter().find(|(n, _)| n == header::LOCATION).map(|(_, v)| v.to_str().unwrap());
+    assert_eq!(loc, Some("http://p.test:8080/new?q=1"));
+    assert_eq!(p.route, "infra/r#1");
+}
+
+#[test]
+fn a_cors_preflight_is_answered_and_an_actual_request_gets_its_headers() {
+    let t = fixture();
+    let pre = [("host", "p.test"), ("origin", "https://ui.test"), ("access-control-request-method", "GET")];
+    let (p, _) = run(&t, "OPTIONS", "/cors", &pre, ON, &[]);
+    let l = local_of(&p);
+    assert_eq!(l.status, StatusCode::OK);
+    assert!(l.headers.iter().any(|(n, v)| n == header::ACCESS_CONTROL_ALLOW_ORIGIN && v == "https://ui.test"), "{l:?}");
+    let (p, _) = run(&t, "GET", "/cors", &[("host", "p.test"), ("origin", "https://ui.test")], ON, &[]);
+    let f = forward_of(&p);
+    assert!(f.response_headers.iter().any(|(n, _)| n == header::ACCESS_CONTROL_ALLOW_ORIGIN), "{f:?}");
+}
+
+#[test]
+fn a_forward_carries_the_rewritten_head() {
+    let t = fixture();
+    let headers = [
+        ("host", "p.test"),
+        ("x-secret", "1"),
+        ("connection", "keep-alive, x-hop"),
+        ("x-hop", "1"),
+        ("expect", "100-continue"),
+        ("x-forwarded-for", "203.0.113.9"),
+    ];
+    let (p, h) = run(&t, "GET", "/api/items?page=2", &headers, ON, &[]);
+    let f = forward_of(&p);
+    assert_eq!((p.route.as_str(), p.backend.as_str()), ("infra/r#0", "infra/s:80"));
+    assert_eq!(f.uri, "http://10.42.0.5:8080/v1/items?page=2");
+    assert_eq!(f.path_and_query, "/v1/items?page=2");
+    assert_eq!(h.get(header::HOST).unwrap(), "internal.test", "URLRewrite hostname");
+    assert_eq!(h.get("x-env").unwrap(), "test");
+    assert!(!h.contains_key("x-secret") && !h.contains_key("x-hop") && !h.contains_key(header::CONNECTION));
+    assert!(!h.contains_key(header::EXPECT), "hyper answers 100-continue itself");
+    assert_eq!(h.get("x-forwarded-for").unwrap(), "203.0.113.9, 198.18.0.1");
+    assert_eq!(h.get("x-forwarded-host").unwrap(), "p.test");
+    assert_eq!(h.get("x-forwarded-proto").unwrap(), "http");
+    assert_eq!(f.response_modifiers.len(), 1);
+    assert!(f.upgrade.is_none() && f.mirrors.is_empty());
+}
+
+#[test]
+fn options_turn_forwarded_headers_and_request_ids_on_and_off() {
+    let t = fixture();
+    let off = PlanOptions { forwarded_headers: false, request_ids: true };
+    let (_, h) = run(&t, "GET", "/", &[("host", "p.test")], off, &[0, 0xab, 0xcd]);
+    assert!(!h.contains_key("x-forwarded-for"));
+    assert_eq!(h.get("x-request-id").unwrap(), "00000000000000ab00000000000000cd");
+    let (_, h) = run(&t, "GET", "/", &[("host", "p.test"), ("x-request-id", "mine")], off, &[]);
+    assert_eq!(h.get("x-request-id").unwrap(), "mine", "an id the client sent is kept");
+}
+
+#[test]
+fn an_absolute_form_target_sets_host_and_is_sent_in_origin_form() {
+    let t = fixture();
+    let (p, h) = run(&t, "GET", "http://p.test/x", &[("host", "other.test")], ON, &[]);
+    assert_eq!(forward_of(&p).uri, "http://10.42.0.5:8080/x", "routed by the target's host, not the Host field");
+    assert_eq!(h.get(header::HOST).unwrap(), "p.test");
+}
+
+#[test]
+fn weights_choose_the_backend_from_the_random_number() {
+    let t = fixture();
+    // weights s=1, t=3: r % 4 == 0 -> s, 1..=3 -> t
+    for (r, backend) in [(0, "infra/s:80"), (1, "infra/t:80"), (3, "infra/t:80"), (4, "infra/s:80")] {
+        let (p, _) = run(&t, "GET", "/", &[("host", "p.test")], ON, &[r]);
+        assert_eq!(p.backend, backend, "random {r}");
+    }
+}
+
+#[test]
+fn an_upgrade_keeps_its_hop_by_hop_fields_for_the_upgrade_code() {
+    let t = fixture();
+    let headers = [("host", "p.test"), ("connection", "Upgrade"), ("upgrade", "websocket")];
+    let (p, h) = run(&t, "GET", "/api/ws", &headers, ON, &[]);
+    assert_eq!(forward_of(&p).upgrade.as_ref().unwrap(), "websocket");
+    assert!(h.contains_key(header::UPGRADE), "stripped by the upgrade code, which sets the pair again");
+}
+
+#[test]
+fn a_mirror_is_taken_when_sampled() {
+    let t = fixture();
+    // random numbers in turn: the backend (one backend), then the mirror's sample
+    let (p, _) = run(&t, "POST", "/mirror", &[("host", "p.test")], ON, &[0, 0]);
+    assert_eq!(forward_of(&p).mirrors.len(), 1);
+    let (p, _) = run(&t, "POST", "/mirror", &[("host", "p.test")], ON, &[0, 99]);
+    assert!(forward_of(&p).mirrors.is_empty(), "99 of 100 is past 50 percent");
+}
+
+#[test]
+fn hop_by_hop_headers_are_removed() {
+    let mut h = HeaderMap::new();
+    h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
+    h.insert("x-secret", HeaderValue::from_static("1"));
+    h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+    h.insert("x-kept", HeaderValue::from_static("1"));
+    h.insert(header::TE, HeaderValue::from_static("gzip"));
+    strip_hop_by_hop(&mut h);
+    assert_eq!(h.len(), 1);
+    assert!(h.contains_key("x-kept"));
+    h.insert(header::TE, HeaderValue::from_static("gzip;q=0.5, trailers"));
+    h.insert(header::TRAILER, HeaderValue::from_static("x-sum"));
+    strip_hop_by_hop(&mut h);
+    assert_eq!(h.get(header::TE).unwrap(), "trailers", "the client takes trailers");
+    assert_eq!(h.get(header::TRAILER).unwrap(), "x-sum", "Trailer is end to end");
+}

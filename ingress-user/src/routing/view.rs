@@ -1,0 +1,229 @@
+//! The table as a typed document, for `GET /routes` and `ingress routes`: per listen
+//! address, host -> rules (match, filters, backends with weights and endpoints), and
+//! what happened to each route. Serialize on the agent, Deserialize in the CLI.
+
+use serde::{Deserialize, Serialize};
+
+use super::matching::{PathMatch, ValueMatch};
+use super::{BackendTarget, Matcher, RouteReport, Table, Timeouts};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TableView {
+    pub listeners: Vec<ListenerView>,
+    pub routes: Vec<RouteReport>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ListenerView {
+    /// `namespace/name` of the Gateway served on this listen address.
+    pub gateway: String,
+    pub listeners: Vec<GatewayListenerView>,
+    pub problems: Vec<String>,
+    pub hosts: Vec<HostView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct GatewayListenerView {
+    pub name: String,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct HostView {
+    pub hostname: String,
+    pub splice: SpliceView,
+    pub rules: Vec<RuleView>,
+}
+
+/// Whether connections to a host may be joined to the pod in the kernel.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SpliceView {
+    pub safe: bool,
+    pub why_not: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RuleView {
+    pub route: String,
+    pub rule: usize,
+    #[serde(rename = "match")]
+    pub matcher: MatchView,
+    /// The filters as compiled (read by people and scripts; the CLI does not interpret them).
+    pub filters: serde_json::Value,
+    pub timeouts: Timeouts,
+    pub backends: Vec<BackendView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MatchView {
+    pub path: ValueView,
+    pub method: Option<String>,
+    pub headers: Vec<NamedMatchView>,
+    #[serde(rename = "queryParams")]
+    pub query_params: Vec<NamedMatchView>,
+}
+
+/// A match as the Gateway API writes it: `{"type": "PathPrefix", "value": "/api"}`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ValueView {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NamedMatchView {
+    pub name: String,
+    #[serde(rename = "match")]
+    pub matcher: ValueView,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BackendView {
+    pub name: String,
+    pub weight: u32,
+    pub endpoints: Vec<String>,
+    /// Why the backendRef does not resolve (requests to it get 500).
+    pub error: Option<String>,
+    pub filters: serde_json::Value,
+}
+
+fn value_view(kind: &str, value: &str) -> ValueView {
+    ValueView { kind: kind.into(), value: value.into() }
+}
+
+fn value_match(v: &ValueMatch) -> ValueView {
+    match v {
+        ValueMatch::Exact(s) => value_view("Exact", s),
+        ValueMatch::Regex(r) => value_view("RegularExpression", r.as_str()),
+    }
+}
+
+fn match_view(m: &Matcher) -> MatchView {
+    let path = match &m.path {
+        PathMatch::Exact(p) => value_view("Exact", p),
+        PathMatch::Prefix(p) => value_view("PathPrefix", p),
+        PathMatch::Regex(r) => value_view("RegularExpression", r.as_str()),
+    };
+    let named = |name: &str, v: &ValueMatch| NamedMatchView { name: name.into(), matcher: value_match(v) };
+    MatchView {
+        path,
+        method: m.method.clone(),
+        headers: m.headers.iter().map(|(n, v)| named(n.as_str(), v)).collect(),
+        query_params: m.query.iter().map(|(n, v)| named(n, v)).collect(),
+    }
+}
+
+fn json<T: Serialize>(v: &T) -> serde_json::Value {
+    serde_json::to_value(v).expect("compiled filters serialize")
+}
+
+impl TableView {
+    pub fn of(t: &Table) -> Self {
+        let listeners = t
+            .listeners
+            .iter()
+            .map(|l| ListenerView {
+                gateway: l.gateway.to_string(),
+                listeners: l.listeners.iter().map(|(n, p)| GatewayListenerView { name: n.clone(), port: *p }).collect(),
+                problems: l.problems.clone(),
+                hosts: l
+                    .vhosts()
+                    .into_iter()
+                    .map(|v| HostView {
+                        hostname: v.hostname.clone(),
+                        splice: SpliceView { safe: v.splice.is_ok(), why_not: v.splice.clone().err() },
+                        rules: v
+                            .entries
+                            .iter()
+                            .map(|e| {
+                                let r = &e.rule;
+                                RuleView {
+                                    route: r.route.to_string(),
+                                    rule: r.index,
+                                    matcher: match_view(&e.matcher),
+                                    filters: json(&r.filters),
+                                    timeouts: r.timeouts,
+                                    backends: r
+                                        .backends
+                                        .iter()
+                                        .map(|b| {
+                                            let (endpoints, error) = match &b.target {
+                                                BackendTarget::Endpoints(e) => {
+                                                    (e.iter().map(|a| a.to_string()).collect(), None)
+                                                }
+                                                BackendTarget::Invalid(w) => (vec![], Some(w.clone())),
+                                            };
+                                            BackendView {
+                                                name: b.name.clone(),
+                                                weight: b.weight,
+                                                endpoints,
+                                                error,
+                                                filters: json(&b.filters),
+                                            }
+                                        })
+                                        .collect(),
+                                }
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+            })
+            .collect();
+        TableView { listeners, routes: t.routes.clone() }
+    }
+
+    /// Marks every splice-safe host as not joined, for `why` (a runtime reason: the
+    /// agent adds headers to every request, or has no sockmap program).
+    pub fn not_spliced_because(&mut self, why: &str) {
+        for h in self.listeners.iter_mut().flat_map(|l| l.hosts.iter_mut()) {
+            if h.splice.safe {
+                h.splice = SpliceView { safe: false, why_not: Some(why.into()) };
+            }
+        }
+    }
+
+    /// Human-readable form for `ingress routes`.
+    pub fn format_text(&self) -> String {
+        let mut out = String::new();
+        for l in &self.listeners {
+            let ls: Vec<String> = l.listeners.iter().map(|x| format!("{}:{}", x.name, x.port)).collect();
+            out += &format!("gateway {} (listeners {})\n", l.gateway, ls.join(", "));
+            for p in &l.problems {
+                out += &format!("  ! {p}\n");
+            }
+            for h in &l.hosts {
+                let splice = match &h.splice.why_not {
+                    None => "splice-safe: connections are joined to the pod in the kernel".to_string(),
+                    Some(w) => format!("not splice-safe: {w}"),
+                };
+                out += &format!("  host {}  ({splice})\n", h.hostname);
+                for r in &h.rules {
+                    let backends: Vec<String> = r
+                        .backends
+                        .iter()
+                        .map(|b| match &b.error {
+                            Some(e) => format!("{} w{} ERROR {e}", b.name, b.weight),
+                            None => format!("{} w{} -> [{}]", b.name, b.weight, b.endpoints.join(" ")),
+                        })
+                        .collect();
+                    out += &format!(
+                        "    {} {} {}  ({} rule {})  {}\n",
+                        r.matcher.path.kind,
+                        r.matcher.path.value,
+                        r.matcher.method.as_deref().unwrap_or(""),
+                        r.route,
+                        r.rule,
+                        backends.join(", ")
+                    );
+                }
+            }
+        }
+        for r in &self.routes {
+            for p in &r.problems {
+                out += &format!("route {}: {p}\n", r.route);
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,92 @@
+//! The proxy's live counters (atomics shared by the connection tasks); a snapshot is
+//! the [`ProxyCounters`] of `/stats`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::ProxyCounters;
+
+/// Lock-free request counters shared by the proxy tasks.
+#[derive(Debug, Default)]
+pub struct ProxyMetrics {
+    requests: AtomicU64,
+    by_class: [AtomicU64; 4],
+    backend_errors: AtomicU64,
+    upgraded_active: std::sync::Arc<AtomicU64>,
+    upgraded_total: AtomicU64,
+    connections_active: std::sync::Arc<AtomicU64>,
+    parked: AtomicU64,
+}
+
+/// Counts a connection as active until dropped.
+pub struct ActiveGuard(std::sync::Arc<AtomicU64>);
+pub type UpgradeGuard = ActiveGuard;
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl ProxyMetrics {
+    pub fn parked(&self) {
+        self.parked.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn request(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn response(&self, status: u16) {
+        if (200..600).contains(&status) {
+            self.by_class[(status / 100 - 2) as usize].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn backend_error(&self) {
+        self.backend_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn upgraded(&self) -> UpgradeGuard {
+        self.upgraded_total.fetch_add(1, Ordering::Relaxed);
+        self.upgraded_active.fetch_add(1, Ordering::Relaxed);
+        ActiveGuard(self.upgraded_active.clone())
+    }
+
+    pub fn connection(&self) -> ActiveGuard {
+        self.connections_active.fetch_add(1, Ordering::Relaxed);
+        ActiveGuard(self.connections_active.clone())
+    }
+
+    pub fn snapshot(&self) -> ProxyCounters {
+        let c = |i: usize| self.by_class[i].load(Ordering::Relaxed);
+        ProxyCounters {
+            requests: self.requests.load(Ordering::Relaxed),
+            upgraded_active: self.upgraded_active.load(Ordering::Relaxed),
+            upgraded_total: self.upgraded_total.load(Ordering::Relaxed),
+            connections_active: self.connections_active.load(Ordering::Relaxed),
+            connections_parked: self.parked.load(Ordering::Relaxed),
+            responses_2xx: c(0),
+            responses_3xx: c(1),
+            responses_4xx: c(2),
+            responses_5xx: c(3),
+            backend_errors: self.backend_errors.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proxy_metrics_count_by_class() {
+        let m = ProxyMetrics::default();
+        m.request();
+        m.response(200);
+        m.response(404);
+        m.response(503);
+        m.response(503);
+        let s = m.snapshot();
+        assert_eq!((s.requests, s.responses_2xx, s.responses_4xx, s.responses_5xx), (1, 1, 1, 2));
+    }
+}

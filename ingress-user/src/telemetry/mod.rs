@@ -1,0 +1,10 @@
+//! What the agent reports: [`counters`] (the proxy's live counters), [`prometheus`]
+//! (`/metrics` families and the byte-counting body), [`view`] (the typed `/stats`
+//! document, shared by the admin server and `ingress stats`).
+
+pub mod counters;
+pub mod prometheus;
+pub mod view;
+
+pub use counters::ProxyMetrics;
+pub use view::{ProxyCounters, SpliceCounters, StatsView, XdpCounter, XdpInfo, format_table};

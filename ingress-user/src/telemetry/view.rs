@@ -1,0 +1,147 @@
+//! What `GET /stats` returns and `ingress stats` reads back: XDP packet/byte counts
+//! per (port, protocol, verdict) summed over CPUs, the proxy's request counts, the
+//! joined connections. Plain data, and the table `ingress stats` prints.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct XdpCounter {
+    pub port: u16,
+    pub proto: String,
+    pub verdict: String,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ProxyCounters {
+    pub requests: u64,
+    /// Upgraded (e.g. WebSocket) connections open now, and in total.
+    #[serde(default)]
+    pub upgraded_active: u64,
+    #[serde(default)]
+    pub upgraded_total: u64,
+    /// Client connections open now.
+    #[serde(default)]
+    pub connections_active: u64,
+    /// Times an idle keep-alive connection was taken back from hyper to wait without
+    /// buffers (it is served again when the client sends).
+    #[serde(default)]
+    pub connections_parked: u64,
+    pub responses_2xx: u64,
+    pub responses_3xx: u64,
+    pub responses_4xx: u64,
+    pub responses_5xx: u64,
+    pub backend_errors: u64,
+}
+
+/// What `GET /stats` returns.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatsView {
+    pub dataplane: String,
+    /// The interface the XDP program is attached to, and in which mode.
+    pub xdp: Option<XdpInfo>,
+    pub xdp_counters: Vec<XdpCounter>,
+    pub proxy: ProxyCounters,
+    /// Upgraded connections joined in the kernel (sockmap) or copied in user space.
+    #[serde(default)]
+    pub splice: SpliceCounters,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct XdpInfo {
+    pub interface: String,
+    pub mode: String,
+    /// In generic mode: why driver mode was refused, and what to check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub why_generic: Option<String>,
+}
+
+
+/// The table `ingress stats` prints.
+pub fn format_table(s: &StatsView) -> String {
+    let mut out = String::new();
+    match &s.xdp {
+        Some(x) => {
+            out += &format!("dataplane: {} (XDP on {}, {} mode)\n", s.dataplane, x.interface, x.mode);
+            if let Some(why) = &x.why_generic {
+                out += &format!("  ! XDP runs in generic (skb) mode, which is slower: {why}\n");
+            }
+        }
+        None => out += &format!("dataplane: {} (no XDP program)\n", s.dataplane),
+    }
+    if s.xdp.is_some() {
+        out += &format!("{:>6}  {:<8} {:<8} {:>12} {:>14}\n", "PORT", "PROTO", "VERDICT", "PACKETS", "BYTES");
+        for c in &s.xdp_counters {
+            let port = match c.port {
+                ingress_common::NO_PORT => "-".to_string(),
+                ingress_common::OVERFLOW_PORT => "other".to_string(),
+                p => p.to_string(),
+            };
+            out += &format!("{:>6}  {:<8} {:<8} {:>12} {:>14}\n", port, c.proto, c.verdict, c.packets, c.bytes);
+        }
+    }
+    let p = &s.proxy;
+    out += &format!(
+        "proxy: {} requests; 2xx {} 3xx {} 4xx {} 5xx {}; backend errors {}\n",
+        p.requests, p.responses_2xx, p.responses_3xx, p.responses_4xx, p.responses_5xx, p.backend_errors
+    );
+    out
+}
+
+/// Joined connections: in the kernel (sockmap) or copied in user space.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SpliceCounters {
+    pub available: bool,
+    pub joined_active: u64,
+    pub joined_total: u64,
+    /// Of the active ones, those joined in the kernel.
+    #[serde(default)]
+    pub kernel_active: u64,
+    pub copied_in_userspace: u64,
+    pub kernel_redirected_bytes: u64,
+    pub kernel_redirected_skbs: u64,
+    pub kernel_unmatched_skbs: u64,
+    /// Bytes of segments that overlapped bytes already handed on, cut off in the kernel.
+    #[serde(default)]
+    pub kernel_trimmed_bytes: u64,
+    /// Segments of joined sockets handed to the agent (a direction it took over).
+    #[serde(default)]
+    pub kernel_passed_skbs: u64,
+    /// Segments whose TCP control block did not match the layout the program reads.
+    #[serde(default)]
+    pub kernel_layout_mismatches: u64,
+    /// Directions of joined connections the agent took over (bytes reached user space).
+    #[serde(default)]
+    pub taken_over: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::datapath::translate::xdp_counters;
+    use ingress_common::{StatsKey, proto};
+
+    #[test]
+    fn counters_are_named_sorted_and_zeroes_dropped() {
+        let k = |port, proto, verdict| StatsKey { dst_port: port, proto, verdict };
+        let c = xdp_counters([
+            (k(9080, proto::TCP, 2), 3, 180),
+            (k(8080, proto::TCP, 2), 5, 300),
+            (k(0, proto::NONE, 2), 0, 0),
+            (k(0, proto::NONE, 1), 1, 42),
+        ]);
+        assert_eq!(c.len(), 3);
+        assert_eq!((c[0].port, c[0].proto.as_str(), c[0].verdict.as_str()), (0, "non-ip", "drop"));
+        assert_eq!((c[1].port, c[1].packets, c[1].bytes), (8080, 5, 300));
+        let s = StatsView {
+            dataplane: "ebpf".into(),
+            xdp: Some(XdpInfo { interface: "eth0".into(), mode: "driver".into(), why_generic: None }),
+            xdp_counters: c,
+            proxy: Default::default(),
+            splice: Default::default(),
+        };
+        let t = format_table(&s);
+        assert!(t.contains("  8080  tcp      pass                5            300"), "{t}");
+    }
+}
