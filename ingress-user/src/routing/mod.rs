@@ -2,12 +2,17 @@
 //! an immutable table per served listen address, and looks requests up in it. Pure:
 //! no I/O, no async; the proxy publishes a new [`Table`] atomically on every change.
 
+mod attach;
 mod compile;
 pub mod view;
 pub mod filters;
 mod handle;
 pub mod hostname;
+mod filter_compile;
 mod matching;
+mod refs;
+mod rules;
+mod status;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -198,6 +198,36 @@ fn allowed_routes_same_all_selector() {
 }
 
 #[test]
+fn allowed_routes_selector_expressions_follow_kubernetes_semantics() {
+    // (matchExpressions, namespaces whose route is accepted): team-a {team: a, tier: web},
+    // team-b {team: b}, infra (no labels but kubernetes.io/metadata.name)
+    let cases: &[(&str, &[&str])] = &[
+        ("[{key: team, operator: In, values: [a, b]}]", &["a", "b"]),
+        ("[{key: team, operator: NotIn, values: [a]}]", &["b", "i"]),
+        ("[{key: tier, operator: Exists}]", &["a"]),
+        ("[{key: tier, operator: DoesNotExist}]", &["b", "i"]),
+        ("[{key: kubernetes.io/metadata.name, operator: In, values: [infra]}]", &["i"]),
+        ("[{key: team, operator: Sometimes, values: [a]}]", &[]),
+    ];
+    let namespaces = "\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: team-a, labels: {team: a, tier: web}}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: team-b, labels: {team: b}}\n";
+    for (exprs, accepted) in cases {
+        let gateway = format!(
+            "\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: gw, namespace: infra}}\nspec:\n  gatewayClassName: x\n  listeners:\n  - {{name: sel, protocol: HTTP, port: 80, allowedRoutes: {{namespaces: {{from: Selector, selector: {{matchExpressions: {exprs}}}}}}}}}\n"
+        );
+        let yaml = format!(
+            "{gateway}{namespaces}{}{}{}",
+            route("team-a", "a", "  parentRefs: [{name: gw, namespace: infra}]\n  hostnames: [a.test]\n  rules: [{}]\n"),
+            route("team-b", "b", "  parentRefs: [{name: gw, namespace: infra}]\n  hostnames: [b.test]\n  rules: [{}]\n"),
+            route("infra", "i", "  parentRefs: [{name: gw}]\n  hostnames: [i.test]\n  rules: [{}]\n"),
+        );
+        let t = table(&yaml, "127.0.0.1:80=infra/gw:80");
+        let got: Vec<&str> =
+            ["a", "b", "i"].into_iter().filter(|n| lookup(&t, &req(&format!("{n}.test"), "/")).is_some()).collect();
+        assert_eq!(&got, accepted, "matchExpressions {exprs}");
+    }
+}
+
+#[test]
 fn section_name_and_port_select_listeners() {
     let yaml = format!(
         "{GATEWAY}{}{}",
@@ -410,8 +440,13 @@ fn timeouts_are_carried() {
     let rule = t.listeners[0].find(&head).unwrap().rule;
     assert_eq!(rule.timeouts.request, Some(std::time::Duration::from_secs(90)));
     assert_eq!(rule.timeouts.backend_request, None, "0s means no timeout");
-    assert!(compile::parse_duration("1x").is_err());
-    assert_eq!(compile::parse_duration("500ms").unwrap(), std::time::Duration::from_millis(500));
+    assert!(super::rules::parse_duration("1x").is_err());
+    assert_eq!(super::rules::parse_duration("500ms").unwrap(), std::time::Duration::from_millis(500));
+    assert_eq!(super::rules::parse_duration("1h2m3s4ms").unwrap(), std::time::Duration::from_millis(3_723_004));
+    // GEP-2257: no fractions, no signs, no units below ms, at most 5 digits and 4 parts
+    for bad in ["1.5s", "-1s", "10us", "100000s", "1h1m1s1ms1h", "", "s"] {
+        assert!(super::rules::parse_duration(bad).is_err(), "{bad:?} is not a GEP-2257 duration");
+    }
 }
 
 #[test]

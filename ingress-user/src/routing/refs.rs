@@ -1,0 +1,143 @@
+//! References: backendRefs to Services, their ports to EndpointSlice ready
+//! endpoints, and ReferenceGrants for cross-namespace references.
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+
+use gateway_api::apis::experimental::httproutes::{
+    HttpRouteRules, HttpRouteRulesBackendRefs, HttpRouteRulesFilters,
+};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+use super::filters::Filter;
+use super::{
+    Backend, BackendTarget, RouteReport,
+};
+use crate::resources::{ObjectKey, Resources};
+
+
+use super::compile::GATEWAY_GROUP;
+use super::filter_compile::{RefCtx, compile_filter};
+
+pub(super) fn compile_backends(
+    res: &Resources,
+    slices: &SliceIndex<'_>,
+    key: &ObjectKey,
+    rule: &HttpRouteRules,
+    ri: usize,
+    report: &mut RouteReport,
+) -> Vec<Backend> {
+    let mut out = Vec::new();
+    for b in rule.backend_refs.iter().flatten() {
+        let weight = b.weight.unwrap_or(1);
+        let ns = b.namespace.clone().unwrap_or_else(|| key.namespace.clone());
+        let name = format!("{ns}/{}:{}", b.name, b.port.map(|p| p.to_string()).unwrap_or_else(|| "?".into()));
+        let target = resolve_backend(res, slices, key, b, &ns);
+        if let BackendTarget::Invalid(why) = &target {
+            report.problems.push(format!("rule {ri} backendRef {name}: {why}"));
+        }
+        // Backend filters have the same shape as rule filters: reuse the rule compiler.
+        let filters = b
+            .filters
+            .iter()
+            .flatten()
+            .map(|f| match serde_json::to_value(f).and_then(serde_json::from_value::<HttpRouteRulesFilters>) {
+                Ok(f) => compile_filter(&RefCtx { res, slices, route: key }, &f),
+                Err(e) => Filter::Unsupported { reason: format!("backendRef filter: {e}") },
+            })
+            .collect();
+        out.push(Backend::new(name, weight.max(0) as u32, filters, target));
+    }
+    out
+}
+
+pub(super) fn resolve_backend(
+    res: &Resources,
+    slices: &SliceIndex<'_>,
+    route: &ObjectKey,
+    b: &HttpRouteRulesBackendRefs,
+    ns: &str,
+) -> BackendTarget {
+    let group = b.group.as_deref().unwrap_or("");
+    let kind = b.kind.as_deref().unwrap_or("Service");
+    if !(group.is_empty() || group == "core") || kind != "Service" {
+        return BackendTarget::Invalid(format!("InvalidKind: {group}/{kind} is not a Service"));
+    }
+    if ns != route.namespace && !reference_granted(res, &route.namespace, ns, &b.name) {
+        return BackendTarget::Invalid(format!(
+            "RefNotPermitted: no ReferenceGrant in {ns} allows HTTPRoutes from {}",
+            route.namespace
+        ));
+    }
+    let Some(port) = b.port else {
+        return BackendTarget::Invalid("UnsupportedValue: a Service backendRef needs a port".into());
+    };
+    let Some(svc) = res.services.get(&ObjectKey::new(ns, &b.name)) else {
+        return BackendTarget::Invalid(format!("BackendNotFound: Service {ns}/{} not found", b.name));
+    };
+    let Some(sp) = svc.spec.as_ref().and_then(|s| s.ports.as_ref()).and_then(|ps| ps.iter().find(|p| p.port == port))
+    else {
+        return BackendTarget::Invalid(format!("BackendNotFound: Service {ns}/{} has no port {port}", b.name));
+    };
+    BackendTarget::Endpoints(slices.ready_endpoints(ns, &b.name, sp.name.as_deref().unwrap_or("")))
+}
+
+/// EndpointSlices by (namespace, Service), built once per compile.
+pub(super) struct SliceIndex<'a>(pub(super) HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>);
+
+impl<'a> SliceIndex<'a> {
+    pub(super) fn new(res: &'a Resources) -> Self {
+        let mut m: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
+        for (k, slice) in &res.endpoint_slices {
+            if let Some(svc) = slice.metadata.labels.as_ref().and_then(|l| l.get("kubernetes.io/service-name")) {
+                m.entry((k.namespace.as_str(), svc.as_str())).or_default().push(slice);
+            }
+        }
+        Self(m)
+    }
+
+    /// Ready endpoints of a Service port, from every EndpointSlice of the Service: the
+    /// slice port with the Service port's name gives the container port.
+    fn ready_endpoints(&self, ns: &str, service: &str, port_name: &str) -> Vec<SocketAddr> {
+        let mut out = Vec::new();
+        for slice in self.0.get(&(ns, service)).into_iter().flatten() {
+            let Some(port) = slice
+                .ports
+                .iter()
+                .flatten()
+                .find(|p| {
+                    p.name.as_deref().unwrap_or("") == port_name && p.protocol.as_deref().unwrap_or("TCP") == "TCP"
+                })
+                .and_then(|p| p.port)
+            else {
+                continue;
+            };
+            for ep in &slice.endpoints {
+                // "ready" unset means ready (EndpointSlice API).
+                if ep.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
+                    continue;
+                }
+                for a in &ep.addresses {
+                    if let Ok(ip) = a.parse::<IpAddr>() {
+                        out.push(SocketAddr::new(ip, port as u16));
+                    }
+                }
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
+pub(super) fn reference_granted(res: &Resources, from_ns: &str, to_ns: &str, service: &str) -> bool {
+    res.reference_grants.iter().any(|(k, g)| {
+        k.namespace == to_ns
+            && g.spec.from.iter().any(|f| f.group == GATEWAY_GROUP && f.kind == "HTTPRoute" && f.namespace == from_ns)
+            && g.spec.to.iter().any(|t| {
+                (t.group.is_empty() || t.group == "core")
+                    && t.kind == "Service"
+                    && t.name.as_deref().is_none_or(|n| n == service)
+            })
+    })
+}
+
