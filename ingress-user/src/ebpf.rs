@@ -5,10 +5,13 @@
 use aya::maps::{MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, SockHash};
 use aya::programs::{SkSkb, Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
-use ingress_common::{
-    OVERFLOW_PORT, SPLICE_PEERS_MAP, SPLICE_PROGRAM, SPLICE_SOCKS_MAP, SPLICE_STATS_MAP, SPLICE_USER_PASS_MAP,
-    SpliceKey, SplicePeer, SpliceStats, StatsKey, StatsValue, Verdict, XDP_PROGRAM, XDP_STATS_MAP, proto,
+use ingress_common::maps::{
+    SPLICE_PEERS_MAP, SPLICE_PROGRAM, SPLICE_SOCKS_MAP, SPLICE_STATS_MAP, SPLICE_USER_PASS_MAP, XDP_PROGRAM,
+    XDP_STATS_MAP,
 };
+use ingress_common::proto;
+use ingress_common::splice::{SpliceKey, SplicePeer, SpliceStats};
+use ingress_common::stats::{OVERFLOW_PORT, StatsKey, StatsValue, Verdict};
 
 use crate::stats::{XdpCounter, XdpInfo, xdp_counters};
 

@@ -4,7 +4,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use ingress_common::{StatsKey, Verdict, proto};
+use ingress_common::proto;
+use ingress_common::stats::{StatsKey, Verdict};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -171,8 +172,8 @@ pub fn format_table(s: &Stats) -> String {
         out += &format!("{:>6}  {:<8} {:<8} {:>12} {:>14}\n", "PORT", "PROTO", "VERDICT", "PACKETS", "BYTES");
         for c in &s.xdp_counters {
             let port = match c.port {
-                ingress_common::NO_PORT => "-".to_string(),
-                ingress_common::OVERFLOW_PORT => "other".to_string(),
+                ingress_common::stats::NO_PORT => "-".to_string(),
+                ingress_common::stats::OVERFLOW_PORT => "other".to_string(),
                 p => p.to_string(),
             };
             out += &format!("{:>6}  {:<8} {:<8} {:>12} {:>14}\n", port, c.proto, c.verdict, c.packets, c.bytes);
