@@ -1,9 +1,14 @@
-//! Kernel programs of the ingress. One program per module; packet parsing shared in
-//! [`parse`]. Built for `bpfel-unknown-none` by `cargo xtask build`.
+//! Kernel programs of the ingress: thin program files ([`xdp`], [`splice`]) over every
+//! map in [`maps`] and shared helpers (packet parsing in [`parse`], the counters in
+//! [`counters`], the splice verdict's segment handling in [`segment`]). Built for
+//! `bpfel-unknown-none` by `cargo xtask build`.
 #![no_std]
 #![no_main]
 
+mod counters;
+mod maps;
 mod parse;
+mod segment;
 mod splice;
 mod xdp;
 

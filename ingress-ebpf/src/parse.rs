@@ -1,6 +1,6 @@
 //! Bounds-checked packet parsing shared by the programs: Ethernet (one VLAN tag),
 //! IPv4 (options skipped, fragments recognised) and IPv6 (no extension headers),
-//! and the TCP/UDP ports.
+//! the TCP/UDP ports, and the TCP flag bits.
 
 use core::mem::size_of;
 
@@ -22,6 +22,8 @@ pub struct L4 {
     pub tcp_flags: u8,
 }
 
+/// TCP flag bits (the header's flags byte, and `TCP_SKB_CB(skb)->tcp_flags`).
+pub const TCP_FIN: u8 = 0x01;
 pub const TCP_SYN: u8 = 0x02;
 pub const TCP_ACK: u8 = 0x10;
 

@@ -4,10 +4,10 @@
 use aya::maps::{MapData, SockHash};
 use aya::programs::{SkSkb, Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
-use ingress_common::{
-    SPLICE_PEERS_MAP, SPLICE_PROGRAM, SPLICE_SOCKS_MAP, SPLICE_STATS_MAP, SPLICE_USER_PASS_MAP, SpliceKey, XDP_PROGRAM,
-    XDP_STATS_MAP,
+use ingress_common::maps::{
+    SPLICE_PEERS_MAP, SPLICE_PROGRAM, SPLICE_SOCKS_MAP, SPLICE_STATS_MAP, SPLICE_USER_PASS_MAP, XDP_PROGRAM, XDP_STATS_MAP,
 };
+use ingress_common::splice::SpliceKey;
 
 use super::interface::generic_reason;
 use super::maps::{Splicer, StatsMap};

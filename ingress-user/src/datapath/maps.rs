@@ -2,10 +2,10 @@
 //! which order is decided in [`super::translate`].
 
 use aya::maps::{MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, SockHash};
-use ingress_common::{
-    OVERFLOW_PORT, SPLICE_PEERS_MAP, SPLICE_SOCKS_MAP, SPLICE_USER_PASS_MAP, SpliceKey, SplicePeer, SpliceStats,
-    StatsKey, StatsValue, Verdict, XDP_STATS_MAP, proto,
-};
+use ingress_common::maps::{SPLICE_PEERS_MAP, SPLICE_SOCKS_MAP, SPLICE_USER_PASS_MAP, XDP_STATS_MAP};
+use ingress_common::proto;
+use ingress_common::splice::{SpliceKey, SplicePeer, SpliceStats};
+use ingress_common::stats::{OVERFLOW_PORT, StatsKey, StatsValue, Verdict};
 
 use super::EbpfError;
 use super::translate::xdp_counters;

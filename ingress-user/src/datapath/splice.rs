@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use ingress_common::{SpliceKey, SpliceStats};
+use ingress_common::splice::{SpliceKey, SpliceStats};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 

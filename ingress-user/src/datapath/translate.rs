@@ -1,7 +1,8 @@
 //! Pure translation between the agent's model and map entries: XDP counter entries
 //! (summed over CPUs) into named counters.
 
-use ingress_common::{StatsKey, Verdict, proto};
+use ingress_common::proto;
+use ingress_common::stats::{StatsKey, Verdict};
 
 use crate::telemetry::XdpCounter;
 

@@ -74,8 +74,8 @@ pub fn format_table(s: &StatsView) -> String {
         out += &format!("{:>6}  {:<8} {:<8} {:>12} {:>14}\n", "PORT", "PROTO", "VERDICT", "PACKETS", "BYTES");
         for c in &s.xdp_counters {
             let port = match c.port {
-                ingress_common::NO_PORT => "-".to_string(),
-                ingress_common::OVERFLOW_PORT => "other".to_string(),
+                ingress_common::stats::NO_PORT => "-".to_string(),
+                ingress_common::stats::OVERFLOW_PORT => "other".to_string(),
                 p => p.to_string(),
             };
             out += &format!("{:>6}  {:<8} {:<8} {:>12} {:>14}\n", port, c.proto, c.verdict, c.packets, c.bytes);
@@ -120,7 +120,8 @@ pub struct SpliceCounters {
 mod tests {
     use super::*;
     use crate::datapath::translate::xdp_counters;
-    use ingress_common::{StatsKey, proto};
+    use ingress_common::proto;
+    use ingress_common::stats::StatsKey;
 
     #[test]
     fn counters_are_named_sorted_and_zeroes_dropped() {

@@ -1,0 +1,61 @@
+//! The programs' counters: per-(port, protocol, verdict) packets and bytes of the XDP
+//! program, and what the splice verdict did with each segment.
+
+use aya_ebpf::programs::XdpContext;
+use ingress_common::stats::{OVERFLOW_PORT, StatsKey, StatsValue};
+
+use crate::maps::{SPLICE_STATS, XDP_STATS};
+
+/// Counts the packet in `ctx` under `key` in [`XDP_STATS`].
+#[inline(always)]
+pub fn count_packet(ctx: &XdpContext, key: StatsKey) {
+    let len = (ctx.data_end() - ctx.data()) as u64;
+    if let Some(v) = XDP_STATS.get_ptr_mut(&key) {
+        // SAFETY: per-CPU value, only this CPU writes it while the program runs.
+        unsafe {
+            (*v).packets += 1;
+            (*v).bytes += len;
+        }
+        return;
+    }
+    let first = StatsValue { packets: 1, bytes: len };
+    if XDP_STATS.insert(&key, &first, 0).is_err() {
+        // Map full: account under the overflow key of this protocol, which the agent
+        // creates at load time (so it exists even when the map fills up).
+        let over = StatsKey { dst_port: OVERFLOW_PORT, proto: key.proto, verdict: key.verdict };
+        if let Some(v) = XDP_STATS.get_ptr_mut(&over) {
+            // SAFETY: as above.
+            unsafe {
+                (*v).packets += 1;
+                (*v).bytes += len;
+            }
+        }
+    }
+}
+
+/// What the splice verdict did with a segment, as counted in [`SPLICE_STATS`].
+pub enum SpliceEvent {
+    Unmatched,
+    Redirected(u64),
+    Trimmed(u64),
+    Passed,
+    LayoutMismatch,
+}
+
+#[inline(always)]
+pub fn count_splice(ev: SpliceEvent) {
+    if let Some(s) = SPLICE_STATS.get_ptr_mut(0) {
+        // SAFETY: per-CPU value, only this CPU writes it while the program runs.
+        let s = unsafe { &mut *s };
+        match ev {
+            SpliceEvent::Unmatched => s.unmatched_skbs += 1,
+            SpliceEvent::Redirected(bytes) => {
+                s.redirected_bytes += bytes;
+                s.redirected_skbs += 1;
+            }
+            SpliceEvent::Trimmed(bytes) => s.trimmed_bytes += bytes,
+            SpliceEvent::Passed => s.passed_skbs += 1,
+            SpliceEvent::LayoutMismatch => s.layout_mismatches += 1,
+        }
+    }
+}
