@@ -216,4 +216,3 @@ async fn serve(
     drop(programs);
     Ok(())
 }
-

@@ -91,7 +91,6 @@ pub enum Cmd {
     },
 }
 
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum OnOff {
     On,

@@ -53,4 +53,3 @@ fn interface_driver(interface: &str) -> Option<String> {
     let end = info.driver.iter().position(|b| *b == 0).unwrap_or(32);
     Some(String::from_utf8_lossy(&info.driver[..end]).into_owned())
 }
-

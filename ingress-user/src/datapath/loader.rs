@@ -5,7 +5,8 @@ use aya::maps::{MapData, SockHash};
 use aya::programs::{SkSkb, Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
 use ingress_common::maps::{
-    SPLICE_PEERS_MAP, SPLICE_PROGRAM, SPLICE_SOCKS_MAP, SPLICE_STATS_MAP, SPLICE_USER_PASS_MAP, XDP_PROGRAM, XDP_STATS_MAP,
+    SPLICE_PEERS_MAP, SPLICE_PROGRAM, SPLICE_SOCKS_MAP, SPLICE_STATS_MAP, SPLICE_USER_PASS_MAP, XDP_PROGRAM,
+    XDP_STATS_MAP,
 };
 use ingress_common::splice::SpliceKey;
 
@@ -152,4 +153,3 @@ fn raise_memlock_limit() {
         tracing::debug!("cannot raise RLIMIT_MEMLOCK; fine on kernels >= 5.11");
     }
 }
-

@@ -49,12 +49,19 @@ mod tests {
         let a = backend("ns/a:80", &["10.0.0.1:80", "10.0.0.2:80"]);
         let b = backend("ns/b:80", &["10.0.1.1:80", "10.0.1.2:80"]);
         // interleaved requests: each backend still alternates between its endpoints
-        let picks: Vec<String> = (0..4).flat_map(|_| [c.pick(&a), c.pick(&b)]).map(|e| e.unwrap().to_string()).collect();
+        let picks: Vec<String> =
+            (0..4).flat_map(|_| [c.pick(&a), c.pick(&b)]).map(|e| e.unwrap().to_string()).collect();
         assert_eq!(
             picks,
             [
-                "10.0.0.1:80", "10.0.1.1:80", "10.0.0.2:80", "10.0.1.2:80", "10.0.0.1:80", "10.0.1.1:80",
-                "10.0.0.2:80", "10.0.1.2:80"
+                "10.0.0.1:80",
+                "10.0.1.1:80",
+                "10.0.0.2:80",
+                "10.0.1.2:80",
+                "10.0.0.1:80",
+                "10.0.1.1:80",
+                "10.0.0.2:80",
+                "10.0.1.2:80"
             ]
         );
     }

@@ -18,11 +18,11 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
-use crate::telemetry::prometheus::{Counted, Metrics};
-use crate::routing::filters::Mirror;
-use crate::routing::TableHandle;
 use crate::datapath::Joiner;
+use crate::routing::TableHandle;
+use crate::routing::filters::Mirror;
 use crate::telemetry::ProxyMetrics;
+use crate::telemetry::prometheus::{Counted, Metrics};
 
 /// What a request was routed to, for metrics: `namespace/route#rule` and the backend.
 #[derive(Default)]
@@ -332,7 +332,10 @@ impl Proxy {
         let Some(lt) = table.listeners.get(index) else {
             return local(StatusCode::INTERNAL_SERVER_ERROR, "listener table missing\n");
         };
-        let opts = plan::PlanOptions { forwarded_headers: self.config.forwarded_headers, request_ids: self.config.request_ids };
+        let opts = plan::PlanOptions {
+            forwarded_headers: self.config.forwarded_headers,
+            request_ids: self.config.request_ids,
+        };
         let (method, uri) = (req.method().clone(), req.uri().clone());
         let head = plan::Head { method: &method, uri: &uri, headers: req.headers_mut(), peer };
         let planned = plan::plan(lt, head, opts, &mut ProxyChoices(&self.endpoints));
@@ -347,7 +350,11 @@ impl Proxy {
         if let Some(proto) = f.upgrade.clone() {
             return self.upgrade(req, proto, f.endpoint, &f.backend().name).await;
         }
-        let req = if f.mirrors.is_empty() { req.map(|b| b.boxed()) } else { self.mirror(req, &f.mirrors, &f.path_and_query).await };
+        let req = if f.mirrors.is_empty() {
+            req.map(|b| b.boxed())
+        } else {
+            self.mirror(req, &f.mirrors, &f.path_and_query).await
+        };
         let (bytes_in, bytes_out) = self.prom.byte_counters(&tag.route, &tag.backend);
         tag.bytes_out = Some(bytes_out);
         let req = req.map(|b| Counted::new(b, bytes_in).boxed());

@@ -102,7 +102,8 @@ pub struct Planned {
 
 /// Decides what to do with one request on listener table `lt`.
 pub fn plan(lt: &ListenerTable, head: Head<'_>, opts: PlanOptions, choices: &mut dyn Choices) -> Planned {
-    let mut out = Planned { route: String::new(), backend: String::new(), plan: Plan::Local(Local::new(StatusCode::OK, "")) };
+    let mut out =
+        Planned { route: String::new(), backend: String::new(), plan: Plan::Local(Local::new(StatusCode::OK, "")) };
     out.plan = match decide(lt, head, opts, choices, &mut out) {
         Ok(f) => Plan::Forward(Box::new(f)),
         Err(l) => Plan::Local(l),

@@ -3,9 +3,7 @@
 //! result from intersecting the route's with the listener's.
 use std::collections::BTreeMap;
 
-use gateway_api::apis::experimental::httproutes::{
-    HttpRoute, HttpRouteParentRefs,
-};
+use gateway_api::apis::experimental::httproutes::{HttpRoute, HttpRouteParentRefs};
 use gateway_api::apis::standard::gateways::{
     Gateway, GatewayListeners, GatewayListenersAllowedRoutesNamespacesFrom as From_,
 };
@@ -13,13 +11,11 @@ use gateway_api::apis::standard::gateways::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 use kube::core::{Selector, SelectorExt};
 
-use super::{
-    Hostname, RouteReport,
-};
+use super::{Hostname, RouteReport};
 use crate::resources::{ObjectKey, Resources, namespace_of};
 
-
 use super::compile::{GATEWAY_GROUP, TableBuilder};
+use super::status::{Problem, Reason};
 
 /// Where a route attaches: (table index, listener name, effective hostnames; None = any).
 pub(super) fn attach(
@@ -50,7 +46,7 @@ pub(super) fn attach(
             for l in &tb.served {
                 match listener_accepts(res, tb.gateway.unwrap(), l, pref, &key.namespace, &route_hosts) {
                     Ok(hosts) => out.push((t, l.name.clone(), hosts)),
-                    Err(reason) => reasons.push(format!("{}/{}: {reason}", gw_key, l.name)),
+                    Err(p) => reasons.push(p.within(&format!("{gw_key}/{}", l.name))),
                 }
             }
         }
@@ -63,13 +59,17 @@ pub(super) fn attach(
         } else {
             // The most telling reason: a listener that the ref selects but refuses the
             // route beats "no listener selected".
-            let reason = ["NotAllowedByListeners", "NoMatchingListenerHostname"]
+            let reason = [Reason::NotAllowedByListeners, Reason::NoMatchingListenerHostname]
                 .into_iter()
-                .find(|r| reasons.iter().any(|m| m.contains(r)))
-                .unwrap_or("NoMatchingParent");
-            let why = if reasons.is_empty() { "no HTTP listener served".to_string() } else { reasons.join("; ") };
+                .find(|r| reasons.iter().any(|p| p.reason == *r))
+                .unwrap_or(Reason::NoMatchingParent);
+            let why = if reasons.is_empty() {
+                "no HTTP listener served".to_string()
+            } else {
+                reasons.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; ")
+            };
             report.problems.push(format!("parentRef {gw_key}: not accepted: {why}"));
-            Some((reason.to_string(), why))
+            Some(Problem::new(reason, why))
         };
         parents.push(ParentAttach {
             gateway: gw_key,
@@ -81,12 +81,12 @@ pub(super) fn attach(
     (out, parents)
 }
 
-/// A parentRef to a served Gateway, and why it was not accepted (reason, message).
+/// A parentRef to a served Gateway, and why it was not accepted.
 pub(super) struct ParentAttach {
     pub(super) gateway: ObjectKey,
     pub(super) section_name: Option<String>,
     pub(super) port: Option<i32>,
-    pub(super) rejection: Option<(String, String)>,
+    pub(super) rejection: Option<Problem>,
 }
 
 /// Whether listener `l` accepts the route through `pref`; the effective hostnames if so.
@@ -97,19 +97,19 @@ pub(super) fn listener_accepts(
     pref: &HttpRouteParentRefs,
     route_ns: &str,
     route_hosts: &[Hostname],
-) -> Result<Vec<Option<Hostname>>, String> {
+) -> Result<Vec<Option<Hostname>>, Problem> {
     if pref.section_name.as_ref().is_some_and(|s| s != &l.name) {
-        return Err("NoMatchingParent: sectionName does not name this listener".into());
+        return Err(Problem::new(Reason::NoMatchingParent, "sectionName does not name this listener"));
     }
     if pref.port.is_some_and(|p| p != l.port) {
-        return Err("NoMatchingParent: port does not match this listener".into());
+        return Err(Problem::new(Reason::NoMatchingParent, "port does not match this listener"));
     }
     let allowed = l.allowed_routes.as_ref();
     if let Some(kinds) = allowed.and_then(|a| a.kinds.as_ref()) {
         let ok =
             kinds.iter().any(|k| k.kind == "HTTPRoute" && k.group.as_deref().unwrap_or(GATEWAY_GROUP) == GATEWAY_GROUP);
         if !ok {
-            return Err("NotAllowedByListeners: listener allowedRoutes.kinds excludes HTTPRoute".into());
+            return Err(Problem::new(Reason::NotAllowedByListeners, "listener allowedRoutes.kinds excludes HTTPRoute"));
         }
     }
     let ns = allowed.and_then(|a| a.namespaces.as_ref());
@@ -136,7 +136,7 @@ pub(super) fn listener_accepts(
         }),
     };
     if !ns_ok {
-        return Err(format!("NotAllowedByListeners: namespace {route_ns} is not allowed"));
+        return Err(Problem::new(Reason::NotAllowedByListeners, format!("namespace {route_ns} is not allowed")));
     }
     let listener_host = l.hostname.as_deref().map(Hostname::parse);
     let hosts: Vec<Option<Hostname>> = match (&listener_host, route_hosts.is_empty()) {
@@ -146,7 +146,7 @@ pub(super) fn listener_accepts(
         (Some(lh), false) => route_hosts.iter().filter_map(|rh| Hostname::intersect(lh, rh)).map(Some).collect(),
     };
     if hosts.is_empty() {
-        return Err("NoMatchingListenerHostname: no route hostname matches the listener's".into());
+        return Err(Problem::new(Reason::NoMatchingListenerHostname, "no route hostname matches the listener's"));
     }
     Ok(hosts)
 }
@@ -157,4 +157,3 @@ pub(super) fn namespace_labels(res: &Resources, ns: &str) -> BTreeMap<String, St
     labels.insert("kubernetes.io/metadata.name".into(), ns.into());
     labels
 }
-

@@ -5,18 +5,14 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use gateway_api::apis::standard::gateways::{
-    Gateway, GatewayListeners,
-};
+use gateway_api::apis::standard::gateways::{Gateway, GatewayListeners};
 
-use super::matching::PathMatch;
-use super::{
-    Entry, Hostname, ListenerTable, RouteReport, Table, VirtualHost,
-};
 use super::attach::attach;
+use super::matching::PathMatch;
 use super::refs::SliceIndex;
 use super::rules::{CompiledRule, compile_rules};
 use super::status::{RuleIssues, parent_statuses};
+use super::{Entry, Hostname, ListenerTable, RouteReport, Table, VirtualHost};
 use crate::config::ListenMapping;
 use crate::resources::{ObjectKey, Resources};
 
@@ -172,4 +168,3 @@ pub(super) fn shadowed(host: &Option<Hostname>, entries: &[Entry], notes: &mut V
         }
     }
 }
-

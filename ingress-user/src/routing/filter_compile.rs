@@ -3,15 +3,14 @@
 //! requests that reach it get 500).
 
 use gateway_api::apis::experimental::httproutes::{
-    HttpRouteRulesBackendRefs, HttpRouteRulesFilters,
-    HttpRouteRulesFiltersRequestRedirectScheme, HttpRouteRulesFiltersType, HttpRouteRulesFiltersUrlRewritePathType,
+    HttpRouteRulesBackendRefs, HttpRouteRulesFilters, HttpRouteRulesFiltersRequestRedirectScheme,
+    HttpRouteRulesFiltersType, HttpRouteRulesFiltersUrlRewritePathType,
 };
 use http::HeaderName;
 
-use super::filters::{Cors, Filter, HeaderModifier, Mirror, PathModifier, Redirect, Rewrite};
 use super::BackendTarget;
+use super::filters::{Cors, Filter, HeaderModifier, Mirror, PathModifier, Redirect, Rewrite};
 use crate::resources::{ObjectKey, Resources};
-
 
 use super::refs::{SliceIndex, resolve_backend};
 use super::rules::header_pairs;
@@ -23,7 +22,10 @@ pub(super) struct RefCtx<'a> {
     pub(super) route: &'a ObjectKey,
 }
 
-pub(super) fn compile_filters<'a>(ctx: &RefCtx<'_>, filters: impl Iterator<Item = &'a HttpRouteRulesFilters>) -> Vec<Filter> {
+pub(super) fn compile_filters<'a>(
+    ctx: &RefCtx<'_>,
+    filters: impl Iterator<Item = &'a HttpRouteRulesFilters>,
+) -> Vec<Filter> {
     let mut out: Vec<Filter> = filters.map(|f| compile_filter(ctx, f)).collect();
     let has = |out: &[Filter], f: fn(&Filter) -> bool| out.iter().any(f);
     if has(&out, |f| matches!(f, Filter::RequestRedirect(_))) && has(&out, |f| matches!(f, Filter::UrlRewrite(_))) {
@@ -115,10 +117,10 @@ pub(super) fn compile_filter(ctx: &RefCtx<'_>, f: &HttpRouteRulesFilters) -> Fil
                 ..Default::default()
             };
             let ns = b.namespace.clone().unwrap_or_else(|| ctx.route.namespace.clone());
-            let target = resolve_backend(ctx.res, ctx.slices, ctx.route, &as_ref, &ns);
-            if let BackendTarget::Invalid(why) = &target {
-                return unsupported(format!("RequestMirror backendRef {ns}/{}: {why}", b.name));
-            }
+            let target = match resolve_backend(ctx.res, ctx.slices, ctx.route, &as_ref, &ns) {
+                Ok(endpoints) => BackendTarget::Endpoints(endpoints),
+                Err(why) => return unsupported(format!("RequestMirror backendRef {ns}/{}: {why}", b.name)),
+            };
             let (numerator, denominator) = match (&m.fraction, m.percent) {
                 (Some(fr), _) => (fr.numerator.max(0) as u32, fr.denominator.unwrap_or(100).max(0) as u32),
                 (None, Some(p)) => (p.clamp(0, 100) as u32, 100),
@@ -186,7 +188,11 @@ pub(super) fn header_modifier(json: &serde_json::Value) -> Result<HeaderModifier
     })
 }
 
-pub(super) fn path_modifier(full: bool, full_path: &Option<String>, prefix: &Option<String>) -> Result<PathModifier, String> {
+pub(super) fn path_modifier(
+    full: bool,
+    full_path: &Option<String>,
+    prefix: &Option<String>,
+) -> Result<PathModifier, String> {
     if full {
         full_path
             .clone()
@@ -199,4 +205,3 @@ pub(super) fn path_modifier(full: bool, full_path: &Option<String>, prefix: &Opt
             .ok_or_else(|| "ReplacePrefixMatch without replacePrefixMatch".into())
     }
 }
-

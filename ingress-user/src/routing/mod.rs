@@ -4,15 +4,15 @@
 
 mod attach;
 mod compile;
-pub mod view;
+mod filter_compile;
 pub mod filters;
 mod handle;
 pub mod hostname;
-mod filter_compile;
 mod matching;
 mod refs;
 mod rules;
 mod status;
+pub mod view;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

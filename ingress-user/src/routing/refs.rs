@@ -3,20 +3,16 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
-use gateway_api::apis::experimental::httproutes::{
-    HttpRouteRules, HttpRouteRulesBackendRefs, HttpRouteRulesFilters,
-};
+use gateway_api::apis::experimental::httproutes::{HttpRouteRules, HttpRouteRulesBackendRefs, HttpRouteRulesFilters};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use super::filters::Filter;
-use super::{
-    Backend, BackendTarget, RouteReport,
-};
+use super::{Backend, BackendTarget, RouteReport};
 use crate::resources::{ObjectKey, Resources};
-
 
 use super::compile::GATEWAY_GROUP;
 use super::filter_compile::{RefCtx, compile_filter};
+use super::status::{Problem, Reason, RuleIssues};
 
 pub(super) fn compile_backends(
     res: &Resources,
@@ -25,16 +21,21 @@ pub(super) fn compile_backends(
     rule: &HttpRouteRules,
     ri: usize,
     report: &mut RouteReport,
+    issues: &mut RuleIssues,
 ) -> Vec<Backend> {
     let mut out = Vec::new();
     for b in rule.backend_refs.iter().flatten() {
         let weight = b.weight.unwrap_or(1);
         let ns = b.namespace.clone().unwrap_or_else(|| key.namespace.clone());
         let name = format!("{ns}/{}:{}", b.name, b.port.map(|p| p.to_string()).unwrap_or_else(|| "?".into()));
-        let target = resolve_backend(res, slices, key, b, &ns);
-        if let BackendTarget::Invalid(why) = &target {
-            report.problems.push(format!("rule {ri} backendRef {name}: {why}"));
-        }
+        let target = match resolve_backend(res, slices, key, b, &ns) {
+            Ok(endpoints) => BackendTarget::Endpoints(endpoints),
+            Err(p) => {
+                report.problems.push(format!("rule {ri} backendRef {name}: {p}"));
+                issues.unresolved.get_or_insert_with(|| p.within(&format!("rule {ri} backendRef {name}")));
+                BackendTarget::Invalid(p.to_string())
+            }
+        };
         // Backend filters have the same shape as rule filters: reuse the rule compiler.
         let filters = b
             .filters
@@ -56,29 +57,27 @@ pub(super) fn resolve_backend(
     route: &ObjectKey,
     b: &HttpRouteRulesBackendRefs,
     ns: &str,
-) -> BackendTarget {
+) -> Result<Vec<SocketAddr>, Problem> {
     let group = b.group.as_deref().unwrap_or("");
     let kind = b.kind.as_deref().unwrap_or("Service");
     if !(group.is_empty() || group == "core") || kind != "Service" {
-        return BackendTarget::Invalid(format!("InvalidKind: {group}/{kind} is not a Service"));
+        return Err(Problem::new(Reason::InvalidKind, format!("{group}/{kind} is not a Service")));
     }
     if ns != route.namespace && !reference_granted(res, &route.namespace, ns, &b.name) {
-        return BackendTarget::Invalid(format!(
-            "RefNotPermitted: no ReferenceGrant in {ns} allows HTTPRoutes from {}",
-            route.namespace
-        ));
+        let why = format!("no ReferenceGrant in {ns} allows HTTPRoutes from {}", route.namespace);
+        return Err(Problem::new(Reason::RefNotPermitted, why));
     }
     let Some(port) = b.port else {
-        return BackendTarget::Invalid("UnsupportedValue: a Service backendRef needs a port".into());
+        return Err(Problem::new(Reason::UnsupportedValue, "a Service backendRef needs a port"));
     };
     let Some(svc) = res.services.get(&ObjectKey::new(ns, &b.name)) else {
-        return BackendTarget::Invalid(format!("BackendNotFound: Service {ns}/{} not found", b.name));
+        return Err(Problem::new(Reason::BackendNotFound, format!("Service {ns}/{} not found", b.name)));
     };
     let Some(sp) = svc.spec.as_ref().and_then(|s| s.ports.as_ref()).and_then(|ps| ps.iter().find(|p| p.port == port))
     else {
-        return BackendTarget::Invalid(format!("BackendNotFound: Service {ns}/{} has no port {port}", b.name));
+        return Err(Problem::new(Reason::BackendNotFound, format!("Service {ns}/{} has no port {port}", b.name)));
     };
-    BackendTarget::Endpoints(slices.ready_endpoints(ns, &b.name, sp.name.as_deref().unwrap_or("")))
+    Ok(slices.ready_endpoints(ns, &b.name, sp.name.as_deref().unwrap_or("")))
 }
 
 /// EndpointSlices by (namespace, Service), built once per compile.
@@ -140,4 +139,3 @@ pub(super) fn reference_granted(res: &Resources, from_ns: &str, to_ns: &str, ser
             })
     })
 }
-

@@ -4,24 +4,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gateway_api::apis::experimental::httproutes::{
-    HttpRoute, HttpRouteRules,
-    HttpRouteRulesMatches, HttpRouteRulesMatchesHeadersType, HttpRouteRulesMatchesPathType,
+    HttpRoute, HttpRouteRules, HttpRouteRulesMatches, HttpRouteRulesMatchesHeadersType, HttpRouteRulesMatchesPathType,
     HttpRouteRulesMatchesQueryParamsType,
 };
 use http::{HeaderName, HeaderValue};
 
 use super::filters::Filter;
 use super::matching::{Matcher, PathMatch, ValueMatch, full_regex};
-use super::{
-    BackendTarget, Retry, RouteReport, Rule,
-    Timeouts,
-};
+use super::{Retry, RouteReport, Rule, Timeouts};
 use crate::resources::{ObjectKey, Resources};
-
 
 use super::filter_compile::{RefCtx, compile_filters};
 use super::refs::{SliceIndex, compile_backends};
-use super::status::{RuleIssues, split_reason};
+use super::status::{Problem, Reason, RuleIssues};
 
 pub(super) struct CompiledRule {
     pub(super) rule: Arc<Rule>,
@@ -49,7 +44,7 @@ pub(super) fn compile_rules(
                 Ok(m) => matchers.push(m),
                 Err(e) => {
                     let msg = format!("rule {ri} match {mi}: UnsupportedValue: {e}");
-                    issues.unsupported.get_or_insert_with(|| ("UnsupportedValue".into(), msg.clone()));
+                    issues.unsupported.get_or_insert_with(|| Problem::new(Reason::UnsupportedValue, msg.clone()));
                     report.problems.push(msg);
                 }
             }
@@ -59,17 +54,11 @@ pub(super) fn compile_rules(
         for f in &filters {
             if let Filter::Unsupported { reason } = f {
                 let msg = format!("rule {ri}: {reason}; matching requests get 500");
-                issues.unsupported.get_or_insert_with(|| ("UnsupportedValue".into(), msg.clone()));
+                issues.unsupported.get_or_insert_with(|| Problem::new(Reason::UnsupportedValue, msg.clone()));
                 report.problems.push(msg);
             }
         }
-        let backends = compile_backends(res, slices, key, rule, ri, report);
-        for b in &backends {
-            if let BackendTarget::Invalid(why) = &b.target {
-                let (reason, msg) = split_reason(why);
-                issues.unresolved.get_or_insert_with(|| (reason, format!("rule {ri} backendRef {}: {msg}", b.name)));
-            }
-        }
+        let backends = compile_backends(res, slices, key, rule, ri, report, issues);
         let timeouts = compile_timeouts(rule, ri, report);
         let retry = compile_retry(rule, ri, report);
         out.push(CompiledRule {
@@ -80,7 +69,10 @@ pub(super) fn compile_rules(
     out
 }
 
-pub(super) fn compile_match(m: &HttpRouteRulesMatches, order: (Arc<str>, Arc<str>, usize, usize)) -> Result<Matcher, String> {
+pub(super) fn compile_match(
+    m: &HttpRouteRulesMatches,
+    order: (Arc<str>, Arc<str>, usize, usize),
+) -> Result<Matcher, String> {
     let path = match &m.path {
         None => PathMatch::prefix("/"),
         Some(p) => {
@@ -131,7 +123,9 @@ pub(super) fn compile_match(m: &HttpRouteRulesMatches, order: (Arc<str>, Arc<str
     Ok(Matcher { path, method, headers, query, order })
 }
 
-pub(super) fn header_pairs<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
+pub(super) fn header_pairs<'a>(
+    pairs: impl Iterator<Item = (&'a str, &'a str)>,
+) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
     pairs
         .map(|(n, v)| {
             Ok((
@@ -174,12 +168,10 @@ pub(super) fn compile_retry(rule: &HttpRouteRules, ri: usize, report: &mut Route
     Some(Retry { attempts: r.attempts.unwrap_or(0).clamp(0, 10) as u32, codes, backoff })
 }
 
-
 /// A Gateway API duration (GEP-2257: 1 to 4 `<number><unit>`, units h, m, s, ms),
 /// parsed by the gateway-api crate.
 pub(super) fn parse_duration(s: &str) -> Result<Duration, String> {
-    let d: gateway_api::Duration = s
-        .parse()
-        .map_err(|e| format!("{s:?} is not a Gateway API duration like 10s, 1m30s or 500ms ({e})"))?;
+    let d: gateway_api::Duration =
+        s.parse().map_err(|e| format!("{s:?} is not a Gateway API duration like 10s, 1m30s or 500ms ({e})"))?;
     Ok(Duration::new(d.as_secs(), d.subsec_nanos()))
 }

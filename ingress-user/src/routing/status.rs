@@ -1,28 +1,68 @@
 //! Route status: the problems found while compiling, typed, and the Accepted and
 //! ResolvedRefs conditions they become under each parentRef.
 
-
-use super::{
-    Condition, ParentStatus,
-};
-
+use super::{Condition, ParentStatus};
 
 use super::attach::ParentAttach;
+
+/// The Gateway API reasons a route's conditions carry when something is wrong.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Reason {
+    NoMatchingParent,
+    NotAllowedByListeners,
+    NoMatchingListenerHostname,
+    UnsupportedValue,
+    InvalidKind,
+    RefNotPermitted,
+    BackendNotFound,
+}
+
+impl Reason {
+    pub(super) fn as_str(self) -> &'static str {
+        match self {
+            Self::NoMatchingParent => "NoMatchingParent",
+            Self::NotAllowedByListeners => "NotAllowedByListeners",
+            Self::NoMatchingListenerHostname => "NoMatchingListenerHostname",
+            Self::UnsupportedValue => "UnsupportedValue",
+            Self::InvalidKind => "InvalidKind",
+            Self::RefNotPermitted => "RefNotPermitted",
+            Self::BackendNotFound => "BackendNotFound",
+        }
+    }
+}
+
+/// A problem found while compiling a route: its reason and what exactly is wrong.
+/// Shown as `Reason: message` (in `ingress routes`, `/routes` and the logs).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Problem {
+    pub(super) reason: Reason,
+    pub(super) message: String,
+}
+
+impl Problem {
+    pub(super) fn new(reason: Reason, message: impl Into<String>) -> Self {
+        Self { reason, message: message.into() }
+    }
+
+    /// The same problem, with `context` (where it was found) before the message.
+    pub(super) fn within(&self, context: &str) -> Self {
+        Self { reason: self.reason, message: format!("{context}: {}", self.message) }
+    }
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.reason.as_str(), self.message)
+    }
+}
 
 /// The first problem of each kind found while compiling a route's rules.
 #[derive(Default)]
 pub(super) struct RuleIssues {
-    /// (reason, message) for Accepted=False: an unsupported value.
-    pub(super) unsupported: Option<(String, String)>,
-    /// (reason, message) for ResolvedRefs=False.
-    pub(super) unresolved: Option<(String, String)>,
-}
-
-pub(super) fn split_reason(s: &str) -> (String, String) {
-    match s.split_once(": ") {
-        Some((r, m)) if !r.contains(' ') => (r.to_string(), m.to_string()),
-        _ => ("UnsupportedValue".to_string(), s.to_string()),
-    }
+    /// For Accepted=False: an unsupported value.
+    pub(super) unsupported: Option<Problem>,
+    /// For ResolvedRefs=False.
+    pub(super) unresolved: Option<Problem>,
 }
 
 pub(super) fn parent_statuses(parents: Vec<ParentAttach>, issues: &RuleIssues) -> Vec<ParentStatus> {
@@ -30,9 +70,12 @@ pub(super) fn parent_statuses(parents: Vec<ParentAttach>, issues: &RuleIssues) -
         .into_iter()
         .map(|p| {
             let accepted = match (&p.rejection, &issues.unsupported) {
-                (Some((r, m)), _) | (None, Some((r, m))) => {
-                    Condition { kind: "Accepted".into(), status: false, reason: r.clone(), message: m.clone() }
-                }
+                (Some(p), _) | (None, Some(p)) => Condition {
+                    kind: "Accepted".into(),
+                    status: false,
+                    reason: p.reason.as_str().into(),
+                    message: p.message.clone(),
+                },
                 (None, None) => Condition {
                     kind: "Accepted".into(),
                     status: true,
@@ -41,9 +84,12 @@ pub(super) fn parent_statuses(parents: Vec<ParentAttach>, issues: &RuleIssues) -
                 },
             };
             let resolved = match &issues.unresolved {
-                Some((r, m)) => {
-                    Condition { kind: "ResolvedRefs".into(), status: false, reason: r.clone(), message: m.clone() }
-                }
+                Some(p) => Condition {
+                    kind: "ResolvedRefs".into(),
+                    status: false,
+                    reason: p.reason.as_str().into(),
+                    message: p.message.clone(),
+                },
                 None => Condition {
                     kind: "ResolvedRefs".into(),
                     status: true,
@@ -60,4 +106,3 @@ pub(super) fn parent_statuses(parents: Vec<ParentAttach>, issues: &RuleIssues) -
         })
         .collect()
 }
-

@@ -216,8 +216,16 @@ fn allowed_routes_selector_expressions_follow_kubernetes_semantics() {
         );
         let yaml = format!(
             "{gateway}{namespaces}{}{}{}",
-            route("team-a", "a", "  parentRefs: [{name: gw, namespace: infra}]\n  hostnames: [a.test]\n  rules: [{}]\n"),
-            route("team-b", "b", "  parentRefs: [{name: gw, namespace: infra}]\n  hostnames: [b.test]\n  rules: [{}]\n"),
+            route(
+                "team-a",
+                "a",
+                "  parentRefs: [{name: gw, namespace: infra}]\n  hostnames: [a.test]\n  rules: [{}]\n"
+            ),
+            route(
+                "team-b",
+                "b",
+                "  parentRefs: [{name: gw, namespace: infra}]\n  hostnames: [b.test]\n  rules: [{}]\n"
+            ),
             route("infra", "i", "  parentRefs: [{name: gw}]\n  hostnames: [i.test]\n  rules: [{}]\n"),
         );
         let t = table(&yaml, "127.0.0.1:80=infra/gw:80");

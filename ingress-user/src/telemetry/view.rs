@@ -57,7 +57,6 @@ pub struct XdpInfo {
     pub why_generic: Option<String>,
 }
 
-
 /// The table `ingress stats` prints.
 pub fn format_table(s: &StatsView) -> String {
     let mut out = String::new();

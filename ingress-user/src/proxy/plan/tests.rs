@@ -67,7 +67,14 @@ const ON: PlanOptions = PlanOptions { forwarded_headers: true, request_ids: fals
 
 /// Plans `method target` with `headers` (name, value); returns the plan and the
 /// headers as they would be sent.
-fn run(t: &Table, method: &str, target: &str, headers: &[(&str, &str)], opts: PlanOptions, rnd: &[u64]) -> (Planned, HeaderMap) {
+fn run(
+    t: &Table,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    opts: PlanOptions,
+    rnd: &[u64],
+) -> (Planned, HeaderMap) {
     let mut h = HeaderMap::new();
     for (n, v) in headers {
         h.append(header::HeaderName::from_bytes(n.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
