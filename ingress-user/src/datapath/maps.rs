@@ -8,7 +8,7 @@ use ingress_common::splice::{SpliceKey, SplicePeer, SpliceStats};
 use ingress_common::stats::{OVERFLOW_PORT, StatsKey, StatsValue, Verdict};
 
 use super::EbpfError;
-use super::translate::xdp_counters;
+use super::translate::{JoinOp, PartOp, join_ops, part_ops, xdp_counters};
 use crate::telemetry::XdpCounter;
 
 /// Typed access to [`XDP_STATS_MAP`].
@@ -49,27 +49,30 @@ pub struct Splicer {
 
 impl Splicer {
     /// Joins two sockets: from now on the kernel moves what arrives on one out of
-    /// the other. The peer entries go in first, so every segment the verdict program
-    /// sees on a joined socket has its entry (its sequence tracking starts with the
-    /// first one); a segment that arrives while its peer is not in the SOCKHASH yet
-    /// turns that direction over to the agent (see `ingress-ebpf/src/splice.rs`).
+    /// the other, in the order of [`join_ops`]; a segment that arrives while its peer
+    /// is not in the SOCKHASH yet turns that direction over to the agent (see
+    /// `ingress-ebpf/src/splice.rs`). On a failure the join is undone.
     pub fn join(
         &mut self,
         a: (SpliceKey, std::os::fd::RawFd),
         b: (SpliceKey, std::os::fd::RawFd),
     ) -> Result<(), EbpfError> {
-        let peers = |source| EbpfError::Map { map: SPLICE_PEERS_MAP, source };
-        let entry = |key| SplicePeer { key, ..Default::default() };
-        self.peers.insert(a.0, entry(b.0), 0).map_err(peers)?;
-        if let Err(e) = self.peers.insert(b.0, entry(a.0), 0) {
-            let _ = self.peers.remove(&a.0);
-            return Err(peers(e));
-        }
-        let map = |source| EbpfError::Map { map: SPLICE_SOCKS_MAP, source };
-        let socks = self.socks.insert(a.0, a.1, 0).and_then(|()| self.socks.insert(b.0, b.1, 0));
-        if let Err(e) = socks {
-            self.part(a.0, b.0);
-            return Err(map(e));
+        let fds = [a.1, b.1];
+        let keys = [a.0, b.0];
+        for op in join_ops(keys) {
+            let done = match op {
+                JoinOp::Peer(k, p) => {
+                    self.peers.insert(k, p, 0).map_err(|source| EbpfError::Map { map: SPLICE_PEERS_MAP, source })
+                }
+                JoinOp::Socket(i) => self
+                    .socks
+                    .insert(keys[i], fds[i], 0)
+                    .map_err(|source| EbpfError::Map { map: SPLICE_SOCKS_MAP, source }),
+            };
+            if let Err(e) = done {
+                self.part(a.0, b.0);
+                return Err(e);
+            }
         }
         Ok(())
     }
@@ -84,14 +87,15 @@ impl Splicer {
         self.user_pass.insert(key, 1, 0).map_err(|source| EbpfError::Map { map: SPLICE_USER_PASS_MAP, source })
     }
 
-    /// Undoes [`Splicer::join`]: the sockets leave the SOCKHASH first (their bytes
-    /// take the normal path again), then their entries.
+    /// Undoes [`Splicer::join`], in the order of [`part_ops`]; entries that are not
+    /// there (a join that failed half way) are skipped.
     pub fn part(&mut self, a: SpliceKey, b: SpliceKey) {
-        let _ = self.socks.remove(&a);
-        let _ = self.socks.remove(&b);
-        for k in [a, b] {
-            let _ = self.peers.remove(&k);
-            let _ = self.user_pass.remove(&k);
+        for op in part_ops([a, b]) {
+            let _ = match op {
+                PartOp::Socket(k) => self.socks.remove(&k),
+                PartOp::Peer(k) => self.peers.remove(&k),
+                PartOp::Takeover(k) => self.user_pass.remove(&k),
+            };
         }
     }
 

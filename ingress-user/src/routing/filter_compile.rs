@@ -40,7 +40,8 @@ pub(super) fn compile_filter(ctx: &RefCtx<'_>, f: &HttpRouteRulesFilters) -> Fil
     match f.r#type {
         HttpRouteRulesFiltersType::RequestHeaderModifier | HttpRouteRulesFiltersType::ResponseHeaderModifier => {
             let request = f.r#type == HttpRouteRulesFiltersType::RequestHeaderModifier;
-            // The request and response modifier types have the same shape.
+            // The request and response modifier types have the same shape, but gateway-api
+            // generates one struct per place with no conversion between them: serde converts.
             let json = if request {
                 serde_json::to_value(&f.request_header_modifier)
             } else {

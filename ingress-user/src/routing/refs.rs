@@ -37,6 +37,7 @@ pub(super) fn compile_backends(
             }
         };
         // Backend filters have the same shape as rule filters: reuse the rule compiler.
+        // gateway-api generates separate, identical structs with no conversion: serde converts.
         let filters = b
             .filters
             .iter()

@@ -86,6 +86,7 @@ pub(super) fn compile_match(
             }
         }
     };
+    // the generated method enum has no as_str; its serde name is the wire name (GET, ...)
     let method = m
         .method
         .as_ref()
