@@ -6,11 +6,12 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use http::{Request, Response, StatusCode, Uri, header};
+use http::{Request, Response, Uri, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use super::{Body, Proxy, local};
+use super::error::ProxyError;
+use super::{Body, Proxy};
 use crate::routing::{Backend, Rule};
 
 /// Endpoints tried for one request when connections are refused.
@@ -115,18 +116,16 @@ impl Proxy {
                             endpoint = self.endpoints.pick(backend).unwrap_or(endpoint);
                             continue;
                         }
-                        return Err(local(StatusCode::SERVICE_UNAVAILABLE, "backend unavailable\n"));
+                        return Err(ProxyError::ConnectFailed.into());
                     }
                     // The connection broke before a response: the pod reset it.
-                    Outcome::Failed => return Err(local(StatusCode::BAD_GATEWAY, "backend failed\n")),
-                    Outcome::TimedOut => return Err(local(StatusCode::GATEWAY_TIMEOUT, "backend timeout\n")),
+                    Outcome::Failed => return Err(ProxyError::BackendFailed.into()),
+                    Outcome::TimedOut => return Err(ProxyError::BackendTimeout.into()),
                 }
             }
         };
         match rule.timeouts.request {
-            Some(t) => tokio::time::timeout(t, whole)
-                .await
-                .unwrap_or_else(|_| Err(local(StatusCode::GATEWAY_TIMEOUT, "request timeout\n"))),
+            Some(t) => tokio::time::timeout(t, whole).await.unwrap_or_else(|_| Err(ProxyError::RequestTimeout.into())),
             None => whole.await,
         }
     }

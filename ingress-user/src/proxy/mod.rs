@@ -23,6 +23,7 @@ use crate::routing::TableHandle;
 use crate::routing::filters::Mirror;
 use crate::telemetry::ProxyMetrics;
 use crate::telemetry::prometheus::{Counted, Metrics};
+use error::ProxyError;
 
 /// What a request was routed to, for metrics: `namespace/route#rule` and the backend.
 #[derive(Default)]
@@ -35,6 +36,7 @@ struct Tag {
 
 mod conn;
 mod endpoints;
+pub mod error;
 mod forward;
 pub mod plan;
 mod splice_route;
@@ -330,7 +332,7 @@ impl Proxy {
     ) -> Response<Body> {
         let table = self.table.load();
         let Some(lt) = table.listeners.get(index) else {
-            return local(StatusCode::INTERNAL_SERVER_ERROR, "listener table missing\n");
+            return ProxyError::ListenerMissing.into();
         };
         let opts = plan::PlanOptions {
             forwarded_headers: self.config.forwarded_headers,
@@ -482,6 +484,13 @@ impl plan::Choices for ProxyChoices<'_> {
 
     fn endpoint(&mut self, backend: &crate::routing::Backend) -> Option<SocketAddr> {
         self.0.pick(backend)
+    }
+}
+
+impl From<ProxyError> for Response<Body> {
+    fn from(e: ProxyError) -> Self {
+        let (status, body) = e.answer();
+        local(status, body)
     }
 }
 

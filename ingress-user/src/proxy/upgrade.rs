@@ -12,7 +12,8 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
-use super::{Body, Proxy, local};
+use super::error::ProxyError;
+use super::{Body, Proxy};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -47,13 +48,13 @@ impl Proxy {
             Ok(Ok(s)) => s,
             _ => {
                 self.metrics.backend_error();
-                return local(StatusCode::SERVICE_UNAVAILABLE, "backend unavailable\n");
+                return ProxyError::ConnectFailed.into();
             }
         };
         let _ = stream.set_nodelay(true);
         let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
             Ok(p) => p,
-            Err(_) => return local(StatusCode::BAD_GATEWAY, "backend handshake failed\n"),
+            Err(_) => return ProxyError::UpgradeHandshake.into(),
         };
         tokio::spawn(async move {
             let _ = conn.with_upgrades().await;
@@ -63,7 +64,7 @@ impl Proxy {
             Err(e) => {
                 self.metrics.backend_error();
                 tracing::debug!(%endpoint, %backend, error = %e, "502: upgrade request failed");
-                return local(StatusCode::BAD_GATEWAY, "backend failed\n");
+                return ProxyError::BackendFailed.into();
             }
         };
         if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
