@@ -248,7 +248,7 @@ fn decide(
     if opts.request_ids && !headers.contains_key("x-request-id") {
         headers.insert("x-request-id", request_id(choices));
     }
-    let upgrade = super::upgrade::requested(headers);
+    let upgrade = requested(headers);
     if upgrade.is_none() {
         strip_hop_by_hop(headers);
         // hyper answers `100 Continue` itself when the body is first read; the pod
@@ -344,6 +344,20 @@ fn forwarded_headers(h: &mut HeaderMap, peer: SocketAddr, host: &str) {
             h.insert("x-forwarded-host", v);
         }
     }
+}
+
+/// The protocol a request asks to upgrade to (`Connection: upgrade` + `Upgrade: X`).
+pub fn requested(h: &HeaderMap) -> Option<HeaderValue> {
+    let connection_upgrade = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    if !connection_upgrade {
+        return None;
+    }
+    h.get(header::UPGRADE).cloned()
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -16,20 +16,6 @@ use super::error::ProxyError;
 use super::{Body, Proxy};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The protocol a request asks to upgrade to (`Connection: upgrade` + `Upgrade: X`).
-pub fn requested(h: &HeaderMap) -> Option<HeaderValue> {
-    let connection_upgrade = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-    if !connection_upgrade {
-        return None;
-    }
-    h.get(header::UPGRADE).cloned()
-}
 
 impl Proxy {
     pub(super) async fn upgrade(
@@ -116,6 +102,8 @@ impl Proxy {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proxy::plan::requested;
+    use http::HeaderMap;
 
     #[test]
     fn upgrade_needs_connection_upgrade_and_upgrade() {

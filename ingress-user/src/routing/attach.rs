@@ -14,8 +14,9 @@ use kube::core::{Selector, SelectorExt};
 use super::{Hostname, RouteReport};
 use crate::resources::{ObjectKey, Resources, namespace_of};
 
-use super::compile::{GATEWAY_GROUP, TableBuilder};
-use super::status::{Problem, Reason};
+use super::GATEWAY_GROUP;
+use super::builder::TableBuilder;
+use super::status::{ParentAttach, Problem, Reason};
 
 /// Where a route attaches: (table index, listener name, effective hostnames; None = any).
 pub(super) fn attach(
@@ -79,14 +80,6 @@ pub(super) fn attach(
         });
     }
     (out, parents)
-}
-
-/// A parentRef to a served Gateway, and why it was not accepted.
-pub(super) struct ParentAttach {
-    pub(super) gateway: ObjectKey,
-    pub(super) section_name: Option<String>,
-    pub(super) port: Option<i32>,
-    pub(super) rejection: Option<Problem>,
 }
 
 /// Whether listener `l` accepts the route through `pref`; the effective hostnames if so.

@@ -6,14 +6,13 @@ use gateway_api::apis::experimental::httproutes::{
     HttpRouteRulesBackendRefs, HttpRouteRulesFilters, HttpRouteRulesFiltersRequestRedirectScheme,
     HttpRouteRulesFiltersType, HttpRouteRulesFiltersUrlRewritePathType,
 };
-use http::HeaderName;
+use http::{HeaderName, HeaderValue};
 
 use super::BackendTarget;
 use super::filters::{Cors, Filter, HeaderModifier, Mirror, PathModifier, Redirect, Rewrite};
 use crate::resources::{ObjectKey, Resources};
 
 use super::refs::{SliceIndex, resolve_backend};
-use super::rules::header_pairs;
 
 /// What resolving a backendRef needs.
 pub(super) struct RefCtx<'a> {
@@ -205,4 +204,17 @@ pub(super) fn path_modifier(
             .map(PathModifier::ReplacePrefixMatch)
             .ok_or_else(|| "ReplacePrefixMatch without replacePrefixMatch".into())
     }
+}
+
+pub(super) fn header_pairs<'a>(
+    pairs: impl Iterator<Item = (&'a str, &'a str)>,
+) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
+    pairs
+        .map(|(n, v)| {
+            Ok((
+                HeaderName::from_bytes(n.as_bytes()).map_err(|_| format!("invalid header name {n:?}"))?,
+                HeaderValue::from_str(v).map_err(|_| format!("invalid header value {v:?}"))?,
+            ))
+        })
+        .collect()
 }

@@ -3,6 +3,7 @@
 //! no I/O, no async; the proxy publishes a new [`Table`] atomically on every change.
 
 mod attach;
+mod builder;
 mod compile;
 mod filter_compile;
 pub mod filters;
@@ -22,6 +23,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use compile::compile;
+
+/// The API group of Gateway API objects.
+const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
 pub use filters::{Filter, HeaderModifier, Redirect, Rewrite};
 pub use handle::TableHandle;
 pub use hostname::{HostProblem, Hostname, request_host, split_host_header};

@@ -3,54 +3,13 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
-use gateway_api::apis::experimental::httproutes::{HttpRouteRules, HttpRouteRulesBackendRefs, HttpRouteRulesFilters};
+use gateway_api::apis::experimental::httproutes::HttpRouteRulesBackendRefs;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
-use super::filters::Filter;
-use super::{Backend, BackendTarget, RouteReport};
 use crate::resources::{ObjectKey, Resources};
 
-use super::compile::GATEWAY_GROUP;
-use super::filter_compile::{RefCtx, compile_filter};
-use super::status::{Problem, Reason, RuleIssues};
-
-pub(super) fn compile_backends(
-    res: &Resources,
-    slices: &SliceIndex<'_>,
-    key: &ObjectKey,
-    rule: &HttpRouteRules,
-    ri: usize,
-    report: &mut RouteReport,
-    issues: &mut RuleIssues,
-) -> Vec<Backend> {
-    let mut out = Vec::new();
-    for b in rule.backend_refs.iter().flatten() {
-        let weight = b.weight.unwrap_or(1);
-        let ns = b.namespace.clone().unwrap_or_else(|| key.namespace.clone());
-        let name = format!("{ns}/{}:{}", b.name, b.port.map(|p| p.to_string()).unwrap_or_else(|| "?".into()));
-        let target = match resolve_backend(res, slices, key, b, &ns) {
-            Ok(endpoints) => BackendTarget::Endpoints(endpoints),
-            Err(p) => {
-                report.problems.push(format!("rule {ri} backendRef {name}: {p}"));
-                issues.unresolved.get_or_insert_with(|| p.within(&format!("rule {ri} backendRef {name}")));
-                BackendTarget::Invalid(p.to_string())
-            }
-        };
-        // Backend filters have the same shape as rule filters: reuse the rule compiler.
-        // gateway-api generates separate, identical structs with no conversion: serde converts.
-        let filters = b
-            .filters
-            .iter()
-            .flatten()
-            .map(|f| match serde_json::to_value(f).and_then(serde_json::from_value::<HttpRouteRulesFilters>) {
-                Ok(f) => compile_filter(&RefCtx { res, slices, route: key }, &f),
-                Err(e) => Filter::Unsupported { reason: format!("backendRef filter: {e}") },
-            })
-            .collect();
-        out.push(Backend::new(name, weight.max(0) as u32, filters, target));
-    }
-    out
-}
+use super::GATEWAY_GROUP;
+use super::status::{Problem, Reason};
 
 pub(super) fn resolve_backend(
     res: &Resources,

@@ -4,19 +4,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gateway_api::apis::experimental::httproutes::{
-    HttpRoute, HttpRouteRules, HttpRouteRulesMatches, HttpRouteRulesMatchesHeadersType, HttpRouteRulesMatchesPathType,
-    HttpRouteRulesMatchesQueryParamsType,
+    HttpRoute, HttpRouteRules, HttpRouteRulesFilters, HttpRouteRulesMatches, HttpRouteRulesMatchesHeadersType,
+    HttpRouteRulesMatchesPathType, HttpRouteRulesMatchesQueryParamsType,
 };
-use http::{HeaderName, HeaderValue};
+use http::HeaderName;
 
 use super::filters::Filter;
 use super::matching::{Matcher, PathMatch, ValueMatch, full_regex};
 use super::{Retry, RouteReport, Rule, Timeouts};
 use crate::resources::{ObjectKey, Resources};
 
-use super::filter_compile::{RefCtx, compile_filters};
-use super::refs::{SliceIndex, compile_backends};
+use super::filter_compile::{RefCtx, compile_filter, compile_filters};
+use super::refs::{SliceIndex, resolve_backend};
 use super::status::{Problem, Reason, RuleIssues};
+use super::{Backend, BackendTarget};
 
 pub(super) struct CompiledRule {
     pub(super) rule: Arc<Rule>,
@@ -124,19 +125,6 @@ pub(super) fn compile_match(
     Ok(Matcher { path, method, headers, query, order })
 }
 
-pub(super) fn header_pairs<'a>(
-    pairs: impl Iterator<Item = (&'a str, &'a str)>,
-) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
-    pairs
-        .map(|(n, v)| {
-            Ok((
-                HeaderName::from_bytes(n.as_bytes()).map_err(|_| format!("invalid header name {n:?}"))?,
-                HeaderValue::from_str(v).map_err(|_| format!("invalid header value {v:?}"))?,
-            ))
-        })
-        .collect()
-}
-
 pub(super) fn compile_timeouts(rule: &HttpRouteRules, ri: usize, report: &mut RouteReport) -> Timeouts {
     let mut t = Timeouts::default();
     if let Some(to) = &rule.timeouts {
@@ -175,4 +163,42 @@ pub(super) fn parse_duration(s: &str) -> Result<Duration, String> {
     let d: gateway_api::Duration =
         s.parse().map_err(|e| format!("{s:?} is not a Gateway API duration like 10s, 1m30s or 500ms ({e})"))?;
     Ok(Duration::new(d.as_secs(), d.subsec_nanos()))
+}
+
+pub(super) fn compile_backends(
+    res: &Resources,
+    slices: &SliceIndex<'_>,
+    key: &ObjectKey,
+    rule: &HttpRouteRules,
+    ri: usize,
+    report: &mut RouteReport,
+    issues: &mut RuleIssues,
+) -> Vec<Backend> {
+    let mut out = Vec::new();
+    for b in rule.backend_refs.iter().flatten() {
+        let weight = b.weight.unwrap_or(1);
+        let ns = b.namespace.clone().unwrap_or_else(|| key.namespace.clone());
+        let name = format!("{ns}/{}:{}", b.name, b.port.map(|p| p.to_string()).unwrap_or_else(|| "?".into()));
+        let target = match resolve_backend(res, slices, key, b, &ns) {
+            Ok(endpoints) => BackendTarget::Endpoints(endpoints),
+            Err(p) => {
+                report.problems.push(format!("rule {ri} backendRef {name}: {p}"));
+                issues.unresolved.get_or_insert_with(|| p.within(&format!("rule {ri} backendRef {name}")));
+                BackendTarget::Invalid(p.to_string())
+            }
+        };
+        // Backend filters have the same shape as rule filters: reuse the rule compiler.
+        // gateway-api generates separate, identical structs with no conversion: serde converts.
+        let filters = b
+            .filters
+            .iter()
+            .flatten()
+            .map(|f| match serde_json::to_value(f).and_then(serde_json::from_value::<HttpRouteRulesFilters>) {
+                Ok(f) => compile_filter(&RefCtx { res, slices, route: key }, &f),
+                Err(e) => Filter::Unsupported { reason: format!("backendRef filter: {e}") },
+            })
+            .collect();
+        out.push(Backend::new(name, weight.max(0) as u32, filters, target));
+    }
+    out
 }

@@ -3,7 +3,7 @@
 
 use super::{Condition, ParentStatus};
 
-use super::attach::ParentAttach;
+use crate::resources::ObjectKey;
 
 /// The Gateway API reasons a route's conditions carry when something is wrong.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,6 +54,14 @@ impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}: {}", self.reason.as_str(), self.message)
     }
+}
+
+/// A parentRef to a served Gateway, and why it was not accepted.
+pub(super) struct ParentAttach {
+    pub(super) gateway: ObjectKey,
+    pub(super) section_name: Option<String>,
+    pub(super) port: Option<i32>,
+    pub(super) rejection: Option<Problem>,
 }
 
 /// The first problem of each kind found while compiling a route's rules.
