@@ -17,7 +17,7 @@ use crate::ebpf::StatsMap;
 use crate::proxy::Proxy;
 use crate::routing::TableHandle;
 use crate::routing::describe::describe;
-use crate::source::Publisher;
+use crate::sources::publish::Publisher;
 use crate::stats::{Stats, XdpInfo};
 
 pub struct Admin {

@@ -2,17 +2,21 @@
 //! modules, and the root-only test crate drives the same code.
 //!
 //! Pure parts (no I/O, no async): [`config`], [`resources`], [`routing`], [`stats`].
-//! Edges: [`manifest`] (files), [`proxy`] (sockets), [`admin`], [`ebpf`] (kernel).
+//! Edges: [`sources`] (manifest files, Kubernetes), [`proxy`] (sockets), [`admin`],
+//! [`ebpf`] (kernel).
 
 pub mod admin;
 pub mod config;
 pub mod ebpf;
-pub mod k8s;
-pub mod manifest;
 pub mod metrics;
 pub mod proxy;
 pub mod resources;
 pub mod routing;
-pub mod source;
+pub mod sources;
 pub mod splice;
 pub mod stats;
+
+// routing/tests.rs (being restructured on another branch) still names
+// `crate::manifest`; drop this alias once it uses `crate::sources::manifest`.
+#[cfg(test)]
+use sources::manifest;

@@ -11,9 +11,10 @@ use clap::{Parser, Subcommand, ValueEnum};
 use ingress::admin::Admin;
 use ingress::config::ListenMapping;
 use ingress::proxy::{Proxy, ProxyConfig};
-use ingress::source::{self, Publisher};
+use ingress::sources::publish::Publisher;
+use ingress::sources::{k8s, manifest, watch_dir};
 use ingress::splice::Joiner;
-use ingress::{ebpf, k8s, manifest, routing, stats};
+use ingress::{ebpf, routing, stats};
 use tokio::net::TcpListener;
 
 const DEFAULT_ADMIN: &str = "127.0.0.1:9901";
@@ -229,12 +230,14 @@ async fn run(
                 manifest::load_dir(&dir).with_context(|| format!("loading manifests from {}", dir.display()))?;
             let publisher = Publisher::new(table.clone(), listen.clone(), format!("manifests in {}", dir.display()));
             publisher.publish(&resources);
-            let p = publisher.clone();
-            tokio::spawn(async move {
-                if let Err(e) = source::watch_manifests(dir.clone(), p).await {
-                    tracing::error!(error = %e, dir = %dir.display(), "cannot watch manifests: changes are not picked up until restart");
+            match watch_dir::watch_manifests(dir.clone(), publisher.clone()) {
+                Ok(watch) => {
+                    tokio::spawn(watch);
                 }
-            });
+                Err(e) => {
+                    tracing::error!(error = %e, dir = %dir.display(), "cannot watch manifests: changes are not picked up until restart")
+                }
+            }
             publisher
         }
         Source::Kubernetes { kubeconfig, write_status } => {
