@@ -92,9 +92,15 @@ struct Document<'a> {
 /// or an empty or `null` one) are left out, as kubectl leaves them out. Returns the
 /// documents before a syntax error, and the error.
 fn split_documents(text: &str) -> (Vec<Document<'_>>, Option<ScanError>) {
+    /// The document being read: where its first line starts, and its root node.
+    struct Open {
+        start: usize,
+        first_line: usize,
+        /// The root node's line and whether it is null (an empty document).
+        root: Option<(usize, bool)>,
+    }
     let mut docs = Vec::new();
-    // (first byte of the document's first line, its line, the root node's line, whether the root is null)
-    let mut open: Option<(usize, usize, Option<(usize, bool)>)> = None;
+    let mut open: Option<Open> = None;
     for ev in Parser::new_from_str(text) {
         let (ev, span) = match ev {
             Ok(ev) => ev,
@@ -104,19 +110,19 @@ fn split_documents(text: &str) -> (Vec<Document<'_>>, Option<ScanError>) {
         let byte = |m: &serde_saphyr::granit_parser::Marker| m.byte_offset().unwrap_or(0);
         match ev {
             Event::DocumentStart(..) => {
-                let start = byte(&span.start);
-                let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
-                open = Some((line_start, span.start.line(), None));
+                // From the start of the line, so an indented root keeps its indentation.
+                let start = text[..byte(&span.start)].rfind('\n').map_or(0, |i| i + 1);
+                open = Some(Open { start, first_line: span.start.line(), root: None });
             }
             Event::DocumentEnd => {
-                if let Some((start, first_line, Some((root_line, false)))) = open.take() {
+                if let Some(Open { start, first_line, root: Some((root_line, false)) }) = open.take() {
                     docs.push(Document { text: &text[start..byte(&span.end)], first_line, root_line });
                 }
             }
             // Comments are presentation, not content.
             Event::Comment(..) => {}
             ev => {
-                if let Some((_, _, root @ None)) = &mut open {
+                if let Some(Open { root: root @ None, .. }) = &mut open {
                     let null = matches!(&ev, Event::Scalar(v, ScalarStyle::Plain, _, None)
                         if matches!(v.as_ref(), "" | "~" | "null" | "Null" | "NULL"));
                     *root = Some((span.start.line(), null));

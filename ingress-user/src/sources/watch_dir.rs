@@ -74,6 +74,7 @@ mod tests {
     use crate::routing;
     use crate::sources::publish::SourceState;
 
+    // A per-process directory under std's temp dir: enough here, without the tempfile crate.
     fn tempdir(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("ingress-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);

@@ -34,9 +34,11 @@ pub struct Stores {
 /// An EndpointSlice of any served version as the v1 type (v1beta1 has the same
 /// addresses, conditions and ports; its `topology` is ignored).
 pub fn endpoint_slice_from_dynamic(obj: &DynamicObject) -> Option<EndpointSlice> {
+    // Retagged by hand: kube's `DynamicObject::try_parse` keeps the v1beta1 apiVersion,
+    // which k8s-openapi's v1 type refuses.
     let mut v = serde_json::to_value(obj).ok()?;
-    v["apiVersion"] = json!("discovery.k8s.io/v1");
-    v["kind"] = json!("EndpointSlice");
+    v["apiVersion"] = json!(EndpointSlice::api_version(&()));
+    v["kind"] = json!(EndpointSlice::kind(&()));
     match serde_json::from_value(v) {
         Ok(s) => Some(s),
         Err(e) => {
