@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use http::HeaderMap;
 use ingress::config::ListenMapping;
-use ingress::manifest::load_text;
 use ingress::resources::Resources;
 use ingress::routing::{RequestHead, compile};
+use ingress::sources::manifest::load_text;
 
 /// Counts live heap bytes so the table's size can be measured.
 struct Counting;

@@ -14,9 +14,10 @@ use crate::cli::{Cli, Cmd, DataplaneMode, OnOff};
 use crate::config::ListenMapping;
 use crate::datapath::{self, Joiner};
 use crate::proxy::{Proxy, ProxyConfig};
-use crate::source::{self as sources, Publisher};
+use crate::routing;
+use crate::sources::publish::Publisher;
+use crate::sources::{k8s, manifest, watch_dir};
 use crate::telemetry::{StatsView, format_table};
-use crate::{k8s, manifest, routing};
 
 /// Runs a parsed command line.
 pub fn main(cli: Cli) -> Result<()> {
@@ -137,12 +138,14 @@ async fn serve(
                 manifest::load_dir(&dir).with_context(|| format!("loading manifests from {}", dir.display()))?;
             let publisher = Publisher::new(table.clone(), listen.clone(), format!("manifests in {}", dir.display()));
             publisher.publish(&resources);
-            let p = publisher.clone();
-            tokio::spawn(async move {
-                if let Err(e) = sources::watch_manifests(dir.clone(), p).await {
-                    tracing::error!(error = %e, dir = %dir.display(), "cannot watch manifests: changes are not picked up until restart");
+            match watch_dir::watch_manifests(dir.clone(), publisher.clone()) {
+                Ok(watch) => {
+                    tokio::spawn(watch);
                 }
-            });
+                Err(e) => {
+                    tracing::error!(error = %e, dir = %dir.display(), "cannot watch manifests: changes are not picked up until restart")
+                }
+            }
             publisher
         }
         Source::Kubernetes { kubeconfig, write_status } => {

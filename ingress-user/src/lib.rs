@@ -3,18 +3,16 @@
 //!
 //! Pure parts (no I/O, no async): [`config`], [`resources`], [`routing`], the views in
 //! [`telemetry`] and [`admin::view`], [`datapath::translate`].
-//! Edges: [`manifest`], [`k8s`] and [`source`] (route sources), [`proxy`] (sockets),
-//! [`admin`], [`datapath`] (kernel).
+//! Edges: [`sources`] (manifest files, Kubernetes), [`proxy`] (sockets), [`admin`],
+//! [`datapath`] (kernel).
 
 pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod config;
 pub mod datapath;
-pub mod k8s;
-pub mod manifest;
 pub mod proxy;
 pub mod resources;
 pub mod routing;
-pub mod source;
+pub mod sources;
 pub mod telemetry;

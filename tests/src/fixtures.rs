@@ -24,7 +24,7 @@ pub fn openchoreo_listens(vm_ip: &str) -> Vec<String> {
 
 /// One pod per IPv4 endpoint address of every EndpointSlice in the fixture set.
 pub fn openchoreo_pods() -> Vec<PodSpec> {
-    let res = ingress::manifest::load_dir(&openchoreo_dir()).expect("fixtures load");
+    let res = ingress::sources::manifest::load_dir(&openchoreo_dir()).expect("fixtures load");
     let mut pods: BTreeMap<Ipv4Addr, PodSpec> = BTreeMap::new();
     for (key, slice) in &res.endpoint_slices {
         let ports: Vec<u16> = slice.ports.iter().flatten().filter_map(|p| p.port).map(|p| p as u16).collect();

@@ -177,7 +177,7 @@ async fn kubernetes_source_against_a_real_api_server() {
         let r = routes.get("r1").await.unwrap();
         let parents = r.status.map(|s| s.parents).unwrap_or_default();
         if let Some(p) = parents.first() {
-            assert_eq!(p.controller_name, ingress::k8s::CONTROLLER_NAME);
+            assert_eq!(p.controller_name, ingress::sources::k8s::CONTROLLER_NAME);
             let accepted = p.conditions.iter().find(|c| c.type_ == "Accepted").expect("Accepted");
             let resolved = p.conditions.iter().find(|c| c.type_ == "ResolvedRefs").expect("ResolvedRefs");
             assert_eq!((accepted.status.as_str(), resolved.status.as_str()), ("True", "True"));

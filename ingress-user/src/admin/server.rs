@@ -18,7 +18,7 @@ use crate::datapath::StatsMap;
 use crate::proxy::Proxy;
 use crate::routing::TableHandle;
 use crate::routing::view::TableView;
-use crate::source::Publisher;
+use crate::sources::publish::Publisher;
 use crate::telemetry::{StatsView, XdpInfo};
 
 pub struct Admin {

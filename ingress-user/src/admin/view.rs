@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::routing::view::TableView;
-use crate::source::SourceState;
+use crate::sources::publish::SourceState;
 use crate::telemetry::XdpInfo;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -7,8 +7,8 @@ use http::HeaderMap;
 
 use super::*;
 use crate::config::ListenMapping;
-use crate::manifest::load_text;
 use crate::resources::Resources;
+use crate::sources::manifest::load_text;
 
 fn resources(yaml: &str) -> Resources {
     let mut res = Resources::default();
@@ -69,7 +69,7 @@ spec:
 /// listener 0 the control plane on 8080, listener 1 the data plane on 9080.
 pub(crate) fn openchoreo_fixture_table() -> Table {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/openchoreo");
-    let res = crate::manifest::load_dir(&dir).unwrap();
+    let res = crate::sources::manifest::load_dir(&dir).unwrap();
     let cp: ListenMapping = "0.0.0.0:8080=openchoreo-control-plane/gateway-default:80".parse().unwrap();
     let dp: ListenMapping = "0.0.0.0:9080=openchoreo-data-plane/gateway-default:19080".parse().unwrap();
     compile(&res, &[cp, dp])

@@ -173,7 +173,7 @@ fn main() {
     let nginx: Vec<PodNginx> =
         topo.pods.iter().filter(|(p, _)| is_react(p)).map(|(p, ns)| PodNginx::start(ns, (p.ip, 8080).into())).collect();
     // the table the agent compiles, for Envoy's routes
-    let res = ingress::manifest::load_dir(&openchoreo_dir()).expect("fixtures");
+    let res = ingress::sources::manifest::load_dir(&openchoreo_dir()).expect("fixtures");
     let mappings: Vec<ingress::config::ListenMapping> =
         openchoreo_listens(VM_IP).iter().map(|l| l.parse().unwrap()).collect();
     let table = ingress::routing::compile(&res, &mappings);

@@ -1,0 +1,424 @@
+//! Status written back with server-side apply under one field manager: HTTPRoute
+//! `status.parents` from the engine's route reports, and Gateway and listener status.
+//! The bodies are the gateway-api crate's status types with k8s-openapi's
+//! `Condition`; the engine's [`ParentStatus`] is converted here, at the edge.
+
+use std::collections::HashMap;
+
+use gateway_api::apis::experimental::httproutes::{
+    HttpRoute, HttpRouteStatus, HttpRouteStatusParents, HttpRouteStatusParentsParentRef,
+};
+use gateway_api::apis::standard::gateways::{
+    Gateway, GatewayStatus, GatewayStatusListeners, GatewayStatusListenersSupportedKinds,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Client, Resource};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::{CONTROLLER_NAME, FIELD_MANAGER};
+use crate::resources::{Resources, key_of};
+use crate::routing::{self, ParentStatus, Table};
+
+/// The apply body: kind, name and status only. Hand-written because the crate's object
+/// types always carry a `spec`, and applying one would claim its fields for our manager.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StatusApply<S> {
+    api_version: String,
+    kind: String,
+    metadata: ObjectMeta,
+    status: S,
+}
+
+/// `status` as a server-side-apply body for the object `meta` names.
+fn apply_body<K: Resource<DynamicType = ()>>(meta: &ObjectMeta, status: impl Serialize) -> Value {
+    let body = StatusApply {
+        api_version: K::api_version(&()).into_owned(),
+        kind: K::kind(&()).into_owned(),
+        metadata: ObjectMeta { name: meta.name.clone(), namespace: meta.namespace.clone(), ..ObjectMeta::default() },
+        status,
+    };
+    // Plain structs of strings, numbers and lists: serializing them cannot fail.
+    serde_json::to_value(body).expect("a status body serializes")
+}
+
+/// A condition, keeping `lastTransitionTime` from `previous` when its status did not change.
+fn condition(
+    kind: &str,
+    status: bool,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    previous: &[Condition],
+) -> Condition {
+    let status = if status { "True" } else { "False" };
+    let last_transition_time = previous
+        .iter()
+        .find(|c| c.type_ == kind && c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or_else(|| Time(k8s_openapi::jiff::Timestamp::now()));
+    Condition {
+        type_: kind.to_string(),
+        status: status.to_string(),
+        reason: reason.to_string(),
+        message: message.to_string(),
+        observed_generation: Some(generation.unwrap_or(0)),
+        last_transition_time,
+    }
+}
+
+/// The engine's condition as a Kubernetes one.
+fn from_engine(c: &routing::Condition, generation: Option<i64>, previous: &[Condition]) -> Condition {
+    condition(&c.kind, c.status, &c.reason, &c.message, generation, previous)
+}
+
+/// The server-side-apply body for an HTTPRoute's status: one `parents` entry per
+/// parentRef to a served Gateway.
+pub fn route_status_body(route: &HttpRoute, parents: &[ParentStatus]) -> Value {
+    let generation = route.metadata.generation;
+    let previous: Vec<Condition> =
+        route.status.iter().flat_map(|s| &s.parents).flat_map(|p| p.conditions.iter().cloned()).collect();
+    let parents = parents
+        .iter()
+        .map(|p| HttpRouteStatusParents {
+            parent_ref: HttpRouteStatusParentsParentRef {
+                group: Some(Gateway::group(&()).into_owned()),
+                kind: Some(Gateway::kind(&()).into_owned()),
+                namespace: Some(p.gateway.namespace.clone()),
+                name: p.gateway.name.clone(),
+                section_name: p.section_name.clone(),
+                port: p.port,
+            },
+            controller_name: CONTROLLER_NAME.to_string(),
+            conditions: p.conditions.iter().map(|c| from_engine(c, generation, &previous)).collect(),
+        })
+        .collect();
+    apply_body::<HttpRoute>(&route.metadata, HttpRouteStatus { parents })
+}
+
+/// The server-side-apply body for a served Gateway's status: Accepted/Programmed, and
+/// per served listener the attached route count.
+pub fn gateway_status_body(gw: &Gateway, table: &Table) -> Value {
+    let key = key_of(&gw.metadata);
+    let generation = gw.metadata.generation;
+    let previous: Vec<Condition> = gw
+        .status
+        .iter()
+        .flat_map(|s| {
+            let top = s.conditions.iter().flatten();
+            let listeners = s.listeners.iter().flatten().flat_map(|l| &l.conditions);
+            top.chain(listeners).cloned()
+        })
+        .collect();
+    let served = |kind, message| condition(kind, true, kind, message, generation, &previous);
+    let mut listeners = Vec::new();
+    for lt in table.listeners.iter().filter(|l| l.gateway == key) {
+        for (name, _) in &lt.listeners {
+            let attached = format!("{key}/{name}");
+            let count = table.routes.iter().filter(|r| r.attached.contains(&attached)).count();
+            listeners.push(GatewayStatusListeners {
+                name: name.clone(),
+                supported_kinds: Some(vec![GatewayStatusListenersSupportedKinds {
+                    group: Some(HttpRoute::group(&()).into_owned()),
+                    kind: HttpRoute::kind(&()).into_owned(),
+                }]),
+                attached_routes: i32::try_from(count).unwrap_or(i32::MAX),
+                conditions: vec![
+                    served("Accepted", "listener served by the host ingress"),
+                    served("Programmed", "listener served by the host ingress"),
+                    served("ResolvedRefs", "all references resolved"),
+                ],
+            });
+        }
+    }
+    let status = GatewayStatus {
+        conditions: Some(vec![
+            served("Accepted", "served by the host ingress"),
+            served("Programmed", "served by the host ingress"),
+        ]),
+        listeners: Some(listeners),
+        ..GatewayStatus::default()
+    };
+    apply_body::<Gateway>(&gw.metadata, status)
+}
+
+/// Drops what changes on every write, to compare bodies.
+fn comparable(v: &Value) -> String {
+    let mut v = v.clone();
+    strip_times(&mut v);
+    v.to_string()
+}
+
+fn strip_times(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            m.remove("lastTransitionTime");
+            m.values_mut().for_each(strip_times);
+        }
+        Value::Array(a) => a.iter_mut().for_each(strip_times),
+        _ => {}
+    }
+}
+
+/// Writes statuses that changed since the last write (server-side apply).
+pub struct StatusWriter {
+    client: Client,
+    /// The last body written per object (`HTTPRoute ns/name`, `Gateway ns/name`).
+    last: HashMap<String, Value>,
+}
+
+impl StatusWriter {
+    pub fn new(client: Client) -> Self {
+        Self { client, last: HashMap::new() }
+    }
+
+    pub async fn write(&mut self, table: &Table, res: &Resources) {
+        for report in &table.routes {
+            let Some(route) = res.http_routes.iter().find(|(k, _)| k.to_string() == report.route).map(|(_, r)| r)
+            else {
+                continue;
+            };
+            if report.parents.is_empty() {
+                continue;
+            }
+            let body = route_status_body(route, &report.parents);
+            let api: Api<HttpRoute> =
+                Api::namespaced(self.client.clone(), route.metadata.namespace.as_deref().unwrap_or("default"));
+            let name = route.metadata.name.as_deref().unwrap_or("");
+            self.apply(&api, name, format!("HTTPRoute {}", report.route), body).await;
+        }
+        let mut gateways: Vec<_> = table.listeners.iter().map(|l| l.gateway.clone()).collect();
+        gateways.sort();
+        gateways.dedup();
+        for key in gateways {
+            let Some(gw) = res.gateways.get(&key) else { continue };
+            let body = gateway_status_body(gw, table);
+            let api: Api<Gateway> = Api::namespaced(self.client.clone(), &key.namespace);
+            self.apply(&api, &key.name, format!("Gateway {key}"), body).await;
+        }
+    }
+
+    /// Applies `body` to `name`'s status unless it is what was last written; a failure
+    /// is logged and retried on the next change.
+    async fn apply<K>(&mut self, api: &Api<K>, name: &str, id: String, body: Value)
+    where
+        K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        if self.last.get(&id).map(comparable) == Some(comparable(&body)) {
+            return;
+        }
+        let pp = PatchParams::apply(FIELD_MANAGER).force();
+        match api.patch_status(name, &pp, &Patch::Apply(&body)).await {
+            Ok(_) => {
+                self.last.insert(id, body);
+            }
+            Err(e) => tracing::warn!(object = %id, error = %e, "writing status failed; will retry on the next change"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use http::{Request, Response};
+    use kube::runtime::watcher::Event;
+    use serde_json::json;
+
+    use super::super::fixtures::{fixture, gateway, route, service};
+    use super::*;
+    use crate::config::ListenMapping;
+    use crate::resources::ObjectKey;
+    use crate::routing::compile;
+
+    fn engine_condition(kind: &'static str, status: bool, reason: &str, message: &str) -> routing::Condition {
+        routing::Condition { kind: kind.into(), status, reason: reason.into(), message: message.into() }
+    }
+
+    /// The body for one route under two parents, field for field what the hand-built
+    /// JSON of the earlier writer sent (keys sorted, as serde_json's map keeps them).
+    #[test]
+    fn the_typed_route_body_is_the_json_the_api_server_gets() {
+        let mut r = route("r1", "a.test");
+        // Transition times of conditions that hold are kept: fixed, so the body is too.
+        let held = |kind: &str, status: &str| json!({"type": kind, "status": status, "reason": "x", "message": "", "lastTransitionTime": "2020-01-01T00:00:00Z"});
+        r.status = Some(
+            serde_json::from_value(json!({"parents": [{
+                "parentRef": {"name": "gw"}, "controllerName": CONTROLLER_NAME,
+                "conditions": [held("Accepted", "True"), held("ResolvedRefs", "True"), held("Accepted", "False")],
+            }]}))
+            .unwrap(),
+        );
+        let parents = [
+            ParentStatus {
+                gateway: ObjectKey::new("infra", "gw"),
+                section_name: Some("http".into()),
+                port: None,
+                conditions: vec![
+                    engine_condition("Accepted", true, "Accepted", "accepted"),
+                    engine_condition("ResolvedRefs", true, "ResolvedRefs", "resolved"),
+                ],
+            },
+            ParentStatus {
+                gateway: ObjectKey::new("infra", "gw2"),
+                section_name: None,
+                port: Some(8080),
+                conditions: vec![
+                    engine_condition("Accepted", false, "NotAllowedByListeners", "namespace apps not allowed"),
+                    engine_condition("ResolvedRefs", true, "ResolvedRefs", "resolved"),
+                ],
+            },
+        ];
+        let cond = |kind: &str, status: &str, reason: &str, message: &str| {
+            json!({"type": kind, "status": status, "reason": reason, "message": message,
+                "observedGeneration": 2, "lastTransitionTime": "2020-01-01T00:00:00Z"})
+        };
+        let expected = json!({
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "HTTPRoute",
+            "metadata": {"name": "r1", "namespace": "apps"},
+            "status": {"parents": [
+                {
+                    "parentRef": {"group": "gateway.networking.k8s.io", "kind": "Gateway",
+                        "namespace": "infra", "name": "gw", "sectionName": "http"},
+                    "controllerName": CONTROLLER_NAME,
+                    "conditions": [
+                        cond("Accepted", "True", "Accepted", "accepted"),
+                        cond("ResolvedRefs", "True", "ResolvedRefs", "resolved"),
+                    ],
+                },
+                {
+                    "parentRef": {"group": "gateway.networking.k8s.io", "kind": "Gateway",
+                        "namespace": "infra", "name": "gw2", "port": 8080},
+                    "controllerName": CONTROLLER_NAME,
+                    "conditions": [
+                        cond("Accepted", "False", "NotAllowedByListeners", "namespace apps not allowed"),
+                        cond("ResolvedRefs", "True", "ResolvedRefs", "resolved"),
+                    ],
+                },
+            ]},
+        });
+        let body = route_status_body(&r, &parents);
+        assert_eq!(body, expected);
+        // The bytes Patch::Apply sends: serde_json's sorted map, as before.
+        assert_eq!(serde_json::to_string(&body).unwrap(), expected.to_string());
+    }
+
+    #[test]
+    fn the_typed_gateway_body_is_the_json_the_api_server_gets() {
+        let res = {
+            let mut f = fixture();
+            f.gw.apply_watcher_event(&Event::Apply(gateway()));
+            f.svc.apply_watcher_event(&Event::Apply(service()));
+            f.routes.apply_watcher_event(&Event::Apply(route("r1", "a.test")));
+            f.stores.snapshot()
+        };
+        let m: ListenMapping = "127.0.0.1:8080=infra/gw".parse().unwrap();
+        let table = compile(&res, &[m]);
+        let body = gateway_status_body(&res.gateways[&ObjectKey::new("infra", "gw")], &table);
+        let mut shown = body.clone();
+        strip_times(&mut shown);
+        let cond = |kind: &str, message: &str| json!({"type": kind, "status": "True", "reason": kind, "message": message, "observedGeneration": 3});
+        let listener = "listener served by the host ingress";
+        let expected = json!({
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "Gateway",
+            "metadata": {"name": "gw", "namespace": "infra"},
+            "status": {
+                "conditions": [cond("Accepted", "served by the host ingress"), cond("Programmed", "served by the host ingress")],
+                "listeners": [{
+                    "name": "http",
+                    "supportedKinds": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute"}],
+                    "attachedRoutes": 1,
+                    "conditions": [cond("Accepted", listener), cond("Programmed", listener), cond("ResolvedRefs", "all references resolved")],
+                }],
+            },
+        });
+        assert_eq!(shown, expected);
+        // A new transition time is RFC 3339 in whole seconds, as the API server keeps it.
+        let t = body["status"]["conditions"][0]["lastTransitionTime"].as_str().unwrap();
+        assert!(t.parse::<k8s_openapi::jiff::Timestamp>().is_ok() && t.ends_with('Z') && !t.contains('.'), "{t}");
+    }
+
+    #[test]
+    fn route_status_keeps_transition_times_while_the_status_holds() {
+        let mut f = fixture();
+        f.gw.apply_watcher_event(&Event::Apply(gateway()));
+        f.routes.apply_watcher_event(&Event::Apply(route("r1", "a.test")));
+        let res = f.stores.snapshot();
+        let m: ListenMapping = "127.0.0.1:8080=infra/gw".parse().unwrap();
+        let t = compile(&res, &[m]);
+        let report = t.routes.iter().find(|r| r.route == "apps/r1").unwrap();
+        let mut r = route("r1", "a.test");
+        let body = route_status_body(&r, &report.parents);
+        let parent = &body["status"]["parents"][0];
+        assert_eq!(parent["controllerName"], CONTROLLER_NAME);
+        assert_eq!(parent["parentRef"]["name"], "gw");
+        assert_eq!(parent["conditions"][0]["type"], "Accepted");
+        assert_eq!(parent["conditions"][0]["status"], "True");
+        assert_eq!(parent["conditions"][1]["type"], "ResolvedRefs");
+        assert_eq!(parent["conditions"][1]["status"], "False", "svc is not in the stores");
+        assert_eq!(parent["conditions"][1]["reason"], "BackendNotFound");
+        assert_eq!(parent["conditions"][0]["observedGeneration"], 2);
+        // the object now carries that status with an old transition time: it is kept
+        let mut status = body["status"].clone();
+        status["parents"][0]["conditions"][0]["lastTransitionTime"] = json!("2020-01-01T00:00:00Z");
+        r.status = Some(serde_json::from_value(status).unwrap());
+        let again = route_status_body(&r, &report.parents);
+        assert_eq!(again["status"]["parents"][0]["conditions"][0]["lastTransitionTime"], "2020-01-01T00:00:00Z");
+        assert_eq!(comparable(&again), comparable(&body));
+        let gw = gateway_status_body(&res.gateways.values().next().unwrap().clone(), &t);
+        assert_eq!(gw["status"]["listeners"][0]["attachedRoutes"], 1);
+        assert_eq!(gw["status"]["listeners"][0]["name"], "http");
+    }
+
+    #[tokio::test]
+    async fn status_is_written_with_server_side_apply_under_one_field_manager() {
+        let (svc, mut handle) = tower_test::mock::pair::<Request<kube::client::Body>, Response<kube::client::Body>>();
+        let client = Client::new(svc, "default");
+        let mut f = fixture();
+        f.gw.apply_watcher_event(&Event::Apply(gateway()));
+        f.svc.apply_watcher_event(&Event::Apply(service()));
+        f.routes.apply_watcher_event(&Event::Apply(route("r1", "a.test")));
+        let res = f.stores.snapshot();
+        let m: ListenMapping = "127.0.0.1:8080=infra/gw".parse().unwrap();
+        let table = compile(&res, &[m]);
+        let server = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            for _ in 0..2 {
+                let (req, send) = handle.next_request().await.expect("a request");
+                assert_eq!(req.method(), http::Method::PATCH);
+                assert_eq!(req.headers()["content-type"], "application/apply-patch+yaml");
+                let uri = req.uri().to_string();
+                assert!(uri.contains("fieldManager=ebpf-host-ingress") && uri.contains("force=true"), "{uri}");
+                let body = req.into_body().collect_bytes().await.unwrap();
+                let v: Value = serde_json::from_slice(&body).unwrap();
+                seen.push((uri.split('?').next().unwrap().to_string(), v.clone()));
+                // answer with the whole object, as the API server does
+                let mut obj = if uri.contains("/httproutes/") {
+                    serde_json::to_value(route("r1", "a.test")).unwrap()
+                } else {
+                    serde_json::to_value(gateway()).unwrap()
+                };
+                obj["status"] = v["status"].clone();
+                send.send_response(
+                    Response::builder().body(kube::client::Body::from(serde_json::to_vec(&obj).unwrap())).unwrap(),
+                );
+            }
+            (seen, handle)
+        });
+        let mut w = StatusWriter::new(client);
+        w.write(&table, &res).await;
+        let (seen, _handle) = server.await.unwrap();
+        assert_eq!(seen[0].0, "/apis/gateway.networking.k8s.io/v1/namespaces/apps/httproutes/r1/status");
+        assert_eq!(seen[0].1["status"]["parents"][0]["conditions"][0]["reason"], "Accepted");
+        assert_eq!(seen[1].0, "/apis/gateway.networking.k8s.io/v1/namespaces/infra/gateways/gw/status");
+        assert_eq!(seen[1].1["status"]["listeners"][0]["attachedRoutes"], 1);
+        // Unchanged: nothing is written again. A request would wait forever for the
+        // mock (kept alive in `_handle`) to answer, so the write would time out.
+        let again = tokio::time::timeout(Duration::from_secs(1), w.write(&table, &res)).await;
+        assert!(again.is_ok(), "an unchanged status was written again");
+    }
+}

@@ -1,0 +1,200 @@
+//! The reflectors behind the Kubernetes source: one store per kind, each kept by a
+//! watcher that relists after `410 Expired`, and the snapshot the engine reads.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use gateway_api::apis::experimental::httproutes::HttpRoute;
+use gateway_api::apis::standard::gateways::Gateway;
+use gateway_api::apis::standard::referencegrants::ReferenceGrant;
+use k8s_openapi::api::core::v1::{Namespace, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::DynamicObject;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource};
+use serde_json::json;
+use tokio::sync::Notify;
+
+use super::KubeError;
+use crate::resources::{Resources, key_of};
+
+/// The reflector stores the snapshot is built from.
+#[derive(Clone)]
+pub struct Stores {
+    pub gateways: Store<Gateway>,
+    pub routes: Store<HttpRoute>,
+    pub grants: Store<ReferenceGrant>,
+    pub services: Store<Service>,
+    /// EndpointSlices as dynamic objects: discovery.k8s.io/v1, or v1beta1 on old servers.
+    pub slices: Store<DynamicObject>,
+    pub namespaces: Store<Namespace>,
+}
+
+/// An EndpointSlice of any served version as the v1 type (v1beta1 has the same
+/// addresses, conditions and ports; its `topology` is ignored).
+pub fn endpoint_slice_from_dynamic(obj: &DynamicObject) -> Option<EndpointSlice> {
+    // Retagged by hand: kube's `DynamicObject::try_parse` keeps the v1beta1 apiVersion,
+    // which k8s-openapi's v1 type refuses.
+    let mut v = serde_json::to_value(obj).ok()?;
+    v["apiVersion"] = json!(EndpointSlice::api_version(&()));
+    v["kind"] = json!(EndpointSlice::kind(&()));
+    match serde_json::from_value(v) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(name = ?obj.metadata.name, error = %e, "skipping an EndpointSlice that does not parse");
+            None
+        }
+    }
+}
+
+impl Stores {
+    /// Every object in the stores, as the engine's input.
+    pub fn snapshot(&self) -> Resources {
+        let mut res = Resources::default();
+        for o in self.gateways.state() {
+            res.gateways.insert(key_of(&o.metadata), (*o).clone());
+        }
+        for o in self.routes.state() {
+            res.http_routes.insert(key_of(&o.metadata), (*o).clone());
+        }
+        for o in self.grants.state() {
+            res.reference_grants.insert(key_of(&o.metadata), (*o).clone());
+        }
+        for o in self.services.state() {
+            res.services.insert(key_of(&o.metadata), (*o).clone());
+        }
+        for o in self.slices.state() {
+            if let Some(s) = endpoint_slice_from_dynamic(&o) {
+                res.endpoint_slices.insert(key_of(&s.metadata), s);
+            }
+        }
+        for o in self.namespaces.state() {
+            res.namespaces.insert(o.metadata.name.clone().unwrap_or_default(), (*o).clone());
+        }
+        res
+    }
+
+    pub(super) async fn wait_until_ready(&self) -> Result<(), KubeError> {
+        let r = tokio::try_join!(
+            self.gateways.wait_until_ready(),
+            self.routes.wait_until_ready(),
+            self.grants.wait_until_ready(),
+            self.services.wait_until_ready(),
+            self.slices.wait_until_ready(),
+            self.namespaces.wait_until_ready(),
+        );
+        r.map(|_| ()).map_err(|_| KubeError::NotReady)
+    }
+}
+
+/// Drives one reflector forever; every event (and every error, logged) wakes `changed`.
+fn spawn_reflector<K>(what: &'static str, api: Api<K>, writer: reflector::store::Writer<K>, changed: Arc<Notify>)
+where
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()).default_backoff());
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(ev) = stream.next().await {
+            match ev {
+                Ok(_) => changed.notify_one(),
+                // The watcher retries with backoff and relists after 410 Expired; the
+                // store keeps its last state until the relist completes.
+                Err(e) => tracing::warn!(kind = what, error = %e, "watch error; retrying, the served table stays"),
+            }
+        }
+    });
+}
+
+/// Starts the reflectors. EndpointSlices use the version the server recommends.
+pub async fn start_reflectors(client: Client, changed: Arc<Notify>) -> Result<Stores, KubeError> {
+    let discovery = kube::discovery::Discovery::new(client.clone()).filter(&["discovery.k8s.io"]).run().await?;
+    let (slice_ar, _) = discovery
+        .get("discovery.k8s.io")
+        .and_then(|g| g.recommended_kind("EndpointSlice"))
+        .ok_or(KubeError::NoEndpointSlices)?;
+    tracing::info!(version = %slice_ar.api_version, "watching EndpointSlices");
+
+    let (gateways, w) = reflector::store();
+    spawn_reflector("Gateway", Api::<Gateway>::all(client.clone()), w, changed.clone());
+    let (routes, w) = reflector::store();
+    spawn_reflector("HTTPRoute", Api::<HttpRoute>::all(client.clone()), w, changed.clone());
+    let (grants, w) = reflector::store();
+    spawn_reflector("ReferenceGrant", Api::<ReferenceGrant>::all(client.clone()), w, changed.clone());
+    let (services, w) = reflector::store();
+    spawn_reflector("Service", Api::<Service>::all(client.clone()), w, changed.clone());
+    let (namespaces, w) = reflector::store();
+    spawn_reflector("Namespace", Api::<Namespace>::all(client.clone()), w, changed.clone());
+    let w = reflector::store::Writer::<DynamicObject>::new(slice_ar.clone());
+    let slices = w.as_reader();
+    spawn_reflector("EndpointSlice", Api::<DynamicObject>::all_with(client, &slice_ar), w, changed);
+    Ok(Stores { gateways, routes, grants, services, slices, namespaces })
+}
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderMap;
+    use kube::runtime::watcher::Event;
+
+    use super::super::fixtures::{fixture, gateway, route, service, slice_v1beta1};
+    use super::*;
+    use crate::config::ListenMapping;
+    use crate::routing::compile;
+
+    fn served_hosts(stores: &Stores) -> Vec<(String, Vec<String>)> {
+        let m: ListenMapping = "127.0.0.1:8080=infra/gw".parse().unwrap();
+        let t = compile(&stores.snapshot(), &[m]);
+        let h = HeaderMap::new();
+        t.listeners[0]
+            .vhosts()
+            .iter()
+            .map(|v| {
+                let head = crate::routing::RequestHead {
+                    method: "GET",
+                    host: &v.hostname,
+                    path: "/",
+                    query: None,
+                    headers: &h,
+                };
+                let eps = match &t.listeners[0].find(&head).unwrap().rule.backends[0].target {
+                    crate::routing::BackendTarget::Endpoints(e) => e.iter().map(|a| a.to_string()).collect(),
+                    crate::routing::BackendTarget::Invalid(w) => vec![w.clone()],
+                };
+                (v.hostname.clone(), eps)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn store_events_drive_the_snapshot_and_a_relist_keeps_the_old_state_until_done() {
+        let mut f = fixture();
+        f.gw.apply_watcher_event(&Event::Apply(gateway()));
+        f.svc.apply_watcher_event(&Event::Apply(service()));
+        f.routes.apply_watcher_event(&Event::Apply(route("r1", "a.test")));
+        f.slices.apply_watcher_event(&Event::Apply(slice_v1beta1("10.42.0.7")));
+        assert_eq!(served_hosts(&f.stores), [("a.test".to_string(), vec!["10.42.0.7:8080".to_string()])]);
+
+        // endpoints change, route added
+        f.slices.apply_watcher_event(&Event::Apply(slice_v1beta1("10.42.0.8")));
+        f.routes.apply_watcher_event(&Event::Apply(route("r2", "b.test")));
+        assert_eq!(served_hosts(&f.stores).len(), 2);
+        assert_eq!(served_hosts(&f.stores)[0].1, ["10.42.0.8:8080"]);
+
+        // 410 Expired -> relist: Init, InitApply..., InitDone. Until InitDone the old state stays.
+        f.routes.apply_watcher_event(&Event::Init);
+        f.routes.apply_watcher_event(&Event::InitApply(route("r2", "b.test")));
+        assert_eq!(served_hosts(&f.stores).len(), 2, "the served state survives the relist");
+        f.routes.apply_watcher_event(&Event::InitDone);
+        assert_eq!(
+            served_hosts(&f.stores),
+            [("b.test".to_string(), vec!["10.42.0.8:8080".to_string()])],
+            "r1 was deleted while the watch was down"
+        );
+
+        // delete
+        f.routes.apply_watcher_event(&Event::Delete(route("r2", "b.test")));
+        assert!(served_hosts(&f.stores).is_empty());
+    }
+}

@@ -1,0 +1,73 @@
+//! Route sources feed a [`Publisher`], which compiles and swaps in a new routing
+//! table, or, when the new input is bad, keeps the last good table and records the
+//! error for `/readyz` and `ingress routes`.
+
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::ListenMapping;
+use crate::resources::Resources;
+use crate::routing;
+
+/// What the route source last did, for `/readyz` and `/routes`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceState {
+    pub source: String,
+    /// Tables published so far (1 after the first load).
+    pub generation: u64,
+    /// Seconds since the epoch of the last published table.
+    pub published_at: u64,
+    /// Why the newest input was not used; the last good table stays in service.
+    pub error: Option<String>,
+}
+
+pub struct Publisher {
+    table: routing::TableHandle,
+    mappings: Vec<ListenMapping>,
+    state: Mutex<SourceState>,
+}
+
+impl Publisher {
+    pub fn new(table: routing::TableHandle, mappings: Vec<ListenMapping>, source: String) -> Arc<Self> {
+        Arc::new(Self {
+            table,
+            mappings,
+            state: Mutex::new(SourceState { source, generation: 0, published_at: 0, error: None }),
+        })
+    }
+
+    /// Compiles `res`, swaps the table in, clears the error; returns the new table.
+    pub fn publish(&self, res: &Resources) -> Arc<routing::Table> {
+        let table = routing::compile(res, &self.mappings);
+        for (m, l) in self.mappings.iter().zip(&table.listeners) {
+            for p in &l.problems {
+                tracing::warn!(listen = %m, "{p}");
+            }
+        }
+        for r in &table.routes {
+            for p in &r.problems {
+                tracing::warn!(route = %r.route, "{p}");
+            }
+        }
+        let table = Arc::new(table);
+        self.table.store(table.clone());
+        let mut s = self.state.lock().expect("source state");
+        s.generation += 1;
+        s.published_at = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        s.error = None;
+        tracing::info!(generation = s.generation, "routing table published: {}", res.summary());
+        table
+    }
+
+    /// Records why the newest input was rejected; the current table stays.
+    pub fn reject(&self, error: String) {
+        tracing::error!("{error}; keeping the last good routing table");
+        self.state.lock().expect("source state").error = Some(error);
+    }
+
+    pub fn state(&self) -> SourceState {
+        self.state.lock().expect("source state").clone()
+    }
+}
