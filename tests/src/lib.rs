@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod backend;
+pub mod bench;
 pub mod client;
 pub mod fixtures;
 pub mod impair;
