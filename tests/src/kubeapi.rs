@@ -257,16 +257,17 @@ mod tests {
 
     #[test]
     fn an_expired_watch_is_told_from_a_stopped_server() {
-        // a stopped server only; "410" in the timestamp, a port and a resourceVersion
+        // a stopped server only (lines as kube 4.2 logs them); "410" in the timestamp, a
+        // port and a resourceVersion, which `contains("410")` took for the watch error
         let stopped = format!(
             "2025-01-01T10:04:10.410Z{WARN} error=failed to start watching object: ServiceError: client error (Connect)\n\
              2025-01-01T10:04:10.411Z INFO ingress: served from 127.0.0.1:41000, resourceVersion 410\n\
-             2025-01-01T10:04:10.412Z{WARN} error=watch stream failed: Error reading events stream: error reading a body from connection\n"
+             2025-01-01T10:04:10.412Z{WARN} error=watch stream failed: Error reading events stream: ServiceError: error reading a body from connection\n"
         );
         let kinds: Vec<WatchError> = watch_errors(&stopped).into_iter().map(|(k, _)| k).collect();
         assert_eq!(kinds, [WatchError::Unreachable, WatchError::Unreachable], "{stopped}");
         let expired = format!(
-            "{stopped}2025-01-01T10:04:12.000Z{WARN} error=error returned by apiserver during watch: too old resource version: 12 (345): Expired\n"
+            "{stopped}2025-01-01T10:04:12.000Z{WARN} error=error returned by apiserver during watch: The resourceVersion for the provided watch is too old.: Expired\n"
         );
         let errors = watch_errors(&expired);
         assert_eq!(errors.iter().filter(|(k, _)| *k == WatchError::Expired).count(), 1, "{errors:?}");

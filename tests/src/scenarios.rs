@@ -124,6 +124,10 @@ pub fn a_pod_dying_mid_response_fails_only_that_request(s: &Setup) {
     });
     assert!(got.starts_with(b"HTTP/1.1 200"), "{:?}", String::from_utf8_lossy(&got[..head_len]));
     let body = got.len() - head_len;
+    eprintln!(
+        "pod died after {DIES_AFTER} body bytes: the client got {body}, then {end:?}, {:?} after the request",
+        start.elapsed()
+    );
     assert_eq!(body, DIES_AFTER, "every body byte the pod sent before it died, and no more ({end:?})");
     // everything else is unaffected
     for _ in 0..5 {
