@@ -87,12 +87,17 @@ pub fn header_map(headers: &[httparse::Header<'_>]) -> BTreeMap<String, String> 
     map
 }
 
-pub fn read_response(r: &mut impl BufRead, head_only: bool) -> std::io::Result<Response> {
+fn io_error(kind: std::io::ErrorKind, what: impl Into<String>) -> std::io::Error {
+    std::io::Error::new(kind, what.into())
+}
+
+/// Reads a response head: (status, headers by lowercase name).
+fn read_head(r: &mut impl BufRead) -> std::io::Result<(u16, BTreeMap<String, String>)> {
     let mut head = Vec::new();
     loop {
         let mut line = Vec::new();
         if r.read_until(b'\n', &mut line)? == 0 {
-            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed before a response"));
+            return Err(io_error(std::io::ErrorKind::UnexpectedEof, "connection closed before a response"));
         }
         head.extend_from_slice(&line);
         if line == b"\r\n" {
@@ -102,40 +107,61 @@ pub fn read_response(r: &mut impl BufRead, head_only: bool) -> std::io::Result<R
     let mut hdrs = [httparse::EMPTY_HEADER; 64];
     let mut resp = httparse::Response::new(&mut hdrs);
     resp.parse(&head).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-    let status = resp.code.unwrap_or(0);
-    let headers = header_map(resp.headers);
+    Ok((resp.code.unwrap_or(0), header_map(resp.headers)))
+}
+
+/// Copies exactly `n` bytes (fewer: the connection closed, an error).
+fn exactly(r: &mut impl BufRead, n: u64, out: &mut impl Write) -> std::io::Result<u64> {
+    let got = std::io::copy(&mut r.take(n), out)?;
+    if got != n {
+        return Err(io_error(std::io::ErrorKind::UnexpectedEof, format!("body cut after {got} of {n} bytes")));
+    }
+    Ok(got)
+}
+
+/// Reads the body the head announced into `out` (chunked, Content-Length, or until
+/// close), the trailers of a chunked one into `trailers`. Returns its length. A body
+/// cut short is an error.
+fn read_body(
+    r: &mut impl BufRead,
+    headers: &BTreeMap<String, String>,
+    out: &mut impl Write,
+    trailers: &mut BTreeMap<String, String>,
+) -> std::io::Result<u64> {
+    if headers.get("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        let mut total = 0;
+        loop {
+            let mut line = String::new();
+            r.read_line(&mut line)?;
+            let n = chunk_size(&line)? as u64;
+            if n == 0 {
+                loop {
+                    let mut t = String::new();
+                    if r.read_line(&mut t)? == 0 || t.trim().is_empty() {
+                        return Ok(total);
+                    }
+                    if let Some((n, v)) = t.split_once(':') {
+                        trailers.insert(n.trim().to_ascii_lowercase(), v.trim().to_string());
+                    }
+                }
+            }
+            total += exactly(r, n, out)?;
+            let mut crlf = String::new();
+            r.read_line(&mut crlf)?;
+        }
+    } else if let Some(n) = headers.get("content-length").and_then(|v| v.trim().parse::<u64>().ok()) {
+        exactly(r, n, out)
+    } else {
+        std::io::copy(r, out)
+    }
+}
+
+pub fn read_response(r: &mut impl BufRead, head_only: bool) -> std::io::Result<Response> {
+    let (status, headers) = read_head(r)?;
     let mut body = Vec::new();
     let mut trailers = BTreeMap::new();
     if !head_only && status != 204 && status != 304 {
-        if headers.get("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
-            loop {
-                let mut line = String::new();
-                r.read_line(&mut line)?;
-                let n = chunk_size(&line)?;
-                if n == 0 {
-                    loop {
-                        let mut t = String::new();
-                        if r.read_line(&mut t)? == 0 || t.trim().is_empty() {
-                            break;
-                        }
-                        if let Some((n, v)) = t.split_once(':') {
-                            trailers.insert(n.trim().to_ascii_lowercase(), v.trim().to_string());
-                        }
-                    }
-                    break;
-                }
-                let mut chunk = vec![0; n];
-                r.read_exact(&mut chunk)?;
-                body.extend_from_slice(&chunk);
-                let mut crlf = String::new();
-                r.read_line(&mut crlf)?;
-            }
-        } else if let Some(n) = headers.get("content-length").and_then(|v| v.parse::<usize>().ok()) {
-            body.resize(n, 0);
-            r.read_exact(&mut body)?;
-        } else {
-            r.read_to_end(&mut body)?;
-        }
+        read_body(r, &headers, &mut body, &mut trailers)?;
     }
     Ok(Response { status, headers, body, trailers })
 }
@@ -151,46 +177,9 @@ pub fn chunk_size(line: &str) -> std::io::Result<usize> {
 /// Reads one response and counts its body without keeping it: (status, body bytes).
 /// For bodies too large to hold (the gibibyte tests).
 pub fn read_counting(r: &mut impl BufRead) -> std::io::Result<(u16, u64)> {
-    let mut head = Vec::new();
-    loop {
-        let mut line = Vec::new();
-        if r.read_until(b'\n', &mut line)? == 0 {
-            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed in the head"));
-        }
-        head.extend_from_slice(&line);
-        if line == b"\r\n" {
-            break;
-        }
-    }
-    let mut hdrs = [httparse::EMPTY_HEADER; 64];
-    let mut resp = httparse::Response::new(&mut hdrs);
-    resp.parse(&head).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-    let status = resp.code.unwrap_or(0);
-    let headers = header_map(resp.headers);
-    let mut total = 0u64;
-    if headers.get("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
-        loop {
-            let mut line = String::new();
-            r.read_line(&mut line)?;
-            let n = chunk_size(&line)? as u64;
-            if n == 0 {
-                let mut end = String::new();
-                r.read_line(&mut end)?;
-                break;
-            }
-            let got = std::io::copy(&mut r.by_ref().take(n), &mut std::io::sink())?;
-            if got != n {
-                return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed in a chunk"));
-            }
-            total += got;
-            let mut crlf = String::new();
-            r.read_line(&mut crlf)?;
-        }
-    } else {
-        let n: u64 = headers.get("content-length").and_then(|v| v.trim().parse().ok()).unwrap_or(0);
-        total = std::io::copy(&mut r.by_ref().take(n), &mut std::io::sink())?;
-    }
-    Ok((status, total))
+    let (status, headers) = read_head(r)?;
+    let n = read_body(r, &headers, &mut std::io::sink(), &mut BTreeMap::new())?;
+    Ok((status, n))
 }
 
 /// How a connection that was read to its end ended.
