@@ -1,14 +1,15 @@
 //! The pods' HTTP backend: answers every request with JSON saying which pod it is
 //! and what it received (method, path, Host, headers, body length). HTTP/1.1 with
 //! keep-alive; Content-Length and chunked request bodies. Runs on threads whose
-//! listening sockets live in the pod's namespace.
+//! listening sockets live in the pod's namespace; stopped and joined on drop.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -37,7 +38,20 @@ pub struct Backend {
     listeners: Vec<TcpListener>,
     stop: Arc<AtomicBool>,
     requests: Arc<AtomicUsize>,
+    accepting: Vec<JoinHandle<()>>,
+    connections: Connections,
 }
+
+/// The connections being served: a handle to shut each open one down (removed, so
+/// closing the socket, when its thread is done with it), and the threads.
+#[derive(Default)]
+struct Open {
+    next: u64,
+    sockets: HashMap<u64, TcpStream>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+type Connections = Arc<Mutex<Open>>;
 
 impl Backend {
     /// Binds `0.0.0.0:port` for each port inside namespace `ns` and serves.
@@ -62,13 +76,17 @@ impl Backend {
     fn serve(listeners: Vec<TcpListener>, pod: &str) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let requests = Arc::new(AtomicUsize::new(0));
-        for l in &listeners {
-            let l = l.try_clone().expect("clone listener");
-            let pod = pod.to_string();
-            let (stop, requests) = (stop.clone(), requests.clone());
-            std::thread::spawn(move || accept_loop(l, pod, stop, requests));
-        }
-        Self { listeners, stop, requests }
+        let connections = Connections::default();
+        let accepting = listeners
+            .iter()
+            .map(|l| {
+                let l = l.try_clone().expect("clone listener");
+                let pod = pod.to_string();
+                let (stop, requests, connections) = (stop.clone(), requests.clone(), connections.clone());
+                std::thread::spawn(move || accept_loop(l, pod, stop, requests, connections))
+            })
+            .collect();
+        Self { listeners, stop, requests, accepting, connections }
     }
 
     /// Requests answered so far.
@@ -76,26 +94,63 @@ impl Backend {
         self.requests.load(Ordering::SeqCst)
     }
 
-    /// Stops accepting: shutdown() wakes the blocked accept() (Linux), the loop exits.
+    /// Stops the backend and joins its threads (what dropping it does).
     pub fn stop(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Backend {
+    /// Stops accepting (shutdown() wakes the blocked accept() on Linux), shuts every
+    /// open connection down, and joins the threads. A thread inside an
+    /// `x-echo-sleep-ms` delay finishes it first (at most 10 s).
+    fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         for l in &self.listeners {
             // SAFETY: shutting down a listening socket we own.
             unsafe { libc::shutdown(l.as_raw_fd(), libc::SHUT_RDWR) };
         }
+        for t in self.accepting.drain(..) {
+            let _ = t.join();
+        }
+        // the accept loops have ended: no connection is added after this
+        let threads = {
+            let mut open = self.connections.lock().unwrap_or_else(|e| e.into_inner());
+            for s in open.sockets.values() {
+                let _ = s.shutdown(std::net::Shutdown::Both);
+            }
+            std::mem::take(&mut open.threads)
+        };
+        for t in threads {
+            let _ = t.join();
+        }
     }
 }
 
-fn accept_loop(l: TcpListener, pod: String, stop: Arc<AtomicBool>, requests: Arc<AtomicUsize>) {
+fn accept_loop(
+    l: TcpListener,
+    pod: String,
+    stop: Arc<AtomicBool>,
+    requests: Arc<AtomicUsize>,
+    connections: Connections,
+) {
     let port = l.local_addr().map(|a| a.port()).unwrap_or(0);
     while !stop.load(Ordering::SeqCst) {
         match l.accept() {
             Ok((s, _)) => {
-                let pod = pod.clone();
-                let requests = requests.clone();
-                std::thread::spawn(move || {
+                let Ok(handle) = s.try_clone() else { continue };
+                let mut open = connections.lock().unwrap_or_else(|e| e.into_inner());
+                let id = open.next;
+                open.next += 1;
+                open.sockets.insert(id, handle);
+                let (pod, requests, connections) = (pod.clone(), requests.clone(), connections.clone());
+                let thread = std::thread::spawn(move || {
                     let _ = serve_connection(s, &pod, port, &requests);
+                    // the last handle: the socket closes here (a pod "dying" is this close)
+                    connections.lock().unwrap_or_else(|e| e.into_inner()).sockets.remove(&id);
                 });
+                open.threads.retain(|t| !t.is_finished());
+                open.threads.push(thread);
             }
             Err(_) => return,
         }
@@ -181,13 +236,14 @@ fn serve_connection(s: TcpStream, pod: &str, port: u16, requests: &AtomicUsize) 
             let pattern = headers.get("x-echo-pattern").and_then(|v| v.parse::<u64>().ok());
             let mut block = vec![b'x'; 256 * 1024];
             let mut left = n;
-            // `x-echo-die-after: K`: the pod dies after K body bytes (connection dropped).
+            // `x-echo-die-after: K`: the pod dies after exactly K body bytes (connection dropped).
             let die_after = headers.get("x-echo-die-after").and_then(|v| v.parse::<u64>().ok());
             while left > 0 {
-                if die_after.is_some_and(|d| n - left >= d) {
+                let sent = n - left;
+                if die_after.is_some_and(|d| sent >= d) {
                     return Ok(());
                 }
-                let k = left.min(block.len() as u64) as usize;
+                let k = left.min(block.len() as u64).min(die_after.map_or(u64::MAX, |d| d - sent)) as usize;
                 if let Some(seed) = pattern {
                     crate::pattern::fill(seed, n - left, &mut block[..k]);
                 }
@@ -262,7 +318,8 @@ fn read_chunked(
     loop {
         let mut line = String::new();
         r.read_line(&mut line)?;
-        let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or("0"), 16).unwrap_or(0);
+        // an unparsable size (or the client gone) fails the request, not ends its body
+        let size = crate::client::chunk_size(&line)?;
         if size == 0 {
             // trailers until an empty line
             loop {
@@ -279,5 +336,37 @@ fn read_chunked(
         total += size;
         let mut crlf = String::new();
         r.read_line(&mut crlf)?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unparsable_chunk_size_fails_the_request_body() {
+        let (mut trailers, mut hash) = (BTreeMap::new(), crate::pattern::Fnv::default());
+        let e = read_chunked(&mut &b"zz\r\nabc\r\n0\r\n\r\n"[..], &mut trailers, &mut hash).expect_err("bad size");
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+        let cut = read_chunked(&mut &b"3\r\nabc\r\n"[..], &mut trailers, &mut hash).expect_err("cut short");
+        assert_eq!(cut.kind(), std::io::ErrorKind::InvalidData);
+        assert_eq!(read_chunked(&mut &b"3\r\nabc\r\n0\r\n\r\n"[..], &mut trailers, &mut hash).unwrap(), 3);
+    }
+
+    #[test]
+    fn stopping_joins_the_threads_and_closes_open_connections() {
+        let (b, port) = Backend::start_local("pod-t");
+        let mut idle = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        // one request answered, so the connection thread is running
+        idle.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let r = crate::client::read_response(&mut BufReader::new(idle.try_clone().unwrap()), false).unwrap();
+        assert_eq!(r.status, 200);
+        let start = std::time::Instant::now();
+        drop(b);
+        assert!(start.elapsed() < Duration::from_secs(5), "stopped in {:?}", start.elapsed());
+        let mut rest = Vec::new();
+        assert!(idle.read_to_end(&mut rest).is_ok_and(|n| n == 0), "the open connection was closed: {rest:?}");
+        assert!(TcpStream::connect(("127.0.0.1", port)).is_err(), "no longer accepting");
     }
 }

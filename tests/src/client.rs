@@ -1,8 +1,9 @@
 //! A small blocking HTTP/1.1 client for tests: builds a request, reads one response
-//! (Content-Length, chunked or until close). Runs in a chosen namespace.
+//! (Content-Length, chunked or until close), counts a large one without keeping it,
+//! and reads a connection to its close (telling a close from a timeout).
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
@@ -86,12 +87,17 @@ pub fn header_map(headers: &[httparse::Header<'_>]) -> BTreeMap<String, String> 
     map
 }
 
-pub fn read_response(r: &mut impl BufRead, head_only: bool) -> std::io::Result<Response> {
+fn io_error(kind: std::io::ErrorKind, what: impl Into<String>) -> std::io::Error {
+    std::io::Error::new(kind, what.into())
+}
+
+/// Reads a response head: (status, headers by lowercase name).
+fn read_head(r: &mut impl BufRead) -> std::io::Result<(u16, BTreeMap<String, String>)> {
     let mut head = Vec::new();
     loop {
         let mut line = Vec::new();
         if r.read_until(b'\n', &mut line)? == 0 {
-            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed before a response"));
+            return Err(io_error(std::io::ErrorKind::UnexpectedEof, "connection closed before a response"));
         }
         head.extend_from_slice(&line);
         if line == b"\r\n" {
@@ -101,42 +107,99 @@ pub fn read_response(r: &mut impl BufRead, head_only: bool) -> std::io::Result<R
     let mut hdrs = [httparse::EMPTY_HEADER; 64];
     let mut resp = httparse::Response::new(&mut hdrs);
     resp.parse(&head).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-    let status = resp.code.unwrap_or(0);
-    let headers = header_map(resp.headers);
+    Ok((resp.code.unwrap_or(0), header_map(resp.headers)))
+}
+
+/// Copies exactly `n` bytes (fewer: the connection closed, an error).
+fn exactly(r: &mut impl BufRead, n: u64, out: &mut impl Write) -> std::io::Result<u64> {
+    let got = std::io::copy(&mut r.take(n), out)?;
+    if got != n {
+        return Err(io_error(std::io::ErrorKind::UnexpectedEof, format!("body cut after {got} of {n} bytes")));
+    }
+    Ok(got)
+}
+
+/// Reads the body the head announced into `out` (chunked, Content-Length, or until
+/// close), the trailers of a chunked one into `trailers`. Returns its length. A body
+/// cut short is an error.
+fn read_body(
+    r: &mut impl BufRead,
+    headers: &BTreeMap<String, String>,
+    out: &mut impl Write,
+    trailers: &mut BTreeMap<String, String>,
+) -> std::io::Result<u64> {
+    if headers.get("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        let mut total = 0;
+        loop {
+            let mut line = String::new();
+            r.read_line(&mut line)?;
+            let n = chunk_size(&line)? as u64;
+            if n == 0 {
+                loop {
+                    let mut t = String::new();
+                    if r.read_line(&mut t)? == 0 || t.trim().is_empty() {
+                        return Ok(total);
+                    }
+                    if let Some((n, v)) = t.split_once(':') {
+                        trailers.insert(n.trim().to_ascii_lowercase(), v.trim().to_string());
+                    }
+                }
+            }
+            total += exactly(r, n, out)?;
+            let mut crlf = String::new();
+            r.read_line(&mut crlf)?;
+        }
+    } else if let Some(n) = headers.get("content-length").and_then(|v| v.trim().parse::<u64>().ok()) {
+        exactly(r, n, out)
+    } else {
+        std::io::copy(r, out)
+    }
+}
+
+pub fn read_response(r: &mut impl BufRead, head_only: bool) -> std::io::Result<Response> {
+    let (status, headers) = read_head(r)?;
     let mut body = Vec::new();
     let mut trailers = BTreeMap::new();
     if !head_only && status != 204 && status != 304 {
-        if headers.get("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
-            loop {
-                let mut line = String::new();
-                r.read_line(&mut line)?;
-                let n = usize::from_str_radix(line.trim(), 16).unwrap_or(0);
-                if n == 0 {
-                    loop {
-                        let mut t = String::new();
-                        if r.read_line(&mut t)? == 0 || t.trim().is_empty() {
-                            break;
-                        }
-                        if let Some((n, v)) = t.split_once(':') {
-                            trailers.insert(n.trim().to_ascii_lowercase(), v.trim().to_string());
-                        }
-                    }
-                    break;
-                }
-                let mut chunk = vec![0; n];
-                r.read_exact(&mut chunk)?;
-                body.extend_from_slice(&chunk);
-                let mut crlf = String::new();
-                r.read_line(&mut crlf)?;
-            }
-        } else if let Some(n) = headers.get("content-length").and_then(|v| v.parse::<usize>().ok()) {
-            body.resize(n, 0);
-            r.read_exact(&mut body)?;
-        } else {
-            r.read_to_end(&mut body)?;
-        }
+        read_body(r, &headers, &mut body, &mut trailers)?;
     }
     Ok(Response { status, headers, body, trailers })
+}
+
+/// The size on a chunk-size line (`1a`, `1a;ext=v`, CRLF). An unparsable line, or
+/// none (the connection closed), is an error: a body cut there did not end.
+pub fn chunk_size(line: &str) -> std::io::Result<usize> {
+    let hex = line.trim_end_matches(['\r', '\n']).split(';').next().unwrap_or("").trim();
+    usize::from_str_radix(hex, 16)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("bad chunk size line {line:?}: {e}")))
+}
+
+/// Reads one response and counts its body without keeping it: (status, body bytes).
+/// For bodies too large to hold (the gibibyte tests).
+pub fn read_counting(r: &mut impl BufRead) -> std::io::Result<(u16, u64)> {
+    let (status, headers) = read_head(r)?;
+    let n = read_body(r, &headers, &mut std::io::sink(), &mut BTreeMap::new())?;
+    Ok((status, n))
+}
+
+/// How a connection that was read to its end ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Closed {
+    /// The peer closed it (FIN).
+    Eof,
+    /// The peer reset it (RST).
+    Reset,
+}
+
+/// Reads `r` until the peer closes the connection, appending what arrives to `out`.
+/// A read timeout (the socket's) or any other error is an `Err`: "then the
+/// connection is closed" must not pass because nothing happened until the timeout.
+pub fn read_until_closed(r: &mut impl Read, out: &mut Vec<u8>) -> std::io::Result<Closed> {
+    match r.read_to_end(out) {
+        Ok(_) => Ok(Closed::Eof),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Ok(Closed::Reset),
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]
@@ -162,5 +225,37 @@ mod tests {
         let r = read_response(&mut &raw[..], false).unwrap();
         assert_eq!((r.status, r.body.as_slice()), (404, &b"abcde"[..]));
         assert_eq!(r.trailers["x-sum"], "9");
+    }
+
+    #[test]
+    fn an_unparsable_chunk_size_is_an_error_not_the_end() {
+        for raw in [
+            &b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n"[..],
+            // cut before the last chunk: no size line at all
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n",
+        ] {
+            let e = read_response(&mut &raw[..], false).expect_err("not a complete body");
+            assert_eq!(e.kind(), std::io::ErrorKind::InvalidData, "{e}");
+            let e = read_counting(&mut &raw[..]).expect_err("not a complete body");
+            assert_eq!(e.kind(), std::io::ErrorKind::InvalidData, "{e}");
+        }
+        let raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;x=1\r\nabc\r\n0\r\n\r\n";
+        assert_eq!(read_response(&mut &raw[..], false).unwrap().body, b"abc", "a chunk extension is ignored");
+        assert_eq!(read_counting(&mut &raw[..]).unwrap(), (200, 3));
+    }
+
+    #[test]
+    fn a_read_timeout_is_not_a_close() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (mut peer, _) = l.accept().unwrap();
+        c.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        let mut out = Vec::new();
+        let e = read_until_closed(&mut c, &mut out).expect_err("the peer is still open");
+        assert!(matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut), "{e}");
+        peer.write_all(b"bye").unwrap();
+        drop(peer);
+        assert_eq!(read_until_closed(&mut c, &mut out).unwrap(), Closed::Eof);
+        assert_eq!(out, b"bye");
     }
 }

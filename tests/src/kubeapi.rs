@@ -1,13 +1,15 @@
 //! A real Kubernetes API server for tests: etcd and kube-apiserver v1.20 (built from
 //! Debian's source package by `xtask/scripts/build-kube-apiserver.sh`, path in
 //! `KUBE_APISERVER`) on 127.0.0.1 ports of their own, token auth, a kubeconfig file.
-//! Processes are stopped by pid on drop; the data directory is removed.
+//! Processes are stopped by pid on drop; the data directory is removed. Also: the
+//! agent's watch errors, classified from its log.
 
-use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use crate::free_port;
 
 pub const TOKEN: &str = "ingress-test-token";
 
@@ -27,16 +29,12 @@ pub fn binary(test: &str) -> Option<PathBuf> {
     match std::env::var_os("KUBE_APISERVER").map(PathBuf::from) {
         Some(p) if p.is_file() => Some(p),
         other => {
-            let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-            assert!(!ci, "{test}: KUBE_APISERVER ({other:?}) is not a file; `cargo xtask test` builds it");
-            eprintln!("SKIP {test}: no kube-apiserver (KUBE_APISERVER unset); run through `cargo xtask test` as root");
+            let why =
+                format!("no kube-apiserver (KUBE_APISERVER {other:?} is not a file); `cargo xtask test` builds it");
+            crate::skip(test, &why);
             None
         }
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn dies_with_parent(cmd: &mut Command) -> &mut Command {
@@ -208,5 +206,71 @@ impl Drop for KubeApiServer {
         stop(&mut self.apiserver);
         stop(&mut self.etcd);
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// What a watch error the agent logged says happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum WatchError {
+    /// The API server answered 410 Expired (status reason `Expired`): the watch
+    /// resumed from a resourceVersion etcd has compacted away; the watcher relists.
+    Expired,
+    /// No answer: the connection was refused or broke (the API server stopped).
+    Unreachable,
+    Other,
+}
+
+/// The agent's watch errors (`ingress::sources::k8s::watch`'s "watch error" lines), each with its
+/// `error=` text, classified by what the error itself says: not by a "410" anywhere
+/// in the line, which timestamps, ports and resourceVersions contain too.
+pub fn watch_errors(log: &str) -> Vec<(WatchError, String)> {
+    log.lines()
+        .filter(|l| l.contains("watch error"))
+        .map(|l| {
+            let error = l.split_once(" error=").map_or("", |(_, e)| e).to_string();
+            // kube's Status displays as "{message}: {reason}", its ApiError adds the
+            // Debug form with `code: 410`
+            let kind = if error.contains(": Expired")
+                || error.contains("reason: \"Expired\"")
+                || error.contains("code: 410")
+            {
+                WatchError::Expired
+            } else if ["ServiceError", "HyperError", "Connect", "connection refused", "watch stream failed"]
+                .iter()
+                .any(|m| error.contains(m))
+            {
+                WatchError::Unreachable
+            } else {
+                WatchError::Other
+            };
+            (kind, error)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WARN: &str =
+        "\u{1b}[33m WARN\u{1b}[0m ingress::k8s: watch error; retrying, the served table stays kind=\"routes\"";
+
+    #[test]
+    fn an_expired_watch_is_told_from_a_stopped_server() {
+        // a stopped server only (lines as kube 4.2 logs them); "410" in the timestamp, a
+        // port and a resourceVersion, which `contains("410")` took for the watch error
+        let stopped = format!(
+            "2025-01-01T10:04:10.410Z{WARN} error=failed to start watching object: ServiceError: client error (Connect)\n\
+             2025-01-01T10:04:10.411Z INFO ingress: served from 127.0.0.1:41000, resourceVersion 410\n\
+             2025-01-01T10:04:10.412Z{WARN} error=watch stream failed: Error reading events stream: ServiceError: error reading a body from connection\n"
+        );
+        let kinds: Vec<WatchError> = watch_errors(&stopped).into_iter().map(|(k, _)| k).collect();
+        assert_eq!(kinds, [WatchError::Unreachable, WatchError::Unreachable], "{stopped}");
+        let expired = format!(
+            "{stopped}2025-01-01T10:04:12.000Z{WARN} error=error returned by apiserver during watch: The resourceVersion for the provided watch is too old.: Expired\n"
+        );
+        let errors = watch_errors(&expired);
+        assert_eq!(errors.iter().filter(|(k, _)| *k == WatchError::Expired).count(), 1, "{errors:?}");
+        assert!(errors[2].1.starts_with("error returned by apiserver during watch"), "{errors:?}");
     }
 }

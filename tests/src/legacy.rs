@@ -191,17 +191,23 @@ impl LegacyPath {
     }
 
     /// Samples the peak RSS of nginx (master + workers) and Envoy; call before drop.
-    pub fn peak_rss_kib(&self) -> (u64, u64) {
-        let nginx: u64 = self
+    /// None where a process could not be read (a reading missing is not 0 MB).
+    pub fn peak_rss_kib(&self) -> (Option<u64>, Option<u64>) {
+        let nginx: Option<u64> = self
             .nginx
             .as_ref()
             .map(|c| c.id())
             .into_iter()
             .chain(self.nginx_workers.iter().copied())
-            .filter_map(vm_hwm_kib)
+            .map(vm_hwm_kib)
             .sum();
-        let envoy = self.envoy.as_ref().and_then(|c| vm_hwm_kib(c.id())).unwrap_or(0);
+        let envoy = self.envoy.as_ref().and_then(|c| vm_hwm_kib(c.id()));
         (nginx, envoy)
+    }
+
+    /// The namespaces this path adds to the topology (the serverlb, the gateway pod).
+    pub fn namespaces(&self) -> &[String] {
+        &self.namespaces
     }
 }
 

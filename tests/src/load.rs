@@ -13,7 +13,10 @@ use crate::netns::in_ns;
 #[derive(Debug, Clone)]
 pub struct LoadResult {
     pub requests: u64,
+    /// Socket errors.
     pub errors: u64,
+    /// Answers that were not 2xx or 3xx.
+    pub non_2xx: u64,
     pub elapsed: Duration,
     pub p50: Duration,
     pub p99: Duration,

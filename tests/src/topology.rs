@@ -36,6 +36,8 @@ pub struct Topology {
     pub prefix: String,
     pub pods: Vec<(PodSpec, String)>,
     backends: Vec<Backend>,
+    /// Set by [`Topology::abandon`]: drop leaves the namespaces.
+    abandoned: bool,
 }
 
 impl Topology {
@@ -47,6 +49,11 @@ impl Topology {
     }
     pub fn node_ns(&self) -> String {
         format!("{}-node", self.prefix)
+    }
+
+    /// Every namespace of this topology.
+    pub fn namespaces(&self) -> Vec<String> {
+        Self::names(&self.prefix, self.pods.len())
     }
 
     /// Every namespace name this topology uses.
@@ -70,7 +77,7 @@ impl Topology {
         // Leftovers of an interrupted run may have had more pods than this one.
         remove_namespaces(&Self::names(prefix, pods.len().max(MAX_PODS)));
         // Registered before anything is created so a panic mid-way still cleans up.
-        let mut topo = Topology { prefix: prefix.to_string(), pods: vec![], backends: vec![] };
+        let mut topo = Topology { prefix: prefix.to_string(), pods: vec![], backends: vec![], abandoned: false };
         let (client, vm, node) = (topo.client_ns(), topo.vm_ns(), topo.node_ns());
         for ns in [&client, &vm, &node] {
             ip(&["netns", "add", ns]);
@@ -138,6 +145,15 @@ impl Topology {
         }
     }
 
+    /// Stops the backends (joining their threads) and leaves the namespaces behind,
+    /// as an interrupted run would: for testing that `create` cleans them up.
+    pub fn abandon(mut self) {
+        for b in self.backends.drain(..) {
+            b.stop();
+        }
+        self.abandoned = true;
+    }
+
     /// Removes every namespace of the topology (idempotent).
     pub fn destroy(&mut self) {
         for b in self.backends.drain(..) {
@@ -149,6 +165,9 @@ impl Topology {
 
 impl Drop for Topology {
     fn drop(&mut self) {
+        if self.abandoned {
+            return;
+        }
         self.destroy();
     }
 }

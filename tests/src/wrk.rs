@@ -1,6 +1,6 @@
 //! wrk (Debian's package) as the benchmark's load generator: run inside a namespace
 //! for a bounded duration, with whole-machine CPU measured around it, and its report
-//! parsed (requests/s, transfer/s, latency percentiles, errors).
+//! parsed (requests/s, transfer/s, latency percentiles, socket errors, non-2xx answers).
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -22,7 +22,10 @@ pub struct Wrk<'a> {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Report {
     pub requests: u64,
+    /// Socket errors: connect, read, write, timeout.
     pub errors: u64,
+    /// Answers that were not 2xx or 3xx (wrk's "Non-2xx or 3xx responses").
+    pub non_2xx: u64,
     pub seconds: f64,
     pub bytes_per_sec: f64,
     pub p50_us: f64,
@@ -54,6 +57,7 @@ impl Wrk<'_> {
         let load = LoadResult {
             requests: rep.requests,
             errors: rep.errors,
+            non_2xx: rep.non_2xx,
             elapsed: Duration::from_secs_f64(rep.seconds),
             p50: Duration::from_secs_f64(rep.p50_us / 1e6),
             p99: Duration::from_secs_f64(rep.p99_us / 1e6),
@@ -116,7 +120,7 @@ pub fn parse(text: &str) -> Option<Report> {
             ["Socket", "errors:", rest @ ..] => {
                 r.errors += rest.iter().filter_map(|w| w.trim_end_matches(',').parse::<u64>().ok()).sum::<u64>();
             }
-            ["Non-2xx", "or", "3xx", "responses:", n] => r.errors += n.parse::<u64>().ok()?,
+            ["Non-2xx", "or", "3xx", "responses:", n] => r.non_2xx += n.parse::<u64>().ok()?,
             _ => {}
         }
     }
@@ -150,7 +154,7 @@ Transfer/sec:      3.04MB
         assert_eq!(r.seconds, 5.0);
         assert_eq!(r.p50_us, 2900.0);
         assert_eq!(r.p99_us, 812.0);
-        assert_eq!(r.errors, 7);
+        assert_eq!((r.errors, r.non_2xx), (3, 4));
         assert!((r.bytes_per_sec - 3.04 * 1024.0 * 1024.0).abs() < 1.0);
         assert!(parse("garbage").is_none());
     }

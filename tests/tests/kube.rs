@@ -1,8 +1,9 @@
 //! Real Kubernetes API server tier: etcd + kube-apiserver v1.20 on loopback, the
 //! Gateway API CRDs, the agent with `--kubeconfig --write-status` serving on
-//! 127.0.0.1, echo backends on 127.0.0.1. Checks: a route added is served within
-//! 1 s, a route change, endpoints added and removed, status written, and an API
-//! server restart with a compacted etcd (410 Expired on resume) never drops the table.
+//! 127.0.0.1, echo backends on 127.0.0.1. Checks: a route added is served (the time
+//! it took is printed: a measurement, with a generous bound for correctness only),
+//! a route change, endpoints added and removed, status written, and an API server
+//! restart with a compacted etcd (410 Expired on resume) never drops the table.
 
 use std::time::{Duration, Instant};
 
@@ -12,16 +13,18 @@ use gateway_api::apis::standard::referencegrants::ReferenceGrant;
 use ingress_tests::agent::{Agent, ingress_bin};
 use ingress_tests::backend::{Backend, Echo};
 use ingress_tests::client::{Request, send};
-use ingress_tests::kubeapi::{self, KubeApiServer};
+use ingress_tests::free_port;
+use ingress_tests::kubeapi::{self, KubeApiServer, WatchError};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::{Api, Client, CustomResourceExt};
 use serde_json::{Value, json};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+/// How long a change may take to be served before the test fails: a correctness
+/// bound, far above the times measured (printed as `MEASURED`; the benchmark's
+/// business, not this test's).
+const SERVED_WITHIN: Duration = Duration::from_secs(10);
 
 /// Drops `null` from every `enum` list: a 1.20 server rejects them (schemars emits
 /// them for optional enums).
@@ -154,7 +157,7 @@ async fn kubernetes_source_against_a_real_api_server() {
     let args = vec!["--kubeconfig".to_string(), api.kubeconfig.display().to_string(), "--write-status".to_string()];
     let agent = Agent::start_with(&ingress_bin(), None, &admin, &[format!("127.0.0.1:{port}=infra/gw:80")], &args);
 
-    // A route added is served within 1 s.
+    // A route added is served.
     let routes: Api<HttpRoute> = Api::namespaced(client.clone(), "apps");
     create::<HttpRoute>(
         routes.clone(),
@@ -166,10 +169,8 @@ async fn kubernetes_source_against_a_real_api_server() {
         }),
     )
     .await;
-    let took =
-        until("route served", Duration::from_secs(5), || get(port, "a.test") == (200, Some("pod-a".into()))).await;
-    assert!(took < Duration::from_secs(1), "route added -> served took {took:?}");
-    eprintln!("route added -> served in {took:?}");
+    let took = until("route served", SERVED_WITHIN, || get(port, "a.test") == (200, Some("pod-a".into()))).await;
+    eprintln!("MEASURED kube: route added -> served in {took:?}");
 
     // Status written (server-side apply).
     let start = Instant::now();
@@ -207,9 +208,8 @@ async fn kubernetes_source_against_a_real_api_server() {
     let pp = PatchParams::default();
     routes.patch("r1", &pp, &Patch::Merge(json!({"spec": {"hostnames": ["b.test"]}}))).await.unwrap();
     let took =
-        until("route change", Duration::from_secs(5), || get(port, "b.test").0 == 200 && get(port, "a.test").0 == 404)
-            .await;
-    assert!(took < Duration::from_secs(1), "route change took {took:?}");
+        until("route change", SERVED_WITHIN, || get(port, "b.test").0 == 200 && get(port, "a.test").0 == 404).await;
+    eprintln!("MEASURED kube: route changed -> served in {took:?}");
 
     // Endpoints added, then removed.
     create_slice(&client, "svc-b", port_b).await;
@@ -245,11 +245,20 @@ async fn kubernetes_source_against_a_real_api_server() {
     let took = until("change after restart", Duration::from_secs(60), || get(port, "c.test").0 == 200).await;
     eprintln!("etcd compacted at revision {rev}; change after the API server restart served in {took:?}");
     let log = agent.stop();
-    assert!(log.contains("watch error"), "the restart was seen by the watchers:\n{log}");
-    assert!(
-        log.contains("410") || log.contains("Expired"),
-        "a watcher resumed into the compaction and got 410 Expired:\n{log}"
+    let errors = kubeapi::watch_errors(&log);
+    let count = |kind: WatchError| errors.iter().filter(|(k, _)| *k == kind).count();
+    assert!(count(WatchError::Unreachable) > 0, "the watchers saw the API server stop:\n{log}");
+    assert!(count(WatchError::Expired) > 0, "a watcher resumed into the compaction and got 410 Expired:\n{log}");
+    eprintln!(
+        "watch errors: {} unreachable, {} expired, {} other",
+        count(WatchError::Unreachable),
+        count(WatchError::Expired),
+        count(WatchError::Other)
     );
+    let distinct: std::collections::BTreeSet<_> = errors.iter().collect();
+    for (kind, error) in distinct {
+        eprintln!("  {kind:?}: {error}");
+    }
     backend_a.stop();
     backend_b.stop();
 }

@@ -87,8 +87,8 @@ fn topology_is_idempotent_and_leaves_nothing() {
         return;
     }
     let pods = vec![PodSpec { name: "p".into(), ip: "10.42.0.9".parse().unwrap(), ports: vec![8080] }];
-    // An interrupted run: namespaces left behind (no Drop).
-    std::mem::forget(Topology::create("ingt-idem", &pods));
+    // An interrupted run: namespaces left behind (its backend stopped and joined).
+    Topology::create("ingt-idem", &pods).abandon();
     assert!(exists("ingt-idem-vm"));
     let topo = Topology::create("ingt-idem", &pods);
     // The pod answers straight from the vm namespace through the node's routing.

@@ -1,9 +1,18 @@
 //! `cargo xtask test`: set up, build, run every test tier this machine supports, print
-//! a summary with counts. Non-zero exit on any failure. Under `CI=true` a tier that
-//! cannot run (not root) is a failure, not a skip.
+//! a summary with counts. Non-zero exit on any failure, and on a run that proves
+//! less than it claims: an invocation or tier in which no test ran (a renamed test
+//! program or filter), a test binary whose every test was filtered away, and under
+//! `CI=true` a tier that could not run or a test that skipped itself.
+//!
+//! Tests that skip themselves (no root, no eBPF object, no API server) still pass in
+//! libtest's eyes; they append a `SKIPPED: ` line (`ingress_tests::skip`) to the file
+//! named by `INGRESS_TEST_SKIP_LOG`, which the runner reads after each invocation
+//! and counts as skipped, not passed. A file, not stdout: libtest captures a passing
+//! test's output.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -11,15 +20,40 @@ use anyhow::{Context, Result, bail};
 use crate::build::{self, host_cargo};
 use crate::{is_root, setup};
 
-#[derive(Default)]
+/// The environment variable and line prefix of `ingress_tests::skip` (tests/src/lib.rs).
+const SKIP_LOG_ENV: &str = "INGRESS_TEST_SKIP_LOG";
+const SKIP_MARKER: &str = "SKIPPED: ";
+
+#[derive(Default, Debug, Clone, PartialEq)]
 struct Counts {
     passed: u64,
     failed: u64,
     ignored: u64,
+    /// Tests that skipped themselves (counted by libtest as passed; moved here).
+    skipped: u64,
 }
 
+impl Counts {
+    fn add(&mut self, o: &Counts) {
+        self.passed += o.passed;
+        self.failed += o.failed;
+        self.ignored += o.ignored;
+        self.skipped += o.skipped;
+    }
+    fn ran(&self) -> u64 {
+        self.passed + self.failed + self.skipped
+    }
+}
+
+#[derive(Debug)]
 enum Outcome {
-    Ran { counts: Counts, ok: bool, secs: f64 },
+    /// `ok`: every invocation exited 0. `problems`: what else made it fail.
+    Ran {
+        counts: Counts,
+        ok: bool,
+        problems: Vec<String>,
+        secs: f64,
+    },
     Skipped(String),
 }
 
@@ -38,10 +72,10 @@ const TIERS: &[Tier] = &[
         needs_root: false,
         cargo_args: &[
             &["test", "--workspace", "--exclude", "ingress-ebpf", "--exclude", "ingress-tests"],
-            // the test crate's own helpers (packet builder, HTTP client), and the proxy
-            // end to end on 127.0.0.1 (agent binary, loopback backends; no privileges)
-            // (its `in_topology_*` tests need root and run in the netns tier)
-            &["test", "-p", "ingress-tests", "--lib", "--bins", "--test", "proxy", "--", "--skip", "in_topology"],
+            // the test crate's own helpers (packet builder, HTTP client, bench verdicts),
+            // and the proxy end to end on 127.0.0.1 (agent binary, loopback backends; no
+            // privileges), the forwarding scenarios included
+            &["test", "-p", "ingress-tests", "--lib", "--bins", "--test", "proxy", "--test", "scenarios_loopback"],
         ],
     },
     Tier {
@@ -64,8 +98,8 @@ const TIERS: &[Tier] = &[
             &["test", "-p", "ingress-tests", "--test", "netns", "--", "--test-threads=1"],
             // joined connections on links that lose, reorder and duplicate packets
             &["test", "-p", "ingress-tests", "--test", "impaired", "--", "--test-threads=1"],
-            // the proxy's forwarding scenarios again, in the topology
-            &["test", "-p", "ingress-tests", "--test", "proxy", "in_topology", "--", "--test-threads=1"],
+            // the forwarding scenarios of the unit tier again, in the topology
+            &["test", "-p", "ingress-tests", "--test", "scenarios_topology", "--", "--test-threads=1"],
         ],
     },
 ];
@@ -77,6 +111,8 @@ pub fn run(install: bool) -> Result<()> {
         setup::setup(true)?;
     }
     let built = build::build_all(false)?;
+    let skip_dir = crate::workspace_root().join("target/xtask-test");
+    std::fs::create_dir_all(&skip_dir).with_context(|| format!("creating {}", skip_dir.display()))?;
     let mut results = Vec::new();
     for tier in TIERS {
         let kube = if tier.name == "kube" && is_root() { Some(kube_apiserver()) } else { None };
@@ -86,62 +122,99 @@ pub fn run(install: bool) -> Result<()> {
             Outcome::Skipped(format!("no kube-apiserver: {e:#}"))
         } else {
             let mut total = Counts::default();
-            let (mut ok, mut secs) = (true, 0.0);
-            for args in tier.cargo_args {
+            let (mut ok, mut secs, mut problems) = (true, 0.0, Vec::new());
+            for (i, args) in tier.cargo_args.iter().enumerate() {
+                let skip_log = skip_dir.join(format!("{}-{i}.skipped", tier.name));
+                let _ = std::fs::remove_file(&skip_log);
                 let mut cmd = host_cargo(&built.ebpf_object);
-                cmd.args(*args).env("INGRESS_BIN", &built.agent);
+                cmd.args(*args).env("INGRESS_BIN", &built.agent).env(SKIP_LOG_ENV, &skip_log);
                 if let Some(Ok(path)) = &kube {
                     cmd.env("KUBE_APISERVER", path);
                 }
-                let (c, o, s) = run_tier(tier.name, cmd)?;
-                total.passed += c.passed;
-                total.failed += c.failed;
-                total.ignored += c.ignored;
-                ok &= o;
-                secs += s;
+                let run = run_invocation(tier.name, cmd, &skip_log)?;
+                if run.counts.ran() == 0 {
+                    problems.push(format!("no test ran in `cargo {}`", args.join(" ")));
+                }
+                problems.extend(run.all_filtered.iter().map(|b| format!("every test of {b} was filtered out")));
+                total.add(&run.counts);
+                ok &= run.ok;
+                secs += run.secs;
             }
-            Outcome::Ran { counts: total, ok, secs }
+            Outcome::Ran { counts: total, ok, problems, secs }
         };
         results.push((tier, outcome));
     }
     println!("\n== cargo xtask test: summary ==");
-    let mut failed = false;
-    let (mut p, mut f, mut i) = (0, 0, 0);
+    let mut total = Counts::default();
     for (tier, outcome) in &results {
         match outcome {
-            Outcome::Ran { counts, ok, secs } => {
+            Outcome::Ran { counts, ok, problems, secs } => {
+                let failed = !ok || counts.failed > 0 || !problems.is_empty();
                 println!(
-                    "{:<8} {:>4} passed {:>3} failed {:>3} ignored  {:>6.1}s  {}{}",
+                    "{:<8} {:>4} passed {:>3} failed {:>3} skipped {:>3} ignored  {:>6.1}s  {}{}",
                     tier.name,
                     counts.passed,
                     counts.failed,
+                    counts.skipped,
                     counts.ignored,
                     secs,
                     tier.what,
-                    if *ok { "" } else { "  << FAILED" }
+                    if failed { "  << FAILED" } else { "" }
                 );
-                p += counts.passed;
-                f += counts.failed;
-                i += counts.ignored;
-                failed |= !ok;
+                total.add(counts);
             }
-            Outcome::Skipped(why) => {
-                println!("{:<8} SKIPPED: {why}  ({})", tier.name, tier.what);
-                failed |= ci;
-            }
+            Outcome::Skipped(why) => println!("{:<8} SKIPPED: {why}  ({})", tier.name, tier.what),
         }
     }
-    println!("total    {p:>4} passed {f:>3} failed {i:>3} ignored  in {:.0}s", started.elapsed().as_secs_f64());
-    if failed {
-        bail!("some tests failed{}", if ci { " or could not run under CI" } else { "" });
+    println!(
+        "total    {:>4} passed {:>3} failed {:>3} skipped {:>3} ignored  in {:.0}s",
+        total.passed,
+        total.failed,
+        total.skipped,
+        total.ignored,
+        started.elapsed().as_secs_f64()
+    );
+    let named: Vec<(&str, Outcome)> = results.into_iter().map(|(t, o)| (t.name, o)).collect();
+    let failures = failures(&named, ci);
+    if !failures.is_empty() {
+        for f in &failures {
+            println!("FAILED: {f}");
+        }
+        bail!("{} problem(s){}", failures.len(), if ci { " (CI=true: nothing may skip)" } else { "" });
     }
     Ok(())
 }
 
+/// Why the run fails, one line a reason (empty: it passed).
+fn failures(results: &[(&str, Outcome)], ci: bool) -> Vec<String> {
+    let mut out = Vec::new();
+    for (name, outcome) in results {
+        match outcome {
+            Outcome::Ran { counts, ok, problems, .. } => {
+                if !ok || counts.failed > 0 {
+                    out.push(format!("tier {name}: {} test(s) failed or cargo exited non-zero", counts.failed));
+                }
+                out.extend(problems.iter().map(|p| format!("tier {name}: {p}")));
+                if counts.ran() == 0 {
+                    out.push(format!("tier {name}: no test ran"));
+                }
+                if ci && counts.skipped > 0 {
+                    out.push(format!("tier {name}: {} test(s) skipped themselves under CI", counts.skipped));
+                }
+            }
+            // CI runs as root with everything installed: a tier it could not run is
+            // a hole in the results, not a pass
+            Outcome::Skipped(why) if ci => out.push(format!("tier {name} could not run under CI: {why}")),
+            Outcome::Skipped(_) => {}
+        }
+    }
+    out
+}
+
 /// The cached kube-apiserver binary, built on first use (Debian, root; minutes).
-fn kube_apiserver() -> Result<std::path::PathBuf> {
-    let home = std::env::var_os("HOME").map(std::path::PathBuf::from).unwrap_or_else(|| "/root".into());
-    let cache = std::env::var_os("XDG_CACHE_HOME").map(std::path::PathBuf::from).unwrap_or_else(|| home.join(".cache"));
+fn kube_apiserver() -> Result<PathBuf> {
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| "/root".into());
+    let cache = std::env::var_os("XDG_CACHE_HOME").map(PathBuf::from).unwrap_or_else(|| home.join(".cache"));
     let path = cache.join("ingress/kube-apiserver-v1.20.2");
     if !path.is_file() {
         println!(
@@ -155,61 +228,156 @@ fn kube_apiserver() -> Result<std::path::PathBuf> {
     Ok(path)
 }
 
-/// Runs one cargo test invocation, streaming its output and adding up the
-/// `test result:` lines of every test binary it runs.
-fn run_tier(name: &str, mut cmd: Command) -> Result<(Counts, bool, f64)> {
+/// What one cargo test invocation did.
+struct Invocation {
+    counts: Counts,
+    /// Test binaries (by their `Running` line) that had tests, all filtered out.
+    all_filtered: Vec<String>,
+    ok: bool,
+    secs: f64,
+}
+
+/// Runs one cargo test invocation, streaming its output, adding up the `test
+/// result:` lines of every test binary it runs, then moving the tests that skipped
+/// themselves (lines in `skip_log`) from passed to skipped.
+fn run_invocation(name: &str, mut cmd: Command, skip_log: &Path) -> Result<Invocation> {
     println!("\n== tier {name}: {cmd:?}");
     let started = Instant::now();
-    let mut child = cmd.stdout(Stdio::piped()).spawn().with_context(|| format!("starting tier {name}"))?;
+    // stdout and stderr through one pipe, in order: cargo's `Running` lines (stderr)
+    // name the binary whose `test result:` line (stdout) follows
+    let (reader, writer) = std::io::pipe().context("pipe")?;
+    cmd.stdout(writer.try_clone()?).stderr(writer);
+    let mut child = cmd.spawn().with_context(|| format!("starting tier {name}"))?;
+    // the parent's copies of the write end go with `cmd`, or the read below never ends
+    drop(cmd);
     let mut counts = Counts::default();
-    for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
+    let mut all_filtered = Vec::new();
+    let mut binary = String::from("a test binary");
+    for line in BufReader::new(reader).lines() {
         let line = line?;
         println!("{line}");
-        if let Some(c) = parse_result_line(&line) {
-            counts.passed += c.passed;
-            counts.failed += c.failed;
-            counts.ignored += c.ignored;
+        if let Some(b) = line.trim().strip_prefix("Running ") {
+            binary = b.to_string();
+        }
+        if let Some(r) = parse_result_line(&line) {
+            if r.counts.ran() == 0 && r.counts.ignored == 0 && r.filtered > 0 {
+                all_filtered.push(binary.clone());
+            }
+            counts.add(&r.counts);
         }
     }
     let status = child.wait()?;
+    let skipped = count_skips(&std::fs::read_to_string(skip_log).unwrap_or_default());
+    // libtest counted each as passed
+    counts.skipped += skipped;
+    counts.passed = counts.passed.saturating_sub(skipped);
     let ok = status.success() && counts.failed == 0;
-    Ok((counts, ok, started.elapsed().as_secs_f64()))
+    Ok(Invocation { counts, all_filtered, ok, secs: started.elapsed().as_secs_f64() })
 }
 
-/// Parses libtest's `test result: ok. 3 passed; 0 failed; 1 ignored; ...`.
-fn parse_result_line(line: &str) -> Option<Counts> {
+/// The `SKIPPED: ` lines of a skip log; each is also printed.
+fn count_skips(log: &str) -> u64 {
+    let lines: Vec<&str> = log.lines().filter(|l| l.starts_with(SKIP_MARKER)).collect();
+    for l in &lines {
+        println!("{l}");
+    }
+    lines.len() as u64
+}
+
+/// One libtest summary line.
+#[derive(Debug, PartialEq)]
+struct ResultLine {
+    counts: Counts,
+    filtered: u64,
+}
+
+/// Parses libtest's `test result: ok. 3 passed; 0 failed; 1 ignored; 0 measured; 2 filtered out; ...`.
+fn parse_result_line(line: &str) -> Option<ResultLine> {
     let rest = line.trim().strip_prefix("test result: ")?;
-    let mut c = Counts::default();
+    let mut r = ResultLine { counts: Counts::default(), filtered: 0 };
     for part in rest.split(';') {
-        let mut words = part.split_whitespace().rev();
-        let (Some(label), Some(n)) = (words.next(), words.next()) else {
-            continue;
+        let words: Vec<&str> = part.split_whitespace().collect();
+        // "ok. 3 passed" / "1 ignored" / "2 filtered out"
+        let (n, label) = match words.as_slice() {
+            [.., n, "filtered", "out"] => (n, "filtered"),
+            [.., n, label] => (n, *label),
+            _ => continue,
         };
-        let n: u64 = match n.parse() {
-            Ok(n) => n,
-            Err(_) => continue,
-        };
+        let Ok(n) = n.parse::<u64>() else { continue };
         match label {
-            "passed" => c.passed = n,
-            "failed" => c.failed = n,
-            "ignored" => c.ignored = n,
+            "passed" => r.counts.passed = n,
+            "failed" => r.counts.failed = n,
+            "ignored" => r.counts.ignored = n,
+            "filtered" => r.filtered = n,
             _ => {}
         }
     }
-    Some(c)
+    Some(r)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn ran(passed: u64, failed: u64, skipped: u64) -> Outcome {
+        Outcome::Ran {
+            counts: Counts { passed, failed, ignored: 0, skipped },
+            ok: failed == 0,
+            problems: vec![],
+            secs: 1.0,
+        }
+    }
+
     #[test]
     fn parses_libtest_summary() {
-        let c = parse_result_line(
-            "test result: FAILED. 12 passed; 2 failed; 3 ignored; 0 measured; 0 filtered out; finished in 0.01s",
+        let r = parse_result_line(
+            "test result: FAILED. 12 passed; 2 failed; 3 ignored; 0 measured; 4 filtered out; finished in 0.01s",
         )
         .unwrap();
-        assert_eq!((c.passed, c.failed, c.ignored), (12, 2, 3));
+        assert_eq!((r.counts.passed, r.counts.failed, r.counts.ignored, r.filtered), (12, 2, 3, 4));
         assert!(parse_result_line("running 3 tests").is_none());
+    }
+
+    #[test]
+    fn a_filter_that_matches_nothing_is_a_failure() {
+        // what `--test proxy in_topology` printed once the tests were renamed
+        let r = parse_result_line(
+            "test result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; 17 filtered out; finished in 0.00s",
+        )
+        .unwrap();
+        assert_eq!((r.counts.ran(), r.filtered), (0, 17));
+        let empty = Outcome::Ran { counts: Counts::default(), ok: true, problems: vec![], secs: 0.1 };
+        let f = failures(&[("netns", empty)], false);
+        assert_eq!(f, ["tier netns: no test ran"]);
+    }
+
+    #[test]
+    fn skips_count_as_skipped_and_fail_only_under_ci() {
+        assert_eq!(count_skips("SKIPPED: a: needs root\nnoise\nSKIPPED: b: no eBPF object\n"), 2);
+        assert!(failures(&[("unit", ran(10, 0, 2))], false).is_empty());
+        assert_eq!(failures(&[("unit", ran(10, 0, 2))], true), ["tier unit: 2 test(s) skipped themselves under CI"]);
+        // a tier that could not run: fine on a laptop, a failure in CI
+        let skipped = || Outcome::Skipped("no kube-apiserver".into());
+        assert!(failures(&[("kube", skipped())], false).is_empty());
+        assert_eq!(failures(&[("kube", skipped())], true), ["tier kube could not run under CI: no kube-apiserver"]);
+    }
+
+    #[test]
+    fn failed_tests_and_problems_fail_the_run() {
+        assert!(failures(&[("unit", ran(10, 0, 0))], true).is_empty());
+        assert_eq!(
+            failures(&[("unit", ran(9, 1, 0))], false),
+            ["tier unit: 1 test(s) failed or cargo exited non-zero"]
+        );
+        let with_problem = Outcome::Ran {
+            counts: Counts { passed: 3, ..Default::default() },
+            ok: true,
+            problems: vec!["every test of tests/x.rs was filtered out".into()],
+            secs: 1.0,
+        };
+        assert_eq!(
+            failures(&[("netns", with_problem)], false),
+            ["tier netns: every test of tests/x.rs was filtered out"]
+        );
     }
 }

@@ -1,6 +1,9 @@
 //! `cargo xtask bench` (network part, root): today's path vs this ingress vs a direct
-//! connection, on the k3d-shaped topology, interleaved (A B C.. A B C..) over rounds,
-//! medians reported.
+//! connection, on the k3d-shaped topology, interleaved over rounds with the order
+//! rotating (A B C.., B C.. A, ...), medians reported; ratios are medians of the
+//! per-round paired ratios, and a target is judged only on a clean run
+//! (`ingress_tests::bench`). TIME_WAIT is capped in every bench namespace, so a
+//! `Connection: close` run does not depend on what ran before it.
 //!
 //! - A, today's path: Docker DNAT -> nginx serverlb -> servicelb DNAT -> Envoy with
 //!   the same routes -> ClusterIP DNAT -> pod (`legacy.rs`);
@@ -19,9 +22,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use ingress_tests::agent::{Agent, ingress_bin};
+use ingress_tests::bench::{self, Faults, Median, Target, megabytes, paired_ratio, peak, rotation};
 use ingress_tests::fixtures::{openchoreo_dir, openchoreo_listens, openchoreo_pods};
 use ingress_tests::legacy::LegacyPath;
 use ingress_tests::load::{LoadResult, upgrade_throughput};
+use ingress_tests::netns::cap_time_wait;
 use ingress_tests::nginx::PodNginx;
 use ingress_tests::topology::{Topology, VM_IP, VM_NIC};
 use ingress_tests::wrk::Wrk;
@@ -31,6 +36,9 @@ const HOST: &str = "react-starter-development.openchoreovm-apis.localhost";
 const WS_HOST: &str = "development.openchoreovm-apis.localhost:9080";
 /// Idle keep-alive connections held open while the agent's RSS is read.
 const IDLE: usize = 1000;
+/// TIME_WAIT sockets each bench namespace may hold (`net.ipv4.tcp_max_tw_buckets`):
+/// what one run leaves to the next stays this small.
+const TIME_WAIT_BUCKETS: u32 = 256;
 
 #[derive(Clone, Copy, PartialEq, Debug)]
 enum Path {
@@ -113,6 +121,7 @@ struct Sample {
     p99_us: f64,
     cpu_us: f64,
     errors: u64,
+    non_2xx: u64,
 }
 
 impl Sample {
@@ -124,17 +133,23 @@ impl Sample {
             p99_us: r.p99.as_secs_f64() * 1e6,
             cpu_us: r.cpu_us_per_request(),
             errors: r.errors,
+            non_2xx: r.non_2xx,
         }
+    }
+    fn faults(&self) -> Faults {
+        Faults { errors: self.errors, non_2xx: self.non_2xx }
     }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.retain(|x| x.is_finite());
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
+/// Peak RSS readings of one path, one per round (None: could not be read).
+#[derive(Clone, Default)]
+struct Memory {
+    /// The agent under load, or the legacy path's nginx.
+    main: Vec<Option<u64>>,
+    /// The legacy path's Envoy.
+    envoy: Vec<Option<u64>>,
+    /// The agent holding IDLE idle connections.
+    idle: Vec<Option<u64>>,
 }
 
 fn main() {
@@ -157,6 +172,7 @@ fn main() {
         return;
     }
     let c = if quick {
+        eprintln!("netbench --quick: one round, so every figure is a single sample (no median)");
         Cfg { rounds: 1, secs: 2, conns: 64, ws_bytes: 16 << 20 }
     } else {
         Cfg { rounds: 3, secs: 5, conns: 64, ws_bytes: 128 << 20 }
@@ -170,6 +186,9 @@ fn main() {
     let echo_pod = pods.iter().find(|p| p.name.starts_with("echo-websocket-service-")).expect("echo pod").ip;
     let topo = Topology::create_with("bench", &pods, |p| !is_react(p));
     topo.enable_direct_path();
+    for ns in topo.namespaces() {
+        cap_time_wait(&ns, TIME_WAIT_BUCKETS);
+    }
     let nginx: Vec<PodNginx> =
         topo.pods.iter().filter(|(p, _)| is_react(p)).map(|(p, ns)| PodNginx::start(ns, (p.ip, 8080).into())).collect();
     // the table the agent compiles, for Envoy's routes
@@ -179,18 +198,23 @@ fn main() {
     let table = ingress::routing::compile(&res, &mappings);
     let lt = &table.listeners[1];
 
-    // samples[path][workload] over rounds; peak RSS per path (agent, or nginx + Envoy)
+    // samples[path][workload][round]; peak RSS readings per path and round
     let mut samples = vec![vec![Vec::<Sample>::new(); WORKLOADS.len()]; PATHS.len()];
-    let mut rss: Vec<(u64, u64)> = vec![(0, 0); PATHS.len()];
-    let mut idle_rss: Vec<u64> = vec![0; PATHS.len()];
+    let mut memory = vec![Memory::default(); PATHS.len()];
     for round in 0..c.rounds {
-        for (pi, path) in PATHS.iter().enumerate() {
+        // a path never always runs first, nor always after the same one
+        for pi in rotation(&(0..PATHS.len()).collect::<Vec<_>>(), round) {
+            let path = &PATHS[pi];
             let mut agent = None;
             let mut legacy = None;
             let addr = match path {
                 Path::Direct => format!("{}:8080", react.ip),
                 Path::Legacy => {
-                    legacy = Some(LegacyPath::create(&topo, lt, 9080, &envoy));
+                    let l = LegacyPath::create(&topo, lt, 9080, &envoy);
+                    for ns in l.namespaces() {
+                        cap_time_wait(ns, TIME_WAIT_BUCKETS);
+                    }
+                    legacy = Some(l);
                     format!("{VM_IP}:9080")
                 }
                 Path::Userspace | Path::Ebpf | Path::EbpfSplice => {
@@ -233,7 +257,7 @@ fn main() {
                     }
                 };
                 eprintln!(
-                    "round {round} {:<14} {:<27} {:>9.0} req/s {:>8.1} MB/s p50 {:>7.0} us p99 {:>7.0} us cpu {:>8.1} us/req errors {}",
+                    "round {round} {:<14} {:<27} {:>9.0} req/s {:>8.1} MB/s p50 {:>7.0} us p99 {:>7.0} us cpu {:>8.1} us/req errors {} non-2xx {}",
                     path.short(),
                     w.key(),
                     s.rps,
@@ -241,38 +265,36 @@ fn main() {
                     s.p50_us,
                     s.p99_us,
                     s.cpu_us,
-                    s.errors
+                    s.errors,
+                    s.non_2xx
                 );
                 samples[pi][wi].push(s);
             }
             if let Some(a) = agent {
-                rss[pi].0 = rss[pi].0.max(a.peak_rss_kib().unwrap_or(0));
+                memory[pi].main.push(a.peak_rss_kib());
                 // issue 4's target: RSS with 1,000 idle keep-alive connections
                 let (held, now) = ingress_tests::load::with_idle_connections(
                     &topo.client_ns(),
                     addr.parse().unwrap(),
                     HOST,
                     IDLE,
-                    || a.rss_kib().unwrap_or(0),
+                    || a.rss_kib(),
                 );
-                eprintln!(
-                    "round {round} {:<14} RSS {:.1} MB with {held} idle connections",
-                    path.short(),
-                    now as f64 / 1024.0
-                );
+                eprintln!("round {round} {:<14} RSS {} with {held} idle connections", path.short(), megabytes(now));
                 assert_eq!(held, IDLE, "{}: idle connections refused", path.name());
-                idle_rss[pi] = idle_rss[pi].max(now);
+                memory[pi].idle.push(now);
                 a.stop();
             }
             if let Some(l) = legacy {
                 let (n, e) = l.peak_rss_kib();
-                rss[pi] = (rss[pi].0.max(n), rss[pi].1.max(e));
+                memory[pi].main.push(n);
+                memory[pi].envoy.push(e);
             }
         }
     }
     drop(nginx);
     drop(topo);
-    let (md, js) = report(&c, quick, &samples, &rss, &idle_rss);
+    let (md, js) = report(&c, quick, &samples, &memory);
     print!("{md}");
     if let Some(dir) = out.parent() {
         let _ = std::fs::create_dir_all(dir);
@@ -298,124 +320,175 @@ fn machine() -> (String, String, String) {
     (format!("{cpus} CPUs ({model})"), kernel, date)
 }
 
-fn report(
-    c: &Cfg,
-    quick: bool,
-    samples: &[Vec<Vec<Sample>>],
-    rss: &[(u64, u64)],
-    idle_rss: &[u64],
-) -> (String, serde_json::Value) {
+/// A median as a table cell: `*` marks one that left non-finite samples out (listed
+/// under the tables); none finite at all is "n/a".
+fn cell(m: Median, decimals: usize, unit: &str) -> String {
+    if !m.value.is_finite() {
+        return "n/a".into();
+    }
+    format!("{:.*}{unit}{}", decimals, m.value, if m.non_finite > 0 { "*" } else { "" })
+}
+
+fn report(c: &Cfg, quick: bool, samples: &[Vec<Vec<Sample>>], memory: &[Memory]) -> (String, serde_json::Value) {
     let (machine, kernel, date) = machine();
     let mut md = String::new();
     writeln!(md, "# Benchmark: today's path vs this ingress vs a direct connection\n").unwrap();
     writeln!(
         md,
-        "Machine: {machine}, kernel {kernel}, {date}. Command: `cargo xtask bench{}`: the k3d-shaped topology in network namespaces; load from the client namespace (wrk, 2 threads; the WebSocket echo by the test client); {} s per run, {} interleaved round(s) (A B C C C, A B C C C, ...), medians. Backend: nginx in the Service's two pods (`/`: 18 bytes, `/1m`: 1 MiB; B connects to the first, A and C balance over both); the WebSocket pod runs the test echo server. CPU: the whole machine (user + system + irq + softirq from /proc/stat) per request, load generator and backend included. Everything shares the same {} CPUs.\n",
+        "Machine: {machine}, kernel {kernel}, {date}. Command: `cargo xtask bench{}`: the k3d-shaped topology in network namespaces; load from the client namespace (wrk, 2 threads; the WebSocket echo by the test client); {} s per run, {} interleaved round(s), the path order rotating from round to round (A B C C C, then B C C C A, ...); figures are medians over rounds, ratios are medians of each round's paired ratio. Backend: nginx in the Service's two pods (`/`: 18 bytes, `/1m`: 1 MiB; B connects to the first, A and C balance over both); the WebSocket pod runs the test echo server. CPU: the whole machine (user + system + irq + softirq from /proc/stat) per request, load generator and backend included. Everything shares the same {} CPUs. TIME_WAIT: every bench namespace caps it at {TIME_WAIT_BUCKETS} sockets (`net.ipv4.tcp_max_tw_buckets`), so a `Connection: close` run does not inherit the TIME_WAIT sockets of the runs before it.\n",
         if quick { " --quick" } else { "" },
         c.secs,
         c.rounds,
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
     )
     .unwrap();
+    if quick || c.rounds == 1 {
+        writeln!(
+            md,
+            "**One round (`--quick`): every figure is a single sample, not a median; not for comparisons.**\n"
+        )
+        .unwrap();
+    }
     writeln!(md, "Peak RSS of the proxies (VmHWM, max over rounds; nginx: master + workers):\n").unwrap();
-    let mb = |k: u64| k as f64 / 1024.0;
     for (pi, p) in PATHS.iter().enumerate() {
+        let m = &memory[pi];
         match p {
             Path::Direct => {}
             Path::Legacy => {
-                writeln!(md, "- {}: nginx {:.1} MB + Envoy {:.1} MB", p.name(), mb(rss[pi].0), mb(rss[pi].1)).unwrap()
+                writeln!(md, "- {}: nginx {} + Envoy {}", p.name(), megabytes(peak(&m.main)), megabytes(peak(&m.envoy)))
+                    .unwrap()
             }
             _ => writeln!(
                 md,
-                "- {}: agent {:.1} MB under load; {:.1} MB holding {IDLE} idle keep-alive connections",
+                "- {}: agent {} under load; {} holding {IDLE} idle keep-alive connections",
                 p.name(),
-                mb(rss[pi].0),
-                mb(idle_rss[pi])
+                megabytes(peak(&m.main)),
+                megabytes(peak(&m.idle))
             )
             .unwrap(),
         }
     }
     writeln!(md, "\nC in L4 mode: not built yet, so not measured.\n").unwrap();
-    let med = |pi: usize, wi: usize, f: &dyn Fn(&Sample) -> f64| median(samples[pi][wi].iter().map(f).collect());
+    // per round, in round order (each path ran once a round)
+    let vals =
+        |pi: usize, wi: usize, f: &dyn Fn(&Sample) -> f64| -> Vec<f64> { samples[pi][wi].iter().map(f).collect() };
+    let mut non_finite = Vec::new();
+    let mut med = |pi: usize, wi: usize, what: &str, f: &dyn Fn(&Sample) -> f64| -> Median {
+        let m = bench::median(&vals(pi, wi, f));
+        if m.non_finite > 0 {
+            non_finite.push(format!(
+                "- {}, {}, {what}: {} of {} samples",
+                PATHS[pi].short(),
+                WORKLOADS[wi].key(),
+                m.non_finite,
+                m.samples
+            ));
+        }
+        m
+    };
+    let ratio = |pi: usize, base: usize, wi: usize, f: &dyn Fn(&Sample) -> f64| -> Median {
+        paired_ratio(&vals(pi, wi, f), &vals(base, wi, f))
+    };
     let a = PATHS.iter().position(|p| *p == Path::Legacy).unwrap();
     let b = PATHS.iter().position(|p| *p == Path::Direct).unwrap();
     let mut js_workloads = vec![];
     for (wi, w) in WORKLOADS.iter().enumerate() {
         writeln!(md, "## {}\n", w.title(c)).unwrap();
-        let rate = |pi: usize| {
-            if *w == Workload::WebSocket || *w == Workload::OneMiB {
-                med(pi, wi, &|s| s.mbps)
-            } else {
-                med(pi, wi, &|s| s.rps)
-            }
-        };
+        let by_bytes = *w == Workload::WebSocket || *w == Workload::OneMiB;
+        let rate = |s: &Sample| if by_bytes { s.mbps } else { s.rps };
+        let cpu = |s: &Sample| s.cpu_us;
         if *w == Workload::WebSocket {
             writeln!(md, "| path | MB/s (both directions) | CPU seconds | vs B | vs A |").unwrap();
             writeln!(md, "|---|---:|---:|---:|---:|").unwrap();
         } else {
-            writeln!(md, "| path | requests/s | MB/s | p50 | p99 | CPU per request | errors | vs B | vs A | CPU vs B | CPU vs A |").unwrap();
+            writeln!(md, "| path | requests/s | MB/s | p50 | p99 | CPU per request | errors / non-2xx | vs B | vs A | CPU vs B | CPU vs A |").unwrap();
             writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|").unwrap();
         }
         let mut js_paths = vec![];
         for (pi, p) in PATHS.iter().enumerate() {
-            let (v, cpu) = (rate(pi), med(pi, wi, &|s| s.cpu_us));
+            let (v, c_us) = (med(pi, wi, "rate", &rate), med(pi, wi, "CPU", &cpu));
+            let x = |m: Median| cell(m, 2, "x");
             if *w == Workload::WebSocket {
+                let secs = Median { value: c_us.value / 1e6, ..c_us };
                 writeln!(
                     md,
-                    "| {} | {:.0} | {:.2} | {:.2}x | {:.2}x |",
+                    "| {} | {} | {} | {} | {} |",
                     p.name(),
-                    v,
-                    cpu / 1e6,
-                    v / rate(b),
-                    v / rate(a)
+                    cell(v, 0, ""),
+                    cell(secs, 2, ""),
+                    x(ratio(pi, b, wi, &rate)),
+                    x(ratio(pi, a, wi, &rate))
                 )
                 .unwrap();
             } else {
+                let faults = samples[pi][wi].iter().fold(Faults::default(), |mut f, s| {
+                    f.add(s.faults());
+                    f
+                });
                 writeln!(
                     md,
-                    "| {} | {:.0} | {:.1} | {:.0} us | {:.0} us | {:.1} us | {} | {:.2}x | {:.2}x | {:.2}x | {:.2}x |",
+                    "| {} | {} | {} | {} | {} | {} | {} / {} | {} | {} | {} | {} |",
                     p.name(),
-                    med(pi, wi, &|s| s.rps),
-                    med(pi, wi, &|s| s.mbps),
-                    med(pi, wi, &|s| s.p50_us),
-                    med(pi, wi, &|s| s.p99_us),
-                    cpu,
-                    samples[pi][wi].iter().map(|s| s.errors).sum::<u64>(),
-                    v / rate(b),
-                    v / rate(a),
-                    cpu / med(b, wi, &|s| s.cpu_us),
-                    cpu / med(a, wi, &|s| s.cpu_us),
+                    cell(med(pi, wi, "requests/s", &|s| s.rps), 0, ""),
+                    cell(med(pi, wi, "MB/s", &|s| s.mbps), 1, ""),
+                    cell(med(pi, wi, "p50", &|s| s.p50_us), 0, " us"),
+                    cell(med(pi, wi, "p99", &|s| s.p99_us), 0, " us"),
+                    cell(c_us, 1, " us"),
+                    faults.errors,
+                    faults.non_2xx,
+                    x(ratio(pi, b, wi, &rate)),
+                    x(ratio(pi, a, wi, &rate)),
+                    x(ratio(pi, b, wi, &cpu)),
+                    x(ratio(pi, a, wi, &cpu)),
                 )
                 .unwrap();
             }
-            js_paths.push(json!({"path": p.short(), "value": v, "cpu_us": cpu}));
+            js_paths.push(json!({"path": p.short(), "value": v.value, "cpu_us": c_us.value}));
         }
         writeln!(md).unwrap();
-        let unit = if *w == Workload::WebSocket || *w == Workload::OneMiB { "MB/s" } else { "requests/s" };
+        let unit = if by_bytes { "MB/s" } else { "requests/s" };
         js_workloads.push(json!({"workload": w.key(), "unit": unit, "paths": js_paths}));
     }
-    // the issue's targets, on keep-alive
+    // the issue's targets, on keep-alive; judged only on a clean run (no socket errors,
+    // no non-2xx answers in the samples compared) with baselines above zero
     writeln!(md, "## Targets (keep-alive)\n").unwrap();
     writeln!(md, "| C mode | req/s vs A (>= 3x) | req/s vs B (>= 0.8x) | CPU per request vs A (<= 0.4x) |").unwrap();
     writeln!(md, "|---|---:|---:|---:|").unwrap();
-    let ka = 0;
-    let (ra, rb, ca) = (med(a, ka, &|s| s.rps), med(b, ka, &|s| s.rps), med(a, ka, &|s| s.cpu_us));
-    let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
+    let ka = WORKLOADS.iter().position(|w| *w == Workload::KeepAlive).unwrap();
+    let faults = |pis: &[usize]| {
+        let mut f = Faults::default();
+        for s in pis.iter().flat_map(|pi| &samples[*pi][ka]) {
+            f.add(s.faults());
+        }
+        f
+    };
+    let rps = |s: &Sample| s.rps;
+    let cpu = |s: &Sample| s.cpu_us;
+    let (base_a, base_b, base_cpu) =
+        (med(a, ka, "requests/s", &rps), med(b, ka, "requests/s", &rps), med(a, ka, "CPU", &cpu));
     for (pi, p) in PATHS.iter().enumerate().filter(|(_, p)| !matches!(p, Path::Legacy | Path::Direct)) {
-        let (r, cpu) = (med(pi, ka, &|s| s.rps), med(pi, ka, &|s| s.cpu_us));
+        let judged = |r: Median, base: Median, target: Target, with: usize| {
+            format!("{} {}", cell(r, 2, "x"), bench::verdict(target, r, base, faults(&[pi, with])))
+        };
         writeln!(
             md,
-            "| {} | {:.2}x {} | {:.2}x {} | {:.2}x {} |",
+            "| {} | {} | {} | {} |",
             p.name(),
-            r / ra,
-            verdict(r / ra >= 3.0),
-            r / rb,
-            verdict(r / rb >= 0.8),
-            cpu / ca,
-            verdict(cpu / ca <= 0.4)
+            judged(ratio(pi, a, ka, &rps), base_a, Target { at_least: true, threshold: 3.0 }, a),
+            judged(ratio(pi, b, ka, &rps), base_b, Target { at_least: true, threshold: 0.8 }, b),
+            judged(ratio(pi, a, ka, &cpu), base_cpu, Target { at_least: false, threshold: 0.4 }, a),
         )
         .unwrap();
     }
-    let js = json!({"machine": machine, "kernel": kernel, "date": date, "quick": quick, "workloads": js_workloads});
+    writeln!(md, "\n## Non-finite samples (left out of the medians, cells marked *)\n").unwrap();
+    non_finite.sort();
+    non_finite.dedup();
+    if non_finite.is_empty() {
+        writeln!(md, "None.").unwrap();
+    }
+    for l in &non_finite {
+        writeln!(md, "{l}").unwrap();
+    }
+    let js = json!({"machine": machine, "kernel": kernel, "date": date, "quick": quick, "rounds": c.rounds, "workloads": js_workloads});
     (md, js)
 }
