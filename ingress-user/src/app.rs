@@ -76,7 +76,8 @@ pub fn main(cli: Cli) -> Result<()> {
 }
 
 /// Two descriptors per proxied or joined connection: lift the soft limit on open
-/// files (often 1024) to the hard one, and say what is left.
+/// files (often 1024) to the hard one, and say what is left. (libc directly: two
+/// calls, no crate needed.)
 fn raise_open_files_limit() {
     let mut rl = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit/setrlimit with a valid pointer.
