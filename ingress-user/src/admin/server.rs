@@ -59,7 +59,7 @@ impl Admin {
             table.not_spliced_because(
                 "X-Forwarded-* headers are added to every request (`--forwarded-headers off` allows splicing)",
             );
-        } else if !self.proxy.joiner().counters().available {
+        } else if !self.proxy.joiner().available() {
             table.not_spliced_because("the sockmap program is not loaded (eBPF dataplane needed)");
         }
         RoutesView { table, source: self.publisher.state(), xdp: self.xdp.clone() }

@@ -47,6 +47,11 @@ impl Joiner {
         Self { splicer: splicer.map(Mutex::new), ..Default::default() }
     }
 
+    /// Whether connections are joined in the kernel (the splice program is loaded).
+    pub fn available(&self) -> bool {
+        self.splicer.is_some()
+    }
+
     pub fn counters(&self) -> SpliceCounters {
         let k: SpliceStats = self.splicer.as_ref().map(|s| s.lock().expect("splicer").stats()).unwrap_or_default();
         SpliceCounters {

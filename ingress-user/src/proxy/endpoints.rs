@@ -24,12 +24,21 @@ impl EndpointCursors {
             return None;
         }
         let mut m = self.0.lock().expect("endpoint cursors");
-        if m.len() >= MAX_BACKENDS && !m.contains_key(&backend.name) {
-            m.clear();
-        }
-        let next = m.entry(backend.name.clone()).or_insert(0);
-        let i = *next;
-        *next = next.wrapping_add(1);
+        let i = match m.get_mut(&backend.name) {
+            Some(next) => {
+                let i = *next;
+                *next = next.wrapping_add(1);
+                i
+            }
+            // a backend seen for the first time: the only allocation
+            None => {
+                if m.len() >= MAX_BACKENDS {
+                    m.clear();
+                }
+                m.insert(backend.name.clone(), 1);
+                0
+            }
+        };
         Some(eps[i % eps.len()])
     }
 }

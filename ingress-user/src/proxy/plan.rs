@@ -102,13 +102,19 @@ pub struct Planned {
 
 /// Decides what to do with one request on listener table `lt`.
 pub fn plan(lt: &ListenerTable, head: Head<'_>, opts: PlanOptions, choices: &mut dyn Choices) -> Planned {
-    let mut out =
-        Planned { route: String::new(), backend: String::new(), plan: Plan::Local(Local::new(StatusCode::OK, "")) };
-    out.plan = match decide(lt, head, opts, choices, &mut out) {
+    let mut labels = Labels::default();
+    let plan = match decide(lt, head, opts, choices, &mut labels) {
         Ok(f) => Plan::Forward(Box::new(f)),
         Err(l) => Plan::Local(l),
     };
-    out
+    Planned { route: labels.route, backend: labels.backend, plan }
+}
+
+/// The metrics labels, filled in as far as the decision got.
+#[derive(Default)]
+struct Labels {
+    route: String,
+    backend: String,
 }
 
 fn decide(
@@ -116,7 +122,7 @@ fn decide(
     head: Head<'_>,
     opts: PlanOptions,
     choices: &mut dyn Choices,
-    labels: &mut Planned,
+    labels: &mut Labels,
 ) -> Result<Forward, Local> {
     let Head { method, uri, headers, peer } = head;
     // hyper stops reading a head at MAX_HEAD only when it arrives in pieces; one that
@@ -187,7 +193,7 @@ fn decide(
         }
         response_headers = cors.response_headers(origin);
     }
-    let Some(index) = pick_backend(&rule, choices.random()) else {
+    let Some(index) = rule.pick_backend_index(choices.random()) else {
         return Err(Local::new(StatusCode::INTERNAL_SERVER_ERROR, "no usable backend\n"));
     };
     let backend = &rule.backends[index];
@@ -266,12 +272,6 @@ fn decide(
         response_headers,
         mirrors,
     })
-}
-
-/// Weighted choice: `r` is a uniformly random number. None when every weight is 0 (or
-/// there are no backends): the caller answers 500.
-fn pick_backend(rule: &Rule, r: u64) -> Option<usize> {
-    rule.pick_backend(r).map(|b| rule.backends.iter().position(|x| std::ptr::eq(x, b)).expect("a backend of the rule"))
 }
 
 /// Bytes of the request line and headers as received (up to whitespace).

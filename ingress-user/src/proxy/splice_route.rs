@@ -75,7 +75,7 @@ impl Proxy {
     /// Whether connections on listen mapping `index` may be spliced at all.
     pub(super) fn splice_possible(&self, index: usize) -> bool {
         !self.config().forwarded_headers
-            && self.joiner().counters().available
+            && self.joiner().available()
             && self.table.load().listeners.get(index).is_some_and(|l| l.any_splice_safe())
     }
 

@@ -224,15 +224,20 @@ impl Rule {
     /// Weighted choice: `r` is a uniformly random number. None when every weight is 0
     /// (or there are no backends): the caller answers 500.
     pub fn pick_backend(&self, r: u64) -> Option<&Backend> {
+        self.pick_backend_index(r).map(|i| &self.backends[i])
+    }
+
+    /// [`Rule::pick_backend`], as the index in `backends`.
+    pub fn pick_backend_index(&self, r: u64) -> Option<usize> {
         let total = self.total_weight();
         if total == 0 {
             return None;
         }
         let mut x = r % total;
-        for b in &self.backends {
+        for (i, b) in self.backends.iter().enumerate() {
             let w = b.weight as u64;
             if x < w {
-                return Some(b);
+                return Some(i);
             }
             x -= w;
         }

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::matching::{PathMatch, ValueMatch};
-use super::{BackendTarget, Matcher, RouteReport, Table, Timeouts};
+use super::{Backend, BackendTarget, Entry, ListenerTable, Matcher, RouteReport, Table, Timeouts, VirtualHost};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct TableView {
@@ -118,59 +118,46 @@ fn json<T: Serialize>(v: &T) -> serde_json::Value {
     serde_json::to_value(v).expect("compiled filters serialize")
 }
 
+fn backend_view(b: &Backend) -> BackendView {
+    let (endpoints, error) = match &b.target {
+        BackendTarget::Endpoints(e) => (e.iter().map(|a| a.to_string()).collect(), None),
+        BackendTarget::Invalid(w) => (vec![], Some(w.clone())),
+    };
+    BackendView { name: b.name.clone(), weight: b.weight, endpoints, error, filters: json(&b.filters) }
+}
+
+fn rule_view(e: &Entry) -> RuleView {
+    let r = &e.rule;
+    RuleView {
+        route: r.route.to_string(),
+        rule: r.index,
+        matcher: match_view(&e.matcher),
+        filters: json(&r.filters),
+        timeouts: r.timeouts,
+        backends: r.backends.iter().map(backend_view).collect(),
+    }
+}
+
+fn host_view(v: &VirtualHost) -> HostView {
+    HostView {
+        hostname: v.hostname.clone(),
+        splice: SpliceView { safe: v.splice.is_ok(), why_not: v.splice.clone().err() },
+        rules: v.entries.iter().map(rule_view).collect(),
+    }
+}
+
+fn listener_view(l: &ListenerTable) -> ListenerView {
+    ListenerView {
+        gateway: l.gateway.to_string(),
+        listeners: l.listeners.iter().map(|(n, p)| GatewayListenerView { name: n.clone(), port: *p }).collect(),
+        problems: l.problems.clone(),
+        hosts: l.vhosts().into_iter().map(|v| host_view(v)).collect(),
+    }
+}
+
 impl TableView {
     pub fn of(t: &Table) -> Self {
-        let listeners = t
-            .listeners
-            .iter()
-            .map(|l| ListenerView {
-                gateway: l.gateway.to_string(),
-                listeners: l.listeners.iter().map(|(n, p)| GatewayListenerView { name: n.clone(), port: *p }).collect(),
-                problems: l.problems.clone(),
-                hosts: l
-                    .vhosts()
-                    .into_iter()
-                    .map(|v| HostView {
-                        hostname: v.hostname.clone(),
-                        splice: SpliceView { safe: v.splice.is_ok(), why_not: v.splice.clone().err() },
-                        rules: v
-                            .entries
-                            .iter()
-                            .map(|e| {
-                                let r = &e.rule;
-                                RuleView {
-                                    route: r.route.to_string(),
-                                    rule: r.index,
-                                    matcher: match_view(&e.matcher),
-                                    filters: json(&r.filters),
-                                    timeouts: r.timeouts,
-                                    backends: r
-                                        .backends
-                                        .iter()
-                                        .map(|b| {
-                                            let (endpoints, error) = match &b.target {
-                                                BackendTarget::Endpoints(e) => {
-                                                    (e.iter().map(|a| a.to_string()).collect(), None)
-                                                }
-                                                BackendTarget::Invalid(w) => (vec![], Some(w.clone())),
-                                            };
-                                            BackendView {
-                                                name: b.name.clone(),
-                                                weight: b.weight,
-                                                endpoints,
-                                                error,
-                                                filters: json(&b.filters),
-                                            }
-                                        })
-                                        .collect(),
-                                }
-                            })
-                            .collect(),
-                    })
-                    .collect(),
-            })
-            .collect();
-        TableView { listeners, routes: t.routes.clone() }
+        TableView { listeners: t.listeners.iter().map(listener_view).collect(), routes: t.routes.clone() }
     }
 
     /// Marks every splice-safe host as not joined, for `why` (a runtime reason: the
