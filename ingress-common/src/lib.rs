@@ -9,6 +9,7 @@
 #![no_std]
 
 pub mod l4;
+pub mod local;
 pub mod maps;
 pub mod proto;
 pub mod splice;

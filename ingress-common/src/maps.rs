@@ -50,3 +50,14 @@ pub const L4_NIC_PROGRAM: &str = "l4_nic";
 /// tc program on the ingress of the interface replies come back on (the k3d bridge):
 /// reverse NAT, redirect out the NIC.
 pub const L4_REPLY_PROGRAM: &str = "l4_reply";
+
+/// LRU hash map: socket cookie (`u64`) -> [`crate::local::L4LocalDial`], the frontend a
+/// local client dialled, written by the cgroup connect hooks and read by the
+/// getpeername hooks. LRU: entries of closed sockets are evicted as new ones come.
+pub const L4_LOCAL_MAP: &str = "L4_LOCAL";
+pub const L4_LOCAL_MAX_ENTRIES: u32 = 65536;
+/// Names of the cgroup sock_addr programs for local clients, with their attach points.
+pub const L4_CONNECT4_PROGRAM: &str = "l4_connect4";
+pub const L4_CONNECT6_PROGRAM: &str = "l4_connect6";
+pub const L4_GETPEERNAME4_PROGRAM: &str = "l4_getpeername4";
+pub const L4_GETPEERNAME6_PROGRAM: &str = "l4_getpeername6";

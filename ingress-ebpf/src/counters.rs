@@ -59,3 +59,13 @@ pub fn count_splice(ev: SpliceEvent) {
         }
     }
 }
+
+/// Counts a new connection of a local client to L4 service `service` (a cgroup hook
+/// rewrote its connect): a flow of the service like one through the NIC.
+#[inline(always)]
+pub fn count_local_flow(service: u32) {
+    if let Some(s) = crate::maps::L4_STATS.get_ptr_mut(service) {
+        // SAFETY: per-CPU value, only this CPU writes it while the program runs.
+        unsafe { (*s).flows += 1 };
+    }
+}

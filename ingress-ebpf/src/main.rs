@@ -6,9 +6,11 @@
 #![no_main]
 
 mod counters;
+mod l4_local;
 mod maps;
 mod parse;
 mod segment;
+mod service;
 mod splice;
 mod xdp;
 

@@ -76,3 +76,9 @@ const fn same(a: &str, b: &str) -> bool {
     }
     true
 }
+
+// Local clients (ingress_common::local): what each rewritten socket dialled.
+#[map(name = "L4_LOCAL")]
+pub static L4_LOCAL: LruHashMap<u64, ingress_common::local::L4LocalDial> =
+    LruHashMap::with_max_entries(ingress_common::maps::L4_LOCAL_MAX_ENTRIES, 0);
+const _: () = assert!(same(ingress_common::maps::L4_LOCAL_MAP, "L4_LOCAL"));

@@ -7,6 +7,7 @@
 pub mod agent;
 pub mod backend;
 pub mod bench;
+pub mod cgroup;
 pub mod client;
 pub mod fixtures;
 pub mod impair;
@@ -19,6 +20,7 @@ pub mod packet;
 pub mod pattern;
 pub mod proxy_setup;
 pub mod scenarios;
+pub mod stream;
 pub mod topology;
 pub mod wrk;
 

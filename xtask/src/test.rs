@@ -96,6 +96,8 @@ const TIERS: &[Tier] = &[
         needs_root: true,
         cargo_args: &[
             &["test", "-p", "ingress-tests", "--test", "netns", "--", "--test-threads=1"],
+            // the cgroup hooks for local clients, on loopback
+            &["test", "-p", "ingress-tests", "--test", "local_hooks", "--", "--test-threads=1"],
             // joined connections on links that lose, reorder and duplicate packets
             &["test", "-p", "ingress-tests", "--test", "impaired", "--", "--test-threads=1"],
             // the forwarding scenarios of the unit tier again, in the topology

@@ -3,6 +3,7 @@
 //! agent's model, and the order of map updates), [`splice`] (joining connections in
 //! the kernel, or copying in user space), [`interface`] (facts about the NIC).
 
+pub mod cgroup;
 pub mod interface;
 pub mod loader;
 pub mod maps;
@@ -43,6 +44,12 @@ pub enum EbpfError {
     Cpus(std::io::Error),
     #[error("cannot read aya-log records from the programs: {0}")]
     Logger(String),
+    #[error("cannot open cgroup directory {path} for the connect hooks (--cgroup): {source}")]
+    Cgroup { path: String, source: std::io::Error },
+    #[error(
+        "cannot attach {program} to cgroup {path} (needs cgroup v2 and CAP_BPF + CAP_NET_ADMIN or root; --cgroup names a cgroup v2 directory): {source}"
+    )]
+    CgroupAttach { program: &'static str, path: String, source: aya::programs::ProgramError },
     #[error("eBPF map {map}: {source}")]
     Map { map: &'static str, source: aya::maps::MapError },
 }
