@@ -28,35 +28,65 @@ impl PodNginx {
             ),
         )
         .unwrap();
-        use std::os::unix::process::CommandExt;
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", ns, "nginx", "-e", "stderr", "-c"])
-            .arg(&conf)
-            .args(["-g", "daemon off;"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("stderr.log")).unwrap());
-        // SAFETY: prctl is async-signal-safe.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-                Ok(())
-            });
-        }
-        let mut child = cmd.spawn().expect("start nginx (installed by `cargo xtask bench`)");
-        let start = Instant::now();
-        while in_ns(ns, || std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200))).is_err() {
-            if let Ok(Some(st)) = child.try_wait() {
-                panic!(
-                    "pod nginx exited ({st}): {}",
-                    std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default()
-                );
-            }
-            assert!(start.elapsed() < Duration::from_secs(10), "pod nginx not listening on {addr}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let child = spawn(ns, &dir, &conf, addr);
         Self { child, dir }
     }
+
+    /// nginx with the stream module in namespace `ns`: `servers` is the body of its
+    /// `stream {}` block (k3d's serverlb is such an nginx: `proxy_pass` per port; a
+    /// pod can `return` a greeting). Waits until `wait_for` accepts.
+    pub fn stream(ns: &str, name: &str, servers: &str, wait_for: std::net::SocketAddr) -> Self {
+        let dir = std::env::temp_dir().join(format!("ingress-nginx-{name}-{}-{ns}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let conf = dir.join("nginx.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "load_module {STREAM_MODULE};\nworker_processes 2;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\nevents {{ worker_connections 4096; }}\nstream {{\n{servers}\n}}\n",
+                d = dir.display()
+            ),
+        )
+        .unwrap();
+        let child = spawn(ns, &dir, &conf, wait_for);
+        Self { child, dir }
+    }
+}
+
+/// Debian's dynamic stream module (package libnginx-mod-stream, a dependency of nginx).
+const STREAM_MODULE: &str = "/usr/lib/nginx/modules/ngx_stream_module.so";
+
+/// Starts nginx with `conf` in `ns` (killed with this process) and waits until `addr`
+/// accepts.
+fn spawn(ns: &str, dir: &std::path::Path, conf: &std::path::Path, addr: std::net::SocketAddr) -> Child {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns, "nginx", "-e", "stderr", "-c"])
+        .arg(conf)
+        .args(["-g", "daemon off;"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("stderr.log")).unwrap());
+    // SAFETY: prctl is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().expect("start nginx (installed by `cargo xtask bench`)");
+    let start = Instant::now();
+    while in_ns(ns, || std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200))).is_err() {
+        if let Ok(Some(st)) = child.try_wait() {
+            panic!(
+                "nginx in {ns} exited ({st}): {}",
+                std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default()
+            );
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "nginx in {ns} not listening on {addr}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
 }
 
 impl Drop for PodNginx {

@@ -86,3 +86,61 @@ fn serve(mut s: TcpStream, name: &str) -> std::io::Result<()> {
         s.write_all(&buf[..n])?;
     }
 }
+
+/// A bulk source for throughput runs: every connection gets bytes as fast as the
+/// socket takes them until the client closes (or 60 s pass). Stops on drop.
+pub struct SourceServer {
+    pub addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl SourceServer {
+    pub fn start(ns: Option<&str>, addr: &str) -> Self {
+        let addr: SocketAddr = addr.parse().expect("server address");
+        let listener = match ns {
+            Some(ns) => crate::netns::in_ns(ns, || TcpListener::bind(addr)),
+            None => TcpListener::bind(addr),
+        }
+        .unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+        listener.set_nonblocking(true).expect("nonblocking listener");
+        let addr = listener.local_addr().expect("local addr");
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut workers = Vec::new();
+            while !s.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((c, _)) => workers.push(std::thread::spawn(move || source(c))),
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+                workers.retain(|w: &JoinHandle<()>| !w.is_finished());
+            }
+            for w in workers {
+                let _ = w.join();
+            }
+        });
+        Self { addr, stop, thread: Some(thread) }
+    }
+}
+
+fn source(mut s: TcpStream) {
+    let _ = s.set_nonblocking(false);
+    let _ = s.set_write_timeout(Some(Duration::from_secs(5)));
+    let buf = vec![0x5au8; 256 * 1024];
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(60) {
+        if s.write_all(&buf).is_err() {
+            return;
+        }
+    }
+}
+
+impl Drop for SourceServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

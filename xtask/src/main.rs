@@ -78,6 +78,7 @@ fn main() -> Result<()> {
             let tools = setup::bench_tools()?;
             let out = build::build_all(true)?;
             build::build_tests_bin("netbench", true)?;
+            build::build_tests_bin("l4bench", true)?;
             let bench = workspace_root().join("target/release/netbench");
             let docs = workspace_root().join("docs/bench");
             let mut cmd = std::process::Command::new(bench);
@@ -90,7 +91,15 @@ fn main() -> Result<()> {
             if quick {
                 cmd.arg("--quick");
             }
-            setup::run(&mut cmd)?;
+            let net = setup::run(&mut cmd);
+            // the L4 path (issue 10) vs direct vs the serverlb's nginx stream proxy
+            let mut l4 = std::process::Command::new(workspace_root().join("target/release/l4bench"));
+            l4.arg("--ingress").arg(&out.agent).arg("--out").arg(docs.join("l4-latest.md"));
+            if quick {
+                l4.arg("--quick");
+            }
+            let l4 = setup::run(&mut l4);
+            net?;
             // the chart, from the results the run wrote beside the table
             setup::run(
                 std::process::Command::new(&tools.python)
@@ -98,6 +107,7 @@ fn main() -> Result<()> {
                     .arg(docs.join("latest.json"))
                     .arg(docs.join("latest.png")),
             )?;
+            l4.map_err(|e| e.context("the L4 benchmark missed a target (see its table above)"))?;
             routing.map_err(|e| e.context("the routing benchmark missed a target (see its line above)"))
         }
         Cmd::Demo { userspace, release } => {
