@@ -27,3 +27,26 @@ pub const SPLICE_STATS_MAP: &str = "SPLICE_STATS";
 pub const SPLICE_MAX_ENTRIES: u32 = 65536;
 /// Name of the sk_skb stream-verdict program.
 pub const SPLICE_PROGRAM: &str = "splice_verdict";
+
+/// Hash map: [`crate::l4::L4Frontend`] (address, port, protocol) -> [`crate::l4::L4Service`].
+/// Written by the agent; read by the L4 tc program on the NIC and the cgroup hooks.
+pub const L4_SERVICES_MAP: &str = "L4_SERVICES";
+/// Frontends at most (each L4 port on each frontend address).
+pub const L4_SERVICES_MAX_ENTRIES: u32 = 1024;
+/// Array of `u32` endpoint ids, index `row * MAGLEV_M + slot` (see [`crate::l4`]).
+pub const L4_MAGLEV_MAP: &str = "L4_MAGLEV";
+pub const L4_MAGLEV_MAX_ENTRIES: u32 = crate::l4::L4_MAGLEV_ROWS * crate::l4::MAGLEV_M;
+/// Hash map: endpoint id (`u32`) -> [`crate::l4::L4Endpoint`].
+pub const L4_ENDPOINTS_MAP: &str = "L4_ENDPOINTS";
+/// Endpoints at most: every service full, twice (old and new set during a change).
+pub const L4_ENDPOINTS_MAX_ENTRIES: u32 = 2 * crate::l4::L4_MAX_SERVICES * crate::l4::MAX_ENDPOINTS_PER_SERVICE;
+/// LRU hash map: [`crate::l4::L4CtKey`] -> [`crate::l4::L4CtEntry`], two entries per flow.
+pub const L4_CT_MAP: &str = "L4_CT";
+pub const L4_CT_MAX_ENTRIES: u32 = 131072;
+/// Per-CPU array of [`crate::l4::L4Stats`], index: service id.
+pub const L4_STATS_MAP: &str = "L4_STATS";
+/// tc program on the NIC's ingress: DNAT to the endpoint, redirect into the k3d network.
+pub const L4_NIC_PROGRAM: &str = "l4_nic";
+/// tc program on the ingress of the interface replies come back on (the k3d bridge):
+/// reverse NAT, redirect out the NIC.
+pub const L4_REPLY_PROGRAM: &str = "l4_reply";

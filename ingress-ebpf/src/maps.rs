@@ -10,6 +10,13 @@ use ingress_common::maps::{
 use ingress_common::splice::{SpliceKey, SplicePeer, SpliceStats};
 use ingress_common::stats::{StatsKey, StatsValue};
 
+use aya_ebpf::maps::{Array, LruHashMap};
+use ingress_common::l4::{L4_MAX_SERVICES, L4CtEntry, L4CtKey, L4Endpoint, L4Frontend, L4Service, L4Stats};
+use ingress_common::maps::{
+    L4_CT_MAP, L4_CT_MAX_ENTRIES, L4_ENDPOINTS_MAP, L4_ENDPOINTS_MAX_ENTRIES, L4_MAGLEV_MAP, L4_MAGLEV_MAX_ENTRIES,
+    L4_SERVICES_MAP, L4_SERVICES_MAX_ENTRIES, L4_STATS_MAP,
+};
+
 #[map(name = "XDP_STATS")]
 pub static XDP_STATS: PerCpuHashMap<StatsKey, StatsValue> = PerCpuHashMap::with_max_entries(XDP_STATS_MAX_ENTRIES, 0);
 
@@ -30,6 +37,29 @@ const _: () = assert!(same(SPLICE_SOCKS_MAP, "SPLICE_SOCKS"));
 const _: () = assert!(same(SPLICE_PEERS_MAP, "SPLICE_PEERS"));
 const _: () = assert!(same(SPLICE_USER_PASS_MAP, "SPLICE_USER_PASS"));
 const _: () = assert!(same(SPLICE_STATS_MAP, "SPLICE_STATS"));
+
+// L4 forwarding (ingress_common::l4): services by frontend, Maglev rows, endpoints,
+// conntrack, per-service counters.
+#[map(name = "L4_SERVICES")]
+pub static L4_SERVICES: HashMap<L4Frontend, L4Service> = HashMap::with_max_entries(L4_SERVICES_MAX_ENTRIES, 0);
+
+#[map(name = "L4_MAGLEV")]
+pub static L4_MAGLEV: Array<u32> = Array::with_max_entries(L4_MAGLEV_MAX_ENTRIES, 0);
+
+#[map(name = "L4_ENDPOINTS")]
+pub static L4_ENDPOINTS: HashMap<u32, L4Endpoint> = HashMap::with_max_entries(L4_ENDPOINTS_MAX_ENTRIES, 0);
+
+#[map(name = "L4_CT")]
+pub static L4_CT: LruHashMap<L4CtKey, L4CtEntry> = LruHashMap::with_max_entries(L4_CT_MAX_ENTRIES, 0);
+
+#[map(name = "L4_STATS")]
+pub static L4_STATS: PerCpuArray<L4Stats> = PerCpuArray::with_max_entries(L4_MAX_SERVICES, 0);
+
+const _: () = assert!(same(L4_SERVICES_MAP, "L4_SERVICES"));
+const _: () = assert!(same(L4_MAGLEV_MAP, "L4_MAGLEV"));
+const _: () = assert!(same(L4_ENDPOINTS_MAP, "L4_ENDPOINTS"));
+const _: () = assert!(same(L4_CT_MAP, "L4_CT"));
+const _: () = assert!(same(L4_STATS_MAP, "L4_STATS"));
 
 /// `a == b` for strings, in a const context (where `str::eq` is not available).
 const fn same(a: &str, b: &str) -> bool {
