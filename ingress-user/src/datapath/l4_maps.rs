@@ -123,6 +123,7 @@ pub struct L4Runtime {
     frontends: Vec<Ipv4Addr>,
     reply_ifaces: Vec<String>,
     model: std::sync::Mutex<L4Model>,
+    programmed: std::sync::atomic::AtomicU64,
 }
 
 impl L4Runtime {
@@ -138,6 +139,7 @@ impl L4Runtime {
             frontends,
             reply_ifaces,
             model: std::sync::Mutex::new(L4Model::default()),
+            programmed: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -161,6 +163,7 @@ impl L4Runtime {
                 }
                 tracing::debug!(operations = n, "L4 maps updated");
                 *last = model;
+                self.programmed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
             Err(e) => tracing::error!(error = %e, "programming the L4 maps failed; retried with the next update"),
         }
@@ -213,6 +216,7 @@ impl L4Runtime {
             })
             .collect();
         crate::telemetry::l4::L4View {
+            programmed: self.programmed.load(std::sync::atomic::Ordering::Relaxed),
             tc_mode: maps.tc_mode.into(),
             attached: maps.links.iter().map(|l| format!("{} on {}", l.program, l.interface)).collect(),
             ports,

@@ -24,6 +24,9 @@ pub struct L4PortCounters {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct L4View {
+    /// Times the maps were reprogrammed for a changed model (1 after the first).
+    #[serde(default)]
+    pub programmed: u64,
     /// "tcx" or "legacy tc (clsact)", and where the programs are attached.
     pub tc_mode: String,
     pub attached: Vec<String>,
@@ -96,6 +99,7 @@ mod tests {
 
     fn view() -> L4View {
         L4View {
+            programmed: 1,
             tc_mode: "tcx".into(),
             attached: vec!["l4_nic on eth0".into(), "l4_reply on br-k3d".into()],
             ports: vec![L4PortCounters {
