@@ -14,6 +14,12 @@ mod service;
 mod splice;
 mod xdp;
 
+// L4 forwarding: shared NAT/forwarding and conntrack helpers, one file per program.
+mod conntrack;
+mod l4_nic;
+mod l4_reply;
+mod nat;
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {

@@ -35,6 +35,8 @@ pub fn main(cli: Cli) -> Result<()> {
             head_timeout,
             forwarded_headers,
             request_id,
+            l4,
+            l4_reply_interface,
         } => {
             let source = match manifests {
                 Some(dir) => Source::Manifests(dir),
@@ -50,7 +52,8 @@ pub fn main(cli: Cli) -> Result<()> {
                 request_ids: request_id,
             };
             let drain = Duration::from_secs(drain_timeout);
-            rt.block_on(serve(source, listen, interface, dataplane, admin, config, drain))
+            let l4 = L4Args { mappings: l4, reply_ifaces: l4_reply_interface };
+            rt.block_on(serve(source, listen, interface, dataplane, admin, config, drain, l4))
         }
         Cmd::Stats { admin, json } => {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -121,6 +124,13 @@ enum Source {
     Kubernetes { kubeconfig: Option<PathBuf>, write_status: bool },
 }
 
+/// `--l4` and `--l4-reply-interface`.
+struct L4Args {
+    mappings: Vec<datapath::l4::L4Mapping>,
+    reply_ifaces: Vec<String>,
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn serve(
     source: Source,
     listen: Vec<ListenMapping>,
@@ -129,8 +139,16 @@ async fn serve(
     admin_addr: SocketAddr,
     config: ProxyConfig,
     drain: Duration,
+    l4: L4Args,
 ) -> Result<()> {
     let mode = dataplane.unwrap_or(if interface.is_some() { DataplaneMode::Ebpf } else { DataplaneMode::Userspace });
+    let l7_ports: Vec<u16> = listen.iter().map(|m| m.addr.port()).collect();
+    datapath::l4::check_mappings(&l4.mappings, &l7_ports).map_err(anyhow::Error::msg)?;
+    if !l4.mappings.is_empty() && mode != DataplaneMode::Ebpf {
+        bail!(
+            "--l4 needs the ebpf dataplane: give --interface IFACE (the VM's NIC) and do not use --dataplane userspace"
+        );
+    }
     let table = routing::TableHandle::default();
     let publisher = match source {
         Source::Manifests(dir) => {
@@ -166,6 +184,7 @@ async fn serve(
 
     let mut joiner = Joiner::new(None);
     let mut programs = None;
+    let mut l4_runtime = None;
     let (dp, xdp, stats_map) = match mode {
         DataplaneMode::Userspace => ("userspace", None, None),
         DataplaneMode::Ebpf => {
@@ -187,6 +206,9 @@ async fn serve(
             if let Err(e) = d.spawn_logger() {
                 tracing::warn!(error = %e, "eBPF log records will not be shown");
             }
+            if !l4.mappings.is_empty() {
+                l4_runtime = Some(l4_start(&mut d, iface, &l4, &publisher)?);
+            }
             let xdp = d.xdp.clone();
             let datapath::Dataplane { ebpf, stats, .. } = d;
             // The programs stay attached while `ebpf` lives: until the end of the run.
@@ -202,7 +224,15 @@ async fn serve(
         tracing::info!(listen = %m, "serving");
         tokio::spawn(proxy.clone().serve(l, i));
     }
-    let admin = Arc::new(Admin { proxy: proxy.clone(), table, publisher, dataplane: dp.into(), xdp, stats_map });
+    let admin = Arc::new(Admin {
+        proxy: proxy.clone(),
+        table,
+        publisher,
+        dataplane: dp.into(),
+        xdp,
+        stats_map,
+        l4: l4_runtime,
+    });
     let l = TcpListener::bind(admin_addr).await.with_context(|| format!("cannot listen on --admin {admin_addr}"))?;
     tracing::info!(%admin_addr, "admin endpoint: /stats /routes /readyz");
     tokio::spawn(admin.serve(l));
@@ -219,4 +249,57 @@ async fn serve(
     }
     drop(programs);
     Ok(())
+}
+
+/// Attaches the L4 programs, programs the maps from the route source (now and on every
+/// update), and sweeps expired flows.
+fn l4_start(
+    d: &mut datapath::Dataplane,
+    nic: &str,
+    l4: &L4Args,
+    publisher: &Arc<Publisher>,
+) -> Result<Arc<datapath::l4_maps::L4Runtime>> {
+    use datapath::l4_maps::{L4Runtime, forwarding_enabled, interface_ipv4, reply_interfaces};
+    let frontends = interface_ipv4(nic).with_context(|| format!("reading the addresses of {nic}"))?;
+    if frontends.is_empty() {
+        bail!("--l4: interface {nic} has no IPv4 address to forward from");
+    }
+    let reply_ifaces = if l4.reply_ifaces.is_empty() {
+        let res = publisher.last_resources().unwrap_or_default();
+        let model = datapath::l4::resolve(&l4.mappings, |ns, n, p| routing::resolve_service_endpoints(&res, ns, n, p));
+        let targets: Vec<_> = model.services.iter().flat_map(|s| s.endpoints.iter().copied()).collect();
+        let found = reply_interfaces(&targets);
+        if found.is_empty() {
+            bail!(
+                "--l4: cannot tell which interface replies come back on (no route to any L4 target yet); give --l4-reply-interface IFACE (the k3d bridge)"
+            );
+        }
+        found
+    } else {
+        l4.reply_ifaces.clone()
+    };
+    for i in std::iter::once(nic.to_string()).chain(reply_ifaces.iter().cloned()) {
+        if !forwarding_enabled(&i) {
+            bail!(
+                "--l4 needs IPv4 forwarding on {i} (the programs' FIB lookup refuses otherwise): sysctl -w net.ipv4.ip_forward=1 (Docker sets it)"
+            );
+        }
+    }
+    let maps = d.attach_l4(nic, &reply_ifaces)?;
+    tracing::info!(mode = maps.tc_mode, nic, reply = ?reply_ifaces, frontends = ?frontends, "L4 forwarding attached");
+    let rt = Arc::new(L4Runtime::new(maps, l4.mappings.clone(), frontends, reply_ifaces));
+    let hook = rt.clone();
+    publisher.add_hook(Box::new(move |res| hook.sync(res)));
+    let sweeper = rt.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(10));
+        loop {
+            tick.tick().await;
+            let gone = sweeper.sweep();
+            if gone > 0 {
+                tracing::debug!(entries = gone, "expired L4 flows swept");
+            }
+        }
+    });
+    Ok(rt)
 }

@@ -73,6 +73,15 @@ pub enum Cmd {
         /// On SIGTERM/SIGINT: how long in-flight requests may take to finish.
         #[arg(long, value_name = "SECONDS", default_value_t = 10)]
         drain_timeout: u64,
+        /// PORT=TARGET; repeatable. Forwards TCP port PORT of the NIC's IPv4 addresses in
+        /// the kernel (tc DNAT, conntrack, Maglev) to TARGET: IP:PORT, or
+        /// NAMESPACE/SERVICE:PORT (that Service's ready endpoints). ebpf dataplane only.
+        #[arg(long = "l4", value_name = "PORT=TARGET")]
+        l4: Vec<crate::datapath::l4::L4Mapping>,
+        /// Interface(s) the replies of L4 flows come back on, where the reverse-NAT
+        /// program attaches (default: the interfaces of the routes to the L4 targets).
+        #[arg(long, value_name = "IFACE")]
+        l4_reply_interface: Vec<String>,
     },
     /// Print the XDP and proxy counters of a running agent.
     Stats {

@@ -82,7 +82,11 @@ const TIERS: &[Tier] = &[
         name: "packet",
         what: "XDP program on built packets via BPF_PROG_TEST_RUN",
         needs_root: true,
-        cargo_args: &[&["test", "-p", "ingress-tests", "--test", "packet", "--", "--test-threads=1"]],
+        cargo_args: &[
+            &["test", "-p", "ingress-tests", "--test", "packet", "--", "--test-threads=1"],
+            // the L4 tc programs: DNAT, reverse NAT, conntrack, 100,000 fuzzed packets each
+            &["test", "-p", "ingress-tests", "--test", "packet_l4", "--", "--test-threads=1"],
+        ],
     },
     Tier {
         name: "kube",
@@ -102,6 +106,8 @@ const TIERS: &[Tier] = &[
             &["test", "-p", "ingress-tests", "--test", "impaired", "--", "--test-threads=1"],
             // the forwarding scenarios of the unit tier again, in the topology
             &["test", "-p", "ingress-tests", "--test", "scenarios_topology", "--", "--test-threads=1"],
+            // L4 forwarding through the NIC to a fixed target and a two-endpoint Service
+            &["test", "-p", "ingress-tests", "--test", "netns_l4", "--", "--test-threads=1"],
         ],
     },
 ];

@@ -28,6 +28,8 @@ pub struct Admin {
     pub dataplane: String,
     pub xdp: Option<XdpInfo>,
     pub stats_map: Option<Mutex<StatsMap>>,
+    /// L4 forwarding, when `--l4` is given.
+    pub l4: Option<Arc<crate::datapath::l4_maps::L4Runtime>>,
 }
 
 impl Admin {
@@ -48,6 +50,7 @@ impl Admin {
             xdp_counters,
             proxy: self.proxy.metrics.snapshot(),
             splice: self.proxy.joiner().counters(),
+            l4: self.l4.as_ref().map(|l| l.view()),
         }
     }
 
@@ -65,6 +68,15 @@ impl Admin {
         RoutesView { table, source: self.publisher.state(), xdp: self.xdp.clone() }
     }
 
+    /// `/metrics`: the proxy's families, and the L4 ones when configured.
+    fn metrics_text(&self) -> String {
+        let text = self.proxy.prom.encode(&self.proxy.metrics.snapshot(), self.splice_active());
+        match &self.l4 {
+            Some(l4) => crate::telemetry::l4::append_before_eof(text, &crate::telemetry::l4::prometheus_l4(&l4.view())),
+            None => text,
+        }
+    }
+
     /// Pairs joined in the kernel right now.
     fn splice_active(&self) -> u64 {
         self.proxy.joiner().counters().kernel_active
@@ -78,7 +90,7 @@ impl Admin {
             "/stats" => json(StatusCode::OK, serde_json::to_string_pretty(&self.stats()).expect("stats serialize")),
             "/metrics" => Response::builder()
                 .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
-                .body(Full::new(self.proxy.prom.encode(&self.proxy.metrics.snapshot(), self.splice_active()).into()))
+                .body(Full::new(self.metrics_text().into()))
                 .expect("response"),
             "/routes" => json(StatusCode::OK, serde_json::to_string_pretty(&self.routes()).expect("routes serialize")),
             "/readyz" => {

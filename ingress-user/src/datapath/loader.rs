@@ -153,3 +153,60 @@ fn raise_memlock_limit() {
         tracing::debug!("cannot raise RLIMIT_MEMLOCK; fine on kernels >= 5.11");
     }
 }
+
+// L4 forwarding: the two tc programs, attached as aya does it (TCX on kernels >= 6.6,
+// else legacy clsact + cls_bpf, for which the clsact qdisc is added first).
+impl Dataplane {
+    /// Loads the L4 tc programs, attaches `l4_nic` to the ingress of `nic` and
+    /// `l4_reply` to the ingress of every interface in `reply_ifaces`, and takes the L4
+    /// maps out of the object.
+    pub fn attach_l4(&mut self, nic: &str, reply_ifaces: &[String]) -> Result<super::l4_maps::L4Maps, EbpfError> {
+        use aya::programs::SchedClassifier;
+        use aya::programs::tc::{TcAttachType, qdisc_add_clsact};
+        use ingress_common::maps::{L4_NIC_PROGRAM, L4_REPLY_PROGRAM};
+
+        let tcx = aya::util::KernelVersion::current().is_ok_and(|v| v >= aya::util::KernelVersion::new(6, 6, 0));
+        let mut links = Vec::new();
+        let mut attach = |ebpf: &mut Ebpf, name: &'static str, iface: &str| -> Result<(), EbpfError> {
+            let prog: &mut SchedClassifier = program(ebpf, name)?;
+            if prog.fd().is_err() {
+                prog.load().map_err(|source| EbpfError::Load { program: name, source })?;
+            }
+            if !tcx {
+                // Legacy tc needs the clsact qdisc; it may be there already.
+                if let Err(e) = qdisc_add_clsact(iface) {
+                    tracing::debug!(%iface, error = %e, "clsact qdisc not added (already there?)");
+                }
+            }
+            let id = prog.attach(iface, TcAttachType::Ingress).map_err(|source| EbpfError::TcAttach {
+                program: name,
+                interface: iface.into(),
+                source,
+            })?;
+            tracing::info!(interface = %iface, program = name, mode = if tcx { "tcx" } else { "legacy tc" }, "tc program attached (ingress)");
+            links.push(super::l4_maps::L4Link { interface: iface.into(), program: name, id });
+            Ok(())
+        };
+        attach(&mut self.ebpf, L4_NIC_PROGRAM, nic)?;
+        for iface in reply_ifaces {
+            attach(&mut self.ebpf, L4_REPLY_PROGRAM, iface)?;
+        }
+        let mut maps = super::l4_maps::L4Maps::take(&mut self.ebpf)?;
+        maps.links = links;
+        maps.tc_mode = if tcx { "tcx" } else { "legacy tc (clsact)" };
+        Ok(maps)
+    }
+
+    /// A tc program's file descriptor, for BPF_PROG_TEST_RUN in the packet tests
+    /// (loaded here if it is not yet).
+    pub fn tc_program_fd(&mut self, name: &'static str) -> Result<std::os::fd::RawFd, EbpfError> {
+        use aya::programs::SchedClassifier;
+        use std::os::fd::{AsFd, AsRawFd};
+        let prog: &mut SchedClassifier = program(&mut self.ebpf, name)?;
+        if prog.fd().is_err() {
+            prog.load().map_err(|source| EbpfError::Load { program: name, source })?;
+        }
+        let fd = prog.fd().map_err(|source| EbpfError::Load { program: name, source })?;
+        Ok(fd.as_fd().as_raw_fd())
+    }
+}

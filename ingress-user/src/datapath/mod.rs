@@ -10,6 +10,11 @@ pub mod maps;
 pub mod splice;
 pub mod translate;
 
+// L4 forwarding: pure model/translation/diff, Maglev, the maps.
+pub mod l4;
+pub mod l4_maps;
+pub mod maglev;
+
 pub use loader::{Dataplane, load, load_from};
 pub use maps::{Splicer, StatsMap};
 pub use splice::Joiner;
@@ -52,6 +57,10 @@ pub enum EbpfError {
     CgroupAttach { program: &'static str, path: String, source: aya::programs::ProgramError },
     #[error("eBPF map {map}: {source}")]
     Map { map: &'static str, source: aya::maps::MapError },
+    #[error(
+        "cannot attach tc program {program} to the ingress of {interface} (needs TCX, kernel >= 6.6, or clsact/cls_bpf, and CAP_NET_ADMIN; check that the interface exists): {source}"
+    )]
+    TcAttach { program: &'static str, interface: String, source: aya::programs::ProgramError },
 }
 
 #[cfg(test)]

@@ -28,8 +28,10 @@ pub use compile::compile;
 const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
 pub use filters::{Filter, HeaderModifier, Redirect, Rewrite};
 pub use handle::TableHandle;
+// L4 Service targets resolve like backendRefs.
 pub use hostname::{HostProblem, Hostname, request_host, split_host_header};
 pub use matching::{Matcher, PathMatch, RequestHead, ValueMatch};
+pub use refs::resolve_service_endpoints;
 
 use crate::resources::ObjectKey;
 

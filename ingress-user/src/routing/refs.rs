@@ -99,3 +99,16 @@ pub(super) fn reference_granted(res: &Resources, from_ns: &str, to_ns: &str, ser
             })
     })
 }
+
+/// The ready endpoints of Service `namespace/name` port `port`, resolved exactly as a
+/// backendRef from an HTTPRoute in the same namespace (for `--l4 PORT=NS/SERVICE:PORT`).
+pub fn resolve_service_endpoints(
+    res: &Resources,
+    namespace: &str,
+    name: &str,
+    port: i32,
+) -> Result<Vec<SocketAddr>, String> {
+    let slices = SliceIndex::new(res);
+    let b = HttpRouteRulesBackendRefs { name: name.to_string(), port: Some(port), ..Default::default() };
+    resolve_backend(res, &slices, &ObjectKey::new(namespace, name), &b, namespace).map_err(|p| p.to_string())
+}

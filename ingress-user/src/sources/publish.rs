@@ -27,7 +27,13 @@ pub struct Publisher {
     table: routing::TableHandle,
     mappings: Vec<ListenMapping>,
     state: Mutex<SourceState>,
+    /// Consumers of every published set of resources (the L4 translation), and the
+    /// last set, handed to a consumer added later.
+    hooks: Mutex<(Option<Resources>, Vec<ResourcesHook>)>,
 }
+
+/// Called with every set of resources the source publishes.
+pub type ResourcesHook = Box<dyn FnMut(&Resources) + Send>;
 
 impl Publisher {
     pub fn new(table: routing::TableHandle, mappings: Vec<ListenMapping>, source: String) -> Arc<Self> {
@@ -35,6 +41,7 @@ impl Publisher {
             table,
             mappings,
             state: Mutex::new(SourceState { source, generation: 0, published_at: 0, error: None }),
+            hooks: Mutex::new((None, Vec::new())),
         })
     }
 
@@ -58,7 +65,27 @@ impl Publisher {
         s.published_at = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         s.error = None;
         tracing::info!(generation = s.generation, "routing table published: {}", res.summary());
+        drop(s);
+        let mut hooks = self.hooks.lock().expect("resource hooks");
+        for h in hooks.1.iter_mut() {
+            h(res);
+        }
+        hooks.0 = Some(res.clone());
         table
+    }
+
+    /// Adds a consumer of published resources; it first gets the last set published.
+    pub fn add_hook(&self, mut hook: ResourcesHook) {
+        let mut hooks = self.hooks.lock().expect("resource hooks");
+        if let Some(last) = &hooks.0 {
+            hook(last);
+        }
+        hooks.1.push(hook);
+    }
+
+    /// The last set of resources published, if any.
+    pub fn last_resources(&self) -> Option<Resources> {
+        self.hooks.lock().expect("resource hooks").0.clone()
     }
 
     /// Records why the newest input was rejected; the current table stays.

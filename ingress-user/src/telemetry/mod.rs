@@ -3,6 +3,7 @@
 //! document, shared by the admin server and `ingress stats`).
 
 pub mod counters;
+pub mod l4;
 pub mod prometheus;
 pub mod view;
 

@@ -46,6 +46,9 @@ pub struct StatsView {
     /// Upgraded connections joined in the kernel (sockmap) or copied in user space.
     #[serde(default)]
     pub splice: SpliceCounters,
+    /// L4 forwarding (`--l4`), when configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub l4: Option<super::l4::L4View>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,6 +88,9 @@ pub fn format_table(s: &StatsView) -> String {
         "proxy: {} requests; 2xx {} 3xx {} 4xx {} 5xx {}; backend errors {}\n",
         p.requests, p.responses_2xx, p.responses_3xx, p.responses_4xx, p.responses_5xx, p.backend_errors
     );
+    if let Some(l4) = &s.l4 {
+        out += &super::l4::format_l4(l4);
+    }
     out
 }
 
@@ -140,6 +146,7 @@ mod tests {
             xdp_counters: c,
             proxy: Default::default(),
             splice: Default::default(),
+            l4: None,
         };
         let t = format_table(&s);
         assert!(t.contains("  8080  tcp      pass                5            300"), "{t}");
