@@ -6,6 +6,7 @@
 #![no_main]
 
 mod counters;
+mod guard;
 mod maps;
 mod parse;
 mod segment;

@@ -12,7 +12,8 @@ use tokio::net::TcpListener;
 use crate::admin::{self, Admin};
 use crate::cli::{Cli, Cmd, DataplaneMode, OnOff};
 use crate::config::ListenMapping;
-use crate::datapath::{self, Joiner};
+use crate::datapath::guard::GuardRules;
+use crate::datapath::{self, GuardMaps, Joiner};
 use crate::proxy::{Proxy, ProxyConfig};
 use crate::routing;
 use crate::sources::publish::Publisher;
@@ -35,7 +36,12 @@ pub fn main(cli: Cli) -> Result<()> {
             head_timeout,
             forwarded_headers,
             request_id,
+            deny,
+            allow,
+            syn_rate,
+            syn_burst,
         } => {
+            let guard = GuardRules::from_flags(deny, allow, syn_rate, syn_burst)?;
             let source = match manifests {
                 Some(dir) => Source::Manifests(dir),
                 None => Source::Kubernetes { kubeconfig, write_status },
@@ -50,7 +56,7 @@ pub fn main(cli: Cli) -> Result<()> {
                 request_ids: request_id,
             };
             let drain = Duration::from_secs(drain_timeout);
-            rt.block_on(serve(source, listen, interface, dataplane, admin, config, drain))
+            rt.block_on(serve(source, listen, interface, dataplane, admin, config, drain, guard))
         }
         Cmd::Stats { admin, json } => {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -129,6 +135,7 @@ async fn serve(
     admin_addr: SocketAddr,
     config: ProxyConfig,
     drain: Duration,
+    guard: GuardRules,
 ) -> Result<()> {
     let mode = dataplane.unwrap_or(if interface.is_some() { DataplaneMode::Ebpf } else { DataplaneMode::Userspace });
     let table = routing::TableHandle::default();
@@ -166,7 +173,11 @@ async fn serve(
 
     let mut joiner = Joiner::new(None);
     let mut programs = None;
+    let mut guard_maps: Option<Mutex<GuardMaps>> = None;
     let (dp, xdp, stats_map) = match mode {
+        DataplaneMode::Userspace if guard.any() => bail!(
+            "--deny, --allow and --syn-rate are enforced by the XDP guard: they need the ebpf dataplane (--interface IFACE), not --dataplane userspace"
+        ),
         DataplaneMode::Userspace => ("userspace", None, None),
         DataplaneMode::Ebpf => {
             let Some(iface) = interface.as_deref() else {
@@ -175,6 +186,11 @@ async fn serve(
                 );
             };
             let mut d = datapath::load()?;
+            // The guard's rules are in its maps before XDP sees the first packet.
+            let guarded_ports = datapath::guard::guarded_ports(listen.iter().map(|m| m.addr.port()));
+            let entries = datapath::guard::translate(&guard, &guarded_ports)?;
+            d.guard.program(&entries)?;
+            tracing::info!("XDP guard: {}", datapath::guard::describe(&guard, &entries));
             d.attach_xdp(iface)?;
             match d.load_splicer() {
                 Ok(s) => joiner = Joiner::new(Some(s)),
@@ -188,7 +204,8 @@ async fn serve(
                 tracing::warn!(error = %e, "eBPF log records will not be shown");
             }
             let xdp = d.xdp.clone();
-            let datapath::Dataplane { ebpf, stats, .. } = d;
+            let datapath::Dataplane { ebpf, stats, guard: g, .. } = d;
+            guard_maps = Some(Mutex::new(g));
             // The programs stay attached while `ebpf` lives: until the end of the run.
             programs = Some(ebpf);
             ("ebpf", xdp, Some(Mutex::new(stats)))
@@ -202,7 +219,15 @@ async fn serve(
         tracing::info!(listen = %m, "serving");
         tokio::spawn(proxy.clone().serve(l, i));
     }
-    let admin = Arc::new(Admin { proxy: proxy.clone(), table, publisher, dataplane: dp.into(), xdp, stats_map });
+    let admin = Arc::new(Admin {
+        proxy: proxy.clone(),
+        table,
+        publisher,
+        dataplane: dp.into(),
+        xdp,
+        stats_map,
+        guard: guard_maps,
+    });
     let l = TcpListener::bind(admin_addr).await.with_context(|| format!("cannot listen on --admin {admin_addr}"))?;
     tracing::info!(%admin_addr, "admin endpoint: /stats /routes /readyz");
     tokio::spawn(admin.serve(l));

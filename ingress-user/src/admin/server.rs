@@ -14,7 +14,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use super::RoutesView;
-use crate::datapath::StatsMap;
+use crate::datapath::{GuardMaps, StatsMap};
 use crate::proxy::Proxy;
 use crate::routing::TableHandle;
 use crate::routing::view::TableView;
@@ -28,6 +28,8 @@ pub struct Admin {
     pub dataplane: String,
     pub xdp: Option<XdpInfo>,
     pub stats_map: Option<Mutex<StatsMap>>,
+    /// The XDP guard's maps (ebpf dataplane).
+    pub guard: Option<Mutex<GuardMaps>>,
 }
 
 impl Admin {
@@ -48,7 +50,19 @@ impl Admin {
             xdp_counters,
             proxy: self.proxy.metrics.snapshot(),
             splice: self.proxy.joiner().counters(),
+            guard: self.guard_counters(),
         }
+    }
+
+    /// The XDP guard's counters (none without the eBPF dataplane).
+    fn guard_counters(&self) -> Vec<crate::telemetry::GuardCounter> {
+        let Some(m) = &self.guard else {
+            return vec![];
+        };
+        m.lock().expect("guard maps lock").read().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "reading the XDP guard's counters failed");
+            vec![]
+        })
     }
 
     /// `/routes`. A host the engine finds splice-safe is still not spliced when the
@@ -76,10 +90,15 @@ impl Admin {
         }
         match req.uri().path() {
             "/stats" => json(StatusCode::OK, serde_json::to_string_pretty(&self.stats()).expect("stats serialize")),
-            "/metrics" => Response::builder()
-                .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
-                .body(Full::new(self.proxy.prom.encode(&self.proxy.metrics.snapshot(), self.splice_active()).into()))
-                .expect("response"),
+            "/metrics" => {
+                self.proxy.prom.set_guard(&self.guard_counters());
+                Response::builder()
+                    .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
+                    .body(Full::new(
+                        self.proxy.prom.encode(&self.proxy.metrics.snapshot(), self.splice_active()).into(),
+                    ))
+                    .expect("response")
+            }
             "/routes" => json(StatusCode::OK, serde_json::to_string_pretty(&self.routes()).expect("routes serialize")),
             "/readyz" => {
                 let t = self.table.load();

@@ -1,14 +1,18 @@
 //! The eBPF side of the agent: [`loader`] (load, attach), [`maps`] (typed access to
 //! every map the agent reads or writes), [`translate`] (pure: map entries <-> the
 //! agent's model, and the order of map updates), [`splice`] (joining connections in
-//! the kernel, or copying in user space), [`interface`] (facts about the NIC).
+//! the kernel, or copying in user space), [`interface`] (facts about the NIC),
+//! [`guard`] (pure: the XDP guard's flags -> map entries) and [`guard_maps`] (its maps).
 
+pub mod guard;
+pub mod guard_maps;
 pub mod interface;
 pub mod loader;
 pub mod maps;
 pub mod splice;
 pub mod translate;
 
+pub use guard_maps::GuardMaps;
 pub use loader::{Dataplane, load, load_from};
 pub use maps::{Splicer, StatsMap};
 pub use splice::Joiner;
