@@ -8,6 +8,7 @@
 //! in modules of their own next to these, with their names and sizes in [`maps`].
 #![no_std]
 
+pub mod guard;
 pub mod l4;
 pub mod local;
 pub mod maps;

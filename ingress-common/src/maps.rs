@@ -61,3 +61,30 @@ pub const L4_CONNECT4_PROGRAM: &str = "l4_connect4";
 pub const L4_CONNECT6_PROGRAM: &str = "l4_connect6";
 pub const L4_GETPEERNAME4_PROGRAM: &str = "l4_getpeername4";
 pub const L4_GETPEERNAME6_PROGRAM: &str = "l4_getpeername6";
+/// Hash map of the ports the XDP guard checks: [`crate::guard::GuardPortKey`] ->
+/// [`crate::guard::GuardPort`] (deny list, allow list, SYN rate). A port not in it is
+/// only counted.
+pub const GUARD_PORTS_MAP: &str = "GUARD_PORTS";
+/// Guarded ports at most.
+pub const GUARD_PORTS_MAX_ENTRIES: u32 = 1024;
+/// LPM tries of the guard's rules, `Key<GuardNet4>` / `Key<GuardNet6>` -> 1: sources
+/// denied per port, and the allow lists.
+pub const GUARD_DENY4_MAP: &str = "GUARD_DENY4";
+pub const GUARD_DENY6_MAP: &str = "GUARD_DENY6";
+pub const GUARD_ALLOW4_MAP: &str = "GUARD_ALLOW4";
+pub const GUARD_ALLOW6_MAP: &str = "GUARD_ALLOW6";
+/// Rules per trie at most.
+pub const GUARD_RULES_MAX_ENTRIES: u32 = 16384;
+/// Array with one [`crate::guard::GuardConfig`] (the SYN token bucket).
+pub const GUARD_CONFIG_MAP: &str = "GUARD_CONFIG";
+/// LRU hash of the SYN token buckets: [`crate::guard::SynSource`] ->
+/// [`crate::guard::SynBucket`]. The least recently seen sources make room; a source
+/// that comes back starts with a full bucket.
+pub const SYN_BUCKETS_MAP: &str = "SYN_BUCKETS";
+pub const SYN_BUCKETS_MAX_ENTRIES: u32 = 65536;
+/// Per-CPU hash of the guard's counters: [`crate::guard::GuardCounterKey`] ->
+/// [`crate::stats::StatsValue`]: drops per (port, reason), and the packets it passed
+/// unchecked (malformed, long IPv6 header chains, fragments).
+pub const GUARD_COUNTERS_MAP: &str = "GUARD_COUNTERS";
+/// Distinct (port, reason) keys; once full, [`crate::stats::OVERFLOW_PORT`] counts them.
+pub const GUARD_COUNTERS_MAX_ENTRIES: u32 = 4096;

@@ -4,7 +4,9 @@
 use aya_ebpf::programs::XdpContext;
 use ingress_common::stats::{OVERFLOW_PORT, StatsKey, StatsValue};
 
-use crate::maps::{SPLICE_STATS, XDP_STATS};
+use ingress_common::guard::{GuardCounterKey, GuardReason};
+
+use crate::maps::{GUARD_COUNTERS, SPLICE_STATS, XDP_STATS};
 
 /// Counts the packet in `ctx` under `key` in [`XDP_STATS`].
 #[inline(always)]
@@ -67,5 +69,32 @@ pub fn count_local_flow(service: u32) {
     if let Some(s) = crate::maps::L4_STATS.get_ptr_mut(service) {
         // SAFETY: per-CPU value, only this CPU writes it while the program runs.
         unsafe { (*s).flows += 1 };
+    }
+}
+
+/// Counts the packet in `ctx` in [`GUARD_COUNTERS`] under (`port`, `reason`); once the
+/// map is full, under the reason's overflow key (created by the agent at load time).
+#[inline(always)]
+pub fn count_guard(ctx: &XdpContext, port: u16, reason: GuardReason) {
+    let len = (ctx.data_end() - ctx.data()) as u64;
+    let key = GuardCounterKey { port, reason: reason as u8, _pad: 0 };
+    if let Some(v) = GUARD_COUNTERS.get_ptr_mut(&key) {
+        // SAFETY: per-CPU value, only this CPU writes it while the program runs.
+        unsafe {
+            (*v).packets += 1;
+            (*v).bytes += len;
+        }
+        return;
+    }
+    let first = StatsValue { packets: 1, bytes: len };
+    if GUARD_COUNTERS.insert(&key, &first, 0).is_err() {
+        let over = GuardCounterKey { port: OVERFLOW_PORT, reason: reason as u8, _pad: 0 };
+        if let Some(v) = GUARD_COUNTERS.get_ptr_mut(&over) {
+            // SAFETY: as above.
+            unsafe {
+                (*v).packets += 1;
+                (*v).bytes += len;
+            }
+        }
     }
 }

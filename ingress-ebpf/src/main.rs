@@ -6,6 +6,7 @@
 #![no_main]
 
 mod counters;
+mod guard;
 mod l4_local;
 mod maps;
 mod parse;

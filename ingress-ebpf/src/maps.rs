@@ -60,6 +60,56 @@ const _: () = assert!(same(L4_MAGLEV_MAP, "L4_MAGLEV"));
 const _: () = assert!(same(L4_ENDPOINTS_MAP, "L4_ENDPOINTS"));
 const _: () = assert!(same(L4_CT_MAP, "L4_CT"));
 const _: () = assert!(same(L4_STATS_MAP, "L4_STATS"));
+// The XDP guard's maps (ingress-common/src/guard.rs has the keys and values).
+use aya_ebpf::maps::LpmTrie;
+use aya_ebpf::maps::lpm_trie::Key as LpmKey;
+use ingress_common::guard::{
+    GuardConfig, GuardCounterKey, GuardNet4, GuardNet6, GuardPort, GuardPortKey, SynBucket, SynSource,
+};
+use ingress_common::maps::{
+    GUARD_ALLOW4_MAP, GUARD_ALLOW6_MAP, GUARD_CONFIG_MAP, GUARD_COUNTERS_MAP, GUARD_COUNTERS_MAX_ENTRIES,
+    GUARD_DENY4_MAP, GUARD_DENY6_MAP, GUARD_PORTS_MAP, GUARD_PORTS_MAX_ENTRIES, GUARD_RULES_MAX_ENTRIES,
+    SYN_BUCKETS_MAP, SYN_BUCKETS_MAX_ENTRIES,
+};
+
+#[map(name = "GUARD_PORTS")]
+pub static GUARD_PORTS: HashMap<GuardPortKey, GuardPort> = HashMap::with_max_entries(GUARD_PORTS_MAX_ENTRIES, 0);
+
+#[map(name = "GUARD_DENY4")]
+pub static GUARD_DENY4: LpmTrie<GuardNet4, u32> = LpmTrie::with_max_entries(GUARD_RULES_MAX_ENTRIES, 0);
+
+#[map(name = "GUARD_DENY6")]
+pub static GUARD_DENY6: LpmTrie<GuardNet6, u32> = LpmTrie::with_max_entries(GUARD_RULES_MAX_ENTRIES, 0);
+
+#[map(name = "GUARD_ALLOW4")]
+pub static GUARD_ALLOW4: LpmTrie<GuardNet4, u32> = LpmTrie::with_max_entries(GUARD_RULES_MAX_ENTRIES, 0);
+
+#[map(name = "GUARD_ALLOW6")]
+pub static GUARD_ALLOW6: LpmTrie<GuardNet6, u32> = LpmTrie::with_max_entries(GUARD_RULES_MAX_ENTRIES, 0);
+
+#[map(name = "GUARD_CONFIG")]
+pub static GUARD_CONFIG: Array<GuardConfig> = Array::with_max_entries(1, 0);
+
+#[map(name = "SYN_BUCKETS")]
+pub static SYN_BUCKETS: LruHashMap<SynSource, SynBucket> = LruHashMap::with_max_entries(SYN_BUCKETS_MAX_ENTRIES, 0);
+
+#[map(name = "GUARD_COUNTERS")]
+pub static GUARD_COUNTERS: PerCpuHashMap<GuardCounterKey, StatsValue> =
+    PerCpuHashMap::with_max_entries(GUARD_COUNTERS_MAX_ENTRIES, 0);
+
+/// LPM key of the IPv4 tries.
+pub type Net4Key = LpmKey<GuardNet4>;
+/// LPM key of the IPv6 tries.
+pub type Net6Key = LpmKey<GuardNet6>;
+
+const _: () = assert!(same(GUARD_PORTS_MAP, "GUARD_PORTS"));
+const _: () = assert!(same(GUARD_DENY4_MAP, "GUARD_DENY4"));
+const _: () = assert!(same(GUARD_DENY6_MAP, "GUARD_DENY6"));
+const _: () = assert!(same(GUARD_ALLOW4_MAP, "GUARD_ALLOW4"));
+const _: () = assert!(same(GUARD_ALLOW6_MAP, "GUARD_ALLOW6"));
+const _: () = assert!(same(GUARD_CONFIG_MAP, "GUARD_CONFIG"));
+const _: () = assert!(same(SYN_BUCKETS_MAP, "SYN_BUCKETS"));
+const _: () = assert!(same(GUARD_COUNTERS_MAP, "GUARD_COUNTERS"));
 
 /// `a == b` for strings, in a const context (where `str::eq` is not available).
 const fn same(a: &str, b: &str) -> bool {

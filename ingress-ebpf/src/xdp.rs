@@ -1,29 +1,56 @@
-//! XDP on the VM NIC: counts packets and bytes per (destination port, protocol,
-//! verdict) in a per-CPU hash map, logs new TCP connections at debug level, and
-//! passes every packet (the guard comes with a later issue).
+//! XDP on the VM NIC: the guard in front of every listener. Counts packets and bytes
+//! per (destination port, protocol, verdict); drops what the guard's rules refuse
+//! (per-port deny/allow lists, the per-source SYN rate; see [`crate::guard`]),
+//! counting each drop per (port, reason); passes everything else untouched, including
+//! what it cannot parse (counted as malformed, too many IPv6 extension headers, or
+//! fragment). Logs new TCP connections at debug level.
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use aya_log_ebpf::debug;
+use ingress_common::guard::GuardReason;
 use ingress_common::proto;
 use ingress_common::stats::{NO_PORT, StatsKey, Verdict};
 
-use crate::counters::count_packet;
-use crate::parse::{TCP_ACK, TCP_SYN, parse_l4};
+use crate::counters::{count_guard, count_packet};
+use crate::guard;
+use crate::parse::{TCP_ACK, TCP_SYN, Unparsed, parse_ip};
 
 #[xdp]
 pub fn ingress_xdp(ctx: XdpContext) -> u32 {
-    // Every packet passes: a parse error only means "not a packet we understand",
-    // and the kernel stack is the right place to deal with it (fail open).
-    let (key_proto, port) = match parse_l4(ctx.data(), ctx.data_end()) {
-        Ok(Some(l4)) => {
-            if l4.proto == proto::TCP && l4.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
-                debug!(&ctx, "xdp: TCP SYN to port {} from port {}", l4.dst_port, l4.src_port);
+    // A packet the parser does not understand passes (fail open): the kernel stack is
+    // the right place to deal with it.
+    let (key_proto, port, drop) = match parse_ip(ctx.data(), ctx.data_end()) {
+        Ok(ip) => match ip.ports {
+            Some(p) => {
+                if ip.proto == proto::TCP && p.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
+                    debug!(&ctx, "xdp: TCP SYN to port {} from port {}", p.dst, p.src);
+                }
+                (ip.proto, p.dst, guard::check(&ip, p.dst, p.tcp_flags))
             }
-            (l4.proto, l4.dst_port)
+            None => {
+                if ip.fragment {
+                    count_guard(&ctx, NO_PORT, GuardReason::Fragment);
+                }
+                (ip.proto, NO_PORT, None)
+            }
+        },
+        Err(Unparsed::NotIp) => (proto::NONE, NO_PORT, None),
+        Err(Unparsed::Malformed) => {
+            count_guard(&ctx, NO_PORT, GuardReason::Malformed);
+            (proto::NONE, NO_PORT, None)
         }
-        Ok(None) | Err(()) => (proto::NONE, NO_PORT),
+        Err(Unparsed::ExtHeaders) => {
+            count_guard(&ctx, NO_PORT, GuardReason::ExtHeaders);
+            (proto::NONE, NO_PORT, None)
+        }
     };
-    let verdict = Verdict::Pass;
+    let verdict = match drop {
+        Some(reason) => {
+            count_guard(&ctx, port, reason);
+            Verdict::Drop
+        }
+        None => Verdict::Pass,
+    };
     count_packet(&ctx, StatsKey { dst_port: port, proto: key_proto, verdict: verdict as u8 });
-    xdp_action::XDP_PASS
+    verdict as u32
 }

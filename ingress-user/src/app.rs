@@ -12,7 +12,8 @@ use tokio::net::TcpListener;
 use crate::admin::{self, Admin};
 use crate::cli::{Cli, Cmd, DataplaneMode, OnOff};
 use crate::config::ListenMapping;
-use crate::datapath::{self, Joiner};
+use crate::datapath::guard::GuardRules;
+use crate::datapath::{self, GuardMaps, Joiner};
 use crate::proxy::{Proxy, ProxyConfig};
 use crate::routing;
 use crate::sources::publish::Publisher;
@@ -37,7 +38,12 @@ pub fn main(cli: Cli) -> Result<()> {
             request_id,
             l4,
             l4_reply_interface,
+            deny,
+            allow,
+            syn_rate,
+            syn_burst,
         } => {
+            let guard = GuardRules::from_flags(deny, allow, syn_rate, syn_burst)?;
             let source = match manifests {
                 Some(dir) => Source::Manifests(dir),
                 None => Source::Kubernetes { kubeconfig, write_status },
@@ -53,7 +59,7 @@ pub fn main(cli: Cli) -> Result<()> {
             };
             let drain = Duration::from_secs(drain_timeout);
             let l4 = L4Args { mappings: l4, reply_ifaces: l4_reply_interface };
-            rt.block_on(serve(source, listen, interface, dataplane, admin, config, drain, l4))
+            rt.block_on(serve(source, listen, interface, dataplane, admin, config, drain, l4, guard))
         }
         Cmd::Stats { admin, json } => {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -140,6 +146,7 @@ async fn serve(
     config: ProxyConfig,
     drain: Duration,
     l4: L4Args,
+    guard: GuardRules,
 ) -> Result<()> {
     let mode = dataplane.unwrap_or(if interface.is_some() { DataplaneMode::Ebpf } else { DataplaneMode::Userspace });
     let l7_ports: Vec<u16> = listen.iter().map(|m| m.addr.port()).collect();
@@ -185,7 +192,11 @@ async fn serve(
     let mut joiner = Joiner::new(None);
     let mut programs = None;
     let mut l4_runtime = None;
+    let mut guard_maps: Option<Mutex<GuardMaps>> = None;
     let (dp, xdp, stats_map) = match mode {
+        DataplaneMode::Userspace if guard.any() => bail!(
+            "--deny, --allow and --syn-rate are enforced by the XDP guard: they need the ebpf dataplane (--interface IFACE), not --dataplane userspace"
+        ),
         DataplaneMode::Userspace => ("userspace", None, None),
         DataplaneMode::Ebpf => {
             let Some(iface) = interface.as_deref() else {
@@ -194,6 +205,14 @@ async fn serve(
                 );
             };
             let mut d = datapath::load()?;
+            // The guard's rules are in its maps before XDP sees the first packet.
+            // every L7 listen port and every L4 port
+            let guarded_ports = datapath::guard::guarded_ports(
+                listen.iter().map(|m| m.addr.port()).chain(l4.mappings.iter().map(|m| m.port)),
+            );
+            let entries = datapath::guard::translate(&guard, &guarded_ports)?;
+            d.guard.program(&entries)?;
+            tracing::info!("XDP guard: {}", datapath::guard::describe(&guard, &entries));
             d.attach_xdp(iface)?;
             match d.load_splicer() {
                 Ok(s) => joiner = Joiner::new(Some(s)),
@@ -210,7 +229,8 @@ async fn serve(
                 l4_runtime = Some(l4_start(&mut d, iface, &l4, &publisher)?);
             }
             let xdp = d.xdp.clone();
-            let datapath::Dataplane { ebpf, stats, .. } = d;
+            let datapath::Dataplane { ebpf, stats, guard: g, .. } = d;
+            guard_maps = Some(Mutex::new(g));
             // The programs stay attached while `ebpf` lives: until the end of the run.
             programs = Some(ebpf);
             ("ebpf", xdp, Some(Mutex::new(stats)))
@@ -232,6 +252,7 @@ async fn serve(
         xdp,
         stats_map,
         l4: l4_runtime,
+        guard: guard_maps,
     });
     let l = TcpListener::bind(admin_addr).await.with_context(|| format!("cannot listen on --admin {admin_addr}"))?;
     tracing::info!(%admin_addr, "admin endpoint: /stats /routes /readyz");

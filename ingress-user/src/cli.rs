@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::config::ListenMapping;
+use crate::config::{ListenMapping, PortCidr};
 
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:9901";
 
@@ -82,6 +82,26 @@ pub enum Cmd {
         /// program attaches (default: the interfaces of the routes to the L4 targets).
         #[arg(long, value_name = "IFACE")]
         l4_reply_interface: Vec<String>,
+        /// XDP guard (ebpf dataplane): drop TCP and UDP packets to PORT from sources in
+        /// CIDR (IPv4 or IPv6); repeatable. Deny wins over allow: a source in both lists
+        /// of a port is dropped.
+        #[arg(long, value_name = "PORT=CIDR")]
+        deny: Vec<PortCidr>,
+        /// XDP guard: a port with an allow list admits TCP and UDP packets only from its
+        /// CIDRs (of either family: an IPv4-only list refuses every IPv6 source), unless
+        /// a --deny also matches; repeatable.
+        #[arg(long, value_name = "PORT=CIDR")]
+        allow: Vec<PortCidr>,
+        /// XDP guard: TCP SYNs (without ACK) per second per source address, to every L7
+        /// listen port and L4 port; over-limit SYNs are dropped, established traffic is
+        /// never touched. 0 = off, the default: a busy client or a NAT gateway in front
+        /// of many users is never throttled unless asked for.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        syn_rate: u64,
+        /// XDP guard: the per-source SYN bucket's size (a new source starts with a full
+        /// one). Default: the --syn-rate (one second of SYNs); 0 = off.
+        #[arg(long, value_name = "N")]
+        syn_burst: Option<u64>,
     },
     /// Print the XDP and proxy counters of a running agent.
     Stats {

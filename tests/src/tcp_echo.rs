@@ -19,7 +19,8 @@ pub struct Server {
 
 impl Server {
     pub fn start(ns: &str, addr: &str, name: &str) -> Self {
-        let l: TcpListener = in_ns(ns, || TcpListener::bind(addr)).unwrap_or_else(|e| panic!("bind {addr} in {ns}: {e}"));
+        let l: TcpListener =
+            in_ns(ns, || TcpListener::bind(addr)).unwrap_or_else(|e| panic!("bind {addr} in {ns}: {e}"));
         l.set_nonblocking(true).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let (s, name) = (stop.clone(), name.to_string());
@@ -102,4 +103,3 @@ pub fn exchange(client_ns: &str, port: u16, n: usize, seed: u64, pause: Duration
         name.trim().to_string()
     })
 }
-

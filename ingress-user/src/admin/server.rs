@@ -14,7 +14,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use super::RoutesView;
-use crate::datapath::StatsMap;
+use crate::datapath::{GuardMaps, StatsMap};
 use crate::proxy::Proxy;
 use crate::routing::TableHandle;
 use crate::routing::view::TableView;
@@ -30,6 +30,8 @@ pub struct Admin {
     pub stats_map: Option<Mutex<StatsMap>>,
     /// L4 forwarding, when `--l4` is given.
     pub l4: Option<Arc<crate::datapath::l4_maps::L4Runtime>>,
+    /// The XDP guard's maps (ebpf dataplane).
+    pub guard: Option<Mutex<GuardMaps>>,
 }
 
 impl Admin {
@@ -51,7 +53,19 @@ impl Admin {
             proxy: self.proxy.metrics.snapshot(),
             splice: self.proxy.joiner().counters(),
             l4: self.l4.as_ref().map(|l| l.view()),
+            guard: self.guard_counters(),
         }
+    }
+
+    /// The XDP guard's counters (none without the eBPF dataplane).
+    fn guard_counters(&self) -> Vec<crate::telemetry::GuardCounter> {
+        let Some(m) = &self.guard else {
+            return vec![];
+        };
+        m.lock().expect("guard maps lock").read().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "reading the XDP guard's counters failed");
+            vec![]
+        })
     }
 
     /// `/routes`. A host the engine finds splice-safe is still not spliced when the
@@ -88,10 +102,13 @@ impl Admin {
         }
         match req.uri().path() {
             "/stats" => json(StatusCode::OK, serde_json::to_string_pretty(&self.stats()).expect("stats serialize")),
-            "/metrics" => Response::builder()
-                .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
-                .body(Full::new(self.metrics_text().into()))
-                .expect("response"),
+            "/metrics" => {
+                self.proxy.prom.set_guard(&self.guard_counters());
+                Response::builder()
+                    .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
+                    .body(Full::new(self.metrics_text().into()))
+                    .expect("response")
+            }
             "/routes" => json(StatusCode::OK, serde_json::to_string_pretty(&self.routes()).expect("routes serialize")),
             "/readyz" => {
                 let t = self.table.load();

@@ -10,6 +10,7 @@ use ingress_common::maps::{
 };
 use ingress_common::splice::SpliceKey;
 
+use super::guard_maps::GuardMaps;
 use super::interface::generic_reason;
 use super::maps::{Splicer, StatsMap};
 use super::{EbpfError, OBJECT};
@@ -20,6 +21,8 @@ pub struct Dataplane {
     pub ebpf: Ebpf,
     pub stats: StatsMap,
     pub xdp: Option<XdpInfo>,
+    /// The XDP guard's rules and counters.
+    pub guard: GuardMaps,
 }
 
 /// aya-log level from the `log` max level the tracing subscriber set, so disabled
@@ -48,7 +51,7 @@ where
 }
 
 /// Takes a map out of the object as its type.
-fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, EbpfError>
+pub(super) fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, EbpfError>
 where
     T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
 {
@@ -70,7 +73,8 @@ pub fn load_from(object: &[u8]) -> Result<Dataplane, EbpfError> {
     prog.load().map_err(|source| EbpfError::Load { program: XDP_PROGRAM, source })?;
     let mut stats = StatsMap(take_map(&mut ebpf, XDP_STATS_MAP)?);
     stats.reserve_overflow_keys()?;
-    Ok(Dataplane { ebpf, stats, xdp: None })
+    let guard = GuardMaps::take(&mut ebpf)?;
+    Ok(Dataplane { ebpf, stats, xdp: None, guard })
 }
 
 impl Dataplane {

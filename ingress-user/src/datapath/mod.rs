@@ -1,9 +1,12 @@
 //! The eBPF side of the agent: [`loader`] (load, attach), [`maps`] (typed access to
 //! every map the agent reads or writes), [`translate`] (pure: map entries <-> the
 //! agent's model, and the order of map updates), [`splice`] (joining connections in
-//! the kernel, or copying in user space), [`interface`] (facts about the NIC).
+//! the kernel, or copying in user space), [`interface`] (facts about the NIC),
+//! [`guard`] (pure: the XDP guard's flags -> map entries) and [`guard_maps`] (its maps).
 
 pub mod cgroup;
+pub mod guard;
+pub mod guard_maps;
 pub mod interface;
 pub mod loader;
 pub mod maps;
@@ -15,6 +18,7 @@ pub mod l4;
 pub mod l4_maps;
 pub mod maglev;
 
+pub use guard_maps::GuardMaps;
 pub use loader::{Dataplane, load, load_from};
 pub use maps::{Splicer, StatsMap};
 pub use splice::Joiner;

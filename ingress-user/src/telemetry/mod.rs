@@ -8,4 +8,4 @@ pub mod prometheus;
 pub mod view;
 
 pub use counters::ProxyMetrics;
-pub use view::{ProxyCounters, SpliceCounters, StatsView, XdpCounter, XdpInfo, format_table};
+pub use view::{GuardCounter, ProxyCounters, SpliceCounters, StatsView, XdpCounter, XdpInfo, format_table};

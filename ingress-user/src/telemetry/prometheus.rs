@@ -31,6 +31,13 @@ pub struct RouteLabels {
     pub backend: String,
 }
 
+/// Labels of the XDP guard's counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GuardLabels {
+    pub port: u16,
+    pub reason: String,
+}
+
 #[derive(Clone)]
 struct Buckets;
 impl MetricConstructor<Histogram> for Buckets {
@@ -49,6 +56,8 @@ pub struct Metrics {
     connections: Gauge,
     upgraded: Gauge,
     spliced: Gauge,
+    guard_drops: Family<GuardLabels, Counter>,
+    guard_unchecked: Family<GuardLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -68,7 +77,26 @@ impl Default for Metrics {
         registry.register("client_connections", "Client connections open", connections.clone());
         registry.register("upgraded_connections", "Upgraded (WebSocket) connections open", upgraded.clone());
         registry.register("spliced_connections", "Connection pairs joined in the kernel (sockmap)", spliced.clone());
-        Self { registry, requests, latency, bytes_in, bytes_out, connections, upgraded, spliced }
+        let guard_drops = Family::<GuardLabels, Counter>::default();
+        let guard_unchecked = Family::<GuardLabels, Counter>::default();
+        registry.register("guard_drops", "Packets the XDP guard dropped, by port and reason", guard_drops.clone());
+        registry.register(
+            "guard_unchecked",
+            "Packets the XDP guard passed without checking (malformed, long IPv6 header chains, fragments)",
+            guard_unchecked.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            latency,
+            bytes_in,
+            bytes_out,
+            connections,
+            upgraded,
+            spliced,
+            guard_drops,
+            guard_unchecked,
+        }
     }
 }
 
@@ -85,6 +113,18 @@ impl Metrics {
     pub fn byte_counters(&self, route: &str, backend: &str) -> (Counter, Counter) {
         let l = RouteLabels { route: route.into(), backend: backend.into() };
         (self.bytes_in.get_or_create_owned(&l), self.bytes_out.get_or_create_owned(&l))
+    }
+
+    /// Brings the guard's counters up to the kernel's totals (they only grow).
+    pub fn set_guard(&self, rows: &[super::GuardCounter]) {
+        for r in rows {
+            let family = if r.verdict == "drop" { &self.guard_drops } else { &self.guard_unchecked };
+            let c = family.get_or_create(&GuardLabels { port: r.port, reason: r.reason.clone() });
+            let seen = c.get();
+            if r.packets > seen {
+                c.inc_by(r.packets - seen);
+            }
+        }
     }
 
     /// The Prometheus text exposition.
@@ -162,5 +202,22 @@ mod tests {
         assert!(text.contains("ingress_request_duration_seconds_bucket"), "{text}");
         assert!(text.contains("ingress_client_connections 4"), "{text}");
         assert!(text.contains("ingress_spliced_connections 2"), "{text}");
+    }
+
+    #[test]
+    fn guard_counters_follow_the_kernel_totals() {
+        let m = Metrics::default();
+        let row = |reason: &str, verdict: &str, packets| super::super::GuardCounter {
+            port: if verdict == "drop" { 8080 } else { 0 },
+            reason: reason.into(),
+            verdict: verdict.into(),
+            packets,
+            bytes: packets * 60,
+        };
+        m.set_guard(&[row("syn-rate", "drop", 5), row("malformed", "pass", 2)]);
+        m.set_guard(&[row("syn-rate", "drop", 12), row("malformed", "pass", 2)]);
+        let text = m.encode(&ProxyCounters::default(), 0);
+        assert!(text.contains(r#"ingress_guard_drops_total{port="8080",reason="syn-rate"} 12"#), "{text}");
+        assert!(text.contains(r#"ingress_guard_unchecked_total{port="0",reason="malformed"} 2"#), "{text}");
     }
 }

@@ -49,6 +49,21 @@ pub struct StatsView {
     /// L4 forwarding (`--l4`), when configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub l4: Option<super::l4::L4View>,
+    /// The XDP guard: drops per (port, reason), and packets it passed unchecked.
+    #[serde(default)]
+    pub guard: Vec<GuardCounter>,
+}
+
+/// One counter of the XDP guard: packets to `port` (0: none, e.g. malformed) that it
+/// dropped (`verdict` "drop": denied, not-allowed, syn-rate) or passed unchecked
+/// ("pass": malformed, ext-headers, fragment).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuardCounter {
+    pub port: u16,
+    pub reason: String,
+    pub verdict: String,
+    pub packets: u64,
+    pub bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,6 +98,7 @@ pub fn format_table(s: &StatsView) -> String {
             out += &format!("{:>6}  {:<8} {:<8} {:>12} {:>14}\n", port, c.proto, c.verdict, c.packets, c.bytes);
         }
     }
+    out += &format_guard(&s.guard);
     let p = &s.proxy;
     out += &format!(
         "proxy: {} requests; 2xx {} 3xx {} 4xx {} 5xx {}; backend errors {}\n",
@@ -90,6 +106,24 @@ pub fn format_table(s: &StatsView) -> String {
     );
     if let Some(l4) = &s.l4 {
         out += &super::l4::format_l4(l4);
+    }
+    out
+}
+
+/// The guard's lines of `ingress stats` (nothing when it counted nothing).
+fn format_guard(rows: &[GuardCounter]) -> String {
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut out =
+        format!("guard:\n{:>6}  {:<12} {:<8} {:>12} {:>14}\n", "PORT", "REASON", "VERDICT", "PACKETS", "BYTES");
+    for c in rows {
+        let port = match c.port {
+            ingress_common::stats::NO_PORT => "-".to_string(),
+            ingress_common::stats::OVERFLOW_PORT => "other".to_string(),
+            p => p.to_string(),
+        };
+        out += &format!("{:>6}  {:<12} {:<8} {:>12} {:>14}\n", port, c.reason, c.verdict, c.packets, c.bytes);
     }
     out
 }
@@ -147,8 +181,17 @@ mod tests {
             proxy: Default::default(),
             splice: Default::default(),
             l4: None,
+            guard: vec![GuardCounter {
+                port: 8080,
+                reason: "syn-rate".into(),
+                verdict: "drop".into(),
+                packets: 19000,
+                bytes: 1140000,
+            }],
         };
         let t = format_table(&s);
         assert!(t.contains("  8080  tcp      pass                5            300"), "{t}");
+        assert!(t.contains("guard:\n"), "{t}");
+        assert!(t.contains("  8080  syn-rate     drop            19000        1140000"), "{t}");
     }
 }

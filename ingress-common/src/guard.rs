@@ -1,0 +1,174 @@
+//! Keys and values of the XDP guard's maps (the `GUARD_*` and `SYN_BUCKETS` names in
+//! [`crate::maps`]): which ports are guarded and how, the per-port CIDR lists (LPM
+//! tries), the SYN token bucket's configuration and per-source state, and the
+//! counters per (port, reason).
+//!
+//! Byte orders: [`GuardPortKey::port`] and [`GuardCounterKey::port`] are in host byte
+//! order; the LPM keys hold the port and the address in network byte order, so that
+//! the trie's prefix is "port, then the address's leading bits".
+
+use core::mem::size_of;
+
+/// [`GuardPort::flags`]: the port has deny rules (look the source up in the deny trie).
+pub const GUARD_DENY: u32 = 1;
+/// [`GuardPort::flags`]: the port has an allow list: a source not in the allow trie is dropped.
+pub const GUARD_ALLOW: u32 = 2;
+/// [`GuardPort::flags`]: a TCP SYN (without ACK) to this port is charged to its source's token bucket.
+pub const GUARD_SYN: u32 = 4;
+
+/// Key of [`crate::maps::GUARD_PORTS_MAP`]: a destination port (host byte order).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct GuardPortKey {
+    pub port: u16,
+    pub _pad: u16,
+}
+const _: () = assert!(size_of::<GuardPortKey>() == 4);
+
+/// Value of [`crate::maps::GUARD_PORTS_MAP`]: the `GUARD_*` flags of the port.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct GuardPort {
+    pub flags: u32,
+}
+const _: () = assert!(size_of::<GuardPort>() == 4);
+
+/// Data of an IPv4 LPM key (after the trie's `prefix_len`): port then address, both
+/// big-endian. A rule `PORT=A.B.C.D/N` is stored with prefix length `16 + N`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct GuardNet4 {
+    pub port: [u8; 2],
+    pub addr: [u8; 4],
+}
+const _: () = assert!(size_of::<GuardNet4>() == 6);
+
+/// Data of an IPv6 LPM key: port then address, both big-endian; prefix length `16 + N`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct GuardNet6 {
+    pub port: [u8; 2],
+    pub addr: [u8; 16],
+}
+const _: () = assert!(size_of::<GuardNet6>() == 18);
+
+/// Bits of the port in an LPM key's prefix length.
+pub const PORT_BITS: u32 = 16;
+
+/// Value of the LPM tries: always [`GUARD_RULE`] (the key's presence is the rule).
+pub const GUARD_RULE: u32 = 1;
+
+/// Units of one token in the token bucket: one SYN costs `SYN_TOKEN` units and a
+/// rate of R SYNs/s adds R units per nanosecond, so the program needs only integer
+/// adds, multiplies and compares.
+pub const SYN_TOKEN: u64 = 1_000_000_000;
+
+/// The only entry of [`crate::maps::GUARD_CONFIG_MAP`]: the SYN token bucket, all
+/// precomputed by the agent. `rate == 0`: no SYN is charged.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct GuardConfig {
+    /// Tokens per second (`--syn-rate`), i.e. units per nanosecond.
+    pub rate: u64,
+    /// Bucket size in units: `--syn-burst * SYN_TOKEN`.
+    pub cap: u64,
+    /// Nanoseconds an empty bucket takes to fill (`ceil(cap / rate)`): an idle time at
+    /// least this long refills the bucket without a multiplication that could overflow.
+    pub fill_ns: u64,
+}
+const _: () = assert!(size_of::<GuardConfig>() == 24);
+
+/// Key of [`crate::maps::SYN_BUCKETS_MAP`]: a source address, IPv4 as IPv4-mapped IPv6
+/// (`::ffff:a.b.c.d`), network byte order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct SynSource {
+    pub addr: [u8; 16],
+}
+const _: () = assert!(size_of::<SynSource>() == 16);
+
+/// Value of [`crate::maps::SYN_BUCKETS_MAP`]: the units left at `last_ns`
+/// (`bpf_ktime_get_ns`). A source's first SYN finds a full bucket.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct SynBucket {
+    pub tokens: u64,
+    pub last_ns: u64,
+}
+const _: () = assert!(size_of::<SynBucket>() == 16);
+
+/// Why the guard dropped a packet, or why it passed one it could not check.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum GuardReason {
+    /// Dropped: the source is in the port's deny list.
+    Denied = 1,
+    /// Dropped: the port has an allow list and the source is not in it.
+    NotAllowed = 2,
+    /// Dropped: a SYN over the source's token bucket.
+    SynRate = 3,
+    /// Passed unchecked: truncated or invalid Ethernet/VLAN/IP/TCP/UDP header.
+    Malformed = 4,
+    /// Passed unchecked: an IPv6 extension-header chain longer than the parser's bound.
+    ExtHeaders = 5,
+    /// Passed unchecked: a non-first IP fragment (no ports; its first fragment was checked).
+    Fragment = 6,
+}
+
+impl GuardReason {
+    pub const ALL: [GuardReason; 6] =
+        [Self::Denied, Self::NotAllowed, Self::SynRate, Self::Malformed, Self::ExtHeaders, Self::Fragment];
+
+    pub const fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            1 => Self::Denied,
+            2 => Self::NotAllowed,
+            3 => Self::SynRate,
+            4 => Self::Malformed,
+            5 => Self::ExtHeaders,
+            6 => Self::Fragment,
+            _ => return None,
+        })
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Denied => "denied",
+            Self::NotAllowed => "not-allowed",
+            Self::SynRate => "syn-rate",
+            Self::Malformed => "malformed",
+            Self::ExtHeaders => "ext-headers",
+            Self::Fragment => "fragment",
+        }
+    }
+
+    /// Whether packets counted under this reason were dropped (else passed).
+    pub const fn is_drop(self) -> bool {
+        matches!(self, Self::Denied | Self::NotAllowed | Self::SynRate)
+    }
+}
+
+/// Key of [`crate::maps::GUARD_COUNTERS_MAP`] (value: [`crate::stats::StatsValue`],
+/// per CPU): destination port in host byte order (0 when the packet has none) and a
+/// [`GuardReason`] as `u8`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct GuardCounterKey {
+    pub port: u16,
+    pub reason: u8,
+    pub _pad: u8,
+}
+const _: () = assert!(size_of::<GuardCounterKey>() == 4);
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: every type is repr(C), Copy, and has no implicit padding (size checks above).
+    unsafe impl aya::Pod for super::GuardPortKey {}
+    unsafe impl aya::Pod for super::GuardPort {}
+    unsafe impl aya::Pod for super::GuardNet4 {}
+    unsafe impl aya::Pod for super::GuardNet6 {}
+    unsafe impl aya::Pod for super::GuardConfig {}
+    unsafe impl aya::Pod for super::SynSource {}
+    unsafe impl aya::Pod for super::SynBucket {}
+    unsafe impl aya::Pod for super::GuardCounterKey {}
+}

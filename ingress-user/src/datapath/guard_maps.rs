@@ -1,0 +1,91 @@
+//! The XDP guard's maps (aya): written once from the entries [`super::guard`]
+//! computes, and its counters read back for `/stats`, `ingress stats` and `/metrics`.
+
+use aya::Ebpf;
+use aya::maps::lpm_trie::Key;
+use aya::maps::{Array, HashMap, LpmTrie, MapData, PerCpuHashMap, PerCpuValues};
+use ingress_common::guard::{
+    GUARD_RULE, GuardConfig, GuardCounterKey, GuardNet4, GuardNet6, GuardPort, GuardPortKey, GuardReason,
+};
+use ingress_common::maps::{
+    GUARD_ALLOW4_MAP, GUARD_ALLOW6_MAP, GUARD_CONFIG_MAP, GUARD_COUNTERS_MAP, GUARD_DENY4_MAP, GUARD_DENY6_MAP,
+    GUARD_PORTS_MAP,
+};
+use ingress_common::stats::{OVERFLOW_PORT, StatsValue};
+
+use super::EbpfError;
+use super::guard::{GuardEntries, guard_counters};
+use super::loader::take_map;
+use crate::telemetry::GuardCounter;
+
+pub struct GuardMaps {
+    ports: HashMap<MapData, GuardPortKey, GuardPort>,
+    deny4: LpmTrie<MapData, GuardNet4, u32>,
+    deny6: LpmTrie<MapData, GuardNet6, u32>,
+    allow4: LpmTrie<MapData, GuardNet4, u32>,
+    allow6: LpmTrie<MapData, GuardNet6, u32>,
+    config: Array<MapData, GuardConfig>,
+    counters: PerCpuHashMap<MapData, GuardCounterKey, StatsValue>,
+}
+
+fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> EbpfError {
+    move |source| EbpfError::Map { map, source }
+}
+
+impl GuardMaps {
+    /// Takes the guard's maps out of the loaded object and creates the counters'
+    /// overflow keys.
+    pub fn take(ebpf: &mut Ebpf) -> Result<Self, EbpfError> {
+        let mut maps = Self {
+            ports: take_map(ebpf, GUARD_PORTS_MAP)?,
+            deny4: take_map(ebpf, GUARD_DENY4_MAP)?,
+            deny6: take_map(ebpf, GUARD_DENY6_MAP)?,
+            allow4: take_map(ebpf, GUARD_ALLOW4_MAP)?,
+            allow6: take_map(ebpf, GUARD_ALLOW6_MAP)?,
+            config: take_map(ebpf, GUARD_CONFIG_MAP)?,
+            counters: take_map(ebpf, GUARD_COUNTERS_MAP)?,
+        };
+        let ncpu = aya::util::nr_cpus().map_err(|(_, e)| EbpfError::Cpus(e))?;
+        for r in GuardReason::ALL {
+            let key = GuardCounterKey { port: OVERFLOW_PORT, reason: r as u8, _pad: 0 };
+            let zero = PerCpuValues::try_from(vec![StatsValue::default(); ncpu]).map_err(EbpfError::Cpus)?;
+            maps.counters.insert(key, zero, 0).map_err(map_err(GUARD_COUNTERS_MAP))?;
+        }
+        Ok(maps)
+    }
+
+    /// Writes `e`: the rules and the SYN configuration first, the ports last, so a
+    /// port's checks are switched on only once its lists are complete (an allow list
+    /// switched on half-written would refuse sources it admits).
+    pub fn program(&mut self, e: &GuardEntries) -> Result<(), EbpfError> {
+        for (len, net) in &e.deny4 {
+            self.deny4.insert(&Key::new(*len, *net), GUARD_RULE, 0).map_err(map_err(GUARD_DENY4_MAP))?;
+        }
+        for (len, net) in &e.deny6 {
+            self.deny6.insert(&Key::new(*len, *net), GUARD_RULE, 0).map_err(map_err(GUARD_DENY6_MAP))?;
+        }
+        for (len, net) in &e.allow4 {
+            self.allow4.insert(&Key::new(*len, *net), GUARD_RULE, 0).map_err(map_err(GUARD_ALLOW4_MAP))?;
+        }
+        for (len, net) in &e.allow6 {
+            self.allow6.insert(&Key::new(*len, *net), GUARD_RULE, 0).map_err(map_err(GUARD_ALLOW6_MAP))?;
+        }
+        self.config.set(0, e.config, 0).map_err(map_err(GUARD_CONFIG_MAP))?;
+        for (port, flags) in &e.ports {
+            let key = GuardPortKey { port: *port, _pad: 0 };
+            self.ports.insert(key, GuardPort { flags: *flags }, 0).map_err(map_err(GUARD_PORTS_MAP))?;
+        }
+        Ok(())
+    }
+
+    /// The counters, summed over CPUs.
+    pub fn read(&self) -> Result<Vec<GuardCounter>, EbpfError> {
+        let mut entries = Vec::new();
+        for item in self.counters.iter() {
+            let (k, per_cpu) = item.map_err(map_err(GUARD_COUNTERS_MAP))?;
+            let (p, b) = per_cpu.iter().fold((0, 0), |(p, b), v| (p + v.packets, b + v.bytes));
+            entries.push((k, p, b));
+        }
+        Ok(guard_counters(entries))
+    }
+}
