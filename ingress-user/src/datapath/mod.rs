@@ -9,6 +9,12 @@ pub mod maps;
 pub mod splice;
 pub mod translate;
 
+// host routes and mounts (`--pod-route`, `--cgroup`)
+pub mod mounts;
+pub mod pod_routes;
+pub mod route_sync;
+pub mod routes;
+
 pub use loader::{Dataplane, load, load_from};
 pub use maps::{Splicer, StatsMap};
 pub use splice::Joiner;
