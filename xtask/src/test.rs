@@ -100,6 +100,8 @@ const TIERS: &[Tier] = &[
             &["test", "-p", "ingress-tests", "--test", "impaired", "--", "--test-threads=1"],
             // the forwarding scenarios of the unit tier again, in the topology
             &["test", "-p", "ingress-tests", "--test", "scenarios_topology", "--", "--test-threads=1"],
+            // `ingress check`, --pod-route and the removal of only our routes (chk* namespaces)
+            &["test", "-p", "ingress-tests", "--test", "netns_check", "--", "--test-threads=1"],
         ],
     },
 ];

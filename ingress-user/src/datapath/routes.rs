@@ -44,7 +44,9 @@ fn errno(e: &rtnetlink::Error) -> Option<i32> {
 fn hint(e: &rtnetlink::Error) -> &'static str {
     match errno(e) {
         Some(libc::EPERM) => " (needs CAP_NET_ADMIN)",
-        Some(libc::ENETUNREACH) => " (the gateway is not on a directly connected network of this host)",
+        Some(libc::ENETUNREACH | libc::EINVAL) => {
+            " (is the gateway on a directly connected network of this host, of the same IP family?)"
+        }
         Some(libc::EEXIST) => " (a route to that destination exists already)",
         _ => "",
     }
