@@ -42,6 +42,8 @@ pub fn main(cli: Cli) -> Result<()> {
             allow,
             syn_rate,
             syn_burst,
+            cgroup,
+            pod_route,
         } => {
             let guard = GuardRules::from_flags(deny, allow, syn_rate, syn_burst)?;
             let source = match manifests {
@@ -59,7 +61,8 @@ pub fn main(cli: Cli) -> Result<()> {
             };
             let drain = Duration::from_secs(drain_timeout);
             let l4 = L4Args { mappings: l4, reply_ifaces: l4_reply_interface };
-            rt.block_on(serve(source, listen, interface, dataplane, admin, config, drain, l4, guard))
+            let host = HostSetup { cgroup, pod_routes: pod_route };
+            rt.block_on(serve(source, listen, interface, dataplane, admin, config, drain, l4, guard, host))
         }
         Cmd::Stats { admin, json } => {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -68,6 +71,34 @@ pub fn main(cli: Cli) -> Result<()> {
             } else {
                 let s: StatsView = rt.block_on(admin::client::get_json(admin, "/stats"))?;
                 print!("{}", format_table(&s));
+            }
+            Ok(())
+        }
+        Cmd::Check { interface, pin_path, json } => {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let report = rt.block_on(crate::check::check(interface.as_deref(), &pin_path));
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", crate::check::report::format_table(&report));
+            }
+            if !report.blockers.is_empty() {
+                bail!("not ready: {} blocker(s): {}", report.blockers.len(), report.blockers.join(", "));
+            }
+            Ok(())
+        }
+        Cmd::Detach { pin_path, interface, cgroup } => {
+            // LEAD: the pin part's detach (programs, links, pins under --pin-path, the
+            // cgroup hooks, XDP/tc on --interface) goes here beside the routes.
+            let _ = (&pin_path, &interface);
+            if let Some(dir) = cgroup.as_deref() {
+                datapath::mounts::cgroup_dir(Some(dir))?;
+            }
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let removed = rt.block_on(datapath::routes::remove_our_routes())?;
+            for r in &removed {
+                let via = r.via.map(|v| format!(" via {v}")).unwrap_or_default();
+                println!("removed route {}{via} (protocol {})", r.cidr, r.protocol);
             }
             Ok(())
         }
@@ -125,6 +156,12 @@ async fn return_freed_memory() {
     }
 }
 
+/// Host-side setup of `run`: the cgroup for the connect hooks, the host routes.
+struct HostSetup {
+    cgroup: Option<PathBuf>,
+    pod_routes: Vec<datapath::pod_routes::PodRoute>,
+}
+
 enum Source {
     Manifests(PathBuf),
     Kubernetes { kubeconfig: Option<PathBuf>, write_status: bool },
@@ -147,6 +184,7 @@ async fn serve(
     drain: Duration,
     l4: L4Args,
     guard: GuardRules,
+    host: HostSetup,
 ) -> Result<()> {
     let mode = dataplane.unwrap_or(if interface.is_some() { DataplaneMode::Ebpf } else { DataplaneMode::Userspace });
     let l7_ports: Vec<u16> = listen.iter().map(|m| m.addr.port()).collect();
@@ -157,6 +195,7 @@ async fn serve(
         );
     }
     let table = routing::TableHandle::default();
+    let mut node_client = None;
     let publisher = match source {
         Source::Manifests(dir) => {
             // Start-up needs a valid set: there is no last good table to fall back on yet.
@@ -178,6 +217,7 @@ async fn serve(
             let client = k8s::client(kubeconfig.as_deref()).await.map_err(|e| {
                 anyhow::anyhow!("cannot build a Kubernetes client: {e} (use --kubeconfig FILE or --manifests DIR)")
             })?;
+            node_client = Some(client.clone());
             let publisher = Publisher::new(table.clone(), listen.clone(), "Kubernetes".into());
             let p = publisher.clone();
             tokio::spawn(async move {
@@ -236,6 +276,26 @@ async fn serve(
             ("ebpf", xdp, Some(Mutex::new(stats)))
         }
     };
+
+    // --cgroup: an explicit directory must be a cgroup v2 one; the default is looked up.
+    // LEAD: hand `_cgroup` to the connect hooks.
+    let _cgroup = match (mode, host.cgroup.as_deref()) {
+        (_, Some(dir)) => Some(datapath::mounts::cgroup_dir(Some(dir))?),
+        (DataplaneMode::Ebpf, None) => match datapath::mounts::cgroup_dir(None) {
+            Ok(dir) => Some(dir),
+            Err(e) => {
+                tracing::warn!(error = %e, "no cgroup for the connect hooks");
+                None
+            }
+        },
+        (DataplaneMode::Userspace, None) => None,
+    };
+    // Host routes: --pod-route, else the Nodes' pod CIDRs (Kubernetes source, eBPF).
+    if !host.pod_routes.is_empty() {
+        datapath::route_sync::install_flags(&host.pod_routes).await?;
+    } else if let (Some(client), DataplaneMode::Ebpf) = (node_client, mode) {
+        tokio::spawn(datapath::route_sync::follow_nodes(client));
+    }
 
     let proxy = Proxy::new(config, table.clone(), joiner);
     for (i, m) in listen.iter().enumerate() {

@@ -102,6 +102,15 @@ pub enum Cmd {
         /// one). Default: the --syn-rate (one second of SYNs); 0 = off.
         #[arg(long, value_name = "N")]
         syn_burst: Option<u64>,
+        /// cgroup v2 directory the connect hooks for local clients attach to (default: the
+        /// cgroup v2 mount in /proc/mounts, /sys/fs/cgroup/unified on hybrid hosts).
+        #[arg(long, value_name = "PATH")]
+        cgroup: Option<PathBuf>,
+        /// CIDR=VIA; repeatable. Host route to a pod CIDR via its node, installed over
+        /// netlink (protocol 207) and removed by `ingress detach`. Given, it replaces the
+        /// routes from Node objects (Kubernetes source).
+        #[arg(long, value_name = "CIDR=VIA")]
+        pod_route: Vec<crate::datapath::pod_routes::PodRoute>,
     },
     /// Print the XDP and proxy counters of a running agent.
     Stats {
@@ -117,6 +126,29 @@ pub enum Cmd {
         admin: SocketAddr,
         #[arg(long)]
         json: bool,
+    },
+    /// Preflight: kernel, BTF, bpffs, cgroup v2, capabilities, XDP mode, TCX, sockmap,
+    /// pinned state. Exits non-zero when anything is a blocker.
+    Check {
+        /// The VM's NIC (default: the interface of the IPv4 default route).
+        #[arg(long, value_name = "IFACE")]
+        interface: Option<String>,
+        /// Where the agent pins its maps and links.
+        #[arg(long, value_name = "DIR", default_value = crate::check::DEFAULT_PIN_PATH)]
+        pin_path: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove every program, link, map and route the agent attached or pinned.
+    Detach {
+        #[arg(long, value_name = "DIR", default_value = crate::check::DEFAULT_PIN_PATH)]
+        pin_path: PathBuf,
+        #[arg(long, value_name = "IFACE")]
+        interface: Option<String>,
+        /// cgroup v2 directory the connect hooks were attached to (default as for `run`).
+        #[arg(long, value_name = "PATH")]
+        cgroup: Option<PathBuf>,
     },
 }
 

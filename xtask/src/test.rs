@@ -108,6 +108,8 @@ const TIERS: &[Tier] = &[
             &["test", "-p", "ingress-tests", "--test", "scenarios_topology", "--", "--test-threads=1"],
             // L4 forwarding through the NIC to a fixed target and a two-endpoint Service
             &["test", "-p", "ingress-tests", "--test", "netns_l4", "--", "--test-threads=1"],
+            // `ingress check`, --pod-route and the removal of only our routes (chk* namespaces)
+            &["test", "-p", "ingress-tests", "--test", "netns_check", "--", "--test-threads=1"],
         ],
     },
 ];

@@ -21,7 +21,7 @@ pub(crate) fn generic_reason(interface: &str, error: &str) -> String {
 
 /// The driver of a network interface (`ethtool -i`: SIOCETHTOOL, ETHTOOL_GDRVINFO).
 /// By hand: one ioctl; the ethtool crates pull in netlink stacks for this one field.
-fn interface_driver(interface: &str) -> Option<String> {
+pub(crate) fn interface_driver(interface: &str) -> Option<String> {
     #[repr(C)]
     struct DrvInfo {
         cmd: u32,

@@ -19,6 +19,12 @@ pub mod l4_maps;
 pub mod maglev;
 
 pub use guard_maps::GuardMaps;
+// host routes and mounts (`--pod-route`, `--cgroup`)
+pub mod mounts;
+pub mod pod_routes;
+pub mod route_sync;
+pub mod routes;
+
 pub use loader::{Dataplane, load, load_from};
 pub use maps::{Splicer, StatsMap};
 pub use splice::Joiner;

@@ -15,6 +15,7 @@ use tokio::sync::Notify;
 use super::publish::Publisher;
 
 pub mod client;
+pub mod nodes;
 pub mod status;
 pub mod watch;
 
