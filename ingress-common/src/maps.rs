@@ -27,3 +27,16 @@ pub const SPLICE_STATS_MAP: &str = "SPLICE_STATS";
 pub const SPLICE_MAX_ENTRIES: u32 = 65536;
 /// Name of the sk_skb stream-verdict program.
 pub const SPLICE_PROGRAM: &str = "splice_verdict";
+
+/// Maps pinned under the agent's `--pin-path` (one file per map, named after the
+/// map) so that they outlive the agent: a restarted agent adopts them (counters,
+/// and later flows, carry on) once their definitions match the object's. Append the
+/// name of every map whose state must survive a restart (L4 services, Maglev,
+/// endpoints, conntrack, NAT, counters; guard LPM tries, SYN buckets, drop counters).
+/// Never the splice maps: they hold sockets that die with the agent.
+pub const PINNED_MAPS: &[&str] = &[XDP_STATS_MAP];
+
+/// Every program the agent attaches (names as in the object; the kernel keeps the
+/// first 15 bytes): `ingress detach --interface/--cgroup` removes the attachments of
+/// these programs, and only of these. Append every tc / cgroup program.
+pub const ATTACHED_PROGRAMS: &[&str] = &[XDP_PROGRAM];

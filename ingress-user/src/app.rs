@@ -35,6 +35,7 @@ pub fn main(cli: Cli) -> Result<()> {
             head_timeout,
             forwarded_headers,
             request_id,
+            pin_path,
         } => {
             let source = match manifests {
                 Some(dir) => Source::Manifests(dir),
@@ -50,7 +51,15 @@ pub fn main(cli: Cli) -> Result<()> {
                 request_ids: request_id,
             };
             let drain = Duration::from_secs(drain_timeout);
-            rt.block_on(serve(source, listen, interface, dataplane, admin, config, drain))
+            rt.block_on(serve(source, listen, interface, dataplane, admin, config, drain, pin_path))
+        }
+        Cmd::Detach { pin_path, interface, cgroup } => {
+            let report = datapath::detach::detach(&pin_path, interface.as_deref(), cgroup.as_deref())?;
+            print!("{}", report.render());
+            if !report.failed.is_empty() {
+                bail!("ingress detach could not remove everything (see FAILED lines above)");
+            }
+            Ok(())
         }
         Cmd::Stats { admin, json } => {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -129,6 +138,7 @@ async fn serve(
     admin_addr: SocketAddr,
     config: ProxyConfig,
     drain: Duration,
+    pin_path: PathBuf,
 ) -> Result<()> {
     let mode = dataplane.unwrap_or(if interface.is_some() { DataplaneMode::Ebpf } else { DataplaneMode::Userspace });
     let table = routing::TableHandle::default();
@@ -174,7 +184,7 @@ async fn serve(
                     "--dataplane ebpf needs --interface IFACE (the VM's NIC); use --dataplane userspace to run without eBPF"
                 );
             };
-            let mut d = datapath::load()?;
+            let mut d = datapath::load_pinned(datapath::Pins::open(&pin_path)?)?;
             d.attach_xdp(iface)?;
             match d.load_splicer() {
                 Ok(s) => joiner = Joiner::new(Some(s)),

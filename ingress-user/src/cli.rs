@@ -73,6 +73,22 @@ pub enum Cmd {
         /// On SIGTERM/SIGINT: how long in-flight requests may take to finish.
         #[arg(long, value_name = "SECONDS", default_value_t = 10)]
         drain_timeout: u64,
+        /// bpffs directory where maps and links are pinned so the data path outlives
+        /// the agent (ebpf dataplane); a restarted agent adopts compatible pins.
+        #[arg(long, value_name = "DIR", default_value = crate::datapath::pinning::DEFAULT_PIN_PATH)]
+        pin_path: PathBuf,
+    },
+    /// Remove every program, link, map and route the agent attached or pinned.
+    Detach {
+        /// The agent's --pin-path.
+        #[arg(long, value_name = "DIR", default_value = crate::datapath::pinning::DEFAULT_PIN_PATH)]
+        pin_path: PathBuf,
+        /// Also remove attachments of our programs on this interface that no pin holds.
+        #[arg(long, value_name = "IFACE")]
+        interface: Option<String>,
+        /// Also remove attachments of our programs on this cgroup v2 directory.
+        #[arg(long, value_name = "PATH")]
+        cgroup: Option<PathBuf>,
     },
     /// Print the XDP and proxy counters of a running agent.
     Stats {

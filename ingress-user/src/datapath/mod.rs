@@ -9,8 +9,17 @@ pub mod maps;
 pub mod splice;
 pub mod translate;
 
+// Pinned state: rules (pure), bpffs and pins, links across restarts, `ingress detach`.
+mod adopt;
+pub mod bpf_links;
+pub mod detach;
+pub mod pinning;
+pub mod pins;
+
 pub use loader::{Dataplane, load, load_from};
+pub use loader::{load_pinned, load_with};
 pub use maps::{Splicer, StatsMap};
+pub use pins::Pins;
 pub use splice::Joiner;
 
 /// The eBPF object built by `cargo xtask build`, if this binary embeds one.
@@ -45,6 +54,13 @@ pub enum EbpfError {
     Logger(String),
     #[error("eBPF map {map}: {source}")]
     Map { map: &'static str, source: aya::maps::MapError },
+    #[error(transparent)]
+    Pin(#[from] pins::PinError),
+    #[error(
+        "cannot put the XDP program into the link pinned for {interface} under {dir}: {source}; remove the pinned state with `ingress detach --pin-path {dir} --interface {interface}`",
+        dir = dir.display()
+    )]
+    Adopt { interface: String, dir: std::path::PathBuf, source: aya::programs::ProgramError },
 }
 
 #[cfg(test)]
