@@ -88,3 +88,42 @@ pub const SYN_BUCKETS_MAX_ENTRIES: u32 = 65536;
 pub const GUARD_COUNTERS_MAP: &str = "GUARD_COUNTERS";
 /// Distinct (port, reason) keys; once full, [`crate::stats::OVERFLOW_PORT`] counts them.
 pub const GUARD_COUNTERS_MAX_ENTRIES: u32 = 4096;
+
+/// Maps pinned under the agent's `--pin-path` (one file per map, named after the
+/// map) so that they outlive the agent: a restarted agent adopts them (counters,
+/// and later flows, carry on) once their definitions match the object's. Append the
+/// name of every map whose state must survive a restart. Never the splice maps: they
+/// hold sockets that die with the agent.
+pub const PINNED_MAPS: &[&str] = &[
+    XDP_STATS_MAP,
+    // L4 forwarding: services, Maglev rows, endpoints, flows, counters
+    L4_SERVICES_MAP,
+    L4_MAGLEV_MAP,
+    L4_ENDPOINTS_MAP,
+    L4_CT_MAP,
+    L4_STATS_MAP,
+    // what each local client's socket dialled (getpeername after a restart)
+    L4_LOCAL_MAP,
+    // the guard: rules, SYN buckets, drop counters
+    GUARD_PORTS_MAP,
+    GUARD_DENY4_MAP,
+    GUARD_DENY6_MAP,
+    GUARD_ALLOW4_MAP,
+    GUARD_ALLOW6_MAP,
+    GUARD_CONFIG_MAP,
+    SYN_BUCKETS_MAP,
+    GUARD_COUNTERS_MAP,
+];
+
+/// Every program the agent attaches (names as in the object; the kernel keeps the
+/// first 15 bytes): `ingress detach --interface/--cgroup` removes the attachments of
+/// these programs, and only of these. Append every tc / cgroup program.
+pub const ATTACHED_PROGRAMS: &[&str] = &[
+    XDP_PROGRAM,
+    L4_NIC_PROGRAM,
+    L4_REPLY_PROGRAM,
+    L4_CONNECT4_PROGRAM,
+    L4_CONNECT6_PROGRAM,
+    L4_GETPEERNAME4_PROGRAM,
+    L4_GETPEERNAME6_PROGRAM,
+];

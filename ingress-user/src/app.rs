@@ -44,6 +44,7 @@ pub fn main(cli: Cli) -> Result<()> {
             syn_burst,
             cgroup,
             pod_route,
+            pin_path,
         } => {
             let guard = GuardRules::from_flags(deny, allow, syn_rate, syn_burst)?;
             let source = match manifests {
@@ -61,8 +62,21 @@ pub fn main(cli: Cli) -> Result<()> {
             };
             let drain = Duration::from_secs(drain_timeout);
             let l4 = L4Args { mappings: l4, reply_ifaces: l4_reply_interface };
-            let host = HostSetup { cgroup, pod_routes: pod_route };
+            let host = HostSetup { cgroup, pod_routes: pod_route, pin_path };
             rt.block_on(serve(source, listen, interface, dataplane, admin, config, drain, l4, guard, host))
+        }
+        Cmd::Detach { pin_path, interface, cgroup } => {
+            // the hooks' cgroup: the one given, else the default `run` attaches to
+            let cgroup = match cgroup {
+                Some(dir) => Some(datapath::mounts::cgroup_dir(Some(&dir))?),
+                None => datapath::mounts::cgroup_dir(None).ok(),
+            };
+            let report = datapath::detach::detach(&pin_path, interface.as_deref(), cgroup.as_deref())?;
+            print!("{}", report.render());
+            if !report.failed.is_empty() {
+                bail!("ingress detach could not remove everything (see FAILED lines above)");
+            }
+            Ok(())
         }
         Cmd::Stats { admin, json } => {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -84,21 +98,6 @@ pub fn main(cli: Cli) -> Result<()> {
             }
             if !report.blockers.is_empty() {
                 bail!("not ready: {} blocker(s): {}", report.blockers.len(), report.blockers.join(", "));
-            }
-            Ok(())
-        }
-        Cmd::Detach { pin_path, interface, cgroup } => {
-            // LEAD: the pin part's detach (programs, links, pins under --pin-path, the
-            // cgroup hooks, XDP/tc on --interface) goes here beside the routes.
-            let _ = (&pin_path, &interface);
-            if let Some(dir) = cgroup.as_deref() {
-                datapath::mounts::cgroup_dir(Some(dir))?;
-            }
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            let removed = rt.block_on(datapath::routes::remove_our_routes())?;
-            for r in &removed {
-                let via = r.via.map(|v| format!(" via {v}")).unwrap_or_default();
-                println!("removed route {}{via} (protocol {})", r.cidr, r.protocol);
             }
             Ok(())
         }
@@ -160,6 +159,7 @@ async fn return_freed_memory() {
 struct HostSetup {
     cgroup: Option<PathBuf>,
     pod_routes: Vec<datapath::pod_routes::PodRoute>,
+    pin_path: PathBuf,
 }
 
 enum Source {
@@ -229,6 +229,19 @@ async fn serve(
         }
     };
 
+    // --cgroup: an explicit directory must be a cgroup v2 one; the default is looked up.
+    // The connect hooks for local clients attach there (with --l4).
+    let cgroup = match (mode, host.cgroup.as_deref()) {
+        (_, Some(dir)) => Some(datapath::mounts::cgroup_dir(Some(dir))?),
+        (DataplaneMode::Ebpf, None) => match datapath::mounts::cgroup_dir(None) {
+            Ok(dir) => Some(dir),
+            Err(e) => {
+                tracing::warn!(error = %e, "no cgroup for the connect hooks");
+                None
+            }
+        },
+        (DataplaneMode::Userspace, None) => None,
+    };
     let mut joiner = Joiner::new(None);
     let mut programs = None;
     let mut l4_runtime = None;
@@ -244,7 +257,7 @@ async fn serve(
                     "--dataplane ebpf needs --interface IFACE (the VM's NIC); use --dataplane userspace to run without eBPF"
                 );
             };
-            let mut d = datapath::load()?;
+            let mut d = datapath::load_pinned(datapath::Pins::open(&host.pin_path)?)?;
             // The guard's rules are in its maps before XDP sees the first packet.
             // every L7 listen port and every L4 port
             let guarded_ports = datapath::guard::guarded_ports(
@@ -266,7 +279,7 @@ async fn serve(
                 tracing::warn!(error = %e, "eBPF log records will not be shown");
             }
             if !l4.mappings.is_empty() {
-                l4_runtime = Some(l4_start(&mut d, iface, &l4, &publisher)?);
+                l4_runtime = Some(l4_start(&mut d, iface, &l4, &publisher, cgroup.as_deref())?);
             }
             let xdp = d.xdp.clone();
             let datapath::Dataplane { ebpf, stats, guard: g, .. } = d;
@@ -277,19 +290,6 @@ async fn serve(
         }
     };
 
-    // --cgroup: an explicit directory must be a cgroup v2 one; the default is looked up.
-    // LEAD: hand `_cgroup` to the connect hooks.
-    let _cgroup = match (mode, host.cgroup.as_deref()) {
-        (_, Some(dir)) => Some(datapath::mounts::cgroup_dir(Some(dir))?),
-        (DataplaneMode::Ebpf, None) => match datapath::mounts::cgroup_dir(None) {
-            Ok(dir) => Some(dir),
-            Err(e) => {
-                tracing::warn!(error = %e, "no cgroup for the connect hooks");
-                None
-            }
-        },
-        (DataplaneMode::Userspace, None) => None,
-    };
     // Host routes: --pod-route, else the Nodes' pod CIDRs (Kubernetes source, eBPF).
     if !host.pod_routes.is_empty() {
         datapath::route_sync::install_flags(&host.pod_routes).await?;
@@ -339,9 +339,10 @@ fn l4_start(
     nic: &str,
     l4: &L4Args,
     publisher: &Arc<Publisher>,
+    cgroup: Option<&std::path::Path>,
 ) -> Result<Arc<datapath::l4_maps::L4Runtime>> {
     use datapath::l4_maps::{L4Runtime, forwarding_enabled, interface_ipv4, reply_interfaces};
-    let frontends = interface_ipv4(nic).with_context(|| format!("reading the addresses of {nic}"))?;
+    let mut frontends = interface_ipv4(nic).with_context(|| format!("reading the addresses of {nic}"))?;
     if frontends.is_empty() {
         bail!("--l4: interface {nic} has no IPv4 address to forward from");
     }
@@ -367,6 +368,16 @@ fn l4_start(
         }
     }
     let maps = d.attach_l4(nic, &reply_ifaces)?;
+    // Local clients: processes in `cgroup` dialling a VM address, 127.0.0.1 or 0.0.0.0
+    // on an L4 port are connected straight to the target (the NIC program never sees
+    // loopback or 0.0.0.0, so those frontends are the hooks' alone).
+    match cgroup {
+        Some(dir) => {
+            d.attach_cgroup_hooks(dir)?;
+            frontends.extend([std::net::Ipv4Addr::LOCALHOST, std::net::Ipv4Addr::UNSPECIFIED]);
+        }
+        None => tracing::warn!("no cgroup v2 for the connect hooks: clients on this host do not reach the L4 ports"),
+    }
     tracing::info!(mode = maps.tc_mode, nic, reply = ?reply_ifaces, frontends = ?frontends, "L4 forwarding attached");
     let rt = Arc::new(L4Runtime::new(maps, l4.mappings.clone(), frontends, reply_ifaces));
     let hook = rt.clone();

@@ -111,6 +111,23 @@ pub enum Cmd {
         /// routes from Node objects (Kubernetes source).
         #[arg(long, value_name = "CIDR=VIA")]
         pod_route: Vec<crate::datapath::pod_routes::PodRoute>,
+        /// bpffs directory where maps and links are pinned so the data path outlives
+        /// the agent (ebpf dataplane); a restarted agent adopts compatible pins.
+        #[arg(long, value_name = "DIR", default_value = crate::datapath::pinning::DEFAULT_PIN_PATH)]
+        pin_path: PathBuf,
+    },
+    /// Remove every program, link, map and route the agent attached or pinned.
+    Detach {
+        /// The agent's --pin-path.
+        #[arg(long, value_name = "DIR", default_value = crate::datapath::pinning::DEFAULT_PIN_PATH)]
+        pin_path: PathBuf,
+        /// Also remove attachments of our programs on this interface that no pin holds.
+        #[arg(long, value_name = "IFACE")]
+        interface: Option<String>,
+        /// Also remove attachments of our programs on this cgroup v2 directory (default:
+        /// the cgroup v2 mount, as for `run`).
+        #[arg(long, value_name = "PATH")]
+        cgroup: Option<PathBuf>,
     },
     /// Print the XDP and proxy counters of a running agent.
     Stats {
@@ -134,21 +151,11 @@ pub enum Cmd {
         #[arg(long, value_name = "IFACE")]
         interface: Option<String>,
         /// Where the agent pins its maps and links.
-        #[arg(long, value_name = "DIR", default_value = crate::check::DEFAULT_PIN_PATH)]
+        #[arg(long, value_name = "DIR", default_value = crate::datapath::pinning::DEFAULT_PIN_PATH)]
         pin_path: PathBuf,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
-    },
-    /// Remove every program, link, map and route the agent attached or pinned.
-    Detach {
-        #[arg(long, value_name = "DIR", default_value = crate::check::DEFAULT_PIN_PATH)]
-        pin_path: PathBuf,
-        #[arg(long, value_name = "IFACE")]
-        interface: Option<String>,
-        /// cgroup v2 directory the connect hooks were attached to (default as for `run`).
-        #[arg(long, value_name = "PATH")]
-        cgroup: Option<PathBuf>,
     },
 }
 

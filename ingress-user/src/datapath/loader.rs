@@ -4,6 +4,7 @@
 use aya::maps::{MapData, SockHash};
 use aya::programs::{SkSkb, Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
+use ingress_common::maps::PINNED_MAPS;
 use ingress_common::maps::{
     SPLICE_PEERS_MAP, SPLICE_PROGRAM, SPLICE_SOCKS_MAP, SPLICE_STATS_MAP, SPLICE_USER_PASS_MAP, XDP_PROGRAM,
     XDP_STATS_MAP,
@@ -13,6 +14,7 @@ use ingress_common::splice::SpliceKey;
 use super::guard_maps::GuardMaps;
 use super::interface::generic_reason;
 use super::maps::{Splicer, StatsMap};
+use super::pins::Pins;
 use super::{EbpfError, OBJECT};
 use crate::telemetry::XdpInfo;
 
@@ -23,6 +25,8 @@ pub struct Dataplane {
     pub xdp: Option<XdpInfo>,
     /// The XDP guard's rules and counters.
     pub guard: GuardMaps,
+    /// Where maps and links are pinned (None: nothing outlives the agent).
+    pub pins: Option<Pins>,
 }
 
 /// aya-log level from the `log` max level the tracing subscriber set, so disabled
@@ -66,30 +70,63 @@ pub fn load() -> Result<Dataplane, EbpfError> {
 }
 
 pub fn load_from(object: &[u8]) -> Result<Dataplane, EbpfError> {
+    load_with(object, None)
+}
+
+/// Loads the embedded object with the [`PINNED_MAPS`] pinned under `pins` (adopted
+/// when already pinned and compatible), and links pinned there on attach.
+pub fn load_pinned(pins: Pins) -> Result<Dataplane, EbpfError> {
+    let object = OBJECT.ok_or(EbpfError::NotEmbedded)?;
+    load_with(object, Some(pins))
+}
+
+/// Loads `object`; with `pins`, first refuses pinned maps that differ from the
+/// object's definitions (aya would reuse them unchecked), then adopts the others as
+/// they are (no entry reset) and pins the ones not pinned yet.
+pub fn load_with(object: &[u8], pins: Option<Pins>) -> Result<Dataplane, EbpfError> {
     raise_memlock_limit();
     let level = aya_log_level();
-    let mut ebpf = EbpfLoader::new().override_global(aya_log::LEVEL, &level, false).load(object)?;
+    let mut loader = EbpfLoader::new();
+    loader.override_global(aya_log::LEVEL, &level, false);
+    if let Some(p) = &pins {
+        let adopted = p.check_maps(object)?;
+        if !adopted.is_empty() {
+            tracing::info!(dir = %p.dir().display(), maps = ?adopted, "adopting pinned maps (their entries are kept)");
+        }
+        for name in PINNED_MAPS {
+            loader.map_pin_path(name, p.map_path(name));
+        }
+    }
+    let mut ebpf = loader.load(object)?;
     let prog: &mut Xdp = program(&mut ebpf, XDP_PROGRAM)?;
     prog.load().map_err(|source| EbpfError::Load { program: XDP_PROGRAM, source })?;
     let mut stats = StatsMap(take_map(&mut ebpf, XDP_STATS_MAP)?);
     stats.reserve_overflow_keys()?;
     let guard = GuardMaps::take(&mut ebpf)?;
-    Ok(Dataplane { ebpf, stats, xdp: None, guard })
+    Ok(Dataplane { ebpf, stats, xdp: None, guard, pins })
 }
 
 impl Dataplane {
-    /// Attaches XDP to `interface`: driver (native) mode, else generic mode with a warning.
+    /// Attaches XDP to `interface`: driver (native) mode, else generic mode with a
+    /// warning. With pins: a link pinned for `interface` by an earlier agent gets this
+    /// program atomically (BPF_LINK_UPDATE: no packet misses XDP, none sees two
+    /// programs); otherwise the new link is pinned.
     pub fn attach_xdp(&mut self, interface: &str) -> Result<(), EbpfError> {
+        if let Some(pins) = self.pins.clone() {
+            if super::adopt::adopt_xdp(self, &pins, interface)? {
+                return Ok(());
+            }
+        }
         let prog: &mut Xdp = program(&mut self.ebpf, XDP_PROGRAM)?;
         let mut why_generic = None;
-        let mode = match prog.attach(interface, XdpMode::Driver) {
-            Ok(_) => "driver",
+        let (link, mode) = match prog.attach(interface, XdpMode::Driver) {
+            Ok(link) => (link, "driver"),
             Err(driver) => match prog.attach(interface, XdpMode::Skb) {
-                Ok(_) => {
+                Ok(link) => {
                     let why = generic_reason(interface, &driver.to_string());
                     tracing::warn!(%interface, "XDP driver mode is not available; using generic (skb) mode, which is slower: {why}");
                     why_generic = Some(why);
-                    "generic"
+                    (link, "generic")
                 }
                 Err(generic) => {
                     return Err(EbpfError::Attach { interface: interface.into(), driver, generic });
@@ -98,6 +135,9 @@ impl Dataplane {
         };
         tracing::info!(%interface, mode, "XDP program attached");
         self.xdp = Some(XdpInfo { interface: interface.into(), mode: mode.into(), why_generic });
+        if let Some(pins) = self.pins.clone() {
+            super::adopt::pin_xdp(self, &pins, interface, link, mode)?;
+        }
         Ok(())
     }
 

@@ -26,13 +26,20 @@ impl StatsMap {
         Ok(xdp_counters(entries))
     }
 
-    /// Creates the overflow keys the program counts into once the map is full.
+    /// Creates the overflow keys the program counts into once the map is full; keys
+    /// already there (a pinned map adopted from an earlier agent) keep their counts.
     pub(super) fn reserve_overflow_keys(&mut self) -> Result<(), EbpfError> {
+        /// BPF_NOEXIST (linux/bpf.h): insert only if absent.
+        const NOEXIST: u64 = 1;
         let ncpu = aya::util::nr_cpus().map_err(|(_, e)| EbpfError::Cpus(e))?;
         for p in [proto::NONE, proto::TCP, proto::UDP, proto::ICMP, proto::ICMPV6] {
             let key = StatsKey { dst_port: OVERFLOW_PORT, proto: p, verdict: Verdict::Pass as u8 };
             let zero = PerCpuValues::try_from(vec![StatsValue::default(); ncpu]).map_err(EbpfError::Cpus)?;
-            self.0.insert(key, zero, 0).map_err(|source| EbpfError::Map { map: XDP_STATS_MAP, source })?;
+            match self.0.insert(key, zero, NOEXIST) {
+                Ok(()) => {}
+                Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => {}
+                Err(source) => return Err(EbpfError::Map { map: XDP_STATS_MAP, source }),
+            }
         }
         Ok(())
     }

@@ -24,9 +24,17 @@ pub mod mounts;
 pub mod pod_routes;
 pub mod route_sync;
 pub mod routes;
+// Pinned state: rules (pure), bpffs and pins, links across restarts, `ingress detach`.
+mod adopt;
+pub mod bpf_links;
+pub mod detach;
+pub mod pinning;
+pub mod pins;
 
 pub use loader::{Dataplane, load, load_from};
+pub use loader::{load_pinned, load_with};
 pub use maps::{Splicer, StatsMap};
+pub use pins::Pins;
 pub use splice::Joiner;
 
 /// The eBPF object built by `cargo xtask build`, if this binary embeds one.
@@ -71,6 +79,13 @@ pub enum EbpfError {
         "cannot attach tc program {program} to the ingress of {interface} (needs TCX, kernel >= 6.6, or clsact/cls_bpf, and CAP_NET_ADMIN; check that the interface exists): {source}"
     )]
     TcAttach { program: &'static str, interface: String, source: aya::programs::ProgramError },
+    #[error(transparent)]
+    Pin(#[from] pins::PinError),
+    #[error(
+        "cannot put the XDP program into the link pinned for {interface} under {dir}: {source}; remove the pinned state with `ingress detach --pin-path {dir} --interface {interface}`",
+        dir = dir.display()
+    )]
+    Adopt { interface: String, dir: std::path::PathBuf, source: aya::programs::ProgramError },
 }
 
 #[cfg(test)]
