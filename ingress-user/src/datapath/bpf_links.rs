@@ -139,3 +139,14 @@ pub fn links_of(programs: &[&str]) -> io::Result<Vec<(OwnedFd, LinkFacts, String
     }
     Ok(out)
 }
+
+/// BPF_LINK_UPDATE: puts program `prog` into link `link` atomically (the kernel runs
+/// either the old or the new program for each packet or call, never neither). For the
+/// link kinds aya has no `attach_to_link` for (cgroup links).
+pub fn link_update(link: BorrowedFd<'_>, prog: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: all-zero is a valid bpf_attr.
+    let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
+    attr.link_update.link_fd = link.as_raw_fd() as u32;
+    attr.link_update.__bindgen_anon_1.new_prog_fd = prog.as_raw_fd() as u32;
+    sys_bpf(bpf_cmd::BPF_LINK_UPDATE, &mut attr).map(|_| ())
+}

@@ -75,7 +75,8 @@ impl Pins {
         self.dir.join(name)
     }
 
-    fn link_path(&self, kind: &str, target: &str) -> PathBuf {
+    /// Where the link `link.KIND.TARGET` is pinned.
+    pub fn link_path(&self, kind: &str, target: &str) -> PathBuf {
         self.dir.join(link_pin_name(kind, target))
     }
 
