@@ -19,7 +19,8 @@ pub struct Server {
 
 impl Server {
     pub fn start(ns: &str, addr: &str, name: &str) -> Self {
-        let l: TcpListener = in_ns(ns, || TcpListener::bind(addr)).unwrap_or_else(|e| panic!("bind {addr} in {ns}: {e}"));
+        let l: TcpListener =
+            in_ns(ns, || TcpListener::bind(addr)).unwrap_or_else(|e| panic!("bind {addr} in {ns}: {e}"));
         l.set_nonblocking(true).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let (s, name) = (stop.clone(), name.to_string());
@@ -76,7 +77,7 @@ pub fn fnv(data: &[u8]) -> u64 {
 /// every byte came back in order (hash and length compared).
 pub fn exchange(client_ns: &str, port: u16, n: usize, seed: u64, pause: Duration) -> String {
     in_ns(client_ns, || {
-        let mut c = TcpStream::connect_timeout(&format!("{VM_IP}:{port}").parse().unwrap(), Duration::from_secs(5))
+        let c = TcpStream::connect_timeout(&format!("{VM_IP}:{port}").parse().unwrap(), Duration::from_secs(5))
             .unwrap_or_else(|e| panic!("connect to {VM_IP}:{port}: {e}"));
         c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         let mut rng = fastrand::Rng::with_seed(seed);
@@ -102,4 +103,3 @@ pub fn exchange(client_ns: &str, port: u16, n: usize, seed: u64, pause: Duration
         name.trim().to_string()
     })
 }
-

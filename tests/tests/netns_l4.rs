@@ -12,8 +12,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use ingress_tests::agent::{Agent, ingress_bin};
-use ingress_tests::tcp_echo::{Server, exchange};
 use ingress_tests::netns::{in_ns, sysctl};
+use ingress_tests::tcp_echo::{Server, exchange};
 use ingress_tests::topology::{NODE_IP, PodSpec, Topology, VM_IP, VM_NIC};
 
 fn manifests(tag: &str, endpoints: &[&str]) -> PathBuf {
@@ -43,7 +43,13 @@ fn write_slice(dir: &std::path::Path, endpoints: &[&str]) {
 }
 
 fn pods(n: usize) -> Vec<PodSpec> {
-    (0..n).map(|i| PodSpec { name: format!("reg-{i}"), ip: format!("10.42.0.{}", 11 + i).parse().unwrap(), ports: vec![] }).collect()
+    (0..n)
+        .map(|i| PodSpec {
+            name: format!("reg-{i}"),
+            ip: format!("10.42.0.{}", 11 + i).parse().unwrap(),
+            ports: vec![],
+        })
+        .collect()
 }
 
 fn l4_view(agent: &Agent) -> ingress::telemetry::l4::L4View {
@@ -83,14 +89,21 @@ fn l4_ports_forward_to_a_fixed_target_and_a_two_endpoint_service() {
     assert!(by.values().all(|&n| n >= 5), "{by:?}");
     let v = l4_view(&agent);
     assert_eq!(v.tc_mode, "tcx", "this kernel has TCX: {v:?}");
-    assert!(v.attached.iter().any(|a| a == "l4_nic on eth0") && v.attached.iter().any(|a| a == "l4_reply on br-k3d"), "{v:?}");
+    assert!(
+        v.attached.iter().any(|a| a == "l4_nic on eth0") && v.attached.iter().any(|a| a == "l4_reply on br-k3d"),
+        "{v:?}"
+    );
     let api = &v.ports[0];
     assert_eq!((api.port, api.endpoints), (6550, 1));
     assert_eq!(api.flows, 5, "{api:?}");
     assert!(api.bytes > 5 * 200_000 && api.reply_bytes > 5 * 200_000, "{api:?}");
     let reg = &v.ports[1];
     assert_eq!((reg.port, reg.endpoints, reg.flows), (10082, 2, 40), "{reg:?}");
-    assert_eq!(api.fib_fallback + reg.fib_fallback, 0, "every packet redirected by the programs, none routed by the stack");
+    assert_eq!(
+        api.fib_fallback + reg.fib_fallback,
+        0,
+        "every packet redirected by the programs, none routed by the stack"
+    );
     assert!(v.conntrack_entries >= 2 * 45, "two entries per flow: {v:?}");
     // /metrics has the families
     let (_, metrics) = agent.admin_get("/metrics").unwrap();
@@ -113,8 +126,9 @@ fn endpoint_changes_under_load_keep_established_flows_and_move_new_ones() {
     }
     let topo = Topology::create_with("l4-chg", &pods(3), |_| false);
     let _api = Server::start(&topo.node_ns(), &format!("{NODE_IP}:6443"), "apiserver");
-    let _servers: Vec<Server> =
-        (0..3).map(|i| Server::start(&topo.pods[i].1, &format!("10.42.0.{}:5000", 11 + i), &format!("reg-{i}"))).collect();
+    let _servers: Vec<Server> = (0..3)
+        .map(|i| Server::start(&topo.pods[i].1, &format!("10.42.0.{}:5000", 11 + i), &format!("reg-{i}")))
+        .collect();
     let dir = manifests("chg", &["10.42.0.11", "10.42.0.12"]);
     let agent = start(&topo, &dir);
     let before = l4_view(&agent).programmed;

@@ -49,7 +49,8 @@ fn main() {
         println!("   pod {:<62} {:<12} ports {:?}  (ns {ns})", p.name, p.ip, p.ports);
     }
     let listens = openchoreo_listens(VM_IP);
-    let mut dataplane: Vec<&str> = if userspace { vec!["--dataplane", "userspace"] } else { vec!["--interface", VM_NIC] };
+    let mut dataplane: Vec<&str> =
+        if userspace { vec!["--dataplane", "userspace"] } else { vec!["--interface", VM_NIC] };
     // L4: VM 6550 -> an API-server stand-in (plain TCP) in the node namespace, in the kernel.
     let _api = (!userspace).then(|| {
         ingress_tests::netns::sysctl(&topo.vm_ns(), "net/ipv4/ip_forward", "1");
@@ -108,9 +109,12 @@ fn main() {
     }
 
     if !userspace {
-        println!("== L4: a TCP connection from the client namespace to {VM_IP}:6550 (tc DNAT to 172.18.0.2:6443, no socket on the VM)");
+        println!(
+            "== L4: a TCP connection from the client namespace to {VM_IP}:6550 (tc DNAT to 172.18.0.2:6443, no socket on the VM)"
+        );
         let client = topo.client_ns();
-        match std::panic::catch_unwind(|| ingress_tests::tcp_echo::exchange(&client, 6550, 1 << 20, 1, Duration::ZERO)) {
+        match std::panic::catch_unwind(|| ingress_tests::tcp_echo::exchange(&client, 6550, 1 << 20, 1, Duration::ZERO))
+        {
             Ok(who) => println!("   1 MiB sent and echoed back intact by {who}"),
             Err(_) => {
                 failures += 1;
