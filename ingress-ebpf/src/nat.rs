@@ -158,7 +158,9 @@ pub fn forward(ctx: &TcContext, p: &Tcp4, saddr: u32, daddr: u32, sport: u16, dp
     fib.l4_protocol = proto::TCP;
     fib.sport = sport;
     fib.dport = dport;
-    fib.__bindgen_anon_1.tot_len = p.tot_len;
+    // tot_len 0: the kernel checks the skb against the out device's MTU itself, which
+    // is right for GSO skbs too (GRO on veth makes them; their tot_len exceeds the MTU).
+    fib.__bindgen_anon_1.tot_len = 0;
     fib.ifindex = ifindex;
     fib.__bindgen_anon_2.tos = p.tos;
     fib.__bindgen_anon_3.ipv4_src = saddr;

@@ -26,6 +26,8 @@ pub mod topology;
 pub mod wrk;
 // L4 forwarding tests and demo: a named TCP echo server and its client.
 pub mod tcp_echo;
+// The benchmark's L4 mode.
+pub mod l4bench;
 
 /// The line a test that skips itself prints (and appends to the file named by
 /// [`SKIP_LOG_ENV`]), so that `cargo xtask test` counts it as skipped, not passed.

@@ -77,7 +77,7 @@ pub fn fnv(data: &[u8]) -> u64 {
 /// every byte came back in order (hash and length compared).
 pub fn exchange(client_ns: &str, port: u16, n: usize, seed: u64, pause: Duration) -> String {
     in_ns(client_ns, || {
-        let mut c = TcpStream::connect_timeout(&format!("{VM_IP}:{port}").parse().unwrap(), Duration::from_secs(5))
+        let c = TcpStream::connect_timeout(&format!("{VM_IP}:{port}").parse().unwrap(), Duration::from_secs(5))
             .unwrap_or_else(|e| panic!("connect to {VM_IP}:{port}: {e}"));
         c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         let mut rng = fastrand::Rng::with_seed(seed);

@@ -103,7 +103,18 @@ impl L4Maps {
     /// Deletes expired flows; returns how many entries went.
     pub fn sweep(&mut self, now_ns: u64) -> usize {
         let gone = sweep(&self.conntrack(), now_ns);
-        gone.iter().filter(|k| self.ct.remove(k).is_ok()).count()
+        gone.iter()
+            .filter(|k| {
+                // A packet may have refreshed the flow since the snapshot: read it again.
+                let still = match self.ct.get(k, 0) {
+                    Ok(e) => {
+                        k.dir != ingress_common::l4::CT_DIR_ORIG || ingress_common::l4::ct_expired(&e, monotonic_ns())
+                    }
+                    Err(_) => false,
+                };
+                still && self.ct.remove(k).is_ok()
+            })
+            .count()
     }
 }
 

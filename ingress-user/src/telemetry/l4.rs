@@ -57,10 +57,13 @@ pub fn format_l4(v: &L4View) -> String {
     out
 }
 
+/// A counter family: name, help, how to read it from a port's counters.
+type Family = (&'static str, &'static str, fn(&L4PortCounters) -> u64);
+
 /// Prometheus text lines for L4 forwarding (appended to `/metrics` before `# EOF`).
 pub fn prometheus_l4(v: &L4View) -> String {
     let mut out = String::new();
-    let families: [(&str, &str, fn(&L4PortCounters) -> u64); 7] = [
+    let families: [Family; 7] = [
         ("ingress_l4_flows_total", "New L4 flows (conntrack entries created)", |p| p.flows),
         ("ingress_l4_packets_total", "Client-to-endpoint packets forwarded by the L4 path", |p| p.packets),
         ("ingress_l4_bytes_total", "Client-to-endpoint bytes (IP length) forwarded", |p| p.bytes),

@@ -156,11 +156,14 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let (mut bin, mut quick, mut out) = (ingress_bin(), false, PathBuf::from("docs/bench/latest.md"));
     let mut envoy = PathBuf::from("envoy");
+    // L4 mode alone (prints its section, writes nothing): `netbench --l4-only`.
+    let mut l4_only = false;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--ingress" => bin = PathBuf::from(args.next().expect("--ingress PATH")),
             "--envoy" => envoy = PathBuf::from(args.next().expect("--envoy PATH")),
             "--quick" => quick = true,
+            "--l4-only" => l4_only = true,
             "--out" => out = PathBuf::from(args.next().expect("--out FILE")),
             "--bench" => {}
             other => panic!("netbench: unknown argument {other}"),
@@ -201,7 +204,7 @@ fn main() {
     // samples[path][workload][round]; peak RSS readings per path and round
     let mut samples = vec![vec![Vec::<Sample>::new(); WORKLOADS.len()]; PATHS.len()];
     let mut memory = vec![Memory::default(); PATHS.len()];
-    for round in 0..c.rounds {
+    for round in 0..if l4_only { 0 } else { c.rounds } {
         // a path never always runs first, nor always after the same one
         for pi in rotation(&(0..PATHS.len()).collect::<Vec<_>>(), round) {
             let path = &PATHS[pi];
@@ -292,9 +295,25 @@ fn main() {
             }
         }
     }
+    // L4 mode: the L4 path vs direct vs an nginx stream proxy, to the first nginx pod
+    let l4_md = ingress_tests::l4bench::run(
+        &topo,
+        &bin,
+        &openchoreo_dir(),
+        &openchoreo_listens(VM_IP),
+        (react.ip, 8080).into(),
+        c.secs,
+        c.rounds,
+        HOST,
+    );
     drop(nginx);
     drop(topo);
-    let (md, js) = report(&c, quick, &samples, &memory);
+    if l4_only {
+        print!("{l4_md}");
+        return;
+    }
+    let (mut md, js) = report(&c, quick, &samples, &memory);
+    md += &l4_md;
     print!("{md}");
     if let Some(dir) = out.parent() {
         let _ = std::fs::create_dir_all(dir);

@@ -1,0 +1,210 @@
+//! The benchmark's L4 mode (`cargo xtask bench`, run by `netbench`): new connections
+//! per second and bulk TCP through the L4 path (`--l4`, tc DNAT in the kernel) vs a
+//! direct connection to the pod vs an nginx stream proxy configured like k3d's
+//! serverlb, interleaved in one run (the path order rotating each round). The load is
+//! wrk from the client namespace against the nginx pod: `Connection: close` requests
+//! (a new TCP connection each) and 1 MiB responses over keep-alive connections.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::agent::Agent;
+use crate::bench::{median, paired_ratio, rotation};
+use crate::netns::in_ns;
+use crate::topology::{Topology, VM_IP, VM_NIC};
+use crate::wrk::Wrk;
+
+/// The VM ports of the L4 path and of the nginx stream proxy.
+pub const L4_PORT: u16 = 10080;
+pub const NGINX_PORT: u16 = 10081;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum L4Path {
+    L4,
+    Direct,
+    NginxStream,
+}
+
+const PATHS: [L4Path; 3] = [L4Path::L4, L4Path::Direct, L4Path::NginxStream];
+
+impl L4Path {
+    fn name(self) -> &'static str {
+        match self {
+            L4Path::L4 => "L4 (tc DNAT, conntrack, Maglev)",
+            L4Path::Direct => "direct to the pod",
+            L4Path::NginxStream => "nginx stream proxy (k3d serverlb)",
+        }
+    }
+}
+
+/// nginx as k3d's serverlb for one port, in the vm namespace; stopped by pid on drop.
+struct StreamProxy {
+    child: Child,
+    dir: std::path::PathBuf,
+}
+
+impl StreamProxy {
+    fn start(ns: &str, listen: SocketAddr, upstream: SocketAddr) -> Self {
+        let dir = std::env::temp_dir().join(format!("ingress-l4bench-nginx-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let conf = dir.join("nginx.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "load_module /usr/lib/nginx/modules/ngx_stream_module.so;\nworker_processes auto;\npid {d}/nginx.pid;\nerror_log {d}/nginx.err notice;\nevents {{\n  multi_accept on;\n  use epoll;\n  worker_connections 1024;\n}}\nstream {{\n  upstream up {{\n    server {upstream} max_fails=1 fail_timeout=10s;\n  }}\n  server {{\n    listen {listen};\n    proxy_pass up;\n    proxy_timeout 600s;\n    proxy_connect_timeout 2s;\n  }}\n}}\n",
+                d = dir.display()
+            ),
+        )
+        .unwrap();
+        use std::os::unix::process::CommandExt;
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", ns, "nginx", "-e", "stderr", "-c"])
+            .arg(&conf)
+            .args(["-g", "daemon off;"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        // SAFETY: prctl is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect("start nginx (installed by `cargo xtask bench`)");
+        let start = Instant::now();
+        while in_ns(ns, || std::net::TcpStream::connect_timeout(&listen, Duration::from_millis(200))).is_err() {
+            assert!(start.elapsed() < Duration::from_secs(10), "nginx stream proxy not listening on {listen}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        StreamProxy { child, dir }
+    }
+}
+
+impl Drop for StreamProxy {
+    fn drop(&mut self) {
+        // SAFETY: kill on our own child's pid (the master stops its workers).
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let start = Instant::now();
+        while !matches!(self.child.try_wait(), Ok(Some(_))) && start.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Runs the L4 mode on `topo` (direct path enabled, nginx serving `pod`), with the
+/// agent `bin` serving `manifests`/`listens` plus `--l4 10080=POD`; returns the
+/// Markdown section of the report.
+pub fn run(
+    topo: &Topology,
+    bin: &Path,
+    manifests: &Path,
+    listens: &[String],
+    pod: SocketAddr,
+    secs: u64,
+    rounds: usize,
+    host: &str,
+) -> String {
+    let nginx = StreamProxy::start(&topo.vm_ns(), format!("{VM_IP}:{NGINX_PORT}").parse().unwrap(), pod);
+    // [path][workload][round]: requests/s, MB/s, faults
+    let mut rps = vec![vec![Vec::new(); 2]; PATHS.len()];
+    let mut mbps = vec![vec![Vec::new(); 2]; PATHS.len()];
+    let mut faults = 0u64;
+    for round in 0..rounds {
+        for pi in rotation(&(0..PATHS.len()).collect::<Vec<_>>(), round) {
+            let path = PATHS[pi];
+            let mut agent = None;
+            let addr = match path {
+                L4Path::Direct => pod.to_string(),
+                L4Path::NginxStream => format!("{VM_IP}:{NGINX_PORT}"),
+                L4Path::L4 => {
+                    let l4 = format!("{L4_PORT}={pod}");
+                    agent = Some(Agent::start(
+                        bin,
+                        &topo.vm_ns(),
+                        manifests,
+                        listens,
+                        &["--interface", VM_NIC, "--l4", &l4],
+                    ));
+                    format!("{VM_IP}:{L4_PORT}")
+                }
+            };
+            for (wi, (conns, url_path, headers)) in
+                [(16usize, "/", vec!["Connection: close"]), (8, "/1m", vec![])].into_iter().enumerate()
+            {
+                let (load, rep) = Wrk {
+                    ns: &topo.client_ns(),
+                    url: format!("http://{addr}{url_path}"),
+                    host,
+                    connections: conns,
+                    threads: 2,
+                    duration: Duration::from_secs(secs),
+                    headers,
+                }
+                .run();
+                faults += load.errors + load.non_2xx;
+                eprintln!(
+                    "l4 round {round} {:<36} {:<22} {:>9.0} req/s {:>8.1} MB/s errors {} non-2xx {}",
+                    path.name(),
+                    if wi == 0 { "new connection/request" } else { "1 MiB responses" },
+                    load.rps(),
+                    rep.bytes_per_sec / 1e6,
+                    load.errors,
+                    load.non_2xx
+                );
+                rps[pi][wi].push(load.rps());
+                mbps[pi][wi].push(rep.bytes_per_sec / 1e6);
+            }
+            if let Some(a) = agent {
+                let s = a.stats();
+                if let Some(l4) = &s.l4 {
+                    eprintln!(
+                        "l4 round {round} L4 counters: {} flows, {} fib fallbacks",
+                        l4.ports[0].flows, l4.ports[0].fib_fallback
+                    );
+                }
+                a.stop();
+            }
+        }
+    }
+    drop(nginx);
+    let (l4, direct, nginx) = (0, 1, 2);
+    let mut md = String::new();
+    writeln!(md, "\n## L4 mode: the L4 path vs direct vs an nginx stream proxy\n").unwrap();
+    writeln!(
+        md,
+        "wrk from the client namespace to nginx in one pod, {secs} s per run, {rounds} interleaved round(s): the L4 path (`--l4 {L4_PORT}={pod}`: tc DNAT on the NIC, redirect into the bridge, reverse NAT on the bridge), a direct connection to the pod through the VM's routing, and nginx's stream proxy in the vm namespace with k3d's serverlb settings. Medians; ratios are medians of per-round ratios. Faults (socket errors + non-2xx) over the whole run: {faults}.\n"
+    )
+    .unwrap();
+    writeln!(md, "| path | new connections/s | 1 MiB responses MB/s |").unwrap();
+    writeln!(md, "|---|---:|---:|").unwrap();
+    for (pi, p) in PATHS.iter().enumerate() {
+        writeln!(md, "| {} | {:.0} | {:.1} |", p.name(), median(&rps[pi][0]).value, median(&mbps[pi][1]).value)
+            .unwrap();
+    }
+    let targets = [
+        ("L4 new connections/s vs direct", paired_ratio(&rps[l4][0], &rps[direct][0]), 0.9),
+        ("L4 new connections/s vs nginx stream proxy", paired_ratio(&rps[l4][0], &rps[nginx][0]), 2.0),
+        ("L4 bulk (1 MiB responses) vs direct", paired_ratio(&mbps[l4][1], &mbps[direct][1]), 0.95),
+    ];
+    writeln!(md, "\n| target | ratio | wanted | verdict |").unwrap();
+    writeln!(md, "|---|---:|---:|---|").unwrap();
+    for (what, r, want) in targets {
+        let verdict = if faults > 0 || !r.complete() {
+            "not judged (faults or missing samples)"
+        } else if r.value >= want {
+            "met"
+        } else {
+            "missed"
+        };
+        writeln!(md, "| {what} | {:.2}x | >= {want}x | {verdict} |", r.value).unwrap();
+    }
+    md
+}
