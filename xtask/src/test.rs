@@ -82,7 +82,11 @@ const TIERS: &[Tier] = &[
         name: "packet",
         what: "XDP program on built packets via BPF_PROG_TEST_RUN",
         needs_root: true,
-        cargo_args: &[&["test", "-p", "ingress-tests", "--test", "packet", "--", "--test-threads=1"]],
+        cargo_args: &[
+            &["test", "-p", "ingress-tests", "--test", "packet", "--", "--test-threads=1"],
+            // the XDP guard: deny/allow lists, SYN rate, malformed packets, 100,000 random ones
+            &["test", "-p", "ingress-tests", "--test", "packet_guard", "--", "--test-threads=1"],
+        ],
     },
     Tier {
         name: "kube",
@@ -96,6 +100,8 @@ const TIERS: &[Tier] = &[
         needs_root: true,
         cargo_args: &[
             &["test", "-p", "ingress-tests", "--test", "netns", "--", "--test-threads=1"],
+            // the XDP guard: a bounded SYN flood rate-limited, a denied source refused
+            &["test", "-p", "ingress-tests", "--test", "netns_guard", "--", "--test-threads=1"],
             // joined connections on links that lose, reorder and duplicate packets
             &["test", "-p", "ingress-tests", "--test", "impaired", "--", "--test-threads=1"],
             // the forwarding scenarios of the unit tier again, in the topology

@@ -30,9 +30,12 @@ impl StatsMap {
     pub(super) fn reserve_overflow_keys(&mut self) -> Result<(), EbpfError> {
         let ncpu = aya::util::nr_cpus().map_err(|(_, e)| EbpfError::Cpus(e))?;
         for p in [proto::NONE, proto::TCP, proto::UDP, proto::ICMP, proto::ICMPV6] {
-            let key = StatsKey { dst_port: OVERFLOW_PORT, proto: p, verdict: Verdict::Pass as u8 };
-            let zero = PerCpuValues::try_from(vec![StatsValue::default(); ncpu]).map_err(EbpfError::Cpus)?;
-            self.0.insert(key, zero, 0).map_err(|source| EbpfError::Map { map: XDP_STATS_MAP, source })?;
+            // the guard's drops too, so a full map loses no drop
+            for verdict in [Verdict::Pass, Verdict::Drop] {
+                let key = StatsKey { dst_port: OVERFLOW_PORT, proto: p, verdict: verdict as u8 };
+                let zero = PerCpuValues::try_from(vec![StatsValue::default(); ncpu]).map_err(EbpfError::Cpus)?;
+                self.0.insert(key, zero, 0).map_err(|source| EbpfError::Map { map: XDP_STATS_MAP, source })?;
+            }
         }
         Ok(())
     }
