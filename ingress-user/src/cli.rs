@@ -149,7 +149,7 @@ mod guard_flag_tests {
         for (args, flag, why) in [
             (["--allow", "9080=fd00::/200"], "--allow", "`/200` is not 0..=128"),
             (["--deny", "web=10.0.0.0/8"], "--deny", "PORT `web`"),
-            (["--syn-rate", "-5"], "--syn-rate", "-5"),
+            (["--syn-rate", "many"], "--syn-rate", "many"),
         ] {
             let e = run(&args).err().expect("refused").to_string();
             assert!(e.contains(flag) && e.contains(why), "{args:?}: {e}");
