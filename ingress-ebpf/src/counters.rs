@@ -5,6 +5,7 @@ use aya_ebpf::programs::XdpContext;
 use ingress_common::stats::{OVERFLOW_PORT, StatsKey, StatsValue};
 
 use ingress_common::guard::{GuardCounterKey, GuardReason};
+use ingress_common::proto;
 
 use crate::maps::{GUARD_COUNTERS, SPLICE_STATS, XDP_STATS};
 
@@ -23,9 +24,11 @@ pub fn count_packet(ctx: &XdpContext, key: StatsKey) {
     let first = StatsValue { packets: 1, bytes: len };
     if XDP_STATS.insert(&key, &first, 0).is_err() {
         // Map full: account under the overflow key of this protocol, which the agent
-        // creates at load time (so it exists even when the map fills up).
+        // creates at load time (so it exists even when the map fills up); protocols
+        // without one (the agent reserves the common ones) under that of proto 0.
         let over = StatsKey { dst_port: OVERFLOW_PORT, proto: key.proto, verdict: key.verdict };
-        if let Some(v) = XDP_STATS.get_ptr_mut(&over) {
+        let any = StatsKey { dst_port: OVERFLOW_PORT, proto: proto::NONE, verdict: key.verdict };
+        if let Some(v) = XDP_STATS.get_ptr_mut(&over).or_else(|| XDP_STATS.get_ptr_mut(&any)) {
             // SAFETY: as above.
             unsafe {
                 (*v).packets += 1;

@@ -15,6 +15,7 @@ const ETH_P_8021AD: u16 = 0x88a8;
 
 /// The L4 facts a program needs about a packet.
 #[derive(Clone, Copy)]
+#[allow(dead_code)] // see parse_l4
 pub struct L4 {
     pub proto: u8,
     pub src_port: u16,
@@ -139,11 +140,6 @@ pub enum Unparsed {
 #[inline(always)]
 fn be16_or(start: usize, end: usize, offset: usize, e: Unparsed) -> Result<u16, Unparsed> {
     be16(start, end, offset).map_err(|_| e)
-}
-
-#[inline(always)]
-fn byte_or(start: usize, end: usize, offset: usize, e: Unparsed) -> Result<u8, Unparsed> {
-    byte(start, end, offset).map_err(|_| e)
 }
 
 /// Parses Ethernet, up to two VLAN tags (802.1Q, 802.1ad QinQ), IPv4 (IHL >= 5, total

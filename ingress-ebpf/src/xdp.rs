@@ -5,7 +5,7 @@
 //! what it cannot parse (counted as malformed, too many IPv6 extension headers, or
 //! fragment). Logs new TCP connections at debug level.
 
-use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use aya_ebpf::{macros::xdp, programs::XdpContext};
 use aya_log_ebpf::debug;
 use ingress_common::guard::GuardReason;
 use ingress_common::proto;

@@ -164,3 +164,43 @@ pub enum OnOff {
     On,
     Off,
 }
+
+#[cfg(test)]
+mod guard_flag_tests {
+    use super::*;
+
+    fn run(args: &[&str]) -> Result<Cli, clap::Error> {
+        let base = ["ingress", "run", "--listen", "0.0.0.0:8080=ns/gw"];
+        Cli::try_parse_from(base.iter().chain(args))
+    }
+
+    #[test]
+    fn guard_flags_repeat_and_default_to_off() {
+        let cli =
+            run(&["--deny", "8080=10.0.0.0/8", "--allow", "9080=fd00::/8", "--deny", "8080=2001:db8::1"]).unwrap();
+        let Cmd::Run { deny, allow, syn_rate, syn_burst, .. } = cli.cmd else { panic!("run") };
+        assert_eq!(
+            deny.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            ["8080=10.0.0.0/8", "8080=2001:db8::1/128"]
+        );
+        assert_eq!(allow.len(), 1);
+        assert_eq!((syn_rate, syn_burst), (0, None), "the SYN limit is off unless asked for");
+        let Cmd::Run { syn_rate, syn_burst, .. } = run(&["--syn-rate", "100", "--syn-burst", "300"]).unwrap().cmd
+        else {
+            panic!("run")
+        };
+        assert_eq!((syn_rate, syn_burst), (100, Some(300)));
+    }
+
+    #[test]
+    fn a_bad_guard_value_names_the_flag_and_the_value() {
+        for (args, flag, why) in [
+            (["--allow", "9080=fd00::/200"], "--allow", "`/200` is not 0..=128"),
+            (["--deny", "web=10.0.0.0/8"], "--deny", "PORT `web`"),
+            (["--syn-rate", "many"], "--syn-rate", "many"),
+        ] {
+            let e = run(&args).err().expect("refused").to_string();
+            assert!(e.contains(flag) && e.contains(why), "{args:?}: {e}");
+        }
+    }
+}

@@ -1,5 +1,7 @@
-//! A small packet builder (Ethernet, optional VLAN, IPv4/IPv6, TCP/UDP, ARP) with
-//! correct checksums, and BPF_PROG_TEST_RUN to feed packets to a loaded program.
+//! A small packet builder (Ethernet, optional VLAN or QinQ tags, IPv4 with options and
+//! fragment flags, IPv6 with extension headers, TCP/UDP, ARP) with correct checksums
+//! computed here (independently of the programs), and BPF_PROG_TEST_RUN to feed
+//! packets to a loaded program.
 
 use std::net::IpAddr;
 
@@ -29,6 +31,72 @@ pub struct Packet {
     /// IPv4 fragment offset in 8-byte units (0 = first fragment).
     pub frag_offset: u16,
     pub ttl: u8,
+    /// IPv4 "more fragments" flag.
+    pub more_fragments: bool,
+    /// IPv4 options (padded to a multiple of 4 bytes by `build`).
+    pub ip_options: Vec<u8>,
+    /// IPv6 extension headers in order, between the fixed header and the L4 header.
+    pub ext_headers: Vec<ExtHeader>,
+    /// An outer 802.1ad tag before the 802.1Q one (QinQ).
+    pub outer_vlan: Option<u16>,
+}
+
+/// An IPv6 extension header as `build` writes it (its next-header byte chains them).
+#[derive(Clone, Debug)]
+pub enum ExtHeader {
+    /// Hop-by-hop options (0), `units` extra 8-byte units after the first (PadN filled).
+    HopByHop { units: u8 },
+    /// Routing (43), type 4 (segment routing) with `units` extra 8-byte units, 0 segments left.
+    Routing { units: u8 },
+    /// Destination options (60).
+    DestOpts { units: u8 },
+    /// Fragment (44): offset in 8-byte units, more-fragments flag.
+    Fragment { offset: u16, more: bool },
+    /// Authentication header (51), `len` in the AH's own units (4 bytes, minus 2).
+    Auth { len: u8 },
+}
+
+impl ExtHeader {
+    pub fn kind(&self) -> u8 {
+        match self {
+            Self::HopByHop { .. } => 0,
+            Self::Routing { .. } => 43,
+            Self::DestOpts { .. } => 60,
+            Self::Fragment { .. } => 44,
+            Self::Auth { .. } => 51,
+        }
+    }
+
+    fn bytes(&self, next: u8) -> Vec<u8> {
+        match self {
+            Self::HopByHop { units } | Self::DestOpts { units } => {
+                let mut b = vec![next, *units];
+                // one PadN option filling the rest of the header
+                let pad = 8 * (*units as usize + 1) - 2;
+                b.push(1);
+                b.push((pad - 2) as u8);
+                b.resize(2 + pad, 0);
+                b
+            }
+            Self::Routing { units } => {
+                let mut b = vec![next, *units, 4, 0];
+                b.resize(8 * (*units as usize + 1), 0);
+                b
+            }
+            Self::Fragment { offset, more } => {
+                let mut b = vec![next, 0];
+                b.extend_from_slice(&((offset << 3) | u16::from(*more)).to_be_bytes());
+                b.extend_from_slice(&0x0102_0304u32.to_be_bytes());
+                b
+            }
+            Self::Auth { len } => {
+                let mut b = vec![next, *len, 0, 0];
+                b.extend_from_slice(&0x100u32.to_be_bytes()); // SPI
+                b.resize(4 * (*len as usize + 2), 0);
+                b
+            }
+        }
+    }
 }
 
 impl Packet {
@@ -50,7 +118,43 @@ impl Packet {
             l4,
             frag_offset: 0,
             ttl: 64,
+            more_fragments: false,
+            ip_options: vec![],
+            ext_headers: vec![],
+            outer_vlan: None,
         }
+    }
+
+    /// Adds an IPv6 extension header after those already added.
+    pub fn ext(mut self, h: ExtHeader) -> Self {
+        self.ext_headers.push(h);
+        self
+    }
+
+    /// IPv4 options (NOPs and an end-of-list here; `bytes` padded to 4).
+    pub fn ip_options(mut self, bytes: &[u8]) -> Self {
+        self.ip_options = bytes.to_vec();
+        while self.ip_options.len() % 4 != 0 {
+            self.ip_options.push(0);
+        }
+        self
+    }
+
+    pub fn more_fragments(mut self) -> Self {
+        self.more_fragments = true;
+        self
+    }
+
+    /// QinQ: an outer 802.1ad tag `outer` and the inner 802.1Q tag `inner`.
+    pub fn qinq(mut self, outer: u16, inner: u16) -> Self {
+        self.outer_vlan = Some(outer);
+        self.vlan = Some(inner);
+        self
+    }
+
+    /// Offset of the IP header in the built frame.
+    pub fn l3_offset(&self) -> usize {
+        14 + 4 * (self.vlan.is_some() as usize + self.outer_vlan.is_some() as usize)
     }
 
     pub fn payload(mut self, data: &[u8]) -> Self {
@@ -101,6 +205,10 @@ impl Packet {
         let mut b = Vec::new();
         b.extend_from_slice(&self.dst_mac);
         b.extend_from_slice(&self.src_mac);
+        if let Some(id) = self.outer_vlan {
+            b.extend_from_slice(&0x88a8u16.to_be_bytes());
+            b.extend_from_slice(&(id & 0x0fff).to_be_bytes());
+        }
         if let Some(id) = self.vlan {
             b.extend_from_slice(&0x8100u16.to_be_bytes());
             b.extend_from_slice(&(id & 0x0fff).to_be_bytes());
@@ -122,13 +230,16 @@ impl Packet {
                 pseudo.extend_from_slice(&l4);
                 let c = finish_udp(proto, checksum(&pseudo));
                 l4[csum_off..csum_off + 2].copy_from_slice(&c.to_be_bytes());
-                let mut ip = vec![0x45, 0];
-                ip.extend_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
+                let hlen = 20 + self.ip_options.len();
+                let mut ip = vec![0x40 | (hlen / 4) as u8, 0];
+                ip.extend_from_slice(&((hlen + l4.len()) as u16).to_be_bytes());
                 ip.extend_from_slice(&[0x12, 0x34]); // id
-                ip.extend_from_slice(&(self.frag_offset & 0x1fff).to_be_bytes());
+                let mf = if self.more_fragments { 0x2000 } else { 0 };
+                ip.extend_from_slice(&((self.frag_offset & 0x1fff) | mf).to_be_bytes());
                 ip.extend_from_slice(&[self.ttl, proto, 0, 0]);
                 ip.extend_from_slice(&s.octets());
                 ip.extend_from_slice(&d.octets());
+                ip.extend_from_slice(&self.ip_options);
                 let c = checksum(&ip);
                 ip[10..12].copy_from_slice(&c.to_be_bytes());
                 let mut b = self.eth(ETH_P_IP);
@@ -145,13 +256,20 @@ impl Packet {
                 pseudo.extend_from_slice(&l4);
                 let c = finish_udp(proto, checksum(&pseudo));
                 l4[csum_off..csum_off + 2].copy_from_slice(&c.to_be_bytes());
+                let mut ext = Vec::new();
+                for (i, h) in self.ext_headers.iter().enumerate() {
+                    let next = self.ext_headers.get(i + 1).map(ExtHeader::kind).unwrap_or(proto);
+                    ext.extend_from_slice(&h.bytes(next));
+                }
+                let first = self.ext_headers.first().map(ExtHeader::kind).unwrap_or(proto);
                 let mut ip = vec![0x60, 0, 0, 0];
-                ip.extend_from_slice(&(l4.len() as u16).to_be_bytes());
-                ip.extend_from_slice(&[proto, self.ttl]);
+                ip.extend_from_slice(&((ext.len() + l4.len()) as u16).to_be_bytes());
+                ip.extend_from_slice(&[first, self.ttl]);
                 ip.extend_from_slice(&s.octets());
                 ip.extend_from_slice(&d.octets());
                 let mut b = self.eth(ETH_P_IPV6);
                 b.extend_from_slice(&ip);
+                b.extend_from_slice(&ext);
                 b.extend_from_slice(&l4);
                 b
             }
@@ -288,6 +406,55 @@ mod tests {
         let v = Packet::tcp("10.0.0.1", 1, "10.0.0.2", 2, SYN).vlan(42).build();
         assert_eq!(u16::from_be_bytes([v[12], v[13]]), 0x8100);
         assert_eq!(u16::from_be_bytes([v[16], v[17]]), ETH_P_IP);
+    }
+
+    #[test]
+    fn ipv4_options_fragments_and_qinq_layouts() {
+        let p = Packet::tcp("10.0.0.1", 1, "10.0.0.2", 2, SYN).ip_options(&[1, 1, 1]).more_fragments().build();
+        assert_eq!(p[14], 0x46, "IHL 6 with one word of options");
+        assert_eq!(u16::from_be_bytes([p[16], p[17]]) as usize, p.len() - 14, "total length");
+        assert_eq!(u16::from_be_bytes([p[20], p[21]]), 0x2000, "MF, offset 0");
+        assert_eq!(checksum(&p[14..38]), 0, "IPv4 header checksum over the options");
+        assert_eq!(u16::from_be_bytes([p[40], p[41]]), 2, "TCP after the options");
+        let q = Packet::udp("10.0.0.1", 1, "10.0.0.2", 53, b"").qinq(100, 200).build();
+        assert_eq!(u16::from_be_bytes([q[12], q[13]]), 0x88a8);
+        assert_eq!(u16::from_be_bytes([q[16], q[17]]), 0x8100);
+        assert_eq!(u16::from_be_bytes([q[20], q[21]]), ETH_P_IP);
+    }
+
+    #[test]
+    fn ipv6_extension_headers_chain_to_the_l4_header() {
+        let p = Packet::tcp("fd00::1", 1000, "fd00::2", 8080, SYN)
+            .ext(ExtHeader::HopByHop { units: 0 })
+            .ext(ExtHeader::Routing { units: 2 })
+            .ext(ExtHeader::Fragment { offset: 0, more: false })
+            .ext(ExtHeader::Auth { len: 4 })
+            .ext(ExtHeader::DestOpts { units: 1 })
+            .build();
+        // walk the chain the way RFC 8200 defines it
+        let (mut next, mut off) = (p[20], 54);
+        let mut kinds = vec![];
+        while next != 6 {
+            kinds.push(next);
+            let len = match next {
+                44 => 8,
+                51 => (p[off + 1] as usize + 2) * 4,
+                _ => (p[off + 1] as usize + 1) * 8,
+            };
+            next = p[off];
+            off += len;
+        }
+        assert_eq!(kinds, [0, 43, 44, 51, 60]);
+        assert_eq!(off, 54 + 8 + 24 + 8 + 24 + 16);
+        assert_eq!(u16::from_be_bytes([p[off + 2], p[off + 3]]), 8080);
+        assert_eq!(u16::from_be_bytes([p[18], p[19]]) as usize, p.len() - 54, "payload length");
+        // the TCP checksum covers only the upper layer
+        let mut pseudo = Vec::new();
+        pseudo.extend_from_slice(&p[22..54]);
+        pseudo.extend_from_slice(&((p.len() - off) as u32).to_be_bytes());
+        pseudo.extend_from_slice(&[0, 0, 0, 6]);
+        pseudo.extend_from_slice(&p[off..]);
+        assert_eq!(checksum(&pseudo), 0);
     }
 
     #[test]

@@ -134,6 +134,12 @@ impl Topology {
         sysctl(&self.vm_ns(), "net/ipv4/ip_forward", "1");
     }
 
+    /// Gives the client namespace's eth0 another address in 198.18.0.0/24 (a second
+    /// source for the guard's tests); removed with the namespace.
+    pub fn add_client_address(&self, addr: &str) {
+        ip(&["-n", &self.client_ns(), "addr", "add", &format!("{addr}/24"), "dev", "eth0"]);
+    }
+
     /// Sets the MTU of the pod network (the node's cni bridge, its veths, the pods'
     /// eth0), as flannel's 1450 on k3d.
     pub fn set_pod_mtu(&self, mtu: u16) {

@@ -77,6 +77,9 @@ fn main() -> Result<()> {
             setup::setup(true)?;
             let tools = setup::bench_tools()?;
             let out = build::build_all(true)?;
+            // the XDP guard's cost per packet (BPF_PROG_TEST_RUN), one report line
+            build::build_tests_bin("guard_cost", true)?;
+            setup::run(&mut std::process::Command::new(workspace_root().join("target/release/guard_cost")))?;
             build::build_tests_bin("netbench", true)?;
             build::build_tests_bin("l4bench", true)?;
             let bench = workspace_root().join("target/release/netbench");

@@ -86,6 +86,8 @@ const TIERS: &[Tier] = &[
             &["test", "-p", "ingress-tests", "--test", "packet", "--", "--test-threads=1"],
             // the L4 tc programs: DNAT, reverse NAT, conntrack, 100,000 fuzzed packets each
             &["test", "-p", "ingress-tests", "--test", "packet_l4", "--", "--test-threads=1"],
+            // the XDP guard: deny/allow lists, SYN rate, malformed packets, 100,000 random ones
+            &["test", "-p", "ingress-tests", "--test", "packet_guard", "--", "--test-threads=1"],
         ],
     },
     Tier {
@@ -102,6 +104,8 @@ const TIERS: &[Tier] = &[
             &["test", "-p", "ingress-tests", "--test", "netns", "--", "--test-threads=1"],
             // the cgroup hooks for local clients, on loopback
             &["test", "-p", "ingress-tests", "--test", "local_hooks", "--", "--test-threads=1"],
+            // the XDP guard: a bounded SYN flood rate-limited, a denied source refused
+            &["test", "-p", "ingress-tests", "--test", "netns_guard", "--", "--test-threads=1"],
             // joined connections on links that lose, reorder and duplicate packets
             &["test", "-p", "ingress-tests", "--test", "impaired", "--", "--test-threads=1"],
             // the forwarding scenarios of the unit tier again, in the topology

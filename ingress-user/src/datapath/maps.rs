@@ -33,12 +33,15 @@ impl StatsMap {
         const NOEXIST: u64 = 1;
         let ncpu = aya::util::nr_cpus().map_err(|(_, e)| EbpfError::Cpus(e))?;
         for p in [proto::NONE, proto::TCP, proto::UDP, proto::ICMP, proto::ICMPV6] {
-            let key = StatsKey { dst_port: OVERFLOW_PORT, proto: p, verdict: Verdict::Pass as u8 };
-            let zero = PerCpuValues::try_from(vec![StatsValue::default(); ncpu]).map_err(EbpfError::Cpus)?;
-            match self.0.insert(key, zero, NOEXIST) {
-                Ok(()) => {}
-                Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => {}
-                Err(source) => return Err(EbpfError::Map { map: XDP_STATS_MAP, source }),
+            // the guard's drops too, so a full map loses no drop
+            for verdict in [Verdict::Pass, Verdict::Drop] {
+                let key = StatsKey { dst_port: OVERFLOW_PORT, proto: p, verdict: verdict as u8 };
+                let zero = PerCpuValues::try_from(vec![StatsValue::default(); ncpu]).map_err(EbpfError::Cpus)?;
+                match self.0.insert(key, zero, NOEXIST) {
+                    Ok(()) => {}
+                    Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => {}
+                    Err(source) => return Err(EbpfError::Map { map: XDP_STATS_MAP, source }),
+                }
             }
         }
         Ok(())
