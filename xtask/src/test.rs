@@ -94,7 +94,11 @@ const TIERS: &[Tier] = &[
         name: "kube",
         what: "real kube-apiserver + etcd on loopback: reflectors, relist, status",
         needs_root: true,
-        cargo_args: &[&["test", "-p", "ingress-tests", "--test", "kube", "--", "--test-threads=1"]],
+        cargo_args: &[
+            &["test", "-p", "ingress-tests", "--test", "kube", "--", "--test-threads=1"],
+            // the Node watcher's host routes, API server and agent in a chk* namespace
+            &["test", "-p", "ingress-tests", "--test", "kube_nodes", "--", "--test-threads=1"],
+        ],
     },
     Tier {
         name: "netns",
