@@ -100,6 +100,8 @@ const TIERS: &[Tier] = &[
             &["test", "-p", "ingress-tests", "--test", "impaired", "--", "--test-threads=1"],
             // the forwarding scenarios of the unit tier again, in the topology
             &["test", "-p", "ingress-tests", "--test", "scenarios_topology", "--", "--test-threads=1"],
+            // pinned maps and links across agent restarts, `ingress detach`
+            &["test", "-p", "ingress-tests", "--test", "netns_pin", "--", "--test-threads=1"],
         ],
     },
 ];
