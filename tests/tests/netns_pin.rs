@@ -164,3 +164,30 @@ fn an_incompatible_pinned_map_makes_the_agent_refuse_with_the_difference() {
     assert_eq!(ran.code, Some(0), "{}\n{}", ran.stdout, ran.stderr);
     assert!(xdp_programs(&topo.vm_ns(), VM_NIC).is_empty());
 }
+
+#[test]
+fn detach_with_interface_removes_a_link_no_pin_holds_while_its_agent_runs() {
+    let test = "detach_with_interface_removes_a_link_no_pin_holds_while_its_agent_runs";
+    if !ingress_tests::require_root(test) || !ingress_tests::require_ebpf_object(test) {
+        return;
+    }
+    let topo = Topology::create("pin-held", &openchoreo_pods());
+    let pins = PinDir::new("held");
+    let mut first = start(&topo, &pins);
+    first.kill();
+    // the adopting agent holds the link open (the first one only pinned it)
+    let second = start(&topo, &pins);
+    let link = pins.names().into_iter().find(|n| n.starts_with("link@xdp-")).expect("XDP link pinned");
+    std::fs::remove_file(pins.path.join(&link)).expect("lose the link's pin");
+    assert_eq!(xdp_programs(&topo.vm_ns(), VM_NIC).len(), 1, "held by the running agent, still attached");
+
+    let ran = detach(&topo, &pins);
+    assert_eq!(ran.code, Some(0), "{}\n{}", ran.stdout, ran.stderr);
+    assert!(ran.stdout.contains(&format!("of program ingress_xdp on {VM_NIC}")), "the unpinned link: {}", ran.stdout);
+    assert!(ran.stdout.contains("map XDP_STATS"), "{}", ran.stdout);
+    assert!(xdp_programs(&topo.vm_ns(), VM_NIC).is_empty(), "detached although the agent still holds it");
+    assert!(!pins.path.exists());
+    let again = detach(&topo, &pins);
+    assert!(again.stdout.contains("nothing to remove"), "{}", again.stdout);
+    drop(second);
+}
