@@ -249,12 +249,12 @@ mod tests {
     #[test]
     fn detach_removes_links_before_maps() {
         let found =
-            vec!["XDP_STATS".into(), "link.xdp-driver.eth0".into(), "L4_CT".into(), "link.tcx-ingress.br0".into()];
+            vec!["XDP_STATS".into(), "link@xdp-driver@eth0".into(), "L4_CT".into(), "link@tcx-ingress@br0".into()];
         assert_eq!(
             detach_order(found),
             [
-                Removal::Link("link.tcx-ingress.br0".into()),
-                Removal::Link("link.xdp-driver.eth0".into()),
+                Removal::Link("link@tcx-ingress@br0".into()),
+                Removal::Link("link@xdp-driver@eth0".into()),
                 Removal::Pin("L4_CT".into()),
                 Removal::Pin("XDP_STATS".into()),
             ]
