@@ -38,18 +38,32 @@ impl Agent {
 
     /// Starts `ingress run LISTENS ARGS --admin ADMIN`, in `ns` or in this namespace.
     pub fn start_with(bin: &Path, ns: Option<&str>, admin: &str, listens: &[String], args: &[String]) -> Self {
+        Self::launch(bin, ns, admin, listens, args, Launch::IpNetnsExec)
+    }
+
+    /// Like [`Agent::start`], but entering `ns` with `nsenter --net` only: the agent
+    /// shares this process's /sys, so what it pins on bpffs outlives it (`ip netns
+    /// exec` mounts a private /sys, and pins made under it die with the agent).
+    pub fn start_keeping_pins(bin: &Path, ns: &str, manifests: &Path, listens: &[String], extra: &[&str]) -> Self {
+        let mut args = vec!["--manifests".to_string(), manifests.display().to_string()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Self::launch(bin, Some(ns), ADMIN, listens, &args, Launch::Nsenter)
+    }
+
+    fn launch(bin: &Path, ns: Option<&str>, admin: &str, listens: &[String], args: &[String], how: Launch) -> Self {
         assert!(bin.is_file(), "agent binary {} missing: run `cargo xtask build`", bin.display());
         let tag = ns.unwrap_or("local");
         let log =
             std::env::temp_dir().join(format!("ingress-{tag}-{}-{}.log", std::process::id(), admin.replace(':', "_")));
         let file = std::fs::File::create(&log).expect("agent log file");
-        let mut cmd = match ns {
-            Some(ns) => {
+        let mut cmd = match (ns, how) {
+            (Some(ns), Launch::IpNetnsExec) => {
                 let mut c = Command::new("ip");
                 c.args(["netns", "exec", ns]).arg(bin);
                 c
             }
-            None => Command::new(bin),
+            (Some(ns), Launch::Nsenter) => nsenter_net(ns, bin),
+            (None, _) => Command::new(bin),
         };
         cmd.arg("run");
         for l in listens {
@@ -180,6 +194,28 @@ impl Agent {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+impl Agent {
+    /// SIGKILL, as a crash would: no drain, no cleanup; waits (bounded) for the exit.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.wait_exit(Duration::from_secs(5));
+    }
+}
+
+/// How the agent enters its namespace.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Launch {
+    IpNetnsExec,
+    Nsenter,
+}
+
+/// `nsenter --net=/run/netns/NS BIN`: the network namespace only (same mounts).
+pub fn nsenter_net(ns: &str, bin: &Path) -> Command {
+    let mut c = Command::new("nsenter");
+    c.arg(format!("--net=/run/netns/{ns}")).arg(bin);
+    c
 }
 
 impl Drop for Agent {

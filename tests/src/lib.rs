@@ -19,6 +19,7 @@ pub mod netns;
 pub mod nginx;
 pub mod packet;
 pub mod pattern;
+pub mod pinned;
 pub mod proxy_setup;
 pub mod scenarios;
 pub mod stream;

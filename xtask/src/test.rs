@@ -118,6 +118,8 @@ const TIERS: &[Tier] = &[
             &["test", "-p", "ingress-tests", "--test", "netns_l4", "--", "--test-threads=1"],
             // `ingress check`, --pod-route and the removal of only our routes (chk* namespaces)
             &["test", "-p", "ingress-tests", "--test", "netns_check", "--", "--test-threads=1"],
+            // pinned maps and links across agent restarts, `ingress detach`
+            &["test", "-p", "ingress-tests", "--test", "netns_pin", "--", "--test-threads=1"],
         ],
     },
 ];

@@ -186,6 +186,39 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_command_line_names_and_defaults() {
+        use crate::cli::{Cli, Cmd};
+        use clap::Parser;
+        let cli = Cli::try_parse_from(["ingress", "detach"]).unwrap();
+        let Cmd::Detach { pin_path, interface, cgroup } = cli.cmd else { panic!("detach") };
+        assert_eq!((pin_path.as_path(), interface, cgroup), (Path::new("/sys/fs/bpf/ebpf-ingress"), None, None));
+        let cli = Cli::try_parse_from([
+            "ingress",
+            "detach",
+            "--pin-path",
+            "/sys/fs/bpf/x",
+            "--interface",
+            "eth0",
+            "--cgroup",
+            "/sys/fs/cgroup/a",
+        ])
+        .unwrap();
+        let Cmd::Detach { pin_path, interface, cgroup } = cli.cmd else { panic!("detach") };
+        assert_eq!(pin_path, Path::new("/sys/fs/bpf/x"));
+        assert_eq!((interface.as_deref(), cgroup.as_deref()), (Some("eth0"), Some(Path::new("/sys/fs/cgroup/a"))));
+        let run = |extra: &[&str]| {
+            let mut args = vec!["ingress", "run", "--listen", "0.0.0.0:8080=ns/gw"];
+            args.extend(extra);
+            match Cli::try_parse_from(args).unwrap().cmd {
+                Cmd::Run { pin_path, .. } => pin_path,
+                _ => panic!("run"),
+            }
+        };
+        assert_eq!(run(&[]), Path::new(super::super::pinning::DEFAULT_PIN_PATH));
+        assert_eq!(run(&["--pin-path", "/sys/fs/bpf/y"]), Path::new("/sys/fs/bpf/y"));
+    }
+
+    #[test]
     fn nothing_to_remove_is_said_and_not_an_error() {
         let dir = std::env::temp_dir().join(format!("ingress-detach-none-{}", std::process::id()));
         let r = detach(&dir, None, None).expect("nothing there is no error");

@@ -126,18 +126,20 @@ pub fn validate_pin_path(path: &Path) -> Result<PathBuf, PinPathError> {
     Ok(clean)
 }
 
-/// Pin file name of a link: `link.KIND.TARGET`, e.g. `link.xdp-driver.eth0` (XDP in
-/// driver mode on eth0), `link.tcx-ingress.eth0`, `link.cgroup-connect4.<id>`. KIND
-/// has no `.`; TARGET may (a VLAN interface `eth0.100`).
+/// Pin file name of a link: `link@KIND@TARGET`, e.g. `link@xdp-driver@eth0` (XDP in
+/// driver mode on eth0), `link@tcx-ingress@eth0`, `link@cgroup-connect4@<id>`. bpffs
+/// refuses names with a `.` (reserved), so a `.` of TARGET (a VLAN interface
+/// `eth0.100`) is written `:` (never in an interface name), a `/` `_`; KIND has
+/// neither `.` nor `@`.
 pub fn link_pin_name(kind: &str, target: &str) -> String {
-    debug_assert!(!kind.contains('.') && !kind.contains('/'), "link kind {kind}");
-    format!("link.{kind}.{}", target.replace('/', "_"))
+    debug_assert!(!kind.contains(['.', '/', '@']), "link kind {kind}");
+    format!("link@{kind}@{}", target.replace('.', ":").replace('/', "_"))
 }
 
-/// `(KIND, TARGET)` of a link pin name; None for any other pin (a map).
+/// `(KIND, TARGET as pinned)` of a link pin name; None for any other pin (a map).
 pub fn parse_link_pin(name: &str) -> Option<(&str, &str)> {
-    let rest = name.strip_prefix("link.")?;
-    let (kind, target) = rest.split_once('.')?;
+    let rest = name.strip_prefix("link@")?;
+    let (kind, target) = rest.split_once('@')?;
     (!kind.is_empty() && !target.is_empty()).then_some((kind, target))
 }
 
@@ -235,10 +237,11 @@ mod tests {
     #[test]
     fn link_pin_names_round_trip_and_maps_are_not_links() {
         let n = link_pin_name(&xdp_link_kind("driver"), "eth0.100");
-        assert_eq!(n, "link.xdp-driver.eth0.100");
-        assert_eq!(parse_link_pin(&n), Some(("xdp-driver", "eth0.100")));
-        assert_eq!(link_pin_name("cgroup-connect4", "/sys/fs/cgroup/x"), "link.cgroup-connect4._sys_fs_cgroup_x");
-        for map in ["XDP_STATS", "link", "link.", "link.xdp", "link..eth0", "linkxdp.eth0"] {
+        assert_eq!(n, "link@xdp-driver@eth0:100");
+        assert!(!n.contains('.'), "bpffs refuses dots in names");
+        assert_eq!(parse_link_pin(&n), Some(("xdp-driver", "eth0:100")));
+        assert_eq!(link_pin_name("cgroup-connect4", "/sys/fs/cgroup/x"), "link@cgroup-connect4@_sys_fs_cgroup_x");
+        for map in ["XDP_STATS", "link", "link@", "link@xdp", "link@@eth0", "linkxdp@eth0"] {
             assert_eq!(parse_link_pin(map), None, "{map}");
         }
     }
@@ -246,12 +249,12 @@ mod tests {
     #[test]
     fn detach_removes_links_before_maps() {
         let found =
-            vec!["XDP_STATS".into(), "link.xdp-driver.eth0".into(), "L4_CT".into(), "link.tcx-ingress.br0".into()];
+            vec!["XDP_STATS".into(), "link@xdp-driver@eth0".into(), "L4_CT".into(), "link@tcx-ingress@br0".into()];
         assert_eq!(
             detach_order(found),
             [
-                Removal::Link("link.tcx-ingress.br0".into()),
-                Removal::Link("link.xdp-driver.eth0".into()),
+                Removal::Link("link@tcx-ingress@br0".into()),
+                Removal::Link("link@xdp-driver@eth0".into()),
                 Removal::Pin("L4_CT".into()),
                 Removal::Pin("XDP_STATS".into()),
             ]

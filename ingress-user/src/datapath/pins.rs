@@ -99,7 +99,7 @@ impl Pins {
         if path.exists() {
             let _ = std::fs::remove_file(&path);
         }
-        link.pin(&path).map_err(|e| PinError::PinLink { path, reason: e.to_string() })
+        link.pin(&path).map_err(|e| PinError::PinLink { path, reason: with_sources(&e) })
     }
 
     /// The link pinned as `link.KIND.TARGET`, if any (its pin stays).
@@ -158,7 +158,7 @@ pub fn pinned_defs(dir: &Path) -> Result<Vec<(&'static str, MapDef)>, PinError> 
             continue;
         }
         let unreadable = |reason: String| PinError::Unreadable { name, path: path.clone(), dir: dir.into(), reason };
-        let info = aya::maps::MapInfo::from_pin(&path).map_err(|e| unreadable(e.to_string()))?;
+        let info = aya::maps::MapInfo::from_pin(&path).map_err(|e| unreadable(with_sources(&e)))?;
         let map_type = info.map_type().map_err(|e| unreadable(format!("unknown map type: {e}")))? as u32;
         let def = MapDef {
             map_type,
@@ -200,4 +200,15 @@ fn mount_bpffs() -> Result<(), PinError> {
         return Err(PinError::Mount(std::io::Error::last_os_error()));
     }
     Ok(())
+}
+
+/// An error with its causes (aya's syscall errors name the call; the errno is the source).
+fn with_sources(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        s += &format!(": {c}");
+        cause = c.source();
+    }
+    s
 }
