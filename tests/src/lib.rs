@@ -12,7 +12,6 @@ pub mod client;
 pub mod fixtures;
 pub mod impair;
 pub mod kubeapi;
-pub mod l4load;
 pub mod legacy;
 pub mod load;
 pub mod netns;

@@ -31,30 +31,7 @@ impl PodNginx {
         let child = spawn(ns, &dir, &conf, addr);
         Self { child, dir }
     }
-
-    /// nginx with the stream module in namespace `ns`: `servers` is the body of its
-    /// `stream {}` block (k3d's serverlb is such an nginx: `proxy_pass` per port; a
-    /// pod can `return` a greeting). Waits until `wait_for` accepts.
-    pub fn stream(ns: &str, name: &str, servers: &str, wait_for: std::net::SocketAddr) -> Self {
-        let dir = std::env::temp_dir().join(format!("ingress-nginx-{name}-{}-{ns}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let conf = dir.join("nginx.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "load_module {STREAM_MODULE};\nworker_processes 2;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\nevents {{ worker_connections 4096; }}\nstream {{\n{servers}\n}}\n",
-                d = dir.display()
-            ),
-        )
-        .unwrap();
-        let child = spawn(ns, &dir, &conf, wait_for);
-        Self { child, dir }
-    }
 }
-
-/// Debian's dynamic stream module (package libnginx-mod-stream, a dependency of nginx).
-const STREAM_MODULE: &str = "/usr/lib/nginx/modules/ngx_stream_module.so";
 
 /// Starts nginx with `conf` in `ns` (killed with this process) and waits until `addr`
 /// accepts.

@@ -81,7 +81,6 @@ fn main() -> Result<()> {
             build::build_tests_bin("guard_cost", true)?;
             setup::run(&mut std::process::Command::new(workspace_root().join("target/release/guard_cost")))?;
             build::build_tests_bin("netbench", true)?;
-            build::build_tests_bin("l4bench", true)?;
             let bench = workspace_root().join("target/release/netbench");
             let docs = workspace_root().join("docs/bench");
             let mut cmd = std::process::Command::new(bench);
@@ -94,15 +93,7 @@ fn main() -> Result<()> {
             if quick {
                 cmd.arg("--quick");
             }
-            let net = setup::run(&mut cmd);
-            // the L4 path (issue 10) vs direct vs the serverlb's nginx stream proxy
-            let mut l4 = std::process::Command::new(workspace_root().join("target/release/l4bench"));
-            l4.arg("--ingress").arg(&out.agent).arg("--out").arg(docs.join("l4-latest.md"));
-            if quick {
-                l4.arg("--quick");
-            }
-            let l4 = setup::run(&mut l4);
-            net?;
+            setup::run(&mut cmd)?;
             // the chart, from the results the run wrote beside the table
             setup::run(
                 std::process::Command::new(&tools.python)
@@ -110,7 +101,6 @@ fn main() -> Result<()> {
                     .arg(docs.join("latest.json"))
                     .arg(docs.join("latest.png")),
             )?;
-            l4.map_err(|e| e.context("the L4 benchmark missed a target (see its table above)"))?;
             routing.map_err(|e| e.context("the routing benchmark missed a target (see its line above)"))
         }
         Cmd::Demo { userspace, release } => {
