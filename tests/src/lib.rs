@@ -21,7 +21,6 @@ pub mod pattern;
 pub mod pinned;
 pub mod proxy_setup;
 pub mod scenarios;
-pub mod stream;
 pub mod topology;
 pub mod wrk;
 // L4 forwarding tests and demo: a named TCP echo server and its client.

@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::netns::in_ns;
@@ -13,6 +13,9 @@ use crate::topology::VM_IP;
 
 /// A TCP server in a namespace: name line, then echo, for every connection; stops on drop.
 pub struct Server {
+    /// Where it listens (the port chosen when `addr` asked for port 0).
+    pub addr: std::net::SocketAddr,
+    connections: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -21,13 +24,26 @@ impl Server {
     pub fn start(ns: &str, addr: &str, name: &str) -> Self {
         let l: TcpListener =
             in_ns(ns, || TcpListener::bind(addr)).unwrap_or_else(|e| panic!("bind {addr} in {ns}: {e}"));
+        Self::serve(l, name)
+    }
+
+    /// In this process's namespace (loopback tests).
+    pub fn start_here(addr: &str, name: &str) -> Self {
+        let l = TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+        Self::serve(l, name)
+    }
+
+    fn serve(l: TcpListener, name: &str) -> Self {
         l.set_nonblocking(true).unwrap();
+        let addr = l.local_addr().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
-        let (s, name) = (stop.clone(), name.to_string());
+        let connections = Arc::new(AtomicUsize::new(0));
+        let (s, n, name) = (stop.clone(), connections.clone(), name.to_string());
         let thread = std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
                 match l.accept() {
                     Ok((c, _)) => {
+                        n.fetch_add(1, Ordering::SeqCst);
                         let name = name.clone();
                         std::thread::spawn(move || serve_one(c, &name));
                     }
@@ -35,7 +51,12 @@ impl Server {
                 }
             }
         });
-        Server { stop, thread: Some(thread) }
+        Server { addr, connections, stop, thread: Some(thread) }
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
     }
 }
 
@@ -68,8 +89,9 @@ impl Drop for Server {
     }
 }
 
+/// FNV-1a of `data` ([`crate::pattern::Fnv`]).
 pub fn fnv(data: &[u8]) -> u64 {
-    data.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3))
+    crate::pattern::Fnv::of(data)
 }
 
 /// One connection from the client namespace to the VM's `port`: sends `n` bytes (in

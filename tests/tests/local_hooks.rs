@@ -16,7 +16,7 @@ use ingress_common::maps::{L4_ENDPOINTS_MAP, L4_MAGLEV_MAP, L4_SERVICES_MAP};
 use ingress_common::proto;
 use ingress_tests::cgroup::TestCgroup;
 use ingress_tests::pattern::{Fnv, bytes};
-use ingress_tests::stream::StreamServer;
+use ingress_tests::tcp_echo::Server;
 
 fn dial_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_dial"))
@@ -90,8 +90,8 @@ fn a_local_client_in_the_cgroup_reaches_the_endpoints_and_sees_what_it_dialled()
     if !ingress_tests::require_root(test) || !ingress_tests::require_ebpf_object(test) {
         return;
     }
-    let a = StreamServer::start(None, "127.0.0.2:0", "endpoint-a");
-    let b = StreamServer::start(None, "127.0.0.3:0", "endpoint-b");
+    let a = Server::start_here("127.0.0.2:0", "endpoint-a");
+    let b = Server::start_here("127.0.0.3:0", "endpoint-b");
     // a port nothing listens on at 127.0.0.1: only the hook can make a connect succeed
     let frontend = ingress_tests::RefusedPort::new();
     let port = frontend.addr.port();

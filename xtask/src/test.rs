@@ -120,6 +120,8 @@ const TIERS: &[Tier] = &[
             &["test", "-p", "ingress-tests", "--test", "netns_check", "--", "--test-threads=1"],
             // pinned maps and links across agent restarts, `ingress detach`
             &["test", "-p", "ingress-tests", "--test", "netns_pin", "--", "--test-threads=1"],
+            // L4 with pinned state: local clients through the cgroup hooks, flows across a restart
+            &["test", "-p", "ingress-tests", "--test", "netns_l4_pinned", "--", "--test-threads=1"],
         ],
     },
 ];

@@ -7,20 +7,18 @@ use std::net::Ipv4Addr;
 
 use aya::Ebpf;
 use aya::maps::{Array, HashMap, MapData, PerCpuArray};
-use aya::programs::tc::SchedClassifierLinkId;
 use ingress_common::l4::{L4CtEntry, L4CtKey, L4Endpoint, L4Frontend, L4Service, L4Stats, MAGLEV_M};
 use ingress_common::maps::{L4_CT_MAP, L4_ENDPOINTS_MAP, L4_MAGLEV_MAP, L4_SERVICES_MAP, L4_STATS_MAP};
 
 use super::EbpfError;
 use super::l4::{L4Model, L4Op, Programmed, plan, sum_stats, sweep};
 
-/// A tc program the agent attached: interface, program name, and aya's link id (the
-/// link lives in the program, inside the `Ebpf`).
+/// A tc program the agent attached: interface and program name (the link lives in the
+/// program, inside the `Ebpf`, or in its pin under `--pin-path`).
 #[derive(Debug)]
 pub struct L4Link {
     pub interface: String,
     pub program: &'static str,
-    pub id: SchedClassifierLinkId,
 }
 
 pub struct L4Maps {

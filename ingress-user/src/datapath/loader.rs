@@ -210,11 +210,36 @@ impl Dataplane {
         use ingress_common::maps::{L4_NIC_PROGRAM, L4_REPLY_PROGRAM};
 
         let tcx = aya::util::KernelVersion::current().is_ok_and(|v| v >= aya::util::KernelVersion::new(6, 6, 0));
+        let pins = self.pins.clone();
         let mut links = Vec::new();
         let mut attach = |ebpf: &mut Ebpf, name: &'static str, iface: &str| -> Result<(), EbpfError> {
+            let tc_err = |source| EbpfError::TcAttach { program: name, interface: iface.into(), source };
             let prog: &mut SchedClassifier = program(ebpf, name)?;
             if prog.fd().is_err() {
                 prog.load().map_err(|source| EbpfError::Load { program: name, source })?;
+            }
+            let kind = format!("tc-{name}");
+            // A link an earlier agent pinned: this program goes into it atomically
+            // (BPF_LINK_UPDATE), so flows keep being forwarded across the restart.
+            if let Some(pinned) = pins.as_ref().map(|p| p.pinned_link(&kind, iface)).transpose()?.flatten() {
+                let pins = pins.as_ref().expect("pinned link without pins");
+                match aya::programs::tc::SchedClassifierLink::try_from(pinned) {
+                    Ok(link) => match prog.attach_to_link(link) {
+                        Ok(_) => {
+                            tracing::info!(interface = %iface, program = name, "tc program put into the link pinned by an earlier agent (no gap)");
+                            links.push(super::l4_maps::L4Link { interface: iface.into(), program: name });
+                            return Ok(());
+                        }
+                        Err(aya::programs::ProgramError::SyscallError(e))
+                            if e.io_error.raw_os_error() == Some(libc::ENOLINK) =>
+                        {
+                            // its interface is gone (re-created since): attach anew
+                            pins.remove_link_pin(&kind, iface);
+                        }
+                        Err(source) => return Err(tc_err(source)),
+                    },
+                    Err(_) => pins.remove_link_pin(&kind, iface),
+                }
             }
             if !tcx {
                 // Legacy tc needs the clsact qdisc; it may be there already.
@@ -222,13 +247,21 @@ impl Dataplane {
                     tracing::debug!(%iface, error = %e, "clsact qdisc not added (already there?)");
                 }
             }
-            let id = prog.attach(iface, TcAttachType::Ingress).map_err(|source| EbpfError::TcAttach {
-                program: name,
-                interface: iface.into(),
-                source,
-            })?;
+            let id = prog.attach(iface, TcAttachType::Ingress).map_err(tc_err)?;
             tracing::info!(interface = %iface, program = name, mode = if tcx { "tcx" } else { "legacy tc" }, "tc program attached (ingress)");
-            links.push(super::l4_maps::L4Link { interface: iface.into(), program: name, id });
+            if let Some(pins) = &pins {
+                let link = prog.take_link(id).map_err(tc_err)?;
+                match aya::programs::links::FdLink::try_from(link) {
+                    // the pin holds the attachment from now on
+                    Ok(fd) => drop(pins.pin_link(&kind, iface, fd)?),
+                    Err(_) => tracing::warn!(
+                        interface = %iface,
+                        program = name,
+                        "legacy tc (kernel < 6.6) has no BPF link to pin: L4 forwarding on this interface stops with the agent"
+                    ),
+                }
+            }
+            links.push(super::l4_maps::L4Link { interface: iface.into(), program: name });
             Ok(())
         };
         attach(&mut self.ebpf, L4_NIC_PROGRAM, nic)?;
