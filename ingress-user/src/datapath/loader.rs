@@ -112,10 +112,10 @@ impl Dataplane {
     /// program atomically (BPF_LINK_UPDATE: no packet misses XDP, none sees two
     /// programs); otherwise the new link is pinned.
     pub fn attach_xdp(&mut self, interface: &str) -> Result<(), EbpfError> {
-        if let Some(pins) = self.pins.clone() {
-            if super::adopt::adopt_xdp(self, &pins, interface)? {
-                return Ok(());
-            }
+        if let Some(pins) = self.pins.clone()
+            && super::adopt::adopt_xdp(self, &pins, interface)?
+        {
+            return Ok(());
         }
         let prog: &mut Xdp = program(&mut self.ebpf, XDP_PROGRAM)?;
         let mut why_generic = None;
