@@ -5,12 +5,13 @@
 use aya_ebpf::bindings::TC_ACT_UNSPEC;
 use aya_ebpf::macros::classifier;
 use aya_ebpf::programs::TcContext;
-use ingress_common::l4::{CT_DIR_REPLY, L4CtEntry, L4CtKey, L4Endpoint, L4Frontend, MAGLEV_M, flow_hash};
+use ingress_common::l4::{CT_DIR_REPLY, L4CtEntry, L4CtKey, flow_hash};
 use ingress_common::proto;
 
 use crate::conntrack::{L4Event, count, initial_state, lookup_orig, now_ns, orig_key, touch};
-use crate::maps::{L4_CT, L4_ENDPOINTS, L4_MAGLEV, L4_SERVICES};
+use crate::maps::L4_CT;
 use crate::nat::{Forward, forward, local_or_zero, parse_tcp4, rewrite};
+use crate::service::{pick, tcp_service};
 
 #[classifier]
 pub fn l4_nic(ctx: TcContext) -> i32 {
@@ -26,9 +27,7 @@ fn try_l4_nic(ctx: &TcContext) -> Option<i32> {
     if local_or_zero(p.daddr) || local_or_zero(p.saddr) {
         return None;
     }
-    let fe = L4Frontend { addr: p.daddr, port: p.dport, proto: proto::TCP, _pad: 0 };
-    // SAFETY: read-only copy of the value.
-    let svc = *unsafe { L4_SERVICES.get(&fe) }?;
+    let svc = tcp_service(p.daddr, p.dport)?;
     let key = orig_key(&p);
     let now = now_ns();
     let (ep_addr, ep_port) = match lookup_orig(&key, p.flags, now) {
@@ -38,7 +37,7 @@ fn try_l4_nic(ctx: &TcContext) -> Option<i32> {
             unsafe { ((*e).nat_addr, (*e).nat_port) }
         }
         None => {
-            let Some(ep) = pick(&p, svc.table, svc.endpoints) else {
+            let Some(ep) = pick(&svc, flow_hash(p.saddr, p.daddr, p.sport, p.dport)) else {
                 count(svc.id, L4Event::NoEndpoint);
                 return None;
             };
@@ -81,19 +80,4 @@ fn try_l4_nic(ctx: &TcContext) -> Option<i32> {
         count(svc.id, L4Event::FibFallback);
     }
     Some(out.verdict())
-}
-
-/// The Maglev pick for a new flow: the slot of its hash in the service's table row.
-#[inline(always)]
-fn pick(p: &crate::nat::Tcp4, row: u32, endpoints: u32) -> Option<L4Endpoint> {
-    if endpoints == 0 {
-        return None;
-    }
-    let slot = flow_hash(p.saddr, p.daddr, p.sport, p.dport) % MAGLEV_M;
-    let id = *L4_MAGLEV.get(row.checked_mul(MAGLEV_M)?.checked_add(slot)?)?;
-    if id == 0 {
-        return None;
-    }
-    // SAFETY: read-only copy of the value.
-    unsafe { L4_ENDPOINTS.get(&id) }.copied()
 }

@@ -127,27 +127,36 @@ fn unprobed() -> Probes {
     }
 }
 
-/// LEAD: wire the pin part's compatibility check here (pinned maps vs. what this agent
-/// creates: type, key/value size, max entries, flags), returning
-/// [`PinnedState::Compatible`] or [`PinnedState::Incompatible`] with each difference.
-///
-/// Until then (this branch has no pinning) it answers what it can see without that
-/// check: nothing pinned ([`PinnedState::Nothing`]: the directory is absent or empty),
-/// an unreadable directory, and otherwise every entry as a difference to look at,
-/// because pins this branch cannot verify must not be reported compatible.
+/// What is pinned under `dir`, compared with what this agent's object creates (map
+/// type, key and value size, max entries, flags: [`crate::datapath::pins`]):
+/// nothing, compatible (the agent adopts it), or each difference. Links pinned there
+/// are listed with the maps: a compatible agent puts its programs into them.
 pub fn pinned_state(dir: &Path) -> PinnedState {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(rd) => rd,
+    let names = match std::fs::read_dir(dir) {
+        Ok(rd) => {
+            let mut v: Vec<String> =
+                rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into()).collect();
+            v.sort();
+            v
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return PinnedState::Nothing,
         Err(e) => return PinnedState::Unreadable(e.to_string()),
     };
-    let mut names: Vec<String> =
-        entries.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into()).collect();
-    names.sort();
     if names.is_empty() {
         return PinnedState::Nothing;
     }
-    PinnedState::Incompatible {
-        differences: names.into_iter().map(|n| format!("{n}: pinned, and this agent cannot verify it")).collect(),
+    let Some(object) = crate::datapath::OBJECT else {
+        return PinnedState::Incompatible {
+            differences: vec![
+                "this `ingress` has no eBPF object to compare the pins with (build it with `cargo xtask build`)".into(),
+            ],
+        };
+    };
+    match crate::datapath::pins::compare_with_object(object, dir) {
+        Ok((mismatches, _)) if mismatches.is_empty() => PinnedState::Compatible { objects: names },
+        Ok((mismatches, _)) => {
+            PinnedState::Incompatible { differences: mismatches.iter().map(|m| m.to_string()).collect() }
+        }
+        Err(e) => PinnedState::Unreadable(e.to_string()),
     }
 }

@@ -10,7 +10,7 @@ pub mod report;
 pub use report::{Report, Row, Status};
 
 /// Where the agent pins its maps and links by default (`--pin-path`).
-pub const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/ebpf-ingress";
+pub use crate::datapath::pinning::DEFAULT_PIN_PATH;
 
 /// Gathers the facts in this network namespace and builds the report.
 pub async fn check(interface: Option<&str>, pin_path: &Path) -> Report {
