@@ -127,6 +127,9 @@ enum Source {
     Kubernetes { kubeconfig: Option<PathBuf>, write_status: bool },
 }
 
+// The run's flags, one argument each; the L4, cgroup and pin flags join them at merge,
+// when they are worth a struct of their own.
+#[allow(clippy::too_many_arguments)]
 async fn serve(
     source: Source,
     listen: Vec<ListenMapping>,
