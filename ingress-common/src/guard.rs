@@ -3,8 +3,8 @@
 //! tries), the SYN token bucket's configuration and per-source state, and the
 //! counters per (port, reason).
 //!
-//! Byte orders: [`GuardPortKey::port`] and [`GuardCounterKey::port`] are in host byte
-//! order; the LPM keys hold the port and the address in network byte order, so that
+//! Byte orders: the index of the port array and [`GuardCounterKey::port`] are in host
+//! byte order; the LPM keys hold the port and the address in network byte order, so that
 //! the trie's prefix is "port, then the address's leading bits".
 
 use core::mem::size_of;
@@ -16,16 +16,8 @@ pub const GUARD_ALLOW: u32 = 2;
 /// [`GuardPort::flags`]: a TCP SYN (without ACK) to this port is charged to its source's token bucket.
 pub const GUARD_SYN: u32 = 4;
 
-/// Key of [`crate::maps::GUARD_PORTS_MAP`]: a destination port (host byte order).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
-pub struct GuardPortKey {
-    pub port: u16,
-    pub _pad: u16,
-}
-const _: () = assert!(size_of::<GuardPortKey>() == 4);
-
-/// Value of [`crate::maps::GUARD_PORTS_MAP`]: the `GUARD_*` flags of the port.
+/// Entry of [`crate::maps::GUARD_PORTS_MAP`] (an array indexed by the destination port):
+/// the `GUARD_*` flags of the port.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct GuardPort {
@@ -163,7 +155,6 @@ const _: () = assert!(size_of::<GuardCounterKey>() == 4);
 #[cfg(feature = "user")]
 mod user {
     // SAFETY: every type is repr(C), Copy, and has no implicit padding (size checks above).
-    unsafe impl aya::Pod for super::GuardPortKey {}
     unsafe impl aya::Pod for super::GuardPort {}
     unsafe impl aya::Pod for super::GuardNet4 {}
     unsafe impl aya::Pod for super::GuardNet6 {}

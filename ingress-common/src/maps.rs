@@ -61,12 +61,13 @@ pub const L4_CONNECT4_PROGRAM: &str = "l4_connect4";
 pub const L4_CONNECT6_PROGRAM: &str = "l4_connect6";
 pub const L4_GETPEERNAME4_PROGRAM: &str = "l4_getpeername4";
 pub const L4_GETPEERNAME6_PROGRAM: &str = "l4_getpeername6";
-/// Hash map of the ports the XDP guard checks: [`crate::guard::GuardPortKey`] ->
-/// [`crate::guard::GuardPort`] (deny list, allow list, SYN rate). A port not in it is
-/// only counted.
+/// Array indexed by destination port (host byte order) of [`crate::guard::GuardPort`]:
+/// what the XDP guard checks on that port (deny list, allow list, SYN rate); flags 0:
+/// only counted. An array, not a hash: the verifier inlines its lookup (no helper call
+/// on every packet), for 256 KiB.
 pub const GUARD_PORTS_MAP: &str = "GUARD_PORTS";
-/// Guarded ports at most.
-pub const GUARD_PORTS_MAX_ENTRIES: u32 = 1024;
+/// One entry per port.
+pub const GUARD_PORTS_MAX_ENTRIES: u32 = 65536;
 /// LPM tries of the guard's rules, `Key<GuardNet4>` / `Key<GuardNet6>` -> 1: sources
 /// denied per port, and the allow lists.
 pub const GUARD_DENY4_MAP: &str = "GUARD_DENY4";

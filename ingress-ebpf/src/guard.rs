@@ -5,8 +5,7 @@
 
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use ingress_common::guard::{
-    GUARD_ALLOW, GUARD_DENY, GUARD_SYN, GuardNet4, GuardNet6, GuardPortKey, GuardReason, PORT_BITS, SYN_TOKEN,
-    SynBucket, SynSource,
+    GUARD_ALLOW, GUARD_DENY, GUARD_SYN, GuardNet4, GuardNet6, GuardReason, PORT_BITS, SYN_TOKEN, SynBucket, SynSource,
 };
 use ingress_common::proto;
 
@@ -37,9 +36,10 @@ pub fn check(ip: &Ip, dst_port: u16, tcp_flags: u8) -> Option<GuardReason> {
     if ip.proto != proto::TCP && ip.proto != proto::UDP {
         return None;
     }
-    let flags = GUARD_PORTS.get_ptr(GuardPortKey { port: dst_port, _pad: 0 })?;
-    // SAFETY: a map value pointer from a successful lookup.
-    let flags = unsafe { (*flags).flags };
+    let flags = GUARD_PORTS.get(dst_port as u32)?.flags;
+    if flags == 0 {
+        return None;
+    }
     if flags & GUARD_DENY != 0 && listed(ip, dst_port, true) {
         return Some(GuardReason::Denied);
     }

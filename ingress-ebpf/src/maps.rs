@@ -63,9 +63,7 @@ const _: () = assert!(same(L4_STATS_MAP, "L4_STATS"));
 // The XDP guard's maps (ingress-common/src/guard.rs has the keys and values).
 use aya_ebpf::maps::LpmTrie;
 use aya_ebpf::maps::lpm_trie::Key as LpmKey;
-use ingress_common::guard::{
-    GuardConfig, GuardCounterKey, GuardNet4, GuardNet6, GuardPort, GuardPortKey, SynBucket, SynSource,
-};
+use ingress_common::guard::{GuardConfig, GuardCounterKey, GuardNet4, GuardNet6, GuardPort, SynBucket, SynSource};
 use ingress_common::maps::{
     GUARD_ALLOW4_MAP, GUARD_ALLOW6_MAP, GUARD_CONFIG_MAP, GUARD_COUNTERS_MAP, GUARD_COUNTERS_MAX_ENTRIES,
     GUARD_DENY4_MAP, GUARD_DENY6_MAP, GUARD_PORTS_MAP, GUARD_PORTS_MAX_ENTRIES, GUARD_RULES_MAX_ENTRIES,
@@ -73,7 +71,7 @@ use ingress_common::maps::{
 };
 
 #[map(name = "GUARD_PORTS")]
-pub static GUARD_PORTS: HashMap<GuardPortKey, GuardPort> = HashMap::with_max_entries(GUARD_PORTS_MAX_ENTRIES, 0);
+pub static GUARD_PORTS: Array<GuardPort> = Array::with_max_entries(GUARD_PORTS_MAX_ENTRIES, 0);
 
 #[map(name = "GUARD_DENY4")]
 pub static GUARD_DENY4: LpmTrie<GuardNet4, u32> = LpmTrie::with_max_entries(GUARD_RULES_MAX_ENTRIES, 0);

@@ -174,6 +174,8 @@ struct L4Args {
 }
 
 #[allow(clippy::too_many_arguments)]
+// The run's flags, grouped where they belong together (L4Args, HostSetup).
+#[allow(clippy::too_many_arguments)]
 async fn serve(
     source: Source,
     listen: Vec<ListenMapping>,

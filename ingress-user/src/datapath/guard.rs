@@ -17,7 +17,7 @@ use ingress_common::guard::{
     GUARD_ALLOW, GUARD_DENY, GUARD_SYN, GuardConfig, GuardCounterKey, GuardNet4, GuardNet6, GuardReason, PORT_BITS,
     SYN_TOKEN,
 };
-use ingress_common::maps::{GUARD_PORTS_MAX_ENTRIES, GUARD_RULES_MAX_ENTRIES};
+use ingress_common::maps::GUARD_RULES_MAX_ENTRIES;
 
 use crate::config::PortCidr;
 use crate::telemetry::GuardCounter;
@@ -91,8 +91,6 @@ pub enum GuardError {
     Burst(u64),
     #[error("--{flag}: {count} rules of one address family, the map holds {GUARD_RULES_MAX_ENTRIES}")]
     TooManyRules { flag: &'static str, count: usize },
-    #[error("{0} guarded ports, the guard's port map holds {GUARD_PORTS_MAX_ENTRIES}")]
-    TooManyPorts(usize),
 }
 
 /// The entries for `rules`, with the SYN limit on every port of `syn_ports` (the L7
@@ -126,9 +124,6 @@ pub fn translate(rules: &GuardRules, syn_ports: &BTreeSet<u16>) -> Result<GuardE
         if count > GUARD_RULES_MAX_ENTRIES as usize {
             return Err(GuardError::TooManyRules { flag, count });
         }
-    }
-    if e.ports.len() > GUARD_PORTS_MAX_ENTRIES as usize {
-        return Err(GuardError::TooManyPorts(e.ports.len()));
     }
     Ok(e)
 }
@@ -290,9 +285,6 @@ mod tests {
         let r = GuardRules { syn_rate: MAX_SYN_RATE, syn_burst: MAX_SYN_BURST, ..Default::default() };
         let c = translate(&r, &ports(&[1])).unwrap().config;
         assert!(c.cap.checked_add(c.fill_ns.checked_mul(c.rate).unwrap()).is_some());
-        let many: BTreeSet<u16> = (1..=(GUARD_PORTS_MAX_ENTRIES as u16 + 1)).collect();
-        let r = GuardRules { syn_rate: 1, syn_burst: 1, ..Default::default() };
-        assert_eq!(translate(&r, &many), Err(GuardError::TooManyPorts(many.len())));
     }
 
     #[test]

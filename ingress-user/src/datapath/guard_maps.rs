@@ -3,10 +3,8 @@
 
 use aya::Ebpf;
 use aya::maps::lpm_trie::Key;
-use aya::maps::{Array, HashMap, LpmTrie, MapData, PerCpuHashMap, PerCpuValues};
-use ingress_common::guard::{
-    GUARD_RULE, GuardConfig, GuardCounterKey, GuardNet4, GuardNet6, GuardPort, GuardPortKey, GuardReason,
-};
+use aya::maps::{Array, LpmTrie, MapData, PerCpuHashMap, PerCpuValues};
+use ingress_common::guard::{GUARD_RULE, GuardConfig, GuardCounterKey, GuardNet4, GuardNet6, GuardPort, GuardReason};
 use ingress_common::maps::{
     GUARD_ALLOW4_MAP, GUARD_ALLOW6_MAP, GUARD_CONFIG_MAP, GUARD_COUNTERS_MAP, GUARD_DENY4_MAP, GUARD_DENY6_MAP,
     GUARD_PORTS_MAP,
@@ -19,7 +17,7 @@ use super::loader::take_map;
 use crate::telemetry::GuardCounter;
 
 pub struct GuardMaps {
-    ports: HashMap<MapData, GuardPortKey, GuardPort>,
+    ports: Array<MapData, GuardPort>,
     deny4: LpmTrie<MapData, GuardNet4, u32>,
     deny6: LpmTrie<MapData, GuardNet6, u32>,
     allow4: LpmTrie<MapData, GuardNet4, u32>,
@@ -72,8 +70,7 @@ impl GuardMaps {
         }
         self.config.set(0, e.config, 0).map_err(map_err(GUARD_CONFIG_MAP))?;
         for (port, flags) in &e.ports {
-            let key = GuardPortKey { port: *port, _pad: 0 };
-            self.ports.insert(key, GuardPort { flags: *flags }, 0).map_err(map_err(GUARD_PORTS_MAP))?;
+            self.ports.set(u32::from(*port), GuardPort { flags: *flags }, 0).map_err(map_err(GUARD_PORTS_MAP))?;
         }
         Ok(())
     }
