@@ -94,11 +94,12 @@ async fn interface_facts(name: &str, given: bool) -> InterfaceFacts {
     f
 }
 
-const PROGRAMS: [(&str, ProgramType); 4] = [
+/// Program and map types the data path cannot do without (sockmap, which it can, is
+/// probed for its own row).
+const PROGRAMS: [(&str, ProgramType); 3] = [
     ("xdp", ProgramType::Xdp),
     ("sched_cls", ProgramType::SchedClassifier),
     ("cgroup_sock_addr", ProgramType::CgroupSockAddr),
-    ("sk_skb", ProgramType::SkSkb),
 ];
 const MAPS: [(&str, MapType); 4] = [
     ("lru_hash", MapType::LruHash),
@@ -111,7 +112,7 @@ fn probes() -> Probes {
     let prog = |t: ProgramType| Some(is_program_supported(t).map_err(|e| e.to_string()));
     let map = |t: MapType| Some(is_map_supported(t).map_err(|e| e.to_string()));
     Probes {
-        programs: PROGRAMS.iter().filter(|(n, _)| *n != "sk_skb").map(|(n, t)| (*n, prog(*t))).collect(),
+        programs: PROGRAMS.iter().map(|(n, t)| (*n, prog(*t))).collect(),
         maps: MAPS.iter().map(|(n, t)| (*n, map(*t))).collect(),
         sockhash: map(MapType::SockHash),
         sk_skb: prog(ProgramType::SkSkb),
@@ -120,7 +121,7 @@ fn probes() -> Probes {
 
 fn unprobed() -> Probes {
     Probes {
-        programs: PROGRAMS.iter().filter(|(n, _)| *n != "sk_skb").map(|(n, _)| (*n, None)).collect(),
+        programs: PROGRAMS.iter().map(|(n, _)| (*n, None)).collect(),
         maps: MAPS.iter().map(|(n, _)| (*n, None)).collect(),
         sockhash: None,
         sk_skb: None,

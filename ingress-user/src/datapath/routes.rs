@@ -55,9 +55,9 @@ fn hint(e: &rtnetlink::Error) -> &'static str {
 /// The unicast routes of the main table, both families, as the planner sees them.
 pub async fn installed(handle: &Handle) -> Result<Vec<InstalledRoute>, RouteError> {
     let mut out = Vec::new();
-    for family in [IpAddr::from([0u8; 4]), IpAddr::from([0u16; 8])] {
+    for family in [AddressFamily::Inet, AddressFamily::Inet6] {
         let mut q = RouteMessage::default();
-        q.header.address_family = if family.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
+        q.header.address_family = family;
         let mut dump = handle.route().get(q).execute();
         while let Some(m) = dump.try_next().await.map_err(RouteError::List)? {
             if let Some(r) = to_installed(&m) {
@@ -145,6 +145,9 @@ pub async fn apply(handle: &Handle, plan: &RoutePlan) -> Vec<String> {
     errors
 }
 
+/// Deletes one of our routes. The request carries our protocol, and the kernel deletes
+/// only a route of that protocol (IPv4 and IPv6 both match it when it is set): a second
+/// guard, besides the planner, that someone else's identical route is never removed.
 async fn delete(handle: &Handle, r: &InstalledRoute) -> Result<(), RouteError> {
     debug_assert!(r.ours(), "only routes with our protocol are ever deleted");
     let route = match r.via {
