@@ -85,11 +85,8 @@ pub fn main(cli: Cli) -> Result<()> {
             if let Some(dir) = cgroup.as_deref() {
                 datapath::mounts::cgroup_dir(Some(dir))?;
             }
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            let removed = rt.block_on(datapath::routes::remove_our_routes())?;
-            for r in &removed {
-                let via = r.via.map(|v| format!(" via {v}")).unwrap_or_default();
-                println!("removed route {}{via} (protocol {})", r.cidr, r.protocol);
+            for r in datapath::routes::remove_our_routes_blocking()? {
+                println!("removed route {r}");
             }
             Ok(())
         }

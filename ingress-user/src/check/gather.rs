@@ -132,6 +132,22 @@ fn unprobed() -> Probes {
 /// creates: type, key/value size, max entries, flags), returning
 /// [`PinnedState::Compatible`] or [`PinnedState::Incompatible`] with each difference.
 ///
+/// With the pin part's `datapath::pins::compare_with_object(object, dir)` (returning
+/// the mismatches and the names it matched) the body after the empty-directory test is:
+///
+/// ```text
+/// let Some(object) = crate::datapath::OBJECT else {
+///     return PinnedState::Unreadable("this ingress has no embedded eBPF object to compare with".into());
+/// };
+/// match crate::datapath::pins::compare_with_object(object, dir) {
+///     Ok((mismatches, _)) if !mismatches.is_empty() => PinnedState::Incompatible {
+///         differences: mismatches.iter().map(ToString::to_string).collect(),
+///     },
+///     Ok((_, matched)) => PinnedState::Compatible { objects: matched.iter().map(|s| s.to_string()).collect() },
+///     Err(e) => PinnedState::Unreadable(e.to_string()),
+/// }
+/// ```
+///
 /// Until then (this branch has no pinning) it answers what it can see without that
 /// check: nothing pinned ([`PinnedState::Nothing`]: the directory is absent or empty),
 /// an unreadable directory, and otherwise every entry as a difference to look at,

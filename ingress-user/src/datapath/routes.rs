@@ -216,3 +216,10 @@ pub async fn remove_our_routes() -> Result<Vec<InstalledRoute>, RouteError> {
         None => Ok(ours),
     }
 }
+
+/// [`remove_our_routes`] on a runtime of its own, for callers outside tokio (the
+/// synchronous `ingress detach`).
+pub fn remove_our_routes_blocking() -> Result<Vec<InstalledRoute>, RouteError> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(RouteError::Socket)?;
+    rt.block_on(remove_our_routes())
+}
