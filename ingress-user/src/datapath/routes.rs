@@ -20,11 +20,11 @@ pub enum RouteError {
     #[error("cannot open a netlink (rtnetlink) socket: {0}")]
     Socket(std::io::Error),
     #[error("cannot list the routes of the main table over netlink: {0}")]
-    List(rtnetlink::Error),
+    List(Box<rtnetlink::Error>),
     #[error("cannot list this host's addresses over netlink: {0}")]
-    Addresses(rtnetlink::Error),
+    Addresses(Box<rtnetlink::Error>),
     #[error("cannot {what} route {route}: {source}{hint}")]
-    Change { what: &'static str, route: String, source: rtnetlink::Error, hint: &'static str },
+    Change { what: &'static str, route: String, source: Box<rtnetlink::Error>, hint: &'static str },
 }
 
 /// A netlink connection on the current tokio runtime.
@@ -59,7 +59,7 @@ pub async fn installed(handle: &Handle) -> Result<Vec<InstalledRoute>, RouteErro
         let mut q = RouteMessage::default();
         q.header.address_family = family;
         let mut dump = handle.route().get(q).execute();
-        while let Some(m) = dump.try_next().await.map_err(RouteError::List)? {
+        while let Some(m) = dump.try_next().await.map_err(|e| RouteError::List(Box::new(e)))? {
             if let Some(r) = to_installed(&m) {
                 out.push(r);
             }
@@ -131,7 +131,7 @@ pub async fn apply(handle: &Handle, plan: &RoutePlan) -> Vec<String> {
                     what: if replace { "replace" } else { "add" },
                     route: r.to_string(),
                     hint: hint(&source),
-                    source,
+                    source: Box::new(source),
                 }
                 .to_string(),
             ),
@@ -161,7 +161,7 @@ async fn delete(handle: &Handle, r: &InstalledRoute) -> Result<(), RouteError> {
         }
         // gone already (removed by hand meanwhile): nothing to do
         Err(e) if errno(&e) == Some(libc::ESRCH) => Ok(()),
-        Err(source) => Err(RouteError::Change { what: "remove", route, hint: hint(&source), source }),
+        Err(source) => Err(RouteError::Change { what: "remove", route, hint: hint(&source), source: Box::new(source) }),
     }
 }
 
@@ -187,7 +187,7 @@ pub async fn sync(handle: &Handle, wanted: &[PodRoute]) -> Result<Applied, Route
 pub async fn local_addresses(handle: &Handle) -> Result<Vec<IpAddr>, RouteError> {
     let mut out = Vec::new();
     let mut dump = handle.address().get().execute();
-    while let Some(m) = dump.try_next().await.map_err(RouteError::Addresses)? {
+    while let Some(m) = dump.try_next().await.map_err(|e| RouteError::Addresses(Box::new(e)))? {
         for a in &m.attributes {
             if let AddressAttribute::Address(ip) | AddressAttribute::Local(ip) = a {
                 out.push(*ip);
