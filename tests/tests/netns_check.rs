@@ -216,8 +216,8 @@ fn pod_routes_are_installed_with_our_protocol_and_only_ours_are_removed() {
     let out = ingress_in(&ns.vm, &["detach", "--pin-path", "/nonexistent/chk-pins"]);
     assert!(out.status.success(), "detach: {}", String::from_utf8_lossy(&out.stderr));
     let said = String::from_utf8_lossy(&out.stdout);
-    assert!(said.contains("removed route 10.201.0.0/24 via 198.19.0.3 (protocol 207)"), "{said}");
-    assert!(said.contains("removed route fd00:201::/64 via fd00:19::1 (protocol 207)"), "{said}");
+    assert!(said.contains("removed route 10.201.0.0/24 via 198.19.0.3 proto 207"), "{said}");
+    assert!(said.contains("removed route fd00:201::/64 via fd00:19::1 proto 207"), "{said}");
     assert_eq!(said.lines().count(), 2, "only ours: {said}");
     let routes = ns.routes();
     assert!(!routes.iter().any(|r| r.contains("proto 207")), "none of ours left: {routes:?}");

@@ -165,18 +165,8 @@ fn remove_unpinned_links(
 /// Removes the host routes the agent installed (those marked with our own route
 /// protocol, [`super::routes`]), a line per route in `report`.
 fn remove_routes(report: &mut DetachReport) {
-    let removed = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())
-        .and_then(|rt| rt.block_on(super::routes::remove_our_routes()).map_err(|e| e.to_string()));
-    match removed {
-        Ok(routes) => {
-            for r in routes {
-                let via = r.via.map(|v| format!(" via {v}")).unwrap_or_default();
-                report.removed.push(format!("route {}{via} (protocol {})", r.cidr, r.protocol));
-            }
-        }
+    match super::routes::remove_our_routes_blocking() {
+        Ok(routes) => report.removed.extend(routes.into_iter().map(|r| format!("route {r}"))),
         Err(e) => report.failed.push(format!("removing our host routes: {e}")),
     }
 }

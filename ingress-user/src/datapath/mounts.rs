@@ -124,7 +124,7 @@ fn is_cgroup2(dir: &Path) -> std::io::Result<bool> {
     if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
-    Ok(st.f_type as i64 == libc::CGROUP2_SUPER_MAGIC as i64)
+    Ok(st.f_type == libc::CGROUP2_SUPER_MAGIC)
 }
 
 #[cfg(test)]

@@ -175,6 +175,17 @@ impl InstalledRoute {
     }
 }
 
+/// `10.42.0.0/24 via 172.18.0.2 proto 207` (as `ip route` writes it).
+impl fmt::Display for InstalledRoute {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.cidr)?;
+        if let Some(v) = self.via {
+            write!(f, " via {v}")?;
+        }
+        write!(f, " proto {}", self.protocol)
+    }
+}
+
 /// What to do to reach the wanted set. `add` and `replace` before `delete`, so a
 /// CIDR that moves keeps a route throughout.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -356,6 +367,15 @@ mod tests {
         assert!(p.is_empty(), "{p:?}");
         assert_eq!(p.conflicts.len(), 1);
         assert!(p.conflicts[0].contains("already routed on a device (protocol 3, not ours)"), "{}", p.conflicts[0]);
+    }
+
+    #[test]
+    fn installed_routes_print_as_ip_route_does() {
+        assert_eq!(
+            installed("10.42.0.0/24", Some("172.18.0.2"), 207).to_string(),
+            "10.42.0.0/24 via 172.18.0.2 proto 207"
+        );
+        assert_eq!(installed("fd00::/64", None, 2).to_string(), "fd00::/64 proto 2");
     }
 
     #[test]

@@ -20,11 +20,11 @@ pub enum RouteError {
     #[error("cannot open a netlink (rtnetlink) socket: {0}")]
     Socket(std::io::Error),
     #[error("cannot list the routes of the main table over netlink: {0}")]
-    List(rtnetlink::Error),
+    List(Box<rtnetlink::Error>),
     #[error("cannot list this host's addresses over netlink: {0}")]
-    Addresses(rtnetlink::Error),
+    Addresses(Box<rtnetlink::Error>),
     #[error("cannot {what} route {route}: {source}{hint}")]
-    Change { what: &'static str, route: String, source: rtnetlink::Error, hint: &'static str },
+    Change { what: &'static str, route: String, source: Box<rtnetlink::Error>, hint: &'static str },
 }
 
 /// A netlink connection on the current tokio runtime.
@@ -55,11 +55,11 @@ fn hint(e: &rtnetlink::Error) -> &'static str {
 /// The unicast routes of the main table, both families, as the planner sees them.
 pub async fn installed(handle: &Handle) -> Result<Vec<InstalledRoute>, RouteError> {
     let mut out = Vec::new();
-    for family in [IpAddr::from([0u8; 4]), IpAddr::from([0u16; 8])] {
+    for family in [AddressFamily::Inet, AddressFamily::Inet6] {
         let mut q = RouteMessage::default();
-        q.header.address_family = if family.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
+        q.header.address_family = family;
         let mut dump = handle.route().get(q).execute();
-        while let Some(m) = dump.try_next().await.map_err(RouteError::List)? {
+        while let Some(m) = dump.try_next().await.map_err(|e| RouteError::List(Box::new(e)))? {
             if let Some(r) = to_installed(&m) {
                 out.push(r);
             }
@@ -131,7 +131,7 @@ pub async fn apply(handle: &Handle, plan: &RoutePlan) -> Vec<String> {
                     what: if replace { "replace" } else { "add" },
                     route: r.to_string(),
                     hint: hint(&source),
-                    source,
+                    source: Box::new(source),
                 }
                 .to_string(),
             ),
@@ -145,6 +145,9 @@ pub async fn apply(handle: &Handle, plan: &RoutePlan) -> Vec<String> {
     errors
 }
 
+/// Deletes one of our routes. The request carries our protocol, and the kernel deletes
+/// only a route of that protocol (IPv4 and IPv6 both match it when it is set): a second
+/// guard, besides the planner, that someone else's identical route is never removed.
 async fn delete(handle: &Handle, r: &InstalledRoute) -> Result<(), RouteError> {
     debug_assert!(r.ours(), "only routes with our protocol are ever deleted");
     let route = match r.via {
@@ -158,7 +161,7 @@ async fn delete(handle: &Handle, r: &InstalledRoute) -> Result<(), RouteError> {
         }
         // gone already (removed by hand meanwhile): nothing to do
         Err(e) if errno(&e) == Some(libc::ESRCH) => Ok(()),
-        Err(source) => Err(RouteError::Change { what: "remove", route, hint: hint(&source), source }),
+        Err(source) => Err(RouteError::Change { what: "remove", route, hint: hint(&source), source: Box::new(source) }),
     }
 }
 
@@ -184,7 +187,7 @@ pub async fn sync(handle: &Handle, wanted: &[PodRoute]) -> Result<Applied, Route
 pub async fn local_addresses(handle: &Handle) -> Result<Vec<IpAddr>, RouteError> {
     let mut out = Vec::new();
     let mut dump = handle.address().get().execute();
-    while let Some(m) = dump.try_next().await.map_err(RouteError::Addresses)? {
+    while let Some(m) = dump.try_next().await.map_err(|e| RouteError::Addresses(Box::new(e)))? {
         for a in &m.attributes {
             if let AddressAttribute::Address(ip) | AddressAttribute::Local(ip) = a {
                 out.push(*ip);
@@ -212,4 +215,11 @@ pub async fn remove_our_routes() -> Result<Vec<InstalledRoute>, RouteError> {
         Some(e) => Err(e),
         None => Ok(ours),
     }
+}
+
+/// [`remove_our_routes`] on a runtime of its own, for callers outside tokio (the
+/// synchronous `ingress detach`).
+pub fn remove_our_routes_blocking() -> Result<Vec<InstalledRoute>, RouteError> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(RouteError::Socket)?;
+    rt.block_on(remove_our_routes())
 }

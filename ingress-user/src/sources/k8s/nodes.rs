@@ -100,8 +100,10 @@ mod tests {
 
     #[test]
     fn old_single_pod_cidr_and_a_node_without_spec() {
-        let mut n = Node::default();
-        n.spec = Some(NodeSpec { pod_cidr: Some("10.42.1.0/24".into()), ..Default::default() });
+        let n = Node {
+            spec: Some(NodeSpec { pod_cidr: Some("10.42.1.0/24".into()), ..Default::default() }),
+            ..Default::default()
+        };
         assert_eq!(node_facts(&n).pod_cidrs, ["10.42.1.0/24"]);
         let f = node_facts(&Node::default());
         assert!(f.pod_cidrs.is_empty() && f.internal_ips.is_empty());
