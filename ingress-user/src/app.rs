@@ -244,6 +244,11 @@ async fn serve(
         },
         (DataplaneMode::Userspace, None) => None,
     };
+    // --pod-route first: a route that cannot be added stops the start before anything is
+    // attached or pinned.
+    if !host.pod_routes.is_empty() {
+        datapath::route_sync::install_flags(&host.pod_routes).await?;
+    }
     let mut joiner = Joiner::new(None);
     let mut programs = None;
     let mut l4_runtime = None;
@@ -292,10 +297,8 @@ async fn serve(
         }
     };
 
-    // Host routes: --pod-route, else the Nodes' pod CIDRs (Kubernetes source, eBPF).
-    if !host.pod_routes.is_empty() {
-        datapath::route_sync::install_flags(&host.pod_routes).await?;
-    } else if let (Some(client), DataplaneMode::Ebpf) = (node_client, mode) {
+    // Host routes: the Nodes' pod CIDRs (Kubernetes source, eBPF) when no --pod-route.
+    if let (true, Some(client), DataplaneMode::Ebpf) = (host.pod_routes.is_empty(), node_client, mode) {
         tokio::spawn(datapath::route_sync::follow_nodes(client));
     }
 
