@@ -4,6 +4,7 @@
 //! route. Everything runs in a `chkk-vm` network namespace of the test's own (the API
 //! server too, on its loopback), so no route is ever added outside it.
 
+use ingress_tests::pinned::PinDir;
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
@@ -73,12 +74,15 @@ fn wait_routes(what: &str, log: &std::path::Path, cond: impl Fn(&[String]) -> bo
 }
 
 /// The agent (`ingress run --kubeconfig .. --interface eth0`) in the vm namespace only.
-fn start_agent(kubeconfig: &std::path::Path, log: &std::path::Path) -> Child {
+/// Its pins go to `pins` (the test's own directory, removed by name on drop), never
+/// the host's default one.
+fn start_agent(kubeconfig: &std::path::Path, log: &std::path::Path, pins: &PinDir) -> Child {
     let nsfile = File::open(format!("/run/netns/{VM}")).unwrap();
     let fd = nsfile.as_raw_fd();
     let mut cmd = Command::new(ingress_bin());
     cmd.args(["run", "--listen", "127.0.0.1:18080=infra/gw:80", "--interface", "eth0", "--kubeconfig"])
         .arg(kubeconfig)
+        .args(["--pin-path", &pins.arg()])
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(File::create(log).unwrap());
@@ -110,6 +114,7 @@ fn node_pod_cidrs_become_host_routes_and_go_with_their_node() {
     }
     let Some(bin) = kubeapi::binary(test) else { return };
     let _ns = Namespaces::create();
+    let pins = PinDir::new("kube-nodes");
     // someone else's route, which must survive everything below
     ip(&["-n", VM, "route", "add", "10.204.9.0/24", "via", "198.19.0.1"]);
 
@@ -156,7 +161,7 @@ fn node_pod_cidrs_become_host_routes_and_go_with_their_node() {
     };
 
     let log = std::env::temp_dir().join(format!("chk-kube-nodes-{}.log", std::process::id()));
-    let mut agent = start_agent(&kubeconfig, &log);
+    let mut agent = start_agent(&kubeconfig, &log, &pins);
     nodes("create");
     wait_routes("node-a's podCIDR routed via its InternalIP", &log, |r| {
         r.iter().any(|l| l.starts_with("10.204.0.0/24 via 198.19.0.1") && l.contains("proto 207"))

@@ -17,8 +17,16 @@ use ingress_tests::topology::{self, Topology, VM_IP, VM_NIC};
 const PREFIX: &str = "ocdemo";
 const REQUESTS_PER_HOST: usize = 3;
 
+/// The demo's pin directory and cgroup (removed by name when it ends).
+const DEMO_PINS: &str = "/sys/fs/bpf/ingress-demo";
+const DEMO_CGROUP: &str = "ingress-demo";
+
 fn main() {
     let mut args = std::env::args().skip(1);
+    if std::env::args().nth(1).as_deref() == Some("--dial-local") {
+        // the local client: this program again, in the vm namespace and the demo cgroup
+        std::process::exit(dial_local(&std::env::args().nth(2).expect("--dial-local ADDR")));
+    }
     let mut bin = ingress_tests::agent::ingress_bin();
     let mut userspace = false;
     while let Some(a) = args.next() {
@@ -56,8 +64,13 @@ fn main() {
         ingress_tests::netns::sysctl(&topo.vm_ns(), "net/ipv4/ip_forward", "1");
         ingress_tests::tcp_echo::Server::start(&topo.node_ns(), "172.18.0.2:6443", "apiserver-stand-in")
     });
+    // Local clients: the connect hooks go on a cgroup of the demo's own (only its dialling
+    // child joins it); pins in a directory of its own. The agent runs with `nsenter
+    // --net`, so it sees the host's cgroup tree and bpffs.
+    let cgroup = (!userspace).then(|| ingress_tests::cgroup::TestCgroup::create(DEMO_CGROUP).expect("demo cgroup"));
+    let cgroup_arg = cgroup.as_ref().map(|c| c.path().display().to_string()).unwrap_or_default();
     if !userspace {
-        dataplane.extend(["--l4", "6550=172.18.0.2:6443"]);
+        dataplane.extend(["--l4", "6550=172.18.0.2:6443", "--pin-path", DEMO_PINS, "--cgroup", &cgroup_arg]);
     }
     println!(
         "== agent: {} run --manifests {} --listen {} --listen {} {}",
@@ -67,7 +80,11 @@ fn main() {
         listens[1],
         dataplane.join(" ")
     );
-    let agent = Agent::start(&bin, &topo.vm_ns(), &openchoreo_dir(), &listens, &dataplane);
+    let agent = if userspace {
+        Agent::start(&bin, &topo.vm_ns(), &openchoreo_dir(), &listens, &dataplane)
+    } else {
+        Agent::start_keeping_pins(&bin, &topo.vm_ns(), &openchoreo_dir(), &listens, &dataplane)
+    };
 
     println!("== requests from the client namespace");
     println!("   {:<60} {:>6}  {:<58} {}", "URL (Host header)", "STATUS", "ANSWERED BY", "PATH AT POD");
@@ -122,6 +139,31 @@ fn main() {
             }
         }
     }
+    if let Some(cg) = &cgroup {
+        println!(
+            "== L4, local client: a process on the VM (in cgroup {}) dials 0.0.0.0:6550, as kubectl with k3d's kubeconfig does",
+            cg.path().display()
+        );
+        let me = std::env::current_exe().expect("the demo's own path");
+        let mut cmd = ingress_tests::agent::nsenter_net(&topo.vm_ns(), &me);
+        cmd.args(["--dial-local", "0.0.0.0:6550"]);
+        cg.enter_on_exec(&mut cmd);
+        match cmd.output() {
+            Ok(o) if o.status.success() => print!("{}", String::from_utf8_lossy(&o.stdout)),
+            Ok(o) => {
+                failures += 1;
+                println!(
+                    "✗  the local connection failed: {}{}",
+                    String::from_utf8_lossy(&o.stdout),
+                    String::from_utf8_lossy(&o.stderr)
+                );
+            }
+            Err(e) => {
+                failures += 1;
+                println!("✗  cannot start the local client: {e}");
+            }
+        }
+    }
     println!("== ingress stats (XDP counters on {VM_NIC}, proxy counters)");
     let out = Command::new("ip")
         .args(["netns", "exec", &topo.vm_ns()])
@@ -143,6 +185,22 @@ fn main() {
             ebpf_lines.first().map(|l| l.trim()).unwrap_or("none")
         );
     }
+    if !userspace {
+        // the pinned links and maps outlive the agent: take them off
+        let out = ingress_tests::agent::nsenter_net(&topo.vm_ns(), &bin)
+            .args(["detach", "--pin-path", DEMO_PINS, "--cgroup", &cgroup_arg])
+            .output()
+            .expect("ingress detach");
+        println!(
+            "== ingress detach: {} lines, exit {}",
+            String::from_utf8_lossy(&out.stdout).lines().count(),
+            out.status
+        );
+        if !out.status.success() {
+            failures += 1;
+        }
+    }
+    drop(cgroup);
     drop(topo);
     println!(
         "== {} of {sent} requests reached the expected pod or status; torn down in {:.1}s total",
@@ -171,9 +229,52 @@ fn install_teardown_on_signal(pods: usize) {
             eprintln!("demo: signal {sig}, tearing down");
             let mut names = vec![format!("{PREFIX}-client"), format!("{PREFIX}-vm"), format!("{PREFIX}-node")];
             names.extend((0..pods).map(|i| format!("{PREFIX}-p{i}")));
-            // The agent dies with us (PR_SET_PDEATHSIG).
+            // The agent dies with us (PR_SET_PDEATHSIG); its pinned links and maps go
+            // with their pins (by the demo's own names), the cgroup once empty.
             topology::remove_namespaces(&names);
+            let _ = std::fs::remove_dir_all(DEMO_PINS);
+            if let Some(root) = ingress_tests::cgroup::cgroup2_mount() {
+                let _ = std::fs::remove_dir(root.join(DEMO_CGROUP));
+            }
             std::process::exit(130);
         });
     }
+}
+
+/// Connects to `addr`, says what getpeername gives, sends 64 KiB and checks the echo
+/// (after the stand-in's name line); the exit status says whether it all came back.
+fn dial_local(addr: &str) -> i32 {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let addr: std::net::SocketAddr = addr.parse().expect("address");
+    let s = match std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
+        Ok(s) => s,
+        Err(e) => {
+            println!("   connect {addr}: {e}");
+            return 1;
+        }
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    // while connected: what getpeername and getsockname say
+    let peer = s.peer_addr().map(|p| p.to_string()).unwrap_or_else(|e| e.to_string());
+    let local = s.local_addr().map(|p| p.to_string()).unwrap_or_default();
+    let data = ingress_tests::pattern::bytes(3, 64 << 10);
+    let mut w = s.try_clone().expect("socket");
+    let mut r = BufReader::new(s.try_clone().expect("socket"));
+    let mut name = String::new();
+    let _ = r.read_line(&mut name);
+    let sent = data.clone();
+    let writer = std::thread::spawn(move || {
+        let _ = w.write_all(&sent);
+        let _ = w.shutdown(std::net::Shutdown::Write);
+    });
+    let mut back = Vec::new();
+    let _ = r.read_to_end(&mut back);
+    let _ = writer.join();
+    let ok = back == data;
+    println!(
+        "   connected from {local}; getpeername says {peer} (what it dialled); {} by {}",
+        if ok { "64 KiB echoed back intact" } else { "the echo differs" },
+        name.trim()
+    );
+    if ok { 0 } else { 1 }
 }
