@@ -63,3 +63,31 @@ impl Drop for TestCgroup {
         eprintln!("cannot remove cgroup {}", self.path.display());
     }
 }
+
+/// What the `dial` program (`src/bin/dial.rs`) printed: the peer getpeername gave,
+/// the bytes it read back and their FNV-1a, and everything it said (for messages).
+pub struct Dialled {
+    pub peer: String,
+    pub got: usize,
+    pub fnv: u64,
+    pub out: String,
+}
+
+/// Runs `cmd` (a `dial ADDR SEND` command, prepared by the caller: namespace, args),
+/// in `cgroup` if given, and parses what it printed.
+pub fn run_dial(mut cmd: Command, cgroup: Option<&TestCgroup>) -> Dialled {
+    if let Some(cg) = cgroup {
+        cg.enter_on_exec(&mut cmd);
+    }
+    let out = cmd.output().expect("run dial");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let field = |k: &str| {
+        text.split_whitespace().find_map(|w| w.strip_prefix(&format!("{k}="))).map(str::to_string).unwrap_or_default()
+    };
+    Dialled {
+        peer: field("peer"),
+        got: field("got").parse().unwrap_or(0),
+        fnv: u64::from_str_radix(&field("fnv"), 16).unwrap_or(0),
+        out: format!("{text}{}", String::from_utf8_lossy(&out.stderr)),
+    }
+}

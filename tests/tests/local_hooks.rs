@@ -14,7 +14,7 @@ use ingress::datapath as ebpf;
 use ingress_common::l4::{L4Endpoint, L4Frontend, L4Service, MAGLEV_M};
 use ingress_common::maps::{L4_ENDPOINTS_MAP, L4_MAGLEV_MAP, L4_SERVICES_MAP};
 use ingress_common::proto;
-use ingress_tests::cgroup::TestCgroup;
+use ingress_tests::cgroup::{Dialled, TestCgroup, run_dial};
 use ingress_tests::pattern::{Fnv, bytes};
 use ingress_tests::tcp_echo::Server;
 
@@ -51,31 +51,11 @@ fn program_service(d: &mut ebpf::Dataplane, frontends: &[Ipv4Addr], port: u16, e
     }
 }
 
-struct Dialled {
-    peer: String,
-    got: usize,
-    fnv: u64,
-    out: String,
-}
-
 /// Runs `dial ADDR SEND` (in `cgroup`, if given) and parses what it printed.
 fn dial(cgroup: Option<&TestCgroup>, addr: &str, send: usize) -> Dialled {
     let mut cmd = Command::new(dial_bin());
     cmd.arg(addr).arg(send.to_string());
-    if let Some(cg) = cgroup {
-        cg.enter_on_exec(&mut cmd);
-    }
-    let out = cmd.output().expect("run dial");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let field = |k: &str| {
-        text.split_whitespace().find_map(|w| w.strip_prefix(&format!("{k}="))).map(str::to_string).unwrap_or_default()
-    };
-    Dialled {
-        peer: field("peer"),
-        got: field("got").parse().unwrap_or(0),
-        fnv: u64::from_str_radix(&field("fnv"), 16).unwrap_or(0),
-        out: format!("{text}{}", String::from_utf8_lossy(&out.stderr)),
-    }
+    run_dial(cmd, cgroup)
 }
 
 fn expected(name: &str, send: usize) -> (usize, u64) {

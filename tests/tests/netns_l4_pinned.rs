@@ -16,7 +16,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use ingress_tests::agent::{Agent, ingress_bin, nsenter_net};
-use ingress_tests::cgroup::TestCgroup;
+use ingress_tests::cgroup::{Dialled, TestCgroup, run_dial};
 use ingress_tests::fixtures::{openchoreo_dir, openchoreo_listens, openchoreo_pods};
 use ingress_tests::netns::sysctl;
 use ingress_tests::pattern::{Fnv, bytes};
@@ -40,31 +40,11 @@ fn start(topo: &Topology, pins: &PinDir, cg: &TestCgroup) -> Agent {
     )
 }
 
-struct Dialled {
-    peer: String,
-    got: usize,
-    fnv: u64,
-    out: String,
-}
-
 /// `dial ADDR SEND` in the vm namespace, in `cg` if given.
 fn dial(topo: &Topology, cg: Option<&TestCgroup>, addr: &str, send: usize) -> Dialled {
     let mut cmd: Command = nsenter_net(&topo.vm_ns(), &PathBuf::from(env!("CARGO_BIN_EXE_dial")));
     cmd.arg(addr).arg(send.to_string());
-    if let Some(cg) = cg {
-        cg.enter_on_exec(&mut cmd);
-    }
-    let out = cmd.output().expect("run dial");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let field = |k: &str| {
-        text.split_whitespace().find_map(|w| w.strip_prefix(&format!("{k}="))).map(str::to_string).unwrap_or_default()
-    };
-    Dialled {
-        peer: field("peer"),
-        got: field("got").parse().unwrap_or(0),
-        fnv: u64::from_str_radix(&field("fnv"), 16).unwrap_or(0),
-        out: format!("{text}{}", String::from_utf8_lossy(&out.stderr)),
-    }
+    run_dial(cmd, cg)
 }
 
 fn echo_of(send: usize) -> (usize, u64) {
