@@ -8,12 +8,10 @@
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::agent::Agent;
 use crate::bench::{median, paired_ratio, rotation};
-use crate::netns::in_ns;
 use crate::topology::{Topology, VM_IP, VM_NIC};
 use crate::wrk::Wrk;
 
@@ -40,65 +38,6 @@ impl L4Path {
     }
 }
 
-/// nginx as k3d's serverlb for one port, in the vm namespace; stopped by pid on drop.
-struct StreamProxy {
-    child: Child,
-    dir: std::path::PathBuf,
-}
-
-impl StreamProxy {
-    fn start(ns: &str, listen: SocketAddr, upstream: SocketAddr) -> Self {
-        let dir = std::env::temp_dir().join(format!("ingress-l4bench-nginx-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let conf = dir.join("nginx.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "load_module /usr/lib/nginx/modules/ngx_stream_module.so;\nworker_processes auto;\npid {d}/nginx.pid;\nerror_log {d}/nginx.err notice;\nevents {{\n  multi_accept on;\n  use epoll;\n  worker_connections 1024;\n}}\nstream {{\n  upstream up {{\n    server {upstream} max_fails=1 fail_timeout=10s;\n  }}\n  server {{\n    listen {listen};\n    proxy_pass up;\n    proxy_timeout 600s;\n    proxy_connect_timeout 2s;\n  }}\n}}\n",
-                d = dir.display()
-            ),
-        )
-        .unwrap();
-        use std::os::unix::process::CommandExt;
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", ns, "nginx", "-e", "stderr", "-c"])
-            .arg(&conf)
-            .args(["-g", "daemon off;"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        // SAFETY: prctl is async-signal-safe.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().expect("start nginx (installed by `cargo xtask bench`)");
-        let start = Instant::now();
-        while in_ns(ns, || std::net::TcpStream::connect_timeout(&listen, Duration::from_millis(200))).is_err() {
-            assert!(start.elapsed() < Duration::from_secs(10), "nginx stream proxy not listening on {listen}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        StreamProxy { child, dir }
-    }
-}
-
-impl Drop for StreamProxy {
-    fn drop(&mut self) {
-        // SAFETY: kill on our own child's pid (the master stops its workers).
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let start = Instant::now();
-        while !matches!(self.child.try_wait(), Ok(Some(_))) && start.elapsed() < Duration::from_secs(5) {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 /// Runs the L4 mode on `topo` (direct path enabled, nginx serving `pod`), with the
 /// agent `bin` serving `manifests`/`listens` plus `--l4 10080=POD`; returns the
 /// Markdown section of the report.
@@ -112,7 +51,8 @@ pub fn run(
     rounds: usize,
     host: &str,
 ) -> String {
-    let nginx = StreamProxy::start(&topo.vm_ns(), format!("{VM_IP}:{NGINX_PORT}").parse().unwrap(), pod);
+    let nginx =
+        crate::nginx::PodNginx::stream_proxy(&topo.vm_ns(), format!("{VM_IP}:{NGINX_PORT}").parse().unwrap(), pod);
     // [path][workload][round]: requests/s, MB/s, faults
     let mut rps = vec![vec![Vec::new(); 2]; PATHS.len()];
     let mut mbps = vec![vec![Vec::new(); 2]; PATHS.len()];

@@ -1,5 +1,6 @@
-//! nginx as a fast HTTP server in a pod namespace (the benchmark's backend): `/`
-//! answers a small body, `/1m` a 1 MiB file. Stopped by pid on drop.
+//! nginx for the benchmarks: a fast HTTP server in a pod namespace (the backend: `/`
+//! answers a small body, `/1m` a 1 MiB file), and a stream proxy configured like k3d's
+//! serverlb. Stopped by pid on drop.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -29,6 +30,25 @@ impl PodNginx {
         )
         .unwrap();
         let child = spawn(ns, &dir, &conf, addr);
+        Self { child, dir }
+    }
+
+    /// nginx as k3d's serverlb for one port (a `stream` block with `proxy_pass`), in
+    /// namespace `ns`, listening on `listen`.
+    pub fn stream_proxy(ns: &str, listen: std::net::SocketAddr, upstream: std::net::SocketAddr) -> Self {
+        let dir = std::env::temp_dir().join(format!("ingress-l4bench-nginx-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let conf = dir.join("nginx.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "load_module /usr/lib/nginx/modules/ngx_stream_module.so;\nworker_processes auto;\npid {d}/nginx.pid;\nerror_log {d}/nginx.err notice;\nevents {{\n  multi_accept on;\n  use epoll;\n  worker_connections 1024;\n}}\nstream {{\n  upstream up {{\n    server {upstream} max_fails=1 fail_timeout=10s;\n  }}\n  server {{\n    listen {listen};\n    proxy_pass up;\n    proxy_timeout 600s;\n    proxy_connect_timeout 2s;\n  }}\n}}\n",
+                d = dir.display()
+            ),
+        )
+        .unwrap();
+        let child = spawn(ns, &dir, &conf, listen);
         Self { child, dir }
     }
 }

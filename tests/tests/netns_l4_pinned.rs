@@ -153,15 +153,9 @@ fn l4_connections_keep_every_byte_across_a_killed_agent_and_its_successor() {
 /// No BPF link of the L4 or local-client programs is left on the machine (the tier
 /// runs one test at a time, so any would be this test's).
 fn assert_no_links_of_ours() {
-    use ingress_common::maps::*;
-    let ours = [
-        L4_NIC_PROGRAM,
-        L4_REPLY_PROGRAM,
-        L4_CONNECT4_PROGRAM,
-        L4_CONNECT6_PROGRAM,
-        L4_GETPEERNAME4_PROGRAM,
-        L4_GETPEERNAME6_PROGRAM,
-    ];
+    use ingress_common::maps::{ATTACHED_PROGRAMS, XDP_PROGRAM};
+    // every program of ours but XDP (the topology's NIC goes with the test's namespaces)
+    let ours: Vec<&str> = ATTACHED_PROGRAMS.iter().copied().filter(|p| *p != XDP_PROGRAM).collect();
     let left = ingress::datapath::bpf_links::links_of(&ours).expect("list links");
     let left: Vec<String> = left.into_iter().map(|(_, facts, name)| format!("{name} ({facts:?})")).collect();
     assert!(left.is_empty(), "links of ours left after detach: {left:?}");
