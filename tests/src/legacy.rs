@@ -265,7 +265,7 @@ fn spawn_in(ns: &str, cmd: &mut Command, log: &Path) -> Child {
 }
 
 /// Child pids of `pid` (its threads' children lists).
-fn children(pid: u32) -> Vec<u32> {
+pub(crate) fn children(pid: u32) -> Vec<u32> {
     let mut out = vec![];
     if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
         for t in tasks.flatten() {

@@ -16,6 +16,7 @@ pub mod legacy;
 pub mod load;
 pub mod netns;
 pub mod nginx;
+pub mod nginx_l7;
 pub mod packet;
 pub mod pattern;
 pub mod pinned;

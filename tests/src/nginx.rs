@@ -55,7 +55,7 @@ impl PodNginx {
 
 /// Starts nginx with `conf` in `ns` (killed with this process) and waits until `addr`
 /// accepts.
-fn spawn(ns: &str, dir: &std::path::Path, conf: &std::path::Path, addr: std::net::SocketAddr) -> Child {
+pub(crate) fn spawn(ns: &str, dir: &std::path::Path, conf: &std::path::Path, addr: std::net::SocketAddr) -> Child {
     use std::os::unix::process::CommandExt;
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", ns, "nginx", "-e", "stderr", "-c"])
@@ -88,15 +88,20 @@ fn spawn(ns: &str, dir: &std::path::Path, conf: &std::path::Path, addr: std::net
 
 impl Drop for PodNginx {
     fn drop(&mut self) {
-        // SIGTERM: the master stops its workers (fast shutdown)
-        // SAFETY: kill on our own child's pid.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let start = Instant::now();
-        while !matches!(self.child.try_wait(), Ok(Some(_))) && start.elapsed() < Duration::from_secs(5) {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop(&mut self.child);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Stops an nginx master we started: SIGTERM (it stops its workers: fast shutdown),
+/// then SIGKILL after 5 s.
+pub(crate) fn stop(child: &mut Child) {
+    // SAFETY: kill on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let start = Instant::now();
+    while !matches!(child.try_wait(), Ok(Some(_))) && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }

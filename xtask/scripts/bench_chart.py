@@ -35,7 +35,7 @@ def main(src: str, dst: str) -> None:
         ax.set_title(w["workload"], fontsize=10)
         ax.set_ylabel(w["unit"])
         ax.set_ylim(0, max(values) * 1.25 if values else 1)
-    fig.suptitle(f"Today's path (A) vs direct (B) vs this ingress (C): {res['machine']}, "
+    fig.suptitle(f"Today's path (A) vs direct (B) vs nginx (N) vs this ingress (C): {res['machine']}, "
                  f"kernel {res['kernel']}, {res['date']}", fontsize=10)
     fig.tight_layout()
     fig.savefig(dst, dpi=110)

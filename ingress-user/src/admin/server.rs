@@ -84,11 +84,10 @@ impl Admin {
 
     /// `/metrics`: the proxy's families, and the L4 ones when configured.
     fn metrics_text(&self) -> String {
-        let text = self.proxy.prom.encode(&self.proxy.metrics.snapshot(), self.splice_active());
-        match &self.l4 {
-            Some(l4) => crate::telemetry::l4::append_before_eof(text, &crate::telemetry::l4::prometheus_l4(&l4.view())),
-            None => text,
+        if let Some(l4) = &self.l4 {
+            self.proxy.prom.set_l4(&l4.view());
         }
+        self.proxy.prom.encode(&self.proxy.metrics.snapshot(), self.splice_active())
     }
 
     /// Pairs joined in the kernel right now.

@@ -1,5 +1,6 @@
-//! The L4 forwarding part of `/stats`, `ingress stats` and `/metrics`: per L4 port
-//! flows, packets and bytes both ways, and the conntrack table's occupancy.
+//! The L4 forwarding part of `/stats` and `ingress stats`: per L4 port flows, packets
+//! and bytes both ways, and the conntrack table's occupancy (`/metrics` has the same
+//! figures through prometheus-client, `prometheus.rs`).
 
 use serde::{Deserialize, Serialize};
 
@@ -57,45 +58,6 @@ pub fn format_l4(v: &L4View) -> String {
     out
 }
 
-/// A counter family: name, help, how to read it from a port's counters.
-type Family = (&'static str, &'static str, fn(&L4PortCounters) -> u64);
-
-/// Prometheus text lines for L4 forwarding (appended to `/metrics` before `# EOF`).
-pub fn prometheus_l4(v: &L4View) -> String {
-    let mut out = String::new();
-    let families: [Family; 7] = [
-        ("ingress_l4_flows_total", "New L4 flows (conntrack entries created)", |p| p.flows),
-        ("ingress_l4_packets_total", "Client-to-endpoint packets forwarded by the L4 path", |p| p.packets),
-        ("ingress_l4_bytes_total", "Client-to-endpoint bytes (IP length) forwarded", |p| p.bytes),
-        ("ingress_l4_reply_packets_total", "Endpoint-to-client packets reverse-NATed", |p| p.reply_packets),
-        ("ingress_l4_reply_bytes_total", "Endpoint-to-client bytes reverse-NATed", |p| p.reply_bytes),
-        ("ingress_l4_no_endpoint_packets_total", "Packets to an L4 port without endpoint", |p| p.no_endpoint),
-        ("ingress_l4_fib_fallback_packets_total", "Rewritten packets handed to the kernel stack", |p| p.fib_fallback),
-    ];
-    for (name, help, get) in families {
-        let base = name.trim_end_matches("_total");
-        out += &format!("# HELP {base} {help}.\n# TYPE {base} counter\n");
-        for p in &v.ports {
-            out += &format!("{name}{{port=\"{}\"}} {}\n", p.port, get(p));
-        }
-    }
-    out += "# HELP ingress_l4_conntrack_flows Live L4 flows in the conntrack map.\n# TYPE ingress_l4_conntrack_flows gauge\n";
-    out += &format!("ingress_l4_conntrack_flows {}\n", v.conntrack_flows);
-    out += "# HELP ingress_l4_conntrack_entries Entries in the conntrack map (two per flow).\n# TYPE ingress_l4_conntrack_entries gauge\n";
-    out += &format!("ingress_l4_conntrack_entries {}\n", v.conntrack_entries);
-    out
-}
-
-/// Inserts the L4 lines into an exposition, before its `# EOF` line if it has one.
-pub fn append_before_eof(mut exposition: String, extra: &str) -> String {
-    if let Some(i) = exposition.rfind("# EOF") {
-        exposition.insert_str(i, extra);
-    } else {
-        exposition.push_str(extra);
-    }
-    exposition
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,15 +90,5 @@ mod tests {
         assert!(t.contains("l4: tcx on l4_nic on eth0, l4_reply on br-k3d"), "{t}");
         assert!(t.contains("  6550  6550=172.18.0.2:6443"), "{t}");
         assert!(t.contains("conntrack: 2 flows, 6 of 131072 entries"), "{t}");
-    }
-
-    #[test]
-    fn metrics_have_one_line_per_port_before_eof() {
-        let m = append_before_eof("ingress_requests_total 1\n# EOF\n".into(), &prometheus_l4(&view()));
-        assert!(m.contains("ingress_l4_flows_total{port=\"6550\"} 3\n"), "{m}");
-        assert!(m.contains("ingress_l4_reply_bytes_total{port=\"6550\"} 9000\n"), "{m}");
-        assert!(m.contains("ingress_l4_conntrack_flows 2\n"), "{m}");
-        assert!(m.ends_with("# EOF\n"), "{m}");
-        assert!(m.starts_with("ingress_requests_total 1\n"));
     }
 }

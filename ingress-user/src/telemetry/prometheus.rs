@@ -38,6 +38,26 @@ pub struct GuardLabels {
     pub reason: String,
 }
 
+/// Labels of the L4 path's per-port counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct L4Labels {
+    pub port: u16,
+}
+
+/// The L4 path's per-port counter families: name (without `_total`), help, how to read
+/// the kernel's total from a port's counters.
+type L4Family = (&'static str, &'static str, fn(&super::l4::L4PortCounters) -> u64);
+const L4_FAMILIES: [L4Family; 8] = [
+    ("l4_flows", "New L4 flows (conntrack entries created)", |p| p.flows),
+    ("l4_packets", "Client-to-endpoint packets forwarded by the L4 path", |p| p.packets),
+    ("l4_bytes", "Client-to-endpoint bytes (IP length) forwarded by the L4 path", |p| p.bytes),
+    ("l4_reply_packets", "Endpoint-to-client packets reverse-NATed", |p| p.reply_packets),
+    ("l4_reply_bytes", "Endpoint-to-client bytes (IP length) reverse-NATed", |p| p.reply_bytes),
+    ("l4_no_endpoint_packets", "Packets to an L4 port without endpoint (passed untouched)", |p| p.no_endpoint),
+    ("l4_fib_fallback_packets", "Rewritten packets handed to the kernel stack (no FIB route)", |p| p.fib_fallback),
+    ("l4_conntrack_errors", "Flows the conntrack map could not take", |p| p.conntrack_errors),
+];
+
 #[derive(Clone)]
 struct Buckets;
 impl MetricConstructor<Histogram> for Buckets {
@@ -58,6 +78,11 @@ pub struct Metrics {
     spliced: Gauge,
     guard_drops: Family<GuardLabels, Counter>,
     guard_unchecked: Family<GuardLabels, Counter>,
+    /// One family per `L4_FAMILIES` entry, in its order.
+    l4: Vec<Family<L4Labels, Counter>>,
+    l4_endpoints: Family<L4Labels, Gauge>,
+    l4_conntrack_flows: Gauge,
+    l4_conntrack_entries: Gauge,
 }
 
 impl Default for Metrics {
@@ -85,6 +110,23 @@ impl Default for Metrics {
             "Packets the XDP guard passed without checking (malformed, long IPv6 header chains, fragments)",
             guard_unchecked.clone(),
         );
+        let l4: Vec<Family<L4Labels, Counter>> = L4_FAMILIES
+            .iter()
+            .map(|(name, help, _)| {
+                let f = Family::<L4Labels, Counter>::default();
+                registry.register(*name, *help, f.clone());
+                f
+            })
+            .collect();
+        let l4_endpoints = Family::<L4Labels, Gauge>::default();
+        let (l4_conntrack_flows, l4_conntrack_entries) = (Gauge::default(), Gauge::default());
+        registry.register("l4_endpoints", "Endpoints an L4 port forwards new flows to", l4_endpoints.clone());
+        registry.register("l4_conntrack_flows", "Live L4 flows in the conntrack map", l4_conntrack_flows.clone());
+        registry.register(
+            "l4_conntrack_entries",
+            "Entries in the conntrack map (two per flow)",
+            l4_conntrack_entries.clone(),
+        );
         Self {
             registry,
             requests,
@@ -96,6 +138,10 @@ impl Default for Metrics {
             spliced,
             guard_drops,
             guard_unchecked,
+            l4,
+            l4_endpoints,
+            l4_conntrack_flows,
+            l4_conntrack_entries,
         }
     }
 }
@@ -125,6 +171,24 @@ impl Metrics {
                 c.inc_by(r.packets - seen);
             }
         }
+    }
+
+    /// Brings the L4 families up to the kernel's per-port totals and the conntrack
+    /// occupancy (a port's families appear once it is configured).
+    pub fn set_l4(&self, v: &super::l4::L4View) {
+        for p in &v.ports {
+            let labels = L4Labels { port: p.port };
+            for (family, (_, _, get)) in self.l4.iter().zip(L4_FAMILIES) {
+                let c = family.get_or_create(&labels);
+                let (total, seen) = (get(p), c.get());
+                if total > seen {
+                    c.inc_by(total - seen);
+                }
+            }
+            self.l4_endpoints.get_or_create(&labels).set(p.endpoints as i64);
+        }
+        self.l4_conntrack_flows.set(v.conntrack_flows as i64);
+        self.l4_conntrack_entries.set(v.conntrack_entries as i64);
     }
 
     /// The Prometheus text exposition.
@@ -219,5 +283,32 @@ mod tests {
         let text = m.encode(&ProxyCounters::default(), 0);
         assert!(text.contains(r#"ingress_guard_drops_total{port="8080",reason="syn-rate"} 12"#), "{text}");
         assert!(text.contains(r#"ingress_guard_unchecked_total{port="0",reason="malformed"} 2"#), "{text}");
+    }
+
+    #[test]
+    fn l4_counters_follow_the_kernel_totals_per_port() {
+        use super::super::l4::{L4PortCounters, L4View};
+        let m = Metrics::default();
+        let view = |flows, bytes| L4View {
+            ports: vec![
+                L4PortCounters { port: 6550, endpoints: 1, flows, bytes, reply_bytes: 9000, ..Default::default() },
+                L4PortCounters { port: 10081, endpoints: 2, ..Default::default() },
+            ],
+            conntrack_flows: 2,
+            conntrack_entries: 6,
+            ..Default::default()
+        };
+        m.set_l4(&view(3, 3000));
+        m.set_l4(&view(5, 4000));
+        let text = m.encode(&ProxyCounters::default(), 0);
+        assert!(text.contains(r#"ingress_l4_flows_total{port="6550"} 5"#), "{text}");
+        assert!(text.contains(r#"ingress_l4_bytes_total{port="6550"} 4000"#), "{text}");
+        assert!(text.contains(r#"ingress_l4_reply_bytes_total{port="6550"} 9000"#), "{text}");
+        assert!(text.contains(r#"ingress_l4_flows_total{port="10081"} 0"#), "{text}");
+        assert!(text.contains(r#"ingress_l4_endpoints{port="10081"} 2"#), "{text}");
+        assert!(text.contains("ingress_l4_conntrack_flows 2\n"), "{text}");
+        assert!(text.contains("ingress_l4_conntrack_entries 6\n"), "{text}");
+        assert!(text.contains("# TYPE ingress_l4_packets counter"), "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
     }
 }

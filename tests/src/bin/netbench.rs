@@ -8,6 +8,9 @@
 //! - A, today's path: Docker DNAT -> nginx serverlb -> servicelb DNAT -> Envoy with
 //!   the same routes -> ClusterIP DNAT -> pod (`legacy.rs`);
 //! - B, direct: client -> pod IP through the same routers;
+//! - N, nginx (Debian's) as a one-hop L7 proxy in the VM namespace with the same
+//!   routes, generated from the compiled table (`nginx_l7.rs`): what a user would pick
+//!   instead of this ingress;
 //! - C, this ingress: userspace; eBPF (XDP, sockmap for upgrades); eBPF with
 //!   `--forwarded-headers off` so splice-safe hosts are joined to the pod in the kernel.
 //!
@@ -28,6 +31,7 @@ use ingress_tests::legacy::LegacyPath;
 use ingress_tests::load::{LoadResult, upgrade_throughput};
 use ingress_tests::netns::cap_time_wait;
 use ingress_tests::nginx::PodNginx;
+use ingress_tests::nginx_l7::NginxL7;
 use ingress_tests::topology::{Topology, VM_IP, VM_NIC};
 use ingress_tests::wrk::Wrk;
 use serde_json::json;
@@ -44,18 +48,20 @@ const TIME_WAIT_BUCKETS: u32 = 256;
 enum Path {
     Legacy,
     Direct,
+    Nginx,
     Userspace,
     Ebpf,
     EbpfSplice,
 }
 
-const PATHS: [Path; 5] = [Path::Legacy, Path::Direct, Path::Userspace, Path::Ebpf, Path::EbpfSplice];
+const PATHS: [Path; 6] = [Path::Legacy, Path::Direct, Path::Nginx, Path::Userspace, Path::Ebpf, Path::EbpfSplice];
 
 impl Path {
     fn name(self) -> &'static str {
         match self {
             Path::Legacy => "A today's path (nginx serverlb + Envoy, 4 NATs)",
             Path::Direct => "B direct to the pod",
+            Path::Nginx => "N nginx as a one-hop L7 proxy (same routes)",
             Path::Userspace => "C ingress, userspace",
             Path::Ebpf => "C ingress, eBPF (XDP; sockmap after upgrades)",
             Path::EbpfSplice => "C ingress, eBPF + splice-safe hosts joined in the kernel",
@@ -65,6 +71,7 @@ impl Path {
         match self {
             Path::Legacy => "A today",
             Path::Direct => "B direct",
+            Path::Nginx => "N nginx",
             Path::Userspace => "C userspace",
             Path::Ebpf => "C eBPF",
             Path::EbpfSplice => "C eBPF+splice",
@@ -210,6 +217,7 @@ fn main() {
             let path = &PATHS[pi];
             let mut agent = None;
             let mut legacy = None;
+            let mut nginx_l7 = None;
             let addr = match path {
                 Path::Direct => format!("{}:8080", react.ip),
                 Path::Legacy => {
@@ -218,6 +226,14 @@ fn main() {
                         cap_time_wait(ns, TIME_WAIT_BUCKETS);
                     }
                     legacy = Some(l);
+                    format!("{VM_IP}:9080")
+                }
+                Path::Nginx => {
+                    let n = NginxL7::start(&topo.vm_ns(), format!("{VM_IP}:9080").parse().unwrap(), lt);
+                    if round == 0 && !n.skipped.is_empty() {
+                        eprintln!("nginx path: table entries nginx does not express, left out: {:?}", n.skipped);
+                    }
+                    nginx_l7 = Some(n);
                     format!("{VM_IP}:9080")
                 }
                 Path::Userspace | Path::Ebpf | Path::EbpfSplice => {
@@ -288,6 +304,9 @@ fn main() {
                 memory[pi].idle.push(now);
                 a.stop();
             }
+            if let Some(n) = nginx_l7 {
+                memory[pi].main.push(n.peak_rss_kib());
+            }
             if let Some(l) = legacy {
                 let (n, e) = l.peak_rss_kib();
                 memory[pi].main.push(n);
@@ -354,7 +373,7 @@ fn report(c: &Cfg, quick: bool, samples: &[Vec<Vec<Sample>>], memory: &[Memory])
     writeln!(md, "# Benchmark: today's path vs this ingress vs a direct connection\n").unwrap();
     writeln!(
         md,
-        "Machine: {machine}, kernel {kernel}, {date}. Command: `cargo xtask bench{}`: the k3d-shaped topology in network namespaces; load from the client namespace (wrk, 2 threads; the WebSocket echo by the test client); {} s per run, {} interleaved round(s), the path order rotating from round to round (A B C C C, then B C C C A, ...); figures are medians over rounds, ratios are medians of each round's paired ratio. Backend: nginx in the Service's two pods (`/`: 18 bytes, `/1m`: 1 MiB; B connects to the first, A and C balance over both); the WebSocket pod runs the test echo server. CPU: the whole machine (user + system + irq + softirq from /proc/stat) per request, load generator and backend included. Everything shares the same {} CPUs. TIME_WAIT: every bench namespace caps it at {TIME_WAIT_BUCKETS} sockets (`net.ipv4.tcp_max_tw_buckets`), so a `Connection: close` run does not inherit the TIME_WAIT sockets of the runs before it.\n",
+        "Machine: {machine}, kernel {kernel}, {date}. Command: `cargo xtask bench{}`: the k3d-shaped topology in network namespaces; load from the client namespace (wrk, 2 threads; the WebSocket echo by the test client); {} s per run, {} interleaved round(s), the path order rotating from round to round (A B N C C C, then B N C C C A, ...); figures are medians over rounds, ratios are medians of each round's paired ratio. Backend: nginx in the Service's two pods (`/`: 18 bytes, `/1m`: 1 MiB; B connects to the first, A, N and C balance over both); the WebSocket pod runs the test echo server. CPU: the whole machine (user + system + irq + softirq from /proc/stat) per request, load generator and backend included. Everything shares the same {} CPUs. TIME_WAIT: every bench namespace caps it at {TIME_WAIT_BUCKETS} sockets (`net.ipv4.tcp_max_tw_buckets`), so a `Connection: close` run does not inherit the TIME_WAIT sockets of the runs before it.\n",
         if quick { " --quick" } else { "" },
         c.secs,
         c.rounds,
@@ -373,6 +392,9 @@ fn report(c: &Cfg, quick: bool, samples: &[Vec<Vec<Sample>>], memory: &[Memory])
         let m = &memory[pi];
         match p {
             Path::Direct => {}
+            Path::Nginx => {
+                writeln!(md, "- {}: nginx {} (master + workers)", p.name(), megabytes(peak(&m.main))).unwrap()
+            }
             Path::Legacy => {
                 writeln!(md, "- {}: nginx {} + Envoy {}", p.name(), megabytes(peak(&m.main)), megabytes(peak(&m.envoy)))
                     .unwrap()
@@ -387,7 +409,7 @@ fn report(c: &Cfg, quick: bool, samples: &[Vec<Vec<Sample>>], memory: &[Memory])
             .unwrap(),
         }
     }
-    writeln!(md, "\nC in L4 mode: not built yet, so not measured.\n").unwrap();
+    writeln!(md).unwrap();
     // per round, in round order (each path ran once a round)
     let vals =
         |pi: usize, wi: usize, f: &dyn Fn(&Sample) -> f64| -> Vec<f64> { samples[pi][wi].iter().map(f).collect() };
@@ -410,6 +432,7 @@ fn report(c: &Cfg, quick: bool, samples: &[Vec<Vec<Sample>>], memory: &[Memory])
     };
     let a = PATHS.iter().position(|p| *p == Path::Legacy).unwrap();
     let b = PATHS.iter().position(|p| *p == Path::Direct).unwrap();
+    let n = PATHS.iter().position(|p| *p == Path::Nginx).unwrap();
     let mut js_workloads = vec![];
     for (wi, w) in WORKLOADS.iter().enumerate() {
         writeln!(md, "## {}\n", w.title(c)).unwrap();
@@ -417,11 +440,11 @@ fn report(c: &Cfg, quick: bool, samples: &[Vec<Vec<Sample>>], memory: &[Memory])
         let rate = |s: &Sample| if by_bytes { s.mbps } else { s.rps };
         let cpu = |s: &Sample| s.cpu_us;
         if *w == Workload::WebSocket {
-            writeln!(md, "| path | MB/s (both directions) | CPU seconds | vs B | vs A |").unwrap();
-            writeln!(md, "|---|---:|---:|---:|---:|").unwrap();
+            writeln!(md, "| path | MB/s (both directions) | CPU seconds | vs B | vs A | vs N |").unwrap();
+            writeln!(md, "|---|---:|---:|---:|---:|---:|").unwrap();
         } else {
-            writeln!(md, "| path | requests/s | MB/s | p50 | p99 | CPU per request | errors / non-2xx | vs B | vs A | CPU vs B | CPU vs A |").unwrap();
-            writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|").unwrap();
+            writeln!(md, "| path | requests/s | MB/s | p50 | p99 | CPU per request | errors / non-2xx | vs B | vs A | vs N | CPU vs B | CPU vs A | CPU vs N |").unwrap();
+            writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|").unwrap();
         }
         let mut js_paths = vec![];
         for (pi, p) in PATHS.iter().enumerate() {
@@ -431,12 +454,13 @@ fn report(c: &Cfg, quick: bool, samples: &[Vec<Vec<Sample>>], memory: &[Memory])
                 let secs = Median { value: c_us.value / 1e6, ..c_us };
                 writeln!(
                     md,
-                    "| {} | {} | {} | {} | {} |",
+                    "| {} | {} | {} | {} | {} | {} |",
                     p.name(),
                     cell(v, 0, ""),
                     cell(secs, 2, ""),
                     x(ratio(pi, b, wi, &rate)),
-                    x(ratio(pi, a, wi, &rate))
+                    x(ratio(pi, a, wi, &rate)),
+                    x(ratio(pi, n, wi, &rate))
                 )
                 .unwrap();
             } else {
@@ -446,7 +470,7 @@ fn report(c: &Cfg, quick: bool, samples: &[Vec<Vec<Sample>>], memory: &[Memory])
                 });
                 writeln!(
                     md,
-                    "| {} | {} | {} | {} | {} | {} | {} / {} | {} | {} | {} | {} |",
+                    "| {} | {} | {} | {} | {} | {} | {} / {} | {} | {} | {} | {} | {} | {} |",
                     p.name(),
                     cell(med(pi, wi, "requests/s", &|s| s.rps), 0, ""),
                     cell(med(pi, wi, "MB/s", &|s| s.mbps), 1, ""),
@@ -457,8 +481,10 @@ fn report(c: &Cfg, quick: bool, samples: &[Vec<Vec<Sample>>], memory: &[Memory])
                     faults.non_2xx,
                     x(ratio(pi, b, wi, &rate)),
                     x(ratio(pi, a, wi, &rate)),
+                    x(ratio(pi, n, wi, &rate)),
                     x(ratio(pi, b, wi, &cpu)),
                     x(ratio(pi, a, wi, &cpu)),
+                    x(ratio(pi, n, wi, &cpu)),
                 )
                 .unwrap();
             }
@@ -485,7 +511,9 @@ fn report(c: &Cfg, quick: bool, samples: &[Vec<Vec<Sample>>], memory: &[Memory])
     let cpu = |s: &Sample| s.cpu_us;
     let (base_a, base_b, base_cpu) =
         (med(a, ka, "requests/s", &rps), med(b, ka, "requests/s", &rps), med(a, ka, "CPU", &cpu));
-    for (pi, p) in PATHS.iter().enumerate().filter(|(_, p)| !matches!(p, Path::Legacy | Path::Direct)) {
+    let agent_paths =
+        || PATHS.iter().enumerate().filter(|(_, p)| !matches!(p, Path::Legacy | Path::Direct | Path::Nginx));
+    for (pi, p) in agent_paths() {
         let judged = |r: Median, base: Median, target: Target, with: usize| {
             format!("{} {}", cell(r, 2, "x"), bench::verdict(target, r, base, faults(&[pi, with])))
         };
@@ -496,6 +524,44 @@ fn report(c: &Cfg, quick: bool, samples: &[Vec<Vec<Sample>>], memory: &[Memory])
             judged(ratio(pi, a, ka, &rps), base_a, Target { at_least: true, threshold: 3.0 }, a),
             judged(ratio(pi, b, ka, &rps), base_b, Target { at_least: true, threshold: 0.8 }, b),
             judged(ratio(pi, a, ka, &cpu), base_cpu, Target { at_least: false, threshold: 0.4 }, a),
+        )
+        .unwrap();
+    }
+    // issue 11's targets against nginx on the same path
+    writeln!(md, "\n## Targets against nginx (N)\n").unwrap();
+    writeln!(
+        md,
+        "| C mode | keep-alive req/s (>= 1.1x) | keep-alive CPU per request (<= 0.9x) | new connection req/s (>= 1.0x) | 1 MiB MB/s (>= 2x) |"
+    )
+    .unwrap();
+    writeln!(md, "|---|---:|---:|---:|---:|").unwrap();
+    let nc = WORKLOADS.iter().position(|w| *w == Workload::NewConnection).unwrap();
+    let big = WORKLOADS.iter().position(|w| *w == Workload::OneMiB).unwrap();
+    let mbps = |s: &Sample| s.mbps;
+    let faults_in = |wi: usize, pis: &[usize]| {
+        let mut f = Faults::default();
+        for s in pis.iter().flat_map(|pi| &samples[*pi][wi]) {
+            f.add(s.faults());
+        }
+        f
+    };
+    for (pi, p) in agent_paths() {
+        let mut judged = |wi: usize, f: &dyn Fn(&Sample) -> f64, at_least: bool, threshold: f64| {
+            let (r, base) = (ratio(pi, n, wi, f), med(n, wi, "nginx", f));
+            format!(
+                "{} {}",
+                cell(r, 2, "x"),
+                bench::verdict(Target { at_least, threshold }, r, base, faults_in(wi, &[pi, n]))
+            )
+        };
+        writeln!(
+            md,
+            "| {} | {} | {} | {} | {} |",
+            p.name(),
+            judged(ka, &rps, true, 1.1),
+            judged(ka, &cpu, false, 0.9),
+            judged(nc, &rps, true, 1.0),
+            judged(big, &mbps, true, 2.0),
         )
         .unwrap();
     }
