@@ -236,13 +236,15 @@ fn framing_and_field_syntax_refusals() {
     let mut got = Vec::new();
     c.read_to_end(&mut got).unwrap();
     assert!(got.starts_with(b"HTTP/1.1 400"), "a cut body is the client's error: {:?}", text(&got));
+    assert_eq!(pods(&s), before, "a mirrored route reads the whole body before forwarding");
+    // a plain route streams: the pod got the 3 bytes and then the end of its
+    // connection (the echo pod counts that short body as a request)
     let mut c = connect(&s);
     c.write_all(b"POST /api/x HTTP/1.1\r\nHost: n.test\r\nContent-Length: 10\r\n\r\nabc").unwrap();
     c.shutdown(std::net::Shutdown::Write).unwrap();
     let mut got = Vec::new();
     c.read_to_end(&mut got).unwrap();
     assert!(got.starts_with(b"HTTP/1.1 400"), "a cut body is the client's error, not 502: {:?}", text(&got));
-    assert_eq!(pods(&s), before, "a cut body completed a request");
 
     // and a well-formed chunked body still goes through
     let e: Echo = answer(&s, post("chunked").as_bytes()).json();
