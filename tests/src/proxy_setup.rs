@@ -166,6 +166,12 @@ impl Setup {
 
     /// [`Setup::local`] with extra agent flags.
     pub fn local_with(tag: &str, extra: &[&str]) -> Self {
+        Self::local_with_manifests(tag, "", extra)
+    }
+
+    /// [`Setup::local_with`] with more manifests (`extra.yaml` beside the standard ones;
+    /// the services `main`, `shadow`, `second` are there to point at).
+    pub fn local_with_manifests(tag: &str, manifests_yaml: &str, extra: &[&str]) -> Self {
         let (main, pm) = Backend::start_local("pod-main");
         let (shadow, ps) = Backend::start_local("pod-shadow");
         let (second, p2) = Backend::start_local("pod-second");
@@ -173,6 +179,9 @@ impl Setup {
         // held for the setup's life, so no other test can start listening there
         let refused = RefusedPort::new();
         let dir = manifests(tag, [local(pm), local(ps), local(p2)], refused.addr);
+        if !manifests_yaml.is_empty() {
+            std::fs::write(dir.join("extra.yaml"), manifests_yaml).unwrap();
+        }
         let port = free_port();
         let admin = format!("127.0.0.1:{}", free_port());
         let mut args = vec!["--manifests".to_string(), dir.display().to_string()];

@@ -42,6 +42,11 @@ pub mod plan;
 mod splice_route;
 mod upgrade;
 
+// Hostile requests (issue 11): refused before routing, paths normalized, client body errors
+mod client_body;
+pub mod normalize;
+pub mod refuse;
+
 pub type Body = BoxBody<Bytes, hyper::Error>;
 
 /// Largest request head accepted; larger ones get 431.
@@ -303,7 +308,11 @@ impl Proxy {
             r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
             r
         } else {
-            self.route_and_forward(req, index, peer, &mut tag).await
+            match refuse::check(req.method(), req.uri(), req.version(), req.headers()) {
+                Ok(refuse::Accepted::Route) => self.route_and_forward(req, index, peer, &mut tag).await,
+                Ok(refuse::Accepted::OptionsAsterisk) => local_response(plan::Local::options_asterisk()),
+                Err(r) => local_response(plan::Local::refused(r)),
+            }
         };
         let status = resp.status().as_u16();
         self.metrics.response(status);
@@ -355,14 +364,20 @@ impl Proxy {
         let req = if f.mirrors.is_empty() {
             req.map(|b| b.boxed())
         } else {
-            self.mirror(req, &f.mirrors, &f.path_and_query).await
+            match self.mirror(req, &f.mirrors, &f.path_and_query).await {
+                Ok(r) => r,
+                Err(resp) => return resp,
+            }
         };
         let (bytes_in, bytes_out) = self.prom.byte_counters(&tag.route, &tag.backend);
         tag.bytes_out = Some(bytes_out);
-        let req = req.map(|b| Counted::new(b, bytes_in).boxed());
+        let watch = client_body::BodyWatch::for_body(req.body());
+        let req = req.map(|b| watch.wrap(Counted::new(b, bytes_in).boxed()));
 
         let mut resp = match self.forward(req, &f.rule, f.backend(), f.endpoint, &f.path_and_query).await {
             Ok(r) => r,
+            // the client's body was malformed (a bad chunk): its error, not the pod's
+            Err(_) if watch.failed() => return client_body::malformed(),
             Err(resp) => return resp,
         };
         plan::strip_hop_by_hop(resp.headers_mut());
@@ -377,23 +392,29 @@ impl Proxy {
 
     /// Sends a copy of `req` to each mirror (fire and forget) and returns the request
     /// to forward. Bodies are buffered when their length is known and at most
-    /// [`MIRROR_BODY_LIMIT`]; other requests are forwarded unmirrored.
-    async fn mirror(&self, req: Request<Incoming>, mirrors: &[Mirror], pq: &str) -> Request<Body> {
+    /// [`MIRROR_BODY_LIMIT`]; other requests are forwarded unmirrored. `Err`: the
+    /// client's body could not be read (the answer to give it).
+    async fn mirror(
+        &self,
+        req: Request<Incoming>,
+        mirrors: &[Mirror],
+        pq: &str,
+    ) -> Result<Request<Body>, Response<Body>> {
         let len =
             req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
         let chunked = req.headers().contains_key(header::TRANSFER_ENCODING);
         let bufferable = !chunked && len.unwrap_or(0) <= MIRROR_BODY_LIMIT;
         if !bufferable {
             tracing::debug!(?len, chunked, "request not mirrored: body too large or of unknown length");
-            return req.map(|b| b.boxed());
+            return Ok(req.map(|b| b.boxed()));
         }
         let (parts, body) = req.into_parts();
         let bytes = match body.collect().await {
             Ok(b) => b.to_bytes(),
-            // The client went away mid-body: forward what we have, the backend will see a short body.
+            // The client went away mid-body or framed it badly: nothing is forwarded.
             Err(e) => {
                 tracing::debug!(error = %e, "reading the request body for mirroring failed");
-                Bytes::new()
+                return Err(client_body::malformed());
             }
         };
         for m in mirrors {
@@ -421,7 +442,7 @@ impl Proxy {
                 }
             });
         }
-        Request::from_parts(parts, full(bytes))
+        Ok(Request::from_parts(parts, full(bytes)))
     }
 }
 

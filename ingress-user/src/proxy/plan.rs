@@ -55,6 +55,16 @@ impl Local {
     fn closing(status: StatusCode, body: &'static str) -> Self {
         Self { close: true, ..Self::new(status, body) }
     }
+
+    /// The answer to a request refused before routing (`refuse.rs`).
+    pub fn refused(r: super::refuse::Refusal) -> Self {
+        Self { close: r.close, ..Self::new(r.status, r.body) }
+    }
+
+    /// The answer to `OPTIONS *`: about the proxy itself, not routed (RFC 9110 9.3.7).
+    pub fn options_asterisk() -> Self {
+        Self { headers: vec![(header::CONTENT_LENGTH, HeaderValue::from_static("0"))], ..Self::new(StatusCode::OK, "") }
+    }
 }
 
 /// Everything the forwarding code needs; the head it sends is the rewritten one.
@@ -146,7 +156,9 @@ fn decide(
         }
         None => headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default().to_string(),
     };
-    let path = uri.path();
+    // Routed by, and sent to the pod as, the normalized path (`normalize.rs`).
+    let path = super::normalize::normalize(uri.path()).map_err(|e| Local::new(StatusCode::BAD_REQUEST, e.message()))?;
+    let path: &str = &path;
     let query = uri.query();
     let found = {
         let req = RequestHead { method: method.as_str(), host: &host, path, query, headers };

@@ -31,7 +31,10 @@ enum FirstHead {
     /// Serve it with hyper: a malformed head (hyper answers it), a connection that ends
     /// after this request (`Connection: close`, HTTP/1.0: nothing to gain from a join),
     /// a target that is not origin-form (the proxy rewrites an absolute-form target to
-    /// origin-form; a join would pass it on raw), or no single Host to route by.
+    /// origin-form; a join would pass it on raw), or no single Host to route by. Also
+    /// every head the proxy would change or refuse: a path that is not normal (the pod
+    /// must get the normalized one), a Transfer-Encoding (`refuse.rs` checks it), an
+    /// invalid Host (`request_host` refuses it), CONNECT.
     Proxy,
     /// Route by this host (lowercase, no port), as the router would.
     Host(String),
@@ -50,7 +53,10 @@ fn first_head(buf: &[u8]) -> FirstHead {
             h.name.eq_ignore_ascii_case("connection")
                 && h.value.split(|b| *b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
         });
-    if closes || !req.path.is_some_and(|p| p.starts_with('/')) {
+    if closes || !req.path.is_some_and(super::normalize::is_normal) || req.method == Some("CONNECT") {
+        return FirstHead::Proxy;
+    }
+    if req.headers.iter().any(|h| h.name.eq_ignore_ascii_case("transfer-encoding")) {
         return FirstHead::Proxy;
     }
     let hosts = req.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("host")).map(|h| h.value);
@@ -153,6 +159,26 @@ mod tests {
             FirstHead::Proxy,
             "two Hosts"
         );
+    }
+
+    #[test]
+    fn heads_the_proxy_would_change_or_refuse_are_not_spliced() {
+        let head = |line: &str, fields: &str| first_head(format!("{line} HTTP/1.1\r\n{fields}\r\n").as_bytes());
+        let host = "Host: a.test\r\n";
+        assert_eq!(head("GET /api/x/", host), FirstHead::Host("a.test".into()), "a normal path is joined");
+        for path in ["/api/../secret", "//secret", "/api/%2e%2e/secret", "/%61pi", "/a\\b", "/a%zz", "*"] {
+            assert_eq!(head(&format!("GET {path}"), host), FirstHead::Proxy, "{path}: the proxy normalizes or refuses");
+        }
+        for fields in [
+            "Host: a.test\r\nTransfer-Encoding: gzip, chunked\r\n",
+            "Host: a.test\r\nTransfer-Encoding: chunked\r\n",
+            "Host: a@b\r\n",
+            "Host: a.test:99999\r\n",
+            "Host: a b\r\n",
+        ] {
+            assert_eq!(head("POST /x", fields), FirstHead::Proxy, "{fields:?}");
+        }
+        assert_eq!(head("CONNECT a.test:443", host), FirstHead::Proxy);
     }
 
     /// The router's view of a head, as the proxy builds it from what hyper parsed:

@@ -62,7 +62,11 @@ impl std::fmt::Display for Hostname {
 pub enum HostProblem {
     Missing,
     Duplicate,
-    NotText,
+    /// Not `host[:port]` (RFC 9110 7.2): userinfo, spaces, a port that is not a number
+    /// up to 65535, characters no host may hold.
+    Invalid,
+    /// The authority of an absolute-form target is not `host[:port]`.
+    InvalidAuthority,
 }
 
 impl HostProblem {
@@ -70,7 +74,8 @@ impl HostProblem {
         match self {
             Self::Missing => "missing Host header\n",
             Self::Duplicate => "more than one Host header\n",
-            Self::NotText => "Host header is not text\n",
+            Self::Invalid => "invalid Host header (expected host[:port])\n",
+            Self::InvalidAuthority => "invalid authority in the request target (expected host[:port])\n",
         }
     }
 }
@@ -78,6 +83,7 @@ impl HostProblem {
 /// The host a request is routed by, split as [`split_host_header`] does: the
 /// authority of an absolute-form target wins over Host (RFC 9112 3.2.2); otherwise
 /// the one Host field. Several Host fields are an error even with an authority (3.2).
+/// A Host field that is not `host[:port]` is an error even with an authority (3.2).
 /// The router and the splice decision both take the host from here.
 pub fn request_host<'a>(
     authority: Option<&str>,
@@ -87,12 +93,70 @@ pub fn request_host<'a>(
     if host_fields.next().is_some() {
         return Err(HostProblem::Duplicate);
     }
+    if first.is_some_and(|v| !valid_authority(v.trim_ascii())) {
+        return Err(HostProblem::Invalid);
+    }
     if let Some(a) = authority {
+        if !valid_authority(a.as_bytes()) {
+            return Err(HostProblem::InvalidAuthority);
+        }
         return Ok(split_host_header(a));
     }
     let value = first.ok_or(HostProblem::Missing)?;
-    let value = std::str::from_utf8(value).map_err(|_| HostProblem::NotText)?;
+    let value = std::str::from_utf8(value).map_err(|_| HostProblem::Invalid)?;
     Ok(split_host_header(value))
+}
+
+/// Whether `v` is `uri-host [":" port]` (RFC 3986 3.2.2-3.2.3, RFC 9110 7.2): an IP
+/// literal in brackets or a reg-name (unreserved, percent-encoded, sub-delims; empty
+/// allowed), and a port of at most 65535 (empty allowed). No userinfo, no spaces.
+pub fn valid_authority(v: &[u8]) -> bool {
+    let (host, port) = match v.strip_prefix(b"[") {
+        Some(rest) => {
+            let Some(end) = rest.iter().position(|&c| c == b']') else { return false };
+            let literal = &rest[..end];
+            let ip_chars = |c: &u8| c.is_ascii_hexdigit() || *c == b':' || *c == b'.';
+            if literal.is_empty() || !literal.iter().all(ip_chars) {
+                return false;
+            }
+            match &rest[end + 1..] {
+                [] => (&[][..], None),
+                [b':', port @ ..] => (&[][..], Some(port)),
+                _ => return false,
+            }
+        }
+        None => match v.iter().rposition(|&c| c == b':') {
+            Some(i) => (&v[..i], Some(&v[i + 1..])),
+            None => (v, None),
+        },
+    };
+    let mut i = 0;
+    while i < host.len() {
+        let c = host[i];
+        if c == b'%' {
+            if !(host.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && host.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+            {
+                return false;
+            }
+            i += 3;
+            continue;
+        }
+        let unreserved = c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~');
+        let sub_delim = matches!(c, b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=');
+        if !unreserved && !sub_delim {
+            return false;
+        }
+        i += 1;
+    }
+    match port {
+        None | Some([]) => true,
+        Some(p) => {
+            p.len() <= 5
+                && p.iter().all(u8::is_ascii_digit)
+                && std::str::from_utf8(p).is_ok_and(|p| p.parse::<u16>().is_ok())
+        }
+    }
 }
 
 /// Splits a Host header value into the lowercase host (no port, no trailing dot) and
@@ -135,7 +199,56 @@ mod tests {
         assert_eq!(request_host(Some("a.test"), two.iter().copied()), Err(HostProblem::Duplicate));
         assert_eq!(request_host(None, [].iter().copied()), Err(HostProblem::Missing));
         let bad: &[&[u8]] = &[b"\xffa.test"];
-        assert_eq!(request_host(None, bad.iter().copied()), Err(HostProblem::NotText));
+        assert_eq!(request_host(None, bad.iter().copied()), Err(HostProblem::Invalid));
+    }
+
+    #[test]
+    fn host_values_must_be_host_and_port() {
+        for ok in [
+            "a.test",
+            "A.Test:8080",
+            "a.test:",
+            "10.0.0.1:80",
+            "[::1]",
+            "[::1]:9080",
+            "[2001:db8::1]",
+            "xn--bcher-kva.test",
+            "a_b.test",
+            "a%41.test",
+            "",
+            "h:65535",
+        ] {
+            assert!(valid_authority(ok.as_bytes()), "{ok:?} is valid");
+            let one: &[&[u8]] = &[ok.as_bytes()];
+            assert!(request_host(None, one.iter().copied()).is_ok(), "{ok:?}");
+        }
+        for bad in [
+            "a@b",
+            "u:p@a.test",
+            "a b",
+            "a.test:99999",
+            "h:x",
+            "h:-1",
+            "h:80:80",
+            "[::1",
+            "[::1]x",
+            "[]",
+            "[a.test]:80x",
+            "a/b",
+            "a\\b",
+            "a\tb",
+            "h:0x50",
+            "a%4",
+            "a%zz.test",
+            "h:123456",
+        ] {
+            assert!(!valid_authority(bad.as_bytes()), "{bad:?} is invalid");
+            let one: &[&[u8]] = &[bad.as_bytes()];
+            assert_eq!(request_host(None, one.iter().copied()), Err(HostProblem::Invalid), "{bad:?}");
+            let good: &[&[u8]] = &[b"a.test"];
+            assert_eq!(request_host(Some(bad), good.iter().copied()), Err(HostProblem::InvalidAuthority), "{bad:?}");
+            assert_eq!(request_host(Some("a.test"), one.iter().copied()), Err(HostProblem::Invalid), "{bad:?}");
+        }
     }
 
     #[test]
