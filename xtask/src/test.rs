@@ -76,6 +76,8 @@ const TIERS: &[Tier] = &[
             // and the proxy end to end on 127.0.0.1 (agent binary, loopback backends; no
             // privileges), the forwarding scenarios included
             &["test", "-p", "ingress-tests", "--lib", "--bins", "--test", "proxy", "--test", "scenarios_loopback"],
+            // pod answers sanitized, the per-source cap's eviction, backpressure (loopback)
+            &["test", "-p", "ingress-tests", "--test", "framing"],
         ],
     },
     Tier {
