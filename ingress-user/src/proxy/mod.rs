@@ -161,7 +161,8 @@ impl Proxy {
                 let io = if proxy.splice_possible(index) {
                     // busy while its first head is read and while it is spliced: never evicted
                     let busy = tracked.activity.begin();
-                    match proxy.peek_first(stream, index, proxy_timeout).await {
+                    // boxed: its 4 KiB read buffer is not part of every connection's task
+                    match Box::pin(proxy.peek_first(stream, index, proxy_timeout)).await {
                         splice_route::Peeked::Done => return,
                         splice_route::Peeked::Proxy(io) => {
                             drop(busy);
