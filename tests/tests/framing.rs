@@ -433,7 +433,7 @@ fn a_thousand_idle_connections_hold_little_memory() {
     let after = s.rss_kib();
     let per = (after.saturating_sub(before) * 1024) / N as u64;
     eprintln!("MEASURED agent RSS {before} KiB -> {after} KiB holding {N} idle connections: {per} bytes each");
-    assert!(after < before + 10 * 1024, "{N} idle connections cost {} KiB", after - before);
+    assert!(after < before + 12 * 1024, "{N} idle connections cost {} KiB", after - before);
     // still served
     let (mut c, mut r) = s.connect();
     assert_eq!(exchange(&mut c, &mut r, &Request::get("echo.test", "/echo/after")).status, 200);

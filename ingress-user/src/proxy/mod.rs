@@ -233,9 +233,12 @@ impl Proxy {
                     // buffers per connection, and wait for the next request without them.
                     let Some(parts) = std::pin::Pin::into_inner(conn).into_parts() else { return };
                     self.metrics.parked();
-                    let (stream, rest) = parts.io.into_inner().into_parts();
-                    let mut prefix = bytes::BytesMut::from(&parts.read_buf[..]);
+                    let hyper::server::conn::http1::Parts { io: watched, read_buf, .. } = parts;
+                    let (stream, rest) = watched.into_inner().into_parts();
+                    let mut prefix = bytes::BytesMut::from(&read_buf[..]);
                     prefix.extend_from_slice(&rest);
+                    // hyper's read buffer (8 KiB or more) must not live on while parked
+                    drop((read_buf, rest));
                     if prefix.is_empty() {
                         let left = head_timeout.saturating_sub(activity.idle_for());
                         tokio::select! {
