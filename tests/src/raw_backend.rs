@@ -37,6 +37,9 @@ pub enum Then {
     Close,
 }
 
+/// The connections being served: a handle to shut each down, and its thread.
+type Open = Arc<Mutex<Vec<(TcpStream, JoinHandle<()>)>>>;
+
 type Handler = dyn Fn(&Head, &mut Conn<'_>) -> std::io::Result<Then> + Send + Sync;
 
 pub struct RawBackend {
@@ -46,7 +49,7 @@ pub struct RawBackend {
     /// Request heads read, in order (all connections).
     seen: Arc<Mutex<Vec<Head>>>,
     connections: Arc<AtomicUsize>,
-    open: Arc<Mutex<Vec<(TcpStream, JoinHandle<()>)>>>,
+    open: Open,
     accepting: Option<JoinHandle<()>>,
 }
 
@@ -58,7 +61,7 @@ impl RawBackend {
         let stop = Arc::new(AtomicBool::new(false));
         let seen = Arc::new(Mutex::new(Vec::new()));
         let connections = Arc::new(AtomicUsize::new(0));
-        let open = Arc::new(Mutex::new(Vec::new()));
+        let open = Open::default();
         let handler: Arc<Handler> = Arc::new(handler);
         let accepting = {
             let l = listener.try_clone().expect("clone listener");
