@@ -67,7 +67,9 @@ pub enum Cmd {
         /// idle that long is closed too.
         #[arg(long, value_name = "SECONDS", default_value_t = 10)]
         head_timeout: u64,
-        /// Client connections one source address may hold open (0: no cap).
+        /// Client connections one source address may hold open (0: no cap). At the cap
+        /// its oldest idle connection is closed to admit a new one; a new one is refused
+        /// only when all of them are busy.
         #[arg(long, value_name = "N", default_value_t = crate::proxy::DEFAULT_MAX_PER_SOURCE)]
         max_connections_per_source: u32,
         /// On SIGTERM/SIGINT: how long in-flight requests may take to finish.

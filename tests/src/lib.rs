@@ -28,6 +28,8 @@ pub mod wrk;
 pub mod tcp_echo;
 // The benchmark's L4 mode.
 pub mod l4bench;
+// The framing tests' "bad pod": a backend that writes exact bytes.
+pub mod raw_backend;
 
 /// The line a test that skips itself prints (and appends to the file named by
 /// [`SKIP_LOG_ENV`]), so that `cargo xtask test` counts it as skipped, not passed.

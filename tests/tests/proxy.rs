@@ -286,7 +286,8 @@ fn connections_per_source_are_capped() {
     use std::io::Write;
     let s = Setup::local_with("cap", &["--max-connections-per-source", "2"]);
     let open = || s.connect();
-    // two connections held open, each proven served
+    // two connections held open, each proven served, then busy (a slow request in
+    // flight): an idle one would be closed to make room (tests/framing.rs)
     let mut held = Vec::new();
     for _ in 0..2 {
         let mut c = open();
@@ -294,7 +295,17 @@ fn connections_per_source_are_capped() {
         c.write_all(&Request::get("f.test", "/api/held").to_bytes()).unwrap();
         let mut r = std::io::BufReader::new(c.try_clone().unwrap());
         assert_eq!(read_response(&mut r, false).unwrap().status, 200);
+        c.write_all(&Request::get("f.test", "/api/busy").header("x-echo-sleep-ms", "2000").to_bytes()).unwrap();
         held.push(c);
+    }
+    let start = Instant::now();
+    loop {
+        let p = s.agent.stats().proxy;
+        if p.requests - (p.responses_2xx + p.responses_3xx + p.responses_4xx + p.responses_5xx) == 2 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(2), "the slow requests did not reach the agent: {p:?}");
+        std::thread::sleep(Duration::from_millis(10));
     }
     // a third is closed at once, unanswered: EOF or a reset, not a read timeout
     let mut third = open();

@@ -78,6 +78,8 @@ const TIERS: &[Tier] = &[
             &["test", "-p", "ingress-tests", "--lib", "--bins", "--test", "proxy", "--test", "scenarios_loopback"],
             // hostile requests (RFC 9110/9112 refusals, path normalization) on 127.0.0.1
             &["test", "-p", "ingress-tests", "--test", "hostile"],
+            // pod answers sanitized, the per-source cap's eviction, backpressure (loopback)
+            &["test", "-p", "ingress-tests", "--test", "framing"],
         ],
     },
     Tier {

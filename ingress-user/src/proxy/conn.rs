@@ -39,6 +39,9 @@ pub struct Activity {
     framing: AtomicU8,
     /// Bytes of a next head have arrived since the connection became idle.
     partial: AtomicBool,
+    /// The `idle_gen` in which `partial` was last set: the head timer clears `partial`
+    /// only when it next runs, so a flag from an earlier generation is stale.
+    partial_gen: AtomicU64,
     /// Everything hyper wrote has been handed to the socket.
     flushed: AtomicBool,
     /// When the connection last became idle, in ms since `epoch`.
@@ -53,6 +56,7 @@ impl Default for Activity {
             idle_gen: AtomicU64::new(0),
             framing: AtomicU8::new(0),
             partial: AtomicBool::new(false),
+            partial_gen: AtomicU64::new(0),
             flushed: AtomicBool::new(true),
             idle_at_ms: AtomicU64::new(0),
             epoch: std::time::Instant::now(),
@@ -79,6 +83,22 @@ impl Activity {
             && !self.partial.load(Ordering::Acquire)
             && self.flushed.load(Ordering::Acquire)
             && self.idle_for() >= after
+    }
+
+    /// How long the connection has been idle, or None while it is busy: a request in
+    /// flight, or bytes of a next head read. For the per-source cap's eviction.
+    pub fn idle_age(&self) -> Option<Duration> {
+        let partial = self.partial.load(Ordering::Acquire)
+            && self.partial_gen.load(Ordering::Acquire) == self.idle_gen.load(Ordering::Acquire);
+        if self.inflight.load(Ordering::Acquire) > 0 || partial {
+            return None;
+        }
+        Some(self.idle_for())
+    }
+
+    /// The client sent again after the connection was parked: idle time restarts now.
+    pub fn resumed(&self) {
+        self.idle_at_ms.store(self.epoch.elapsed().as_millis() as u64, Ordering::Release);
     }
 
     /// A request began: returns its guard (drop it when the response has finished)
@@ -144,6 +164,7 @@ impl HeadTimer {
         if self.activity.inflight.load(Ordering::Acquire) > 0 {
             return; // a body, or a pipelined head read early: not scanned
         }
+        self.activity.partial_gen.store(self.seen_gen, Ordering::Release);
         self.activity.partial.store(true, Ordering::Release);
         if !self.scanning {
             return;
@@ -366,6 +387,23 @@ mod tests {
         // the next head starts clean
         t.saw(b"GET / HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
         assert!(!a.begin().1);
+    }
+
+    #[tokio::test]
+    async fn idle_age_is_none_while_busy_or_inside_a_head() {
+        let a = Arc::new(Activity::default());
+        let mut t = HeadTimer::new(a.clone(), Duration::from_secs(10));
+        assert!(a.idle_age().is_some(), "a new connection is idle");
+        t.saw(b"GET / HTTP/1.1\r\nHo");
+        assert_eq!(a.idle_age(), None, "a head being read");
+        t.saw(b"st: a\r\n\r\n");
+        let (guard, _) = a.begin();
+        assert_eq!(a.idle_age(), None, "a request in flight");
+        drop(guard);
+        // idle again, before the head timer ran again (it clears `partial` only then)
+        assert!(a.idle_age().is_some(), "idle after its answer");
+        t.saw(b"GET /next");
+        assert_eq!(a.idle_age(), None, "the next head being read");
     }
 
     #[tokio::test(start_paused = true)]

@@ -2,9 +2,8 @@
 //! in the current routing table, apply filters, pick a backend and an endpoint,
 //! forward over a pooled connection straight to the pod IP, filter the response.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,6 +38,8 @@ mod endpoints;
 pub mod error;
 mod forward;
 pub mod plan;
+mod reframe;
+mod sources;
 mod splice_route;
 mod upgrade;
 
@@ -92,8 +93,8 @@ pub struct Proxy {
     joiner: Arc<Joiner>,
     /// Round robin over each backend's endpoints.
     endpoints: endpoints::EndpointCursors,
-    /// Open client connections per source address.
-    sources: Arc<std::sync::Mutex<HashMap<IpAddr, u32>>>,
+    /// Open client connections per source address, and which of them are idle.
+    sources: Arc<sources::Sources>,
 }
 
 /// Idle upstream connections kept per pod endpoint (more are closed when they go idle).
@@ -101,24 +102,6 @@ pub const POOL_MAX_IDLE: usize = 256;
 
 /// Client connections one source address may hold open (`--max-connections-per-source`).
 pub const DEFAULT_MAX_PER_SOURCE: u32 = 1024;
-
-/// Holds one of a source's connection slots until dropped.
-struct SourceSlot {
-    ip: IpAddr,
-    sources: Arc<std::sync::Mutex<HashMap<IpAddr, u32>>>,
-}
-
-impl Drop for SourceSlot {
-    fn drop(&mut self) {
-        let mut m = self.sources.lock().expect("sources");
-        if let Some(n) = m.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                m.remove(&self.ip);
-            }
-        }
-    }
-}
 
 impl Proxy {
     /// `joiner` joins upgraded and splice-safe connections (in the kernel when the
@@ -134,14 +117,14 @@ impl Proxy {
             .build(connector);
         Arc::new(Self {
             table,
-            config,
             metrics: ProxyMetrics::default(),
             prom: Metrics::default(),
             client,
             shutdown: tokio::sync::watch::Sender::new(false),
             joiner: Arc::new(joiner),
             endpoints: Default::default(),
-            sources: Arc::new(std::sync::Mutex::new(HashMap::new())),
+            sources: sources::Sources::new(config.max_connections_per_source),
+            config,
         })
     }
 
@@ -168,26 +151,33 @@ impl Proxy {
                 _ = stopped(&mut stop) => return,
             };
             let Some(source) = self.admit(peer) else {
-                tracing::debug!(%peer, "connection refused: too many connections from this source");
+                tracing::debug!(%peer, "connection refused: too many busy connections from this source");
                 drop(stream);
                 continue;
             };
+            let tracked = source.tracked.clone();
             let _ = stream.set_nodelay(true);
             let proxy = self.clone();
             let stop = self.shutdown.subscribe();
             let guard = self.metrics.connection();
             let proxy_timeout = self.config.head_timeout.max(Duration::from_millis(1));
             tokio::spawn(async move {
-                let _guard = (guard, source);
+                let _guard = (guard, source.slot);
                 let io = if proxy.splice_possible(index) {
-                    match proxy.peek_first(stream, index, proxy_timeout).await {
+                    // busy while its first head is read and while it is spliced: never evicted
+                    let busy = tracked.activity.begin();
+                    // boxed: its 4 KiB read buffer is not part of every connection's task
+                    match Box::pin(proxy.peek_first(stream, index, proxy_timeout)).await {
                         splice_route::Peeked::Done => return,
-                        splice_route::Peeked::Proxy(io) => io,
+                        splice_route::Peeked::Proxy(io) => {
+                            drop(busy);
+                            io
+                        }
                     }
                 } else {
                     conn::ClientIo::new(stream, Bytes::new())
                 };
-                proxy.serve_http(io, index, peer, proxy_timeout, stop).await;
+                proxy.serve_http(io, index, peer, proxy_timeout, stop, tracked).await;
             });
         }
     }
@@ -200,6 +190,7 @@ impl Proxy {
         peer: SocketAddr,
         head_timeout: Duration,
         mut stop: tokio::sync::watch::Receiver<bool>,
+        tracked: Arc<sources::Tracked>,
     ) {
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder
@@ -210,8 +201,9 @@ impl Proxy {
             .max_buf_size(MAX_HEAD)
             .keep_alive(true);
         let park_after = (head_timeout / 2).min(PARK_AFTER);
+        // one Activity for the connection's life: the per-source cap reads it
+        let activity = tracked.activity.clone();
         loop {
-            let activity = Arc::new(conn::Activity::default());
             let proxy = self.clone();
             let svc = {
                 let activity = activity.clone();
@@ -234,14 +226,24 @@ impl Proxy {
                     conn.as_mut().graceful_shutdown();
                     conn.await
                 }
+                _ = tracked.evict.notified() => {
+                    // Chosen to make room for a new connection of this source while idle
+                    // (if a request began since, it is finished first).
+                    tracing::debug!(%peer, "idle connection closed: its source is at --max-connections-per-source");
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
                 _ = parkable(&activity, park_after) => {
                     // Idle: take the socket back from hyper, which keeps ~16 KiB of
                     // buffers per connection, and wait for the next request without them.
                     let Some(parts) = std::pin::Pin::into_inner(conn).into_parts() else { return };
                     self.metrics.parked();
-                    let (stream, rest) = parts.io.into_inner().into_parts();
-                    let mut prefix = bytes::BytesMut::from(&parts.read_buf[..]);
+                    let hyper::server::conn::http1::Parts { io: watched, read_buf, .. } = parts;
+                    let (stream, rest) = watched.into_inner().into_parts();
+                    let mut prefix = bytes::BytesMut::from(&read_buf[..]);
                     prefix.extend_from_slice(&rest);
+                    // hyper's read buffer (8 KiB or more) must not live on while parked
+                    drop((read_buf, rest));
                     if prefix.is_empty() {
                         let left = head_timeout.saturating_sub(activity.idle_for());
                         tokio::select! {
@@ -251,8 +253,13 @@ impl Proxy {
                                 }
                             }
                             _ = stopped(&mut stop) => return,
+                            _ = tracked.evict.notified() => {
+                                tracing::debug!(%peer, "parked connection closed: its source is at --max-connections-per-source");
+                                return;
+                            }
                         }
                     }
+                    activity.resumed();
                     io = conn::ClientIo::new(stream, prefix.freeze());
                     continue;
                 }
@@ -264,16 +271,16 @@ impl Proxy {
         }
     }
 
-    /// A connection slot for `peer`'s address, or None when it holds its maximum.
-    fn admit(&self, peer: SocketAddr) -> Option<SourceSlot> {
-        let max = self.config.max_connections_per_source;
-        let mut m = self.sources.lock().expect("sources");
-        let n = m.entry(peer.ip()).or_insert(0);
-        if max != 0 && *n >= max {
-            return None;
+    /// A connection place for `peer`'s address (its oldest idle connection closed to
+    /// make room when it is at its cap), or None when all its connections are busy.
+    fn admit(&self, peer: SocketAddr) -> Option<sources::Admitted> {
+        let admitted = self.sources.admit(peer.ip());
+        match &admitted {
+            None => self.metrics.refused(),
+            Some(a) if a.evicted => self.metrics.evicted(),
+            Some(_) => {}
         }
-        *n += 1;
-        Some(SourceSlot { ip: peer.ip(), sources: self.sources.clone() })
+        admitted
     }
 
     pub fn joiner(&self) -> &Arc<Joiner> {
@@ -372,7 +379,12 @@ impl Proxy {
         let (bytes_in, bytes_out) = self.prom.byte_counters(&tag.route, &tag.backend);
         tag.bytes_out = Some(bytes_out);
         let watch = client_body::BodyWatch::for_body(req.body());
-        let req = req.map(|b| watch.wrap(Counted::new(b, bytes_in).boxed()));
+        let mut req = req.map(|b| watch.wrap(Counted::new(b, bytes_in).boxed()));
+        if req.method() == http::Method::HEAD {
+            // a pod's body after a HEAD answer must never be read as the next answer on
+            // a pooled connection: that connection is used once (proxy/reframe.rs)
+            req.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
 
         let mut resp = match self.forward(req, &f.rule, f.backend(), f.endpoint, &f.path_and_query).await {
             Ok(r) => r,
@@ -380,6 +392,11 @@ impl Proxy {
             Err(_) if watch.failed() => return client_body::malformed(),
             Err(resp) => return resp,
         };
+        if let reframe::Verdict::Reject(why) = reframe::sanitize(resp.headers_mut()) {
+            self.metrics.backend_error();
+            tracing::debug!(endpoint = %f.endpoint, backend = %f.backend().name, why, "502: the pod's answer is not forwardable");
+            return ProxyError::BackendFailed.into();
+        }
         plan::strip_hop_by_hop(resp.headers_mut());
         for m in &f.response_modifiers {
             m.apply(resp.headers_mut());

@@ -15,6 +15,9 @@ pub struct ProxyMetrics {
     upgraded_total: AtomicU64,
     connections_active: std::sync::Arc<AtomicU64>,
     parked: AtomicU64,
+    // the per-source cap (proxy/sources.rs)
+    evicted: AtomicU64,
+    refused: AtomicU64,
 }
 
 /// Counts a connection as active until dropped.
@@ -30,6 +33,16 @@ impl Drop for ActiveGuard {
 impl ProxyMetrics {
     pub fn parked(&self) {
         self.parked.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An idle connection was closed to admit a new one from its source.
+    pub fn evicted(&self) {
+        self.evicted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A new connection was refused: every connection of its source was busy.
+    pub fn refused(&self) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn request(&self) {
@@ -70,6 +83,8 @@ impl ProxyMetrics {
             responses_4xx: c(2),
             responses_5xx: c(3),
             backend_errors: self.backend_errors.load(Ordering::Relaxed),
+            connections_evicted: self.evicted.load(Ordering::Relaxed),
+            connections_refused: self.refused.load(Ordering::Relaxed),
         }
     }
 }

@@ -33,6 +33,12 @@ pub struct ProxyCounters {
     pub responses_4xx: u64,
     pub responses_5xx: u64,
     pub backend_errors: u64,
+    /// Idle connections closed to admit a new one from a source at
+    /// `--max-connections-per-source`, and new ones refused (all of its source's busy).
+    #[serde(default)]
+    pub connections_evicted: u64,
+    #[serde(default)]
+    pub connections_refused: u64,
 }
 
 /// What `GET /stats` returns.
