@@ -27,6 +27,8 @@ pub mod wrk;
 pub mod tcp_echo;
 // The benchmark's L4 mode.
 pub mod l4bench;
+// The install tier: a debootstrap root booted with systemd-nspawn.
+pub mod machine;
 
 /// The line a test that skips itself prints (and appends to the file named by
 /// [`SKIP_LOG_ENV`]), so that `cargo xtask test` counts it as skipped, not passed.

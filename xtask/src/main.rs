@@ -4,6 +4,9 @@
 mod build;
 mod setup;
 mod test;
+// the test VM (vagrant/) and the scripts tier's checks
+mod scripts;
+mod vm;
 
 use std::path::PathBuf;
 
@@ -51,6 +54,12 @@ enum Cmd {
         /// Build with the release profile.
         #[arg(long)]
         release: bool,
+    },
+    /// The test VM of vagrant/ (Debian 12, k3d, OpenChoreo, this project installed,
+    /// the k3d takeover): `up`, `test` (the smoke test again), `down`. Needs vagrant.
+    Vm {
+        #[command(subcommand)]
+        cmd: vm::VmCmd,
     },
 }
 
@@ -117,6 +126,7 @@ fn main() -> Result<()> {
             anyhow::ensure!(status.success(), "demo failed ({status})");
             Ok(())
         }
+        Cmd::Vm { cmd } => vm::run(cmd),
     }
 }
 
