@@ -6,8 +6,10 @@
 //! uninstall nothing of ours is left (files, units, bpffs pins, XDP). The machine is
 //! powered off, killed by pid if need be, and its directory removed, also on failure.
 //!
-//! Installs with the unit below (this tier's own) until `cargo xtask install` and
-//! `deploy/ebpf-ingress.service` exist on this branch; see [`install`].
+//! Installs with the unit below (this tier's own: Type=notify, `--config`, SIGHUP
+//! reload) until `cargo xtask install` and `deploy/ebpf-ingress.service` exist on this
+//! branch; see [`install`]. Checks SIGHUP too: `systemctl reload` serves a listen
+//! address added to the config, from the same process.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -58,18 +60,36 @@ ExecStart=/bin/busybox httpd -f -p 127.0.0.1:18081 -h /srv/hv\n[Install]\nWanted
 
 /// This tier's own unit, the shape `deploy/ebpf-ingress.service` is to have: the
 /// capabilities the eBPF dataplane needs and the hardening it still runs under.
-/// bpffs must already be mounted in the machine's namespace (systemd does it at boot
-/// on a host, see [`mount_bpffs`]): under `ProtectSystem=` the unit has a mount
-/// namespace of its own (an `ExecStartPre=+` runs in it too, systemd 252), so a bpffs
-/// the agent mounts there, and every pin on it, would die with the service.
-const OWN_UNIT: &str = "[Unit]\nDescription=eBPF host ingress\nAfter=network.target\n[Service]\nType=simple\n\
-ExecStart=/usr/local/bin/ingress run --manifests /etc/ebpf-ingress/manifests --listen 0.0.0.0:8080=hv/gw:80 \
---interface hv0 --admin 127.0.0.1:9901 --pin-path /sys/fs/bpf/ebpf-ingress\n\
+/// bpffs is mounted by [`BPFFS_UNIT`], outside the service's sandbox: under
+/// `ProtectSystem=` the service has a mount namespace of its own, and on systemd 252
+/// an `ExecStartPre=+` runs in it too (found here: it sees `ReadWritePaths=`'s bind
+/// mount of /sys/fs/bpf and takes it for a mount point), so a bpffs mounted from the
+/// service, and every pin on it, would die with the service.
+const OWN_UNIT: &str = "[Unit]\nDescription=eBPF host ingress\nAfter=network.target ebpf-ingress-bpffs.service\n\
+Requires=ebpf-ingress-bpffs.service\n[Service]\nType=notify\n\
+ExecStart=/usr/local/bin/ingress run --config /etc/ebpf-ingress/config.toml\nExecReload=/bin/kill -HUP $MAINPID\n\
 Restart=on-failure\n\
 CapabilityBoundingSet=CAP_BPF CAP_NET_ADMIN CAP_PERFMON CAP_SYS_ADMIN CAP_NET_BIND_SERVICE CAP_SYS_RESOURCE\n\
 AmbientCapabilities=CAP_BPF CAP_NET_ADMIN CAP_PERFMON CAP_SYS_ADMIN CAP_NET_BIND_SERVICE CAP_SYS_RESOURCE\n\
 NoNewPrivileges=yes\nProtectSystem=strict\nReadWritePaths=/sys/fs/bpf\nProtectHome=yes\nPrivateTmp=yes\n\
 [Install]\nWantedBy=multi-user.target\n";
+
+/// bpffs at /sys/fs/bpf in the machine's own mount namespace when it is missing
+/// (systemd mounts it at boot on a host, not in a container; a mount unit for it is
+/// refused as an "API file system").
+const BPFFS_UNIT: &str = "[Unit]\nDescription=bpffs for ebpf-ingress\nDefaultDependencies=no\n[Service]\nType=oneshot\n\
+RemainAfterExit=yes\nExecStart=/bin/sh -c 'mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf'\n";
+
+/// The service's config: the manifests above, XDP on the machine's NIC; `extra_listen`
+/// adds a second listen address (the reload test).
+fn config(extra_listen: Option<&str>) -> String {
+    let mut listen = vec!["\"0.0.0.0:8080=hv/gw:80\"".to_string()];
+    listen.extend(extra_listen.map(|l| format!("\"{l}\"")));
+    format!(
+        "manifests = \"/etc/ebpf-ingress/manifests\"\nlisten = [{}]\ninterface = \"{NIC}\"\nadmin = \"127.0.0.1:9901\"\npin_path = \"{PIN_PATH}\"\n",
+        listen.join(", ")
+    )
+}
 
 /// The netns of the machine: `hv0` (the machine's NIC, XDP goes here) and its peer.
 struct Net;
@@ -150,13 +170,6 @@ fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
 }
 
-/// Mounts bpffs at /sys/fs/bpf in the machine, as systemd does at boot on a host (it
-/// skips it in a container; a mount unit for it is refused: "API file system"). A
-/// bpffs of the machine's own: its pins are not the host's.
-fn mount_bpffs(m: &Machine) {
-    m.ok("mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf");
-}
-
 /// Installs the agent into the booted machine and starts it: the binary and this
 /// tier's own unit. (To switch to `cargo xtask install --root`/the shipped unit: see
 /// the report; the checks below stay as they are.)
@@ -165,6 +178,8 @@ fn install(m: &Machine, bin: &Path) {
     std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
     std::fs::copy(bin, &dest).unwrap_or_else(|e| panic!("copying {} into the machine: {e}", bin.display()));
     std::fs::write(m.dir.join("etc/systemd/system/ebpf-ingress.service"), OWN_UNIT).unwrap();
+    std::fs::write(m.dir.join("etc/systemd/system/ebpf-ingress-bpffs.service"), BPFFS_UNIT).unwrap();
+    std::fs::write(m.dir.join("etc/ebpf-ingress/config.toml"), config(None)).unwrap();
     m.ok("systemctl daemon-reload && systemctl enable --now ebpf-ingress.service");
 }
 
@@ -172,7 +187,10 @@ fn install(m: &Machine, bin: &Path) {
 fn uninstall(m: &Machine) {
     m.ok(&format!(
         "systemctl disable --now ebpf-ingress.service && /usr/local/bin/ingress detach --pin-path {PIN_PATH} --interface {NIC} \
-         && rm /usr/local/bin/ingress /etc/systemd/system/ebpf-ingress.service && systemctl daemon-reload"
+         && systemctl stop ebpf-ingress-bpffs.service \
+         && rm /usr/local/bin/ingress /etc/systemd/system/ebpf-ingress.service /etc/systemd/system/ebpf-ingress-bpffs.service \
+            /etc/ebpf-ingress/config.toml \
+         && systemctl daemon-reload"
     ));
 }
 
@@ -209,14 +227,15 @@ fn installed_service_serves_and_uninstall_leaves_nothing() {
         "the backend inside the machine does not answer:\n{}",
         m.journal("hv-backend")
     );
-    mount_bpffs(&m);
+    let unmounted = m.sh("mountpoint -q /sys/fs/bpf");
+    assert!(!unmounted.status.success(), "bpffs already mounted in the machine: the unit's mount is not tested");
     let before = tree(&m.dir);
 
     install(&m, &bin);
-    let active = eventually(Duration::from_secs(30), || {
-        String::from_utf8_lossy(&m.sh("systemctl is-active ebpf-ingress").stdout).trim() == "active"
-    });
-    assert!(active, "ebpf-ingress is not active:\n{}", m.journal("ebpf-ingress"));
+    // Type=notify: `enable --now` returned once the unit left "activating", i.e. the
+    // agent sent READY=1 (routing table loaded, programs attached)
+    let state = String::from_utf8_lossy(&m.sh("systemctl is-active ebpf-ingress").stdout).trim().to_string();
+    assert_eq!(state, "active", "ebpf-ingress after start (READY never sent?):\n{}", m.journal("ebpf-ingress"));
     let ready = eventually(Duration::from_secs(30), || get(&m, 9901, "admin", "/readyz").starts_with("HTTP/1.1 200"));
     assert!(ready, "/readyz never answered 200:\n{}\n{}", get(&m, 9901, "admin", "/readyz"), m.journal("ebpf-ingress"));
 
@@ -226,11 +245,38 @@ fn installed_service_serves_and_uninstall_leaves_nothing() {
     let unknown = get(&m, 8080, "nobody.test", "/");
     assert!(unknown.starts_with("HTTP/1.1 404"), "a host without a route: {unknown}");
 
-    // the eBPF dataplane: XDP on the machine's NIC, pins on the machine's bpffs
+    // the eBPF dataplane: XDP on the machine's NIC, pins on a bpffs of the machine's
+    // own namespace (this `ls` runs there, not in the service's), so they outlive it
     let link = m.ok(&format!("ip link show {NIC}"));
     assert!(link.contains("xdp"), "no XDP program on {NIC}: {link}");
     let pins = m.ok(&format!("ls {PIN_PATH}"));
     assert!(pins.lines().any(|l| l.starts_with("link@xdp")), "no pinned XDP link under {PIN_PATH}: {pins}");
+
+    // SIGHUP (systemctl reload) re-reads the config: a second listen address served by
+    // the same process
+    let pid = |m: &Machine| m.ok("systemctl show -p MainPID --value ebpf-ingress").trim().to_string();
+    let main_pid = pid(&m);
+    assert!(!get(&m, 8081, "hv.test", "/").starts_with("HTTP/1.1"), "8081 answers before the reload");
+    std::fs::write(m.dir.join("etc/ebpf-ingress/config.toml"), config(Some("0.0.0.0:8081=hv/gw:80"))).unwrap();
+    let reload = m.sh("systemctl reload ebpf-ingress");
+    assert!(
+        reload.status.success(),
+        "systemctl reload failed: {}\n{}",
+        String::from_utf8_lossy(&reload.stderr),
+        m.journal("ebpf-ingress")
+    );
+    let reloaded = eventually(Duration::from_secs(15), || get(&m, 8081, "hv.test:8081", "/").contains(BACKEND_BODY));
+    assert!(reloaded, "8081 not served after the reload:\n{}", m.journal("ebpf-ingress"));
+    assert_eq!(pid(&m), main_pid, "the reload restarted the agent");
+    let state = m.ok("systemctl is-active ebpf-ingress");
+    assert_eq!(state.trim(), "active", "after the reload:\n{}", m.journal("ebpf-ingress"));
+    assert!(get(&m, 8080, "hv.test", "/").contains(BACKEND_BODY), "8080 no longer served after the reload");
+
+    // the pinned data path outlives the service (README, "What survives a restart")
+    m.ok("systemctl stop ebpf-ingress");
+    let pins = m.ok(&format!("ls {PIN_PATH}"));
+    assert!(pins.lines().any(|l| l.starts_with("link@xdp")), "the pins died with the service: {pins}");
+    assert!(m.ok(&format!("ip link show {NIC}")).contains("xdp"), "XDP left {NIC} when the service stopped");
 
     uninstall(&m);
     let state = String::from_utf8_lossy(&m.sh("systemctl is-active ebpf-ingress").stdout).trim().to_string();
@@ -250,4 +296,47 @@ fn installed_service_serves_and_uninstall_leaves_nothing() {
     drop(m);
     assert!(!PathBuf::from("/var/tmp").join(MACHINE).exists(), "the machine's directory was not removed");
     eprintln!("install tier: done in {:.1}s", started.elapsed().as_secs_f64());
+}
+
+/// The agent config `deploy/k3d/takeover.sh` renders from `deploy/k3d/config.toml.in`
+/// is one `ingress check --config` accepts, with the listeners and L4 ports the
+/// takeover promises (no root: the check starts nothing).
+#[test]
+fn the_k3d_takeover_config_template_validates() {
+    let bin = ingress_tests::agent::ingress_bin();
+    assert!(bin.is_file(), "agent binary {} missing: run `cargo xtask build`", bin.display());
+    let template = std::fs::read_to_string(machine::workspace().join("deploy/k3d/config.toml.in")).unwrap();
+    let dir = std::env::temp_dir().join(format!("hv-k3d-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // the kubeconfig agent-kubeconfig.sh would write (check reads it, connects nowhere)
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\nclusters: [{name: n, cluster: {server: 'https://172.18.0.2:6443'}}]\n\
+         users: [{name: u, user: {token: t}}]\ncontexts: [{name: c, context: {cluster: n, user: u}}]\ncurrent-context: c\n",
+    )
+    .unwrap();
+    let rendered = template
+        .replace("@INTERFACE@", "lo")
+        .replace("@NODE_IP@", "172.18.0.2")
+        .replace("/etc/ebpf-ingress/kubeconfig", &kubeconfig.display().to_string());
+    assert!(!rendered.contains('@'), "a placeholder is left: {rendered}");
+    let file = dir.join("config.toml");
+    std::fs::write(&file, rendered).unwrap();
+    let out = std::process::Command::new(&bin).args(["check", "--config"]).arg(&file).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(out.status.success(), "ingress check --config refused the rendered template:\n{text}");
+    for want in [
+        "0.0.0.0:8080=openchoreo-control-plane/gateway-default:80",
+        "0.0.0.0:9080=openchoreo-data-plane/gateway-default:19080",
+        "6550=172.18.0.2:6443",
+        "10081=172.18.0.2:2746",
+        "11080=172.18.0.2:8080",
+        "11081=172.18.0.2:5601",
+        "11082=172.18.0.2:9200",
+        "writing status",
+    ] {
+        assert!(text.contains(want), "`{want}` missing from the check's summary:\n{text}");
+    }
 }

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Makes the throwaway Debian 12 root the install tier boots with systemd-nspawn:
 # debootstrap --variant=minbase from the mirror the system already uses, plus systemd,
-# dbus (systemctl inside), iproute2 and busybox (the tier's HTTP backend). Written to
+# dbus (systemctl inside), iproute2, busybox (the tier's HTTP backend) and procps
+# (/bin/kill, the units' ExecReload; every standard Debian system has it). Written to
 # $1 (a cache directory, once per machine; the tier copies it for every run), with a
 # stamp file naming the package list, so a changed list makes a new root.
 set -euo pipefail
 out=${1:?usage: install-root.sh OUTPUT_DIR}
-include=systemd,systemd-sysv,dbus,iproute2,busybox
+include=systemd,systemd-sysv,dbus,iproute2,busybox,procps
 stamp="$out/.ingress-install-root"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "bookworm minbase $include" ]; then exit 0; fi
 export DEBIAN_FRONTEND=noninteractive
