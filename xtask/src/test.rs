@@ -76,6 +76,8 @@ const TIERS: &[Tier] = &[
             // and the proxy end to end on 127.0.0.1 (agent binary, loopback backends; no
             // privileges), the forwarding scenarios included
             &["test", "-p", "ingress-tests", "--lib", "--bins", "--test", "proxy", "--test", "scenarios_loopback"],
+            // the config file: --config, SIGHUP reloads, a bad file kept out, `ingress check --config`
+            &["test", "-p", "ingress-tests", "--test", "config_file"],
         ],
     },
     Tier {
@@ -122,6 +124,8 @@ const TIERS: &[Tier] = &[
             &["test", "-p", "ingress-tests", "--test", "netns_pin", "--", "--test-threads=1"],
             // L4 with pinned state: local clients through the cgroup hooks, flows across a restart
             &["test", "-p", "ingress-tests", "--test", "netns_l4_pinned", "--", "--test-threads=1"],
+            // the config file with XDP: the guard reloaded by SIGHUP, SIGINT with detach_on_exit
+            &["test", "-p", "ingress-tests", "--test", "netns_config", "--", "--test-threads=1"],
         ],
     },
     Tier {

@@ -122,7 +122,14 @@ pub fn parse(name: &str, text: &str) -> Result<ConfigFile, FileError> {
         let (key, reason) = if message.starts_with("unknown field") {
             // the span is the unknown key itself
             let unknown = span.and_then(|s| text.get(s)).unwrap_or("?").trim_matches(['"', '\'']).to_string();
-            let key = if path == "." { unknown } else { format!("{path}.{unknown}") };
+            // serde_path_to_error's path already ends with the unknown key
+            let key = if path == "." || path.is_empty() {
+                unknown
+            } else if path == unknown || path.ends_with(&format!(".{unknown}")) {
+                path
+            } else {
+                format!("{path}.{unknown}")
+            };
             (
                 key,
                 "unknown key (the keys are the flags of `ingress run` with `_` for `-`; see deploy/config.toml)".into(),
@@ -157,8 +164,7 @@ where
     T::Err: Display,
 {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map(Parsed).map_err(serde::de::Error::custom)
+        d.deserialize_str(StrVisitor(|s: &str| s.parse().map(Parsed).map_err(|e: T::Err| e.to_string())))
     }
 }
 
@@ -168,14 +174,31 @@ pub struct Choice<T>(pub T);
 
 impl<'de, T: clap::ValueEnum> Deserialize<'de> for Choice<T> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        T::from_str(&s, false).map(Choice).map_err(|_| {
-            let names: Vec<String> = T::value_variants()
-                .iter()
-                .filter_map(|v| v.to_possible_value().map(|p| format!("`{}`", p.get_name())))
-                .collect();
-            serde::de::Error::custom(format!("`{s}` is not one of {}", names.join(", ")))
-        })
+        d.deserialize_str(StrVisitor(|s: &str| {
+            T::from_str(s, false).map(Choice).map_err(|_| {
+                let names: Vec<String> = T::value_variants()
+                    .iter()
+                    .filter_map(|v| v.to_possible_value().map(|p| format!("`{}`", p.get_name())))
+                    .collect();
+                format!("`{s}` is not one of {}", names.join(", "))
+            })
+        }))
+    }
+}
+
+/// Parses a string inside the deserializer's call, so the error carries the value's
+/// own position (an array element's, not the array's).
+struct StrVisitor<F>(F);
+
+impl<'de, T, F: FnOnce(&str) -> Result<T, String>> serde::de::Visitor<'de> for StrVisitor<F> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<T, E> {
+        (self.0)(s).map_err(E::custom)
     }
 }
 

@@ -260,7 +260,8 @@ mod tests {
     }
 
     fn merged(args: &[&str], file: &str) -> Result<RunSettings, SettingsError> {
-        let (f, given) = flags(args);
+        let args: Vec<&str> = ["--config", "c.toml"].iter().chain(args).copied().collect();
+        let (f, given) = flags(&args);
         let file = parse("c.toml", file).expect("file parses");
         merge(&f, &given, Some(&file))
     }
@@ -276,7 +277,7 @@ kubeconfig = "/etc/ebpf-ingress/kubeconfig"
 
     #[test]
     fn the_file_fills_what_no_flag_gives() {
-        let s = merged(&["--config", "c.toml"], FILE).unwrap();
+        let s = merged(&[], FILE).unwrap();
         assert_eq!(s.listen.len(), 2);
         assert_eq!(s.interface.as_deref(), Some("eth0"));
         assert_eq!(s.dataplane, DataplaneMode::Ebpf, "an interface means the ebpf dataplane");
@@ -295,8 +296,6 @@ kubeconfig = "/etc/ebpf-ingress/kubeconfig"
     fn flags_win_and_a_repeated_flag_replaces_the_whole_list() {
         let s = merged(
             &[
-                "--config",
-                "c.toml",
                 "--listen",
                 "127.0.0.1:7000=x/y",
                 "--head-timeout",
