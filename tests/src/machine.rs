@@ -63,8 +63,8 @@ pub struct Boot<'a> {
     pub name: &'a str,
     /// The network namespace (by name, under /run/netns) the machine runs in.
     pub netns: &'a str,
-    /// Host directories bound read-only at the same path inside.
-    pub bind_ro: Vec<PathBuf>,
+    /// Host paths bound read-only inside: (host path, path in the machine).
+    pub bind_ro: Vec<(PathBuf, PathBuf)>,
 }
 
 impl Machine {
@@ -92,8 +92,8 @@ impl Machine {
             // the capabilities notwithstanding: systemd 252); the agent needs it
             .arg("--system-call-filter=bpf perf_event_open")
             .arg("--console=read-only");
-        for b in &opts.bind_ro {
-            cmd.arg(format!("--bind-ro={}", b.display()));
+        for (host, inside) in &opts.bind_ro {
+            cmd.arg(format!("--bind-ro={}:{}", host.display(), inside.display()));
         }
         cmd.stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log);
         // SAFETY: prctl is async-signal-safe; the machine's nspawn dies with the test.

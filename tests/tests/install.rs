@@ -58,28 +58,6 @@ endpoints: [{addresses: ['127.0.0.1']}]
 const BACKEND_UNIT: &str = "[Unit]\nDescription=install tier backend\n[Service]\n\
 ExecStart=/bin/busybox httpd -f -p 127.0.0.1:18081 -h /srv/hv\n[Install]\nWantedBy=multi-user.target\n";
 
-/// This tier's own unit, the shape `deploy/ebpf-ingress.service` is to have: the
-/// capabilities the eBPF dataplane needs and the hardening it still runs under.
-/// bpffs is mounted by [`BPFFS_UNIT`], outside the service's sandbox: under
-/// `ProtectSystem=` the service has a mount namespace of its own, and on systemd 252
-/// an `ExecStartPre=+` runs in it too (found here: it sees `ReadWritePaths=`'s bind
-/// mount of /sys/fs/bpf and takes it for a mount point), so a bpffs mounted from the
-/// service, and every pin on it, would die with the service.
-const OWN_UNIT: &str = "[Unit]\nDescription=eBPF host ingress\nAfter=network.target ebpf-ingress-bpffs.service\n\
-Requires=ebpf-ingress-bpffs.service\n[Service]\nType=notify\n\
-ExecStart=/usr/local/bin/ingress run --config /etc/ebpf-ingress/config.toml\nExecReload=/bin/kill -HUP $MAINPID\n\
-Restart=on-failure\n\
-CapabilityBoundingSet=CAP_BPF CAP_NET_ADMIN CAP_PERFMON CAP_SYS_ADMIN CAP_NET_BIND_SERVICE CAP_SYS_RESOURCE\n\
-AmbientCapabilities=CAP_BPF CAP_NET_ADMIN CAP_PERFMON CAP_SYS_ADMIN CAP_NET_BIND_SERVICE CAP_SYS_RESOURCE\n\
-NoNewPrivileges=yes\nProtectSystem=strict\nReadWritePaths=/sys/fs/bpf\nProtectHome=yes\nPrivateTmp=yes\n\
-[Install]\nWantedBy=multi-user.target\n";
-
-/// bpffs at /sys/fs/bpf in the machine's own mount namespace when it is missing
-/// (systemd mounts it at boot on a host, not in a container; a mount unit for it is
-/// refused as an "API file system").
-const BPFFS_UNIT: &str = "[Unit]\nDescription=bpffs for ebpf-ingress\nDefaultDependencies=no\n[Service]\nType=oneshot\n\
-RemainAfterExit=yes\nExecStart=/bin/sh -c 'mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf'\n";
-
 /// The service's config: the manifests above, XDP on the machine's NIC; `extra_listen`
 /// adds a second listen address (the reload test).
 fn config(extra_listen: Option<&str>) -> String {
@@ -113,6 +91,24 @@ impl Net {
 impl Drop for Net {
     fn drop(&mut self) {
         ip_quiet(&["netns", "del", NS]);
+    }
+}
+
+/// An empty file made as a bind-mount point, removed (by its path) when dropped.
+struct Placeholder(PathBuf);
+
+impl Placeholder {
+    fn new(path: &Path) -> Self {
+        std::fs::write(path, b"").unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
+        Placeholder(path.to_path_buf())
+    }
+}
+
+impl Drop for Placeholder {
+    fn drop(&mut self) {
+        if std::fs::metadata(&self.0).is_ok_and(|m| m.len() == 0) {
+            let _ = std::fs::remove_file(&self.0);
+        }
     }
 }
 
@@ -170,28 +166,26 @@ fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
 }
 
-/// Installs the agent into the booted machine and starts it: the binary and this
-/// tier's own unit. (To switch to `cargo xtask install --root`/the shipped unit: see
-/// the report; the checks below stay as they are.)
-fn install(m: &Machine, bin: &Path) {
-    let dest = m.dir.join("usr/local/bin/ingress");
-    std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
-    std::fs::copy(bin, &dest).unwrap_or_else(|e| panic!("copying {} into the machine: {e}", bin.display()));
-    std::fs::write(m.dir.join("etc/systemd/system/ebpf-ingress.service"), OWN_UNIT).unwrap();
-    std::fs::write(m.dir.join("etc/systemd/system/ebpf-ingress-bpffs.service"), BPFFS_UNIT).unwrap();
-    std::fs::write(m.dir.join("etc/ebpf-ingress/config.toml"), config(None)).unwrap();
-    m.ok("systemctl daemon-reload && systemctl enable --now ebpf-ingress.service");
+/// The xtask binary: `INGRESS_XTASK` (set by `cargo xtask test`: itself), else the
+/// debug build.
+fn xtask_bin() -> PathBuf {
+    std::env::var_os("INGRESS_XTASK")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| machine::workspace().join("target/debug/xtask"))
 }
 
-/// Stops and removes what [`install`] put there, and the pinned eBPF state.
-fn uninstall(m: &Machine) {
-    m.ok(&format!(
-        "systemctl disable --now ebpf-ingress.service && /usr/local/bin/ingress detach --pin-path {PIN_PATH} --interface {NIC} \
-         && systemctl stop ebpf-ingress-bpffs.service \
-         && rm /usr/local/bin/ingress /etc/systemd/system/ebpf-ingress.service /etc/systemd/system/ebpf-ingress-bpffs.service \
-            /etc/ebpf-ingress/config.toml \
-         && systemctl daemon-reload"
-    ));
+/// `cargo xtask install --no-build --config /etc/hv/config.toml`, run inside the
+/// machine (the workspace is bound read-only at its own path, so xtask finds
+/// deploy/ and the agent), as a user runs it on the VM: it writes the binary, the
+/// config and the unit, then `systemctl enable` and `restart` against the machine's
+/// systemd.
+fn install(m: &Machine, xtask: &Path) {
+    m.ok(&format!("{} install --no-build --config /etc/hv/config.toml", xtask.display()));
+}
+
+/// `cargo xtask uninstall` inside the machine: stop, disable, `ingress detach`, remove.
+fn uninstall(m: &Machine, xtask: &Path) {
+    m.ok(&format!("{} uninstall", xtask.display()));
 }
 
 #[test]
@@ -206,32 +200,53 @@ fn installed_service_serves_and_uninstall_leaves_nothing() {
     }
     let bin = ingress_tests::agent::ingress_bin();
     assert!(bin.is_file(), "agent binary {} missing: run `cargo xtask build`", bin.display());
+    let xtask = xtask_bin();
+    assert!(xtask.is_file(), "xtask binary {} missing: run through `cargo xtask test`", xtask.display());
+    // `install --no-build` takes target/release/ingress: the machine sees the agent
+    // under test there (a bind mount inside the machine only; the directory is made
+    // here if no release build made it)
+    let workspace = machine::workspace();
+    let release_agent = workspace.join("target/release/ingress");
+    std::fs::create_dir_all(release_agent.parent().unwrap()).unwrap();
+    let _placeholder = (!release_agent.exists()).then(|| Placeholder::new(&release_agent));
     let started = Instant::now();
     let template = machine::cached_root().unwrap_or_else(|e| panic!("the install tier's Debian root: {e}"));
     eprintln!("install tier: root ready after {:.1}s", started.elapsed().as_secs_f64());
 
     let _net = Net::create();
-    let m = Machine::boot(&template, Boot { name: MACHINE, netns: NS, bind_ro: vec![] }, |root| {
-        std::fs::create_dir_all(root.join("srv/hv")).unwrap();
-        std::fs::write(root.join("srv/hv/index.html"), format!("{BACKEND_BODY}\n")).unwrap();
-        std::fs::write(root.join("etc/systemd/system/hv-backend.service"), BACKEND_UNIT).unwrap();
-        let wants = root.join("etc/systemd/system/multi-user.target.wants");
-        std::fs::create_dir_all(&wants).unwrap();
-        std::os::unix::fs::symlink("/etc/systemd/system/hv-backend.service", wants.join("hv-backend.service")).unwrap();
-        std::fs::create_dir_all(root.join("etc/ebpf-ingress/manifests")).unwrap();
-        std::fs::write(root.join("etc/ebpf-ingress/manifests/routes.yaml"), MANIFESTS).unwrap();
-    });
+    let m = Machine::boot(
+        &template,
+        Boot {
+            name: MACHINE,
+            netns: NS,
+            bind_ro: vec![(workspace.clone(), workspace.clone()), (bin.clone(), release_agent.clone())],
+        },
+        |root| {
+            std::fs::create_dir_all(root.join("srv/hv")).unwrap();
+            std::fs::write(root.join("srv/hv/index.html"), format!("{BACKEND_BODY}\n")).unwrap();
+            std::fs::write(root.join("etc/systemd/system/hv-backend.service"), BACKEND_UNIT).unwrap();
+            let wants = root.join("etc/systemd/system/multi-user.target.wants");
+            std::fs::create_dir_all(&wants).unwrap();
+            std::os::unix::fs::symlink("/etc/systemd/system/hv-backend.service", wants.join("hv-backend.service"))
+                .unwrap();
+            std::fs::create_dir_all(root.join("etc/ebpf-ingress/manifests")).unwrap();
+            std::fs::write(root.join("etc/ebpf-ingress/manifests/routes.yaml"), MANIFESTS).unwrap();
+            std::fs::create_dir_all(root.join("etc/hv")).unwrap();
+            std::fs::write(root.join("etc/hv/config.toml"), config(None)).unwrap();
+        },
+    );
     eprintln!("install tier: machine {} booted after {:.1}s", m.name, started.elapsed().as_secs_f64());
     assert!(
         get(&m, 18081, "x", "/").contains(BACKEND_BODY),
         "the backend inside the machine does not answer:\n{}",
         m.journal("hv-backend")
     );
-    let unmounted = m.sh("mountpoint -q /sys/fs/bpf");
-    assert!(!unmounted.status.success(), "bpffs already mounted in the machine: the unit's mount is not tested");
+    // bpffs at /sys/fs/bpf, as systemd mounts it at boot on a host (not in a
+    // container); a bpffs of the machine's own, not the host's
+    m.ok("mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf");
     let before = tree(&m.dir);
 
-    install(&m, &bin);
+    install(&m, &xtask);
     // Type=notify: `enable --now` returned once the unit left "activating", i.e. the
     // agent sent READY=1 (routing table loaded, programs attached)
     let state = String::from_utf8_lossy(&m.sh("systemctl is-active ebpf-ingress").stdout).trim().to_string();
@@ -278,7 +293,7 @@ fn installed_service_serves_and_uninstall_leaves_nothing() {
     assert!(pins.lines().any(|l| l.starts_with("link@xdp")), "the pins died with the service: {pins}");
     assert!(m.ok(&format!("ip link show {NIC}")).contains("xdp"), "XDP left {NIC} when the service stopped");
 
-    uninstall(&m);
+    uninstall(&m, &xtask);
     let state = String::from_utf8_lossy(&m.sh("systemctl is-active ebpf-ingress").stdout).trim().to_string();
     assert_ne!(state, "active", "ebpf-ingress still active after the uninstall");
     // exits 1 when nothing matches

@@ -190,6 +190,8 @@ pub fn run(install: bool) -> Result<()> {
                 let _ = std::fs::remove_file(&skip_log);
                 let mut cmd = host_cargo(&built.ebpf_object);
                 cmd.args(*args).env("INGRESS_BIN", &built.agent).env(SKIP_LOG_ENV, &skip_log);
+                // the install tier runs `cargo xtask install` inside its machine: this binary
+                cmd.env("INGRESS_XTASK", std::env::current_exe().context("the xtask binary's path")?);
                 if let Some(Ok(path)) = &kube {
                     cmd.env("KUBE_APISERVER", path);
                 }
