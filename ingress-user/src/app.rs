@@ -1,7 +1,6 @@
 //! Wiring: the route source, the table handle, the eBPF dataplane, the proxy and the
 //! admin endpoint, started in that order; shutdown drains in-flight requests.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -9,12 +8,13 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use tokio::net::TcpListener;
 
+use crate::reload::{ExitSettings, Listeners, Reloader};
+
 use crate::admin::{self, Admin};
-use crate::cli::{Cli, Cmd, DataplaneMode, OnOff};
-use crate::config::ListenMapping;
-use crate::datapath::guard::GuardRules;
+use crate::cli::{Cli, Cmd, DataplaneMode};
+use crate::config::settings::{RunSettings, SourceSetting};
 use crate::datapath::{self, GuardMaps, Joiner};
-use crate::proxy::{Proxy, ProxyConfig};
+use crate::proxy::Proxy;
 use crate::routing;
 use crate::sources::publish::Publisher;
 use crate::sources::{k8s, manifest, watch_dir};
@@ -23,47 +23,19 @@ use crate::telemetry::{StatsView, format_table};
 /// Runs a parsed command line.
 pub fn main(cli: Cli) -> Result<()> {
     match cli.cmd {
-        Cmd::Run {
-            manifests,
-            kubeconfig,
-            write_status,
-            listen,
-            interface,
-            dataplane,
-            admin,
-            drain_timeout,
-            max_connections_per_source,
-            head_timeout,
-            forwarded_headers,
-            request_id,
-            l4,
-            l4_reply_interface,
-            deny,
-            allow,
-            syn_rate,
-            syn_burst,
-            cgroup,
-            pod_route,
-            pin_path,
-        } => {
-            let guard = GuardRules::from_flags(deny, allow, syn_rate, syn_burst)?;
-            let source = match manifests {
-                Some(dir) => Source::Manifests(dir),
-                None => Source::Kubernetes { kubeconfig, write_status },
-            };
+        cmd @ Cmd::Run { .. } => {
+            let (config, flags, given) = crate::cli::run_flags(cmd).expect("a run command");
+            let given: std::collections::BTreeSet<String> = given.into_iter().collect();
+            let file = config.as_deref().map(crate::config::file::load).transpose()?;
+            let settings = crate::config::settings::merge(&flags, &given, file.as_ref())?;
+            if let Some(f) = &file {
+                tracing::info!(config = %f.path, "config file read");
+            }
             raise_open_files_limit();
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.spawn(return_freed_memory());
-            let config = ProxyConfig {
-                max_connections_per_source,
-                head_timeout: Duration::from_secs(head_timeout),
-                forwarded_headers: forwarded_headers == OnOff::On,
-                request_ids: request_id,
-            };
-            let drain = Duration::from_secs(drain_timeout);
-            let l4 = L4Args { mappings: l4, reply_ifaces: l4_reply_interface };
-            let host = HostSetup { cgroup, pod_routes: pod_route, pin_path };
-            rt.block_on(serve(source, listen, interface, dataplane, admin, config, drain, l4, guard, host))
+            let reload = crate::reload::ReloadSource { path: config, flags, given };
+            rt.block_on(serve(settings, reload))
         }
         Cmd::Detach { pin_path, interface, cgroup } => {
             // the hooks' cgroup: the one given, else the default `run` attaches to
@@ -88,7 +60,12 @@ pub fn main(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Cmd::Check { interface, pin_path, json } => {
+        Cmd::Check { config: Some(path), .. } => {
+            // `ingress check --config FILE`: the file alone, as the agent would read it
+            print!("{}", crate::check::config::validate(&path)?);
+            Ok(())
+        }
+        Cmd::Check { interface, pin_path, json, config: None } => {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             let report = rt.block_on(crate::check::check(interface.as_deref(), &pin_path));
             if json {
@@ -162,33 +139,31 @@ struct HostSetup {
     pin_path: PathBuf,
 }
 
-enum Source {
-    Manifests(PathBuf),
-    Kubernetes { kubeconfig: Option<PathBuf>, write_status: bool },
-}
-
 /// `--l4` and `--l4-reply-interface`.
 struct L4Args {
     mappings: Vec<datapath::l4::L4Mapping>,
     reply_ifaces: Vec<String>,
 }
 
-#[allow(clippy::too_many_arguments)]
-// The run's flags, grouped where they belong together (L4Args, HostSetup).
-#[allow(clippy::too_many_arguments)]
-async fn serve(
-    source: Source,
-    listen: Vec<ListenMapping>,
-    interface: Option<String>,
-    dataplane: Option<DataplaneMode>,
-    admin_addr: SocketAddr,
-    config: ProxyConfig,
-    drain: Duration,
-    l4: L4Args,
-    guard: GuardRules,
-    host: HostSetup,
-) -> Result<()> {
-    let mode = dataplane.unwrap_or(if interface.is_some() { DataplaneMode::Ebpf } else { DataplaneMode::Userspace });
+async fn serve(settings: RunSettings, reload: crate::reload::ReloadSource) -> Result<()> {
+    let RunSettings {
+        source,
+        listen,
+        interface,
+        dataplane: mode,
+        admin: admin_addr,
+        proxy: config,
+        drain,
+        l4,
+        l4_reply_interface,
+        guard,
+        cgroup,
+        pod_route,
+        pin_path,
+        detach_on_exit,
+    } = settings.clone();
+    let l4 = L4Args { mappings: l4, reply_ifaces: l4_reply_interface };
+    let host = HostSetup { cgroup, pod_routes: pod_route, pin_path };
     let l7_ports: Vec<u16> = listen.iter().map(|m| m.addr.port()).collect();
     datapath::l4::check_mappings(&l4.mappings, &l7_ports).map_err(anyhow::Error::msg)?;
     if !l4.mappings.is_empty() && mode != DataplaneMode::Ebpf {
@@ -199,7 +174,7 @@ async fn serve(
     let table = routing::TableHandle::default();
     let mut node_client = None;
     let publisher = match source {
-        Source::Manifests(dir) => {
+        SourceSetting::Manifests(dir) => {
             // Start-up needs a valid set: there is no last good table to fall back on yet.
             let resources =
                 manifest::load_dir(&dir).with_context(|| format!("loading manifests from {}", dir.display()))?;
@@ -215,7 +190,7 @@ async fn serve(
             }
             publisher
         }
-        Source::Kubernetes { kubeconfig, write_status } => {
+        SourceSetting::Kubernetes { kubeconfig, write_status } => {
             let client = k8s::client(kubeconfig.as_deref()).await.map_err(|e| {
                 anyhow::anyhow!("cannot build a Kubernetes client: {e} (use --kubeconfig FILE or --manifests DIR)")
             })?;
@@ -253,6 +228,7 @@ async fn serve(
     let mut programs = None;
     let mut l4_runtime = None;
     let mut guard_maps: Option<Mutex<GuardMaps>> = None;
+    let mut guard_entries = None;
     let (dp, xdp, stats_map) = match mode {
         DataplaneMode::Userspace if guard.any() => bail!(
             "--deny, --allow and --syn-rate are enforced by the XDP guard: they need the ebpf dataplane (--interface IFACE), not --dataplane userspace"
@@ -272,6 +248,7 @@ async fn serve(
             );
             let entries = datapath::guard::translate(&guard, &guarded_ports)?;
             d.guard.program(&entries)?;
+            guard_entries = Some(entries.clone());
             tracing::info!("XDP guard: {}", datapath::guard::describe(&guard, &entries));
             d.attach_xdp(iface)?;
             match d.load_splicer() {
@@ -303,12 +280,7 @@ async fn serve(
     }
 
     let proxy = Proxy::new(config, table.clone(), joiner);
-    for (i, m) in listen.iter().enumerate() {
-        let l =
-            TcpListener::bind(m.addr).await.with_context(|| format!("cannot listen on {} (--listen {m})", m.addr))?;
-        tracing::info!(listen = %m, "serving");
-        tokio::spawn(proxy.clone().serve(l, i));
-    }
+    let listeners = Listeners::start(&proxy, &listen).await?;
     let admin = Arc::new(Admin {
         proxy: proxy.clone(),
         table,
@@ -321,19 +293,44 @@ async fn serve(
     });
     let l = TcpListener::bind(admin_addr).await.with_context(|| format!("cannot listen on --admin {admin_addr}"))?;
     tracing::info!(%admin_addr, "admin endpoint: /stats /routes /readyz");
-    tokio::spawn(admin.serve(l));
+    tokio::spawn(admin.clone().serve(l));
+
+    // SIGHUP: re-read the config file (and without one, say so instead of dying)
+    let exit = Arc::new(Mutex::new(ExitSettings { drain, detach_on_exit }));
+    let reloader = Reloader {
+        source: reload,
+        current: settings,
+        listeners,
+        admin: admin.clone(),
+        guard_entries,
+        exit: exit.clone(),
+    };
+    tokio::spawn(crate::reload::follow_sighup(reloader));
+    tokio::spawn(crate::reload::ready_when_published(admin.publisher.clone()));
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
+    crate::reload::notify(&[sd_notify::NotifyState::Stopping]);
+    let ExitSettings { drain, detach_on_exit } = exit.lock().expect("exit settings").clone();
     tracing::info!(?drain, "shutting down: no new connections, finishing in-flight requests");
     let left = proxy.shutdown(drain).await;
     if left > 0 {
         tracing::warn!(connections = left, "drain time over; closing the remaining connections");
     }
     drop(programs);
+    if detach_on_exit && mode == DataplaneMode::Ebpf {
+        // --detach-on-exit (`cargo xtask load`): nothing of ours outlives the agent
+        let report = datapath::detach::detach(&host.pin_path, interface.as_deref(), cgroup.as_deref())?;
+        for line in report.render().lines() {
+            tracing::info!("detach on exit: {line}");
+        }
+        if !report.failed.is_empty() {
+            bail!("--detach-on-exit could not remove everything (see the FAILED lines above)");
+        }
+    }
     Ok(())
 }
 

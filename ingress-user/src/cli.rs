@@ -45,7 +45,7 @@ pub enum Cmd {
         write_status: bool,
         /// ADDR=NAMESPACE/GATEWAY[:LISTENERPORT]; repeatable. Serves that Gateway's HTTP
         /// listeners (all, or those on LISTENERPORT) on ADDR.
-        #[arg(long, value_name = "ADDR=NAMESPACE/GATEWAY[:LISTENERPORT]", required = true)]
+        #[arg(long, value_name = "ADDR=NAMESPACE/GATEWAY[:LISTENERPORT]", required_unless_present = "config")]
         listen: Vec<ListenMapping>,
         /// The VM's NIC, where the XDP program attaches (ebpf dataplane).
         #[arg(long, value_name = "IFACE")]
@@ -117,6 +117,18 @@ pub enum Cmd {
         /// the agent (ebpf dataplane); a restarted agent adopts compatible pins.
         #[arg(long, value_name = "DIR", default_value = crate::datapath::pinning::DEFAULT_PIN_PATH)]
         pin_path: PathBuf,
+        /// TOML file with any of these flags as keys (`--head-timeout` is `head_timeout`;
+        /// see deploy/config.toml). A flag given here wins over its key; a repeatable flag
+        /// replaces the key's whole list. SIGHUP re-reads the file.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// On exit, remove everything attached and pinned, as `ingress detach` does
+        /// (default: the pinned data path outlives the agent). `cargo xtask load` sets it.
+        #[arg(long)]
+        detach_on_exit: bool,
+        /// The flags given on the command line (filled by [`parse`]; not a flag).
+        #[arg(skip)]
+        given: Vec<String>,
     },
     /// Remove every program, link, map and route the agent attached or pinned.
     Detach {
@@ -158,6 +170,10 @@ pub enum Cmd {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// Only validate this config file of `ingress run` (and the flags merged over it):
+        /// exit non-zero with FILE:LINE:COL: key `KEY`: REASON when it is wrong.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
     },
 }
 
@@ -165,6 +181,91 @@ pub enum Cmd {
 pub enum OnOff {
     On,
     Off,
+}
+
+// --- the config file's glue: which flags were given, and `run`'s flags as one value ---
+
+/// Parses the process's arguments, recording which flags of `run` were given (the
+/// config file's keys yield to those only).
+pub fn parse() -> Cli {
+    parse_from(std::env::args_os()).unwrap_or_else(|e| e.exit())
+}
+
+/// [`parse`] of `args`.
+pub fn parse_from<I, T>(args: I) -> Result<Cli, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    use clap::{CommandFactory, FromArgMatches, parser::ValueSource};
+    let matches = Cli::command().try_get_matches_from(args)?;
+    let mut cli = Cli::from_arg_matches(&matches)?;
+    if let (Cmd::Run { given, .. }, Some(("run", m))) = (&mut cli.cmd, matches.subcommand()) {
+        *given = m
+            .ids()
+            .filter(|id| m.value_source(id.as_str()) == Some(ValueSource::CommandLine))
+            .map(|id| id.to_string())
+            .collect();
+    }
+    Ok(cli)
+}
+
+/// `run`'s config file, flags, and the ids of the flags given; None for other commands.
+pub fn run_flags(cmd: Cmd) -> Option<(Option<PathBuf>, crate::config::settings::RunFlags, Vec<String>)> {
+    let Cmd::Run {
+        manifests,
+        kubeconfig,
+        write_status,
+        listen,
+        interface,
+        dataplane,
+        admin,
+        forwarded_headers,
+        request_id,
+        head_timeout,
+        max_connections_per_source,
+        drain_timeout,
+        l4,
+        l4_reply_interface,
+        deny,
+        allow,
+        syn_rate,
+        syn_burst,
+        cgroup,
+        pod_route,
+        pin_path,
+        config,
+        detach_on_exit,
+        given,
+    } = cmd
+    else {
+        return None;
+    };
+    let flags = crate::config::settings::RunFlags {
+        manifests,
+        kubeconfig,
+        write_status,
+        listen,
+        interface,
+        dataplane,
+        admin,
+        forwarded_headers,
+        request_id,
+        head_timeout,
+        max_connections_per_source,
+        drain_timeout,
+        l4,
+        l4_reply_interface,
+        deny,
+        allow,
+        syn_rate,
+        syn_burst,
+        cgroup,
+        pod_route,
+        pin_path,
+        detach_on_exit,
+    };
+    Some((config, flags, given))
 }
 
 #[cfg(test)]

@@ -187,3 +187,9 @@ mod port_cidr_tests {
         }
     }
 }
+
+// The config file (`ingress run --config FILE`): parsing, the merge with the flags, and
+// what a reload changes.
+pub mod file;
+pub mod reload;
+pub mod settings;

@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod datapath;
 pub mod proxy;
+pub mod reload;
 pub mod resources;
 pub mod routing;
 pub mod sources;

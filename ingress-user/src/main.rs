@@ -1,7 +1,5 @@
 //! `ingress`: the agent (`run`) and its admin clients (`stats`, `routes`).
 
-use clap::Parser;
-
 /// mimalloc instead of glibc's malloc: the proxy allocates and frees per request (header
 /// maps, URIs, bodies' frames); under load glibc's malloc/free/consolidate took ~10 % of
 /// the agent's samples (`perf record` on the keep-alive workload).
@@ -14,5 +12,5 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    ingress::app::main(ingress::cli::Cli::parse())
+    ingress::app::main(ingress::cli::parse())
 }

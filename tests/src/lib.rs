@@ -30,6 +30,8 @@ pub mod tcp_echo;
 pub mod l4bench;
 // The framing tests' "bad pod": a backend that writes exact bytes.
 pub mod raw_backend;
+// The install tier: a debootstrap root booted with systemd-nspawn.
+pub mod machine;
 
 /// The line a test that skips itself prints (and appends to the file named by
 /// [`SKIP_LOG_ENV`]), so that `cargo xtask test` counts it as skipped, not passed.

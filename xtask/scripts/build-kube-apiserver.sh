@@ -24,7 +24,8 @@ mkdir -p "$w/lists/partial"
 o=(-o "Dir::Etc::SourceList=$w/sources.list" -o Dir::Etc::SourceParts=/dev/null -o "Dir::State::Lists=$w/lists")
 apt-get "${o[@]}" update -q >/dev/null
 (cd "$w" && apt-get "${o[@]}" source --download-only kubernetes >/dev/null)
-dsc=$(ls "$w"/kubernetes_*.dsc | sort | tail -n1)
+dscs=("$w"/kubernetes_*.dsc) # a glob expands sorted: the last is the newest
+dsc=${dscs[-1]}
 dpkg-source -x "$dsc" "$w/src" >/dev/null
 cd "$w/src"
 # The vendored reflect2 1.0.1 crashes with Go >= 1.18 on the first custom-resource create.

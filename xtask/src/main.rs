@@ -2,8 +2,12 @@
 //! test tier, run the demo. Errors are `anyhow` with context: this is the top level.
 
 mod build;
+mod install;
 mod setup;
 mod test;
+// the test VM (vagrant/) and the scripts tier's checks
+mod scripts;
+mod vm;
 
 use std::path::PathBuf;
 
@@ -51,6 +55,54 @@ enum Cmd {
         /// Build with the release profile.
         #[arg(long)]
         release: bool,
+    },
+    /// Install the release agent as the systemd service ebpf-ingress.service (root):
+    /// PREFIX/bin/ingress, /etc/ebpf-ingress/config.toml (never over an existing one),
+    /// the unit; then enable and start it.
+    Install {
+        /// The config to install (default: deploy/config.toml, OpenChoreo's single VM).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        #[arg(long, value_name = "DIR", default_value = install::DEFAULT_PREFIX)]
+        prefix: PathBuf,
+        /// Write every file under DIR instead of / (an image or container root); the
+        /// unit is then only enabled offline (`systemctl --root`), not started.
+        #[arg(long, value_name = "DIR", default_value = "/")]
+        root: PathBuf,
+        /// Install target/release/ingress as it is (built earlier).
+        #[arg(long)]
+        no_build: bool,
+        /// Run no systemctl: do not enable or start the service.
+        #[arg(long)]
+        no_start: bool,
+    },
+    /// Stop and disable the service, `ingress detach` its pinned state, remove every
+    /// file install wrote.
+    Uninstall {
+        #[arg(long, value_name = "DIR", default_value = install::DEFAULT_PREFIX)]
+        prefix: PathBuf,
+        /// The --root the install used.
+        #[arg(long, value_name = "DIR", default_value = "/")]
+        root: PathBuf,
+    },
+    /// Build the eBPF object and the agent, run the agent in the foreground with the
+    /// config (default: /etc/ebpf-ingress/config.toml if installed, else
+    /// deploy/config.toml); Ctrl-C detaches everything it attached.
+    Load {
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Build with the release profile.
+        #[arg(long)]
+        release: bool,
+        /// More flags for `ingress run` (after `--`); they override the config's keys.
+        #[arg(last = true)]
+        run_args: Vec<String>,
+    },
+    /// The test VM of vagrant/ (Debian 12, k3d, OpenChoreo, this project installed,
+    /// the k3d takeover): `up`, `test` (the smoke test again), `down`. Needs vagrant.
+    Vm {
+        #[command(subcommand)]
+        cmd: vm::VmCmd,
     },
 }
 
@@ -103,6 +155,11 @@ fn main() -> Result<()> {
             )?;
             routing.map_err(|e| e.context("the routing benchmark missed a target (see its line above)"))
         }
+        Cmd::Install { config, prefix, root, no_build, no_start } => {
+            install::install(&install::InstallArgs { config, prefix, root, no_build, no_start })
+        }
+        Cmd::Uninstall { prefix, root } => install::uninstall(&install::UninstallArgs { prefix, root }),
+        Cmd::Load { config, release, run_args } => install::load(config, release, &run_args),
         Cmd::Demo { userspace, release } => {
             setup::setup(true)?;
             let out = build::build_all(release)?;
@@ -117,6 +174,7 @@ fn main() -> Result<()> {
             anyhow::ensure!(status.success(), "demo failed ({status})");
             Ok(())
         }
+        Cmd::Vm { cmd } => vm::run(cmd),
     }
 }
 

@@ -22,6 +22,10 @@ const APT_PACKAGES: &[&str] = &[
     "iptables",
 ];
 pub const BPF_LINKER_VERSION: &str = "0.13.0";
+/// The scripts tier (shellcheck, `ruby -c` on the Vagrantfile) and the install tier (a
+/// debootstrap root booted with systemd-nspawn). Not needed to build: installed by
+/// `setup(true)`, and a tier without them is skipped (a failure under CI=true).
+const TIER_APT_PACKAGES: &[&str] = &["shellcheck", "ruby", "debootstrap", "systemd-container"];
 
 /// Which toolchain builds the eBPF crate.
 #[derive(Debug, Clone)]
@@ -105,6 +109,16 @@ fn missing_apt_packages(packages: &[&'static str]) -> Vec<&'static str> {
 /// what is missing (Debian + root); otherwise, or where that is impossible, returns an
 /// error that lists exactly what to install.
 pub fn setup(install: bool) -> Result<Found> {
+    if install && is_debian() && crate::is_root() {
+        let missing = missing_apt_packages(TIER_APT_PACKAGES);
+        if !missing.is_empty() {
+            println!(
+                "xtask setup: installing Debian packages for the scripts and install tiers: {}",
+                missing.join(" ")
+            );
+            apt_install(&missing)?;
+        }
+    }
     let found = detect();
     if found.complete() {
         return Ok(found);

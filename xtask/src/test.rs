@@ -80,6 +80,8 @@ const TIERS: &[Tier] = &[
             &["test", "-p", "ingress-tests", "--test", "hostile"],
             // pod answers sanitized, the per-source cap's eviction, backpressure (loopback)
             &["test", "-p", "ingress-tests", "--test", "framing"],
+            // the config file: --config, SIGHUP reloads, a bad file kept out, `ingress check --config`
+            &["test", "-p", "ingress-tests", "--test", "config_file"],
         ],
     },
     Tier {
@@ -126,9 +128,47 @@ const TIERS: &[Tier] = &[
             &["test", "-p", "ingress-tests", "--test", "netns_pin", "--", "--test-threads=1"],
             // L4 with pinned state: local clients through the cgroup hooks, flows across a restart
             &["test", "-p", "ingress-tests", "--test", "netns_l4_pinned", "--", "--test-threads=1"],
+            // the config file with XDP: the guard reloaded by SIGHUP, SIGINT with detach_on_exit
+            &["test", "-p", "ingress-tests", "--test", "netns_config", "--", "--test-threads=1"],
         ],
     },
+    Tier {
+        name: "install",
+        what: "the service installed in a debootstrap root booted with systemd-nspawn",
+        needs_root: true,
+        cargo_args: &[&["test", "-p", "ingress-tests", "--test", "install", "--", "--test-threads=1"]],
+    },
 ];
+
+/// Not cargo: shellcheck on every script, `ruby -c` on the Vagrantfile ([`scripts_tier`]).
+const SCRIPTS: Tier = Tier {
+    name: "scripts",
+    what: "shellcheck on every script, ruby -c on vagrant/Vagrantfile",
+    needs_root: false,
+    cargo_args: &[],
+};
+
+/// Runs the scripts tier: one count per check; skipped (a failure under CI) without the tools.
+fn scripts_tier() -> Result<Outcome> {
+    if let Some(why) = crate::scripts::missing_tools() {
+        return Ok(Outcome::Skipped(why));
+    }
+    println!("\n== tier scripts");
+    let started = Instant::now();
+    let checks = crate::scripts::run_checks(&crate::workspace_root())?;
+    let mut counts = Counts::default();
+    for c in &checks {
+        println!("{} {}", if c.ok { "ok    " } else { "FAILED" }, c.what);
+        if c.ok {
+            counts.passed += 1;
+        } else {
+            print!("{}", c.output);
+            counts.failed += 1;
+        }
+    }
+    let ok = counts.failed == 0;
+    Ok(Outcome::Ran { counts, ok, problems: vec![], secs: started.elapsed().as_secs_f64() })
+}
 
 pub fn run(install: bool) -> Result<()> {
     let started = Instant::now();
@@ -154,6 +194,8 @@ pub fn run(install: bool) -> Result<()> {
                 let _ = std::fs::remove_file(&skip_log);
                 let mut cmd = host_cargo(&built.ebpf_object);
                 cmd.args(*args).env("INGRESS_BIN", &built.agent).env(SKIP_LOG_ENV, &skip_log);
+                // the install tier runs `cargo xtask install` inside its machine: this binary
+                cmd.env("INGRESS_XTASK", std::env::current_exe().context("the xtask binary's path")?);
                 if let Some(Ok(path)) = &kube {
                     cmd.env("KUBE_APISERVER", path);
                 }
@@ -170,6 +212,7 @@ pub fn run(install: bool) -> Result<()> {
         };
         results.push((tier, outcome));
     }
+    results.push((&SCRIPTS, scripts_tier()?));
     println!("\n== cargo xtask test: summary ==");
     let mut total = Counts::default();
     for (tier, outcome) in &results {

@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+pub mod config;
 pub mod gather;
 pub mod report;
 
@@ -29,7 +30,7 @@ mod flag_tests {
 
     #[test]
     fn check_takes_interface_json_and_pin_path() {
-        let Ok(Cmd::Check { interface, pin_path, json }) = parse(&["ingress", "check"]) else { panic!() };
+        let Ok(Cmd::Check { interface, pin_path, json, .. }) = parse(&["ingress", "check"]) else { panic!() };
         assert_eq!((interface, json), (None, false));
         assert_eq!(pin_path, std::path::Path::new(super::DEFAULT_PIN_PATH));
         let Ok(Cmd::Check { interface, json, .. }) = parse(&["ingress", "check", "--interface", "eth0", "--json"])

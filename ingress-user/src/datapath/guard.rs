@@ -315,3 +315,39 @@ mod tests {
         );
     }
 }
+
+/// What a reload from `old` to `new` entries must take out of the maps after writing
+/// `new`: the rules `new` lacks, and the ports `new` does not guard (their flags 0).
+pub fn stale(old: &GuardEntries, new: &GuardEntries) -> GuardEntries {
+    GuardEntries {
+        ports: old.ports.keys().filter(|p| !new.ports.contains_key(p)).map(|p| (*p, 0)).collect(),
+        deny4: old.deny4.difference(&new.deny4).copied().collect(),
+        deny6: old.deny6.difference(&new.deny6).copied().collect(),
+        allow4: old.allow4.difference(&new.allow4).copied().collect(),
+        allow6: old.allow6.difference(&new.allow6).copied().collect(),
+        config: new.config,
+    }
+}
+
+#[cfg(test)]
+mod stale_tests {
+    use super::*;
+
+    fn entries(deny: &[&str], allow: &[&str], syn_rate: u64, ports: &[u16]) -> GuardEntries {
+        let p = |v: &[&str]| v.iter().map(|s| s.parse().unwrap()).collect();
+        let rules = GuardRules::from_flags(p(deny), p(allow), syn_rate, None).unwrap();
+        translate(&rules, &guarded_ports(ports.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn stale_entries_are_what_the_new_rules_lack() {
+        let old = entries(&["8080=10.0.0.0/8", "8080=fd00::/8"], &["9080=192.0.2.0/24"], 0, &[8080, 9080]);
+        let new = entries(&["8080=10.0.0.0/8"], &[], 5, &[8080]);
+        let s = stale(&old, &new);
+        assert!(s.deny4.is_empty(), "kept rule stays");
+        assert_eq!(s.deny6.len(), 1);
+        assert_eq!(s.allow4.len(), 1);
+        assert_eq!(s.ports, BTreeMap::from([(9080, 0)]), "9080 is no longer guarded");
+        assert!(stale(&new, &new) == GuardEntries { config: new.config, ..Default::default() });
+    }
+}

@@ -75,6 +75,44 @@ impl GuardMaps {
         Ok(())
     }
 
+    /// Replaces the running `old` entries with `new` (a config reload): `new` written
+    /// first, then the ports `new` does not guard switched off, then the rules it lacks
+    /// removed. A source may meet the union of both rule sets for that moment, never
+    /// a port with half a list.
+    pub fn replace(&mut self, old: &GuardEntries, new: &GuardEntries) -> Result<(), EbpfError> {
+        self.program(new)?;
+        let gone = super::guard::stale(old, new);
+        for port in gone.ports.keys() {
+            self.ports.set(u32::from(*port), GuardPort { flags: 0 }, 0).map_err(map_err(GUARD_PORTS_MAP))?;
+        }
+        let absent = |e: &aya::maps::MapError| matches!(e, aya::maps::MapError::KeyNotFound);
+        for (len, net) in &gone.deny4 {
+            self.deny4
+                .remove(&Key::new(*len, *net))
+                .or_else(|e| if absent(&e) { Ok(()) } else { Err(e) })
+                .map_err(map_err(GUARD_DENY4_MAP))?;
+        }
+        for (len, net) in &gone.deny6 {
+            self.deny6
+                .remove(&Key::new(*len, *net))
+                .or_else(|e| if absent(&e) { Ok(()) } else { Err(e) })
+                .map_err(map_err(GUARD_DENY6_MAP))?;
+        }
+        for (len, net) in &gone.allow4 {
+            self.allow4
+                .remove(&Key::new(*len, *net))
+                .or_else(|e| if absent(&e) { Ok(()) } else { Err(e) })
+                .map_err(map_err(GUARD_ALLOW4_MAP))?;
+        }
+        for (len, net) in &gone.allow6 {
+            self.allow6
+                .remove(&Key::new(*len, *net))
+                .or_else(|e| if absent(&e) { Ok(()) } else { Err(e) })
+                .map_err(map_err(GUARD_ALLOW6_MAP))?;
+        }
+        Ok(())
+    }
+
     /// The counters, summed over CPUs.
     pub fn read(&self) -> Result<Vec<GuardCounter>, EbpfError> {
         let mut entries = Vec::new();

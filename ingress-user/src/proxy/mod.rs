@@ -56,8 +56,8 @@ pub const MAX_HEAD: usize = 64 * 1024;
 /// connection idle that long is closed too (`--head-timeout`).
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How the proxy behaves, fixed for its lifetime (from the command line).
-#[derive(Clone, Debug)]
+/// How the proxy behaves (from the command line and config file; a reload swaps it).
+#[derive(Clone, Debug, PartialEq)]
 pub struct ProxyConfig {
     /// Client connections one source address may hold open (0: no cap).
     pub max_connections_per_source: u32,
@@ -84,7 +84,8 @@ impl Default for ProxyConfig {
 /// the upstream connection pool, counters.
 pub struct Proxy {
     table: TableHandle,
-    config: ProxyConfig,
+    /// Swapped whole by a config reload ([`Proxy::set_config`]).
+    config: arc_swap::ArcSwap<ProxyConfig>,
     pub metrics: ProxyMetrics,
     /// Prometheus families for `/metrics`.
     pub prom: Metrics,
@@ -124,12 +125,18 @@ impl Proxy {
             joiner: Arc::new(joiner),
             endpoints: Default::default(),
             sources: sources::Sources::new(config.max_connections_per_source),
-            config,
+            config: arc_swap::ArcSwap::from_pointee(config),
         })
     }
 
-    pub fn config(&self) -> &ProxyConfig {
-        &self.config
+    pub fn config(&self) -> Arc<ProxyConfig> {
+        self.config.load_full()
+    }
+
+    /// New limits and headers (a config reload): new connections and requests use them.
+    pub fn set_config(&self, config: ProxyConfig) {
+        self.sources.set_max(config.max_connections_per_source);
+        self.config.store(Arc::new(config));
     }
 
     /// Accepts connections on `listener` and serves listen mapping number `index`,
@@ -160,7 +167,7 @@ impl Proxy {
             let proxy = self.clone();
             let stop = self.shutdown.subscribe();
             let guard = self.metrics.connection();
-            let proxy_timeout = self.config.head_timeout.max(Duration::from_millis(1));
+            let proxy_timeout = self.config.load().head_timeout.max(Duration::from_millis(1));
             tokio::spawn(async move {
                 let _guard = (guard, source.slot);
                 let io = if proxy.splice_possible(index) {
@@ -350,10 +357,9 @@ impl Proxy {
         let Some(lt) = table.listeners.get(index) else {
             return ProxyError::ListenerMissing.into();
         };
-        let opts = plan::PlanOptions {
-            forwarded_headers: self.config.forwarded_headers,
-            request_ids: self.config.request_ids,
-        };
+        let config = self.config.load();
+        let opts = plan::PlanOptions { forwarded_headers: config.forwarded_headers, request_ids: config.request_ids };
+        drop(config);
         let (method, uri) = (req.method().clone(), req.uri().clone());
         let head = plan::Head { method: &method, uri: &uri, headers: req.headers_mut(), peer };
         let planned = plan::plan(lt, head, opts, &mut ProxyChoices(&self.endpoints));

@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -38,8 +38,9 @@ type Conns = HashMap<u64, Arc<Tracked>>;
 
 /// Open client connections per source address.
 pub struct Sources {
-    /// Connections one source may hold (0: no cap, nothing tracked).
-    max: usize,
+    /// Connections one source may hold (0: no cap, nothing tracked); a config reload
+    /// changes it for the connections that come after ([`Sources::set_max`]).
+    max: AtomicUsize,
     shards: Box<[Mutex<HashMap<IpAddr, Conns>>]>,
     hasher: RandomState,
     next_id: AtomicU64,
@@ -57,11 +58,17 @@ pub struct Admitted {
 impl Sources {
     pub fn new(max: u32) -> Arc<Self> {
         Arc::new(Self {
-            max: max as usize,
+            max: AtomicUsize::new(max as usize),
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             hasher: RandomState::new(),
             next_id: AtomicU64::new(0),
         })
+    }
+
+    /// A new cap (config reload). Connections opened while there was none stay
+    /// untracked.
+    pub fn set_max(&self, max: u32) {
+        self.max.store(max as usize, Ordering::Relaxed);
     }
 
     fn shard(&self, ip: &IpAddr) -> &Mutex<HashMap<IpAddr, Conns>> {
@@ -72,14 +79,15 @@ impl Sources {
     /// and none of its connections is idle.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Admitted> {
         let tracked = Arc::new(Tracked::default());
-        if self.max == 0 {
+        let max = self.max.load(Ordering::Relaxed);
+        if max == 0 {
             return Some(Admitted { slot: Slot { sources: None, ip, id: 0 }, tracked, evicted: false });
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut shard = self.shard(&ip).lock().expect("sources shard");
         let conns = shard.entry(ip).or_default();
         let mut evicted = false;
-        if conns.len() >= self.max {
+        if conns.len() >= max {
             let victim = oldest_idle(conns.iter().map(|(id, t)| (*id, t.activity.idle_age())))?;
             if let Some(t) = conns.remove(&victim) {
                 t.evict.notify_one();

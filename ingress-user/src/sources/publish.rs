@@ -25,7 +25,8 @@ pub struct SourceState {
 
 pub struct Publisher {
     table: routing::TableHandle,
-    mappings: Vec<ListenMapping>,
+    /// By slot (the proxy's listener index); a config reload may add slots.
+    mappings: Mutex<Vec<ListenMapping>>,
     state: Mutex<SourceState>,
     /// Consumers of every published set of resources (the L4 translation), and the
     /// last set, handed to a consumer added later.
@@ -39,7 +40,7 @@ impl Publisher {
     pub fn new(table: routing::TableHandle, mappings: Vec<ListenMapping>, source: String) -> Arc<Self> {
         Arc::new(Self {
             table,
-            mappings,
+            mappings: Mutex::new(mappings),
             state: Mutex::new(SourceState { source, generation: 0, published_at: 0, error: None }),
             hooks: Mutex::new((None, Vec::new())),
         })
@@ -47,8 +48,9 @@ impl Publisher {
 
     /// Compiles `res`, swaps the table in, clears the error; returns the new table.
     pub fn publish(&self, res: &Resources) -> Arc<routing::Table> {
-        let table = routing::compile(res, &self.mappings);
-        for (m, l) in self.mappings.iter().zip(&table.listeners) {
+        let mappings = self.mappings.lock().expect("listen mappings").clone();
+        let table = routing::compile(res, &mappings);
+        for (m, l) in mappings.iter().zip(&table.listeners) {
             for p in &l.problems {
                 tracing::warn!(listen = %m, "{p}");
             }
@@ -72,6 +74,15 @@ impl Publisher {
         }
         hooks.0 = Some(res.clone());
         table
+    }
+
+    /// Replaces the listen mappings (a config reload) and recompiles the last published
+    /// resources for them, so the table has a slot for every mapping before it serves.
+    pub fn set_mappings(&self, mappings: Vec<ListenMapping>) {
+        *self.mappings.lock().expect("listen mappings") = mappings;
+        if let Some(res) = self.last_resources() {
+            self.publish(&res);
+        }
     }
 
     /// Adds a consumer of published resources; it first gets the last set published.
