@@ -35,7 +35,20 @@ pub fn main(cli: Cli) -> Result<()> {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.spawn(return_freed_memory());
             let reload = crate::reload::ReloadSource { path: config, flags, given };
-            rt.block_on(serve(settings, reload))
+            let detach = rt.block_on(serve(settings, reload))?;
+            drop(rt);
+            if let Some(d) = detach {
+                // --detach-on-exit (`cargo xtask load`): nothing of ours outlives the agent
+                // (outside the runtime: detach runs one of its own)
+                let report = datapath::detach::detach(&d.pin_path, d.interface.as_deref(), d.cgroup.as_deref())?;
+                for line in report.render().lines() {
+                    tracing::info!("detach on exit: {line}");
+                }
+                if !report.failed.is_empty() {
+                    bail!("--detach-on-exit could not remove everything (see the FAILED lines above)");
+                }
+            }
+            Ok(())
         }
         Cmd::Detach { pin_path, interface, cgroup } => {
             // the hooks' cgroup: the one given, else the default `run` attaches to
@@ -145,7 +158,7 @@ struct L4Args {
     reply_ifaces: Vec<String>,
 }
 
-async fn serve(settings: RunSettings, reload: crate::reload::ReloadSource) -> Result<()> {
+async fn serve(settings: RunSettings, reload: crate::reload::ReloadSource) -> Result<Option<DetachOnExit>> {
     let RunSettings {
         source,
         listen,
@@ -171,6 +184,7 @@ async fn serve(settings: RunSettings, reload: crate::reload::ReloadSource) -> Re
             "--l4 needs the ebpf dataplane: give --interface IFACE (the VM's NIC) and do not use --dataplane userspace"
         );
     }
+    let hup = crate::reload::sighup()?;
     let table = routing::TableHandle::default();
     let mut node_client = None;
     let publisher = match source {
@@ -305,7 +319,7 @@ async fn serve(settings: RunSettings, reload: crate::reload::ReloadSource) -> Re
         guard_entries,
         exit: exit.clone(),
     };
-    tokio::spawn(crate::reload::follow_sighup(reloader));
+    tokio::spawn(crate::reload::follow_sighup(reloader, hup));
     tokio::spawn(crate::reload::ready_when_published(admin.publisher.clone()));
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -321,17 +335,18 @@ async fn serve(settings: RunSettings, reload: crate::reload::ReloadSource) -> Re
         tracing::warn!(connections = left, "drain time over; closing the remaining connections");
     }
     drop(programs);
-    if detach_on_exit && mode == DataplaneMode::Ebpf {
-        // --detach-on-exit (`cargo xtask load`): nothing of ours outlives the agent
-        let report = datapath::detach::detach(&host.pin_path, interface.as_deref(), cgroup.as_deref())?;
-        for line in report.render().lines() {
-            tracing::info!("detach on exit: {line}");
-        }
-        if !report.failed.is_empty() {
-            bail!("--detach-on-exit could not remove everything (see the FAILED lines above)");
-        }
-    }
-    Ok(())
+    Ok((detach_on_exit && mode == DataplaneMode::Ebpf).then(|| DetachOnExit {
+        pin_path: host.pin_path.clone(),
+        interface: interface.clone(),
+        cgroup: cgroup.clone(),
+    }))
+}
+
+/// What `--detach-on-exit` removes once the agent has stopped.
+struct DetachOnExit {
+    pin_path: PathBuf,
+    interface: Option<String>,
+    cgroup: Option<PathBuf>,
 }
 
 /// Attaches the L4 programs, programs the maps from the route source (now and on every

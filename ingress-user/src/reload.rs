@@ -196,15 +196,14 @@ fn list(v: &[ListenMapping]) -> String {
     if v.is_empty() { "none".into() } else { v.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ") }
 }
 
+/// SIGHUP's handler, installed before anything could send one (its default action
+/// ends the process).
+pub fn sighup() -> Result<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).context("cannot handle SIGHUP")
+}
+
 /// Reloads on every SIGHUP until the process ends.
-pub async fn follow_sighup(mut r: Reloader) {
-    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot handle SIGHUP: config reload is unavailable");
-            return;
-        }
-    };
+pub async fn follow_sighup(mut r: Reloader, mut hup: tokio::signal::unix::Signal) {
     while hup.recv().await.is_some() {
         notify(&[sd_notify::NotifyState::Reloading]);
         let shown = r.source.path.as_ref().map_or("(none)".into(), |p| p.display().to_string());

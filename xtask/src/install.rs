@@ -53,7 +53,7 @@ impl Layout {
     pub fn new(prefix: &Path) -> Self {
         Self {
             bin: prefix.join("bin/ingress"),
-            config: PathBuf::from(CONFIG_PATH),
+            config: Path::new(CONFIG_DIR).join("config.toml"),
             unit: Path::new(UNIT_DIR).join(UNIT_NAME),
             manifest: prefix.join("share/ebpf-ingress/installed"),
         }
@@ -337,10 +337,12 @@ pub fn load(config: Option<PathBuf>, release: bool, extra: &[String]) -> Result<
     let mut cmd = Command::new(&built.agent);
     cmd.arg("run").arg("--config").arg(&config).arg("--detach-on-exit").args(extra);
     println!("xtask load: {cmd:?} (Ctrl-C stops it and detaches everything it attached)");
+    let mut child = cmd.spawn().with_context(|| format!("cannot start {}", built.agent.display()))?;
     // Ctrl-C reaches the agent too (same process group); xtask waits for it to finish
-    // its drain and detach instead of dying first.
+    // its drain and detach instead of dying first. (Ignored after the spawn: an ignored
+    // signal would be inherited.)
     ignore_sigint();
-    let status = cmd.status().with_context(|| format!("cannot start {}", built.agent.display()))?;
+    let status = child.wait()?;
     anyhow::ensure!(status.success() || status.code() == Some(130), "the agent exited with {status}");
     Ok(())
 }

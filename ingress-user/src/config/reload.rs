@@ -195,7 +195,7 @@ mod tests {
         let p = slots(&p.slots, &[false, true, true], &[a.clone(), b.clone(), c.clone()]);
         assert_eq!(p, SlotPlan { slots: vec![a.clone(), b.clone(), c.clone()], open: vec![0], close: vec![] });
         // the same mapping: nothing to do
-        let p = slots(&[a.clone()], &[true], &[a.clone()]);
+        let p = slots(std::slice::from_ref(&a), &[true], std::slice::from_ref(&a));
         assert!(p.open.is_empty() && p.close.is_empty());
     }
 }
