@@ -1,5 +1,6 @@
-//! The XDP guard's maps (aya): written once from the entries [`super::guard`]
-//! computes, and its counters read back for `/stats`, `ingress stats` and `/metrics`.
+//! The XDP guard's maps (aya): written at start and rewritten on a config reload from
+//! the entries [`super::guard`] computes, and its counters read back for `/stats`,
+//! `ingress stats` and `/metrics`.
 
 use aya::Ebpf;
 use aya::maps::lpm_trie::Key;
