@@ -170,9 +170,10 @@ pub enum Cmd {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
-        /// Only validate this config file of `ingress run` (and the flags merged over it):
-        /// exit non-zero with FILE:LINE:COL: key `KEY`: REASON when it is wrong.
-        #[arg(long, value_name = "FILE")]
+        /// Only validate this config file of `ingress run` (no preflight rows, so the
+        /// other flags are refused beside it): exit non-zero with FILE:LINE:COL: key
+        /// `KEY`: REASON when it is wrong.
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["interface", "pin_path", "json"])]
         config: Option<PathBuf>,
     },
 }
@@ -305,5 +306,25 @@ mod guard_flag_tests {
             let e = run(&args).err().expect("refused").to_string();
             assert!(e.contains(flag) && e.contains(why), "{args:?}: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod check_flag_tests {
+    use super::*;
+
+    /// `check --config` validates the file only: a preflight flag beside it would be
+    /// silently unused, so clap refuses the pair and names both.
+    #[test]
+    fn check_config_refuses_the_preflight_flags_beside_it() {
+        for flag in [&["--interface", "eth0"][..], &["--pin-path", "/sys/fs/bpf/x"], &["--json"]] {
+            let args = ["ingress", "check", "--config", "/etc/ebpf-ingress/config.toml"];
+            let e = Cli::try_parse_from(args.iter().chain(flag)).err().expect("refused").to_string();
+            assert!(e.contains("--config") && e.contains(flag[0]), "{flag:?}: {e}");
+        }
+        let ok = Cli::try_parse_from(["ingress", "check", "--config", "/etc/ebpf-ingress/config.toml"]).unwrap();
+        assert!(matches!(ok.cmd, Cmd::Check { config: Some(_), .. }));
+        let pre = Cli::try_parse_from(["ingress", "check", "--interface", "eth0", "--json"]).unwrap();
+        assert!(matches!(pre.cmd, Cmd::Check { config: None, json: true, .. }));
     }
 }
