@@ -164,10 +164,11 @@ fn location_body(rule: &Rule, upstreams: &mut String, n_up: &mut usize) -> Resul
         }
     }
     let mut servers = String::new();
-    for b in &rule.backends {
+    // a weight-0 backend takes no requests (nginx has no weight 0: it is left out)
+    for b in rule.backends.iter().filter(|b| b.weight > 0) {
         if let BackendTarget::Endpoints(eps) = &b.target {
             for ep in eps {
-                writeln!(servers, "    server {ep} weight={};", b.weight.max(1)).unwrap();
+                writeln!(servers, "    server {ep} weight={};", b.weight).unwrap();
             }
         }
     }

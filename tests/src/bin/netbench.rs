@@ -500,9 +500,10 @@ fn report(c: &Cfg, quick: bool, samples: &[Vec<Vec<Sample>>], memory: &[Memory])
     writeln!(md, "| C mode | req/s vs A (>= 3x) | req/s vs B (>= 0.8x) | CPU per request vs A (<= 0.4x) |").unwrap();
     writeln!(md, "|---|---:|---:|---:|").unwrap();
     let ka = WORKLOADS.iter().position(|w| *w == Workload::KeepAlive).unwrap();
-    let faults = |pis: &[usize]| {
+    // faults over the samples of workload `wi` on paths `pis`
+    let faults = |wi: usize, pis: &[usize]| {
         let mut f = Faults::default();
-        for s in pis.iter().flat_map(|pi| &samples[*pi][ka]) {
+        for s in pis.iter().flat_map(|pi| &samples[*pi][wi]) {
             f.add(s.faults());
         }
         f
@@ -515,7 +516,7 @@ fn report(c: &Cfg, quick: bool, samples: &[Vec<Vec<Sample>>], memory: &[Memory])
         || PATHS.iter().enumerate().filter(|(_, p)| !matches!(p, Path::Legacy | Path::Direct | Path::Nginx));
     for (pi, p) in agent_paths() {
         let judged = |r: Median, base: Median, target: Target, with: usize| {
-            format!("{} {}", cell(r, 2, "x"), bench::verdict(target, r, base, faults(&[pi, with])))
+            format!("{} {}", cell(r, 2, "x"), bench::verdict(target, r, base, faults(ka, &[pi, with])))
         };
         writeln!(
             md,
@@ -538,20 +539,13 @@ fn report(c: &Cfg, quick: bool, samples: &[Vec<Vec<Sample>>], memory: &[Memory])
     let nc = WORKLOADS.iter().position(|w| *w == Workload::NewConnection).unwrap();
     let big = WORKLOADS.iter().position(|w| *w == Workload::OneMiB).unwrap();
     let mbps = |s: &Sample| s.mbps;
-    let faults_in = |wi: usize, pis: &[usize]| {
-        let mut f = Faults::default();
-        for s in pis.iter().flat_map(|pi| &samples[*pi][wi]) {
-            f.add(s.faults());
-        }
-        f
-    };
     for (pi, p) in agent_paths() {
         let mut judged = |wi: usize, f: &dyn Fn(&Sample) -> f64, at_least: bool, threshold: f64| {
             let (r, base) = (ratio(pi, n, wi, f), med(n, wi, "nginx", f));
             format!(
                 "{} {}",
                 cell(r, 2, "x"),
-                bench::verdict(Target { at_least, threshold }, r, base, faults_in(wi, &[pi, n]))
+                bench::verdict(Target { at_least, threshold }, r, base, faults(wi, &[pi, n]))
             )
         };
         writeln!(
