@@ -241,9 +241,10 @@ fn installed_service_serves_and_uninstall_leaves_nothing() {
         "the backend inside the machine does not answer:\n{}",
         m.journal("hv-backend")
     );
-    // bpffs at /sys/fs/bpf, as systemd mounts it at boot on a host (not in a
-    // container); a bpffs of the machine's own, not the host's
-    m.ok("mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf");
+    // no bpffs at /sys/fs/bpf in the machine (a container boots without one): the
+    // installed ebpf-ingress-bpffs.service must mount it in the machine's namespace, not
+    // in the agent's private one, or the pins die with the service (checked below)
+    assert!(!m.sh("mountpoint -q /sys/fs/bpf").status.success(), "the machine booted with bpffs at /sys/fs/bpf");
     let before = tree(&m.dir);
 
     install(&m, &xtask);
@@ -251,6 +252,11 @@ fn installed_service_serves_and_uninstall_leaves_nothing() {
     // agent sent READY=1 (routing table loaded, programs attached)
     let state = String::from_utf8_lossy(&m.sh("systemctl is-active ebpf-ingress").stdout).trim().to_string();
     assert_eq!(state, "active", "ebpf-ingress after start (READY never sent?):\n{}", m.journal("ebpf-ingress"));
+    assert!(
+        m.sh("mountpoint -q /sys/fs/bpf").status.success(),
+        "ebpf-ingress-bpffs.service did not mount bpffs in the machine's namespace:\n{}",
+        m.journal("ebpf-ingress-bpffs")
+    );
     let ready = eventually(Duration::from_secs(30), || get(&m, 9901, "admin", "/readyz").starts_with("HTTP/1.1 200"));
     assert!(ready, "/readyz never answered 200:\n{}\n{}", get(&m, 9901, "admin", "/readyz"), m.journal("ebpf-ingress"));
 

@@ -3,7 +3,8 @@
 //!
 //! install: the release agent to PREFIX/bin/ingress, the config to
 //! /etc/ebpf-ingress/config.toml (never over an existing one), the unit
-//! deploy/ebpf-ingress.service to /etc/systemd/system (ExecStart under PREFIX), a list
+//! deploy/ebpf-ingress.service to /etc/systemd/system (ExecStart under PREFIX) with
+//! deploy/ebpf-ingress-bpffs.service (bpffs in the host's namespace), a list
 //! of what it wrote to PREFIX/share/ebpf-ingress/installed; then `systemctl enable
 //! --now`. `--root DIR` writes every file under DIR instead of / (an image, a
 //! container's root) and then only enables the unit offline (`systemctl --root`);
@@ -23,6 +24,9 @@ use crate::setup::run;
 use crate::workspace_root;
 
 pub const UNIT_NAME: &str = "ebpf-ingress.service";
+/// The unit that mounts bpffs in the host's namespace when nothing did (the agent's
+/// unit Requires= it): copied as shipped.
+pub const BPFFS_UNIT_NAME: &str = "ebpf-ingress-bpffs.service";
 pub const DEFAULT_PREFIX: &str = "/usr/local";
 pub const CONFIG_DIR: &str = "/etc/ebpf-ingress";
 pub const CONFIG_PATH: &str = "/etc/ebpf-ingress/config.toml";
@@ -45,6 +49,7 @@ pub struct Layout {
     pub bin: PathBuf,
     pub config: PathBuf,
     pub unit: PathBuf,
+    pub bpffs_unit: PathBuf,
     /// The list of what install wrote.
     pub manifest: PathBuf,
 }
@@ -55,6 +60,7 @@ impl Layout {
             bin: prefix.join("bin/ingress"),
             config: Path::new(CONFIG_DIR).join("config.toml"),
             unit: Path::new(UNIT_DIR).join(UNIT_NAME),
+            bpffs_unit: Path::new(UNIT_DIR).join(BPFFS_UNIT_NAME),
             manifest: prefix.join("share/ebpf-ingress/installed"),
         }
     }
@@ -211,6 +217,9 @@ fn install_agent(a: &InstallArgs, agent: &Path) -> Result<()> {
     std::fs::write(under(root, &layout.unit), unit)?;
     note(&mut m, &layout.unit);
     println!("xtask install: {}", under(root, &layout.unit).display());
+    copy_file(&workspace_root().join("deploy").join(BPFFS_UNIT_NAME), &under(root, &layout.bpffs_unit), 0o644)?;
+    note(&mut m, &layout.bpffs_unit);
+    println!("xtask install: {}", under(root, &layout.bpffs_unit).display());
     note(&mut m, &layout.manifest);
     std::fs::write(under(root, &layout.manifest), m.render())?;
 
@@ -264,7 +273,11 @@ pub fn uninstall(a: &UninstallArgs) -> Result<()> {
                 "xtask uninstall: no {} ({e}): removing the unit and the agent only; the config stays",
                 under(root, &layout.manifest).display()
             );
-            Manifest { files: vec![layout.unit.clone(), layout.bin.clone()], dirs: vec![], enabled: true }
+            Manifest {
+                files: vec![layout.unit.clone(), layout.bpffs_unit.clone(), layout.bin.clone()],
+                dirs: vec![],
+                enabled: true,
+            }
         }
     };
     let mut problems = Vec::new();
@@ -389,8 +402,16 @@ mod tests {
             "ProtectHome=yes",
             "PrivateTmp=yes",
             "NoNewPrivileges=yes",
+            "Requires=ebpf-ingress-bpffs.service",
+            "After=ebpf-ingress-bpffs.service",
         ] {
             assert!(u.lines().any(|l| l == line), "missing `{line}`");
+        }
+        // the mount is not made from inside the sandbox (it would stay in its namespace)
+        assert!(!u.lines().any(|l| l.starts_with("ExecStartPre")), "no ExecStartPre mount in the sandboxed unit");
+        let b = std::fs::read_to_string(workspace_root().join("deploy").join(BPFFS_UNIT_NAME)).unwrap();
+        for line in ["ConditionPathIsMountPoint=!/sys/fs/bpf", "Type=oneshot", "RemainAfterExit=yes"] {
+            assert!(b.lines().any(|l| l == line), "{BPFFS_UNIT_NAME}: missing `{line}`");
         }
         assert!(!u.contains("CAP_SYS_ADMIN "), "no CAP_SYS_ADMIN in the bounding set");
     }
@@ -413,14 +434,20 @@ mod tests {
         std::fs::copy("/bin/true", dir.join("bin/ingress")).unwrap();
         let unit = dir.join(UNIT_NAME);
         std::fs::write(&unit, render_unit(&shipped(), &dir.join("bin/ingress")).unwrap()).unwrap();
-        let v = Command::new("systemd-analyze").arg("verify").arg(&unit).output().unwrap();
+        // the agent's unit Requires= the bpffs unit: verify loads it from beside
+        let bpffs = dir.join(BPFFS_UNIT_NAME);
+        std::fs::copy(workspace_root().join("deploy").join(BPFFS_UNIT_NAME), &bpffs).unwrap();
+        let v = Command::new("systemd-analyze").arg("verify").arg(&unit).arg(&bpffs).output().unwrap();
         let said = format!("{}{}", String::from_utf8_lossy(&v.stdout), String::from_utf8_lossy(&v.stderr));
         // and a unit that is wrong fails: the check can fail
         let broken = dir.join("broken.service");
         std::fs::write(&broken, shipped().replace("Type=notify", "Type=notifyy")).unwrap();
         let b = Command::new("systemd-analyze").arg("verify").arg(&broken).output().unwrap();
         let _ = std::fs::remove_dir_all(&dir);
-        assert!(v.status.success() && !said.contains(UNIT_NAME), "systemd-analyze verify: {said}");
+        assert!(
+            v.status.success() && !said.contains(UNIT_NAME) && !said.contains(BPFFS_UNIT_NAME),
+            "systemd-analyze verify: {said}"
+        );
         assert!(!b.status.success() || !b.stderr.is_empty(), "a bad Type= is reported");
     }
 
@@ -465,6 +492,7 @@ mod tests {
         let unit = std::fs::read_to_string(root.join("etc/systemd/system").join(UNIT_NAME)).unwrap();
         assert!(unit.contains("ExecStart=/opt/ei/bin/ingress run --config /etc/ebpf-ingress/config.toml"));
         assert!(root.join("opt/ei/bin/ingress").is_file());
+        assert!(root.join("etc/systemd/system").join(BPFFS_UNIT_NAME).is_file(), "the bpffs unit is installed");
         let config = root.join("etc/ebpf-ingress/config.toml");
         std::fs::write(&config, "# edited by the user\n").unwrap();
         install_agent(&args("/opt/ei"), agent).unwrap();
