@@ -33,6 +33,14 @@ pub const GW_IP: &str = "10.42.1.2";
 const GW_NODE_IP: &str = "10.42.1.1";
 /// The node port k3d maps the VM's 9080 to, and the gateway's listener port.
 pub const NODE_PORT: u16 = 19080;
+/// The same for HTTPS (k3d maps 19443 1:1; the gateway terminates TLS there).
+pub const NODE_TLS_PORT: u16 = 19443;
+
+/// The certificate Envoy terminates TLS with (PEM files), for [`LegacyPath::create_tls`].
+pub struct EnvoyTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
 
 pub struct LegacyPath {
     namespaces: Vec<String>,
@@ -56,6 +64,18 @@ impl LegacyPath {
     /// Builds path A for VM port `vm_port`, routed by listen table `lt`. `envoy` is the
     /// Envoy binary.
     pub fn create(topo: &Topology, lt: &ListenerTable, vm_port: u16, envoy: &Path) -> Self {
+        Self::create_with(topo, lt, vm_port, envoy, None)
+    }
+
+    /// Path A for HTTPS: the serverlb passes VM port `vm_port` through as TCP, and Envoy
+    /// terminates TLS (ALPN h2 and http/1.1) with `tls`, as kgateway does for an HTTPS
+    /// listener.
+    pub fn create_tls(topo: &Topology, lt: &ListenerTable, vm_port: u16, envoy: &Path, tls: &EnvoyTls) -> Self {
+        Self::create_with(topo, lt, vm_port, envoy, Some(tls))
+    }
+
+    fn create_with(topo: &Topology, lt: &ListenerTable, vm_port: u16, envoy: &Path, tls: Option<&EnvoyTls>) -> Self {
+        let node_port = if tls.is_some() { NODE_TLS_PORT } else { NODE_PORT };
         let prefix = &topo.prefix;
         let (lb, gw) = (format!("{prefix}-lb"), format!("{prefix}-gw"));
         let dir = std::env::temp_dir().join(format!("ingress-legacy-{}-{prefix}", std::process::id()));
@@ -102,7 +122,7 @@ impl LegacyPath {
         me.rule(
             &node,
             &format!(
-                "PREROUTING -d {NODE_IP}/32 -p tcp --dport {NODE_PORT} -j DNAT --to-destination {GW_IP}:{NODE_PORT}"
+                "PREROUTING -d {NODE_IP}/32 -p tcp --dport {node_port} -j DNAT --to-destination {GW_IP}:{node_port}"
             ),
         );
         let services = cluster_ips(lt);
@@ -131,7 +151,7 @@ impl LegacyPath {
         std::fs::write(
             &conf,
             format!(
-                "load_module /usr/lib/nginx/modules/ngx_stream_module.so;\nworker_processes auto;\npid {dir}/nginx.pid;\nerror_log {dir}/nginx.err notice;\nevents {{\n  multi_accept on;\n  use epoll;\n  worker_connections 1024;\n}}\nstream {{\n  upstream node_{vm_port} {{\n    server {NODE_IP}:{NODE_PORT} max_fails=1 fail_timeout=10s;\n  }}\n  server {{\n    listen {vm_port};\n    proxy_pass node_{vm_port};\n    proxy_timeout 600s;\n    proxy_connect_timeout 2s;\n  }}\n}}\n",
+                "load_module /usr/lib/nginx/modules/ngx_stream_module.so;\nworker_processes auto;\npid {dir}/nginx.pid;\nerror_log {dir}/nginx.err notice;\nevents {{\n  multi_accept on;\n  use epoll;\n  worker_connections 1024;\n}}\nstream {{\n  upstream node_{vm_port} {{\n    server {NODE_IP}:{node_port} max_fails=1 fail_timeout=10s;\n  }}\n  server {{\n    listen {vm_port};\n    proxy_pass node_{vm_port};\n    proxy_timeout 600s;\n    proxy_connect_timeout 2s;\n  }}\n}}\n",
                 dir = me.dir.display()
             ),
         )
@@ -144,7 +164,11 @@ impl LegacyPath {
         me.nginx = Some(nginx);
         // Envoy, routes generated from the same table
         let conf = me.dir.join("envoy.json");
-        std::fs::write(&conf, serde_json::to_string_pretty(&envoy_config(lt, NODE_PORT, &services)).unwrap()).unwrap();
+        let mut config = envoy_config(lt, node_port, &services);
+        if let Some(t) = tls {
+            with_tls(&mut config, t);
+        }
+        std::fs::write(&conf, serde_json::to_string_pretty(&config).unwrap()).unwrap();
         let envoy = spawn_in(
             &gw,
             Command::new(envoy).arg("-c").arg(&conf).args([
@@ -158,7 +182,7 @@ impl LegacyPath {
         );
         me.envoy = Some(envoy);
         me.wait_listening(&lb, format!("{LB_IP}:{vm_port}").parse().unwrap());
-        me.wait_listening(&gw, format!("{GW_IP}:{NODE_PORT}").parse().unwrap());
+        me.wait_listening(&gw, format!("{GW_IP}:{node_port}").parse().unwrap());
         if let Some(n) = &me.nginx {
             me.nginx_workers = children(n.id());
         }
@@ -397,6 +421,24 @@ fn envoy_route(
     }
     route["route"] = action;
     Some(route)
+}
+
+/// Envoy's listener terminates TLS with `tls` (TLS 1.2 and 1.3, ALPN h2 then http/1.1;
+/// the connection manager's codec follows ALPN).
+fn with_tls(config: &mut Value, tls: &EnvoyTls) {
+    config["static_resources"]["listeners"][0]["filter_chains"][0]["transport_socket"] = json!({
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+            "common_tls_context": {
+                "alpn_protocols": ["h2", "http/1.1"],
+                "tls_certificates": [{
+                    "certificate_chain": {"filename": tls.cert.display().to_string()},
+                    "private_key": {"filename": tls.key.display().to_string()}
+                }]
+            }
+        }
+    });
 }
 
 fn cluster_name(backend: &str) -> String {

@@ -128,3 +128,7 @@ mod tests {
         assert!(std::net::TcpListener::bind(p.addr).is_err(), "the port stays bound while held");
     }
 }
+
+// the TLS mode of the benchmark (issue 12): h2load and the HTTPS paths
+pub mod h2load;
+pub mod tlsbench;

