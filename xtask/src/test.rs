@@ -82,6 +82,8 @@ const TIERS: &[Tier] = &[
             &["test", "-p", "ingress-tests", "--test", "framing"],
             // the config file: --config, SIGHUP reloads, a bad file kept out, `ingress check --config`
             &["test", "-p", "ingress-tests", "--test", "config_file"],
+            // TLS passthrough by SNI to rustls pods on 127.0.0.1 (TLSRoute)
+            &["test", "-p", "ingress-tests", "--test", "passthrough"],
         ],
     },
     Tier {
@@ -130,6 +132,8 @@ const TIERS: &[Tier] = &[
             &["test", "-p", "ingress-tests", "--test", "netns_l4_pinned", "--", "--test-threads=1"],
             // the config file with XDP: the guard reloaded by SIGHUP, SIGINT with detach_on_exit
             &["test", "-p", "ingress-tests", "--test", "netns_config", "--", "--test-threads=1"],
+            // TLS passthrough to a pod: joined in the kernel, and copied in user space (hpas-*)
+            &["test", "-p", "ingress-tests", "--test", "netns_passthrough", "--", "--test-threads=1"],
         ],
     },
     Tier {
