@@ -92,8 +92,8 @@ fn routed_by_sni_the_client_gets_the_pods_certificate_and_answer() {
     let x = exchange(p.connect(), &p.a.cert, &sni("echo.tls.example")).expect("TLS through the agent to pod-a");
     assert_eq!(x.answer, "pod-a sni=echo.tls.example got=ping", "the pod terminated TLS itself");
     assert_eq!(x.cert, p.a.cert, "the certificate is pod-a's own");
-    let x = exchange(p.connect(), &p.b.cert, &sni("Deep.Sub.Wild.Example")).expect("TLS to pod-b by wildcard");
-    assert_eq!(x.answer, "pod-b sni=deep.sub.wild.example got=ping");
+    let x = exchange(p.connect(), &p.b.cert, &sni("deep.wild.example")).expect("TLS to pod-b by wildcard");
+    assert_eq!(x.answer, "pod-b sni=deep.wild.example got=ping");
     assert_eq!(x.cert, p.b.cert);
     // pod-a's certificate does not verify for pod-b's names: the bytes are not ours to change
     assert!(exchange(p.connect(), &p.a.cert, &sni("x.wild.example")).is_err(), "pod-b's certificate is not pod-a's");
@@ -110,7 +110,7 @@ fn routed_by_sni_the_client_gets_the_pods_certificate_and_answer() {
     assert_eq!(hosts, ["echo.tls.example", "*.wild.example"], "{routes}");
     let backend = &v["listeners"][0]["passthrough"][0]["backends"][0];
     assert_eq!(backend["endpoints"][0], p.a.addr.to_string(), "{routes}");
-    let log = p.agent.stop();
+    let log = p.agent.log_text();
     assert!(log.contains("TLS passthrough: connections are copied to the pod in user space"), "{log}");
 }
 
@@ -123,7 +123,7 @@ fn a_post_quantum_sized_client_hello_in_pieces_is_still_routed() {
         pieces: Some((300, Duration::from_millis(60))),
     };
     let x = exchange(p.connect(), &p.a.cert, &opts).expect("a large ClientHello in pieces");
-    assert!(x.hello_len > 1500, "the ClientHello spans segments: {} bytes", x.hello_len);
+    assert!(x.hello_len > 1460, "the ClientHello spans segments: {} bytes", x.hello_len);
     assert_eq!(x.answer, "pod-a sni=echo.tls.example got=ping");
     assert_eq!(x.cert, p.a.cert);
     // the same in two-byte pieces: the record header itself arrives cut

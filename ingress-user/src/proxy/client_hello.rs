@@ -26,7 +26,7 @@ pub enum HelloError {
     NotTls,
     #[error("malformed ClientHello: {0}")]
     Malformed(&'static str),
-    #[error("ClientHello larger than {MAX_CLIENT_HELLO} bytes")]
+    #[error("ClientHello larger than 16 KiB")]
     TooLarge,
 }
 

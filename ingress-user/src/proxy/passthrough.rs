@@ -118,7 +118,7 @@ impl Proxy {
         };
         let mut upstream = None;
         for ep in &endpoints {
-            match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(ep)).await {
+            match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(*ep)).await {
                 Ok(Ok(s)) => {
                     upstream = Some((s, *ep));
                     break;

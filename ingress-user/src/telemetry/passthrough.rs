@@ -89,7 +89,7 @@ impl PassthroughMetrics {
         registry.register("passthrough_active", "TLS passthrough connections open to a pod", self.active.clone());
         // every outcome shows from the start, at 0
         for o in Outcome::ALL {
-            self.outcomes.get_or_create(&OutcomeLabels { outcome: o.as_str() });
+            let _ = self.outcomes.get_or_create(&OutcomeLabels { outcome: o.as_str() });
         }
     }
 
