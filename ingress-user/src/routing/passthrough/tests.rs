@@ -118,6 +118,16 @@ fn sni_precedence_exact_then_longest_wildcard() {
     let hosts: Vec<String> =
         t.listeners[0].passthrough.as_ref().unwrap().hosts().iter().map(|h| h.hostname.clone()).collect();
     assert_eq!(hosts, ["a.tls.example", "*.x.tls.example", "*.tls.example"]);
+    // `ingress routes` lists them with their routes and endpoints
+    let text = crate::routing::view::TableView::of(&t).format_text();
+    assert!(text.contains("gateway infra/gw (listeners pass:8443)"), "{text}");
+    assert!(
+        text.contains(
+            "  passthrough a.tls.example  (TLS by SNI, bytes unchanged)  (apps/exact)  apps/a:80 w1 -> [10.0.0.1:8080]"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("  passthrough *.tls.example"), "{text}");
     for r in ["apps/exact", "apps/wild", "apps/deeper"] {
         assert_eq!(accepted(&t, r), (true, "Accepted".into()), "{r}");
         assert_eq!(report(&t, r).attached, ["infra/gw/pass"]);
