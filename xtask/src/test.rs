@@ -106,6 +106,8 @@ const TIERS: &[Tier] = &[
             &["test", "-p", "ingress-tests", "--test", "kube", "--", "--test-threads=1"],
             // the Node watcher's host routes, API server and agent in a chk* namespace
             &["test", "-p", "ingress-tests", "--test", "kube_nodes", "--", "--test-threads=1"],
+            // TLSRoutes watched and their status written, a passthrough listener served
+            &["test", "-p", "ingress-tests", "--test", "kube_passthrough", "--", "--test-threads=1"],
         ],
     },
     Tier {
