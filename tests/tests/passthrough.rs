@@ -187,3 +187,65 @@ fn the_per_source_cap_and_the_head_timeout_apply() {
     );
     assert_eq!(p.passthrough().rejected, before + 1);
 }
+
+/// One address mapping a Gateway's HTTP and TLS passthrough listeners: the first byte
+/// tells them apart (a TLS handshake record, or anything else: HTTP).
+#[test]
+fn http_and_passthrough_listeners_on_one_address() {
+    use ingress_tests::backend::{Backend, Echo};
+    use ingress_tests::client::{Request, send};
+    let a = TlsPod::start_local("pod-a", &["echo.tls.example"]);
+    let (echo, echo_port) = Backend::start_local("pod-http");
+    let dir = std::env::temp_dir().join(format!("ingress-passthrough-mixed-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let yaml = r#"
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: mixed, namespace: apps}
+spec:
+  gatewayClassName: x
+  listeners:
+  - {name: http, protocol: HTTP, port: 80}
+  - {name: pass, protocol: TLS, port: 8443, tls: {mode: Passthrough}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web, namespace: apps}
+spec:
+  parentRefs: [{name: mixed}]
+  hostnames: [web.test]
+  rules: [{backendRefs: [{name: pod-http, port: 80}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: TLSRoute
+metadata: {name: echo, namespace: apps}
+spec:
+  parentRefs: [{name: mixed}]
+  hostnames: [echo.tls.example]
+  rules: [{backendRefs: [{name: pod-a, port: 80}]}]
+"#;
+    let local = SocketAddr::from(([127, 0, 0, 1], echo_port));
+    std::fs::write(
+        dir.join("routes.yaml"),
+        format!("{yaml}{}{}", service("pod-a", &[a.addr]), service("pod-http", &[local])),
+    )
+    .unwrap();
+    let port = free_port();
+    let admin = format!("127.0.0.1:{}", free_port());
+    let args = vec!["--manifests".to_string(), dir.display().to_string()];
+    let agent = Agent::start_with(&ingress_bin(), None, &admin, &[format!("127.0.0.1:{port}=apps/mixed")], &args);
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let r = send(addr, &Request::get("web.test", "/x"), Duration::from_secs(5)).expect("HTTP on the mixed address");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json::<Echo>().pod, "pod-http");
+    let x = exchange(TcpStream::connect(addr).unwrap(), &a.cert, &sni("echo.tls.example"))
+        .expect("TLS on the mixed address");
+    assert_eq!(x.answer, "pod-a sni=echo.tls.example got=ping");
+    let c = agent.stats().passthrough;
+    assert_eq!((c.userspace, c.rejected), (1, 0), "the HTTP connection is not a passthrough one: {c:?}");
+    drop(agent);
+    echo.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
