@@ -33,6 +33,7 @@ impl std::fmt::Display for ObjectKey {
 pub struct Resources {
     pub gateways: BTreeMap<ObjectKey, Gateway>,
     pub http_routes: BTreeMap<ObjectKey, HttpRoute>,
+    pub tls_routes: BTreeMap<ObjectKey, gateway_api::apis::standard::tlsroutes::TlsRoute>,
     pub reference_grants: BTreeMap<ObjectKey, ReferenceGrant>,
     pub services: BTreeMap<ObjectKey, Service>,
     pub endpoint_slices: BTreeMap<ObjectKey, EndpointSlice>,
@@ -59,6 +60,6 @@ impl Resources {
             self.services.len(),
             self.endpoint_slices.len(),
             self.namespaces.len()
-        )
+        ) + &format!(", {} TLSRoutes", self.tls_routes.len())
     }
 }

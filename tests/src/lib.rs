@@ -32,6 +32,8 @@ pub mod l4bench;
 pub mod raw_backend;
 // The install tier: a debootstrap root booted with systemd-nspawn.
 pub mod machine;
+// TLS passthrough: a rustls server as a pod, a rustls client (large ClientHellos too).
+pub mod tls;
 
 /// The line a test that skips itself prints (and appends to the file named by
 /// [`SKIP_LOG_ENV`]), so that `cargo xtask test` counts it as skipped, not passed.

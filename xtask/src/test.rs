@@ -82,6 +82,8 @@ const TIERS: &[Tier] = &[
             &["test", "-p", "ingress-tests", "--test", "framing"],
             // the config file: --config, SIGHUP reloads, a bad file kept out, `ingress check --config`
             &["test", "-p", "ingress-tests", "--test", "config_file"],
+            // TLS passthrough by SNI to rustls pods on 127.0.0.1 (TLSRoute)
+            &["test", "-p", "ingress-tests", "--test", "passthrough"],
         ],
     },
     Tier {
@@ -104,6 +106,8 @@ const TIERS: &[Tier] = &[
             &["test", "-p", "ingress-tests", "--test", "kube", "--", "--test-threads=1"],
             // the Node watcher's host routes, API server and agent in a chk* namespace
             &["test", "-p", "ingress-tests", "--test", "kube_nodes", "--", "--test-threads=1"],
+            // TLSRoutes watched and their status written, a passthrough listener served
+            &["test", "-p", "ingress-tests", "--test", "kube_passthrough", "--", "--test-threads=1"],
         ],
     },
     Tier {
@@ -130,6 +134,8 @@ const TIERS: &[Tier] = &[
             &["test", "-p", "ingress-tests", "--test", "netns_l4_pinned", "--", "--test-threads=1"],
             // the config file with XDP: the guard reloaded by SIGHUP, SIGINT with detach_on_exit
             &["test", "-p", "ingress-tests", "--test", "netns_config", "--", "--test-threads=1"],
+            // TLS passthrough to a pod: joined in the kernel, and copied in user space (hpas-*)
+            &["test", "-p", "ingress-tests", "--test", "netns_passthrough", "--", "--test-threads=1"],
         ],
     },
     Tier {

@@ -54,6 +54,7 @@ impl Admin {
             splice: self.proxy.joiner().counters(),
             l4: self.l4.as_ref().map(|l| l.view()),
             guard: self.guard_counters(),
+            passthrough: self.proxy.prom.passthrough.snapshot(),
         }
     }
 

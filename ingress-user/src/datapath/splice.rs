@@ -30,6 +30,15 @@ pub fn key_of(local: SocketAddr, remote: SocketAddr) -> Option<SpliceKey> {
     }
 }
 
+/// Which path carries a joined pair's bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JoinPath {
+    /// The sockmap verdict program redirects them (the agent only relays leftovers).
+    Kernel,
+    /// The agent copies them.
+    Userspace,
+}
+
 /// Joins connections in the kernel when it can.
 #[derive(Default)]
 pub struct Joiner {
@@ -79,7 +88,20 @@ impl Joiner {
 
     /// Relays two connections until both sides are closed. `a_pending` arrived on
     /// `a` before the join (it goes to `b` first), and the other way round.
-    pub async fn run(&self, mut a: TcpStream, a_pending: Bytes, mut b: TcpStream, b_pending: Bytes) {
+    pub async fn run(&self, a: TcpStream, a_pending: Bytes, b: TcpStream, b_pending: Bytes) {
+        self.run_then(a, a_pending, b, b_pending, |_| {}).await
+    }
+
+    /// [`Joiner::run`], telling `on_path` which path carries the bytes as soon as that
+    /// is decided (not called when the pending bytes cannot be written).
+    pub async fn run_then(
+        &self,
+        mut a: TcpStream,
+        a_pending: Bytes,
+        mut b: TcpStream,
+        b_pending: Bytes,
+        on_path: impl FnOnce(JoinPath),
+    ) {
         // Everything queued now is read first, so no segment is left half-read in a
         // socket when it is joined (the kernel would hand it on whole, again).
         let (a_pending, b_pending) = (drain(&a, a_pending), drain(&b, b_pending));
@@ -112,6 +134,7 @@ impl Joiner {
                 }
             }
         };
+        on_path(if joined.is_some() { JoinPath::Kernel } else { JoinPath::Userspace });
         self.total.fetch_add(1, Ordering::Relaxed);
         self.active.fetch_add(1, Ordering::Relaxed);
         if joined.is_some() {

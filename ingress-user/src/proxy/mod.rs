@@ -43,6 +43,10 @@ mod sources;
 mod splice_route;
 mod upgrade;
 
+// TLS passthrough (TLSRoute): the ClientHello's SNI, then the connection joined to a pod
+pub mod client_hello;
+mod passthrough;
+
 // Hostile requests (issue 11): refused before routing, paths normalized, client body errors
 mod client_body;
 pub mod normalize;
@@ -170,7 +174,12 @@ impl Proxy {
             let proxy_timeout = self.config.load().head_timeout.max(Duration::from_millis(1));
             tokio::spawn(async move {
                 let _guard = (guard, source.slot);
-                let io = if proxy.splice_possible(index) {
+                let io = if proxy.passthrough_served(index) {
+                    let Some(io) = proxy.serve_passthrough(stream, index, proxy_timeout, &tracked).await else {
+                        return;
+                    };
+                    io
+                } else if proxy.splice_possible(index) {
                     // busy while its first head is read and while it is spliced: never evicted
                     let busy = tracked.activity.begin();
                     // boxed: its 4 KiB read buffer is not part of every connection's task

@@ -26,10 +26,25 @@ pub(super) fn attach(
     route: &HttpRoute,
     report: &mut RouteReport,
 ) -> (Vec<(usize, String, Vec<Option<Hostname>>)>, Vec<ParentAttach>) {
-    let mut parents = Vec::new();
     let route_hosts: Vec<Hostname> = route.spec.hostnames.iter().flatten().map(|h| Hostname::parse(h)).collect();
+    let prefs: Vec<&HttpRouteParentRefs> = route.spec.parent_refs.iter().flatten().collect();
+    attach_refs(res, tables, key, "HTTPRoute", &prefs, &route_hosts, report)
+}
+
+/// [`attach`] for a route of any `kind` (`HTTPRoute`, `TLSRoute`): its parentRefs
+/// against the listeners each table serves for that kind.
+pub(super) fn attach_refs(
+    res: &Resources,
+    tables: &[TableBuilder<'_>],
+    key: &ObjectKey,
+    kind: &str,
+    prefs: &[&HttpRouteParentRefs],
+    route_hosts: &[Hostname],
+    report: &mut RouteReport,
+) -> (Vec<(usize, String, Vec<Option<Hostname>>)>, Vec<ParentAttach>) {
+    let mut parents = Vec::new();
     let mut out = Vec::new();
-    for pref in route.spec.parent_refs.iter().flatten() {
+    for pref in prefs.iter().copied() {
         if pref.group.as_deref().is_some_and(|g| g != GATEWAY_GROUP)
             || pref.kind.as_deref().is_some_and(|k| k != "Gateway")
         {
@@ -44,8 +59,8 @@ pub(super) fn attach(
                 continue;
             }
             matched_any_table = true;
-            for l in &tb.served {
-                match listener_accepts(res, tb.gateway.unwrap(), l, pref, &key.namespace, &route_hosts) {
+            for l in tb.listeners_for(kind) {
+                match listener_accepts_kind(res, tb.gateway.unwrap(), l, pref, kind, &key.namespace, route_hosts) {
                     Ok(hosts) => out.push((t, l.name.clone(), hosts)),
                     Err(p) => reasons.push(p.within(&format!("{gw_key}/{}", l.name))),
                 }
@@ -65,7 +80,11 @@ pub(super) fn attach(
                 .find(|r| reasons.iter().any(|p| p.reason == *r))
                 .unwrap_or(Reason::NoMatchingParent);
             let why = if reasons.is_empty() {
-                "no HTTP listener served".to_string()
+                if kind == "HTTPRoute" {
+                    "no HTTP listener served".to_string()
+                } else {
+                    format!("no listener for {kind}s served")
+                }
             } else {
                 reasons.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; ")
             };
@@ -82,12 +101,14 @@ pub(super) fn attach(
     (out, parents)
 }
 
-/// Whether listener `l` accepts the route through `pref`; the effective hostnames if so.
-pub(super) fn listener_accepts(
+/// Whether listener `l` accepts the route (of `kind`: `HTTPRoute`, `TLSRoute`) through
+/// `pref`; the effective hostnames if so.
+pub(super) fn listener_accepts_kind(
     res: &Resources,
     gw: &Gateway,
     l: &GatewayListeners,
     pref: &HttpRouteParentRefs,
+    kind: &str,
     route_ns: &str,
     route_hosts: &[Hostname],
 ) -> Result<Vec<Option<Hostname>>, Problem> {
@@ -99,10 +120,10 @@ pub(super) fn listener_accepts(
     }
     let allowed = l.allowed_routes.as_ref();
     if let Some(kinds) = allowed.and_then(|a| a.kinds.as_ref()) {
-        let ok =
-            kinds.iter().any(|k| k.kind == "HTTPRoute" && k.group.as_deref().unwrap_or(GATEWAY_GROUP) == GATEWAY_GROUP);
+        let ok = kinds.iter().any(|k| k.kind == kind && k.group.as_deref().unwrap_or(GATEWAY_GROUP) == GATEWAY_GROUP);
         if !ok {
-            return Err(Problem::new(Reason::NotAllowedByListeners, "listener allowedRoutes.kinds excludes HTTPRoute"));
+            let why = format!("listener allowedRoutes.kinds excludes {kind}");
+            return Err(Problem::new(Reason::NotAllowedByListeners, why));
         }
     }
     let ns = allowed.and_then(|a| a.namespaces.as_ref());

@@ -19,6 +19,8 @@ pub(super) struct TableBuilder<'a> {
     /// hostname (None = any) -> entries
     pub(super) vhosts: HashMap<Option<Hostname>, Vec<Entry>>,
     pub(super) seen: HashSet<(ObjectKey, Option<Hostname>)>,
+    /// `protocol: TLS`, `tls.mode: Passthrough` listeners: TLSRoutes attach here (passthrough.rs).
+    pub(super) passthrough: Vec<&'a GatewayListeners>,
 }
 
 impl<'a> TableBuilder<'a> {
@@ -26,11 +28,16 @@ impl<'a> TableBuilder<'a> {
         let mut table = ListenerTable { gateway: m.gateway.clone(), ..Default::default() };
         let gateway = res.gateways.get(&m.gateway);
         let mut served = Vec::new();
+        let mut passthrough = Vec::new();
         match gateway {
             None => table.problems.push(format!("Gateway {} not found", m.gateway)),
             Some(gw) => {
                 for l in &gw.spec.listeners {
                     if m.listener_port.is_some_and(|p| i32::from(p) != l.port) {
+                        continue;
+                    }
+                    if super::passthrough::is_passthrough(l) {
+                        passthrough.push(l);
                         continue;
                     }
                     if l.protocol != "HTTP" {
@@ -43,7 +50,7 @@ impl<'a> TableBuilder<'a> {
                     served.push(l);
                     table.listeners.push((l.name.clone(), l.port as u16));
                 }
-                if served.is_empty() {
+                if served.is_empty() && passthrough.is_empty() {
                     table.problems.push(format!(
                         "Gateway {} has no HTTP listener{}",
                         m.gateway,
@@ -52,7 +59,12 @@ impl<'a> TableBuilder<'a> {
                 }
             }
         }
-        Self { table, gateway, served, vhosts: HashMap::new(), seen: HashSet::new() }
+        Self { table, gateway, served, vhosts: HashMap::new(), seen: HashSet::new(), passthrough }
+    }
+
+    /// The listeners routes of `kind` attach to: TLS passthrough ones for TLSRoutes.
+    pub(super) fn listeners_for(&self, kind: &str) -> &[&'a GatewayListeners] {
+        if kind == "TLSRoute" { &self.passthrough } else { &self.served }
     }
 
     pub(super) fn add(&mut self, route: &ObjectKey, hostnames: &[Option<Hostname>], rules: &[CompiledRule]) {

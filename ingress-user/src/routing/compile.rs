@@ -34,6 +34,7 @@ pub fn compile(res: &Resources, mappings: &[ListenMapping]) -> Table {
             reports.push(report);
         }
     }
+    let tls_routes = super::passthrough::compile_tls_routes(res, &slices, &mut tables);
     let mut listeners = Vec::new();
     for tb in tables {
         let (table, notes) = tb.finish();
@@ -45,5 +46,5 @@ pub fn compile(res: &Resources, mappings: &[ListenMapping]) -> Table {
         }
         listeners.push(table);
     }
-    Table { listeners, routes: reports }
+    Table { listeners, routes: reports, tls_routes }
 }

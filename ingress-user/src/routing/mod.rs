@@ -10,6 +10,8 @@ pub mod filters;
 mod handle;
 pub mod hostname;
 mod matching;
+// TLS passthrough: TLSRoutes on `protocol: TLS` / `tls.mode: Passthrough` listeners, by SNI
+pub mod passthrough;
 mod refs;
 mod rules;
 mod status;
@@ -41,6 +43,8 @@ pub struct Table {
     pub listeners: Vec<ListenerTable>,
     /// What happened to each HTTPRoute: where it attached, and why not elsewhere.
     pub routes: Vec<RouteReport>,
+    /// The same for each TLSRoute.
+    pub tls_routes: Vec<RouteReport>,
 }
 
 /// The routes served on one listen address (the HTTP listeners of one Gateway).
@@ -56,6 +60,8 @@ pub struct ListenerTable {
     any: Option<Arc<VirtualHost>>,
     /// Why this address serves less than asked (missing Gateway, no HTTP listener, ...).
     pub problems: Vec<String>,
+    /// TLS passthrough listeners of this address and their SNI table (None: none).
+    pub passthrough: Option<Arc<passthrough::PassthroughTable>>,
 }
 
 /// The rules that apply to one hostname, in precedence order, with an index by the

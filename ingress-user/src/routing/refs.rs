@@ -18,13 +18,25 @@ pub(super) fn resolve_backend(
     b: &HttpRouteRulesBackendRefs,
     ns: &str,
 ) -> Result<Vec<SocketAddr>, Problem> {
+    resolve_backend_of(res, slices, route, "HTTPRoute", b, ns)
+}
+
+/// [`resolve_backend`] for a route of `kind` (what a cross-namespace ReferenceGrant must name).
+pub(super) fn resolve_backend_of(
+    res: &Resources,
+    slices: &SliceIndex<'_>,
+    route: &ObjectKey,
+    kind_from: &str,
+    b: &HttpRouteRulesBackendRefs,
+    ns: &str,
+) -> Result<Vec<SocketAddr>, Problem> {
     let group = b.group.as_deref().unwrap_or("");
     let kind = b.kind.as_deref().unwrap_or("Service");
     if !(group.is_empty() || group == "core") || kind != "Service" {
         return Err(Problem::new(Reason::InvalidKind, format!("{group}/{kind} is not a Service")));
     }
-    if ns != route.namespace && !reference_granted(res, &route.namespace, ns, &b.name) {
-        let why = format!("no ReferenceGrant in {ns} allows HTTPRoutes from {}", route.namespace);
+    if ns != route.namespace && !reference_granted_to(res, kind_from, &route.namespace, ns, &b.name) {
+        let why = format!("no ReferenceGrant in {ns} allows {kind_from}s from {}", route.namespace);
         return Err(Problem::new(Reason::RefNotPermitted, why));
     }
     let Some(port) = b.port else {
@@ -88,10 +100,11 @@ impl<'a> SliceIndex<'a> {
     }
 }
 
-pub(super) fn reference_granted(res: &Resources, from_ns: &str, to_ns: &str, service: &str) -> bool {
+/// Whether a ReferenceGrant in `to_ns` lets routes of `kind` in `from_ns` refer to `service`.
+pub(super) fn reference_granted_to(res: &Resources, kind: &str, from_ns: &str, to_ns: &str, service: &str) -> bool {
     res.reference_grants.iter().any(|(k, g)| {
         k.namespace == to_ns
-            && g.spec.from.iter().any(|f| f.group == GATEWAY_GROUP && f.kind == "HTTPRoute" && f.namespace == from_ns)
+            && g.spec.from.iter().any(|f| f.group == GATEWAY_GROUP && f.kind == kind && f.namespace == from_ns)
             && g.spec.to.iter().any(|t| {
                 (t.group.is_empty() || t.group == "core")
                     && t.kind == "Service"

@@ -11,6 +11,9 @@ use super::{Backend, BackendTarget, Entry, ListenerTable, Matcher, RouteReport, 
 pub struct TableView {
     pub listeners: Vec<ListenerView>,
     pub routes: Vec<RouteReport>,
+    /// What happened to each TLSRoute.
+    #[serde(default)]
+    pub tls_routes: Vec<RouteReport>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -20,6 +23,17 @@ pub struct ListenerView {
     pub listeners: Vec<GatewayListenerView>,
     pub problems: Vec<String>,
     pub hosts: Vec<HostView>,
+    /// TLS passthrough: SNI hostname -> TLSRoute backends (exact, wildcards, any).
+    #[serde(default)]
+    pub passthrough: Vec<PassthroughHostView>,
+}
+
+/// One SNI hostname of a passthrough listener and where its connections go.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PassthroughHostView {
+    pub hostname: String,
+    pub route: String,
+    pub backends: Vec<BackendView>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -152,12 +166,33 @@ fn listener_view(l: &ListenerTable) -> ListenerView {
         listeners: l.listeners.iter().map(|(n, p)| GatewayListenerView { name: n.clone(), port: *p }).collect(),
         problems: l.problems.clone(),
         hosts: l.vhosts().into_iter().map(|v| host_view(v)).collect(),
+        passthrough: l.passthrough.iter().flat_map(|p| p.hosts()).map(|h| passthrough_view(h)).collect(),
+    }
+}
+
+fn passthrough_view(h: &super::passthrough::PassthroughHost) -> PassthroughHostView {
+    PassthroughHostView {
+        hostname: h.hostname.clone(),
+        route: h.rule.route.to_string(),
+        backends: h.rule.backends.iter().map(backend_view).collect(),
+    }
+}
+
+/// A backend as `ingress routes` prints it.
+fn backend_text(b: &BackendView) -> String {
+    match &b.error {
+        Some(e) => format!("{} w{} ERROR {e}", b.name, b.weight),
+        None => format!("{} w{} -> [{}]", b.name, b.weight, b.endpoints.join(" ")),
     }
 }
 
 impl TableView {
     pub fn of(t: &Table) -> Self {
-        TableView { listeners: t.listeners.iter().map(listener_view).collect(), routes: t.routes.clone() }
+        TableView {
+            listeners: t.listeners.iter().map(listener_view).collect(),
+            routes: t.routes.clone(),
+            tls_routes: t.tls_routes.clone(),
+        }
     }
 
     /// Marks every splice-safe host as not joined, for `why` (a runtime reason: the
@@ -205,10 +240,24 @@ impl TableView {
                     );
                 }
             }
+            for h in &l.passthrough {
+                let backends: Vec<String> = h.backends.iter().map(backend_text).collect();
+                out += &format!(
+                    "  passthrough {}  (TLS by SNI, bytes unchanged)  ({})  {}\n",
+                    h.hostname,
+                    h.route,
+                    backends.join(", ")
+                );
+            }
         }
         for r in &self.routes {
             for p in &r.problems {
                 out += &format!("route {}: {p}\n", r.route);
+            }
+        }
+        for r in &self.tls_routes {
+            for p in &r.problems {
+                out += &format!("tlsroute {}: {p}\n", r.route);
             }
         }
         out

@@ -264,6 +264,10 @@ fn load_document(ctx: &DocCtx<'_>, doc: &str, res: &mut Resources) -> Result<(),
             let o: gateway_api::apis::experimental::httproutes::HttpRoute = ctx.parse(doc)?;
             res.http_routes.insert(key_of(&o.metadata), o);
         }
+        ("gateway.networking.k8s.io", "TLSRoute") => {
+            let o = tls_route(ctx, doc, &api_version)?;
+            res.tls_routes.insert(key_of(&o.metadata), o);
+        }
         ("gateway.networking.k8s.io", "ReferenceGrant") => {
             let o: gateway_api::apis::standard::referencegrants::ReferenceGrant = ctx.parse(doc)?;
             res.reference_grants.insert(key_of(&o.metadata), o);
@@ -290,6 +294,34 @@ fn load_document(ctx: &DocCtx<'_>, doc: &str, res: &mut Resources) -> Result<(),
         }
     }
     Ok(())
+}
+
+/// A TLSRoute: `gateway.networking.k8s.io/v1` (the standard channel); v1alpha2 and
+/// v1alpha3 documents carry the same fields (hostnames optional) and are read as v1.
+fn tls_route(
+    ctx: &DocCtx<'_>,
+    doc: &str,
+    api_version: &str,
+) -> Result<gateway_api::apis::standard::tlsroutes::TlsRoute, DocumentError> {
+    match api_version.rsplit_once('/').map(|(_, v)| v) {
+        Some("v1") => ctx.parse(doc),
+        Some("v1alpha2" | "v1alpha3") => {
+            let mut v: serde_json::Value = ctx.parse(doc)?;
+            if let Some(spec) = v.get_mut("spec").and_then(|s| s.as_object_mut()) {
+                spec.entry("hostnames").or_insert_with(|| serde_json::json!([]));
+            }
+            v["apiVersion"] = "gateway.networking.k8s.io/v1".into();
+            serde_path_to_error::deserialize(v)
+                .map_err(|e| ctx.error(None, field_of(e.path()), strip_location(&e.into_inner().to_string())))
+        }
+        _ => Err(ctx.error(
+            None,
+            Some("apiVersion".into()),
+            format!(
+                "TLSRoute {api_version} is not supported: use gateway.networking.k8s.io/v1 (v1alpha2 and v1alpha3 are read as v1)"
+            ),
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -452,5 +484,26 @@ apiVersion: v1\nkind: Service\nmetadata: {name: t\nspec: {}\n---\napiVersion: v1
         assert_eq!(res.gateways.len(), 2, "{}", res.summary());
         assert!(res.http_routes.len() >= 7, "{}", res.summary());
         assert!(res.endpoint_slices.len() >= 10, "{}", res.summary());
+    }
+
+    #[test]
+    fn tls_routes_are_read_as_v1_and_old_versions_without_hostnames_too() {
+        let v1 = "apiVersion: gateway.networking.k8s.io/v1\nkind: TLSRoute\nmetadata: {name: t1, namespace: ns1}\nspec:\n  parentRefs: [{name: gw, sectionName: tls}]\n  hostnames: [a.example.com]\n  rules: [{backendRefs: [{name: svc, port: 443}]}]\n";
+        let alpha = "---\napiVersion: gateway.networking.k8s.io/v1alpha2\nkind: TLSRoute\nmetadata: {name: t2, namespace: ns1}\nspec:\n  parentRefs: [{name: gw}]\n  rules: [{backendRefs: [{name: svc, port: 443, weight: 3}]}]\n";
+        let (res, errors) = load("t.yaml", &format!("{v1}{alpha}"));
+        assert!(errors.is_empty(), "{errors:?}");
+        let t1 = &res.tls_routes[&crate::resources::ObjectKey::new("ns1", "t1")];
+        assert_eq!(t1.spec.hostnames, ["a.example.com"]);
+        assert_eq!(t1.spec.parent_refs.as_ref().unwrap()[0].section_name.as_deref(), Some("tls"));
+        let t2 = &res.tls_routes[&crate::resources::ObjectKey::new("ns1", "t2")];
+        assert!(t2.spec.hostnames.is_empty());
+        assert_eq!(t2.spec.rules[0].backend_refs[0].weight, Some(3));
+        let (_, errors) = load("t.yaml", &v1.replace("/v1\n", "/v9\n"));
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].field.as_deref(), Some("apiVersion"), "{}", errors[0]);
+        assert!(errors[0].message.contains("use gateway.networking.k8s.io/v1"), "{}", errors[0]);
+        let (_, errors) = load("t.yaml", &v1.replace("port: 443", "port: https"));
+        assert_eq!(errors.len(), 1, "a bad field is an error with its path: {errors:?}");
+        assert!(errors[0].field.as_deref().is_some_and(|f| f.contains("backendRefs")), "{}", errors[0]);
     }
 }

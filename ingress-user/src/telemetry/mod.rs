@@ -4,6 +4,8 @@
 
 pub mod counters;
 pub mod l4;
+// TLS passthrough outcomes (proxy/passthrough.rs)
+pub mod passthrough;
 pub mod prometheus;
 pub mod view;
 

@@ -83,6 +83,8 @@ pub struct Metrics {
     l4_endpoints: Family<L4Labels, Gauge>,
     l4_conntrack_flows: Gauge,
     l4_conntrack_entries: Gauge,
+    /// TLS passthrough outcomes and active connections (registered here).
+    pub passthrough: super::passthrough::PassthroughMetrics,
 }
 
 impl Default for Metrics {
@@ -127,6 +129,8 @@ impl Default for Metrics {
             "Entries in the conntrack map (two per flow)",
             l4_conntrack_entries.clone(),
         );
+        let passthrough = super::passthrough::PassthroughMetrics::default();
+        passthrough.register(&mut registry);
         Self {
             registry,
             requests,
@@ -142,6 +146,7 @@ impl Default for Metrics {
             l4_endpoints,
             l4_conntrack_flows,
             l4_conntrack_entries,
+            passthrough,
         }
     }
 }

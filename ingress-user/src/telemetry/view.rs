@@ -58,6 +58,9 @@ pub struct StatsView {
     /// The XDP guard: drops per (port, reason), and packets it passed unchecked.
     #[serde(default)]
     pub guard: Vec<GuardCounter>,
+    /// TLS passthrough connections by outcome.
+    #[serde(default)]
+    pub passthrough: super::passthrough::PassthroughCounters,
 }
 
 /// One counter of the XDP guard: packets to `port` (0: none, e.g. malformed) that it
@@ -112,6 +115,21 @@ pub fn format_table(s: &StatsView) -> String {
     );
     if let Some(l4) = &s.l4 {
         out += &super::l4::format_l4(l4);
+    }
+    let t = &s.passthrough;
+    if t.connections > 0 || t.active > 0 {
+        out += &format!(
+            "passthrough: {} connections ({} open); kernel {} userspace {}; closed: no_sni {} no_route {} no_backend {} connect_failed {} rejected {}\n",
+            t.connections,
+            t.active,
+            t.kernel,
+            t.userspace,
+            t.no_sni,
+            t.no_route,
+            t.no_backend,
+            t.backend_connect_failures,
+            t.rejected
+        );
     }
     out
 }
@@ -194,6 +212,7 @@ mod tests {
                 packets: 19000,
                 bytes: 1140000,
             }],
+            passthrough: Default::default(),
         };
         let t = format_table(&s);
         assert!(t.contains("  8080  tcp      pass                5            300"), "{t}");

@@ -67,6 +67,7 @@ pub fn fixture() -> Fixture {
         services: svc.as_reader(),
         slices: slices.as_reader(),
         namespaces: ns.as_reader(),
+        tls_routes: None,
     };
     Fixture { gw, routes, svc, slices, stores }
 }

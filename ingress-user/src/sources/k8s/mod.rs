@@ -49,7 +49,7 @@ pub async fn run(client: Client, publisher: Arc<Publisher>, write_status: bool) 
     let changed = Arc::new(Notify::new());
     let stores = start_reflectors(client.clone(), changed.clone()).await?;
     stores.wait_until_ready().await?;
-    let mut writer = StatusWriter::new(client);
+    let mut writer = StatusWriter::new(client).with_tls_routes(stores.tls_routes.as_ref().map(|(_, ar)| ar.clone()));
     loop {
         let res = stores.snapshot();
         let table = publisher.publish(&res);

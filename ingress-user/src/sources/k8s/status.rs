@@ -11,8 +11,9 @@ use gateway_api::apis::experimental::httproutes::{
 use gateway_api::apis::standard::gateways::{
     Gateway, GatewayStatus, GatewayStatusListeners, GatewayStatusListenersSupportedKinds,
 };
+use gateway_api::apis::standard::tlsroutes::TlsRoute;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
-use kube::api::{Patch, PatchParams};
+use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
 use kube::{Api, Client, Resource};
 use serde::Serialize;
 use serde_json::Value;
@@ -98,6 +99,21 @@ pub fn route_status_body(route: &HttpRoute, parents: &[ParentStatus]) -> Value {
     apply_body::<HttpRoute>(&route.metadata, HttpRouteStatus { parents })
 }
 
+/// The server-side-apply body for a TLSRoute's status at `api_version` (the version
+/// the server serves): its `status.parents` have the fields of an HTTPRoute's.
+pub fn tls_route_status_body(route: &TlsRoute, api_version: &str, parents: &[ParentStatus]) -> Value {
+    let previous = route.status.as_ref().and_then(|s| serde_json::to_value(s).ok());
+    let as_http = HttpRoute {
+        metadata: route.metadata.clone(),
+        spec: Default::default(),
+        status: previous.and_then(|v| serde_json::from_value(v).ok()),
+    };
+    let mut body = route_status_body(&as_http, parents);
+    body["apiVersion"] = api_version.into();
+    body["kind"] = TlsRoute::kind(&()).into();
+    body
+}
+
 /// The server-side-apply body for a served Gateway's status: Accepted/Programmed, and
 /// per served listener the attached route count.
 pub fn gateway_status_body(gw: &Gateway, table: &Table) -> Value {
@@ -117,12 +133,16 @@ pub fn gateway_status_body(gw: &Gateway, table: &Table) -> Value {
     for lt in table.listeners.iter().filter(|l| l.gateway == key) {
         for (name, _) in &lt.listeners {
             let attached = format!("{key}/{name}");
-            let count = table.routes.iter().filter(|r| r.attached.contains(&attached)).count();
+            // TLS passthrough listeners take TLSRoutes (routing/passthrough.rs)
+            let tls = lt.passthrough.as_ref().is_some_and(|p| p.listeners.iter().any(|(n, _)| n == name));
+            let (reports, kind) =
+                if tls { (&table.tls_routes, TlsRoute::kind(&())) } else { (&table.routes, HttpRoute::kind(&())) };
+            let count = reports.iter().filter(|r| r.attached.contains(&attached)).count();
             listeners.push(GatewayStatusListeners {
                 name: name.clone(),
                 supported_kinds: Some(vec![GatewayStatusListenersSupportedKinds {
                     group: Some(HttpRoute::group(&()).into_owned()),
-                    kind: HttpRoute::kind(&()).into_owned(),
+                    kind: kind.into_owned(),
                 }]),
                 attached_routes: i32::try_from(count).unwrap_or(i32::MAX),
                 conditions: vec![
@@ -167,11 +187,19 @@ pub struct StatusWriter {
     client: Client,
     /// The last body written per object (`HTTPRoute ns/name`, `Gateway ns/name`).
     last: HashMap<String, Value>,
+    /// The TLSRoute version the server serves (None: no TLSRoute kind, nothing to write).
+    tls_routes: Option<ApiResource>,
 }
 
 impl StatusWriter {
     pub fn new(client: Client) -> Self {
-        Self { client, last: HashMap::new() }
+        Self { client, last: HashMap::new(), tls_routes: None }
+    }
+
+    /// Also writes TLSRoute status, at the version `api` names.
+    pub fn with_tls_routes(mut self, api: Option<ApiResource>) -> Self {
+        self.tls_routes = api;
+        self
     }
 
     pub async fn write(&mut self, table: &Table, res: &Resources) {
@@ -188,6 +216,18 @@ impl StatusWriter {
                 Api::namespaced(self.client.clone(), route.metadata.namespace.as_deref().unwrap_or("default"));
             let name = route.metadata.name.as_deref().unwrap_or("");
             self.apply(&api, name, format!("HTTPRoute {}", report.route), body).await;
+        }
+        for report in table.tls_routes.iter().filter(|r| !r.parents.is_empty()) {
+            let (Some(ar), Some(route)) =
+                (&self.tls_routes, res.tls_routes.iter().find(|(k, _)| k.to_string() == report.route))
+            else {
+                continue;
+            };
+            let body = tls_route_status_body(route.1, &ar.api_version, &report.parents);
+            let ns = route.1.metadata.namespace.as_deref().unwrap_or("default");
+            let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), ns, ar);
+            let name = route.1.metadata.name.clone().unwrap_or_default();
+            self.apply(&api, &name, format!("TLSRoute {}", report.route), body).await;
         }
         let mut gateways: Vec<_> = table.listeners.iter().map(|l| l.gateway.clone()).collect();
         gateways.sort();
@@ -420,5 +460,31 @@ mod tests {
         // mock (kept alive in `_handle`) to answer, so the write would time out.
         let again = tokio::time::timeout(Duration::from_secs(1), w.write(&table, &res)).await;
         assert!(again.is_ok(), "an unchanged status was written again");
+    }
+
+    #[test]
+    fn tls_route_status_and_passthrough_listeners_in_the_gateway_status() {
+        let yaml = "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: infra, generation: 1}\nspec:\n  gatewayClassName: x\n  listeners: [{name: pass, protocol: TLS, port: 8443, tls: {mode: Passthrough}, allowedRoutes: {namespaces: {from: All}}}]\n---\napiVersion: gateway.networking.k8s.io/v1alpha2\nkind: TLSRoute\nmetadata: {name: t, namespace: apps, generation: 4}\nspec:\n  parentRefs: [{name: gw, namespace: infra, sectionName: pass}]\n  rules: [{backendRefs: [{name: svc, port: 443}]}]\n";
+        let mut res = Resources::default();
+        let mut errors = vec![];
+        crate::sources::manifest::load_text(std::path::Path::new("t.yaml"), yaml, &mut res, &mut errors);
+        assert!(errors.is_empty(), "{errors:?}");
+        let m: ListenMapping = "127.0.0.1:8443=infra/gw:8443".parse().unwrap();
+        let table = compile(&res, &[m]);
+        let report = &table.tls_routes[0];
+        let route = &res.tls_routes[&ObjectKey::new("apps", "t")];
+        let body = tls_route_status_body(route, "gateway.networking.k8s.io/v1alpha2", &report.parents);
+        assert_eq!(body["apiVersion"], "gateway.networking.k8s.io/v1alpha2");
+        assert_eq!(body["kind"], "TLSRoute");
+        assert_eq!(body["metadata"], json!({"name": "t", "namespace": "apps"}));
+        let parent = &body["status"]["parents"][0];
+        assert_eq!(parent["parentRef"]["sectionName"], "pass");
+        assert_eq!(parent["conditions"][0]["status"], "True", "{parent}");
+        assert_eq!(parent["conditions"][1]["reason"], "BackendNotFound", "svc is not there");
+        assert_eq!(parent["conditions"][0]["observedGeneration"], 4);
+        let gw = gateway_status_body(&res.gateways[&ObjectKey::new("infra", "gw")], &table);
+        let l = &gw["status"]["listeners"][0];
+        assert_eq!(l["supportedKinds"][0]["kind"], "TLSRoute", "{l}");
+        assert_eq!(l["attachedRoutes"], 1);
     }
 }

@@ -7,6 +7,7 @@ use futures::StreamExt;
 use gateway_api::apis::experimental::httproutes::HttpRoute;
 use gateway_api::apis::standard::gateways::Gateway;
 use gateway_api::apis::standard::referencegrants::ReferenceGrant;
+use gateway_api::apis::standard::tlsroutes::TlsRoute;
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::DynamicObject;
@@ -29,6 +30,26 @@ pub struct Stores {
     /// EndpointSlices as dynamic objects: discovery.k8s.io/v1, or v1beta1 on old servers.
     pub slices: Store<DynamicObject>,
     pub namespaces: Store<Namespace>,
+    /// TLSRoutes at the version the server recommends, and that version; None when the
+    /// server serves no TLSRoute kind (the Gateway API's experimental CRDs are absent).
+    pub tls_routes: Option<(Store<DynamicObject>, kube::api::ApiResource)>,
+}
+
+/// A TLSRoute of any served version (v1, v1alpha3, v1alpha2: the same fields;
+/// `hostnames` optional before v1) as the v1 type.
+pub fn tls_route_from_dynamic(obj: &DynamicObject) -> Option<TlsRoute> {
+    let mut v = serde_json::to_value(obj).ok()?;
+    v["apiVersion"] = json!(TlsRoute::api_version(&()));
+    if let Some(spec) = v.get_mut("spec").and_then(|s| s.as_object_mut()) {
+        spec.entry("hostnames").or_insert_with(|| json!([]));
+    }
+    match serde_json::from_value(v) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            tracing::warn!(name = ?obj.metadata.name, error = %e, "skipping a TLSRoute that does not parse");
+            None
+        }
+    }
 }
 
 /// An EndpointSlice of any served version as the v1 type (v1beta1 has the same
@@ -72,6 +93,11 @@ impl Stores {
         for o in self.namespaces.state() {
             res.namespaces.insert(o.metadata.name.clone().unwrap_or_default(), (*o).clone());
         }
+        for o in self.tls_routes.iter().flat_map(|(s, _)| s.state()) {
+            if let Some(r) = tls_route_from_dynamic(&o) {
+                res.tls_routes.insert(key_of(&r.metadata), r);
+            }
+        }
         res
     }
 
@@ -84,7 +110,11 @@ impl Stores {
             self.slices.wait_until_ready(),
             self.namespaces.wait_until_ready(),
         );
-        r.map(|_| ()).map_err(|_| KubeError::NotReady)
+        r.map_err(|_| KubeError::NotReady)?;
+        if let Some((tls, _)) = &self.tls_routes {
+            tls.wait_until_ready().await.map_err(|_| KubeError::NotReady)?;
+        }
+        Ok(())
     }
 }
 
@@ -110,7 +140,10 @@ where
 
 /// Starts the reflectors. EndpointSlices use the version the server recommends.
 pub async fn start_reflectors(client: Client, changed: Arc<Notify>) -> Result<Stores, KubeError> {
-    let discovery = kube::discovery::Discovery::new(client.clone()).filter(&["discovery.k8s.io"]).run().await?;
+    let discovery = kube::discovery::Discovery::new(client.clone())
+        .filter(&["discovery.k8s.io", "gateway.networking.k8s.io"])
+        .run()
+        .await?;
     let (slice_ar, _) = discovery
         .get("discovery.k8s.io")
         .and_then(|g| g.recommended_kind("EndpointSlice"))
@@ -127,10 +160,23 @@ pub async fn start_reflectors(client: Client, changed: Arc<Notify>) -> Result<St
     spawn_reflector("Service", Api::<Service>::all(client.clone()), w, changed.clone());
     let (namespaces, w) = reflector::store();
     spawn_reflector("Namespace", Api::<Namespace>::all(client.clone()), w, changed.clone());
+    let tls_routes = match discovery.get("gateway.networking.k8s.io").and_then(|g| g.recommended_kind("TLSRoute")) {
+        Some((ar, _)) => {
+            tracing::info!(version = %ar.api_version, "watching TLSRoutes");
+            let w = reflector::store::Writer::<DynamicObject>::new(ar.clone());
+            let store = w.as_reader();
+            spawn_reflector("TLSRoute", Api::<DynamicObject>::all_with(client.clone(), &ar), w, changed.clone());
+            Some((store, ar))
+        }
+        None => {
+            tracing::info!("the API server serves no TLSRoute kind: TLS passthrough listeners get no routes");
+            None
+        }
+    };
     let w = reflector::store::Writer::<DynamicObject>::new(slice_ar.clone());
     let slices = w.as_reader();
     spawn_reflector("EndpointSlice", Api::<DynamicObject>::all_with(client, &slice_ar), w, changed);
-    Ok(Stores { gateways, routes, grants, services, slices, namespaces })
+    Ok(Stores { gateways, routes, grants, services, slices, namespaces, tls_routes })
 }
 
 #[cfg(test)]
@@ -196,5 +242,22 @@ mod tests {
         // delete
         f.routes.apply_watcher_event(&Event::Delete(route("r2", "b.test")));
         assert!(served_hosts(&f.stores).is_empty());
+    }
+
+    #[test]
+    fn tls_routes_of_any_served_version_become_the_v1_type() {
+        let alpha: DynamicObject = serde_saphyr::from_str(
+            "apiVersion: gateway.networking.k8s.io/v1alpha2\nkind: TLSRoute\nmetadata: {name: t, namespace: apps}\nspec:\n  parentRefs: [{name: gw, namespace: infra}]\n  rules: [{backendRefs: [{name: svc, port: 443}]}]\n",
+        )
+        .unwrap();
+        let r = tls_route_from_dynamic(&alpha).expect("converted");
+        assert!(r.spec.hostnames.is_empty());
+        assert_eq!(r.spec.rules[0].backend_refs[0].port, Some(443));
+        assert_eq!(key_of(&r.metadata), crate::resources::ObjectKey::new("apps", "t"));
+        let broken: DynamicObject = serde_saphyr::from_str(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: TLSRoute\nmetadata: {name: t, namespace: apps}\nspec: {hostnames: [a], rules: [{backendRefs: [{name: svc, port: x}]}]}\n",
+        )
+        .unwrap();
+        assert!(tls_route_from_dynamic(&broken).is_none(), "a route that does not parse is skipped");
     }
 }

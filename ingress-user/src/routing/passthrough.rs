@@ -1,0 +1,215 @@
+//! TLS passthrough: Gateway listeners with `protocol: TLS` and `tls.mode: Passthrough`,
+//! the TLSRoutes (`gateway.networking.k8s.io/v1`, the standard channel of the Gateway
+//! API release the gateway-api crate carries) attached to them, and the table the
+//! proxy reads: SNI hostname (exact, then the longest wildcard, then a route for any
+//! hostname) -> the route's weighted backendRefs, resolved to ready endpoints like an
+//! HTTPRoute's. Pure: no I/O.
+//!
+//! Attachment is HTTPRoute's (attach.rs: parentRefs with sectionName/port,
+//! allowedRoutes kinds and namespaces, hostname intersection). Two TLSRoutes claiming
+//! the same hostname on one listen address: the older one (creationTimestamp, then
+//! `namespace/name`) keeps it, the other gets a note.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::sync::Arc;
+
+use gateway_api::apis::experimental::httproutes::{HttpRouteParentRefs, HttpRouteRulesBackendRefs};
+use gateway_api::apis::standard::gateways::{GatewayListeners, GatewayListenersTlsMode};
+use gateway_api::apis::standard::tlsroutes::{TlsRoute, TlsRouteParentRefs};
+
+use super::attach::attach_refs;
+use super::builder::TableBuilder;
+use super::refs::{SliceIndex, resolve_backend_of};
+use super::status::{Problem, Reason, RuleIssues, parent_statuses};
+use super::{Backend, BackendTarget, Hostname, RouteReport, Rule, Timeouts};
+use crate::resources::{ObjectKey, Resources};
+
+/// Whether a Gateway listener is a TLS passthrough one (this module's; `protocol: TLS`
+/// with `mode: Terminate`, the default, is not).
+pub fn is_passthrough(l: &GatewayListeners) -> bool {
+    l.protocol == "TLS"
+        && l.tls
+            .as_ref()
+            .and_then(|t| t.mode.as_ref())
+            .is_some_and(|m| matches!(m, GatewayListenersTlsMode::Passthrough))
+}
+
+/// The TLS passthrough listeners of one listen address and their SNI table.
+#[derive(Debug, Default)]
+pub struct PassthroughTable {
+    /// Names and ports of the Gateway's passthrough listeners served here.
+    pub listeners: Vec<(String, u16)>,
+    hosts: HashMap<String, Arc<PassthroughHost>>,
+    /// `.suffix` -> host, longest suffix first.
+    wildcards: Vec<(String, Arc<PassthroughHost>)>,
+    /// A route without hostnames on a listener without hostname: any SNI.
+    any: Option<Arc<PassthroughHost>>,
+}
+
+/// One hostname of the table and the TLSRoute rule that serves it.
+#[derive(Debug)]
+pub struct PassthroughHost {
+    /// As written: `a.example`, `*.example`, or `*` for any.
+    pub hostname: String,
+    /// The route's backends (weights; an invalid one keeps its share: those connections are closed).
+    pub rule: Arc<Rule>,
+}
+
+impl PassthroughTable {
+    /// The host for an SNI name (any case, a trailing dot allowed): exact, then the
+    /// longest wildcard, then the route for any hostname.
+    pub fn lookup(&self, sni: &str) -> Option<&Arc<PassthroughHost>> {
+        let name = sni.strip_suffix('.').unwrap_or(sni).to_ascii_lowercase();
+        if let Some(h) = self.hosts.get(&name) {
+            return Some(h);
+        }
+        self.wildcards
+            .iter()
+            .find(|(suffix, _)| name.len() > suffix.len() && name.ends_with(suffix.as_str()))
+            .map(|(_, h)| h)
+            .or(self.any.as_ref())
+    }
+
+    /// Every host: exact ones by name, then wildcards (longest first), then any.
+    pub fn hosts(&self) -> Vec<&Arc<PassthroughHost>> {
+        let mut v: Vec<_> = self.hosts.values().collect();
+        v.sort_by(|a, b| a.hostname.cmp(&b.hostname));
+        v.extend(self.wildcards.iter().map(|(_, h)| h));
+        v.extend(self.any.iter());
+        v
+    }
+}
+
+/// The route's parentRef in the shape attach.rs reads (the generated types differ only by name).
+fn http_parent_ref(p: &TlsRouteParentRefs) -> HttpRouteParentRefs {
+    HttpRouteParentRefs {
+        group: p.group.clone(),
+        kind: p.kind.clone(),
+        name: p.name.clone(),
+        namespace: p.namespace.clone(),
+        port: p.port,
+        section_name: p.section_name.clone(),
+    }
+}
+
+/// Attaches every TLSRoute to the passthrough listeners of `tables`, fills each
+/// table's [`PassthroughTable`] (and its served listener list), and returns what
+/// happened to each route.
+pub(super) fn compile_tls_routes(
+    res: &Resources,
+    slices: &SliceIndex<'_>,
+    tables: &mut [TableBuilder<'_>],
+) -> Vec<RouteReport> {
+    let mut order: Vec<(&ObjectKey, &TlsRoute)> = res.tls_routes.iter().collect();
+    // Conflicts go to the oldest route, then the first by namespace/name (the spec's rule).
+    let created = |r: &TlsRoute| r.metadata.creation_timestamp.as_ref().map(|t| t.0);
+    order.sort_by(|a, b| created(a.1).cmp(&created(b.1)).then(a.0.cmp(b.0)));
+    let mut hosts: Vec<HashMap<Option<Hostname>, Arc<PassthroughHost>>> =
+        tables.iter().map(|_| HashMap::new()).collect();
+    let mut reports = Vec::new();
+    for (key, route) in order {
+        let mut report = RouteReport { route: key.to_string(), attached: vec![], problems: vec![], parents: vec![] };
+        let route_hosts: Vec<Hostname> = route.spec.hostnames.iter().map(|h| Hostname::parse(h)).collect();
+        let prefs: Vec<HttpRouteParentRefs> = route.spec.parent_refs.iter().flatten().map(http_parent_ref).collect();
+        let prefs: Vec<&HttpRouteParentRefs> = prefs.iter().collect();
+        let (attachments, parents) = attach_refs(res, tables, key, "TLSRoute", &prefs, &route_hosts, &mut report);
+        if !parents.is_empty() {
+            let mut issues = RuleIssues::default();
+            let rule = Arc::new(compile_rule(res, slices, key, route, &mut report, &mut issues));
+            report.parents = parent_statuses(parents, &issues);
+            for (t, listener, hostnames) in attachments {
+                report.attached.push(format!("{}/{}", tables[t].table.gateway, listener));
+                for h in hostnames {
+                    let shown = h.as_ref().map(|h| h.to_string()).unwrap_or_else(|| "*".into());
+                    match hosts[t].entry(h) {
+                        Entry::Occupied(e) if e.get().rule.route != *key => report.problems.push(format!(
+                            "hostname {shown} on {}: served by TLSRoute {} (older, or first by name)",
+                            tables[t].table.gateway,
+                            e.get().rule.route
+                        )),
+                        Entry::Occupied(_) => {}
+                        Entry::Vacant(v) => {
+                            v.insert(Arc::new(PassthroughHost { hostname: shown, rule: rule.clone() }));
+                        }
+                    }
+                }
+            }
+            report.attached.sort();
+            report.attached.dedup();
+        }
+        if !report.attached.is_empty() || !report.problems.is_empty() {
+            reports.push(report);
+        }
+    }
+    for (tb, hosts) in tables.iter_mut().zip(hosts) {
+        if tb.passthrough.is_empty() {
+            continue;
+        }
+        let mut pt = PassthroughTable {
+            listeners: tb.passthrough.iter().map(|l| (l.name.clone(), l.port as u16)).collect(),
+            ..Default::default()
+        };
+        for (h, host) in hosts {
+            match h {
+                Some(Hostname::Exact(e)) => {
+                    pt.hosts.insert(e, host);
+                }
+                Some(Hostname::Wildcard(suffix)) => pt.wildcards.push((suffix, host)),
+                None => pt.any = Some(host),
+            }
+        }
+        pt.wildcards.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
+        tb.table.listeners.extend(pt.listeners.iter().cloned());
+        tb.table.passthrough = Some(Arc::new(pt));
+    }
+    reports
+}
+
+/// The route's rule: its backendRefs resolved (Service port -> ready endpoints,
+/// cross-namespace only with a ReferenceGrant from TLSRoutes).
+fn compile_rule(
+    res: &Resources,
+    slices: &SliceIndex<'_>,
+    key: &ObjectKey,
+    route: &TlsRoute,
+    report: &mut RouteReport,
+    issues: &mut RuleIssues,
+) -> Rule {
+    if route.spec.rules.len() > 1 {
+        // v1 allows one rule; older versions allowed several with nothing to choose between them
+        report.problems.push("rules after the first are ignored: a TLSRoute has one rule".into());
+    }
+    let mut backends = Vec::new();
+    for b in route.spec.rules.first().map(|r| r.backend_refs.as_slice()).unwrap_or(&[]) {
+        let ns = b.namespace.clone().unwrap_or_else(|| key.namespace.clone());
+        let name = format!("{ns}/{}:{}", b.name, b.port.map(|p| p.to_string()).unwrap_or_else(|| "?".into()));
+        let as_http = HttpRouteRulesBackendRefs {
+            group: b.group.clone(),
+            kind: b.kind.clone(),
+            name: b.name.clone(),
+            namespace: b.namespace.clone(),
+            port: b.port,
+            weight: b.weight,
+            ..Default::default()
+        };
+        let target = match resolve_backend_of(res, slices, key, "TLSRoute", &as_http, &ns) {
+            Ok(endpoints) => BackendTarget::Endpoints(endpoints),
+            Err(p) => {
+                report.problems.push(format!("backendRef {name}: {p}"));
+                issues.unresolved.get_or_insert_with(|| p.within(&format!("backendRef {name}")));
+                BackendTarget::Invalid(p.to_string())
+            }
+        };
+        backends.push(Backend::new(name, b.weight.unwrap_or(1).max(0) as u32, vec![], target));
+    }
+    if backends.is_empty() {
+        let p = Problem::new(Reason::BackendNotFound, "the route has no backendRefs: its connections are closed");
+        report.problems.push(p.to_string());
+        issues.unresolved.get_or_insert(p);
+    }
+    Rule { route: key.clone(), index: 0, filters: vec![], backends, timeouts: Timeouts::default(), retry: None }
+}
+
+#[cfg(test)]
+mod tests;
