@@ -264,6 +264,10 @@ fn load_document(ctx: &DocCtx<'_>, doc: &str, res: &mut Resources) -> Result<(),
             let o: gateway_api::apis::experimental::httproutes::HttpRoute = ctx.parse(doc)?;
             res.http_routes.insert(key_of(&o.metadata), o);
         }
+        ("gateway.networking.k8s.io", "GRPCRoute") => {
+            let o: gateway_api::apis::standard::grpcroutes::GrpcRoute = ctx.parse(doc)?;
+            res.grpc_routes.insert(key_of(&o.metadata), o);
+        }
         ("gateway.networking.k8s.io", "ReferenceGrant") => {
             let o: gateway_api::apis::standard::referencegrants::ReferenceGrant = ctx.parse(doc)?;
             res.reference_grants.insert(key_of(&o.metadata), o);

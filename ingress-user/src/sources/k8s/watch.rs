@@ -6,6 +6,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use gateway_api::apis::experimental::httproutes::HttpRoute;
 use gateway_api::apis::standard::gateways::Gateway;
+use gateway_api::apis::standard::grpcroutes::GrpcRoute;
 use gateway_api::apis::standard::referencegrants::ReferenceGrant;
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -29,6 +30,9 @@ pub struct Stores {
     /// EndpointSlices as dynamic objects: discovery.k8s.io/v1, or v1beta1 on old servers.
     pub slices: Store<DynamicObject>,
     pub namespaces: Store<Namespace>,
+    /// GRPCRoutes, when the API server serves `grpcroutes` in gateway.networking.k8s.io/v1
+    /// (checked once at start: a CRD installed later is watched after a restart).
+    pub grpc_routes: Option<Store<GrpcRoute>>,
 }
 
 /// An EndpointSlice of any served version as the v1 type (v1beta1 has the same
@@ -58,6 +62,9 @@ impl Stores {
         for o in self.routes.state() {
             res.http_routes.insert(key_of(&o.metadata), (*o).clone());
         }
+        for o in self.grpc_routes.iter().flat_map(|s| s.state()) {
+            res.grpc_routes.insert(key_of(&o.metadata), (*o).clone());
+        }
         for o in self.grants.state() {
             res.reference_grants.insert(key_of(&o.metadata), (*o).clone());
         }
@@ -84,7 +91,11 @@ impl Stores {
             self.slices.wait_until_ready(),
             self.namespaces.wait_until_ready(),
         );
-        r.map(|_| ()).map_err(|_| KubeError::NotReady)
+        r.map_err(|_| KubeError::NotReady)?;
+        if let Some(g) = &self.grpc_routes {
+            g.wait_until_ready().await.map_err(|_| KubeError::NotReady)?;
+        }
+        Ok(())
     }
 }
 
@@ -110,7 +121,10 @@ where
 
 /// Starts the reflectors. EndpointSlices use the version the server recommends.
 pub async fn start_reflectors(client: Client, changed: Arc<Notify>) -> Result<Stores, KubeError> {
-    let discovery = kube::discovery::Discovery::new(client.clone()).filter(&["discovery.k8s.io"]).run().await?;
+    let discovery = kube::discovery::Discovery::new(client.clone())
+        .filter(&["discovery.k8s.io", "gateway.networking.k8s.io"])
+        .run()
+        .await?;
     let (slice_ar, _) = discovery
         .get("discovery.k8s.io")
         .and_then(|g| g.recommended_kind("EndpointSlice"))
@@ -127,10 +141,26 @@ pub async fn start_reflectors(client: Client, changed: Arc<Notify>) -> Result<St
     spawn_reflector("Service", Api::<Service>::all(client.clone()), w, changed.clone());
     let (namespaces, w) = reflector::store();
     spawn_reflector("Namespace", Api::<Namespace>::all(client.clone()), w, changed.clone());
+    let grpc_routes = if grpc_routes_served(&discovery) {
+        let (store, w) = reflector::store();
+        spawn_reflector("GRPCRoute", Api::<GrpcRoute>::all(client.clone()), w, changed.clone());
+        Some(store)
+    } else {
+        tracing::warn!("the API server has no GRPCRoute v1 (gateway.networking.k8s.io): GRPCRoutes are not watched");
+        None
+    };
     let w = reflector::store::Writer::<DynamicObject>::new(slice_ar.clone());
     let slices = w.as_reader();
     spawn_reflector("EndpointSlice", Api::<DynamicObject>::all_with(client, &slice_ar), w, changed);
-    Ok(Stores { gateways, routes, grants, services, slices, namespaces })
+    Ok(Stores { gateways, routes, grants, services, slices, namespaces, grpc_routes })
+}
+
+/// Whether discovery lists `grpcroutes` in gateway.networking.k8s.io/v1 (the standard
+/// channel's GRPCRoute; older installs have only v1alpha2, or no GRPCRoute at all).
+fn grpc_routes_served(discovery: &kube::discovery::Discovery) -> bool {
+    discovery.get("gateway.networking.k8s.io").is_some_and(|g| {
+        g.versioned_resources("v1").iter().any(|(ar, _)| ar.kind == GrpcRoute::kind(&()) && ar.plural == "grpcroutes")
+    })
 }
 
 #[cfg(test)]
