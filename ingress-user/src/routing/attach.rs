@@ -11,25 +11,47 @@ use gateway_api::apis::standard::gateways::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 use kube::core::{Selector, SelectorExt};
 
-use super::{Hostname, RouteReport};
+use super::{Hostname, RouteKind, RouteReport};
 use crate::resources::{ObjectKey, Resources, namespace_of};
 
 use super::GATEWAY_GROUP;
 use super::builder::TableBuilder;
 use super::status::{ParentAttach, Problem, Reason};
 
-/// Where a route attaches: (table index, listener name, effective hostnames; None = any).
+/// One listener a route attached to through its parentRef number `parent`: (parent,
+/// table index, listener name, effective hostnames; None = any).
+pub(super) type Attachment = (usize, usize, String, Vec<Option<Hostname>>);
+
+/// What attachment reads of a route of any kind: its kind, hostnames and parentRefs
+/// (a GRPCRoute's parentRefs have an HTTPRoute's fields, converted by the caller).
+pub(super) struct RouteParents<'r> {
+    pub(super) kind: RouteKind,
+    pub(super) hostnames: &'r [String],
+    pub(super) parent_refs: Vec<HttpRouteParentRefs>,
+}
+
+impl<'r> RouteParents<'r> {
+    pub(super) fn http(route: &'r HttpRoute) -> Self {
+        Self {
+            kind: RouteKind::Http,
+            hostnames: route.spec.hostnames.as_deref().unwrap_or(&[]),
+            parent_refs: route.spec.parent_refs.clone().unwrap_or_default(),
+        }
+    }
+}
+
+/// Where a route attaches ([`Attachment`]s), and its status per parentRef to a served Gateway.
 pub(super) fn attach(
     res: &Resources,
     tables: &[TableBuilder<'_>],
     key: &ObjectKey,
-    route: &HttpRoute,
+    route: &RouteParents<'_>,
     report: &mut RouteReport,
-) -> (Vec<(usize, String, Vec<Option<Hostname>>)>, Vec<ParentAttach>) {
+) -> (Vec<Attachment>, Vec<ParentAttach>) {
     let mut parents = Vec::new();
-    let route_hosts: Vec<Hostname> = route.spec.hostnames.iter().flatten().map(|h| Hostname::parse(h)).collect();
+    let route_hosts: Vec<Hostname> = route.hostnames.iter().map(|h| Hostname::parse(h)).collect();
     let mut out = Vec::new();
-    for pref in route.spec.parent_refs.iter().flatten() {
+    for pref in &route.parent_refs {
         if pref.group.as_deref().is_some_and(|g| g != GATEWAY_GROUP)
             || pref.kind.as_deref().is_some_and(|k| k != "Gateway")
         {
@@ -45,8 +67,8 @@ pub(super) fn attach(
             }
             matched_any_table = true;
             for l in &tb.served {
-                match listener_accepts(res, tb.gateway.unwrap(), l, pref, &key.namespace, &route_hosts) {
-                    Ok(hosts) => out.push((t, l.name.clone(), hosts)),
+                match listener_accepts(res, tb.gateway.unwrap(), l, pref, route.kind, &key.namespace, &route_hosts) {
+                    Ok(hosts) => out.push((parents.len(), t, l.name.clone(), hosts)),
                     Err(p) => reasons.push(p.within(&format!("{gw_key}/{}", l.name))),
                 }
             }
@@ -88,6 +110,7 @@ pub(super) fn listener_accepts(
     gw: &Gateway,
     l: &GatewayListeners,
     pref: &HttpRouteParentRefs,
+    kind: RouteKind,
     route_ns: &str,
     route_hosts: &[Hostname],
 ) -> Result<Vec<Option<Hostname>>, Problem> {
@@ -98,12 +121,17 @@ pub(super) fn listener_accepts(
         return Err(Problem::new(Reason::NoMatchingParent, "port does not match this listener"));
     }
     let allowed = l.allowed_routes.as_ref();
-    if let Some(kinds) = allowed.and_then(|a| a.kinds.as_ref()) {
-        let ok =
-            kinds.iter().any(|k| k.kind == "HTTPRoute" && k.group.as_deref().unwrap_or(GATEWAY_GROUP) == GATEWAY_GROUP);
-        if !ok {
-            return Err(Problem::new(Reason::NotAllowedByListeners, "listener allowedRoutes.kinds excludes HTTPRoute"));
-        }
+    // "When unspecified or empty, the kinds of Routes selected are determined using the
+    // Listener protocol": HTTP and HTTPS listeners take HTTPRoutes and GRPCRoutes.
+    let ok = match allowed.and_then(|a| a.kinds.as_ref()).filter(|k| !k.is_empty()) {
+        Some(kinds) => kinds
+            .iter()
+            .any(|k| k.kind == kind.as_str() && k.group.as_deref().unwrap_or(GATEWAY_GROUP) == GATEWAY_GROUP),
+        None => matches!(l.protocol.as_str(), "HTTP" | "HTTPS"),
+    };
+    if !ok {
+        let why = format!("listener allowedRoutes.kinds excludes {}", kind.as_str());
+        return Err(Problem::new(Reason::NotAllowedByListeners, why));
     }
     let ns = allowed.and_then(|a| a.namespaces.as_ref());
     let gw_ns = namespace_of(&gw.metadata);

@@ -8,7 +8,7 @@ use gateway_api::apis::standard::gateways::{Gateway, GatewayListeners};
 
 use super::matching::PathMatch;
 use super::rules::CompiledRule;
-use super::{Entry, Hostname, ListenerTable, VirtualHost};
+use super::{Entry, Hostname, ListenerTable, RouteKind, VirtualHost};
 use crate::config::ListenMapping;
 use crate::resources::{ObjectKey, Resources};
 
@@ -18,7 +18,7 @@ pub(super) struct TableBuilder<'a> {
     pub(super) served: Vec<&'a GatewayListeners>,
     /// hostname (None = any) -> entries
     pub(super) vhosts: HashMap<Option<Hostname>, Vec<Entry>>,
-    pub(super) seen: HashSet<(ObjectKey, Option<Hostname>)>,
+    pub(super) seen: HashSet<(RouteKind, ObjectKey, Option<Hostname>)>,
 }
 
 impl<'a> TableBuilder<'a> {
@@ -55,9 +55,15 @@ impl<'a> TableBuilder<'a> {
         Self { table, gateway, served, vhosts: HashMap::new(), seen: HashSet::new() }
     }
 
-    pub(super) fn add(&mut self, route: &ObjectKey, hostnames: &[Option<Hostname>], rules: &[CompiledRule]) {
+    pub(super) fn add(
+        &mut self,
+        kind: RouteKind,
+        route: &ObjectKey,
+        hostnames: &[Option<Hostname>],
+        rules: &[CompiledRule],
+    ) {
         for h in hostnames {
-            if !self.seen.insert((route.clone(), h.clone())) {
+            if !self.seen.insert((kind, route.clone(), h.clone())) {
                 continue;
             }
             let entries = self.vhosts.entry(h.clone()).or_default();
@@ -107,12 +113,12 @@ pub(super) fn shadowed(host: &Option<Hostname>, entries: &[Entry], notes: &mut V
         if let Some(w) = winner {
             if !Arc::ptr_eq(&w.rule, &e.rule) {
                 notes.push((
-                    e.rule.route.to_string(),
+                    e.rule.route_label(),
                     format!(
                         "rule {} match `{}` on host {host} never matches: {} rule {} takes precedence",
                         e.rule.index,
                         e.matcher.signature(),
-                        w.rule.route,
+                        w.rule.route_label(),
                         w.rule.index
                     ),
                 ));

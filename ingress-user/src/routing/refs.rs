@@ -8,7 +8,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use crate::resources::{ObjectKey, Resources};
 
-use super::GATEWAY_GROUP;
+use super::{GATEWAY_GROUP, RouteKind};
 use super::status::{Problem, Reason};
 
 pub(super) fn resolve_backend(
@@ -18,13 +18,26 @@ pub(super) fn resolve_backend(
     b: &HttpRouteRulesBackendRefs,
     ns: &str,
 ) -> Result<Vec<SocketAddr>, Problem> {
+    resolve_backend_from(res, slices, RouteKind::Http, route, b, ns)
+}
+
+/// [`resolve_backend`] for a backendRef of a route of `kind` (the kind a ReferenceGrant
+/// must name in `from`); a GRPCRoute's backendRef has the same fields.
+pub(super) fn resolve_backend_from(
+    res: &Resources,
+    slices: &SliceIndex<'_>,
+    kind: RouteKind,
+    route: &ObjectKey,
+    b: &HttpRouteRulesBackendRefs,
+    ns: &str,
+) -> Result<Vec<SocketAddr>, Problem> {
     let group = b.group.as_deref().unwrap_or("");
     let kind = b.kind.as_deref().unwrap_or("Service");
     if !(group.is_empty() || group == "core") || kind != "Service" {
         return Err(Problem::new(Reason::InvalidKind, format!("{group}/{kind} is not a Service")));
     }
-    if ns != route.namespace && !reference_granted(res, &route.namespace, ns, &b.name) {
-        let why = format!("no ReferenceGrant in {ns} allows HTTPRoutes from {}", route.namespace);
+    if ns != route.namespace && !reference_granted_from(res, kind, &route.namespace, ns, &b.name) {
+        let why = format!("no ReferenceGrant in {ns} allows {}s from {}", kind.as_str(), route.namespace);
         return Err(Problem::new(Reason::RefNotPermitted, why));
     }
     let Some(port) = b.port else {
@@ -88,10 +101,20 @@ impl<'a> SliceIndex<'a> {
     }
 }
 
-pub(super) fn reference_granted(res: &Resources, from_ns: &str, to_ns: &str, service: &str) -> bool {
+/// Whether a ReferenceGrant in `to_ns` lets routes of `kind` in `from_ns` refer to `service`.
+pub(super) fn reference_granted_from(
+    res: &Resources,
+    kind: RouteKind,
+    from_ns: &str,
+    to_ns: &str,
+    service: &str,
+) -> bool {
     res.reference_grants.iter().any(|(k, g)| {
         k.namespace == to_ns
-            && g.spec.from.iter().any(|f| f.group == GATEWAY_GROUP && f.kind == "HTTPRoute" && f.namespace == from_ns)
+            && g.spec
+                .from
+                .iter()
+                .any(|f| f.group == GATEWAY_GROUP && f.kind == kind.as_str() && f.namespace == from_ns)
             && g.spec.to.iter().any(|t| {
                 (t.group.is_empty() || t.group == "core")
                     && t.kind == "Service"
