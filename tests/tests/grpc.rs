@@ -68,6 +68,11 @@ fn call(host: &str, service_method: &str) -> Request {
     r
 }
 
+fn content_type(mut r: Request, value: &str) -> Request {
+    r.headers.retain(|(n, _)| n != "content-type");
+    r.header("content-type", value)
+}
+
 fn grpc_status(r: &Response) -> (u16, Option<&str>, Option<&str>) {
     (r.status, r.headers.get("grpc-status").map(String::as_str), r.headers.get("grpc-message").map(String::as_str))
 }
@@ -98,10 +103,7 @@ fn grpc_calls_are_routed_by_service_and_method() {
     assert_eq!(s.requests(MAIN) - main_before, 1);
     assert_eq!(s.requests(SECOND) - second_before, 3);
     // gRPC's content subtypes are gRPC too
-    let proto = call("g.test", "echo.Users/Get");
-    let mut proto = proto.clone();
-    proto.headers.retain(|(n, _)| n != "content-type");
-    let proto = proto.header("content-type", "application/grpc+proto");
+    let proto = content_type(call("g.test", "echo.Users/Get"), "application/grpc+proto");
     assert_eq!(pod(&s.send(proto)), "pod-main");
 
     // a request that is not a gRPC call does not match a GRPCRoute: a plain 404
@@ -109,10 +111,8 @@ fn grpc_calls_are_routed_by_service_and_method() {
     get.body = vec![];
     let r = s.send(get);
     assert_eq!((r.status, r.headers.get("grpc-status")), (404, None));
-    let json = call("g.test", "echo.Users/Get");
-    let mut json = json.clone();
-    json.headers.retain(|(n, _)| n != "content-type");
-    assert_eq!(s.send(json.header("content-type", "application/json")).status, 404);
+    let json = content_type(call("g.test", "echo.Users/Get"), "application/json");
+    assert_eq!(s.send(json).status, 404);
 }
 
 #[test]
@@ -166,7 +166,13 @@ fn a_grpcroute_on_an_httproutes_hostname_is_not_accepted_and_routes_shows_it() {
     assert_eq!(status, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     let report = |name: &str| {
-        v["routes"].as_array().unwrap().iter().find(|r| r["route"] == name).cloned().unwrap_or_else(|| panic!("{name}: {body}"))
+        v["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["route"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name}: {body}"))
     };
     let shared = report("GRPCRoute apps/zz-shared");
     let accepted = &shared["parents"][0]["conditions"][0];
@@ -184,7 +190,10 @@ fn a_grpcroute_on_an_httproutes_hostname_is_not_accepted_and_routes_shows_it() {
         .flat_map(|h| h["rules"].as_array().unwrap())
         .collect();
     assert_eq!(rules[0]["route"], "GRPCRoute apps/g");
-    assert_eq!(rules[0]["match"]["grpc"], serde_json::json!({"type": "Exact", "service": "echo.Users", "method": "Get"}));
+    assert_eq!(
+        rules[0]["match"]["grpc"],
+        serde_json::json!({"type": "Exact", "service": "echo.Users", "method": "Get"})
+    );
     // and `ingress routes` prints them
     let out = std::process::Command::new(ingress_tests::agent::ingress_bin())
         .args(["routes", "--admin", s.agent.admin.as_str()])

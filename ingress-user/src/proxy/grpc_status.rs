@@ -91,11 +91,14 @@ pub fn grpc_message(text: &str) -> HeaderValue {
 /// The gRPC form of a proxy answer to a request of `content_type` (from
 /// [`answer_content_type`]): status 200 and the Trailers-Only fields. None for answers
 /// that are not errors (redirects, `OPTIONS` answers): they are sent as they are.
-pub fn grpc_answer(a: &LocalAnswer, content_type: &'static str) -> Option<(StatusCode, Vec<(HeaderName, HeaderValue)>)> {
+pub fn grpc_answer(
+    a: &LocalAnswer,
+    content_type: &'static str,
+) -> Option<(StatusCode, Vec<(HeaderName, HeaderValue)>)> {
     if a.status.as_u16() < 400 {
         return None;
     }
-    let code = code(a) as u8;
+    let code = code(a) as u16;
     let message = if a.message.trim().is_empty() { a.status.canonical_reason().unwrap_or("") } else { a.message };
     Some((
         StatusCode::OK,

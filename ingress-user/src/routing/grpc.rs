@@ -63,10 +63,6 @@ pub(super) fn compile_grpc_rules(
         route.metadata.creation_timestamp.as_ref().map(|t| t.0.to_string()).unwrap_or_default().into();
     let route_key: Arc<str> = key.to_string().into();
     let mut out = Vec::new();
-    let mut unsupported = |report: &mut RouteReport, msg: String| {
-        issues.unsupported.get_or_insert_with(|| Problem::new(Reason::UnsupportedValue, msg.clone()));
-        report.problems.push(msg);
-    };
     for (ri, rule) in route.spec.rules.iter().flatten().enumerate() {
         let mut matchers = Vec::new();
         // "If no matches are specified, the implementation MUST match every gRPC request."
@@ -75,7 +71,7 @@ pub(super) fn compile_grpc_rules(
         for (mi, m) in matches.iter().enumerate() {
             match compile_grpc_match(m, (created.clone(), route_key.clone(), ri, mi)) {
                 Ok(m) => matchers.push(m),
-                Err(e) => unsupported(report, format!("rule {ri} match {mi}: UnsupportedValue: {e}")),
+                Err(e) => unsupported(issues, report, format!("rule {ri} match {mi}: UnsupportedValue: {e}")),
             }
         }
         let ctx = RefCtx { res, slices, route: key, kind: RouteKind::Grpc };
@@ -86,7 +82,7 @@ pub(super) fn compile_grpc_rules(
             .filter_map(|f| match convert(f) {
                 Ok(f) => Some(f),
                 Err(e) => {
-                    unsupported(report, format!("rule {ri}: filter {:?}: {e}", f.r#type));
+                    unsupported(issues, report, format!("rule {ri}: filter {:?}: {e}", f.r#type));
                     None
                 }
             })
@@ -94,7 +90,7 @@ pub(super) fn compile_grpc_rules(
         let filters = compile_filters(&ctx, filters.iter());
         for f in &filters {
             if let Filter::Unsupported { reason } = f {
-                unsupported(report, format!("rule {ri}: {reason}; matching calls get an error"));
+                unsupported(issues, report, format!("rule {ri}: {reason}; matching calls get an error"));
             }
         }
         let backend_refs: Vec<HttpRouteRulesBackendRefs> = rule
@@ -135,6 +131,12 @@ pub(super) fn compile_grpc_rules(
     out
 }
 
+/// An unsupported value: reported, and the first one makes the route `Accepted=False`.
+fn unsupported(issues: &mut RuleIssues, report: &mut RouteReport, msg: String) {
+    issues.unsupported.get_or_insert_with(|| Problem::new(Reason::UnsupportedValue, msg.clone()));
+    report.problems.push(msg);
+}
+
 /// The CRD's patterns for an Exact service and method (the API server checks them;
 /// manifests are checked here).
 fn exact_service(s: &str) -> bool {
@@ -164,7 +166,9 @@ pub(super) fn compile_grpc_match(
             name: h.name.clone(),
             r#type: h.r#type.as_ref().map(|t| match t {
                 GrpcRouteRulesMatchesHeadersType::Exact => HttpRouteRulesMatchesHeadersType::Exact,
-                GrpcRouteRulesMatchesHeadersType::RegularExpression => HttpRouteRulesMatchesHeadersType::RegularExpression,
+                GrpcRouteRulesMatchesHeadersType::RegularExpression => {
+                    HttpRouteRulesMatchesHeadersType::RegularExpression
+                }
             }),
             value: h.value.clone(),
         })

@@ -160,7 +160,10 @@ fn precedence_service_then_method_characters_then_headers() {
     );
     let t = table(&yaml, HTTP80);
     // service foo.Bar (7 characters) + method Get, with the header: rule 3
-    assert_eq!(lookup(&t, &call("p.test", "foo.Bar/Get").header("version", "2")).as_deref(), Some("GRPCRoute infra/a/3"));
+    assert_eq!(
+        lookup(&t, &call("p.test", "foo.Bar/Get").header("version", "2")).as_deref(),
+        Some("GRPCRoute infra/a/3")
+    );
     // without it: rule 2 (same service and method, fewer headers)
     assert_eq!(lookup(&t, &call("p.test", "foo.Bar/Get")).as_deref(), Some("GRPCRoute infra/a/2"));
     // another method of foo.Bar: only the service-only rule
@@ -188,11 +191,7 @@ fn ties_go_to_the_oldest_route_then_by_name_then_rule_order() {
     let t = table(&yaml, HTTP80);
     assert_eq!(lookup(&t, &call("t.test", "s.S/M")).as_deref(), Some("GRPCRoute infra/b-old/0"));
     // without creation times: "{namespace}/{name}" alphabetical
-    let yaml = format!(
-        "{GATEWAY}{}{}",
-        grpc_route("infra", "z", None, rule),
-        grpc_route("infra", "m", None, rule),
-    );
+    let yaml = format!("{GATEWAY}{}{}", grpc_route("infra", "z", None, rule), grpc_route("infra", "m", None, rule),);
     let t = table(&yaml, HTTP80);
     assert_eq!(lookup(&t, &call("t.test", "s.S/M")).as_deref(), Some("GRPCRoute infra/m/0"));
     // the rules that never match are reported
@@ -246,13 +245,25 @@ fn invalid_matches_are_unsupported_values_in_status() {
 fn a_hostname_shared_with_an_httproute_goes_to_the_older_route() {
     let http = |name: &str, created: &str, host: &str| {
         route("infra", name, &format!("  parentRefs: [{{name: gw}}]\n  hostnames: [{host}]\n  rules: [{{}}]\n"))
-            .replace(&format!("name: {name}, namespace: infra"), &format!("name: {name}, namespace: infra, creationTimestamp: '{created}'"))
+            .replace(
+                &format!("name: {name}, namespace: infra"),
+                &format!("name: {name}, namespace: infra, creationTimestamp: '{created}'"),
+            )
     };
     let grpc = |name: &str, created: &str, host: &str| {
-        grpc_route("infra", name, Some(created), &format!("  parentRefs: [{{name: gw}}]\n  hostnames: ['{host}']\n  rules: [{{}}]\n"))
+        grpc_route(
+            "infra",
+            name,
+            Some(created),
+            &format!("  parentRefs: [{{name: gw}}]\n  hostnames: ['{host}']\n  rules: [{{}}]\n"),
+        )
     };
     // the HTTPRoute is older: the GRPCRoute is not accepted, gRPC calls go to the HTTPRoute
-    let yaml = format!("{GATEWAY}{}{}", http("web", "2024-01-01T00:00:00Z", "s.test"), grpc("rpc", "2025-01-01T00:00:00Z", "s.test"));
+    let yaml = format!(
+        "{GATEWAY}{}{}",
+        http("web", "2024-01-01T00:00:00Z", "s.test"),
+        grpc("rpc", "2025-01-01T00:00:00Z", "s.test")
+    );
     let t = table(&yaml, HTTP80);
     assert_eq!(accepted(&t, "GRPCRoute infra/rpc"), (false, "NotAllowedByListeners".into()));
     let why = &report(&t, "GRPCRoute infra/rpc").parents[0].condition("Accepted").unwrap().message;
@@ -261,25 +272,39 @@ fn a_hostname_shared_with_an_httproute_goes_to_the_older_route() {
     assert!(report(&t, "GRPCRoute infra/rpc").attached.is_empty());
     assert_eq!(lookup(&t, &call("s.test", "a.B/C")).as_deref(), Some("infra/web/0"));
     // the GRPCRoute is older: the HTTPRoute is the one refused; a wildcard intersects too
-    let yaml = format!("{GATEWAY}{}{}", http("web", "2025-01-01T00:00:00Z", "s.test"), grpc("rpc", "2024-01-01T00:00:00Z", "*.test"));
+    let yaml = format!(
+        "{GATEWAY}{}{}",
+        http("web", "2025-01-01T00:00:00Z", "s.test"),
+        grpc("rpc", "2024-01-01T00:00:00Z", "*.test")
+    );
     let t = table(&yaml, HTTP80);
     assert_eq!(accepted(&t, "infra/web"), (false, "NotAllowedByListeners".into()));
     assert_eq!(accepted(&t, "GRPCRoute infra/rpc"), (true, "Accepted".into()));
     assert_eq!(lookup(&t, &call("s.test", "a.B/C")).as_deref(), Some("GRPCRoute infra/rpc/0"));
     // same age: "{namespace}/{name}" decides
-    let yaml = format!("{GATEWAY}{}{}", http("b", "2024-01-01T00:00:00Z", "s.test"), grpc("a", "2024-01-01T00:00:00Z", "s.test"));
+    let yaml = format!(
+        "{GATEWAY}{}{}",
+        http("b", "2024-01-01T00:00:00Z", "s.test"),
+        grpc("a", "2024-01-01T00:00:00Z", "s.test")
+    );
     let t = table(&yaml, HTTP80);
     assert_eq!(accepted(&t, "GRPCRoute infra/a"), (true, "Accepted".into()));
     assert_eq!(accepted(&t, "infra/b"), (false, "NotAllowedByListeners".into()));
     // hostnames that do not meet: both served, each on its own host
-    let yaml = format!("{GATEWAY}{}{}", http("web", "2024-01-01T00:00:00Z", "w.test"), grpc("rpc", "2025-01-01T00:00:00Z", "r.test"));
+    let yaml = format!(
+        "{GATEWAY}{}{}",
+        http("web", "2024-01-01T00:00:00Z", "w.test"),
+        grpc("rpc", "2025-01-01T00:00:00Z", "r.test")
+    );
     let t = table(&yaml, HTTP80);
     assert_eq!(accepted(&t, "GRPCRoute infra/rpc"), (true, "Accepted".into()));
     assert_eq!(accepted(&t, "infra/web"), (true, "Accepted".into()));
     assert_eq!(lookup(&t, &call("r.test", "a.B/C")).as_deref(), Some("GRPCRoute infra/rpc/0"));
     // an HTTPRoute without hostnames meets every hostname on the listener
-    let any = route("infra", "all", "  parentRefs: [{name: gw}]\n  rules: [{}]\n")
-        .replace("name: all, namespace: infra", "name: all, namespace: infra, creationTimestamp: '2020-01-01T00:00:00Z'");
+    let any = route("infra", "all", "  parentRefs: [{name: gw}]\n  rules: [{}]\n").replace(
+        "name: all, namespace: infra",
+        "name: all, namespace: infra, creationTimestamp: '2020-01-01T00:00:00Z'",
+    );
     let yaml = format!("{GATEWAY}{any}{}", grpc("rpc", "2025-01-01T00:00:00Z", "r.test"));
     let t = table(&yaml, HTTP80);
     assert_eq!(accepted(&t, "GRPCRoute infra/rpc"), (false, "NotAllowedByListeners".into()));
@@ -401,12 +426,22 @@ spec:
 ";
     let resolved = |t: &Table| report(t, "GRPCRoute infra/r").parents[0].condition("ResolvedRefs").unwrap().clone();
     // a grant for HTTPRoutes does not cover a GRPCRoute
-    let yaml = format!("{GATEWAY}{}{}{}", service("other", "svc", &["10.42.0.9"]), grant("HTTPRoute"), grpc_route("infra", "r", None, body));
+    let yaml = format!(
+        "{GATEWAY}{}{}{}",
+        service("other", "svc", &["10.42.0.9"]),
+        grant("HTTPRoute"),
+        grpc_route("infra", "r", None, body)
+    );
     let t = table(&yaml, HTTP80);
     let c = resolved(&t);
     assert!(!c.status && c.reason == "RefNotPermitted", "{c:?}");
     assert!(c.message.contains("GRPCRoutes from infra"), "{c:?}");
-    let yaml = format!("{GATEWAY}{}{}{}", service("other", "svc", &["10.42.0.9"]), grant("GRPCRoute"), grpc_route("infra", "r", None, body));
+    let yaml = format!(
+        "{GATEWAY}{}{}{}",
+        service("other", "svc", &["10.42.0.9"]),
+        grant("GRPCRoute"),
+        grpc_route("infra", "r", None, body)
+    );
     let t = table(&yaml, HTTP80);
     let m = t.listeners[0].find(&RequestHead {
         method: "POST",
@@ -438,7 +473,10 @@ fn routes_view_names_the_kind_and_the_method_match() {
     let rule = &v.listeners[0].hosts[0].rules[0];
     assert_eq!(rule.route, "GRPCRoute infra/v");
     let g = rule.matcher.grpc.as_ref().expect("the gRPC method match in the view");
-    assert_eq!((g.kind.as_deref(), g.service.as_deref(), g.method.as_deref()), (Some("Exact"), Some("pkg.Svc"), Some("Get")));
+    assert_eq!(
+        (g.kind.as_deref(), g.service.as_deref(), g.method.as_deref()),
+        (Some("Exact"), Some("pkg.Svc"), Some("Get"))
+    );
     assert_eq!(rule.matcher.path.value, "/pkg.Svc/Get");
     let text = v.format_text();
     assert!(text.contains("gRPC Exact pkg.Svc/Get header x-a Exact 1  (GRPCRoute infra/v rule 0)"), "{text}");

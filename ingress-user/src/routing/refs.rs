@@ -8,8 +8,8 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use crate::resources::{ObjectKey, Resources};
 
-use super::{GATEWAY_GROUP, RouteKind};
 use super::status::{Problem, Reason};
+use super::{GATEWAY_GROUP, RouteKind};
 
 pub(super) fn resolve_backend(
     res: &Resources,
@@ -111,10 +111,7 @@ pub(super) fn reference_granted_from(
 ) -> bool {
     res.reference_grants.iter().any(|(k, g)| {
         k.namespace == to_ns
-            && g.spec
-                .from
-                .iter()
-                .any(|f| f.group == GATEWAY_GROUP && f.kind == kind.as_str() && f.namespace == from_ns)
+            && g.spec.from.iter().any(|f| f.group == GATEWAY_GROUP && f.kind == kind.as_str() && f.namespace == from_ns)
             && g.spec.to.iter().any(|t| {
                 (t.group.is_empty() || t.group == "core")
                     && t.kind == "Service"

@@ -63,7 +63,15 @@ pub(super) fn compile_rules(
         let timeouts = compile_timeouts(rule, ri, report);
         let retry = compile_retry(rule, ri, report);
         out.push(CompiledRule {
-            rule: Arc::new(Rule { route: key.clone(), kind: RouteKind::Http, index: ri, filters, backends, timeouts, retry }),
+            rule: Arc::new(Rule {
+                route: key.clone(),
+                kind: RouteKind::Http,
+                index: ri,
+                filters,
+                backends,
+                timeouts,
+                retry,
+            }),
             matchers,
         });
     }

@@ -84,11 +84,9 @@ impl GrpcMethodView {
     pub fn text(&self) -> String {
         match &self.kind {
             None => "* (every service and method)".into(),
-            Some(k) => format!(
-                "{k} {}/{}",
-                self.service.as_deref().unwrap_or("*"),
-                self.method.as_deref().unwrap_or("*")
-            ),
+            Some(k) => {
+                format!("{k} {}/{}", self.service.as_deref().unwrap_or("*"), self.method.as_deref().unwrap_or("*"))
+            }
         }
     }
 }

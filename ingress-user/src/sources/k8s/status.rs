@@ -222,8 +222,7 @@ impl StatusWriter {
             self.apply(&api, name, format!("HTTPRoute {}", report.route), body).await;
         }
         for report in table.routes.iter().filter(|r| !r.parents.is_empty()) {
-            let Some((key, route)) =
-                res.grpc_routes.iter().find(|(k, _)| RouteKind::Grpc.label(k) == report.route)
+            let Some((key, route)) = res.grpc_routes.iter().find(|(k, _)| RouteKind::Grpc.label(k) == report.route)
             else {
                 continue;
             };
@@ -432,9 +431,7 @@ mod tests {
         let body = grpc_route_status_body(&res.grpc_routes[&ObjectKey::new("apps", "g1")], &report.parents);
         let mut shown = body.clone();
         strip_times(&mut shown);
-        let cond = |kind: &str, status: &str, reason: &str, message: &str| {
-            json!({"type": kind, "status": status, "reason": reason, "message": message, "observedGeneration": 4})
-        };
+        let cond = |kind: &str, status: &str, reason: &str, message: &str| json!({"type": kind, "status": status, "reason": reason, "message": message, "observedGeneration": 4});
         let expected = json!({
             "apiVersion": "gateway.networking.k8s.io/v1",
             "kind": "GRPCRoute",
