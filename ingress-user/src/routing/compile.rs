@@ -124,8 +124,13 @@ fn shared_hostnames(candidates: &mut [Candidate], tables: &[TableBuilder<'_>]) {
         let k = |c: &Candidate| (c.created.is_empty(), c.created.clone(), c.key.clone(), c.kind);
         k(&candidates[a]).cmp(&k(&candidates[b]))
     });
-    // (table, listener) -> the routes taken there: kind, label, effective hostnames
-    let mut taken: HashMap<(usize, String), Vec<(RouteKind, String, Vec<Option<Hostname>>)>> = HashMap::new();
+    // (table, listener) -> the routes taken there, by kind: (label, effective hostnames)
+    type Taken = Vec<(String, Vec<Option<Hostname>>)>;
+    let mut taken: HashMap<(usize, String), [Taken; 2]> = HashMap::new();
+    let slot = |k: RouteKind| match k {
+        RouteKind::Http => 0,
+        RouteKind::Grpc => 1,
+    };
     for i in order {
         let c = &mut candidates[i];
         let mut kept = Vec::new();
@@ -133,8 +138,9 @@ fn shared_hostnames(candidates: &mut [Candidate], tables: &[TableBuilder<'_>]) {
         for a in std::mem::take(&mut c.attachments) {
             let (parent, t, listener, hosts) = &a;
             let here = taken.entry((*t, listener.clone())).or_default();
-            match here.iter().find(|(k, _, h)| *k != c.kind && hostnames_intersect(h, hosts)) {
-                Some((_, winner, _)) => {
+            let other = &here[1 - slot(c.kind)];
+            match other.iter().find(|(_, h)| hostnames_intersect(h, hosts)) {
+                Some((winner, _)) => {
                     let why = format!(
                         "listener {}/{listener}: a hostname is shared with the older {winner} (an HTTPRoute and a \
                          GRPCRoute must not share a hostname on a listener)",
@@ -143,7 +149,7 @@ fn shared_hostnames(candidates: &mut [Candidate], tables: &[TableBuilder<'_>]) {
                     lost.push((*parent, why));
                 }
                 None => {
-                    here.push((c.kind, c.report.route.clone(), hosts.clone()));
+                    here[slot(c.kind)].push((c.report.route.clone(), hosts.clone()));
                     kept.push(a);
                 }
             }
