@@ -130,7 +130,7 @@ fn precedence_service_then_method_characters_then_headers() {
     // matching non-wildcard hostname. Characters in a matching hostname. Characters in a
     // matching service. Characters in a matching method. Header matches."
     let yaml = format!(
-        "{GATEWAY}{}{}",
+        "{GATEWAY}{}{}{}",
         grpc_route(
             "infra",
             "a",

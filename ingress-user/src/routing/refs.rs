@@ -21,12 +21,12 @@ pub(super) fn resolve_backend(
     resolve_backend_from(res, slices, RouteKind::Http, route, b, ns)
 }
 
-/// [`resolve_backend`] for a backendRef of a route of `kind` (the kind a ReferenceGrant
-/// must name in `from`); a GRPCRoute's backendRef has the same fields.
+/// [`resolve_backend`] for a backendRef of a route of `route_kind` (the kind a
+/// ReferenceGrant must name in `from`); a GRPCRoute's backendRef has the same fields.
 pub(super) fn resolve_backend_from(
     res: &Resources,
     slices: &SliceIndex<'_>,
-    kind: RouteKind,
+    route_kind: RouteKind,
     route: &ObjectKey,
     b: &HttpRouteRulesBackendRefs,
     ns: &str,
@@ -36,8 +36,8 @@ pub(super) fn resolve_backend_from(
     if !(group.is_empty() || group == "core") || kind != "Service" {
         return Err(Problem::new(Reason::InvalidKind, format!("{group}/{kind} is not a Service")));
     }
-    if ns != route.namespace && !reference_granted_from(res, kind, &route.namespace, ns, &b.name) {
-        let why = format!("no ReferenceGrant in {ns} allows {}s from {}", kind.as_str(), route.namespace);
+    if ns != route.namespace && !reference_granted_from(res, route_kind, &route.namespace, ns, &b.name) {
+        let why = format!("no ReferenceGrant in {ns} allows {}s from {}", route_kind.as_str(), route.namespace);
         return Err(Problem::new(Reason::RefNotPermitted, why));
     }
     let Some(port) = b.port else {
