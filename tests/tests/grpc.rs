@@ -181,7 +181,8 @@ fn a_grpcroute_on_an_httproutes_hostname_is_not_accepted_and_routes_shows_it() {
     assert!(accepted["message"].as_str().unwrap().contains("older apps/r"), "{shared}");
     let g = report("GRPCRoute apps/g");
     assert_eq!(g["attached"][0], "apps/gw/http", "{g}");
-    // the rules with their method matches, under the route's kind and name
+    // the rules with their method matches, under the route's kind and name (in
+    // precedence order: `echo\.Orders`, 12 service characters, before `echo.Users`)
     let rules: Vec<&serde_json::Value> = v["listeners"][0]["hosts"]
         .as_array()
         .unwrap()
@@ -190,10 +191,9 @@ fn a_grpcroute_on_an_httproutes_hostname_is_not_accepted_and_routes_shows_it() {
         .flat_map(|h| h["rules"].as_array().unwrap())
         .collect();
     assert_eq!(rules[0]["route"], "GRPCRoute apps/g");
-    assert_eq!(
-        rules[0]["match"]["grpc"],
-        serde_json::json!({"type": "Exact", "service": "echo.Users", "method": "Get"})
-    );
+    assert_eq!(rules[0]["rule"], 2, "{rules:?}");
+    let rule0 = rules.iter().find(|r| r["rule"] == 0).expect("rule 0");
+    assert_eq!(rule0["match"]["grpc"], serde_json::json!({"type": "Exact", "service": "echo.Users", "method": "Get"}));
     // and `ingress routes` prints them
     let out = std::process::Command::new(ingress_tests::agent::ingress_bin())
         .args(["routes", "--admin", s.agent.admin.as_str()])
