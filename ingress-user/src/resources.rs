@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use gateway_api::apis::experimental::httproutes::HttpRoute;
 use gateway_api::apis::standard::gateways::Gateway;
+use gateway_api::apis::standard::grpcroutes::GrpcRoute;
 use gateway_api::apis::standard::referencegrants::ReferenceGrant;
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -34,6 +35,7 @@ pub struct Resources {
     pub gateways: BTreeMap<ObjectKey, Gateway>,
     pub http_routes: BTreeMap<ObjectKey, HttpRoute>,
     pub tls_routes: BTreeMap<ObjectKey, gateway_api::apis::standard::tlsroutes::TlsRoute>,
+    pub grpc_routes: BTreeMap<ObjectKey, GrpcRoute>,
     pub reference_grants: BTreeMap<ObjectKey, ReferenceGrant>,
     pub services: BTreeMap<ObjectKey, Service>,
     pub endpoint_slices: BTreeMap<ObjectKey, EndpointSlice>,
@@ -53,9 +55,10 @@ impl Resources {
     /// Number of objects of each kind, for logs.
     pub fn summary(&self) -> String {
         format!(
-            "{} Gateways, {} HTTPRoutes, {} ReferenceGrants, {} Services, {} EndpointSlices, {} Namespaces",
+            "{} Gateways, {} HTTPRoutes, {} GRPCRoutes, {} ReferenceGrants, {} Services, {} EndpointSlices, {} Namespaces",
             self.gateways.len(),
             self.http_routes.len(),
+            self.grpc_routes.len(),
             self.reference_grants.len(),
             self.services.len(),
             self.endpoint_slices.len(),

@@ -282,13 +282,15 @@ fn report(samples: &[Vec<Vec<LoadResult>>], faults: u64, secs: u64, rounds: usiz
     let cpu = |p: usize, w: usize| samples[p][w].iter().map(|l| l.cpu_us_per_request()).collect::<Vec<_>>();
     let (a, b, c) = (0, 1, 2);
     let mut md = String::new();
-    writeln!(md, "\n## TLS mode: HTTPS, TLS handshakes and HTTP/2, this ingress vs today's path vs direct TLS\n").unwrap();
+    writeln!(md, "\n## TLS mode: HTTPS, TLS handshakes and HTTP/2, this ingress vs today's path vs direct TLS\n")
+        .unwrap();
     writeln!(
         md,
         "wrk (HTTP/1.1 over TLS: 64 keep-alive connections; 16 clients with `Connection: close`, so each request is a new connection and a full handshake) and h2load (16 connections x 16 concurrent streams, ALPN h2) from the client namespace, {secs} s per run, {rounds} interleaved round(s); one self-signed ECDSA P-256 certificate on every path. A: the serverlb passes TCP and Envoy (2 workers) terminates TLS; B: nginx in the pod terminates TLS; C: the agent's HTTPS listener on VM port {TLS_PORT}, plain HTTP to the pod. CPU is whole-machine CPU per request. Medians; ratios are medians of per-round ratios. Faults (socket errors + non-2xx + h2load failures) over the whole run: {faults}.\n"
     )
     .unwrap();
-    writeln!(md, "| path | HTTPS keep-alive req/s | CPU us/req | TLS handshakes/s | h2 req/s | h2 CPU us/req |").unwrap();
+    writeln!(md, "| path | HTTPS keep-alive req/s | CPU us/req | TLS handshakes/s | h2 req/s | h2 CPU us/req |")
+        .unwrap();
     writeln!(md, "|---|---:|---:|---:|---:|---:|").unwrap();
     for (pi, p) in PATHS.iter().enumerate() {
         writeln!(

@@ -3,12 +3,14 @@
 //! 127.0.0.1, echo backends on 127.0.0.1. Checks: a route added is served (the time
 //! it took is printed: a measurement, with a generous bound for correctness only),
 //! a route change, endpoints added and removed, status written, and an API server
-//! restart with a compacted etcd (410 Expired on resume) never drops the table.
+//! restart with a compacted etcd (410 Expired on resume) never drops the table. And
+//! with the GRPCRoute CRD installed too: a GRPCRoute watched, served and given status.
 
 use std::time::{Duration, Instant};
 
 use gateway_api::apis::experimental::httproutes::HttpRoute;
 use gateway_api::apis::standard::gateways::Gateway;
+use gateway_api::apis::standard::grpcroutes::GrpcRoute;
 use gateway_api::apis::standard::referencegrants::ReferenceGrant;
 use ingress_tests::agent::{Agent, ingress_bin};
 use ingress_tests::backend::{Backend, Echo};
@@ -42,8 +44,12 @@ fn strip_null_enums(v: &mut Value) {
 }
 
 async fn install_crds(client: &Client) {
+    install_these_crds(client, [Gateway::crd(), HttpRoute::crd(), ReferenceGrant::crd()]).await;
+}
+
+async fn install_these_crds(client: &Client, crds: impl IntoIterator<Item = CustomResourceDefinition>) {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in [Gateway::crd(), HttpRoute::crd(), ReferenceGrant::crd()] {
+    for crd in crds {
         let mut v = serde_json::to_value(&crd).unwrap();
         // *.k8s.io groups are protected: the approval annotation is required.
         v["metadata"]["annotations"] =
@@ -263,4 +269,109 @@ async fn kubernetes_source_against_a_real_api_server() {
     }
     backend_a.stop();
     backend_b.stop();
+}
+
+/// The GRPCRoute CRD installed: the agent watches GRPCRoutes, serves one (a gRPC call
+/// over HTTP/1.1 routed by service; another service gets grpc-status 12) and writes its
+/// status; the Gateway's listener lists GRPCRoute among its kinds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_routes_are_watched_served_and_given_status() {
+    let test = "grpc_routes_are_watched_served_and_given_status";
+    let Some(bin) = kubeapi::binary(test) else { return };
+    let api = KubeApiServer::start(&bin, "grpc");
+    let kc = kube::config::Kubeconfig::read_from(&api.kubeconfig).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap();
+    let client = Client::try_from(config).unwrap();
+    install_these_crds(&client, [Gateway::crd(), HttpRoute::crd(), ReferenceGrant::crd(), GrpcRoute::crd()]).await;
+    for ns in ["infra", "apps"] {
+        create::<Namespace>(
+            Api::all(client.clone()),
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+        )
+        .await;
+    }
+    create::<Gateway>(Api::namespaced(client.clone(), "infra"), json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+        "metadata": {"name": "gw", "namespace": "infra"},
+        "spec": {"gatewayClassName": "x", "listeners": [{"name": "http", "protocol": "HTTP", "port": 80, "allowedRoutes": {"namespaces": {"from": "All"}}}]},
+    }))
+    .await;
+    create::<Service>(
+        Api::namespaced(client.clone(), "apps"),
+        json!({
+            "apiVersion": "v1", "kind": "Service", "metadata": {"name": "svc", "namespace": "apps"},
+            "spec": {"ports": [{"name": "http", "port": 80}]},
+        }),
+    )
+    .await;
+    let (backend, port_a) = Backend::start_local("pod-grpc");
+    create_slice(&client, "svc-a", port_a).await;
+    let port = free_port();
+    let admin = format!("127.0.0.1:{}", free_port());
+    let args = vec!["--kubeconfig".to_string(), api.kubeconfig.display().to_string(), "--write-status".to_string()];
+    let agent = Agent::start_with(&ingress_bin(), None, &admin, &[format!("127.0.0.1:{port}=infra/gw:80")], &args);
+
+    let routes: Api<GrpcRoute> = Api::namespaced(client.clone(), "apps");
+    create::<GrpcRoute>(
+        routes.clone(),
+        json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "GRPCRoute",
+            "metadata": {"name": "g1", "namespace": "apps"},
+            "spec": {"parentRefs": [{"name": "gw", "namespace": "infra"}], "hostnames": ["g.test"],
+                     "rules": [{"matches": [{"method": {"service": "echo.Echo"}}], "backendRefs": [{"name": "svc", "port": 80}]}]},
+        }),
+    )
+    .await;
+    let call = |path: &str| {
+        let mut r = Request::get("g.test", path).method("POST").header("content-type", "application/grpc");
+        r.body = vec![0, 0, 0, 0, 0];
+        send(format!("127.0.0.1:{port}").parse().unwrap(), &r, Duration::from_secs(3)).ok()
+    };
+    let served = || {
+        call("/echo.Echo/Say").is_some_and(|r| {
+            r.status == 200 && serde_json::from_slice::<Echo>(&r.body).is_ok_and(|e| e.pod == "pod-grpc")
+        })
+    };
+    let took = until("GRPCRoute served", SERVED_WITHIN, served).await;
+    eprintln!("MEASURED kube: GRPCRoute added -> served in {took:?}");
+    let other = call("/other.Svc/Say").expect("an answer");
+    assert_eq!((other.status, other.headers.get("grpc-status").map(String::as_str)), (200, Some("12")));
+
+    // status.parents written by server-side apply, as for HTTPRoute
+    let start = Instant::now();
+    loop {
+        let r = routes.get("g1").await.unwrap();
+        let parents = r.status.map(|s| s.parents).unwrap_or_default();
+        if let Some(p) = parents.first() {
+            assert_eq!(p.controller_name, ingress::sources::k8s::CONTROLLER_NAME);
+            assert_eq!(p.parent_ref.name, "gw");
+            let accepted = p.conditions.iter().find(|c| c.type_ == "Accepted").expect("Accepted");
+            let resolved = p.conditions.iter().find(|c| c.type_ == "ResolvedRefs").expect("ResolvedRefs");
+            assert_eq!((accepted.status.as_str(), resolved.status.as_str()), ("True", "True"));
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "no GRPCRoute status written:\n{}", agent.log_text());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let gws: Api<Gateway> = Api::namespaced(client.clone(), "infra");
+    let start = Instant::now();
+    loop {
+        let gw = gws.get("gw").await.unwrap();
+        let l = gw.status.and_then(|s| s.listeners).unwrap_or_default();
+        let kinds: Vec<String> =
+            l.first().and_then(|l| l.supported_kinds.clone()).unwrap_or_default().into_iter().map(|k| k.kind).collect();
+        if l.first().is_some_and(|l| l.attached_routes == 1) && kinds.iter().any(|k| k == "GRPCRoute") {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "listener status: {kinds:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // deleted: no longer served
+    routes.delete("g1", &DeleteParams::default()).await.unwrap();
+    until("GRPCRoute deleted", SERVED_WITHIN, || {
+        call("/echo.Echo/Say").is_some_and(|r| r.headers.get("grpc-status").map(String::as_str) == Some("12"))
+    })
+    .await;
+    drop(agent);
+    backend.stop();
 }

@@ -80,6 +80,8 @@ const TIERS: &[Tier] = &[
             &["test", "-p", "ingress-tests", "--test", "hostile"],
             // pod answers sanitized, the per-source cap's eviction, backpressure (loopback)
             &["test", "-p", "ingress-tests", "--test", "framing"],
+            // GRPCRoute through the agent: routing by service/method, gRPC statuses (loopback)
+            &["test", "-p", "ingress-tests", "--test", "grpc"],
             // the config file: --config, SIGHUP reloads, a bad file kept out, `ingress check --config`
             &["test", "-p", "ingress-tests", "--test", "config_file"],
             // TLS passthrough by SNI to rustls pods on 127.0.0.1 (TLSRoute)

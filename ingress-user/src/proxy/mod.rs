@@ -37,6 +37,7 @@ mod conn;
 mod endpoints;
 pub mod error;
 mod forward;
+pub mod grpc_status;
 pub mod plan;
 mod reframe;
 mod sources;
@@ -324,6 +325,8 @@ impl Proxy {
         self.metrics.request();
         let start = std::time::Instant::now();
         let mut tag = Tag::default();
+        // a gRPC call gets the proxy's own answers as gRPC statuses (`grpc_status.rs`)
+        let grpc = grpc_status::answer_content_type(req.headers());
         let (in_flight, length_and_chunked) = activity.begin();
         let resp = if length_and_chunked {
             // hyper would read it as chunked; a request that says both is refused
@@ -340,6 +343,10 @@ impl Proxy {
         let status = resp.status().as_u16();
         self.metrics.response(status);
         self.prom.record(&tag.route, &tag.backend, status, start.elapsed());
+        let resp = match grpc {
+            Some(content_type) => as_grpc(resp, content_type),
+            None => resp,
+        };
         let out = match tag.bytes_out.take() {
             Some(c) => c,
             None => self.prom.byte_counters(&tag.route, &tag.backend).1,
@@ -510,6 +517,18 @@ fn empty() -> Body {
     full(Bytes::new())
 }
 
+/// A response the proxy made itself ([`grpc_status::LocalAnswer`]) in its gRPC form.
+fn as_grpc(resp: Response<Body>, content_type: &'static str) -> Response<Body> {
+    let Some(answer) = resp.extensions().get::<grpc_status::LocalAnswer>().copied() else { return resp };
+    let Some((status, fields)) = grpc_status::grpc_answer(&answer, content_type) else { return resp };
+    let mut out = Response::builder().status(status).body(empty()).expect("valid gRPC answer");
+    out.headers_mut().extend(fields);
+    if let Some(c) = resp.headers().get(header::CONNECTION) {
+        out.headers_mut().insert(header::CONNECTION, c.clone());
+    }
+    out
+}
+
 /// The response of a [`plan::Local`].
 fn local_response(l: plan::Local) -> Response<Body> {
     let mut b = Response::builder().status(l.status);
@@ -517,6 +536,7 @@ fn local_response(l: plan::Local) -> Response<Body> {
         b = b.header(header::CONTENT_TYPE, "text/plain");
     }
     let mut resp = b.body(full(Bytes::from_static(l.body.as_bytes()))).expect("valid local response");
+    resp.extensions_mut().insert(grpc_status::LocalAnswer { status: l.status, message: l.body });
     for (n, v) in l.headers {
         resp.headers_mut().insert(n, v);
     }
@@ -552,6 +572,7 @@ pub fn local(status: StatusCode, body: &'static str) -> Response<Body> {
     Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "text/plain")
+        .extension(grpc_status::LocalAnswer { status, message: body })
         .body(Full::new(Bytes::from_static(body.as_bytes())).map_err(|never| match never {}).boxed())
         .expect("valid local response")
 }

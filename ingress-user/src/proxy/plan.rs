@@ -37,6 +37,11 @@ pub struct Head<'a> {
     pub peer: SocketAddr,
 }
 
+/// The texts of the 500s for a backendRef that cannot be used (gRPC: UNAVAILABLE,
+/// `grpc_status.rs`).
+pub const INVALID_BACKEND: &str = "invalid backend reference\n";
+pub const NO_USABLE_BACKEND: &str = "no usable backend\n";
+
 /// A response the proxy makes itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Local {
@@ -165,7 +170,7 @@ fn decide(
         lt.find(&req).map(|m| (m.rule.clone(), m.matcher.prefix().map(str::to_string)))
     };
     let Some((rule, prefix)) = found else { return Err(Local::new(StatusCode::NOT_FOUND, "no route\n")) };
-    labels.route = format!("{}#{}", rule.route, rule.index);
+    labels.route = format!("{}#{}", rule.route_label(), rule.index);
     if let Some(reason) = unsupported(&rule.filters) {
         tracing::debug!(route = %rule.route, rule = rule.index, %reason, "500: unsupported filter");
         return Err(Local::new(StatusCode::INTERNAL_SERVER_ERROR, "route uses an unsupported filter\n"));
@@ -206,13 +211,13 @@ fn decide(
         response_headers = cors.response_headers(origin);
     }
     let Some(index) = rule.pick_backend_index(choices.random()) else {
-        return Err(Local::new(StatusCode::INTERNAL_SERVER_ERROR, "no usable backend\n"));
+        return Err(Local::new(StatusCode::INTERNAL_SERVER_ERROR, NO_USABLE_BACKEND));
     };
     let backend = &rule.backends[index];
     labels.backend = backend.name.clone();
     if let BackendTarget::Invalid(why) = &backend.target {
         tracing::debug!(backend = %backend.name, %why, "500: invalid backendRef");
-        return Err(Local::new(StatusCode::INTERNAL_SERVER_ERROR, "invalid backend reference\n"));
+        return Err(Local::new(StatusCode::INTERNAL_SERVER_ERROR, INVALID_BACKEND));
     }
     if unsupported(&backend.filters).is_some() {
         return Err(Local::new(StatusCode::INTERNAL_SERVER_ERROR, "backend uses an unsupported filter\n"));

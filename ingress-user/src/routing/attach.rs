@@ -11,40 +11,47 @@ use gateway_api::apis::standard::gateways::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 use kube::core::{Selector, SelectorExt};
 
-use super::{Hostname, RouteReport};
+use super::{Hostname, RouteKind, RouteReport};
 use crate::resources::{ObjectKey, Resources, namespace_of};
 
 use super::GATEWAY_GROUP;
 use super::builder::TableBuilder;
 use super::status::{ParentAttach, Problem, Reason};
 
-/// Where a route attaches: (table index, listener name, effective hostnames; None = any).
+/// One listener a route attached to through its parentRef number `parent`: (parent,
+/// table index, listener name, effective hostnames; None = any).
+pub(super) type Attachment = (usize, usize, String, Vec<Option<Hostname>>);
+
+/// What attachment reads of a route of any kind: its kind, hostnames and parentRefs
+/// (a GRPCRoute's parentRefs have an HTTPRoute's fields, converted by the caller).
+pub(super) struct RouteParents<'r> {
+    pub(super) kind: RouteKind,
+    pub(super) hostnames: &'r [String],
+    pub(super) parent_refs: Vec<HttpRouteParentRefs>,
+}
+
+impl<'r> RouteParents<'r> {
+    pub(super) fn http(route: &'r HttpRoute) -> Self {
+        Self {
+            kind: RouteKind::Http,
+            hostnames: route.spec.hostnames.as_deref().unwrap_or(&[]),
+            parent_refs: route.spec.parent_refs.clone().unwrap_or_default(),
+        }
+    }
+}
+
+/// Where a route attaches ([`Attachment`]s), and its status per parentRef to a served Gateway.
 pub(super) fn attach(
     res: &Resources,
     tables: &[TableBuilder<'_>],
     key: &ObjectKey,
-    route: &HttpRoute,
+    route: &RouteParents<'_>,
     report: &mut RouteReport,
-) -> (Vec<(usize, String, Vec<Option<Hostname>>)>, Vec<ParentAttach>) {
-    let route_hosts: Vec<Hostname> = route.spec.hostnames.iter().flatten().map(|h| Hostname::parse(h)).collect();
-    let prefs: Vec<&HttpRouteParentRefs> = route.spec.parent_refs.iter().flatten().collect();
-    attach_refs(res, tables, key, "HTTPRoute", &prefs, &route_hosts, report)
-}
-
-/// [`attach`] for a route of any `kind` (`HTTPRoute`, `TLSRoute`): its parentRefs
-/// against the listeners each table serves for that kind.
-pub(super) fn attach_refs(
-    res: &Resources,
-    tables: &[TableBuilder<'_>],
-    key: &ObjectKey,
-    kind: &str,
-    prefs: &[&HttpRouteParentRefs],
-    route_hosts: &[Hostname],
-    report: &mut RouteReport,
-) -> (Vec<(usize, String, Vec<Option<Hostname>>)>, Vec<ParentAttach>) {
+) -> (Vec<Attachment>, Vec<ParentAttach>) {
     let mut parents = Vec::new();
+    let route_hosts: Vec<Hostname> = route.hostnames.iter().map(|h| Hostname::parse(h)).collect();
     let mut out = Vec::new();
-    for pref in prefs.iter().copied() {
+    for pref in &route.parent_refs {
         if pref.group.as_deref().is_some_and(|g| g != GATEWAY_GROUP)
             || pref.kind.as_deref().is_some_and(|k| k != "Gateway")
         {
@@ -59,9 +66,9 @@ pub(super) fn attach_refs(
                 continue;
             }
             matched_any_table = true;
-            for l in tb.listeners_for(kind) {
-                match listener_accepts_kind(res, tb.gateway.unwrap(), l, pref, kind, &key.namespace, route_hosts) {
-                    Ok(hosts) => out.push((t, l.name.clone(), hosts)),
+            for l in tb.listeners_for(route.kind) {
+                match listener_accepts(res, tb.gateway.unwrap(), l, pref, route.kind, &key.namespace, &route_hosts) {
+                    Ok(hosts) => out.push((parents.len(), t, l.name.clone(), hosts)),
                     Err(p) => reasons.push(p.within(&format!("{gw_key}/{}", l.name))),
                 }
             }
@@ -80,10 +87,10 @@ pub(super) fn attach_refs(
                 .find(|r| reasons.iter().any(|p| p.reason == *r))
                 .unwrap_or(Reason::NoMatchingParent);
             let why = if reasons.is_empty() {
-                if kind == "HTTPRoute" {
-                    "no HTTP listener served".to_string()
+                if route.kind == RouteKind::Tls {
+                    "no TLS passthrough listener served".to_string()
                 } else {
-                    format!("no listener for {kind}s served")
+                    "no HTTP listener served".to_string()
                 }
             } else {
                 reasons.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; ")
@@ -101,14 +108,14 @@ pub(super) fn attach_refs(
     (out, parents)
 }
 
-/// Whether listener `l` accepts the route (of `kind`: `HTTPRoute`, `TLSRoute`) through
-/// `pref`; the effective hostnames if so.
-pub(super) fn listener_accepts_kind(
+/// Whether listener `l` accepts the route (of `kind`) through `pref`; the effective
+/// hostnames if so.
+pub(super) fn listener_accepts(
     res: &Resources,
     gw: &Gateway,
     l: &GatewayListeners,
     pref: &HttpRouteParentRefs,
-    kind: &str,
+    kind: RouteKind,
     route_ns: &str,
     route_hosts: &[Hostname],
 ) -> Result<Vec<Option<Hostname>>, Problem> {
@@ -119,12 +126,21 @@ pub(super) fn listener_accepts_kind(
         return Err(Problem::new(Reason::NoMatchingParent, "port does not match this listener"));
     }
     let allowed = l.allowed_routes.as_ref();
-    if let Some(kinds) = allowed.and_then(|a| a.kinds.as_ref()) {
-        let ok = kinds.iter().any(|k| k.kind == kind && k.group.as_deref().unwrap_or(GATEWAY_GROUP) == GATEWAY_GROUP);
-        if !ok {
-            let why = format!("listener allowedRoutes.kinds excludes {kind}");
-            return Err(Problem::new(Reason::NotAllowedByListeners, why));
-        }
+    // "When unspecified or empty, the kinds of Routes selected are determined using the
+    // Listener protocol": HTTP and HTTPS listeners take HTTPRoutes and GRPCRoutes, TLS
+    // (passthrough) listeners TLSRoutes.
+    let ok = match allowed.and_then(|a| a.kinds.as_ref()).filter(|k| !k.is_empty()) {
+        Some(kinds) => kinds
+            .iter()
+            .any(|k| k.kind == kind.as_str() && k.group.as_deref().unwrap_or(GATEWAY_GROUP) == GATEWAY_GROUP),
+        None => match kind {
+            RouteKind::Tls => l.protocol == "TLS",
+            RouteKind::Http | RouteKind::Grpc => matches!(l.protocol.as_str(), "HTTP" | "HTTPS"),
+        },
+    };
+    if !ok {
+        let why = format!("listener allowedRoutes.kinds excludes {}", kind.as_str());
+        return Err(Problem::new(Reason::NotAllowedByListeners, why));
     }
     let ns = allowed.and_then(|a| a.namespaces.as_ref());
     let gw_ns = namespace_of(&gw.metadata);

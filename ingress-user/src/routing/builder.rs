@@ -8,7 +8,7 @@ use gateway_api::apis::standard::gateways::{Gateway, GatewayListeners};
 
 use super::matching::PathMatch;
 use super::rules::CompiledRule;
-use super::{Entry, Hostname, ListenerTable, VirtualHost};
+use super::{Entry, Hostname, ListenerTable, RouteKind, VirtualHost};
 use crate::config::ListenMapping;
 use crate::resources::{ObjectKey, Resources};
 
@@ -18,7 +18,7 @@ pub(super) struct TableBuilder<'a> {
     pub(super) served: Vec<&'a GatewayListeners>,
     /// hostname (None = any) -> entries
     pub(super) vhosts: HashMap<Option<Hostname>, Vec<Entry>>,
-    pub(super) seen: HashSet<(ObjectKey, Option<Hostname>)>,
+    pub(super) seen: HashSet<(RouteKind, ObjectKey, Option<Hostname>)>,
     /// `protocol: TLS`, `tls.mode: Passthrough` listeners: TLSRoutes attach here (passthrough.rs).
     pub(super) passthrough: Vec<&'a GatewayListeners>,
 }
@@ -63,13 +63,19 @@ impl<'a> TableBuilder<'a> {
     }
 
     /// The listeners routes of `kind` attach to: TLS passthrough ones for TLSRoutes.
-    pub(super) fn listeners_for(&self, kind: &str) -> &[&'a GatewayListeners] {
-        if kind == "TLSRoute" { &self.passthrough } else { &self.served }
+    pub(super) fn listeners_for(&self, kind: RouteKind) -> &[&'a GatewayListeners] {
+        if kind == RouteKind::Tls { &self.passthrough } else { &self.served }
     }
 
-    pub(super) fn add(&mut self, route: &ObjectKey, hostnames: &[Option<Hostname>], rules: &[CompiledRule]) {
+    pub(super) fn add(
+        &mut self,
+        kind: RouteKind,
+        route: &ObjectKey,
+        hostnames: &[Option<Hostname>],
+        rules: &[CompiledRule],
+    ) {
         for h in hostnames {
-            if !self.seen.insert((route.clone(), h.clone())) {
+            if !self.seen.insert((kind, route.clone(), h.clone())) {
                 continue;
             }
             let entries = self.vhosts.entry(h.clone()).or_default();
@@ -119,12 +125,12 @@ pub(super) fn shadowed(host: &Option<Hostname>, entries: &[Entry], notes: &mut V
         if let Some(w) = winner {
             if !Arc::ptr_eq(&w.rule, &e.rule) {
                 notes.push((
-                    e.rule.route.to_string(),
+                    e.rule.route_label(),
                     format!(
                         "rule {} match `{}` on host {host} never matches: {} rule {} takes precedence",
                         e.rule.index,
                         e.matcher.signature(),
-                        w.rule.route,
+                        w.rule.route_label(),
                         w.rule.index
                     ),
                 ));

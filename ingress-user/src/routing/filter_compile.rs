@@ -12,13 +12,16 @@ use super::BackendTarget;
 use super::filters::{Cors, Filter, HeaderModifier, Mirror, PathModifier, Redirect, Rewrite};
 use crate::resources::{ObjectKey, Resources};
 
-use super::refs::{SliceIndex, resolve_backend};
+use super::RouteKind;
+use super::refs::{SliceIndex, resolve_backend_from};
 
 /// What resolving a backendRef needs.
 pub(super) struct RefCtx<'a> {
     pub(super) res: &'a Resources,
     pub(super) slices: &'a SliceIndex<'a>,
     pub(super) route: &'a ObjectKey,
+    /// The kind of the route (the kind a ReferenceGrant for a mirror must name).
+    pub(super) kind: RouteKind,
 }
 
 pub(super) fn compile_filters<'a>(
@@ -117,7 +120,7 @@ pub(super) fn compile_filter(ctx: &RefCtx<'_>, f: &HttpRouteRulesFilters) -> Fil
                 ..Default::default()
             };
             let ns = b.namespace.clone().unwrap_or_else(|| ctx.route.namespace.clone());
-            let target = match resolve_backend(ctx.res, ctx.slices, ctx.route, &as_ref, &ns) {
+            let target = match resolve_backend_from(ctx.res, ctx.slices, ctx.kind, ctx.route, &as_ref, &ns) {
                 Ok(endpoints) => BackendTarget::Endpoints(endpoints),
                 Err(why) => return unsupported(format!("RequestMirror backendRef {ns}/{}: {why}", b.name)),
             };

@@ -52,6 +52,38 @@ pub struct Matcher {
     /// Tie-breakers after the spec's match-specific criteria: route creation time
     /// (RFC 3339, empty when unknown), route `namespace/name`, rule index, match index.
     pub order: (Arc<str>, Arc<str>, usize, usize),
+    /// A GRPCRouteMatch: only gRPC requests match ([`is_grpc_content_type`], POST), and
+    /// precedence is the GRPCRoute one. Its service/method are compiled into `path`.
+    pub grpc: Option<GrpcMethodMatch>,
+}
+
+/// The method part of a GRPCRouteMatch as written (for precedence and `/routes`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrpcMethodMatch {
+    /// `Exact` or `RegularExpression`; `None` for a match without `method` (every method).
+    pub kind: Option<&'static str>,
+    pub service: Option<String>,
+    pub method: Option<String>,
+}
+
+impl GrpcMethodMatch {
+    /// (service characters, method characters): the spec's precedence after hostnames.
+    fn chars(&self) -> (usize, usize) {
+        let n = |v: &Option<String>| v.as_deref().map_or(0, str::len);
+        (n(&self.service), n(&self.method))
+    }
+}
+
+/// Whether a request is gRPC by its `Content-Type`: `application/grpc`, optionally
+/// followed by `+format` (`+proto`, `+json`, ...) or parameters (gRPC over HTTP/2, the
+/// Request-Headers' Content-Type). gRPC-Web (`application/grpc-web*`) is not.
+pub fn is_grpc_content_type(headers: &HeaderMap) -> bool {
+    let Some(v) = headers.get(http::header::CONTENT_TYPE) else { return false };
+    let v = v.as_bytes();
+    let prefix = b"application/grpc";
+    v.len() >= prefix.len()
+        && v[..prefix.len()].eq_ignore_ascii_case(prefix)
+        && matches!(v.get(prefix.len()), None | Some(b'+' | b';' | b' ' | b'\t'))
 }
 
 /// Anchors a Gateway API regular expression: matches must cover the whole value.
@@ -107,12 +139,34 @@ impl Matcher {
                 _ => return false,
             }
         }
+        // a gRPC call is a POST with a gRPC content type (gRPC over HTTP/2, Request-Headers)
+        if self.grpc.is_some() && (req.method != "POST" || !is_grpc_content_type(req.headers)) {
+            return false;
+        }
         true
     }
 
     /// The spec's precedence: path type and length, method, number of header
     /// matches, number of query matches, then the tie-breakers of `order`.
+    ///
+    /// GRPCRoute matches order among themselves by the GRPCRoute rules (service
+    /// characters, method characters, header matches, then the same tie-breakers) and
+    /// before HTTPRoute matches: "Merging MUST not be done between GRPCRoutes and
+    /// HTTPRoutes", and only gRPC requests can match them.
     pub fn precedence(&self, other: &Self) -> Ordering {
+        match (&self.grpc, &other.grpc) {
+            (Some(a), Some(b)) => {
+                let ((sa, ma), (sb, mb)) = (a.chars(), b.chars());
+                return sb
+                    .cmp(&sa)
+                    .then(mb.cmp(&ma))
+                    .then(other.headers.len().cmp(&self.headers.len()))
+                    .then_with(|| order_key(&self.order).cmp(&order_key(&other.order)));
+            }
+            (Some(_), None) => return Ordering::Less,
+            (None, Some(_)) => return Ordering::Greater,
+            (None, None) => {}
+        }
         let (ra, la) = self.path.rank();
         let (rb, lb) = other.path.rank();
         ra.cmp(&rb)
@@ -138,7 +192,8 @@ impl Matcher {
         headers.sort();
         let mut query: Vec<String> = self.query.iter().map(|(n, v)| format!("{n}{}", vm(v))).collect();
         query.sort();
-        format!("{path} method={} headers={headers:?} query={query:?}", self.method.as_deref().unwrap_or("*"))
+        let grpc = if self.grpc.is_some() { " grpc" } else { "" };
+        format!("{path} method={} headers={headers:?} query={query:?}{grpc}", self.method.as_deref().unwrap_or("*"))
     }
 
     /// Matches every request: `PathPrefix /` with no other condition.
@@ -147,6 +202,7 @@ impl Matcher {
             && self.method.is_none()
             && self.headers.is_empty()
             && self.query.is_empty()
+            && self.grpc.is_none()
     }
 
     /// The matched prefix, for URLRewrite/RequestRedirect ReplacePrefixMatch.

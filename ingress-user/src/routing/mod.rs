@@ -7,6 +7,7 @@ mod builder;
 mod compile;
 mod filter_compile;
 pub mod filters;
+mod grpc;
 mod handle;
 pub mod hostname;
 mod matching;
@@ -32,7 +33,7 @@ pub use filters::{Filter, HeaderModifier, Redirect, Rewrite};
 pub use handle::TableHandle;
 // L4 Service targets resolve like backendRefs.
 pub use hostname::{HostProblem, Hostname, request_host, split_host_header};
-pub use matching::{Matcher, PathMatch, RequestHead, ValueMatch};
+pub use matching::{GrpcMethodMatch, Matcher, PathMatch, RequestHead, ValueMatch, is_grpc_content_type};
 pub use refs::resolve_service_endpoints;
 
 use crate::resources::ObjectKey;
@@ -91,7 +92,7 @@ fn splice_decision(entries: &[Entry]) -> Result<(), String> {
     let name = first.rule.backends.first().map(|b| b.name.as_str());
     for e in entries {
         let r = &e.rule;
-        let at = || format!("{} rule {}", r.route, r.index);
+        let at = || format!("{} rule {}", r.route_label(), r.index);
         if !r.filters.is_empty() {
             return Err(format!("{} has filters", at()));
         }
@@ -170,10 +171,12 @@ pub struct Entry {
     pub rule: Arc<Rule>,
 }
 
-/// A rule of an HTTPRoute, with its backends resolved to endpoints.
+/// A rule of an HTTPRoute (or a GRPCRoute), with its backends resolved to endpoints.
 #[derive(Debug)]
 pub struct Rule {
     pub route: ObjectKey,
+    /// The kind of route the rule belongs to.
+    pub kind: RouteKind,
     pub index: usize,
     pub filters: Vec<Filter>,
     pub backends: Vec<Backend>,
@@ -223,7 +226,42 @@ impl Backend {
     }
 }
 
+/// The kinds of route the engine compiles into a listener's virtual hosts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RouteKind {
+    #[default]
+    Http,
+    Grpc,
+    /// TLS passthrough (routing/passthrough.rs): its reports are kept apart, in `Table.tls_routes`.
+    Tls,
+}
+
+impl RouteKind {
+    /// The Kubernetes kind (`HTTPRoute`, `GRPCRoute`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http => "HTTPRoute",
+            Self::Grpc => "GRPCRoute",
+            Self::Tls => "TLSRoute",
+        }
+    }
+
+    /// How a route of this kind is named in reports, `/routes` and metrics: an
+    /// HTTPRoute as `namespace/name` (as before), a GRPCRoute as `GRPCRoute namespace/name`.
+    pub fn label(self, key: &ObjectKey) -> String {
+        match self {
+            Self::Http | Self::Tls => key.to_string(),
+            Self::Grpc => format!("GRPCRoute {key}"),
+        }
+    }
+}
+
 impl Rule {
+    /// The route's name as reports show it ([`RouteKind::label`]).
+    pub fn route_label(&self) -> String {
+        self.kind.label(&self.route)
+    }
+
     /// Total weight of the backends; 0 means "no backend can be chosen".
     pub fn total_weight(&self) -> u64 {
         self.backends.iter().map(|b| b.weight as u64).sum()
@@ -313,7 +351,7 @@ impl ListenerTable {
     }
 }
 
-/// How one HTTPRoute fared against the served Gateways.
+/// How one route fared against the served Gateways (`route` is [`RouteKind::label`]).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct RouteReport {
     pub route: String,
@@ -355,3 +393,6 @@ impl ParentStatus {
 
 #[cfg(test)]
 pub(crate) mod tests;
+
+#[cfg(test)]
+mod grpc_tests;

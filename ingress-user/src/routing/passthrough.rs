@@ -18,11 +18,11 @@ use gateway_api::apis::experimental::httproutes::{HttpRouteParentRefs, HttpRoute
 use gateway_api::apis::standard::gateways::{GatewayListeners, GatewayListenersTlsMode};
 use gateway_api::apis::standard::tlsroutes::{TlsRoute, TlsRouteParentRefs};
 
-use super::attach::attach_refs;
+use super::attach::{RouteParents, attach};
 use super::builder::TableBuilder;
-use super::refs::{SliceIndex, resolve_backend_of};
+use super::refs::{SliceIndex, resolve_backend_from};
 use super::status::{Problem, Reason, RuleIssues, parent_statuses};
-use super::{Backend, BackendTarget, Hostname, RouteReport, Rule, Timeouts};
+use super::{Backend, BackendTarget, Hostname, RouteKind, RouteReport, Rule, Timeouts};
 use crate::resources::{ObjectKey, Resources};
 
 /// Whether a Gateway listener is a TLS passthrough one (this module's; `protocol: TLS`
@@ -110,15 +110,15 @@ pub(super) fn compile_tls_routes(
     let mut reports = Vec::new();
     for (key, route) in order {
         let mut report = RouteReport { route: key.to_string(), attached: vec![], problems: vec![], parents: vec![] };
-        let route_hosts: Vec<Hostname> = route.spec.hostnames.iter().map(|h| Hostname::parse(h)).collect();
-        let prefs: Vec<HttpRouteParentRefs> = route.spec.parent_refs.iter().flatten().map(http_parent_ref).collect();
-        let prefs: Vec<&HttpRouteParentRefs> = prefs.iter().collect();
-        let (attachments, parents) = attach_refs(res, tables, key, "TLSRoute", &prefs, &route_hosts, &mut report);
+        let parent_refs: Vec<HttpRouteParentRefs> =
+            route.spec.parent_refs.iter().flatten().map(http_parent_ref).collect();
+        let of = RouteParents { kind: RouteKind::Tls, hostnames: &route.spec.hostnames, parent_refs };
+        let (attachments, parents) = attach(res, tables, key, &of, &mut report);
         if !parents.is_empty() {
             let mut issues = RuleIssues::default();
             let rule = Arc::new(compile_rule(res, slices, key, route, &mut report, &mut issues));
             report.parents = parent_statuses(parents, &issues);
-            for (t, listener, hostnames) in attachments {
+            for (_, t, listener, hostnames) in attachments {
                 report.attached.push(format!("{}/{}", tables[t].table.gateway, listener));
                 for h in hostnames {
                     let shown = h.as_ref().map(|h| h.to_string()).unwrap_or_else(|| "*".into());
@@ -193,7 +193,7 @@ fn compile_rule(
             weight: b.weight,
             ..Default::default()
         };
-        let target = match resolve_backend_of(res, slices, key, "TLSRoute", &as_http, &ns) {
+        let target = match resolve_backend_from(res, slices, RouteKind::Tls, key, &as_http, &ns) {
             Ok(endpoints) => BackendTarget::Endpoints(endpoints),
             Err(p) => {
                 report.problems.push(format!("backendRef {name}: {p}"));
@@ -208,7 +208,15 @@ fn compile_rule(
         report.problems.push(p.to_string());
         issues.unresolved.get_or_insert(p);
     }
-    Rule { route: key.clone(), index: 0, filters: vec![], backends, timeouts: Timeouts::default(), retry: None }
+    Rule {
+        route: key.clone(),
+        kind: RouteKind::Tls,
+        index: 0,
+        filters: vec![],
+        backends,
+        timeouts: Timeouts::default(),
+        retry: None,
+    }
 }
 
 #[cfg(test)]

@@ -8,8 +8,8 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use crate::resources::{ObjectKey, Resources};
 
-use super::GATEWAY_GROUP;
 use super::status::{Problem, Reason};
+use super::{GATEWAY_GROUP, RouteKind};
 
 pub(super) fn resolve_backend(
     res: &Resources,
@@ -18,15 +18,16 @@ pub(super) fn resolve_backend(
     b: &HttpRouteRulesBackendRefs,
     ns: &str,
 ) -> Result<Vec<SocketAddr>, Problem> {
-    resolve_backend_of(res, slices, route, "HTTPRoute", b, ns)
+    resolve_backend_from(res, slices, RouteKind::Http, route, b, ns)
 }
 
-/// [`resolve_backend`] for a route of `kind` (what a cross-namespace ReferenceGrant must name).
-pub(super) fn resolve_backend_of(
+/// [`resolve_backend`] for a backendRef of a route of `route_kind` (the kind a
+/// ReferenceGrant must name in `from`); a GRPCRoute's backendRef has the same fields.
+pub(super) fn resolve_backend_from(
     res: &Resources,
     slices: &SliceIndex<'_>,
+    route_kind: RouteKind,
     route: &ObjectKey,
-    kind_from: &str,
     b: &HttpRouteRulesBackendRefs,
     ns: &str,
 ) -> Result<Vec<SocketAddr>, Problem> {
@@ -35,8 +36,8 @@ pub(super) fn resolve_backend_of(
     if !(group.is_empty() || group == "core") || kind != "Service" {
         return Err(Problem::new(Reason::InvalidKind, format!("{group}/{kind} is not a Service")));
     }
-    if ns != route.namespace && !reference_granted_to(res, kind_from, &route.namespace, ns, &b.name) {
-        let why = format!("no ReferenceGrant in {ns} allows {kind_from}s from {}", route.namespace);
+    if ns != route.namespace && !reference_granted_from(res, route_kind, &route.namespace, ns, &b.name) {
+        let why = format!("no ReferenceGrant in {ns} allows {}s from {}", route_kind.as_str(), route.namespace);
         return Err(Problem::new(Reason::RefNotPermitted, why));
     }
     let Some(port) = b.port else {
@@ -101,10 +102,16 @@ impl<'a> SliceIndex<'a> {
 }
 
 /// Whether a ReferenceGrant in `to_ns` lets routes of `kind` in `from_ns` refer to `service`.
-pub(super) fn reference_granted_to(res: &Resources, kind: &str, from_ns: &str, to_ns: &str, service: &str) -> bool {
+pub(super) fn reference_granted_from(
+    res: &Resources,
+    kind: RouteKind,
+    from_ns: &str,
+    to_ns: &str,
+    service: &str,
+) -> bool {
     res.reference_grants.iter().any(|(k, g)| {
         k.namespace == to_ns
-            && g.spec.from.iter().any(|f| f.group == GATEWAY_GROUP && f.kind == kind && f.namespace == from_ns)
+            && g.spec.from.iter().any(|f| f.group == GATEWAY_GROUP && f.kind == kind.as_str() && f.namespace == from_ns)
             && g.spec.to.iter().any(|t| {
                 (t.group.is_empty() || t.group == "core")
                     && t.kind == "Service"

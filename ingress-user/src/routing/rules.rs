@@ -11,11 +11,11 @@ use http::HeaderName;
 
 use super::filters::Filter;
 use super::matching::{Matcher, PathMatch, ValueMatch, full_regex};
-use super::{Retry, RouteReport, Rule, Timeouts};
+use super::{Retry, RouteKind, RouteReport, Rule, Timeouts};
 use crate::resources::{ObjectKey, Resources};
 
 use super::filter_compile::{RefCtx, compile_filter, compile_filters};
-use super::refs::{SliceIndex, resolve_backend};
+use super::refs::{SliceIndex, resolve_backend_from};
 use super::status::{Problem, Reason, RuleIssues};
 use super::{Backend, BackendTarget};
 
@@ -50,7 +50,7 @@ pub(super) fn compile_rules(
                 }
             }
         }
-        let ctx = RefCtx { res, slices, route: key };
+        let ctx = RefCtx { res, slices, route: key, kind: RouteKind::Http };
         let filters = compile_filters(&ctx, rule.filters.iter().flatten());
         for f in &filters {
             if let Filter::Unsupported { reason } = f {
@@ -59,11 +59,19 @@ pub(super) fn compile_rules(
                 report.problems.push(msg);
             }
         }
-        let backends = compile_backends(res, slices, key, rule, ri, report, issues);
+        let backends = compile_backends(res, slices, (RouteKind::Http, key), rule, ri, report, issues);
         let timeouts = compile_timeouts(rule, ri, report);
         let retry = compile_retry(rule, ri, report);
         out.push(CompiledRule {
-            rule: Arc::new(Rule { route: key.clone(), index: ri, filters, backends, timeouts, retry }),
+            rule: Arc::new(Rule {
+                route: key.clone(),
+                kind: RouteKind::Http,
+                index: ri,
+                filters,
+                backends,
+                timeouts,
+                retry,
+            }),
             matchers,
         });
     }
@@ -122,7 +130,7 @@ pub(super) fn compile_match(
         };
         query.push((q.name.clone(), vm));
     }
-    Ok(Matcher { path, method, headers, query, order })
+    Ok(Matcher { path, method, headers, query, order, grpc: None })
 }
 
 pub(super) fn compile_timeouts(rule: &HttpRouteRules, ri: usize, report: &mut RouteReport) -> Timeouts {
@@ -168,7 +176,7 @@ pub(super) fn parse_duration(s: &str) -> Result<Duration, String> {
 pub(super) fn compile_backends(
     res: &Resources,
     slices: &SliceIndex<'_>,
-    key: &ObjectKey,
+    (kind, key): (RouteKind, &ObjectKey),
     rule: &HttpRouteRules,
     ri: usize,
     report: &mut RouteReport,
@@ -179,7 +187,7 @@ pub(super) fn compile_backends(
         let weight = b.weight.unwrap_or(1);
         let ns = b.namespace.clone().unwrap_or_else(|| key.namespace.clone());
         let name = format!("{ns}/{}:{}", b.name, b.port.map(|p| p.to_string()).unwrap_or_else(|| "?".into()));
-        let target = match resolve_backend(res, slices, key, b, &ns) {
+        let target = match resolve_backend_from(res, slices, kind, key, b, &ns) {
             Ok(endpoints) => BackendTarget::Endpoints(endpoints),
             Err(p) => {
                 report.problems.push(format!("rule {ri} backendRef {name}: {p}"));
@@ -194,7 +202,7 @@ pub(super) fn compile_backends(
             .iter()
             .flatten()
             .map(|f| match serde_json::to_value(f).and_then(serde_json::from_value::<HttpRouteRulesFilters>) {
-                Ok(f) => compile_filter(&RefCtx { res, slices, route: key }, &f),
+                Ok(f) => compile_filter(&RefCtx { res, slices, route: key, kind }, &f),
                 Err(e) => Filter::Unsupported { reason: format!("backendRef filter: {e}") },
             })
             .collect();

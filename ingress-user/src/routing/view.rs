@@ -75,6 +75,34 @@ pub struct MatchView {
     pub headers: Vec<NamedMatchView>,
     #[serde(rename = "queryParams")]
     pub query_params: Vec<NamedMatchView>,
+    /// A GRPCRouteMatch's method match (the rule matches gRPC calls only; `path` is
+    /// what it compiles to).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc: Option<GrpcMethodView>,
+}
+
+/// A GRPCMethodMatch as written: `{"type": "Exact", "service": "pkg.Svc", "method": "Get"}`;
+/// no type for a match without `method` (every service and method).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct GrpcMethodView {
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+}
+
+impl GrpcMethodView {
+    /// `Exact pkg.Svc/Get`, `RegularExpression pkg\..*/*`, `* (any method)`.
+    pub fn text(&self) -> String {
+        match &self.kind {
+            None => "* (every service and method)".into(),
+            Some(k) => {
+                format!("{k} {}/{}", self.service.as_deref().unwrap_or("*"), self.method.as_deref().unwrap_or("*"))
+            }
+        }
+    }
 }
 
 /// A match as the Gateway API writes it: `{"type": "PathPrefix", "value": "/api"}`.
@@ -125,6 +153,11 @@ fn match_view(m: &Matcher) -> MatchView {
         method: m.method.clone(),
         headers: m.headers.iter().map(|(n, v)| named(n.as_str(), v)).collect(),
         query_params: m.query.iter().map(|(n, v)| named(n, v)).collect(),
+        grpc: m.grpc.as_ref().map(|g| GrpcMethodView {
+            kind: g.kind.map(str::to_string),
+            service: g.service.clone(),
+            method: g.method.clone(),
+        }),
     }
 }
 
@@ -143,7 +176,7 @@ fn backend_view(b: &Backend) -> BackendView {
 fn rule_view(e: &Entry) -> RuleView {
     let r = &e.rule;
     RuleView {
-        route: r.route.to_string(),
+        route: r.route_label(),
         rule: r.index,
         matcher: match_view(&e.matcher),
         filters: json(&r.filters),
@@ -229,11 +262,25 @@ impl TableView {
                             None => format!("{} w{} -> [{}]", b.name, b.weight, b.endpoints.join(" ")),
                         })
                         .collect();
+                    let what = match &r.matcher.grpc {
+                        Some(g) => format!("gRPC {}", g.text()),
+                        None => format!(
+                            "{} {} {}",
+                            r.matcher.path.kind,
+                            r.matcher.path.value,
+                            r.matcher.method.as_deref().unwrap_or("")
+                        ),
+                    };
+                    let headers: Vec<String> = r
+                        .matcher
+                        .headers
+                        .iter()
+                        .filter(|_| r.matcher.grpc.is_some())
+                        .map(|h| format!(" header {} {} {}", h.name, h.matcher.kind, h.matcher.value))
+                        .collect();
                     out += &format!(
-                        "    {} {} {}  ({} rule {})  {}\n",
-                        r.matcher.path.kind,
-                        r.matcher.path.value,
-                        r.matcher.method.as_deref().unwrap_or(""),
+                        "    {what}{}  ({} rule {})  {}\n",
+                        headers.concat(),
                         r.route,
                         r.rule,
                         backends.join(", ")

@@ -268,6 +268,10 @@ fn load_document(ctx: &DocCtx<'_>, doc: &str, res: &mut Resources) -> Result<(),
             let o = tls_route(ctx, doc, &api_version)?;
             res.tls_routes.insert(key_of(&o.metadata), o);
         }
+        ("gateway.networking.k8s.io", "GRPCRoute") => {
+            let o: gateway_api::apis::standard::grpcroutes::GrpcRoute = ctx.parse(doc)?;
+            res.grpc_routes.insert(key_of(&o.metadata), o);
+        }
         ("gateway.networking.k8s.io", "ReferenceGrant") => {
             let o: gateway_api::apis::standard::referencegrants::ReferenceGrant = ctx.parse(doc)?;
             res.reference_grants.insert(key_of(&o.metadata), o);
@@ -380,6 +384,44 @@ spec:
         );
         // the good document of the same file was still read (the caller decides to keep the old table)
         assert_eq!(res.http_routes.len(), 1);
+    }
+
+    const GRPC_ROUTE: &str = "\
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata:
+  name: g1
+  namespace: ns1
+spec:
+  hostnames: [grpc.example.com]
+  rules:
+  - matches:
+    - method: {service: pkg.Svc, method: Get}
+    backendRefs:
+    - name: svc
+      port: 50051
+";
+
+    #[test]
+    fn grpc_routes_load_and_a_bad_one_is_located() {
+        let (res, errors) = load("grpc.yaml", GRPC_ROUTE);
+        assert!(errors.is_empty(), "{errors:?}");
+        let (key, r) = res.grpc_routes.iter().next().expect("a GRPCRoute");
+        assert_eq!(key.to_string(), "ns1/g1");
+        let m = r.spec.rules.as_ref().unwrap()[0].matches.as_ref().unwrap()[0].method.as_ref().unwrap();
+        assert_eq!((m.service.as_deref(), m.method.as_deref()), (Some("pkg.Svc"), Some("Get")));
+        assert!(res.http_routes.is_empty(), "a GRPCRoute is not an HTTPRoute");
+        // a method match type the API does not have: file, document, line, field
+        let bad = GRPC_ROUTE.replace("{service: pkg.Svc, method: Get}", "{type: Prefix, service: pkg.Svc}");
+        let (res, errors) = load("grpc.yaml", &format!("{GRPC_ROUTE}---\n{bad}"));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        let shown = errors[0].to_string();
+        assert!(
+            shown.starts_with("grpc.yaml: document 2, line 24, field `spec.rules[0].matches[0].method.type`"),
+            "{shown}"
+        );
+        assert!(shown.contains("Prefix"), "{shown}");
+        assert_eq!(res.grpc_routes.len(), 1, "the good document was read");
     }
 
     /// The whole message, as `/readyz` and the log show it: file, document (counting

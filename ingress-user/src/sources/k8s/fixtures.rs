@@ -3,6 +3,7 @@
 
 use gateway_api::apis::experimental::httproutes::HttpRoute;
 use gateway_api::apis::standard::gateways::Gateway;
+use gateway_api::apis::standard::grpcroutes::GrpcRoute;
 use gateway_api::apis::standard::referencegrants::ReferenceGrant;
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use kube::api::{ApiResource, DynamicObject};
@@ -26,6 +27,12 @@ pub fn route(name: &str, host: &str) -> HttpRoute {
     ))
 }
 
+pub fn grpc_route(name: &str, host: &str) -> GrpcRoute {
+    yaml(&format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\nmetadata: {{name: {name}, namespace: apps, generation: 4}}\nspec:\n  parentRefs: [{{name: gw, namespace: infra}}]\n  hostnames: [{host}]\n  rules: [{{matches: [{{method: {{service: echo.Echo, method: Say}}}}], backendRefs: [{{name: svc, port: 80}}]}}]\n"
+    ))
+}
+
 pub fn service() -> Service {
     yaml(
         "apiVersion: v1\nkind: Service\nmetadata: {name: svc, namespace: apps}\nspec: {ports: [{name: http, port: 80}]}\n",
@@ -43,6 +50,7 @@ pub struct Fixture {
     pub routes: Writer<HttpRoute>,
     pub svc: Writer<Service>,
     pub slices: Writer<DynamicObject>,
+    pub grpc: Writer<GrpcRoute>,
     pub stores: Stores,
 }
 
@@ -60,6 +68,7 @@ pub fn fixture() -> Fixture {
     };
     let slices = Writer::<DynamicObject>::new(ar);
     let ns = Writer::<Namespace>::default();
+    let grpc = Writer::<GrpcRoute>::default();
     let stores = Stores {
         gateways: gw.as_reader(),
         routes: routes.as_reader(),
@@ -68,6 +77,7 @@ pub fn fixture() -> Fixture {
         slices: slices.as_reader(),
         namespaces: ns.as_reader(),
         tls_routes: None,
+        grpc_routes: Some(grpc.as_reader()),
     };
-    Fixture { gw, routes, svc, slices, stores }
+    Fixture { gw, routes, svc, slices, grpc, stores }
 }

@@ -1,5 +1,5 @@
-//! Status written back with server-side apply under one field manager: HTTPRoute
-//! `status.parents` from the engine's route reports, and Gateway and listener status.
+//! Status written back with server-side apply under one field manager: HTTPRoute and
+//! GRPCRoute `status.parents` from the engine's route reports, and Gateway and listener status.
 //! The bodies are the gateway-api crate's status types with k8s-openapi's
 //! `Condition`; the engine's [`ParentStatus`] is converted here, at the edge.
 
@@ -11,6 +11,9 @@ use gateway_api::apis::experimental::httproutes::{
 use gateway_api::apis::standard::gateways::{
     Gateway, GatewayStatus, GatewayStatusListeners, GatewayStatusListenersSupportedKinds,
 };
+use gateway_api::apis::standard::grpcroutes::{
+    GrpcRoute, GrpcRouteStatus, GrpcRouteStatusParents, GrpcRouteStatusParentsParentRef,
+};
 use gateway_api::apis::standard::tlsroutes::TlsRoute;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
@@ -20,7 +23,7 @@ use serde_json::Value;
 
 use super::{CONTROLLER_NAME, FIELD_MANAGER};
 use crate::resources::{Resources, key_of};
-use crate::routing::{self, ParentStatus, Table};
+use crate::routing::{self, ParentStatus, RouteKind, Table};
 
 /// The apply body: kind, name and status only. Hand-written because the crate's object
 /// types always carry a `spec`, and applying one would claim its fields for our manager.
@@ -114,6 +117,29 @@ pub fn tls_route_status_body(route: &TlsRoute, api_version: &str, parents: &[Par
     body
 }
 
+/// The server-side-apply body for a GRPCRoute's status: as an HTTPRoute's.
+pub fn grpc_route_status_body(route: &GrpcRoute, parents: &[ParentStatus]) -> Value {
+    let generation = route.metadata.generation;
+    let previous: Vec<Condition> =
+        route.status.iter().flat_map(|s| &s.parents).flat_map(|p| p.conditions.iter().cloned()).collect();
+    let parents = parents
+        .iter()
+        .map(|p| GrpcRouteStatusParents {
+            parent_ref: GrpcRouteStatusParentsParentRef {
+                group: Some(Gateway::group(&()).into_owned()),
+                kind: Some(Gateway::kind(&()).into_owned()),
+                namespace: Some(p.gateway.namespace.clone()),
+                name: p.gateway.name.clone(),
+                section_name: p.section_name.clone(),
+                port: p.port,
+            },
+            controller_name: CONTROLLER_NAME.to_string(),
+            conditions: p.conditions.iter().map(|c| from_engine(c, generation, &previous)).collect(),
+        })
+        .collect();
+    apply_body::<GrpcRoute>(&route.metadata, GrpcRouteStatus { parents })
+}
+
 /// The server-side-apply body for a served Gateway's status: Accepted/Programmed, and
 /// per served listener the attached route count.
 pub fn gateway_status_body(gw: &Gateway, table: &Table) -> Value {
@@ -140,10 +166,23 @@ pub fn gateway_status_body(gw: &Gateway, table: &Table) -> Value {
             let count = reports.iter().filter(|r| r.attached.contains(&attached)).count();
             listeners.push(GatewayStatusListeners {
                 name: name.clone(),
-                supported_kinds: Some(vec![GatewayStatusListenersSupportedKinds {
-                    group: Some(HttpRoute::group(&()).into_owned()),
-                    kind: kind.into_owned(),
-                }]),
+                supported_kinds: Some(if tls {
+                    vec![GatewayStatusListenersSupportedKinds {
+                        group: Some(HttpRoute::group(&()).into_owned()),
+                        kind: kind.into_owned(),
+                    }]
+                } else {
+                    vec![
+                        GatewayStatusListenersSupportedKinds {
+                            group: Some(HttpRoute::group(&()).into_owned()),
+                            kind: HttpRoute::kind(&()).into_owned(),
+                        },
+                        GatewayStatusListenersSupportedKinds {
+                            group: Some(GrpcRoute::group(&()).into_owned()),
+                            kind: GrpcRoute::kind(&()).into_owned(),
+                        },
+                    ]
+                }),
                 attached_routes: i32::try_from(count).unwrap_or(i32::MAX),
                 conditions: vec![
                     served("Accepted", "listener served by the host ingress"),
@@ -229,6 +268,15 @@ impl StatusWriter {
             let name = route.1.metadata.name.clone().unwrap_or_default();
             self.apply(&api, &name, format!("TLSRoute {}", report.route), body).await;
         }
+        for report in table.routes.iter().filter(|r| !r.parents.is_empty()) {
+            let Some((key, route)) = res.grpc_routes.iter().find(|(k, _)| RouteKind::Grpc.label(k) == report.route)
+            else {
+                continue;
+            };
+            let body = grpc_route_status_body(route, &report.parents);
+            let api: Api<GrpcRoute> = Api::namespaced(self.client.clone(), &key.namespace);
+            self.apply(&api, &key.name, report.route.clone(), body).await;
+        }
         let mut gateways: Vec<_> = table.listeners.iter().map(|l| l.gateway.clone()).collect();
         gateways.sort();
         gateways.dedup();
@@ -267,7 +315,7 @@ mod tests {
     use kube::runtime::watcher::Event;
     use serde_json::json;
 
-    use super::super::fixtures::{fixture, gateway, route, service};
+    use super::super::fixtures::{fixture, gateway, grpc_route, route, service};
     use super::*;
     use crate::config::ListenMapping;
     use crate::resources::ObjectKey;
@@ -370,7 +418,8 @@ mod tests {
                 "conditions": [cond("Accepted", "served by the host ingress"), cond("Programmed", "served by the host ingress")],
                 "listeners": [{
                     "name": "http",
-                    "supportedKinds": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute"}],
+                    "supportedKinds": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute"},
+                        {"group": "gateway.networking.k8s.io", "kind": "GRPCRoute"}],
                     "attachedRoutes": 1,
                     "conditions": [cond("Accepted", listener), cond("Programmed", listener), cond("ResolvedRefs", "all references resolved")],
                 }],
@@ -412,6 +461,41 @@ mod tests {
         let gw = gateway_status_body(&res.gateways.values().next().unwrap().clone(), &t);
         assert_eq!(gw["status"]["listeners"][0]["attachedRoutes"], 1);
         assert_eq!(gw["status"]["listeners"][0]["name"], "http");
+    }
+
+    /// A GRPCRoute's status: the HTTPRoute body's shape under kind GRPCRoute, its own
+    /// generation, and ResolvedRefs from its backendRefs.
+    #[test]
+    fn the_grpc_route_body_is_the_httproute_shape_under_its_kind() {
+        let mut f = fixture();
+        f.gw.apply_watcher_event(&Event::Apply(gateway()));
+        f.grpc.apply_watcher_event(&Event::Apply(grpc_route("g1", "g.test")));
+        let res = f.stores.snapshot();
+        assert_eq!(res.grpc_routes.len(), 1, "the store feeds the snapshot");
+        let m: ListenMapping = "127.0.0.1:8080=infra/gw".parse().unwrap();
+        let t = compile(&res, &[m]);
+        let report = t.routes.iter().find(|r| r.route == "GRPCRoute apps/g1").expect("a report for the GRPCRoute");
+        let body = grpc_route_status_body(&res.grpc_routes[&ObjectKey::new("apps", "g1")], &report.parents);
+        let mut shown = body.clone();
+        strip_times(&mut shown);
+        let cond = |kind: &str, status: &str, reason: &str, message: &str| json!({"type": kind, "status": status, "reason": reason, "message": message, "observedGeneration": 4});
+        let expected = json!({
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "GRPCRoute",
+            "metadata": {"name": "g1", "namespace": "apps"},
+            "status": {"parents": [{
+                "parentRef": {"group": "gateway.networking.k8s.io", "kind": "Gateway", "namespace": "infra", "name": "gw"},
+                "controllerName": CONTROLLER_NAME,
+                "conditions": [
+                    cond("Accepted", "True", "Accepted", "the route is served"),
+                    cond("ResolvedRefs", "False", "BackendNotFound", "rule 0 backendRef apps/svc:80: Service apps/svc not found"),
+                ],
+            }]},
+        });
+        assert_eq!(shown, expected);
+        // the listener counts it among its attached routes
+        let gw = gateway_status_body(&res.gateways[&ObjectKey::new("infra", "gw")], &t);
+        assert_eq!(gw["status"]["listeners"][0]["attachedRoutes"], 1);
     }
 
     #[tokio::test]

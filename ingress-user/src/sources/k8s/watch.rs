@@ -6,6 +6,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use gateway_api::apis::experimental::httproutes::HttpRoute;
 use gateway_api::apis::standard::gateways::Gateway;
+use gateway_api::apis::standard::grpcroutes::GrpcRoute;
 use gateway_api::apis::standard::referencegrants::ReferenceGrant;
 use gateway_api::apis::standard::tlsroutes::TlsRoute;
 use k8s_openapi::api::core::v1::{Namespace, Service};
@@ -33,6 +34,9 @@ pub struct Stores {
     /// TLSRoutes at the version the server recommends, and that version; None when the
     /// server serves no TLSRoute kind (the Gateway API's experimental CRDs are absent).
     pub tls_routes: Option<(Store<DynamicObject>, kube::api::ApiResource)>,
+    /// GRPCRoutes, when the API server serves `grpcroutes` in gateway.networking.k8s.io/v1
+    /// (checked once at start: a CRD installed later is watched after a restart).
+    pub grpc_routes: Option<Store<GrpcRoute>>,
 }
 
 /// A TLSRoute of any served version (v1, v1alpha3, v1alpha2: the same fields;
@@ -79,6 +83,9 @@ impl Stores {
         for o in self.routes.state() {
             res.http_routes.insert(key_of(&o.metadata), (*o).clone());
         }
+        for o in self.grpc_routes.iter().flat_map(|s| s.state()) {
+            res.grpc_routes.insert(key_of(&o.metadata), (*o).clone());
+        }
         for o in self.grants.state() {
             res.reference_grants.insert(key_of(&o.metadata), (*o).clone());
         }
@@ -113,6 +120,9 @@ impl Stores {
         r.map_err(|_| KubeError::NotReady)?;
         if let Some((tls, _)) = &self.tls_routes {
             tls.wait_until_ready().await.map_err(|_| KubeError::NotReady)?;
+        }
+        if let Some(g) = &self.grpc_routes {
+            g.wait_until_ready().await.map_err(|_| KubeError::NotReady)?;
         }
         Ok(())
     }
@@ -173,10 +183,26 @@ pub async fn start_reflectors(client: Client, changed: Arc<Notify>) -> Result<St
             None
         }
     };
+    let grpc_routes = if grpc_routes_served(&discovery) {
+        let (store, w) = reflector::store();
+        spawn_reflector("GRPCRoute", Api::<GrpcRoute>::all(client.clone()), w, changed.clone());
+        Some(store)
+    } else {
+        tracing::warn!("the API server has no GRPCRoute v1 (gateway.networking.k8s.io): GRPCRoutes are not watched");
+        None
+    };
     let w = reflector::store::Writer::<DynamicObject>::new(slice_ar.clone());
     let slices = w.as_reader();
     spawn_reflector("EndpointSlice", Api::<DynamicObject>::all_with(client, &slice_ar), w, changed);
-    Ok(Stores { gateways, routes, grants, services, slices, namespaces, tls_routes })
+    Ok(Stores { gateways, routes, grants, services, slices, namespaces, tls_routes, grpc_routes })
+}
+
+/// Whether discovery lists `grpcroutes` in gateway.networking.k8s.io/v1 (the standard
+/// channel's GRPCRoute; older installs have only v1alpha2, or no GRPCRoute at all).
+fn grpc_routes_served(discovery: &kube::discovery::Discovery) -> bool {
+    discovery.get("gateway.networking.k8s.io").is_some_and(|g| {
+        g.versioned_resources("v1").iter().any(|(ar, _)| ar.kind == GrpcRoute::kind(&()) && ar.plural == "grpcroutes")
+    })
 }
 
 #[cfg(test)]
