@@ -82,6 +82,8 @@ const TIERS: &[Tier] = &[
             &["test", "-p", "ingress-tests", "--test", "framing"],
             // the config file: --config, SIGHUP reloads, a bad file kept out, `ingress check --config`
             &["test", "-p", "ingress-tests", "--test", "config_file"],
+            // HTTP/2: h2c clients and pods, trailers, gRPC, rapid-reset and CONTINUATION floods
+            &["test", "-p", "ingress-tests", "--test", "h2"],
         ],
     },
     Tier {
@@ -130,6 +132,8 @@ const TIERS: &[Tier] = &[
             &["test", "-p", "ingress-tests", "--test", "netns_l4_pinned", "--", "--test-threads=1"],
             // the config file with XDP: the guard reloaded by SIGHUP, SIGINT with detach_on_exit
             &["test", "-p", "ingress-tests", "--test", "netns_config", "--", "--test-threads=1"],
+            // an h2c gRPC call from the client namespace to a gRPC pod (hh2* namespaces)
+            &["test", "-p", "ingress-tests", "--test", "netns_h2", "--", "--test-threads=1"],
         ],
     },
     Tier {

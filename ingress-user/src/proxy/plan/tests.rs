@@ -63,7 +63,7 @@ impl Choices for Fixed {
 }
 
 const PEER: &str = "198.18.0.1:40000";
-const ON: PlanOptions = PlanOptions { forwarded_headers: true, request_ids: false };
+const ON: PlanOptions = PlanOptions { forwarded_headers: true, request_ids: false, scheme: "http" };
 
 /// Plans `method target` with `headers` (name, value); returns the plan and the
 /// headers as they would be sent.
@@ -175,7 +175,7 @@ fn a_forward_carries_the_rewritten_head() {
 #[test]
 fn options_turn_forwarded_headers_and_request_ids_on_and_off() {
     let t = fixture();
-    let off = PlanOptions { forwarded_headers: false, request_ids: true };
+    let off = PlanOptions { forwarded_headers: false, request_ids: true, scheme: "http" };
     let (_, h) = run(&t, "GET", "/", &[("host", "p.test")], off, &[0, 0xab, 0xcd]);
     assert!(!h.contains_key("x-forwarded-for"));
     assert_eq!(h.get("x-request-id").unwrap(), "00000000000000ab00000000000000cd");
