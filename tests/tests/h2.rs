@@ -222,6 +222,8 @@ const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const HEADERS: u8 = 0x1;
 const RST_STREAM: u8 = 0x3;
 const SETTINGS: u8 = 0x4;
+const PING: u8 = 0x6;
+const ACK: u8 = 0x1;
 const GOAWAY: u8 = 0x7;
 const CONTINUATION: u8 = 0x9;
 const END_STREAM: u8 = 0x1;
@@ -271,7 +273,9 @@ impl Seen {
 }
 
 /// Reads frames from `s` (bounded by `limit`) until the agent closes it.
-fn read_frames(mut s: TcpStream, limit: Duration) -> std::thread::JoinHandle<Seen> {
+/// With `ack`, SETTINGS and PING are acknowledged (a graceful GOAWAY waits for a PING
+/// ack); not while another thread writes frames (two writers could interleave).
+fn read_frames(mut s: TcpStream, limit: Duration, ack: bool) -> std::thread::JoinHandle<Seen> {
     std::thread::spawn(move || {
         let start = Instant::now();
         s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
@@ -297,7 +301,13 @@ fn read_frames(mut s: TcpStream, limit: Duration) -> std::thread::JoinHandle<See
                     break;
                 }
                 let stream = u32::from_be_bytes([buf[5], buf[6], buf[7], buf[8]]) & 0x7fff_ffff;
-                seen.frames.push((buf[3], buf[4], stream, buf[9..9 + len].to_vec()));
+                let (kind, flags, payload) = (buf[3], buf[4], buf[9..9 + len].to_vec());
+                if ack && kind == SETTINGS && flags & ACK == 0 {
+                    let _ = s.write_all(&frame(SETTINGS, ACK, 0, &[]));
+                } else if ack && kind == PING && flags & ACK == 0 {
+                    let _ = s.write_all(&frame(PING, ACK, 0, &payload));
+                }
+                seen.frames.push((kind, flags, stream, payload));
                 buf.drain(..9 + len);
             }
         }
@@ -347,7 +357,7 @@ fn a_rapid_reset_flood_gets_goaway_while_other_clients_are_served() {
 
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
-    let reader = read_frames(s.try_clone().unwrap(), Duration::from_secs(15));
+    let reader = read_frames(s.try_clone().unwrap(), Duration::from_secs(15), false);
     s.write_all(PREFACE).unwrap();
     s.write_all(&frame(SETTINGS, 0, 0, &[])).unwrap();
     // HEADERS then RST_STREAM(CANCEL), 5000 times, in batches of 100
@@ -371,6 +381,8 @@ fn a_rapid_reset_flood_gets_goaway_while_other_clients_are_served() {
         }
     }
     let seen = reader.join().unwrap();
+    // the other client goes on for a while after the flood, too
+    std::thread::sleep(Duration::from_secs(1).saturating_sub(started.elapsed()).max(Duration::from_millis(300)));
     stop.store(true, Ordering::Release);
     let (slowest, failures, served) = asking.join().unwrap();
 
@@ -401,7 +413,7 @@ fn a_continuation_flood_is_closed_at_the_header_limit() {
 
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
-    let reader = read_frames(s.try_clone().unwrap(), Duration::from_secs(15));
+    let reader = read_frames(s.try_clone().unwrap(), Duration::from_secs(15), false);
     s.write_all(PREFACE).unwrap();
     s.write_all(&frame(SETTINGS, 0, 0, &[])).unwrap();
     // HEADERS without END_HEADERS: a literal header whose value says 16 MiB, then
@@ -425,6 +437,7 @@ fn a_continuation_flood_is_closed_at_the_header_limit() {
         sent += 1;
     }
     let seen = reader.join().unwrap();
+    std::thread::sleep(Duration::from_secs(1).saturating_sub(started.elapsed()).max(Duration::from_millis(300)));
     stop.store(true, Ordering::Release);
     let (slowest, failures, served) = asking.join().unwrap();
 
@@ -443,9 +456,10 @@ fn shutdown_sends_goaway_and_finishes_the_open_stream() {
     let t = setup("h2-goaway");
     let addr = t.s.client.addr;
     let mut s = TcpStream::connect(addr).unwrap();
-    let reader = read_frames(s.try_clone().unwrap(), Duration::from_secs(10));
     s.write_all(PREFACE).unwrap();
     s.write_all(&frame(SETTINGS, 0, 0, &[])).unwrap();
+    let reader = read_frames(s.try_clone().unwrap(), Duration::from_secs(10), true);
+    std::thread::sleep(Duration::from_millis(100)); // the reader's SETTINGS ack first
     // one request to an HTTP/1.1 pod that answers after 700 ms, then SIGTERM
     let mut block = request_block("f.test", "/second");
     let name = b"x-echo-sleep-ms"; // a literal header with a new name

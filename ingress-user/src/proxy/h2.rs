@@ -261,7 +261,7 @@ impl Proxy {
         let resets = Resets::new();
         let svc = {
             let (proxy, activity, resets) = (self.clone(), activity.clone(), resets.clone());
-            hyper::service::service_fn(move |mut req| {
+            hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
                 let (proxy, activity, resets) = (proxy.clone(), activity.clone(), resets.clone());
                 req.extensions_mut().insert(plan::ClientScheme(scheme));
                 Box::pin(async move {

@@ -105,7 +105,6 @@ impl H2Pool {
         to_h2(&mut req).map_err(H2Error::Request)?;
         let slot = self.slots.lock().expect("h2 pool").entry(endpoint).or_default().clone();
         slot.used_ms.store(self.epoch.elapsed().as_millis() as u64, Ordering::Release);
-        let mut req = req;
         // a pooled connection the pod closed since: dial once more
         for fresh in [false, true] {
             let mut sender = self.sender(&slot, endpoint, fresh).await?;

@@ -237,3 +237,26 @@ fn hop_by_hop_headers_are_removed() {
     assert_eq!(h.get(header::TE).unwrap(), "trailers", "the client takes trailers");
     assert_eq!(h.get(header::TRAILER).unwrap(), "x-sum", "Trailer is end to end");
 }
+
+// HTTP/2 (issue 12): hyper hands an h2 request over with `:scheme` and `:authority` in
+// its target and usually no Host; the client's scheme comes from the connection.
+#[test]
+fn an_http2_request_is_routed_by_authority_and_tells_its_scheme() {
+    let t = fixture();
+    let tls = PlanOptions { scheme: "https", ..ON };
+    let (p, h) = run(&t, "POST", "https://p.test/api/x?y=1", &[("te", "trailers")], tls, &[]);
+    let f = forward_of(&p);
+    assert_eq!(f.uri, "http://10.42.0.5:8080/v1/x?y=1", "routed by :authority, sent in origin-form");
+    assert_eq!(h.get(header::HOST).unwrap(), "internal.test", "Host made from :authority, then rewritten");
+    assert_eq!(h.get("x-forwarded-proto").unwrap(), "https");
+    assert_eq!(h.get("x-forwarded-host").unwrap(), "p.test");
+    assert_eq!(h.get(header::TE).unwrap(), "trailers", "gRPC's TE: trailers reaches the pod");
+    // a redirect without a scheme of its own keeps the client's
+    let (p, _) = run(&t, "GET", "https://p.test:8443/old", &[], tls, &[]);
+    let loc = local_of(&p).headers.iter().find(|(n, _)| n == header::LOCATION).map(|(_, v)| v.to_str().unwrap());
+    assert_eq!(loc, Some("https://p.test:8443/new"));
+    // no :authority (allowed in HTTP/2): the Host field routes
+    let (p, h) = run(&t, "GET", "/", &[("host", "p.test")], ON, &[]);
+    assert!(matches!(p.plan, Plan::Forward(_)));
+    assert_eq!(h.get("x-forwarded-proto").unwrap(), "http");
+}
