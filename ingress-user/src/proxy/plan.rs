@@ -335,6 +335,7 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
         header::PROXY_AUTHORIZATION,
         HeaderName::from_static("keep-alive"),
         HeaderName::from_static("proxy-connection"),
+        HeaderName::from_static("http2-settings"),
     ] {
         h.remove(n);
     }
@@ -377,7 +378,14 @@ pub fn requested(h: &HeaderMap) -> Option<HeaderValue> {
     if !connection_upgrade {
         return None;
     }
-    h.get(header::UPGRADE).cloned()
+    let up = h.get(header::UPGRADE)?;
+    // HTTP/1.1's upgrade to h2c (RFC 7540 3.2, dropped by RFC 9113) is not offered: the
+    // request is served as HTTP/1.1 (a tunnel to one pod would carry later requests
+    // past the router); its Upgrade and HTTP2-Settings fields are removed as hop-by-hop
+    if up.as_bytes().split(|b| *b == b',').any(|p| p.trim_ascii().eq_ignore_ascii_case(b"h2c")) {
+        return None;
+    }
+    Some(up.clone())
 }
 
 #[cfg(test)]

@@ -260,3 +260,23 @@ fn an_http2_request_is_routed_by_authority_and_tells_its_scheme() {
     assert!(matches!(p.plan, Plan::Forward(_)));
     assert_eq!(h.get("x-forwarded-proto").unwrap(), "http");
 }
+
+#[test]
+fn an_upgrade_to_h2c_is_not_offered_and_the_request_is_served_as_http_1_1() {
+    let t = fixture();
+    let h2c = [
+        ("host", "p.test"),
+        ("connection", "Upgrade, HTTP2-Settings"),
+        ("upgrade", "h2c"),
+        ("http2-settings", "AAMAAABkAAQAAP__"),
+    ];
+    let (p, h) = run(&t, "GET", "/", &h2c, ON, &[]);
+    assert!(forward_of(&p).upgrade.is_none(), "no tunnel to one pod");
+    for n in ["upgrade", "connection", "http2-settings"] {
+        assert!(!h.contains_key(n), "{n} removed");
+    }
+    // a WebSocket upgrade still is one
+    let ws = [("host", "p.test"), ("connection", "Upgrade"), ("upgrade", "websocket")];
+    let (p, _) = run(&t, "GET", "/", &ws, ON, &[]);
+    assert_eq!(forward_of(&p).upgrade.as_ref().map(|v| v.to_str().unwrap()), Some("websocket"));
+}
