@@ -51,10 +51,14 @@ struct H2Setup {
 }
 
 fn setup(tag: &str) -> H2Setup {
+    setup_with(tag, &[])
+}
+
+fn setup_with(tag: &str, flags: &[&str]) -> H2Setup {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let h2pod = H2Backend::start_local(rt.handle(), "h2pod");
     let grpcpod = H2Backend::start_local(rt.handle(), "grpcpod");
-    let s = Setup::local_with_manifests(tag, &manifests(h2pod.addr, grpcpod.addr), &[]);
+    let s = Setup::local_with_manifests(tag, &manifests(h2pod.addr, grpcpod.addr), flags);
     H2Setup { rt, s, h2pod, grpcpod }
 }
 
@@ -480,4 +484,34 @@ fn shutdown_sends_goaway_and_finishes_the_open_stream() {
     let status = &seen.frames[answer].3;
     assert_eq!(status.first(), Some(&0x88), "HPACK :status 200 (static index 8)");
     assert!(seen.closed.is_some(), "closed after the stream finished");
+}
+
+#[test]
+fn an_idle_h2_connection_is_one_connection_under_the_per_source_cap() {
+    let t = setup_with("h2-cap", &["--max-connections-per-source", "1"]);
+    let addr = t.s.client.addr;
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(PREFACE).unwrap();
+    s.write_all(&frame(SETTINGS, 0, 0, &[])).unwrap();
+    let reader = read_frames(s.try_clone().unwrap(), Duration::from_secs(8), true);
+    std::thread::sleep(Duration::from_millis(100));
+    // three streams on it, answered; then it is idle
+    for id in [1, 3, 5] {
+        s.write_all(&frame(HEADERS, END_HEADERS | END_STREAM, id, &request_block("h2.test", "/cap"))).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    // a second connection from the same source: the idle h2 one makes room
+    let r = client::send(addr, &H1::get("f.test", "/second"), Duration::from_secs(5)).expect("admitted");
+    assert_eq!(r.status, 200);
+    let seen = reader.join().unwrap();
+    let mut answered: Vec<u32> = seen.frames.iter().filter(|f| f.0 == HEADERS).map(|f| f.2).collect();
+    answered.dedup(); // an answer's head and its trailers
+    answered.sort();
+    answered.dedup();
+    let answered = answered.iter().filter(|id| [1, 3, 5].contains(*id)).count();
+    assert_eq!(answered, 3, "all three streams were served on the one connection");
+    assert!(seen.goaway().is_some(), "the evicted h2 connection got GOAWAY");
+    assert!(seen.closed.is_some(), "and was closed");
+    let p = t.s.agent.stats().proxy;
+    assert_eq!((p.connections_evicted, p.connections_refused, p.h2_connections), (1, 0, 1), "{p:?}");
 }
