@@ -126,6 +126,13 @@ pub enum Cmd {
         /// (default: the pinned data path outlives the agent). `cargo xtask load` sets it.
         #[arg(long)]
         detach_on_exit: bool,
+        /// HTTP/2: streams one client connection may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS).
+        #[arg(long, value_name = "N", default_value_t = crate::proxy::h2::DEFAULT_MAX_CONCURRENT_STREAMS)]
+        h2_max_concurrent_streams: u32,
+        /// HTTP/2: seconds a client connection may stay without an open stream before
+        /// it gets GOAWAY and is closed.
+        #[arg(long, value_name = "SECONDS", default_value_t = crate::proxy::h2::DEFAULT_IDLE_TIMEOUT.as_secs())]
+        h2_idle_timeout: u64,
         /// The flags given on the command line (filled by [`parse`]; not a flag).
         #[arg(skip)]
         given: Vec<String>,
@@ -237,6 +244,8 @@ pub fn run_flags(cmd: Cmd) -> Option<(Option<PathBuf>, crate::config::settings::
         pin_path,
         config,
         detach_on_exit,
+        h2_max_concurrent_streams,
+        h2_idle_timeout,
         given,
     } = cmd
     else {
@@ -265,6 +274,8 @@ pub fn run_flags(cmd: Cmd) -> Option<(Option<PathBuf>, crate::config::settings::
         pod_route,
         pin_path,
         detach_on_exit,
+        h2_max_concurrent_streams,
+        h2_idle_timeout,
     };
     Some((config, flags, given))
 }

@@ -30,6 +30,8 @@ pub mod tcp_echo;
 pub mod l4bench;
 // The framing tests' "bad pod": a backend that writes exact bytes.
 pub mod raw_backend;
+// HTTP/2: h2c and gRPC test pods, an h2 client helper (tests/tests/h2.rs, netns_h2.rs).
+pub mod h2_backend;
 // The install tier: a debootstrap root booted with systemd-nspawn.
 pub mod machine;
 // TLS passthrough: a rustls server as a pod, a rustls client (large ClientHellos too).

@@ -6,8 +6,8 @@
 //!   proxy's own answers to gRPC calls as gRPC statuses (Trailers-Only: HTTP 200,
 //!   `grpc-status`, `grpc-message`); a GRPCRoute on a hostname an older HTTPRoute has
 //!   is not accepted; `ingress routes` shows the GRPCRoute.
-//! - over h2c (HTTP/2 with prior knowledge, to an h2c gRPC backend): ignored until the
-//!   proxy serves HTTP/2 (the HTTP/2 part of issue 12); run it with `--ignored`.
+//! - over h2c (HTTP/2 with prior knowledge, to an h2c gRPC backend whose Service port
+//!   says `appProtocol: kubernetes.io/h2c`).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -208,7 +208,6 @@ fn a_grpcroute_on_an_httproutes_hostname_is_not_accepted_and_routes_shows_it() {
 /// gRPC over h2c end to end: an h2c client (prior knowledge) -> the agent -> an h2c
 /// gRPC backend (`appProtocol: kubernetes.io/h2c`). Needs the proxy's HTTP/2.
 #[test]
-#[ignore = "needs HTTP/2 in the proxy (h2c prior knowledge, h2c backends by appProtocol): enable after the merge"]
 fn grpc_over_h2c_end_to_end() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let (a, b) = rt.block_on(async { (h2c_backend::start("grpc-a").await, h2c_backend::start("grpc-b").await) });

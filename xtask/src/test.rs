@@ -86,6 +86,8 @@ const TIERS: &[Tier] = &[
             &["test", "-p", "ingress-tests", "--test", "config_file"],
             // TLS passthrough by SNI to rustls pods on 127.0.0.1 (TLSRoute)
             &["test", "-p", "ingress-tests", "--test", "passthrough"],
+            // HTTP/2: h2c clients and pods, trailers, gRPC, rapid-reset and CONTINUATION floods
+            &["test", "-p", "ingress-tests", "--test", "h2"],
         ],
     },
     Tier {
@@ -138,6 +140,8 @@ const TIERS: &[Tier] = &[
             &["test", "-p", "ingress-tests", "--test", "netns_config", "--", "--test-threads=1"],
             // TLS passthrough to a pod: joined in the kernel, and copied in user space (hpas-*)
             &["test", "-p", "ingress-tests", "--test", "netns_passthrough", "--", "--test-threads=1"],
+            // an h2c gRPC call from the client namespace to a gRPC pod (hh2* namespaces)
+            &["test", "-p", "ingress-tests", "--test", "netns_h2", "--", "--test-threads=1"],
         ],
     },
     Tier {

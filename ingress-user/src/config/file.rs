@@ -49,6 +49,8 @@ pub struct FileConfig {
     pub pod_route: Option<Vec<Parsed<PodRoute>>>,
     pub pin_path: Option<PathBuf>,
     pub detach_on_exit: Option<bool>,
+    pub h2_max_concurrent_streams: Option<u32>,
+    pub h2_idle_timeout: Option<u64>,
 }
 
 /// A parsed file: its settings and where each top-level key is, for errors found

@@ -48,6 +48,8 @@ pub struct RunFlags {
     pub pod_route: Vec<PodRoute>,
     pub pin_path: PathBuf,
     pub detach_on_exit: bool,
+    pub h2_max_concurrent_streams: u32,
+    pub h2_idle_timeout: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -157,6 +159,14 @@ pub fn merge(
             f.forwarded_headers.as_ref().map_or(flags.forwarded_headers, |c| c.0)
         } == OnOff::On,
         request_ids: flags.request_id || f.request_id == Some(true),
+        h2: crate::proxy::h2::H2Config {
+            max_concurrent_streams: if given_or("h2_max_concurrent_streams") {
+                flags.h2_max_concurrent_streams
+            } else {
+                f.h2_max_concurrent_streams.unwrap_or(flags.h2_max_concurrent_streams)
+            },
+            idle_timeout: Duration::from_secs(pick("h2_idle_timeout", flags.h2_idle_timeout, f.h2_idle_timeout)),
+        },
     };
     let drain = Duration::from_secs(pick("drain_timeout", flags.drain_timeout, f.drain_timeout));
     let admin = if given_or("admin") { flags.admin } else { f.admin.as_ref().map_or(flags.admin, |a| a.0) };
@@ -209,6 +219,14 @@ fn list<T: Clone>(flag: &[T], file: Option<Vec<T>>) -> Vec<T> {
 
 /// Checks across keys: (the key to blame, why).
 fn check(s: &RunSettings) -> Result<(), (&'static str, String)> {
+    if s.proxy.h2.max_concurrent_streams == 0 {
+        let why = "--h2-max-concurrent-streams 0 would refuse every HTTP/2 request: give at least 1 (default 100)";
+        return Err(("h2_max_concurrent_streams", why.into()));
+    }
+    if s.proxy.h2.idle_timeout.is_zero() {
+        let why = "--h2-idle-timeout 0 would close every HTTP/2 connection at once: give seconds (default 300)";
+        return Err(("h2_idle_timeout", why.into()));
+    }
     let l7_ports: Vec<u16> = s.listen.iter().map(|m| m.addr.port()).collect();
     crate::datapath::l4::check_mappings(&s.l4, &l7_ports).map_err(|e| ("l4", e))?;
     let mut addrs = BTreeSet::new();
@@ -381,6 +399,22 @@ kubeconfig = "/etc/ebpf-ingress/kubeconfig"
             let e = merged(&[], file).unwrap_err().to_string();
             assert!(e.starts_with(want), "{file}: {e}");
         }
+    }
+
+    #[test]
+    fn http2_limits_come_from_flags_or_the_file_and_zero_is_refused() {
+        let s = merged(&[], "listen = [\"0.0.0.0:8080=a/b\"]\n").unwrap();
+        assert_eq!(s.proxy.h2, crate::proxy::h2::H2Config::default());
+        assert_eq!((s.proxy.h2.max_concurrent_streams, s.proxy.h2.idle_timeout.as_secs()), (100, 300));
+        let file = "listen = [\"0.0.0.0:8080=a/b\"]\nh2_max_concurrent_streams = 7\nh2_idle_timeout = 9\n";
+        let s = merged(&[], file).unwrap();
+        assert_eq!((s.proxy.h2.max_concurrent_streams, s.proxy.h2.idle_timeout.as_secs()), (7, 9));
+        let s = merged(&["--h2-max-concurrent-streams", "3"], file).unwrap();
+        assert_eq!(s.proxy.h2.max_concurrent_streams, 3, "the flag wins");
+        let e = merged(&[], "listen = [\"0.0.0.0:8080=a/b\"]\nh2_max_concurrent_streams = 0\n").unwrap_err();
+        assert!(e.to_string().starts_with("c.toml:2:1: key `h2_max_concurrent_streams`: "), "{e}");
+        let e = merged(&["--h2-idle-timeout", "0"], "listen = [\"0.0.0.0:8080=a/b\"]\n").unwrap_err();
+        assert!(e.to_string().contains("--h2-idle-timeout 0"), "{e}");
     }
 
     #[test]

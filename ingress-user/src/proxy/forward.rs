@@ -12,7 +12,7 @@ use hyper::body::Incoming;
 
 use super::error::ProxyError;
 use super::{Body, Proxy};
-use crate::routing::{Backend, Rule};
+use crate::routing::{Backend, BackendProtocol, Rule};
 
 /// Endpoints tried for one request when connections are refused.
 const MAX_CONNECT_TRIES: usize = 3;
@@ -32,6 +32,15 @@ fn replayable<B>(req: &Request<B>) -> bool {
         && !matches!(*req.method(), http::Method::POST | http::Method::PATCH)
 }
 
+/// A request for an HTTP/1.1 pod: an HTTP/2 client's request goes out as HTTP/1.1
+/// (hyper's HTTP/1 client refuses version 2; Host was set from `:authority` by the plan).
+pub(super) fn as_http1<B>(mut req: Request<B>) -> Request<B> {
+    if req.version() == http::Version::HTTP_2 {
+        *req.version_mut() = http::Version::HTTP_11;
+    }
+    req
+}
+
 fn copy_head(req: &Request<Body>, endpoint: SocketAddr, pq: &str) -> Option<Request<Body>> {
     let uri: Uri = format!("http://{endpoint}{pq}").parse().ok()?;
     let mut b = Request::builder().method(req.method().clone()).uri(uri).version(req.version());
@@ -45,9 +54,19 @@ impl Proxy {
         req: Request<Body>,
         timeout: Option<Duration>,
         endpoint: SocketAddr,
-        backend: &str,
+        backend: &Backend,
     ) -> Outcome {
-        let fut = self.client.request(req);
+        // HTTP/1.1 over the pooled client, or HTTP/2 to an h2c pod (`h2_client.rs`)
+        let fut = async {
+            match backend.protocol {
+                BackendProtocol::Http1 => {
+                    self.client.request(as_http1(req)).await.map_err(|e| (e.is_connect(), e.to_string()))
+                }
+                BackendProtocol::H2c => {
+                    self.h2c.request(endpoint, req).await.map_err(|e| (e.is_connect(), e.to_string()))
+                }
+            }
+        };
         let result = match timeout {
             Some(t) => match tokio::time::timeout(t, fut).await {
                 Ok(r) => r,
@@ -57,10 +76,11 @@ impl Proxy {
         };
         match result {
             Ok(r) => Outcome::Response(r),
-            Err(e) => {
+            Err((connect, e)) => {
                 self.metrics.backend_error();
-                tracing::debug!(%endpoint, %backend, error = %e, connect = e.is_connect(), "backend request failed");
-                if e.is_connect() { Outcome::ConnectFailed } else { Outcome::Failed }
+                let backend = &backend.name;
+                tracing::debug!(%endpoint, %backend, error = %e, connect, "backend request failed");
+                if connect { Outcome::ConnectFailed } else { Outcome::Failed }
             }
         }
     }
@@ -90,7 +110,7 @@ impl Proxy {
                         copy_head(head, endpoint, pq).expect("same URI shape as the first attempt")
                     }
                 };
-                match self.attempt(req, rule.timeouts.backend_request, endpoint, &backend.name).await {
+                match self.attempt(req, rule.timeouts.backend_request, endpoint, backend).await {
                     Outcome::Response(resp) => {
                         let code = resp.status().as_u16();
                         let retry_code = retry.is_some_and(|r| r.codes.contains(&code));

@@ -53,6 +53,10 @@ mod client_body;
 pub mod normalize;
 pub mod refuse;
 
+// HTTP/2 (issue 12): h2c and h2 clients, h2c backends
+pub mod h2;
+mod h2_client;
+
 pub type Body = BoxBody<Bytes, hyper::Error>;
 
 /// Largest request head accepted; larger ones get 431.
@@ -72,6 +76,8 @@ pub struct ProxyConfig {
     pub forwarded_headers: bool,
     /// Add an X-Request-Id (random, 128 bits, hex) to requests that have none.
     pub request_ids: bool,
+    /// HTTP/2 limits (`--h2-*`).
+    pub h2: h2::H2Config,
 }
 
 impl Default for ProxyConfig {
@@ -81,6 +87,7 @@ impl Default for ProxyConfig {
             head_timeout: HEAD_TIMEOUT,
             forwarded_headers: true,
             request_ids: false,
+            h2: h2::H2Config::default(),
         }
     }
 }
@@ -95,6 +102,8 @@ pub struct Proxy {
     /// Prometheus families for `/metrics`.
     pub prom: Metrics,
     client: Client<HttpConnector, Body>,
+    /// Connections to h2c backends (`appProtocol: kubernetes.io/h2c`).
+    h2c: Arc<h2_client::H2Pool>,
     shutdown: tokio::sync::watch::Sender<bool>,
     joiner: Arc<Joiner>,
     /// Round robin over each backend's endpoints.
@@ -126,6 +135,7 @@ impl Proxy {
             metrics: ProxyMetrics::default(),
             prom: Metrics::default(),
             client,
+            h2c: Default::default(),
             shutdown: tokio::sync::watch::Sender::new(false),
             joiner: Arc::new(joiner),
             endpoints: Default::default(),
@@ -175,11 +185,28 @@ impl Proxy {
             let proxy_timeout = self.config.load().head_timeout.max(Duration::from_millis(1));
             tokio::spawn(async move {
                 let _guard = (guard, source.slot);
-                let io = if proxy.passthrough_served(index) {
-                    let Some(io) = proxy.serve_passthrough(stream, index, proxy_timeout, &tracked).await else {
-                        return;
-                    };
-                    io
+                // a TLS passthrough address: the ClientHello's SNI picks the pod (a plain
+                // connection there is HTTP/1.1 when the address also maps HTTP listeners)
+                if proxy.passthrough_served(index) {
+                    if let Some(io) = proxy.serve_passthrough(stream, index, proxy_timeout, &tracked).await {
+                        proxy.serve_http(io, index, peer, proxy_timeout, stop, tracked).await;
+                    }
+                    return;
+                }
+                // h2c with prior knowledge: the preface is looked at before anything reads
+                let mut stream = stream;
+                let mut sniff_stop = proxy.shutdown.subscribe();
+                let prefix = match h2::sniff(&mut stream, proxy_timeout, &mut sniff_stop, &tracked).await {
+                    h2::Sniffed::H2(prefix) => {
+                        let io = conn::ClientIo::new(stream, prefix);
+                        // boxed: HTTP/1.1 connection tasks do not carry its size
+                        return Box::pin(proxy.serve_h2(io, index, peer, "http", tracked)).await;
+                    }
+                    h2::Sniffed::Http1(prefix) => prefix,
+                    h2::Sniffed::Closed => return,
+                };
+                let io = if !prefix.is_empty() {
+                    conn::ClientIo::new(stream, prefix) // part of a preface, then not: not spliced
                 } else if proxy.splice_possible(index) {
                     // busy while its first head is read and while it is spliced: never evicted
                     let busy = tracked.activity.begin();
@@ -374,7 +401,9 @@ impl Proxy {
             return ProxyError::ListenerMissing.into();
         };
         let config = self.config.load();
-        let opts = plan::PlanOptions { forwarded_headers: config.forwarded_headers, request_ids: config.request_ids };
+        let scheme = req.extensions().get::<plan::ClientScheme>().map_or("http", |s| s.0);
+        let opts =
+            plan::PlanOptions { forwarded_headers: config.forwarded_headers, request_ids: config.request_ids, scheme };
         drop(config);
         let (method, uri) = (req.method().clone(), req.uri().clone());
         let head = plan::Head { method: &method, uri: &uri, headers: req.headers_mut(), peer };
@@ -468,10 +497,18 @@ impl Proxy {
                 *h = parts.headers.clone();
             }
             let Ok(copy) = copy.body(full(bytes.clone())) else { continue };
-            let client = self.client.clone();
+            let (client, h2c, protocol) = (self.client.clone(), self.h2c.clone(), m.protocol);
             let backend = m.backend.clone();
             tokio::spawn(async move {
-                match tokio::time::timeout(MIRROR_TIMEOUT, client.request(copy)).await {
+                let sent = async {
+                    match protocol {
+                        crate::routing::BackendProtocol::H2c => h2c.request(ep, copy).await.map_err(|e| e.to_string()),
+                        crate::routing::BackendProtocol::Http1 => {
+                            client.request(forward::as_http1(copy)).await.map_err(|e| e.to_string())
+                        }
+                    }
+                };
+                match tokio::time::timeout(MIRROR_TIMEOUT, sent).await {
                     Ok(Ok(resp)) => {
                         // Drain so the connection returns to the pool.
                         let _ = resp.into_body().collect().await;

@@ -26,7 +26,15 @@ pub struct PlanOptions {
     pub forwarded_headers: bool,
     /// Add an X-Request-Id to requests that have none.
     pub request_ids: bool,
+    /// The client's scheme (`http`, or `https` behind TLS): X-Forwarded-Proto, and a
+    /// redirect's scheme when the filter names none.
+    pub scheme: &'static str,
 }
+
+/// The scheme a request reached the proxy with (`http` or `https`), put in the
+/// request's extensions by the connection code that knows (`h2.rs`); absent: `http`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientScheme(pub &'static str);
 
 /// The request as the plan sees it. The plan rewrites `headers` in place (filters,
 /// Host, X-Forwarded-*, hop-by-hop fields).
@@ -177,7 +185,7 @@ fn decide(
     }
     if let Some(r) = rule.redirect() {
         let input = RedirectInput {
-            scheme: "http",
+            scheme: opts.scheme,
             host: &host,
             host_port,
             listener_port: lt.listener_port().unwrap_or(80),
@@ -266,7 +274,7 @@ fn decide(
         }
     }
     if opts.forwarded_headers {
-        forwarded_headers(headers, peer, &host_value);
+        forwarded_headers(headers, peer, &host_value, opts.scheme);
     }
     if opts.request_ids && !headers.contains_key("x-request-id") {
         headers.insert("x-request-id", request_id(choices));
@@ -332,6 +340,7 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
         header::PROXY_AUTHORIZATION,
         HeaderName::from_static("keep-alive"),
         HeaderName::from_static("proxy-connection"),
+        HeaderName::from_static("http2-settings"),
     ] {
         h.remove(n);
     }
@@ -346,7 +355,7 @@ fn request_id(choices: &mut dyn Choices) -> HeaderValue {
     HeaderValue::from_str(&id).expect("hex is a valid header value")
 }
 
-fn forwarded_headers(h: &mut HeaderMap, peer: SocketAddr, host: &str) {
+fn forwarded_headers(h: &mut HeaderMap, peer: SocketAddr, host: &str, scheme: &'static str) {
     let ip = peer.ip().to_string();
     let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
         Some(prev) => format!("{prev}, {ip}"),
@@ -355,7 +364,7 @@ fn forwarded_headers(h: &mut HeaderMap, peer: SocketAddr, host: &str) {
     if let Ok(v) = HeaderValue::from_str(&xff) {
         h.insert("x-forwarded-for", v);
     }
-    h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    h.insert("x-forwarded-proto", HeaderValue::from_static(scheme));
     if !h.contains_key("x-forwarded-host") {
         if let Ok(v) = HeaderValue::from_str(host) {
             h.insert("x-forwarded-host", v);
@@ -374,7 +383,14 @@ pub fn requested(h: &HeaderMap) -> Option<HeaderValue> {
     if !connection_upgrade {
         return None;
     }
-    h.get(header::UPGRADE).cloned()
+    let up = h.get(header::UPGRADE)?;
+    // HTTP/1.1's upgrade to h2c (RFC 7540 3.2, dropped by RFC 9113) is not offered: the
+    // request is served as HTTP/1.1 (a tunnel to one pod would carry later requests
+    // past the router); its Upgrade and HTTP2-Settings fields are removed as hop-by-hop
+    if up.as_bytes().split(|b| *b == b',').any(|p| p.trim_ascii().eq_ignore_ascii_case(b"h2c")) {
+        return None;
+    }
+    Some(up.clone())
 }
 
 #[cfg(test)]

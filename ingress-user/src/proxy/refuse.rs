@@ -38,6 +38,9 @@ pub enum Accepted {
 
 /// Checks the request line and framing fields of a request hyper parsed.
 pub fn check(method: &Method, uri: &Uri, version: Version, headers: &HeaderMap) -> Result<Accepted, Refusal> {
+    if version == Version::HTTP_2 {
+        h2_fields(uri, headers)?;
+    }
     if headers.contains_key(header::TRANSFER_ENCODING) {
         transfer_codings(version, headers)?;
     }
@@ -45,7 +48,32 @@ pub fn check(method: &Method, uri: &Uri, version: Version, headers: &HeaderMap) 
     if version == Version::HTTP_11 && !headers.contains_key(header::HOST) {
         return Err(Refusal { status: StatusCode::BAD_REQUEST, body: "missing Host header\n", close: false });
     }
-    target_form(method, uri)
+    // HTTP/2 frames each stream: a refusal never needs the connection closed
+    target_form(method, uri).map_err(|r| if version == Version::HTTP_2 { Refusal { close: false, ..r } } else { r })
+}
+
+/// RFC 9113 8.2.2 / 8.3.1, for HTTP/2 requests (h2 already resets streams with most
+/// of these; checked again so no other path can pass them): no connection-specific
+/// field (`Connection`, `Keep-Alive`, `Proxy-Connection`, `Transfer-Encoding`,
+/// `Upgrade`), `TE` only as `trailers`, and a `Host` beside `:authority` naming the
+/// same authority (the router goes by `:authority`, the pod could go by `Host`).
+/// Malformed requests get 400; the stream ends, not the connection.
+fn h2_fields(uri: &Uri, headers: &HeaderMap) -> Result<(), Refusal> {
+    let bad = |body| Err(Refusal { status: StatusCode::BAD_REQUEST, body, close: false });
+    for n in ["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"] {
+        if headers.contains_key(n) {
+            return bad("connection-specific header field in an HTTP/2 request\n");
+        }
+    }
+    if headers.get_all(header::TE).iter().any(|v| !v.as_bytes().eq_ignore_ascii_case(b"trailers")) {
+        return bad("TE other than trailers in an HTTP/2 request\n");
+    }
+    if let (Some(authority), Some(host)) = (uri.authority(), headers.get(header::HOST)) {
+        if !host.as_bytes().eq_ignore_ascii_case(authority.as_str().as_bytes()) {
+            return bad("Host differs from :authority\n");
+        }
+    }
+    Ok(())
 }
 
 /// RFC 9112 6.1 / 6.3 / 7: a request body is framed by exactly one final `chunked`.
@@ -179,5 +207,41 @@ mod tests {
         let r = check(&Method::GET, &uri, Version::HTTP_11, &HeaderMap::new()).unwrap_err();
         assert_eq!((r.status.as_u16(), r.body), (400, "missing Host header\n"));
         assert_eq!(check(&Method::GET, &uri, Version::HTTP_10, &HeaderMap::new()), Ok(Accepted::Route));
+    }
+
+    fn h2(method: Method, target: &str, fields: &[(&str, &str)]) -> Result<Accepted, (u16, &'static str)> {
+        let uri: Uri = target.parse().unwrap();
+        check(&method, &uri, Version::HTTP_2, &head(fields)).map_err(|r| {
+            assert!(!r.close, "an HTTP/2 refusal ends its stream only");
+            (r.status.as_u16(), r.body)
+        })
+    }
+
+    #[test]
+    fn http2_requests_follow_rfc_9113() {
+        let ok = Ok(Accepted::Route);
+        // :authority alone, Host alone (no :authority), both the same: routed; no Host needed
+        assert_eq!(h2(Method::GET, "http://a.test/x", &[]), ok);
+        assert_eq!(h2(Method::GET, "https://a.test:8443/x", &[("host", "A.test:8443")]), ok);
+        assert_eq!(h2(Method::GET, "/x", &[("host", "a.test")]), ok);
+        assert_eq!(h2(Method::POST, "http://a.test/p.S/M", &[("te", "trailers")]), ok, "gRPC's TE");
+        assert_eq!(
+            h2(Method::GET, "http://a.test/x", &[("host", "b.test")]).unwrap_err().1,
+            "Host differs from :authority\n"
+        );
+        for (n, v) in [
+            ("connection", "close"),
+            ("keep-alive", "5"),
+            ("proxy-connection", "x"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+        ] {
+            let e = h2(Method::GET, "http://a.test/", &[(n, v)]).unwrap_err();
+            assert_eq!(e, (400, "connection-specific header field in an HTTP/2 request\n"), "{n}");
+        }
+        assert_eq!(h2(Method::GET, "http://a.test/", &[("te", "gzip")]).unwrap_err().0, 400);
+        // CONNECT (no extended CONNECT): not tunnelled, but the connection stays
+        assert_eq!(h2(Method::CONNECT, "a.test:443", &[]).unwrap_err().0, 405);
+        assert_eq!(h2(Method::OPTIONS, "*", &[]), Ok(Accepted::OptionsAsterisk));
     }
 }

@@ -137,6 +137,7 @@ pub(super) fn compile_filter(ctx: &RefCtx<'_>, f: &HttpRouteRulesFilters) -> Fil
                 target,
                 numerator,
                 denominator,
+                protocol: super::refs::backend_protocol(ctx.res, &ns, &b.name, b.port),
             })
         }
         HttpRouteRulesFiltersType::Cors => {

@@ -76,6 +76,8 @@ pub struct Mirror {
     /// Mirror `numerator` out of `denominator` requests.
     pub numerator: u32,
     pub denominator: u32,
+    /// How the copies reach the mirror's pods.
+    pub protocol: super::BackendProtocol,
 }
 
 impl Mirror {
@@ -393,6 +395,7 @@ mod tests {
             target: super::super::BackendTarget::Endpoints(vec![]),
             numerator: 1,
             denominator: 4,
+            protocol: Default::default(),
         };
         assert_eq!((0..400).filter(|r| m.sampled(*r)).count(), 100);
         let none = Mirror { numerator: 0, ..m.clone() };

@@ -13,6 +13,7 @@ pub mod hostname;
 mod matching;
 // TLS passthrough: TLSRoutes on `protocol: TLS` / `tls.mode: Passthrough` listeners, by SNI
 pub mod passthrough;
+mod protocol;
 mod refs;
 mod rules;
 mod status;
@@ -110,6 +111,9 @@ fn splice_decision(entries: &[Entry]) -> Result<(), String> {
         }
         if !matches!(&b.target, BackendTarget::Endpoints(e) if !e.is_empty()) {
             return Err(format!("{} has no ready endpoint", at()));
+        }
+        if b.protocol != BackendProtocol::Http1 {
+            return Err(format!("{} has a {} backend: each request is re-framed", at(), b.protocol));
         }
     }
     Ok(())
@@ -210,7 +214,12 @@ pub struct Backend {
     pub weight: u32,
     pub filters: Vec<Filter>,
     pub target: BackendTarget,
+    /// How requests reach the pod: HTTP/1.1, or HTTP/2 over cleartext (the Service
+    /// port's `appProtocol`, see [`BackendProtocol::from_app_protocol`]).
+    pub protocol: BackendProtocol,
 }
+
+pub use protocol::BackendProtocol;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub enum BackendTarget {
@@ -222,7 +231,13 @@ pub enum BackendTarget {
 
 impl Backend {
     pub fn new(name: String, weight: u32, filters: Vec<Filter>, target: BackendTarget) -> Self {
-        Self { name, weight, filters, target }
+        Self { name, weight, filters, target, protocol: BackendProtocol::Http1 }
+    }
+
+    /// The same backend, spoken to in `protocol`.
+    pub fn with_protocol(mut self, protocol: BackendProtocol) -> Self {
+        self.protocol = protocol;
+        self
     }
 }
 

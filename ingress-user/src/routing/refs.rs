@@ -9,7 +9,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use crate::resources::{ObjectKey, Resources};
 
 use super::status::{Problem, Reason};
-use super::{GATEWAY_GROUP, RouteKind};
+use super::{BackendProtocol, GATEWAY_GROUP, RouteKind};
 
 pub(super) fn resolve_backend(
     res: &Resources,
@@ -51,6 +51,20 @@ pub(super) fn resolve_backend_from(
         return Err(Problem::new(Reason::BackendNotFound, format!("Service {ns}/{} has no port {port}", b.name)));
     };
     Ok(slices.ready_endpoints(ns, &b.name, sp.name.as_deref().unwrap_or("")))
+}
+
+/// The protocol spoken to Service `ns/name` port `port`, from the port's `appProtocol`
+/// ([`BackendProtocol::from_app_protocol`]); HTTP/1.1 when there is no such port (the
+/// reference is then invalid anyway).
+pub(crate) fn backend_protocol(res: &Resources, ns: &str, name: &str, port: Option<i32>) -> BackendProtocol {
+    let app = res
+        .services
+        .get(&ObjectKey::new(ns, name))
+        .and_then(|s| s.spec.as_ref())
+        .and_then(|s| s.ports.as_ref())
+        .and_then(|ps| ps.iter().find(|p| Some(p.port) == port))
+        .and_then(|p| p.app_protocol.as_deref());
+    BackendProtocol::from_app_protocol(app)
 }
 
 /// EndpointSlices by (namespace, Service), built once per compile.

@@ -206,7 +206,8 @@ pub(super) fn compile_backends(
                 Err(e) => Filter::Unsupported { reason: format!("backendRef filter: {e}") },
             })
             .collect();
-        out.push(Backend::new(name, weight.max(0) as u32, filters, target));
+        let protocol = super::refs::backend_protocol(res, &ns, &b.name, b.port);
+        out.push(Backend::new(name, weight.max(0) as u32, filters, target).with_protocol(protocol));
     }
     out
 }

@@ -128,6 +128,13 @@ pub struct BackendView {
     /// Why the backendRef does not resolve (requests to it get 500).
     pub error: Option<String>,
     pub filters: serde_json::Value,
+    /// `http/1.1` or `h2c` (from the Service port's appProtocol).
+    #[serde(default = "http1")]
+    pub protocol: String,
+}
+
+fn http1() -> String {
+    super::BackendProtocol::Http1.to_string()
 }
 
 fn value_view(kind: &str, value: &str) -> ValueView {
@@ -170,7 +177,8 @@ fn backend_view(b: &Backend) -> BackendView {
         BackendTarget::Endpoints(e) => (e.iter().map(|a| a.to_string()).collect(), None),
         BackendTarget::Invalid(w) => (vec![], Some(w.clone())),
     };
-    BackendView { name: b.name.clone(), weight: b.weight, endpoints, error, filters: json(&b.filters) }
+    let protocol = b.protocol.to_string();
+    BackendView { name: b.name.clone(), weight: b.weight, endpoints, error, filters: json(&b.filters), protocol }
 }
 
 fn rule_view(e: &Entry) -> RuleView {
@@ -259,7 +267,7 @@ impl TableView {
                         .iter()
                         .map(|b| match &b.error {
                             Some(e) => format!("{} w{} ERROR {e}", b.name, b.weight),
-                            None => format!("{} w{} -> [{}]", b.name, b.weight, b.endpoints.join(" ")),
+                            None => format!("{} w{} {} -> [{}]", b.name, b.weight, b.protocol, b.endpoints.join(" ")),
                         })
                         .collect();
                     let what = match &r.matcher.grpc {

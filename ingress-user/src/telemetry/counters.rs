@@ -18,6 +18,9 @@ pub struct ProxyMetrics {
     // the per-source cap (proxy/sources.rs)
     evicted: AtomicU64,
     refused: AtomicU64,
+    // HTTP/2 (proxy/h2.rs)
+    h2_connections: AtomicU64,
+    h2_reset_floods: AtomicU64,
 }
 
 /// Counts a connection as active until dropped.
@@ -43,6 +46,16 @@ impl ProxyMetrics {
     /// A new connection was refused: every connection of its source was busy.
     pub fn refused(&self) {
         self.refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A client connection speaks HTTP/2.
+    pub fn h2_connection(&self) {
+        self.h2_connections.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An HTTP/2 connection was closed for cancelling too many streams (rapid reset).
+    pub fn h2_reset_flood(&self) {
+        self.h2_reset_floods.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn request(&self) {
@@ -85,6 +98,8 @@ impl ProxyMetrics {
             backend_errors: self.backend_errors.load(Ordering::Relaxed),
             connections_evicted: self.evicted.load(Ordering::Relaxed),
             connections_refused: self.refused.load(Ordering::Relaxed),
+            h2_connections: self.h2_connections.load(Ordering::Relaxed),
+            h2_reset_floods: self.h2_reset_floods.load(Ordering::Relaxed),
         }
     }
 }

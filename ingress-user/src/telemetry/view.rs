@@ -39,6 +39,12 @@ pub struct ProxyCounters {
     pub connections_evicted: u64,
     #[serde(default)]
     pub connections_refused: u64,
+    /// HTTP/2 client connections in total, and those closed for cancelling too many
+    /// streams (rapid reset, CVE-2023-44487).
+    #[serde(default)]
+    pub h2_connections: u64,
+    #[serde(default)]
+    pub h2_reset_floods: u64,
 }
 
 /// What `GET /stats` returns.

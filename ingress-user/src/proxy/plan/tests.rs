@@ -63,7 +63,7 @@ impl Choices for Fixed {
 }
 
 const PEER: &str = "198.18.0.1:40000";
-const ON: PlanOptions = PlanOptions { forwarded_headers: true, request_ids: false };
+const ON: PlanOptions = PlanOptions { forwarded_headers: true, request_ids: false, scheme: "http" };
 
 /// Plans `method target` with `headers` (name, value); returns the plan and the
 /// headers as they would be sent.
@@ -175,7 +175,7 @@ fn a_forward_carries_the_rewritten_head() {
 #[test]
 fn options_turn_forwarded_headers_and_request_ids_on_and_off() {
     let t = fixture();
-    let off = PlanOptions { forwarded_headers: false, request_ids: true };
+    let off = PlanOptions { forwarded_headers: false, request_ids: true, scheme: "http" };
     let (_, h) = run(&t, "GET", "/", &[("host", "p.test")], off, &[0, 0xab, 0xcd]);
     assert!(!h.contains_key("x-forwarded-for"));
     assert_eq!(h.get("x-request-id").unwrap(), "00000000000000ab00000000000000cd");
@@ -236,4 +236,47 @@ fn hop_by_hop_headers_are_removed() {
     strip_hop_by_hop(&mut h);
     assert_eq!(h.get(header::TE).unwrap(), "trailers", "the client takes trailers");
     assert_eq!(h.get(header::TRAILER).unwrap(), "x-sum", "Trailer is end to end");
+}
+
+// HTTP/2 (issue 12): hyper hands an h2 request over with `:scheme` and `:authority` in
+// its target and usually no Host; the client's scheme comes from the connection.
+#[test]
+fn an_http2_request_is_routed_by_authority_and_tells_its_scheme() {
+    let t = fixture();
+    let tls = PlanOptions { scheme: "https", ..ON };
+    let (p, h) = run(&t, "POST", "https://p.test/api/x?y=1", &[("te", "trailers")], tls, &[]);
+    let f = forward_of(&p);
+    assert_eq!(f.uri, "http://10.42.0.5:8080/v1/x?y=1", "routed by :authority, sent in origin-form");
+    assert_eq!(h.get(header::HOST).unwrap(), "internal.test", "Host made from :authority, then rewritten");
+    assert_eq!(h.get("x-forwarded-proto").unwrap(), "https");
+    assert_eq!(h.get("x-forwarded-host").unwrap(), "p.test");
+    assert_eq!(h.get(header::TE).unwrap(), "trailers", "gRPC's TE: trailers reaches the pod");
+    // a redirect without a scheme of its own keeps the client's
+    let (p, _) = run(&t, "GET", "https://p.test:8443/old", &[], tls, &[]);
+    let loc = local_of(&p).headers.iter().find(|(n, _)| n == header::LOCATION).map(|(_, v)| v.to_str().unwrap());
+    assert_eq!(loc, Some("https://p.test:8443/new"));
+    // no :authority (allowed in HTTP/2): the Host field routes
+    let (p, h) = run(&t, "GET", "/", &[("host", "p.test")], ON, &[]);
+    assert!(matches!(p.plan, Plan::Forward(_)));
+    assert_eq!(h.get("x-forwarded-proto").unwrap(), "http");
+}
+
+#[test]
+fn an_upgrade_to_h2c_is_not_offered_and_the_request_is_served_as_http_1_1() {
+    let t = fixture();
+    let h2c = [
+        ("host", "p.test"),
+        ("connection", "Upgrade, HTTP2-Settings"),
+        ("upgrade", "h2c"),
+        ("http2-settings", "AAMAAABkAAQAAP__"),
+    ];
+    let (p, h) = run(&t, "GET", "/", &h2c, ON, &[]);
+    assert!(forward_of(&p).upgrade.is_none(), "no tunnel to one pod");
+    for n in ["upgrade", "connection", "http2-settings"] {
+        assert!(!h.contains_key(n), "{n} removed");
+    }
+    // a WebSocket upgrade still is one
+    let ws = [("host", "p.test"), ("connection", "Upgrade"), ("upgrade", "websocket")];
+    let (p, _) = run(&t, "GET", "/", &ws, ON, &[]);
+    assert_eq!(forward_of(&p).upgrade.as_ref().map(|v| v.to_str().unwrap()), Some("websocket"));
 }
