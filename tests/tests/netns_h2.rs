@@ -1,7 +1,9 @@
 //! Network-namespace tier (root): HTTP/2 in the k3d-shaped topology (namespaces
 //! `hh2-*`). An h2c gRPC call (prior knowledge, gRPC framing by hand on the h2 crate)
-//! from the client namespace through the VM's NIC (XDP attached) to the agent, and on
-//! to a tonic gRPC pod behind the node over h2c (`appProtocol: kubernetes.io/h2c`).
+//! from the client namespace through the VM's NIC (XDP attached) to the agent, routed
+//! by a GRPCRoute (service `echo.Echo`), and on to a gRPC pod behind the node over h2c
+//! (`appProtocol: kubernetes.io/h2c`); a call to a service no rule names gets the
+//! proxy's own gRPC answer, `grpc-status: 12`, and never reaches the pod.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -39,13 +41,13 @@ ports: [{{name: grpc, port: {POD_PORT}}}]
 endpoints: [{{addresses: ['{ip}']}}]
 ---
 apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
+kind: GRPCRoute
 metadata: {{name: grpc, namespace: apps}}
 spec:
   parentRefs: [{{name: gw}}]
   hostnames: [grpc.test]
   rules:
-  - matches: [{{path: {{type: PathPrefix, value: /echo.Echo}}}}]
+  - matches: [{{method: {{service: echo.Echo}}}}]
     backendRefs: [{{name: grpc, port: 80}}]
 "
     )
@@ -87,12 +89,15 @@ fn an_h2c_grpc_call_from_the_client_namespace_reaches_a_grpc_pod() {
         std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect to the VM")
     });
     stream.set_nonblocking(true).unwrap();
-    let (unary, streamed) = rt.block_on(async {
+    let (unary, streamed, unrouted) = rt.block_on(async {
         tokio::time::timeout(Duration::from_secs(10), async {
             let client = h2_client(tokio::net::TcpStream::from_std(stream).unwrap()).await.expect("h2 handshake");
             let unary = h2_send(&client, call("Unary"), &grpc_frame(b"hello"), None).await.expect("unary");
             let streamed = h2_send(&client, call("ServerStream"), &grpc_frame(b"3"), None).await.expect("stream");
-            (unary, streamed)
+            let mut other = call("Unary");
+            *other.uri_mut() = "http://grpc.test:9080/other.Service/Unary".parse().unwrap();
+            let unrouted = h2_send(&client, other, &grpc_frame(b"x"), None).await.expect("unrouted call");
+            (unary, streamed, unrouted)
         })
         .await
         .expect("answered in time")
@@ -108,7 +113,11 @@ fn an_h2c_grpc_call_from_the_client_namespace_reaches_a_grpc_pod() {
     let msgs: Vec<Bytes> = grpc_messages(&streamed.body).expect("framing").into_iter().map(Bytes::from).collect();
     assert_eq!(msgs, ["msg-0", "msg-1", "msg-2"].map(|m| Bytes::from_static(m.as_bytes())));
     assert_eq!(streamed.trailers.and_then(|t| t.get("grpc-status").cloned()).unwrap(), "0");
-    assert_eq!(backend.requests(), 2, "both calls reached the pod");
+    // the proxy's own answer, as gRPC expects: Trailers-Only, UNIMPLEMENTED
+    assert_eq!(unrouted.status, 200, "{log}");
+    let code = unrouted.headers.get("grpc-status").or(unrouted.trailers.as_ref().and_then(|t| t.get("grpc-status")));
+    assert_eq!(code.map(|v| v.as_bytes()), Some(&b"12"[..]), "no GRPCRoute rule names other.Service");
+    assert_eq!(backend.requests(), 2, "the two routed calls reached the pod, the unrouted one did not");
     drop(backend);
     drop(topo);
 }
