@@ -22,6 +22,8 @@ pub mod pattern;
 pub mod pinned;
 pub mod proxy_setup;
 pub mod scenarios;
+// HTTPS listeners: a test CA, Secret manifests, a rustls client
+pub mod tls;
 pub mod topology;
 pub mod wrk;
 // L4 forwarding tests and demo: a named TCP echo server and its client.

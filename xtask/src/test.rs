@@ -82,6 +82,8 @@ const TIERS: &[Tier] = &[
             &["test", "-p", "ingress-tests", "--test", "framing"],
             // the config file: --config, SIGHUP reloads, a bad file kept out, `ingress check --config`
             &["test", "-p", "ingress-tests", "--test", "config_file"],
+            // HTTPS listeners on 127.0.0.1: TLS 1.2/1.3, SNI certificates, resumption, reload
+            &["test", "-p", "ingress-tests", "--test", "tls"],
         ],
     },
     Tier {
@@ -130,6 +132,8 @@ const TIERS: &[Tier] = &[
             &["test", "-p", "ingress-tests", "--test", "netns_l4_pinned", "--", "--test-threads=1"],
             // the config file with XDP: the guard reloaded by SIGHUP, SIGINT with detach_on_exit
             &["test", "-p", "ingress-tests", "--test", "netns_config", "--", "--test-threads=1"],
+            // HTTPS from the client namespace through the agent to a pod (htls* namespaces)
+            &["test", "-p", "ingress-tests", "--test", "netns_tls", "--", "--test-threads=1"],
         ],
     },
     Tier {

@@ -43,6 +43,9 @@ mod sources;
 mod splice_route;
 mod upgrade;
 
+// HTTPS listeners (issue 12): TLS termination, SNI certificates, the ALPN dispatch
+pub mod tls;
+
 // Hostile requests (issue 11): refused before routing, paths normalized, client body errors
 mod client_body;
 pub mod normalize;
@@ -96,6 +99,8 @@ pub struct Proxy {
     endpoints: endpoints::EndpointCursors,
     /// Open client connections per source address, and which of them are idle.
     sources: Arc<sources::Sources>,
+    /// rustls configurations of the TLS mappings (HTTPS listeners)
+    tls: tls::TlsConfigs,
 }
 
 /// Idle upstream connections kept per pod endpoint (more are closed when they go idle).
@@ -126,6 +131,7 @@ impl Proxy {
             endpoints: Default::default(),
             sources: sources::Sources::new(config.max_connections_per_source),
             config: arc_swap::ArcSwap::from_pointee(config),
+            tls: Default::default(),
         })
     }
 
@@ -170,6 +176,9 @@ impl Proxy {
             let proxy_timeout = self.config.load().head_timeout.max(Duration::from_millis(1));
             tokio::spawn(async move {
                 let _guard = (guard, source.slot);
+                if proxy.tls_mapping(index) {
+                    return proxy.serve_tls(stream, index, peer, proxy_timeout, stop, tracked).await;
+                }
                 let io = if proxy.splice_possible(index) {
                     // busy while its first head is read and while it is spliced: never evicted
                     let busy = tracked.activity.begin();
@@ -358,7 +367,10 @@ impl Proxy {
             return ProxyError::ListenerMissing.into();
         };
         let config = self.config.load();
-        let opts = plan::PlanOptions { forwarded_headers: config.forwarded_headers, request_ids: config.request_ids };
+        // requests served over TLS carry tls::Secure (proxy/tls.rs)
+        let https = req.extensions().get::<tls::Secure>().is_some();
+        let opts =
+            plan::PlanOptions { forwarded_headers: config.forwarded_headers, request_ids: config.request_ids, https };
         drop(config);
         let (method, uri) = (req.method().clone(), req.uri().clone());
         let head = plan::Head { method: &method, uri: &uri, headers: req.headers_mut(), peer };

@@ -26,6 +26,8 @@ pub struct PlanOptions {
     pub forwarded_headers: bool,
     /// Add an X-Request-Id to requests that have none.
     pub request_ids: bool,
+    /// The request came over TLS (an HTTPS listener): X-Forwarded-Proto is `https`.
+    pub https: bool,
 }
 
 /// The request as the plan sees it. The plan rewrites `headers` in place (filters,
@@ -261,7 +263,7 @@ fn decide(
         }
     }
     if opts.forwarded_headers {
-        forwarded_headers(headers, peer, &host_value);
+        forwarded_headers(headers, peer, &host_value, opts.https);
     }
     if opts.request_ids && !headers.contains_key("x-request-id") {
         headers.insert("x-request-id", request_id(choices));
@@ -341,7 +343,7 @@ fn request_id(choices: &mut dyn Choices) -> HeaderValue {
     HeaderValue::from_str(&id).expect("hex is a valid header value")
 }
 
-fn forwarded_headers(h: &mut HeaderMap, peer: SocketAddr, host: &str) {
+fn forwarded_headers(h: &mut HeaderMap, peer: SocketAddr, host: &str, https: bool) {
     let ip = peer.ip().to_string();
     let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
         Some(prev) => format!("{prev}, {ip}"),
@@ -350,7 +352,7 @@ fn forwarded_headers(h: &mut HeaderMap, peer: SocketAddr, host: &str) {
     if let Ok(v) = HeaderValue::from_str(&xff) {
         h.insert("x-forwarded-for", v);
     }
-    h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    h.insert("x-forwarded-proto", HeaderValue::from_static(if https { "https" } else { "http" }));
     if !h.contains_key("x-forwarded-host") {
         if let Ok(v) = HeaderValue::from_str(host) {
             h.insert("x-forwarded-host", v);

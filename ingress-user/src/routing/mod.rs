@@ -13,6 +13,7 @@ mod matching;
 mod refs;
 mod rules;
 mod status;
+pub mod tls;
 pub mod view;
 
 use std::collections::HashMap;
@@ -56,6 +57,8 @@ pub struct ListenerTable {
     any: Option<Arc<VirtualHost>>,
     /// Why this address serves less than asked (missing Gateway, no HTTP listener, ...).
     pub problems: Vec<String>,
+    /// Some: the mapping serves HTTPS listeners (TLS at accept), their certificates.
+    pub tls: Option<tls::TlsListeners>,
 }
 
 /// The rules that apply to one hostname, in precedence order, with an index by the

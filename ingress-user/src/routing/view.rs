@@ -20,6 +20,20 @@ pub struct ListenerView {
     pub listeners: Vec<GatewayListenerView>,
     pub problems: Vec<String>,
     pub hosts: Vec<HostView>,
+    /// HTTPS listeners of this address and their certificates (empty: plain HTTP).
+    #[serde(default)]
+    pub tls: Vec<TlsListenerView>,
+}
+
+/// An HTTPS listener: where its certificate comes from, or why it has none
+/// (`InvalidCertificateRef: ...`, its ResolvedRefs=False condition).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TlsListenerView {
+    pub name: String,
+    pub port: u16,
+    pub hostname: Option<String>,
+    pub secrets: Vec<String>,
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -152,6 +166,17 @@ fn listener_view(l: &ListenerTable) -> ListenerView {
         listeners: l.listeners.iter().map(|(n, p)| GatewayListenerView { name: n.clone(), port: *p }).collect(),
         problems: l.problems.clone(),
         hosts: l.vhosts().into_iter().map(|v| host_view(v)).collect(),
+        tls: l.tls.iter().flat_map(|t| &t.listeners).map(tls_listener_view).collect(),
+    }
+}
+
+fn tls_listener_view(l: &super::tls::TlsListener) -> TlsListenerView {
+    TlsListenerView {
+        name: l.name.clone(),
+        port: l.port,
+        hostname: l.hostname.as_ref().map(|h| h.to_string()),
+        secrets: l.secrets.clone(),
+        error: l.certificate.as_ref().err().map(|p| p.to_string()),
     }
 }
 
@@ -178,6 +203,14 @@ impl TableView {
             out += &format!("gateway {} (listeners {})\n", l.gateway, ls.join(", "));
             for p in &l.problems {
                 out += &format!("  ! {p}\n");
+            }
+            for t in &l.tls {
+                let host = t.hostname.as_deref().unwrap_or("*");
+                let what = match &t.error {
+                    None => format!("certificate from {}", t.secrets.join(", ")),
+                    Some(e) => format!("NOT serving: ResolvedRefs=False {e}"),
+                };
+                out += &format!("  https {}:{} ({host}): {what}\n", t.name, t.port);
             }
             for h in &l.hosts {
                 let splice = match &h.splice.why_not {

@@ -18,6 +18,8 @@ pub struct ProxyMetrics {
     // the per-source cap (proxy/sources.rs)
     evicted: AtomicU64,
     refused: AtomicU64,
+    /// TLS termination (HTTPS listeners)
+    pub tls: super::tls::TlsMetrics,
 }
 
 /// Counts a connection as active until dropped.
@@ -85,6 +87,7 @@ impl ProxyMetrics {
             backend_errors: self.backend_errors.load(Ordering::Relaxed),
             connections_evicted: self.evicted.load(Ordering::Relaxed),
             connections_refused: self.refused.load(Ordering::Relaxed),
+            tls: self.tls.snapshot(),
         }
     }
 }

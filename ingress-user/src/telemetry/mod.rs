@@ -5,6 +5,7 @@
 pub mod counters;
 pub mod l4;
 pub mod prometheus;
+pub mod tls;
 pub mod view;
 
 pub use counters::ProxyMetrics;

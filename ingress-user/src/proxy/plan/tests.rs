@@ -63,7 +63,7 @@ impl Choices for Fixed {
 }
 
 const PEER: &str = "198.18.0.1:40000";
-const ON: PlanOptions = PlanOptions { forwarded_headers: true, request_ids: false };
+const ON: PlanOptions = PlanOptions { forwarded_headers: true, request_ids: false, https: false };
 
 /// Plans `method target` with `headers` (name, value); returns the plan and the
 /// headers as they would be sent.
@@ -175,12 +175,22 @@ fn a_forward_carries_the_rewritten_head() {
 #[test]
 fn options_turn_forwarded_headers_and_request_ids_on_and_off() {
     let t = fixture();
-    let off = PlanOptions { forwarded_headers: false, request_ids: true };
+    let off = PlanOptions { forwarded_headers: false, request_ids: true, https: false };
     let (_, h) = run(&t, "GET", "/", &[("host", "p.test")], off, &[0, 0xab, 0xcd]);
     assert!(!h.contains_key("x-forwarded-for"));
     assert_eq!(h.get("x-request-id").unwrap(), "00000000000000ab00000000000000cd");
     let (_, h) = run(&t, "GET", "/", &[("host", "p.test"), ("x-request-id", "mine")], off, &[]);
     assert_eq!(h.get("x-request-id").unwrap(), "mine", "an id the client sent is kept");
+}
+
+#[test]
+fn a_request_over_tls_is_forwarded_with_proto_https() {
+    let t = fixture();
+    let tls = PlanOptions { https: true, ..ON };
+    let (_, h) = run(&t, "GET", "/", &[("host", "p.test"), ("x-forwarded-proto", "http")], tls, &[]);
+    assert_eq!(h.get("x-forwarded-proto").unwrap(), "https", "set by the ingress, not the client");
+    let (_, h) = run(&t, "GET", "/", &[("host", "p.test")], ON, &[]);
+    assert_eq!(h.get("x-forwarded-proto").unwrap(), "http");
 }
 
 #[test]
