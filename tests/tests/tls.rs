@@ -4,7 +4,8 @@
 //! HTTP/1.1 over TLS 1.2 and 1.3, SNI choosing the certificate, resumption, a
 //! certificate change served to new connections while an open one keeps working, a bad
 //! certificate refusing only its own listener (and shown in `ingress routes`), and the
-//! plain request path's checks (head timeout 408, CL+TE 400) over TLS.
+//! plain request path's checks (head timeout 408, CL+TE 400) over TLS, and 421 for a
+//! request whose host belongs to another listener than the connection's SNI.
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
@@ -132,6 +133,13 @@ fn http1_over_tls12_and_tls13_with_the_certificate_sni_selects() {
         let e: Echo = r.json();
         assert_eq!((e.pod.as_str(), e.path.as_str()), ("pod-main", "/hello"));
         assert_eq!(e.headers.get("x-forwarded-proto").map(String::as_str), Some("https"));
+
+        // a request for another listener's host on this connection: 421 (also for the
+        // listener whose certificate is unusable: its routes stay out of reach)
+        let (mut c, _) = TlsConn::handshake(s.tcp(), client.clone(), "a.tls.test").expect("handshake");
+        assert_eq!(c.send(&Request::get("x.wild.test", "/")).unwrap().status, 421);
+        assert_eq!(c.send(&Request::get("bad.tls.test", "/")).unwrap().status, 421);
+        assert_eq!(c.send(&Request::get("a.tls.test:8443", "/")).unwrap().status, 200, "the port does not matter");
 
         // a name under the wildcard listener gets the wildcard certificate
         let (n, r) = get(s.addr, client.clone(), "x.wild.test", &Request::get("x.wild.test", "/w"));

@@ -367,8 +367,14 @@ impl Proxy {
             return ProxyError::ListenerMissing.into();
         };
         let config = self.config.load();
-        // requests served over TLS carry tls::Secure (proxy/tls.rs)
-        let https = req.extensions().get::<tls::Secure>().is_some();
+        // requests served over TLS carry tls::Secure (proxy/tls.rs): 421 for another listener's host
+        let secure = req.extensions().get::<tls::Secure>();
+        let https = secure.is_some();
+        let authority =
+            req.uri().authority().map(|a| a.as_str()).or_else(|| req.headers().get(header::HOST)?.to_str().ok());
+        if let Some(l) = secure.zip(authority).and_then(|(s, host)| tls::misdirected(lt, s, host)) {
+            return local_response(l);
+        }
         let opts =
             plan::PlanOptions { forwarded_headers: config.forwarded_headers, request_ids: config.request_ids, https };
         drop(config);

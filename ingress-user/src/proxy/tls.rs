@@ -32,15 +32,37 @@ use tokio::net::TcpStream;
 use tokio_rustls::LazyConfigAcceptor;
 use tokio_rustls::server::TlsStream;
 
-use super::{MAX_HEAD, Proxy, conn, sources, stopped};
+use super::{MAX_HEAD, Proxy, conn, plan, sources, stopped};
 use crate::routing::TableHandle;
 use crate::routing::tls::Selected;
 
-/// Marks a request that arrived over TLS (a request extension): X-Forwarded-Proto is
-/// then `https`. Whatever serves requests of a TLS connection (HTTP/1.1 here, HTTP/2 in
-/// `serve_h2`) inserts it.
-#[derive(Clone, Copy, Debug)]
-pub struct Secure;
+/// Marks a request that arrived over TLS (a request extension), with the HTTPS
+/// listener its handshake chose: X-Forwarded-Proto is then `https`, and a request whose
+/// host belongs to another listener gets 421 ([`misdirected`]). Whatever serves
+/// requests of a TLS connection (HTTP/1.1 here, HTTP/2 in `serve_h2`) inserts it.
+#[derive(Clone, Debug)]
+pub struct Secure {
+    pub listener: Arc<str>,
+}
+
+/// `421 Misdirected Request` when the request's host selects another HTTPS listener of
+/// the mapping than the connection's SNI did (RFC 9110 15.5.20; Gateway API GEP-3567):
+/// a connection made for one listener's certificate never carries another listener's
+/// requests (nor those of a listener whose certificate is unusable). None: serve it.
+pub fn misdirected(lt: &crate::routing::ListenerTable, secure: &Secure, host: &str) -> Option<plan::Local> {
+    let tls = lt.tls.as_ref()?;
+    let (host, _) = crate::routing::split_host_header(host);
+    let same = match tls.select(Some(&host)) {
+        Selected::Serve(l, _) | Selected::Invalid(l, _) => *l.name == *secure.listener,
+        Selected::NoMatch => false,
+    };
+    (!same).then(|| plan::Local {
+        status: http::StatusCode::MISDIRECTED_REQUEST,
+        body: "misdirected request: this connection's TLS name is for another listener\n",
+        headers: vec![],
+        close: false,
+    })
+}
 
 /// The ALPN protocols offered, in preference order. HTTP/2 (`h2`) joins this list, in
 /// front, together with its branch in [`Proxy::dispatch_tls`].
@@ -141,8 +163,8 @@ impl Proxy {
         // busy during the handshake: never evicted as idle by the per-source cap
         let busy = tracked.activity.begin();
         let handshake = tokio::time::timeout(head_timeout, self.handshake(stream, index, config));
-        let tls = match handshake.await {
-            Ok(Some(tls)) => tls,
+        let (tls, secure) = match handshake.await {
+            Ok(Some(done)) => done,
             Ok(None) => return,
             Err(_) => {
                 self.metrics.tls.timed_out();
@@ -151,7 +173,7 @@ impl Proxy {
             }
         };
         drop(busy);
-        self.dispatch_tls(tls, index, peer, head_timeout, stop, tracked).await;
+        self.dispatch_tls(tls, secure, index, peer, head_timeout, stop, tracked).await;
     }
 
     /// Reads the ClientHello, refuses a name without a usable listener, completes the
@@ -161,7 +183,7 @@ impl Proxy {
         stream: TcpStream,
         index: usize,
         config: Arc<ServerConfig>,
-    ) -> Option<TlsStream<TcpStream>> {
+    ) -> Option<(TlsStream<TcpStream>, Secure)> {
         let start = match LazyConfigAcceptor::new(Acceptor::default(), stream).await {
             Ok(s) => s,
             Err(e) => {
@@ -170,11 +192,15 @@ impl Proxy {
                 return None;
             }
         };
+        let mut chosen = None;
         let refusal = {
             let table = self.table.load();
             let sni = start.client_hello().server_name().map(str::to_owned);
             match table.listeners.get(index).and_then(|l| l.tls.as_ref()).map(|t| t.select(sni.as_deref())) {
-                Some(Selected::Serve(..)) => None,
+                Some(Selected::Serve(l, _)) => {
+                    chosen = Some(Secure { listener: l.name.as_str().into() });
+                    None
+                }
                 Some(Selected::Invalid(l, p)) => {
                     self.metrics.tls.invalid_certificate();
                     tracing::debug!(?sni, listener = %l.name, "TLS refused: {p}");
@@ -197,7 +223,7 @@ impl Proxy {
             Ok(tls) => {
                 let resumed = tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
                 self.metrics.tls.handshake(resumed);
-                Some(tls)
+                chosen.map(|secure| (tls, secure))
             }
             Err(e) => {
                 self.metrics.tls.failed();
@@ -210,9 +236,11 @@ impl Proxy {
     /// The one place a TLS connection is handed on by its negotiated ALPN protocol.
     /// HTTP/2 (`Some(b"h2")` -> `serve_h2`) is added here with `h2` in [`ALPN`]; every
     /// other connection (`http/1.1`, or no ALPN) is HTTP/1.1.
+    #[allow(clippy::too_many_arguments)]
     async fn dispatch_tls(
         self: Arc<Self>,
         tls: TlsStream<TcpStream>,
+        secure: Secure,
         index: usize,
         peer: SocketAddr,
         head_timeout: Duration,
@@ -222,15 +250,17 @@ impl Proxy {
         let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
         #[allow(clippy::match_single_binding)]
         match alpn.as_deref() {
-            _ => self.serve_tls_http1(tls, index, peer, head_timeout, stop, tracked).await,
+            _ => self.serve_tls_http1(tls, secure, index, peer, head_timeout, stop, tracked).await,
         }
     }
 
     /// HTTP/1.1 over a TLS stream: [`Proxy::serve_http`] without parking (see the module
     /// documentation), every request marked [`Secure`].
+    #[allow(clippy::too_many_arguments)]
     async fn serve_tls_http1(
         self: Arc<Self>,
         tls: TlsStream<TcpStream>,
+        secure: Secure,
         index: usize,
         peer: SocketAddr,
         head_timeout: Duration,
@@ -249,7 +279,7 @@ impl Proxy {
         let svc = {
             let activity = activity.clone();
             hyper::service::service_fn(move |mut req| {
-                req.extensions_mut().insert(Secure);
+                req.extensions_mut().insert(secure.clone());
                 let proxy = proxy.clone();
                 let activity = activity.clone();
                 Box::pin(async move { Ok::<_, Infallible>(proxy.handle(req, index, peer, &activity).await) })
@@ -278,6 +308,35 @@ impl Proxy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_host_of_another_listener_is_misdirected() {
+        let c = rcgen::generate_simple_self_signed(vec!["a.test".to_string(), "x.w.test".to_string()]).unwrap();
+        let (crt, key) = (c.cert.pem(), c.signing_key.serialize_pem());
+        let ind = |s: &str| s.lines().map(|l| format!("      {l}\n")).collect::<String>();
+        let secret = |name: &str| {
+            format!(
+                "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: infra}}\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}",
+                ind(&crt),
+                ind(&key)
+            )
+        };
+        let yaml = format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: gw, namespace: infra}}\nspec:\n  gatewayClassName: x\n  listeners:\n  - {{name: a, protocol: HTTPS, port: 443, hostname: a.test, tls: {{certificateRefs: [{{name: c}}]}}}}\n  - {{name: w, protocol: HTTPS, port: 443, hostname: '*.w.test', tls: {{certificateRefs: [{{name: c}}]}}}}\n{}",
+            secret("c")
+        );
+        let res = crate::routing::tests::resources(&yaml);
+        let m: crate::config::ListenMapping = "127.0.0.1:8443=infra/gw:443".parse().unwrap();
+        let t = crate::routing::compile(&res, &[m]);
+        let lt = &t.listeners[0];
+        let on_a = Secure { listener: "a".into() };
+        assert!(misdirected(lt, &on_a, "a.test").is_none());
+        assert!(misdirected(lt, &on_a, "A.test:8443").is_none(), "case and port do not matter");
+        let l = misdirected(lt, &on_a, "x.w.test").expect("a host of listener w on a's connection");
+        assert_eq!(l.status, http::StatusCode::MISDIRECTED_REQUEST);
+        assert!(misdirected(lt, &on_a, "nobody.test").is_some(), "a host no listener serves");
+        assert!(misdirected(lt, &Secure { listener: "w".into() }, "y.w.test").is_none());
+    }
 
     #[test]
     fn alerts_are_fatal_alert_records() {
