@@ -44,7 +44,8 @@ pub enum Cmd {
         #[arg(long)]
         write_status: bool,
         /// ADDR=NAMESPACE/GATEWAY[:LISTENERPORT]; repeatable. Serves that Gateway's HTTP
-        /// listeners (all, or those on LISTENERPORT) on ADDR.
+        /// or HTTPS listeners (all, or those on LISTENERPORT) on ADDR; HTTPS ones make
+        /// ADDR speak TLS (e.g. 0.0.0.0:8443=openchoreo-control-plane/gateway-default:443).
         #[arg(long, value_name = "ADDR=NAMESPACE/GATEWAY[:LISTENERPORT]", required_unless_present = "config")]
         listen: Vec<ListenMapping>,
         /// The VM's NIC, where the XDP program attaches (ebpf dataplane).

@@ -1,14 +1,16 @@
 //! Command-line values that need parsing: the `--listen ADDR=NAMESPACE/GATEWAY[:PORT]`
-//! mapping of a host address to a Gateway's HTTP listeners.
+//! mapping of a host address to a Gateway's HTTP or HTTPS listeners.
 
 use std::net::SocketAddr;
 use std::str::FromStr;
 
 use crate::resources::ObjectKey;
 
-/// `ADDR=NAMESPACE/GATEWAY[:LISTENERPORT]`: serve on ADDR the HTTP listeners of the
-/// Gateway (all of them, or only those whose `port` is LISTENERPORT). The VM's port
-/// differs from the listener's on k3d (8080 -> 80), hence the explicit mapping.
+/// `ADDR=NAMESPACE/GATEWAY[:LISTENERPORT]`: serve on ADDR the HTTP or HTTPS listeners
+/// of the Gateway (all of them, or only those whose `port` is LISTENERPORT). The VM's
+/// port differs from the listener's on k3d (8080 -> 80, 8443 -> 443), hence the
+/// explicit mapping. An HTTPS listener among them makes ADDR speak TLS (routing/tls.rs);
+/// a mapping without LISTENERPORT on a Gateway with both serves its HTTP listeners.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ListenMapping {
     pub addr: SocketAddr,
@@ -18,7 +20,7 @@ pub struct ListenMapping {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error(
-    "invalid --listen `{value}`: {reason} (expected ADDR=NAMESPACE/GATEWAY[:LISTENERPORT], e.g. 0.0.0.0:8080=openchoreo-control-plane/gateway-default:80)"
+    "invalid --listen `{value}`: {reason} (expected ADDR=NAMESPACE/GATEWAY[:LISTENERPORT], e.g. 0.0.0.0:8080=openchoreo-control-plane/gateway-default:80, or for its HTTPS listener 0.0.0.0:8443=openchoreo-control-plane/gateway-default:443)"
 )]
 pub struct ListenMappingError {
     value: String,

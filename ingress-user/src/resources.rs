@@ -7,7 +7,7 @@ use gateway_api::apis::experimental::httproutes::HttpRoute;
 use gateway_api::apis::standard::gateways::Gateway;
 use gateway_api::apis::standard::grpcroutes::GrpcRoute;
 use gateway_api::apis::standard::referencegrants::ReferenceGrant;
-use k8s_openapi::api::core::v1::{Namespace, Service};
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 /// `namespace/name` of a namespaced object.
@@ -40,6 +40,8 @@ pub struct Resources {
     pub services: BTreeMap<ObjectKey, Service>,
     pub endpoint_slices: BTreeMap<ObjectKey, EndpointSlice>,
     pub namespaces: BTreeMap<String, Namespace>,
+    /// `kubernetes.io/tls` Secrets of HTTPS listeners (routing/tls.rs).
+    pub secrets: BTreeMap<ObjectKey, Secret>,
 }
 
 /// The namespace of an object's metadata, `default` when unset (as kubectl applies it).
@@ -55,14 +57,15 @@ impl Resources {
     /// Number of objects of each kind, for logs.
     pub fn summary(&self) -> String {
         format!(
-            "{} Gateways, {} HTTPRoutes, {} GRPCRoutes, {} ReferenceGrants, {} Services, {} EndpointSlices, {} Namespaces",
+            "{} Gateways, {} HTTPRoutes, {} GRPCRoutes, {} ReferenceGrants, {} Services, {} EndpointSlices, {} Namespaces, {} Secrets",
             self.gateways.len(),
             self.http_routes.len(),
             self.grpc_routes.len(),
             self.reference_grants.len(),
             self.services.len(),
             self.endpoint_slices.len(),
-            self.namespaces.len()
+            self.namespaces.len(),
+            self.secrets.len()
         ) + &format!(", {} TLSRoutes", self.tls_routes.len())
     }
 }

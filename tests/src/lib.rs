@@ -22,6 +22,8 @@ pub mod pattern;
 pub mod pinned;
 pub mod proxy_setup;
 pub mod scenarios;
+// HTTPS listeners: a test CA, Secret manifests, a rustls client
+pub mod tls;
 pub mod topology;
 pub mod wrk;
 // L4 forwarding tests and demo: a named TCP echo server and its client.
@@ -34,8 +36,9 @@ pub mod raw_backend;
 pub mod h2_backend;
 // The install tier: a debootstrap root booted with systemd-nspawn.
 pub mod machine;
-// TLS passthrough: a rustls server as a pod, a rustls client (large ClientHellos too).
-pub mod tls;
+// TLS passthrough: a rustls server as a pod, a rustls client (large ClientHellos too);
+// re-exported by `tls`
+pub mod tls_pod;
 
 /// The line a test that skips itself prints (and appends to the file named by
 /// [`SKIP_LOG_ENV`]), so that `cargo xtask test` counts it as skipped, not passed.

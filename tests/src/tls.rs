@@ -1,237 +1,171 @@
-//! TLS for the passthrough tests: a rustls TLS server as a pod (its own rcgen
-//! certificate, on 127.0.0.1 or in a pod namespace), counting the connections it
-//! accepts; and a rustls client that checks it got that pod's certificate, optionally
-//! with a ClientHello the size post-quantum clients send, written in pieces.
+//! TLS for the HTTPS tests: a test CA (rcgen) that signs leaf certificates, the
+//! `kubernetes.io/tls` Secret manifests for them, and a blocking rustls client (ring)
+//! that trusts the CA, picks the TLS version, sends SNI, keeps a session cache (to
+//! check resumption) and reports what was negotiated and the served certificate's SAN.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::{BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use rustls::crypto::{ActiveKeyExchange, SharedSecret, SupportedKxGroup};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
-use rustls::{ClientConfig, ClientConnection, NamedGroup, RootCertStore, ServerConfig, ServerConnection, StreamOwned};
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 
-/// A TLS server standing in for a pod that terminates TLS itself. Each connection:
-/// the handshake, then every line it reads is answered `POD sni=NAME got=LINE`.
-pub struct TlsPod {
-    pub addr: SocketAddr,
-    /// The pod's certificate (self-signed for its hostnames).
+use crate::client::{Request, Response, read_response};
+
+// the passthrough tests' TLS pod and client (tls_pod.rs) under the same name
+pub use crate::tls_pod::*;
+
+pub struct TestCa {
+    issuer: Issuer<'static, KeyPair>,
     pub cert: CertificateDer<'static>,
-    accepted: Arc<AtomicUsize>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
 }
 
-impl TlsPod {
-    /// On 127.0.0.1, a free port.
-    pub fn start_local(name: &str, hosts: &[&str]) -> Self {
-        let l = TcpListener::bind("127.0.0.1:0").expect("bind a TLS pod");
-        Self::serve(l, name, hosts)
+impl Default for TestCa {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TestCa {
+    pub fn new() -> Self {
+        let key = KeyPair::generate().expect("CA key");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(rcgen::DnType::CommonName, "ingress test CA");
+        let cert = params.self_signed(&key).expect("CA certificate");
+        Self { cert: cert.der().clone(), issuer: Issuer::new(params, key) }
     }
 
-    /// Listening on `addr` inside network namespace `ns` (the socket stays there; the
-    /// thread serving it does not need to).
-    pub fn start_in(ns: &str, addr: SocketAddr, name: &str, hosts: &[&str]) -> Self {
-        let l = crate::netns::in_ns(ns, || TcpListener::bind(addr)).expect("bind a TLS pod in its namespace");
-        Self::serve(l, name, hosts)
+    /// A leaf certificate for `names` signed by this CA: (certificate PEM, key PEM).
+    pub fn leaf(&self, names: &[&str]) -> (String, String) {
+        let key = KeyPair::generate().expect("leaf key");
+        let params = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).expect("names");
+        let cert = params.signed_by(&key, &self.issuer).expect("leaf certificate");
+        (cert.pem(), key.serialize_pem())
     }
 
-    fn serve(listener: TcpListener, name: &str, hosts: &[&str]) -> Self {
-        let names: Vec<String> = hosts.iter().map(|h| h.to_string()).collect();
-        let key = rcgen::generate_simple_self_signed(names).expect("a self-signed certificate");
-        let cert = key.cert.der().clone();
-        let private = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.signing_key.serialize_der()));
-        let cfg = ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .expect("protocol versions")
-            .with_no_client_auth()
-            .with_single_cert(vec![cert.clone()], private)
-            .expect("the pod's certificate");
-        let cfg = Arc::new(cfg);
-        let addr = listener.local_addr().unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let (accepted, stop) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicBool::new(false)));
-        let name = name.to_string();
-        let thread = std::thread::spawn({
-            let (accepted, stop) = (accepted.clone(), stop.clone());
-            move || {
-                while !stop.load(Ordering::Relaxed) {
-                    match listener.accept() {
-                        Ok((sock, _)) => {
-                            accepted.fetch_add(1, Ordering::Relaxed);
-                            let (cfg, name) = (cfg.clone(), name.clone());
-                            std::thread::spawn(move || serve_one(sock, cfg, &name));
-                        }
-                        Err(_) => std::thread::sleep(Duration::from_millis(5)),
-                    }
+    /// A client trusting this CA only, speaking exactly `version`, offering `alpn`.
+    pub fn client(&self, version: &'static rustls::SupportedProtocolVersion, alpn: &[&[u8]]) -> Arc<ClientConfig> {
+        let mut roots = RootCertStore::empty();
+        roots.add(self.cert.clone()).expect("CA as a root");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut c = ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[version])
+            .expect("version")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        c.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Arc::new(c)
+    }
+}
+
+/// A `kubernetes.io/tls` Secret manifest (base64 `data`, as kubectl writes it).
+pub fn secret_yaml(ns: &str, name: &str, cert_pem: &str, key_pem: &str) -> String {
+    format!(
+        "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: {ns}}}\ntype: kubernetes.io/tls\ndata:\n  tls.crt: {}\n  tls.key: {}\n",
+        base64(cert_pem.as_bytes()),
+        base64(key_pem.as_bytes())
+    )
+}
+
+fn base64(b: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in b.chunks(3) {
+        let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
+        for i in 0..4 {
+            out.push(if i <= c.len() { T[(n >> (18 - 6 * i) & 63) as usize] as char } else { '=' });
+        }
+    }
+    out
+}
+
+/// An open TLS connection to the agent.
+pub struct TlsConn {
+    pub stream: BufReader<StreamOwned<ClientConnection, TcpStream>>,
+}
+
+/// What the handshake gave.
+#[derive(Debug, Clone)]
+pub struct Negotiated {
+    pub version: Option<rustls::ProtocolVersion>,
+    pub alpn: Option<Vec<u8>>,
+    pub resumed: bool,
+    /// The first DNS name of the served certificate's SAN.
+    pub san: String,
+    /// The served certificate (DER).
+    pub cert: Vec<u8>,
+}
+
+impl TlsConn {
+    /// Connects to `addr` (from `tcp`, already connected) and completes the handshake
+    /// for `sni`. Err: the handshake failed (the rustls error, with the server's alert).
+    pub fn handshake(
+        tcp: TcpStream,
+        config: Arc<ClientConfig>,
+        sni: &str,
+    ) -> Result<(Self, Negotiated), rustls::Error> {
+        tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        tcp.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+        let name = ServerName::try_from(sni.to_string()).expect("a DNS name");
+        let mut conn = ClientConnection::new(config, name)?;
+        let mut tcp = tcp;
+        while conn.is_handshaking() {
+            match conn.complete_io(&mut tcp) {
+                Ok(_) => {}
+                Err(e) => {
+                    return Err(match e.into_inner().and_then(|i| i.downcast::<rustls::Error>().ok()) {
+                        Some(r) => *r,
+                        None => rustls::Error::General("connection closed during the handshake".into()),
+                    });
                 }
             }
-        });
-        TlsPod { addr, cert, accepted, stop, thread: Some(thread) }
-    }
-
-    /// TCP connections this pod has accepted.
-    pub fn accepted(&self) -> usize {
-        self.accepted.load(Ordering::Relaxed)
-    }
-}
-
-impl Drop for TlsPod {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
         }
+        let cert = conn.peer_certificates().and_then(|c| c.first()).map(|c| c.to_vec()).unwrap_or_default();
+        let san = first_dns_san(&cert);
+        let n = Negotiated {
+            version: conn.protocol_version(),
+            alpn: conn.alpn_protocol().map(|p| p.to_vec()),
+            resumed: conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed),
+            san,
+            cert,
+        };
+        Ok((Self { stream: BufReader::new(StreamOwned::new(conn, tcp)) }, n))
+    }
+
+    /// Sends `req` and reads its response on this connection.
+    pub fn send(&mut self, req: &Request) -> std::io::Result<Response> {
+        let s = self.stream.get_mut();
+        s.write_all(&req.to_bytes())?;
+        s.flush()?;
+        read_response(&mut self.stream, req.method == "HEAD")
+    }
+
+    /// Reads until the server closes; the bytes read (after a response, e.g. a 408).
+    pub fn read_rest(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let _ = self.stream.read_to_end(&mut out);
+        out
     }
 }
 
-fn serve_one(sock: TcpStream, cfg: Arc<ServerConfig>, name: &str) {
-    let _ = sock.set_nonblocking(false);
-    let _ = sock.set_read_timeout(Some(Duration::from_secs(10)));
-    let Ok(conn) = ServerConnection::new(cfg) else { return };
-    let mut tls = StreamOwned::new(conn, sock);
-    let mut line = String::new();
-    loop {
-        line.clear();
-        let mut reader = BufReader::new(&mut tls);
-        match reader.read_line(&mut line) {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
-        }
-        drop(reader);
-        let sni = tls.conn.server_name().unwrap_or("-").to_string();
-        let answer = format!("{name} sni={sni} got={}\n", line.trim_end());
-        if tls.write_all(answer.as_bytes()).and_then(|_| tls.flush()).is_err() {
-            return;
-        }
-    }
+/// Connects to `addr`, handshakes for `sni` with `config`, sends one request.
+pub fn get(addr: SocketAddr, config: Arc<ClientConfig>, sni: &str, req: &Request) -> (Negotiated, Response) {
+    let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    let (mut c, n) = TlsConn::handshake(tcp, config, sni).unwrap_or_else(|e| panic!("handshake for {sni}: {e}"));
+    let r = c.send(req).expect("response over TLS");
+    (n, r)
 }
 
-/// A key exchange group the size of X25519MLKEM768 (a 1184-byte share before the
-/// X25519 one) that also offers its X25519 half alone, as rustls does for the real
-/// hybrid: the ClientHello grows to the ~1.8 KB post-quantum clients send, and a
-/// server without ML-KEM picks the X25519 half.
-#[derive(Debug)]
-struct SizedLikeHybrid;
-
-static HYBRID: SizedLikeHybrid = SizedLikeHybrid;
-
-struct HybridShare {
-    classical: Box<dyn ActiveKeyExchange>,
-    combined: Vec<u8>,
-}
-
-impl SupportedKxGroup for SizedLikeHybrid {
-    fn start(&self) -> Result<Box<dyn ActiveKeyExchange>, rustls::Error> {
-        let classical = rustls::crypto::ring::kx_group::X25519.start()?;
-        let mut combined = vec![0x5a; 1184];
-        combined.extend_from_slice(classical.pub_key());
-        Ok(Box::new(HybridShare { classical, combined }))
-    }
-    fn name(&self) -> NamedGroup {
-        NamedGroup::X25519MLKEM768
-    }
-}
-
-impl ActiveKeyExchange for HybridShare {
-    fn complete(self: Box<Self>, _: &[u8]) -> Result<SharedSecret, rustls::Error> {
-        Err(rustls::Error::General("this test group has no ML-KEM half".into()))
-    }
-    fn hybrid_component(&self) -> Option<(NamedGroup, &[u8])> {
-        Some((self.classical.group(), self.classical.pub_key()))
-    }
-    fn complete_hybrid_component(self: Box<Self>, peer: &[u8]) -> Result<SharedSecret, rustls::Error> {
-        self.classical.complete(peer)
-    }
-    fn pub_key(&self) -> &[u8] {
-        &self.combined
-    }
-    fn group(&self) -> NamedGroup {
-        NamedGroup::X25519MLKEM768
-    }
-}
-
-/// How the client talks.
-#[derive(Clone, Default)]
-pub struct ClientOpts {
-    /// The server_name to send; None: no SNI at all.
-    pub sni: Option<String>,
-    /// A post-quantum-sized ClientHello.
-    pub large_hello: bool,
-    /// Write the ClientHello in pieces of this many bytes, pausing this long between them.
-    pub pieces: Option<(usize, Duration)>,
-}
-
-/// What the client saw: the pod's answer and the certificate the handshake presented.
-pub struct Exchange {
-    pub answer: String,
-    pub cert: CertificateDer<'static>,
-    /// Size of the ClientHello the client sent.
-    pub hello_len: usize,
-    /// The connection, still open.
-    pub stream: StreamOwned<ClientConnection, TcpStream>,
-}
-
-/// A TLS client trusting only `root` (a pod's self-signed certificate), over `sock`:
-/// handshake, one line `ping`, the answer. Errors when the handshake fails (the agent
-/// closed the connection, or the certificate is not the pod's).
-pub fn exchange(sock: TcpStream, root: &CertificateDer<'static>, opts: &ClientOpts) -> std::io::Result<Exchange> {
-    let mut provider = rustls::crypto::ring::default_provider();
-    if opts.large_hello {
-        provider.kx_groups.insert(0, &HYBRID);
-    }
-    let mut roots = RootCertStore::empty();
-    roots.add(root.clone()).map_err(std::io::Error::other)?;
-    let mut cfg = ClientConfig::builder_with_provider(Arc::new(provider))
-        .with_safe_default_protocol_versions()
-        .map_err(std::io::Error::other)?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    cfg.enable_sni = opts.sni.is_some();
-    // without SNI rustls still verifies the certificate against this name
-    let name = opts.sni.clone().unwrap_or_else(|| "no-sni.invalid".into());
-    let server = ServerName::try_from(name).map_err(std::io::Error::other)?;
-    let mut conn = ClientConnection::new(Arc::new(cfg), server).map_err(std::io::Error::other)?;
-    sock.set_read_timeout(Some(Duration::from_secs(5)))?;
-    sock.set_nodelay(true)?;
-    let mut sock = sock;
-    let mut hello = Vec::new();
-    while conn.wants_write() {
-        conn.write_tls(&mut hello)?;
-    }
-    match opts.pieces {
-        Some((n, pause)) => {
-            for piece in hello.chunks(n.max(1)) {
-                sock.write_all(piece)?;
-                std::thread::sleep(pause);
-            }
-        }
-        None => sock.write_all(&hello)?,
-    }
-    let mut tls = StreamOwned::new(conn, sock);
-    tls.write_all(b"ping\n")?;
-    tls.flush()?;
-    let mut answer = String::new();
-    BufReader::new(&mut tls).read_line(&mut answer)?;
-    if answer.is_empty() {
-        return Err(std::io::ErrorKind::UnexpectedEof.into());
-    }
-    let cert = tls
-        .conn
-        .peer_certificates()
-        .and_then(|c| c.first().cloned())
-        .ok_or_else(|| std::io::Error::other("no peer certificate"))?;
-    Ok(Exchange { answer: answer.trim_end().to_string(), cert, hello_len: hello.len(), stream: tls })
-}
-
-/// Waits (bounded) until `f` holds.
-pub fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// The first DNS name in a DER certificate's SAN extension (OID 2.5.29.17, entries
+/// `[2] IA5String`): what the tests check the served certificate by.
+pub fn first_dns_san(der: &[u8]) -> String {
+    let oid = [0x06, 0x03, 0x55, 0x1d, 0x11];
+    let Some(at) = der.windows(oid.len()).position(|w| w == oid) else { return String::new() };
+    let rest = &der[at..];
+    let Some(p) = rest.iter().position(|b| *b == 0x82) else { return String::new() };
+    let len = rest[p + 1] as usize;
+    String::from_utf8_lossy(&rest[p + 2..p + 2 + len]).into_owned()
 }

@@ -181,7 +181,7 @@ pub fn run(
     let table = ingress::routing::compile(&res, std::slice::from_ref(&mapping));
     let lt = &table.listeners[0];
     assert!(
-        lt.vhosts().any(|v| v.hostname == host),
+        lt.vhosts().iter().any(|v| v.hostname == host),
         "the bench's HTTPS listener does not route {host}: {:?} {:?}",
         lt.problems,
         table.routes
@@ -355,7 +355,11 @@ mod tests {
         let table = ingress::routing::compile(&res, &[mapping]);
         let lt = &table.listeners[0];
         assert!(lt.problems.is_empty(), "{:?}", lt.problems);
-        let vh = lt.vhosts().find(|v| v.hostname == "a.apps.test").expect("the host is routed on the HTTPS listener");
+        let vh = lt
+            .vhosts()
+            .into_iter()
+            .find(|v| v.hostname == "a.apps.test")
+            .expect("the host is routed on the HTTPS listener");
         assert_eq!(vh.entries[0].rule.backends[0].name, "dp-x/web:8080");
     }
 }

@@ -375,3 +375,138 @@ async fn grpc_routes_are_watched_served_and_given_status() {
     drop(agent);
     backend.stop();
 }
+
+/// A TLS handshake for `sni` with `client` on the agent's `port`: the served
+/// certificate (DER), or the error (the server's alert).
+fn tls_handshake(port: u16, client: std::sync::Arc<rustls::ClientConfig>, sni: &str) -> Result<Vec<u8>, String> {
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    let (mut c, n) = ingress_tests::tls::TlsConn::handshake(tcp, client, sni).map_err(|e| format!("{e:?}"))?;
+    let r = c.send(&Request::get(sni, "/")).map_err(|e| e.to_string())?;
+    if r.status != 200 {
+        return Err(format!("status {}", r.status));
+    }
+    Ok(n.cert)
+}
+
+/// The `(status, reason)` of condition `kind` of Gateway listener `name`, if written.
+async fn listener_condition(gws: &Api<Gateway>, gw: &str, name: &str, kind: &str) -> Option<(String, String)> {
+    let g = gws.get(gw).await.ok()?;
+    let l = g.status?.listeners?.into_iter().find(|l| l.name == name)?;
+    let c = l.conditions.into_iter().find(|c| c.type_ == kind)?;
+    Some((c.status, c.reason))
+}
+
+/// HTTPS listeners from Kubernetes (issue 12): the agent watches the Secret the
+/// listener names (and no other), refuses the handshake with InvalidCertificateRef in
+/// the Gateway status while it is missing, serves it once it exists, and serves a new
+/// certificate to new connections after the Secret is updated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_listener_secrets_are_watched_one_by_one() {
+    let test = "https_listener_secrets_are_watched_one_by_one";
+    let Some(bin) = kubeapi::binary(test) else { return };
+    let api = KubeApiServer::start(&bin, "tls");
+    let kc = kube::config::Kubeconfig::read_from(&api.kubeconfig).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap();
+    let client = Client::try_from(config).unwrap();
+    install_crds(&client).await;
+    for ns in ["infra", "apps"] {
+        create::<Namespace>(
+            Api::all(client.clone()),
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+        )
+        .await;
+    }
+    create::<Gateway>(
+        Api::namespaced(client.clone(), "infra"),
+        json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+            "metadata": {"name": "gw", "namespace": "infra"},
+            "spec": {"gatewayClassName": "x", "listeners": [{
+                "name": "https", "protocol": "HTTPS", "port": 443, "hostname": "a.test",
+                "allowedRoutes": {"namespaces": {"from": "All"}},
+                "tls": {"mode": "Terminate", "certificateRefs": [{"kind": "Secret", "name": "gw-cert"}]},
+            }]},
+        }),
+    )
+    .await;
+    create::<Service>(
+        Api::namespaced(client.clone(), "apps"),
+        json!({
+            "apiVersion": "v1", "kind": "Service", "metadata": {"name": "svc", "namespace": "apps"},
+            "spec": {"ports": [{"name": "http", "port": 80}]},
+        }),
+    )
+    .await;
+    let (_backend, port_a) = Backend::start_local("pod-a");
+    create_slice(&client, "svc-a", port_a).await;
+    create::<HttpRoute>(
+        Api::namespaced(client.clone(), "apps"),
+        json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": "r1", "namespace": "apps"},
+            "spec": {"parentRefs": [{"name": "gw", "namespace": "infra"}], "hostnames": ["a.test"],
+                     "rules": [{"backendRefs": [{"name": "svc", "port": 80}]}]},
+        }),
+    )
+    .await;
+    let ca = ingress_tests::tls::TestCa::new();
+    let secret = |name: &str| {
+        let (crt, key) = ca.leaf(&["a.test"]);
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": "infra"},
+               "type": "kubernetes.io/tls", "stringData": {"tls.crt": crt, "tls.key": key}})
+    };
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), "infra");
+    // a Secret no listener names: never watched
+    create(secrets.clone(), secret("other")).await;
+
+    let port = free_port();
+    let admin = format!("127.0.0.1:{}", free_port());
+    let args = vec!["--kubeconfig".to_string(), api.kubeconfig.display().to_string(), "--write-status".to_string()];
+    let agent = Agent::start_with(&ingress_bin(), None, &admin, &[format!("127.0.0.1:{port}=infra/gw:443")], &args);
+    let tls = || ca.client(&rustls::version::TLS13, &[b"http/1.1"]);
+
+    // missing Secret: the handshake is refused, the listener not programmed
+    let refused = tls_handshake(port, tls(), "a.test").expect_err("no certificate yet");
+    assert!(refused.contains("HandshakeFailure"), "{refused}");
+    let gws: Api<Gateway> = Api::namespaced(client.clone(), "infra");
+    let start = Instant::now();
+    while listener_condition(&gws, "gw", "https", "ResolvedRefs").await
+        != Some(("False".into(), "InvalidCertificateRef".into()))
+    {
+        assert!(start.elapsed() < SERVED_WITHIN, "no InvalidCertificateRef in the Gateway status");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // the Secret appears: served
+    create(secrets.clone(), secret("gw-cert")).await;
+    let mut first = Vec::new();
+    let took = until("certificate served", SERVED_WITHIN, || match tls_handshake(port, tls(), "a.test") {
+        Ok(cert) => {
+            first = cert;
+            true
+        }
+        Err(_) => false,
+    })
+    .await;
+    eprintln!("MEASURED kube: Secret created -> served in {took:?}");
+    assert_eq!(ingress_tests::tls::first_dns_san(&first), "a.test");
+    let start = Instant::now();
+    while listener_condition(&gws, "gw", "https", "ResolvedRefs").await != Some(("True".into(), "ResolvedRefs".into()))
+    {
+        assert!(start.elapsed() < SERVED_WITHIN, "ResolvedRefs not True after the Secret was created");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // the Secret updated: new connections get the new certificate
+    let (crt, key) = ca.leaf(&["a.test"]);
+    let patch = json!({"stringData": {"tls.crt": crt, "tls.key": key}});
+    secrets.patch("gw-cert", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    until("new certificate served", SERVED_WITHIN, || {
+        tls_handshake(port, tls(), "a.test").is_ok_and(|c| !c.is_empty() && c != first)
+    })
+    .await;
+
+    let log = agent.stop();
+    assert!(log.contains("watching the Secret of an HTTPS listener") && log.contains("infra/gw-cert"), "{log}");
+    assert!(!log.contains("infra/other"), "an unreferenced Secret was watched:\n{log}");
+}

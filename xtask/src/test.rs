@@ -88,6 +88,8 @@ const TIERS: &[Tier] = &[
             &["test", "-p", "ingress-tests", "--test", "passthrough"],
             // HTTP/2: h2c clients and pods, trailers, gRPC, rapid-reset and CONTINUATION floods
             &["test", "-p", "ingress-tests", "--test", "h2"],
+            // HTTPS listeners on 127.0.0.1: TLS 1.2/1.3, SNI certificates, resumption, reload
+            &["test", "-p", "ingress-tests", "--test", "tls"],
         ],
     },
     Tier {
@@ -142,6 +144,8 @@ const TIERS: &[Tier] = &[
             &["test", "-p", "ingress-tests", "--test", "netns_passthrough", "--", "--test-threads=1"],
             // an h2c gRPC call from the client namespace to a gRPC pod (hh2* namespaces)
             &["test", "-p", "ingress-tests", "--test", "netns_h2", "--", "--test-threads=1"],
+            // HTTPS from the client namespace through the agent to a pod (htls* namespaces)
+            &["test", "-p", "ingress-tests", "--test", "netns_tls", "--", "--test-threads=1"],
         ],
     },
     Tier {

@@ -250,16 +250,17 @@ fn starts_with_ignore_case(s: &[u8], prefix: &[u8]) -> bool {
     s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix)
 }
 
-/// A client connection as hyper sees it.
-pub struct ClientIo {
+/// A client connection as hyper sees it: over TCP, or over TLS (`S` a rustls stream,
+/// proxy/tls.rs), with the same head timer and framing scan.
+pub struct ClientIo<S = TcpStream> {
     prefix: Bytes,
-    pub inner: TcpStream,
+    pub inner: S,
     timer: Option<HeadTimer>,
 }
 
-impl ClientIo {
+impl<S> ClientIo<S> {
     /// A plain connection, or one with `prefix` already read from it.
-    pub fn new(inner: TcpStream, prefix: Bytes) -> Self {
+    pub fn new(inner: S, prefix: Bytes) -> Self {
         Self { prefix, inner, timer: None }
     }
 
@@ -270,12 +271,12 @@ impl ClientIo {
     }
 
     /// The stream and the bytes read from it that hyper has not consumed.
-    pub fn into_parts(self) -> (TcpStream, Bytes) {
+    pub fn into_parts(self) -> (S, Bytes) {
         (self.inner, self.prefix)
     }
 }
 
-impl AsyncRead for ClientIo {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientIo<S> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let before = buf.filled().len();
@@ -294,6 +295,8 @@ impl AsyncRead for ClientIo {
                     if t.activity.partial.load(Ordering::Acquire) {
                         // best effort: it fits any socket buffer
                         let _ = Pin::new(&mut this.inner).poll_write(cx, TIMEOUT_408);
+                        // over TLS the record is written out on flush
+                        let _ = Pin::new(&mut this.inner).poll_flush(cx);
                         tracing::debug!("408: request head not complete in time");
                     }
                     return Poll::Ready(Ok(())); // end of stream: hyper closes
@@ -310,7 +313,7 @@ impl AsyncRead for ClientIo {
     }
 }
 
-impl ClientIo {
+impl<S> ClientIo<S> {
     fn wrote(&self, p: &Poll<io::Result<usize>>) {
         if let (Some(t), Poll::Ready(Ok(n))) = (&self.timer, p) {
             if *n > 0 {
@@ -320,7 +323,7 @@ impl ClientIo {
     }
 }
 
-impl AsyncWrite for ClientIo {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ClientIo<S> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let p = Pin::new(&mut self.inner).poll_write(cx, buf);
         self.wrote(&p);

@@ -237,13 +237,16 @@ impl Proxy {
     /// put back in front of it) on listen mapping `index`: every stream goes through
     /// [`Proxy::handle`]. `scheme` (`http` or `https`) is the client's, for
     /// X-Forwarded-Proto and redirects. `tracked` is the connection's place under the
-    /// per-source cap ([`Proxy::serve`] admits it). Returns when the connection closed.
+    /// per-source cap ([`Proxy::serve`] admits it). `secure`: the connection is TLS
+    /// (ALPN chose h2, [`Proxy::dispatch_tls`]), its listener marked on every request.
+    /// Returns when the connection closed.
     pub(crate) async fn serve_h2<I: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         self: Arc<Self>,
         io: I,
         index: usize,
         peer: SocketAddr,
         scheme: &'static str,
+        secure: Option<super::tls::Secure>,
         tracked: Arc<sources::Tracked>,
     ) {
         self.metrics.h2_connection();
@@ -264,6 +267,9 @@ impl Proxy {
             hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
                 let (proxy, activity, resets) = (proxy.clone(), activity.clone(), resets.clone());
                 req.extensions_mut().insert(plan::ClientScheme(scheme));
+                if let Some(s) = &secure {
+                    req.extensions_mut().insert(s.clone());
+                }
                 Box::pin(async move {
                     let answering = Answering(Some(resets));
                     let mut resp = proxy.handle(req, index, peer, &activity).await;

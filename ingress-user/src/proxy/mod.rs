@@ -47,6 +47,8 @@ mod upgrade;
 // TLS passthrough (TLSRoute): the ClientHello's SNI, then the connection joined to a pod
 pub mod client_hello;
 mod passthrough;
+// HTTPS listeners (issue 12): TLS termination, SNI certificates, the ALPN dispatch
+pub mod tls;
 
 // Hostile requests (issue 11): refused before routing, paths normalized, client body errors
 mod client_body;
@@ -110,6 +112,8 @@ pub struct Proxy {
     endpoints: endpoints::EndpointCursors,
     /// Open client connections per source address, and which of them are idle.
     sources: Arc<sources::Sources>,
+    /// rustls configurations of the TLS mappings (HTTPS listeners)
+    tls: tls::TlsConfigs,
 }
 
 /// Idle upstream connections kept per pod endpoint (more are closed when they go idle).
@@ -141,6 +145,7 @@ impl Proxy {
             endpoints: Default::default(),
             sources: sources::Sources::new(config.max_connections_per_source),
             config: arc_swap::ArcSwap::from_pointee(config),
+            tls: Default::default(),
         })
     }
 
@@ -193,6 +198,10 @@ impl Proxy {
                     }
                     return;
                 }
+                // an HTTPS address: TLS first, then HTTP/1.1 or h2 as ALPN chose (proxy/tls.rs)
+                if proxy.tls_mapping(index) {
+                    return proxy.serve_tls(stream, index, peer, proxy_timeout, stop, tracked).await;
+                }
                 // h2c with prior knowledge: the preface is looked at before anything reads
                 let mut stream = stream;
                 let mut sniff_stop = proxy.shutdown.subscribe();
@@ -200,7 +209,7 @@ impl Proxy {
                     h2::Sniffed::H2(prefix) => {
                         let io = conn::ClientIo::new(stream, prefix);
                         // boxed: HTTP/1.1 connection tasks do not carry its size
-                        return Box::pin(proxy.serve_h2(io, index, peer, "http", tracked)).await;
+                        return Box::pin(proxy.serve_h2(io, index, peer, "http", None, tracked)).await;
                     }
                     h2::Sniffed::Http1(prefix) => prefix,
                     h2::Sniffed::Closed => return,
@@ -401,7 +410,18 @@ impl Proxy {
             return ProxyError::ListenerMissing.into();
         };
         let config = self.config.load();
-        let scheme = req.extensions().get::<plan::ClientScheme>().map_or("http", |s| s.0);
+        // requests served over TLS carry tls::Secure (proxy/tls.rs): 421 for another listener's host
+        let secure = req.extensions().get::<tls::Secure>();
+        let scheme = if secure.is_some() {
+            "https"
+        } else {
+            req.extensions().get::<plan::ClientScheme>().map_or("http", |s| s.0)
+        };
+        let authority =
+            req.uri().authority().map(|a| a.as_str()).or_else(|| req.headers().get(header::HOST)?.to_str().ok());
+        if let Some(l) = secure.zip(authority).and_then(|(s, host)| tls::misdirected(lt, s, host)) {
+            return local_response(l);
+        }
         let opts =
             plan::PlanOptions { forwarded_headers: config.forwarded_headers, request_ids: config.request_ids, scheme };
         drop(config);

@@ -40,19 +40,29 @@ impl<'a> TableBuilder<'a> {
                         passthrough.push(l);
                         continue;
                     }
-                    if l.protocol != "HTTP" {
+                    if l.protocol != "HTTP" && l.protocol != "HTTPS" {
                         table.problems.push(format!(
-                            "listener {} ({} port {}) is not served: only HTTP listeners are",
+                            "listener {} ({} port {}) is not served: only HTTP, HTTPS (Terminate) and TLS (Passthrough) listeners are",
                             l.name, l.protocol, l.port
                         ));
                         continue;
                     }
                     served.push(l);
+                }
+                // HTTPS: one protocol per mapping, certificates (routing/tls.rs)
+                let https = super::tls::choose_protocol(&mut served, m.listener_port, &mut table.problems);
+                for l in &served {
                     table.listeners.push((l.name.clone(), l.port as u16));
+                }
+                if https {
+                    let ns = crate::resources::namespace_of(&gw.metadata);
+                    let (tls, problems) = super::tls::build(res, &ns, &served);
+                    table.problems.extend(problems);
+                    table.tls = Some(tls);
                 }
                 if served.is_empty() && passthrough.is_empty() {
                     table.problems.push(format!(
-                        "Gateway {} has no HTTP listener{}",
+                        "Gateway {} has no HTTP or HTTPS listener{}",
                         m.gateway,
                         m.listener_port.map(|p| format!(" on port {p}")).unwrap_or_default()
                     ));
@@ -95,7 +105,11 @@ impl<'a> TableBuilder<'a> {
             entries.sort_by(|a, b| a.matcher.precedence(&b.matcher));
             shadowed(&h, &entries, &mut notes);
             let name = h.as_ref().map(|h| h.to_string()).unwrap_or_else(|| "*".into());
-            let vhost = Arc::new(VirtualHost::new(name, entries));
+            let mut vhost = VirtualHost::new(name, entries);
+            if t.tls.is_some() {
+                vhost.splice = Err("served over TLS: the agent terminates it, no join in the kernel".into());
+            }
+            let vhost = Arc::new(vhost);
             match h {
                 Some(Hostname::Exact(e)) => {
                     t.hosts.insert(e, vhost);

@@ -17,6 +17,7 @@ mod protocol;
 mod refs;
 mod rules;
 mod status;
+pub mod tls;
 pub mod view;
 
 use std::collections::HashMap;
@@ -64,6 +65,8 @@ pub struct ListenerTable {
     pub problems: Vec<String>,
     /// TLS passthrough listeners of this address and their SNI table (None: none).
     pub passthrough: Option<Arc<passthrough::PassthroughTable>>,
+    /// Some: the mapping serves HTTPS listeners (TLS at accept), their certificates.
+    pub tls: Option<tls::TlsListeners>,
 }
 
 /// The rules that apply to one hostname, in precedence order, with an index by the

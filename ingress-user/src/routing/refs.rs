@@ -134,6 +134,22 @@ pub(super) fn reference_granted_from(
     })
 }
 
+/// Whether a ReferenceGrant in the target's namespace lets objects of Gateway API kind
+/// `from` (kind, namespace) refer to the core object `to` (kind, namespace, name): the
+/// same check as [`reference_granted`], for other kinds (a Gateway's certificateRefs).
+pub(super) fn reference_granted_to(res: &Resources, from: (&str, &str), to: (&str, &str, &str)) -> bool {
+    let ((from_kind, from_ns), (to_kind, to_ns, to_name)) = (from, to);
+    res.reference_grants.iter().any(|(k, g)| {
+        k.namespace == to_ns
+            && g.spec.from.iter().any(|f| f.group == GATEWAY_GROUP && f.kind == from_kind && f.namespace == from_ns)
+            && g.spec.to.iter().any(|t| {
+                (t.group.is_empty() || t.group == "core")
+                    && t.kind == to_kind
+                    && t.name.as_deref().is_none_or(|n| n == to_name)
+            })
+    })
+}
+
 /// The ready endpoints of Service `namespace/name` port `port`, resolved exactly as a
 /// backendRef from an HTTPRoute in the same namespace (for `--l4 PORT=NS/SERVICE:PORT`).
 pub fn resolve_service_endpoints(

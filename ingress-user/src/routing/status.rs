@@ -15,6 +15,8 @@ pub(super) enum Reason {
     InvalidKind,
     RefNotPermitted,
     BackendNotFound,
+    /// A listener's certificateRef cannot be used (HTTPS listeners).
+    InvalidCertificateRef,
 }
 
 impl Reason {
@@ -27,6 +29,7 @@ impl Reason {
             Self::InvalidKind => "InvalidKind",
             Self::RefNotPermitted => "RefNotPermitted",
             Self::BackendNotFound => "BackendNotFound",
+            Self::InvalidCertificateRef => "InvalidCertificateRef",
         }
     }
 }

@@ -10,7 +10,7 @@ use crate::config::ListenMapping;
 use crate::resources::Resources;
 use crate::sources::manifest::load_text;
 
-fn resources(yaml: &str) -> Resources {
+pub(crate) fn resources(yaml: &str) -> Resources {
     let mut res = Resources::default();
     let mut errors = Vec::new();
     load_text(Path::new("test.yaml"), yaml, &mut res, &mut errors);
@@ -461,9 +461,13 @@ fn timeouts_are_carried() {
 fn missing_gateway_and_https_listeners_are_reported() {
     let t = table(GATEWAY, "127.0.0.1:80=infra/nope");
     assert!(t.listeners[0].problems[0].contains("not found"));
+    // an HTTPS listener is served (issue 12), but one without certificateRefs cannot
+    // complete a handshake: reported, and its TLS listener carries the problem
     let t = table(GATEWAY, "127.0.0.1:443=infra/gw:443");
     assert!(t.listeners[0].problems.iter().any(|p| p.contains("HTTPS")), "{:?}", t.listeners[0].problems);
-    assert!(t.listeners[0].listeners.is_empty());
+    assert_eq!(t.listeners[0].listeners, [("tls".to_string(), 443)]);
+    let tls = t.listeners[0].tls.as_ref().expect("a TLS mapping");
+    assert!(tls.listener("tls").unwrap().certificate.as_ref().is_err_and(|p| p.reason == "InvalidCertificateRef"));
 }
 
 #[test]

@@ -26,6 +26,9 @@ pub struct ListenerView {
     /// TLS passthrough: SNI hostname -> TLSRoute backends (exact, wildcards, any).
     #[serde(default)]
     pub passthrough: Vec<PassthroughHostView>,
+    /// HTTPS listeners of this address and their certificates (empty: plain HTTP).
+    #[serde(default)]
+    pub tls: Vec<TlsListenerView>,
 }
 
 /// One SNI hostname of a passthrough listener and where its connections go.
@@ -34,6 +37,17 @@ pub struct PassthroughHostView {
     pub hostname: String,
     pub route: String,
     pub backends: Vec<BackendView>,
+}
+
+/// An HTTPS listener: where its certificate comes from, or why it has none
+/// (`InvalidCertificateRef: ...`, its ResolvedRefs=False condition).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TlsListenerView {
+    pub name: String,
+    pub port: u16,
+    pub hostname: Option<String>,
+    pub secrets: Vec<String>,
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -208,6 +222,17 @@ fn listener_view(l: &ListenerTable) -> ListenerView {
         problems: l.problems.clone(),
         hosts: l.vhosts().into_iter().map(|v| host_view(v)).collect(),
         passthrough: l.passthrough.iter().flat_map(|p| p.hosts()).map(|h| passthrough_view(h)).collect(),
+        tls: l.tls.iter().flat_map(|t| &t.listeners).map(tls_listener_view).collect(),
+    }
+}
+
+fn tls_listener_view(l: &super::tls::TlsListener) -> TlsListenerView {
+    TlsListenerView {
+        name: l.name.clone(),
+        port: l.port,
+        hostname: l.hostname.as_ref().map(|h| h.to_string()),
+        secrets: l.secrets.clone(),
+        error: l.certificate.as_ref().err().map(|p| p.to_string()),
     }
 }
 
@@ -254,6 +279,14 @@ impl TableView {
             out += &format!("gateway {} (listeners {})\n", l.gateway, ls.join(", "));
             for p in &l.problems {
                 out += &format!("  ! {p}\n");
+            }
+            for t in &l.tls {
+                let host = t.hostname.as_deref().unwrap_or("*");
+                let what = match &t.error {
+                    None => format!("certificate from {}", t.secrets.join(", ")),
+                    Some(e) => format!("NOT serving: ResolvedRefs=False {e}"),
+                };
+                out += &format!("  https {}:{} ({host}): {what}\n", t.name, t.port);
             }
             for h in &l.hosts {
                 let splice = match &h.splice.why_not {

@@ -288,6 +288,12 @@ fn load_document(ctx: &DocCtx<'_>, doc: &str, res: &mut Resources) -> Result<(),
             let o: k8s_openapi::api::core::v1::Namespace = ctx.parse(doc)?;
             res.namespaces.insert(o.metadata.name.clone().unwrap_or_default(), o);
         }
+        ("", "Secret") => {
+            // `data` is base64 (k8s-openapi decodes it); `stringData` is kept as written
+            // and read over `data`, as the API server merges it (routing/tls.rs)
+            let o: k8s_openapi::api::core::v1::Secret = ctx.parse(doc)?;
+            res.secrets.insert(key_of(&o.metadata), o);
+        }
         ("", "") | (_, "") => {
             let root = ctx.root_line + 1 - ctx.first_line;
             return Err(ctx.error(Some(root), Some("kind".into()), "document has no `kind`".into()));
@@ -517,6 +523,29 @@ apiVersion: v1\nkind: Service\nmetadata: {name: t\nspec: {}\n---\napiVersion: v1
         let (_, errors) = load("x.yaml", "# c\n---\n\napiVersion: v1\nkind: ~\n");
         assert_eq!(errors.len(), 1);
         assert_eq!((errors[0].field.as_deref(), errors[0].line), (Some("kind"), Some(4)), "{}", errors[0]);
+    }
+
+    #[test]
+    fn secrets_with_base64_data_and_string_data() {
+        let text = "apiVersion: v1\nkind: Secret\nmetadata: {name: c, namespace: ns1}\ntype: kubernetes.io/tls\n\
+data:\n  tls.crt: aGVsbG8=\nstringData:\n  tls.key: world\n";
+        let (res, errors) = load("s.yaml", text);
+        assert!(errors.is_empty(), "{errors:?}");
+        let s = &res.secrets[&crate::resources::ObjectKey::new("ns1", "c")];
+        assert_eq!(s.type_.as_deref(), Some("kubernetes.io/tls"));
+        assert_eq!(s.data.as_ref().unwrap()["tls.crt"].0, b"hello");
+        assert_eq!(s.string_data.as_ref().unwrap()["tls.key"], "world");
+    }
+
+    #[test]
+    fn a_secret_with_bad_base64_names_file_line_and_field() {
+        let text =
+            format!("{ROUTE}---\napiVersion: v1\nkind: Secret\nmetadata: {{name: c}}\ndata:\n  tls.crt: not*base64\n");
+        let (res, errors) = load("certs.yaml", &text);
+        assert!(res.secrets.is_empty());
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        let shown = errors[0].to_string();
+        assert!(shown.starts_with("certs.yaml: document 2, line 17, field `data.tls.crt`"), "{shown}");
     }
 
     #[test]

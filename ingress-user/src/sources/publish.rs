@@ -85,6 +85,12 @@ impl Publisher {
         }
     }
 
+    /// The listen mappings, by slot (the Kubernetes source reads the Secrets their
+    /// HTTPS listeners reference).
+    pub fn mappings(&self) -> Vec<ListenMapping> {
+        self.mappings.lock().expect("listen mappings").clone()
+    }
+
     /// Adds a consumer of published resources; it first gets the last set published.
     pub fn add_hook(&self, mut hook: ResourcesHook) {
         let mut hooks = self.hooks.lock().expect("resource hooks");

@@ -21,6 +21,8 @@ pub struct ProxyMetrics {
     // HTTP/2 (proxy/h2.rs)
     h2_connections: AtomicU64,
     h2_reset_floods: AtomicU64,
+    /// TLS termination (HTTPS listeners)
+    pub tls: super::tls::TlsMetrics,
 }
 
 /// Counts a connection as active until dropped.
@@ -100,6 +102,7 @@ impl ProxyMetrics {
             connections_refused: self.refused.load(Ordering::Relaxed),
             h2_connections: self.h2_connections.load(Ordering::Relaxed),
             h2_reset_floods: self.h2_reset_floods.load(Ordering::Relaxed),
+            tls: self.tls.snapshot(),
         }
     }
 }

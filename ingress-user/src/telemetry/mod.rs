@@ -7,6 +7,7 @@ pub mod l4;
 // TLS passthrough outcomes (proxy/passthrough.rs)
 pub mod passthrough;
 pub mod prometheus;
+pub mod tls;
 pub mod view;
 
 pub use counters::ProxyMetrics;

@@ -45,6 +45,9 @@ pub struct ProxyCounters {
     pub h2_connections: u64,
     #[serde(default)]
     pub h2_reset_floods: u64,
+    /// TLS termination on HTTPS listeners.
+    #[serde(default)]
+    pub tls: super::tls::TlsCounters,
 }
 
 /// What `GET /stats` returns.
@@ -119,6 +122,7 @@ pub fn format_table(s: &StatsView) -> String {
         "proxy: {} requests; 2xx {} 3xx {} 4xx {} 5xx {}; backend errors {}\n",
         p.requests, p.responses_2xx, p.responses_3xx, p.responses_4xx, p.responses_5xx, p.backend_errors
     );
+    out += &super::tls::format_tls(&p.tls);
     if let Some(l4) = &s.l4 {
         out += &super::l4::format_l4(l4);
     }

@@ -340,6 +340,7 @@ fn main() {
         let react_ns = topo.pods.iter().find(|(p, _)| p.ip == react.ip).map(|(_, ns)| ns.clone()).expect("react ns");
         let backend = lt
             .vhosts()
+            .into_iter()
             .find(|v| v.hostname == HOST)
             .and_then(|v| v.entries.first())
             .map(|e| e.rule.backends[0].name.clone())

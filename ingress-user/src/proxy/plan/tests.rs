@@ -184,6 +184,16 @@ fn options_turn_forwarded_headers_and_request_ids_on_and_off() {
 }
 
 #[test]
+fn a_request_over_tls_is_forwarded_with_proto_https() {
+    let t = fixture();
+    let tls = PlanOptions { scheme: "https", ..ON };
+    let (_, h) = run(&t, "GET", "/", &[("host", "p.test"), ("x-forwarded-proto", "http")], tls, &[]);
+    assert_eq!(h.get("x-forwarded-proto").unwrap(), "https", "set by the ingress, not the client");
+    let (_, h) = run(&t, "GET", "/", &[("host", "p.test")], ON, &[]);
+    assert_eq!(h.get("x-forwarded-proto").unwrap(), "http");
+}
+
+#[test]
 fn an_absolute_form_target_sets_host_and_is_sent_in_origin_form() {
     let t = fixture();
     let (p, h) = run(&t, "GET", "http://p.test/x", &[("host", "other.test")], ON, &[]);

@@ -1,5 +1,6 @@
 //! Kubernetes route source: reflectors on Gateway, HTTPRoute, ReferenceGrant,
-//! Service, EndpointSlice and Namespace ([`watch`]); every change (debounced) rebuilds
+//! Service, EndpointSlice and Namespace ([`watch`]), and on each Secret an HTTPS
+//! listener references ([`secrets`]); every change (debounced) rebuilds
 //! the snapshot and publishes a new table. Watch errors, API server restarts and
 //! `410 Expired` relists are handled by the watchers; the stores keep their last
 //! state meanwhile, so the served table is never dropped. With `--write-status`,
@@ -16,6 +17,7 @@ use super::publish::Publisher;
 
 pub mod client;
 pub mod nodes;
+pub mod secrets;
 pub mod status;
 pub mod watch;
 
@@ -49,9 +51,18 @@ pub async fn run(client: Client, publisher: Arc<Publisher>, write_status: bool) 
     let changed = Arc::new(Notify::new());
     let stores = start_reflectors(client.clone(), changed.clone()).await?;
     stores.wait_until_ready().await?;
-    let mut writer = StatusWriter::new(client).with_tls_routes(stores.tls_routes.as_ref().map(|(_, ar)| ar.clone()));
+    let mut writer =
+        StatusWriter::new(client.clone()).with_tls_routes(stores.tls_routes.as_ref().map(|(_, ar)| ar.clone()));
+    // the Secrets of HTTPS listeners, watched one by one (secrets.rs)
+    let secret_watch = secrets::SecretWatch::new(client, changed.clone());
     loop {
-        let res = stores.snapshot();
+        let res = loop {
+            let mut res = stores.snapshot();
+            secret_watch.fill(&mut res);
+            if !secret_watch.follow(&secrets::referenced_secrets(&res, &publisher.mappings())).await {
+                break res;
+            }
+        };
         let table = publisher.publish(&res);
         if write_status {
             writer.write(&table, &res).await;

@@ -184,11 +184,24 @@ pub fn gateway_status_body(gw: &Gateway, table: &Table) -> Value {
                     ]
                 }),
                 attached_routes: i32::try_from(count).unwrap_or(i32::MAX),
-                conditions: vec![
-                    served("Accepted", "listener served by the host ingress"),
-                    served("Programmed", "listener served by the host ingress"),
-                    served("ResolvedRefs", "all references resolved"),
-                ],
+                conditions: match lt
+                    .tls
+                    .as_ref()
+                    .and_then(|t| t.listener(name))
+                    .and_then(|l| l.certificate.as_ref().err())
+                {
+                    None => vec![
+                        served("Accepted", "listener served by the host ingress"),
+                        served("Programmed", "listener served by the host ingress"),
+                        served("ResolvedRefs", "all references resolved"),
+                    ],
+                    // HTTPS: its certificate cannot be used; it refuses handshakes
+                    Some(p) => vec![
+                        served("Accepted", "listener served by the host ingress"),
+                        condition("Programmed", false, "Invalid", &p.message, generation, &previous),
+                        condition("ResolvedRefs", false, p.reason, &p.message, generation, &previous),
+                    ],
+                },
             });
         }
     }
@@ -429,6 +442,44 @@ mod tests {
         // A new transition time is RFC 3339 in whole seconds, as the API server keeps it.
         let t = body["status"]["conditions"][0]["lastTransitionTime"].as_str().unwrap();
         assert!(t.parse::<k8s_openapi::jiff::Timestamp>().is_ok() && t.ends_with('Z') && !t.contains('.'), "{t}");
+    }
+
+    /// An HTTPS listener whose Secret is missing: ResolvedRefs=False InvalidCertificateRef
+    /// and Programmed=False; the other listener of the Gateway stays programmed.
+    #[test]
+    fn an_https_listener_with_a_missing_secret_is_not_programmed() {
+        let gw: Gateway = serde_saphyr::from_str(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: infra, generation: 3}\nspec:\n  gatewayClassName: x\n  listeners:\n  - {name: bad, protocol: HTTPS, port: 443, hostname: b.test, tls: {certificateRefs: [{name: nope}]}}\n  - {name: good, protocol: HTTPS, port: 443, hostname: a.test, tls: {certificateRefs: [{name: ok}]}}\n",
+        )
+        .unwrap();
+        let mut res = crate::resources::Resources::default();
+        res.gateways.insert(ObjectKey::new("infra", "gw"), gw.clone());
+        let c = rcgen::generate_simple_self_signed(vec!["a.test".to_string()]).unwrap();
+        let secret = k8s_openapi::api::core::v1::Secret {
+            metadata: ObjectMeta { name: Some("ok".into()), namespace: Some("infra".into()), ..Default::default() },
+            type_: Some("kubernetes.io/tls".into()),
+            string_data: Some(
+                [("tls.crt".to_string(), c.cert.pem()), ("tls.key".to_string(), c.signing_key.serialize_pem())].into(),
+            ),
+            ..Default::default()
+        };
+        res.secrets.insert(ObjectKey::new("infra", "ok"), secret);
+        let m: ListenMapping = "127.0.0.1:8443=infra/gw:443".parse().unwrap();
+        let table = compile(&res, &[m]);
+        let body = gateway_status_body(&gw, &table);
+        let listeners = body["status"]["listeners"].as_array().unwrap();
+        let cond = |l: &Value, kind: &str| {
+            let c = l["conditions"].as_array().unwrap().iter().find(|c| c["type"] == kind).unwrap().clone();
+            (c["status"].as_str().unwrap().to_string(), c["reason"].as_str().unwrap().to_string())
+        };
+        assert_eq!(listeners[0]["name"], "bad");
+        assert_eq!(cond(&listeners[0], "ResolvedRefs"), ("False".into(), "InvalidCertificateRef".into()));
+        assert_eq!(cond(&listeners[0], "Programmed"), ("False".into(), "Invalid".into()));
+        assert_eq!(cond(&listeners[0], "Accepted").0, "True");
+        assert_eq!(listeners[1]["name"], "good");
+        assert_eq!(cond(&listeners[1], "ResolvedRefs"), ("True".into(), "ResolvedRefs".into()));
+        assert_eq!(cond(&listeners[1], "Programmed"), ("True".into(), "Programmed".into()));
+        assert!(listeners[0]["conditions"][2]["message"].as_str().unwrap().contains("infra/nope"), "{body}");
     }
 
     #[test]
