@@ -269,3 +269,43 @@ fn the_plain_request_checks_hold_over_tls() {
     let _ = std::io::Read::read_to_end(&mut t, &mut out);
     assert!(!out.starts_with(b"HTTP/1.1 200"), "{:?}", String::from_utf8_lossy(&out));
 }
+
+/// HTTP/2 over TLS: a client offering `h2` gets it by ALPN, and its streams take the
+/// same path as HTTP/1.1 over TLS (routed to the pod, `X-Forwarded-Proto: https`); a
+/// stream whose `:authority` belongs to another HTTPS listener than the connection's
+/// SNI gets 421, as over HTTP/1.1.
+#[test]
+fn h2_by_alpn_over_tls_is_routed_like_http1() {
+    let h = Https::start("h2", &[]);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let config = h.ca.client(&TLS13, &[b"h2", b"http/1.1"]);
+    let addr = h.addr;
+    let (alpn, routed, misdirected) = rt.block_on(async move {
+        tokio::time::timeout(Duration::from_secs(10), async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            let name = rustls::pki_types::ServerName::try_from("a.tls.test").unwrap();
+            let tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await.expect("TLS handshake");
+            let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+            let (client, conn) = h2::client::handshake(tls).await.expect("h2 over TLS");
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            let get = |authority: &str| {
+                http::Request::builder().uri(format!("https://{authority}/over-h2")).body(()).unwrap()
+            };
+            let routed = ingress_tests::h2_backend::h2_send(&client, get("a.tls.test"), b"", None).await.expect("a");
+            let other = ingress_tests::h2_backend::h2_send(&client, get("x.wild.test"), b"", None).await.expect("x");
+            (alpn, routed, other)
+        })
+        .await
+        .expect("answered in time")
+    });
+    let log = h.agent.log_text();
+    assert_eq!(alpn.as_deref(), Some(&b"h2"[..]), "ALPN chose h2");
+    assert_eq!(routed.status, 200, "{log}");
+    let echo: Echo = serde_json::from_slice(&routed.body).expect("the pod's echo");
+    assert_eq!(echo.pod, "pod-main");
+    assert_eq!(echo.path, "/over-h2");
+    assert_eq!(echo.headers.get("x-forwarded-proto").map(String::as_str), Some("https"));
+    assert_eq!(misdirected.status, 421, "another listener's host on this connection");
+}

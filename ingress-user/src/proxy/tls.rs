@@ -344,9 +344,9 @@ mod tests {
     }
 
     #[test]
-    fn the_config_offers_http1_and_both_versions_and_resumption() {
+    fn the_config_offers_h2_then_http1_and_both_versions_and_resumption() {
         let c = server_config(TableHandle::default(), 0).unwrap();
-        assert_eq!(c.alpn_protocols, [b"http/1.1".to_vec()]);
+        assert_eq!(c.alpn_protocols, [b"h2".to_vec(), b"http/1.1".to_vec()]);
         assert!(c.ticketer.enabled(), "TLS 1.3 (and 1.2) session tickets");
         assert!(c.session_storage.can_cache(), "a session cache for TLS 1.2 session IDs");
     }

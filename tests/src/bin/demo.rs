@@ -1,7 +1,10 @@
 //! `cargo xtask demo`: the k3d-shaped topology with OpenChoreo v0.12's real routes,
 //! the agent with XDP on the VM NIC, requests from the client namespace to every
-//! hostname, the pod that answered each, the XDP counters, then teardown. Exits
-//! non-zero if any request did not reach its expected pod.
+//! hostname, the pod that answered each, OpenChoreo's HTTPS listener on 8443 (a
+//! wildcard certificate for `*.openchoreovm.localhost` made here with rcgen) answering
+//! over TLS, one gRPC call through 9080 to a gRPC pod (h2c, routed by a GRPCRoute), the
+//! XDP counters, then teardown. Exits non-zero if any request did not reach its
+//! expected pod.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -15,6 +18,12 @@ use ingress_tests::netns::in_ns;
 use ingress_tests::topology::{self, Topology, VM_IP, VM_NIC};
 
 const PREFIX: &str = "ocdemo";
+/// The demo's gRPC pod (not in the fixtures: a GRPCRoute sample written beside them).
+const GRPC_POD_IP: [u8; 4] = [10, 42, 0, 250];
+const GRPC_POD_PORT: u16 = 50051;
+const GRPC_HOST: &str = "grpc-greeter-development.openchoreovm-apis.localhost";
+/// The control plane's HTTPS listener: VM port 8443 -> the Gateway's 443.
+const HTTPS_HOST: &str = "api.openchoreovm.localhost";
 const REQUESTS_PER_HOST: usize = 3;
 
 /// The demo's pin directory and cgroup (removed by name when it ends).
@@ -44,8 +53,13 @@ fn main() {
         eprintln!("demo: needs root (network namespaces, XDP): run `sudo cargo xtask demo`");
         std::process::exit(2);
     }
-    let pods = openchoreo_pods();
+    let mut pods = openchoreo_pods();
+    pods.push(topology::PodSpec { name: "grpc-greeter-pod".into(), ip: GRPC_POD_IP.into(), ports: vec![] });
     install_teardown_on_signal(pods.len());
+    // OpenChoreo's objects, plus what this demo adds beside them: the control plane's
+    // HTTPS certificate (the Secret its Gateway names) and a gRPC service with its GRPCRoute
+    let ca = ingress_tests::tls::TestCa::new();
+    let manifests = DemoManifests::write(&ca);
 
     let started = Instant::now();
     println!(
@@ -56,7 +70,14 @@ fn main() {
     for (p, ns) in &topo.pods {
         println!("   pod {:<62} {:<12} ports {:?}  (ns {ns})", p.name, p.ip, p.ports);
     }
-    let listens = openchoreo_listens(VM_IP);
+    let mut listens = openchoreo_listens(VM_IP);
+    listens.push(format!("{VM_IP}:8443=openchoreo-control-plane/gateway-default:443"));
+    // the gRPC pod: an h2c gRPC server (tests/src/h2_backend.rs) in its namespace
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let grpc_ns = topo.pods.iter().find(|(p, _)| p.ip == std::net::Ipv4Addr::from(GRPC_POD_IP)).unwrap().1.clone();
+    let grpc_listener =
+        in_ns(&grpc_ns, || std::net::TcpListener::bind(("0.0.0.0", GRPC_POD_PORT)).expect("bind in the gRPC pod"));
+    let grpc_pod = ingress_tests::h2_backend::H2Backend::serve(rt.handle(), "grpc-greeter-pod", grpc_listener);
     let mut dataplane: Vec<&str> =
         if userspace { vec!["--dataplane", "userspace"] } else { vec!["--interface", VM_NIC] };
     // L4: VM 6550 -> an API-server stand-in (plain TCP) in the node namespace, in the kernel.
@@ -73,17 +94,18 @@ fn main() {
         dataplane.extend(["--l4", "6550=172.18.0.2:6443", "--pin-path", DEMO_PINS, "--cgroup", &cgroup_arg]);
     }
     println!(
-        "== agent: {} run --manifests {} --listen {} --listen {} {}",
+        "== agent: {} run --manifests {} --listen {} --listen {} --listen {} {}",
         bin.display(),
-        openchoreo_dir().display(),
+        manifests.dir.display(),
         listens[0],
         listens[1],
+        listens[2],
         dataplane.join(" ")
     );
     let agent = if userspace {
-        Agent::start(&bin, &topo.vm_ns(), &openchoreo_dir(), &listens, &dataplane)
+        Agent::start(&bin, &topo.vm_ns(), &manifests.dir, &listens, &dataplane)
     } else {
-        Agent::start_keeping_pins(&bin, &topo.vm_ns(), &openchoreo_dir(), &listens, &dataplane)
+        Agent::start_keeping_pins(&bin, &topo.vm_ns(), &manifests.dir, &listens, &dataplane)
     };
 
     println!("== requests from the client namespace");
@@ -125,6 +147,16 @@ fn main() {
         }
     }
 
+    println!("== HTTPS: https://{HTTPS_HOST}:8443/api/v1/orgs from the client namespace (TLS 1.3, SNI {HTTPS_HOST})");
+    if let Err(why) = https_request(&topo.client_ns(), &ca) {
+        failures += 1;
+        println!("✗  {why}");
+    }
+    println!("== gRPC: /echo.Echo/Unary over h2c to {VM_IP}:9080 (:authority {GRPC_HOST}, routed by a GRPCRoute)");
+    if let Err(why) = grpc_call(&topo.client_ns(), &rt) {
+        failures += 1;
+        println!("✗  {why}");
+    }
     if !userspace {
         println!(
             "== L4: a TCP connection from the client namespace to {VM_IP}:6550 (tc DNAT to 172.18.0.2:6443, no socket on the VM)"
@@ -201,16 +233,137 @@ fn main() {
         }
     }
     drop(cgroup);
+    drop(grpc_pod);
     drop(topo);
+    drop(manifests);
     println!(
-        "== {} of {sent} requests reached the expected pod or status; torn down in {:.1}s total",
-        sent - failures,
+        "== {} of {} requests (HTTP, HTTPS, gRPC) reached the expected pod or status; torn down in {:.1}s total",
+        sent + 2 - failures,
+        sent + 2,
         started.elapsed().as_secs_f64()
     );
     if failures > 0 {
         eprintln!("demo: {failures} request(s) did not reach the expected pod; agent log:\n{log}");
         std::process::exit(1);
     }
+}
+
+/// The demo's manifests directory: a copy of the OpenChoreo fixtures, plus the control
+/// plane's certificate Secret and a gRPC sample (Service, EndpointSlice, GRPCRoute on
+/// the data plane's HTTP listener). Removed on drop.
+struct DemoManifests {
+    dir: PathBuf,
+}
+
+impl DemoManifests {
+    fn write(ca: &ingress_tests::tls::TestCa) -> Self {
+        let dir = std::env::temp_dir().join(format!("ingress-demo-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("demo manifests directory");
+        for e in std::fs::read_dir(openchoreo_dir()).expect("fixtures").flatten() {
+            if e.path().extension().is_some_and(|x| x == "yaml") {
+                std::fs::copy(e.path(), dir.join(e.file_name())).expect("copy a fixture");
+            }
+        }
+        // the Secret the control plane's HTTPS listener names (v0.12: control-plane-tls)
+        let (crt, key) = ca.leaf(&["*.openchoreovm.localhost", "openchoreovm.localhost"]);
+        let mut extra = ingress_tests::tls::secret_yaml("openchoreo-control-plane", "control-plane-tls", &crt, &key);
+        let ip = std::net::Ipv4Addr::from(GRPC_POD_IP);
+        extra += &format!(
+            "---
+apiVersion: v1
+kind: Service
+metadata: {{name: grpc-greeter, namespace: dp-default-demo-development}}
+spec: {{ports: [{{name: grpc, port: 50051, targetPort: {GRPC_POD_PORT}, appProtocol: kubernetes.io/h2c}}]}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: grpc-greeter-0, namespace: dp-default-demo-development, labels: {{kubernetes.io/service-name: grpc-greeter}}}}
+addressType: IPv4
+ports: [{{name: grpc, port: {GRPC_POD_PORT}, appProtocol: kubernetes.io/h2c}}]
+endpoints: [{{addresses: ['{ip}'], conditions: {{ready: true}}}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {{name: grpc-greeter, namespace: dp-default-demo-development}}
+spec:
+  parentRefs: [{{name: gateway-default, namespace: openchoreo-data-plane, sectionName: http}}]
+  hostnames: [{GRPC_HOST}]
+  rules:
+  - matches: [{{method: {{service: echo.Echo}}}}]
+    backendRefs: [{{name: grpc-greeter, port: 50051}}]
+"
+        );
+        std::fs::write(dir.join("zz-demo-https-grpc.yaml"), extra).expect("demo manifest");
+        Self { dir }
+    }
+}
+
+impl Drop for DemoManifests {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `GET /api/v1/orgs` over TLS to the control plane's HTTPS listener (VM 8443), from
+/// the client namespace; prints who answered; Err: what went wrong.
+fn https_request(client_ns: &str, ca: &ingress_tests::tls::TestCa) -> Result<(), String> {
+    let addr: std::net::SocketAddr = format!("{VM_IP}:8443").parse().unwrap();
+    let tcp = in_ns(client_ns, || std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)))
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    let config = ca.client(&rustls::version::TLS13, &[b"http/1.1"]);
+    let (mut conn, n) = ingress_tests::tls::TlsConn::handshake(tcp, config, HTTPS_HOST)
+        .map_err(|e| format!("TLS handshake for {HTTPS_HOST}: {e}"))?;
+    let r = conn
+        .send(&Request::get(&format!("{HTTPS_HOST}:8443"), "/api/v1/orgs"))
+        .map_err(|e| format!("request over TLS: {e}"))?;
+    let echo: Echo = serde_json::from_slice(&r.body).map_err(|_| format!("status {}: not a pod's answer", r.status))?;
+    println!(
+        "   {:?}, certificate for {}, status {}, answered by {} (X-Forwarded-Proto {})",
+        n.version.map(|v| format!("{v:?}")).unwrap_or_default(),
+        n.san,
+        r.status,
+        echo.pod,
+        echo.headers.get("x-forwarded-proto").map(String::as_str).unwrap_or("-")
+    );
+    if r.status != 200 || !echo.pod.starts_with("openchoreo-api-") {
+        return Err(format!("expected 200 from an openchoreo-api pod, got {} from {}", r.status, echo.pod));
+    }
+    Ok(())
+}
+
+/// One unary gRPC call over h2c (prior knowledge) to VM 9080 from the client
+/// namespace; prints the reply and its grpc-status; Err: what went wrong.
+fn grpc_call(client_ns: &str, rt: &tokio::runtime::Runtime) -> Result<(), String> {
+    use ingress_tests::h2_backend::{grpc_frame, grpc_messages, h2_client, h2_send};
+    let addr: std::net::SocketAddr = format!("{VM_IP}:9080").parse().unwrap();
+    let stream = in_ns(client_ns, || std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)))
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    stream.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let req = http::Request::builder()
+        .method("POST")
+        .uri(format!("http://{GRPC_HOST}:9080/echo.Echo/Unary"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap();
+    let reply = rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            let tcp = tokio::net::TcpStream::from_std(stream).map_err(|e| e.to_string())?;
+            let client = h2_client(tcp).await.map_err(|e| format!("h2 handshake: {e}"))?;
+            h2_send(&client, req, &grpc_frame(b"hello"), None).await.map_err(|e| format!("the call: {e}"))
+        })
+        .await
+        .map_err(|_| "no answer in 10 s".to_string())?
+    })?;
+    let status = reply.trailers.as_ref().and_then(|t| t.get("grpc-status")).and_then(|v| v.to_str().ok());
+    let msgs = grpc_messages(&reply.body).unwrap_or_default();
+    let text = msgs.first().map(|m| String::from_utf8_lossy(m).into_owned()).unwrap_or_default();
+    println!("   HTTP/2 {} grpc-status {} reply \"{text}\"", reply.status, status.unwrap_or("-"));
+    if reply.status != 200 || status != Some("0") || !text.starts_with("grpc-greeter-pod ") {
+        return Err("the gRPC call did not reach the gRPC pod with grpc-status 0".into());
+    }
+    Ok(())
 }
 
 /// Ctrl-C / SIGTERM: remove the namespaces (by name) before exiting. The signals are
