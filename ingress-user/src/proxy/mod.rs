@@ -192,15 +192,17 @@ impl Proxy {
                 let _guard = (guard, source.slot);
                 // a TLS passthrough address: the ClientHello's SNI picks the pod (a plain
                 // connection there is HTTP/1.1 when the address also maps HTTP listeners)
+                // (boxed, like the TLS and h2 paths below: the task of every connection is
+                // as large as its largest branch, and idle plain connections must stay small)
                 if proxy.passthrough_served(index) {
-                    if let Some(io) = proxy.serve_passthrough(stream, index, proxy_timeout, &tracked).await {
+                    if let Some(io) = Box::pin(proxy.serve_passthrough(stream, index, proxy_timeout, &tracked)).await {
                         proxy.serve_http(io, index, peer, proxy_timeout, stop, tracked).await;
                     }
                     return;
                 }
                 // an HTTPS address: TLS first, then HTTP/1.1 or h2 as ALPN chose (proxy/tls.rs)
                 if proxy.tls_mapping(index) {
-                    return proxy.serve_tls(stream, index, peer, proxy_timeout, stop, tracked).await;
+                    return Box::pin(proxy.serve_tls(stream, index, peer, proxy_timeout, stop, tracked)).await;
                 }
                 // h2c with prior knowledge: the preface is looked at before anything reads
                 let mut stream = stream;
