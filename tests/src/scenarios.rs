@@ -67,6 +67,9 @@ pub fn one_keep_alive_connection_routes_every_request_on_its_own(s: &Setup) {
 
 pub fn a_gibibyte_streams_both_ways_with_bounded_agent_memory(s: &Setup) {
     const GIB: u64 = 1 << 30;
+    // the agent's own peak before any byte streams (its code and tables): what the
+    // streams add on top is what must stay bounded, whatever the binary's size
+    let before = s.agent.peak_rss_kib().expect("agent RSS");
     let c = s.connect();
     c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     let mut w = c.try_clone().unwrap();
@@ -94,7 +97,11 @@ pub fn a_gibibyte_streams_both_ways_with_bounded_agent_memory(s: &Setup) {
         assert_eq!(got, (200, GIB), "download chunked={chunked}");
     }
     let rss = s.agent.peak_rss_kib().expect("agent RSS");
-    assert!(rss < 64 * 1024, "agent peak RSS {rss} KiB while 3 GiB streamed through it");
+    eprintln!("MEASURED agent peak RSS {before} KiB before, {rss} KiB after 3 GiB streamed through it");
+    assert!(
+        rss < before + 32 * 1024,
+        "agent peak RSS {rss} KiB while 3 GiB streamed through it ({before} KiB before: more than 32 MiB added)"
+    );
 }
 
 pub fn a_pod_dying_mid_response_fails_only_that_request(s: &Setup) {
