@@ -11,9 +11,7 @@ use gateway_api::apis::experimental::httproutes::{
 use gateway_api::apis::standard::gateways::{
     Gateway, GatewayStatus, GatewayStatusListeners, GatewayStatusListenersSupportedKinds,
 };
-use gateway_api::apis::standard::grpcroutes::{
-    GrpcRoute, GrpcRouteStatus, GrpcRouteStatusParents, GrpcRouteStatusParentsParentRef,
-};
+use gateway_api::apis::standard::grpcroutes::GrpcRoute;
 use gateway_api::apis::standard::tlsroutes::TlsRoute;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
@@ -102,42 +100,38 @@ pub fn route_status_body(route: &HttpRoute, parents: &[ParentStatus]) -> Value {
     apply_body::<HttpRoute>(&route.metadata, HttpRouteStatus { parents })
 }
 
-/// The server-side-apply body for a TLSRoute's status at `api_version` (the version
-/// the server serves): its `status.parents` have the fields of an HTTPRoute's.
-pub fn tls_route_status_body(route: &TlsRoute, api_version: &str, parents: &[ParentStatus]) -> Value {
-    let previous = route.status.as_ref().and_then(|s| serde_json::to_value(s).ok());
+/// The status body of a route kind whose `status.parents` have an HTTPRoute's fields
+/// (TLSRoute, GRPCRoute): built as an HTTPRoute's from the route's metadata and its
+/// previous status (for the transition times), then retagged `api_version`/`kind`.
+fn route_like_status_body(
+    metadata: &ObjectMeta,
+    previous: Option<Value>,
+    api_version: &str,
+    kind: &str,
+    parents: &[ParentStatus],
+) -> Value {
     let as_http = HttpRoute {
-        metadata: route.metadata.clone(),
+        metadata: metadata.clone(),
         spec: Default::default(),
         status: previous.and_then(|v| serde_json::from_value(v).ok()),
     };
     let mut body = route_status_body(&as_http, parents);
     body["apiVersion"] = api_version.into();
-    body["kind"] = TlsRoute::kind(&()).into();
+    body["kind"] = kind.into();
     body
+}
+
+/// The server-side-apply body for a TLSRoute's status at `api_version` (the version
+/// the server serves).
+pub fn tls_route_status_body(route: &TlsRoute, api_version: &str, parents: &[ParentStatus]) -> Value {
+    let previous = route.status.as_ref().and_then(|s| serde_json::to_value(s).ok());
+    route_like_status_body(&route.metadata, previous, api_version, &TlsRoute::kind(&()), parents)
 }
 
 /// The server-side-apply body for a GRPCRoute's status: as an HTTPRoute's.
 pub fn grpc_route_status_body(route: &GrpcRoute, parents: &[ParentStatus]) -> Value {
-    let generation = route.metadata.generation;
-    let previous: Vec<Condition> =
-        route.status.iter().flat_map(|s| &s.parents).flat_map(|p| p.conditions.iter().cloned()).collect();
-    let parents = parents
-        .iter()
-        .map(|p| GrpcRouteStatusParents {
-            parent_ref: GrpcRouteStatusParentsParentRef {
-                group: Some(Gateway::group(&()).into_owned()),
-                kind: Some(Gateway::kind(&()).into_owned()),
-                namespace: Some(p.gateway.namespace.clone()),
-                name: p.gateway.name.clone(),
-                section_name: p.section_name.clone(),
-                port: p.port,
-            },
-            controller_name: CONTROLLER_NAME.to_string(),
-            conditions: p.conditions.iter().map(|c| from_engine(c, generation, &previous)).collect(),
-        })
-        .collect();
-    apply_body::<GrpcRoute>(&route.metadata, GrpcRouteStatus { parents })
+    let previous = route.status.as_ref().and_then(|s| serde_json::to_value(s).ok());
+    route_like_status_body(&route.metadata, previous, &GrpcRoute::api_version(&()), &GrpcRoute::kind(&()), parents)
 }
 
 /// The server-side-apply body for a served Gateway's status: Accepted/Programmed, and
