@@ -1,14 +1,16 @@
 //! The upstream phase: send the request to the chosen endpoint over the pool; on a
 //! connect failure try the backend's next endpoints; apply the rule's retry policy
-//! and timeouts. Requests with a body are sent once (the body streams and cannot be
-//! replayed); requests without one can be replayed to another endpoint.
+//! and timeouts. A request whose connect failed comes back unsent from the HTTP/1.1
+//! pool (`h1_client.rs`) and goes to the next endpoint as it is; a copy of the head is
+//! kept only where a sent request may be replayed (a retry policy; h2c pods, whose
+//! pool does not give requests back). Requests with a body are sent once (the body
+//! streams and cannot be replayed).
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use http::{Request, Response, Uri, header};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 
 use super::error::ProxyError;
 use super::{Body, Proxy};
@@ -19,8 +21,9 @@ const MAX_CONNECT_TRIES: usize = 3;
 
 /// How an attempt ended, for the retry decision.
 enum Outcome {
-    Response(Response<Incoming>),
-    ConnectFailed,
+    Response(Response<Body>),
+    /// Nothing reached the pod: the request, when it came back unsent.
+    ConnectFailed(Option<Box<Request<Body>>>),
     Failed,
     TimedOut,
 }
@@ -30,15 +33,6 @@ fn replayable<B>(req: &Request<B>) -> bool {
     !h.contains_key(header::TRANSFER_ENCODING)
         && h.get(header::CONTENT_LENGTH).is_none_or(|v| v.as_bytes() == b"0")
         && !matches!(*req.method(), http::Method::POST | http::Method::PATCH)
-}
-
-/// A request for an HTTP/1.1 pod: an HTTP/2 client's request goes out as HTTP/1.1
-/// (hyper's HTTP/1 client refuses version 2; Host was set from `:authority` by the plan).
-pub(super) fn as_http1<B>(mut req: Request<B>) -> Request<B> {
-    if req.version() == http::Version::HTTP_2 {
-        *req.version_mut() = http::Version::HTTP_11;
-    }
-    req
 }
 
 fn copy_head(req: &Request<Body>, endpoint: SocketAddr, pq: &str) -> Option<Request<Body>> {
@@ -56,15 +50,19 @@ impl Proxy {
         endpoint: SocketAddr,
         backend: &Backend,
     ) -> Outcome {
-        // HTTP/1.1 over the pooled client, or HTTP/2 to an h2c pod (`h2_client.rs`)
+        // HTTP/1.1 over the pool (`h1_client.rs`), or HTTP/2 to an h2c pod (`h2_client.rs`)
         let fut = async {
             match backend.protocol {
-                BackendProtocol::Http1 => {
-                    self.client.request(as_http1(req)).await.map_err(|e| (e.is_connect(), e.to_string()))
-                }
-                BackendProtocol::H2c => {
-                    self.h2c.request(endpoint, req).await.map_err(|e| (e.is_connect(), e.to_string()))
-                }
+                BackendProtocol::Http1 => self.h1.request(endpoint, req).await.map_err(|e| match e {
+                    super::h1_client::H1Error::Connect(req, e) => (Some(req), true, e),
+                    super::h1_client::H1Error::Failed(e) => (None, false, e.to_string()),
+                }),
+                BackendProtocol::H2c => self
+                    .h2c
+                    .request(endpoint, req)
+                    .await
+                    .map(|r| r.map(|b| b.boxed()))
+                    .map_err(|e| (None, e.is_connect(), e.to_string())),
             }
         };
         let result = match timeout {
@@ -76,11 +74,11 @@ impl Proxy {
         };
         match result {
             Ok(r) => Outcome::Response(r),
-            Err((connect, e)) => {
+            Err((unsent, connect, e)) => {
                 self.metrics.backend_error();
                 let backend = &backend.name;
                 tracing::debug!(%endpoint, %backend, error = %e, connect, "backend request failed");
-                if connect { Outcome::ConnectFailed } else { Outcome::Failed }
+                if connect { Outcome::ConnectFailed(unsent) } else { Outcome::Failed }
             }
         }
     }
@@ -94,10 +92,17 @@ impl Proxy {
         backend: &Backend,
         endpoint: SocketAddr,
         pq: &str,
-    ) -> Result<Response<Incoming>, Response<Body>> {
+    ) -> Result<Response<Body>, Response<Body>> {
         let whole = async {
-            let replay = replayable(&req).then(|| copy_head(&req, endpoint, pq)).flatten();
             let retry = rule.retry.as_ref();
+            let others = match &backend.target {
+                crate::routing::BackendTarget::Endpoints(e) => e.len(),
+                _ => 1,
+            };
+            // a copy only where a request that went out may have to go again
+            let copy =
+                retry.is_some_and(|r| r.attempts > 0) || (backend.protocol == BackendProtocol::H2c && others > 1);
+            let replay = (copy && replayable(&req)).then(|| copy_head(&req, endpoint, pq)).flatten();
             let max_status_retries = if replay.is_some() { retry.map_or(0, |r| r.attempts) } else { 0 };
             let (mut status_retries, mut connect_tries) = (0u32, 1usize);
             let mut endpoint = endpoint;
@@ -126,14 +131,12 @@ impl Proxy {
                         }
                         return Ok(resp);
                     }
-                    Outcome::ConnectFailed => {
-                        let others = match &backend.target {
-                            crate::routing::BackendTarget::Endpoints(e) => e.len(),
-                            _ => 1,
-                        };
-                        if replay.is_some() && connect_tries < others.min(MAX_CONNECT_TRIES) {
+                    Outcome::ConnectFailed(unsent) => {
+                        // the request itself when it came back unsent, else a copy of its head
+                        if (unsent.is_some() || replay.is_some()) && connect_tries < others.min(MAX_CONNECT_TRIES) {
                             connect_tries += 1;
                             endpoint = self.endpoints.pick(backend).unwrap_or(endpoint);
+                            next = unsent.map(|r| *r);
                             continue;
                         }
                         return Err(ProxyError::ConnectFailed.into());

@@ -12,9 +12,7 @@ use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use crate::datapath::Joiner;
@@ -25,12 +23,17 @@ use crate::telemetry::prometheus::{Counted, Metrics};
 use error::ProxyError;
 
 /// What a request was routed to, for metrics: `namespace/route#rule` and the backend.
-#[derive(Default)]
 struct Tag {
-    route: String,
-    backend: String,
-    /// The response-bytes counter, looked up once with the request-bytes one.
-    bytes_out: Option<prometheus_client::metrics::counter::Counter>,
+    route: Arc<str>,
+    backend: Arc<str>,
+    /// The route and backend's series, once looked up (for the request body's bytes).
+    handles: Option<Arc<crate::telemetry::prometheus::RouteHandles>>,
+}
+
+impl Default for Tag {
+    fn default() -> Self {
+        Self { route: plan::unlabelled(), backend: plan::unlabelled(), handles: None }
+    }
 }
 
 mod conn;
@@ -56,6 +59,7 @@ pub mod normalize;
 pub mod refuse;
 
 // HTTP/2 (issue 12): h2c and h2 clients, h2c backends
+mod h1_client;
 pub mod h2;
 mod h2_client;
 
@@ -103,7 +107,7 @@ pub struct Proxy {
     pub metrics: ProxyMetrics,
     /// Prometheus families for `/metrics`.
     pub prom: Metrics,
-    client: Client<HttpConnector, Body>,
+    h1: Arc<h1_client::H1Pool>,
     /// Connections to h2c backends (`appProtocol: kubernetes.io/h2c`).
     h2c: Arc<h2_client::H2Pool>,
     shutdown: tokio::sync::watch::Sender<bool>,
@@ -126,19 +130,13 @@ impl Proxy {
     /// `joiner` joins upgraded and splice-safe connections (in the kernel when the
     /// eBPF dataplane loaded its splice program, else in user space).
     pub fn new(config: ProxyConfig, table: TableHandle, joiner: Joiner) -> Arc<Self> {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
         // per pod endpoint: idle connections kept 30 s, at most POOL_MAX_IDLE of them
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(POOL_MAX_IDLE)
-            .build(connector);
+        let h1 = h1_client::H1Pool::new(POOL_MAX_IDLE);
         Arc::new(Self {
             table,
             metrics: ProxyMetrics::default(),
             prom: Metrics::default(),
-            client,
+            h1,
             h2c: Default::default(),
             shutdown: tokio::sync::watch::Sender::new(false),
             joiner: Arc::new(joiner),
@@ -380,15 +378,13 @@ impl Proxy {
         };
         let status = resp.status().as_u16();
         self.metrics.response(status);
-        self.prom.record(&tag.route, &tag.backend, status, start.elapsed());
+        let handles = tag.handles.take().unwrap_or_else(|| self.prom.handles(&tag.route, &tag.backend));
+        handles.record(&self.prom, status, start.elapsed());
         let resp = match grpc {
             Some(content_type) => as_grpc(resp, content_type),
             None => resp,
         };
-        let out = match tag.bytes_out.take() {
-            Some(c) => c,
-            None => self.prom.byte_counters(&tag.route, &tag.backend).1,
-        };
+        let out = handles.bytes_out.clone();
         // the request stays in flight (no head timeout) until its body is done
         resp.map(|b| {
             Counted::new(b, out)
@@ -444,13 +440,14 @@ impl Proxy {
         let req = if f.mirrors.is_empty() {
             req.map(|b| b.boxed())
         } else {
-            match self.mirror(req, &f.mirrors, &f.path_and_query).await {
+            match self.mirror(req, &f.mirrors, f.path_and_query()).await {
                 Ok(r) => r,
                 Err(resp) => return resp,
             }
         };
-        let (bytes_in, bytes_out) = self.prom.byte_counters(&tag.route, &tag.backend);
-        tag.bytes_out = Some(bytes_out);
+        let handles = self.prom.handles(&tag.route, &tag.backend);
+        let bytes_in = handles.bytes_in.clone();
+        tag.handles = Some(handles);
         let watch = client_body::BodyWatch::for_body(req.body());
         let mut req = req.map(|b| watch.wrap(Counted::new(b, bytes_in).boxed()));
         if req.method() == http::Method::HEAD {
@@ -459,7 +456,7 @@ impl Proxy {
             req.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
 
-        let mut resp = match self.forward(req, &f.rule, f.backend(), f.endpoint, &f.path_and_query).await {
+        let mut resp = match self.forward(req, &f.rule, f.backend(), f.endpoint, f.path_and_query()).await {
             Ok(r) => r,
             // the client's body was malformed (a bad chunk): its error, not the pod's
             Err(_) if watch.failed() => return client_body::malformed(),
@@ -477,7 +474,7 @@ impl Proxy {
         for (n, v) in &f.response_headers {
             resp.headers_mut().insert(n.clone(), v.clone());
         }
-        resp.map(|b| b.boxed())
+        resp
     }
 
     /// Sends a copy of `req` to each mirror (fire and forget) and returns the request
@@ -519,15 +516,18 @@ impl Proxy {
                 *h = parts.headers.clone();
             }
             let Ok(copy) = copy.body(full(bytes.clone())) else { continue };
-            let (client, h2c, protocol) = (self.client.clone(), self.h2c.clone(), m.protocol);
+            let (h1, h2c, protocol) = (self.h1.clone(), self.h2c.clone(), m.protocol);
             let backend = m.backend.clone();
             tokio::spawn(async move {
                 let sent = async {
                     match protocol {
-                        crate::routing::BackendProtocol::H2c => h2c.request(ep, copy).await.map_err(|e| e.to_string()),
-                        crate::routing::BackendProtocol::Http1 => {
-                            client.request(forward::as_http1(copy)).await.map_err(|e| e.to_string())
+                        crate::routing::BackendProtocol::H2c => {
+                            h2c.request(ep, copy).await.map(|r| r.map(|b| b.boxed())).map_err(|e| e.to_string())
                         }
+                        crate::routing::BackendProtocol::Http1 => h1.request(ep, copy).await.map_err(|e| match e {
+                            h1_client::H1Error::Connect(_, e) => e,
+                            h1_client::H1Error::Failed(e) => e.to_string(),
+                        }),
                     }
                 };
                 match tokio::time::timeout(MIRROR_TIMEOUT, sent).await {

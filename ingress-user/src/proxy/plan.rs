@@ -3,6 +3,7 @@
 //! endpoint with the head rewritten by the filters. No sockets, no async: the
 //! connection code executes the plan (`mod.rs`, `forward.rs`, `upgrade.rs`).
 
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -87,10 +88,9 @@ pub struct Forward {
     /// Index of the chosen backend in `rule.backends`.
     pub backend: usize,
     pub endpoint: SocketAddr,
-    /// The new request target, addressed to the endpoint (`http://10.42.0.5:8080/x?y`).
+    /// The new request target, addressed to the endpoint (`http://10.42.0.5:8080/x?y`);
+    /// [`Forward::path_and_query`] is its path and query as sent to the pod.
     pub uri: Uri,
-    /// Path and query as sent to the pod (for retries and mirrors).
-    pub path_and_query: String,
     /// `Some(protocol)` when the client asked to upgrade (WebSocket): the hop-by-hop
     /// fields are then left for the upgrade code.
     pub upgrade: Option<HeaderValue>,
@@ -106,6 +106,11 @@ impl Forward {
     pub fn backend(&self) -> &Backend {
         &self.rule.backends[self.backend]
     }
+
+    /// Path and query as sent to the pod (for retries and mirrors).
+    pub fn path_and_query(&self) -> &str {
+        self.uri.path_and_query().map_or("/", |p| p.as_str())
+    }
 }
 
 #[derive(Debug)]
@@ -115,17 +120,24 @@ pub enum Plan {
 }
 
 /// The planned request, with the labels its metrics are counted under
-/// (`namespace/route#rule` and the backend name, once known).
+/// (`namespace/route#rule` and the backend name, once known; empty before). Shared
+/// with the table ([`Rule::label`], [`Backend::label`]): no copy per request.
 #[derive(Debug)]
 pub struct Planned {
-    pub route: String,
-    pub backend: String,
+    pub route: Arc<str>,
+    pub backend: Arc<str>,
     pub plan: Plan,
+}
+
+/// The label of what is not known (yet): the empty string, allocated once.
+pub fn unlabelled() -> Arc<str> {
+    static EMPTY: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| Arc::from(""));
+    EMPTY.clone()
 }
 
 /// Decides what to do with one request on listener table `lt`.
 pub fn plan(lt: &ListenerTable, head: Head<'_>, opts: PlanOptions, choices: &mut dyn Choices) -> Planned {
-    let mut labels = Labels::default();
+    let mut labels = Labels { route: unlabelled(), backend: unlabelled() };
     let plan = match decide(lt, head, opts, choices, &mut labels) {
         Ok(f) => Plan::Forward(Box::new(f)),
         Err(l) => Plan::Local(l),
@@ -134,10 +146,9 @@ pub fn plan(lt: &ListenerTable, head: Head<'_>, opts: PlanOptions, choices: &mut
 }
 
 /// The metrics labels, filled in as far as the decision got.
-#[derive(Default)]
 struct Labels {
-    route: String,
-    backend: String,
+    route: Arc<str>,
+    backend: Arc<str>,
 }
 
 fn decide(
@@ -154,20 +165,15 @@ fn decide(
         return Err(Local::closing(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "request head too large\n"));
     }
     // Host: the absolute-form authority, else the one Host header (HTTP/1.1 requires one).
-    let authority = uri.authority().map(|a| a.as_str().to_string());
+    let authority = uri.authority().map(|a| a.as_str());
     let fields = headers.get_all(header::HOST).iter().map(|v| v.as_bytes());
     let (host, host_port) =
-        request_host(authority.as_deref(), fields).map_err(|p| Local::new(StatusCode::BAD_REQUEST, p.message()))?;
+        request_host(authority, fields).map_err(|p| Local::new(StatusCode::BAD_REQUEST, p.message()))?;
     // A proxy forwards an absolute-form request with Host made from its target
-    // (RFC 9112 3.2.2), and the target in origin-form (below).
+    // (RFC 9112 3.2.2; set below, before the filters), and the target in origin-form.
     let host_value = match authority {
-        Some(a) => {
-            if let Ok(v) = HeaderValue::from_str(&a) {
-                headers.insert(header::HOST, v);
-            }
-            a
-        }
-        None => headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default().to_string(),
+        Some(a) => HeaderValue::from_str(a).ok(),
+        None => headers.get(header::HOST).cloned(),
     };
     // Routed by, and sent to the pod as, the normalized path (`normalize.rs`).
     let path = super::normalize::normalize(uri.path()).map_err(|e| Local::new(StatusCode::BAD_REQUEST, e.message()))?;
@@ -175,10 +181,10 @@ fn decide(
     let query = uri.query();
     let found = {
         let req = RequestHead { method: method.as_str(), host: &host, path, query, headers };
-        lt.find(&req).map(|m| (m.rule.clone(), m.matcher.prefix().map(str::to_string)))
+        lt.find(&req).map(|m| (m.rule, m.matcher.prefix()))
     };
     let Some((rule, prefix)) = found else { return Err(Local::new(StatusCode::NOT_FOUND, "no route\n")) };
-    labels.route = format!("{}#{}", rule.route_label(), rule.index);
+    labels.route = rule.label.clone();
     if let Some(reason) = unsupported(&rule.filters) {
         tracing::debug!(route = %rule.route, rule = rule.index, %reason, "500: unsupported filter");
         return Err(Local::new(StatusCode::INTERNAL_SERVER_ERROR, "route uses an unsupported filter\n"));
@@ -191,7 +197,7 @@ fn decide(
             listener_port: lt.listener_port().unwrap_or(80),
             path,
             query,
-            matched_prefix: prefix.as_deref(),
+            matched_prefix: prefix,
         };
         let location = r.location(&input).ok().and_then(|l| HeaderValue::from_str(&l).ok());
         let status = StatusCode::from_u16(r.status).ok();
@@ -222,7 +228,7 @@ fn decide(
         return Err(Local::new(StatusCode::INTERNAL_SERVER_ERROR, NO_USABLE_BACKEND));
     };
     let backend = &rule.backends[index];
-    labels.backend = backend.name.clone();
+    labels.backend = backend.label.clone();
     if let BackendTarget::Invalid(why) = &backend.target {
         tracing::debug!(backend = %backend.name, %why, "500: invalid backendRef");
         return Err(Local::new(StatusCode::INTERNAL_SERVER_ERROR, INVALID_BACKEND));
@@ -234,8 +240,11 @@ fn decide(
         return Err(Local::new(StatusCode::SERVICE_UNAVAILABLE, "no ready endpoint\n"));
     };
 
+    if let (Some(_), Some(v)) = (authority, &host_value) {
+        headers.insert(header::HOST, v.clone());
+    }
     // Request filters: the rule's, then the backend's.
-    let mut new_path = path.to_string();
+    let mut new_path = std::borrow::Cow::Borrowed(path);
     let mut response_modifiers = Vec::new();
     let mut mirrors = Vec::new();
     for f in rule.filters.iter().chain(backend.filters.iter()) {
@@ -249,8 +258,9 @@ fn decide(
                     headers.insert(header::HOST, v);
                 }
                 if let Some(pm) = &rw.path {
-                    new_path = modify_path(pm, path, prefix.as_deref())
-                        .map_err(|_| Local::new(StatusCode::INTERNAL_SERVER_ERROR, "bad rewrite\n"))?;
+                    new_path = modify_path(pm, path, prefix)
+                        .map_err(|_| Local::new(StatusCode::INTERNAL_SERVER_ERROR, "bad rewrite\n"))?
+                        .into();
                 }
             }
             Filter::RequestMirror(m) => {
@@ -261,23 +271,25 @@ fn decide(
             Filter::RequestRedirect(_) | Filter::Unsupported { .. } | Filter::Cors(_) => {}
         }
     }
-    let path_and_query = match query {
-        Some(q) => format!("{new_path}?{q}"),
-        None => new_path,
-    };
-    let uri: Uri = format!("http://{endpoint}{path_and_query}")
-        .parse()
-        .map_err(|_| Local::new(StatusCode::BAD_REQUEST, "bad request target\n"))?;
+    // one string, handed to the Uri without a copy
+    let mut target = String::with_capacity(7 + 21 + new_path.len() + query.map_or(0, |q| q.len() + 1));
+    let _ = write!(target, "http://{endpoint}");
+    target.push_str(&new_path);
+    if let Some(q) = query {
+        target.push('?');
+        target.push_str(q);
+    }
+    let uri = Uri::try_from(target).map_err(|_| Local::new(StatusCode::BAD_REQUEST, "bad request target\n"))?;
     if !headers.contains_key(header::HOST) {
-        if let Ok(v) = HeaderValue::from_str(&host_value) {
-            headers.insert(header::HOST, v);
+        if let Some(v) = &host_value {
+            headers.insert(header::HOST, v.clone());
         }
     }
     if opts.forwarded_headers {
-        forwarded_headers(headers, peer, &host_value, opts.scheme);
+        forwarded_headers(headers, peer, host_value.as_ref(), opts.scheme);
     }
-    if opts.request_ids && !headers.contains_key("x-request-id") {
-        headers.insert("x-request-id", request_id(choices));
+    if opts.request_ids && !headers.contains_key(X_REQUEST_ID) {
+        headers.insert(X_REQUEST_ID, request_id(choices));
     }
     let upgrade = requested(headers);
     if upgrade.is_none() {
@@ -291,7 +303,6 @@ fn decide(
         backend: index,
         endpoint,
         uri,
-        path_and_query,
         upgrade,
         response_modifiers,
         response_headers,
@@ -301,7 +312,11 @@ fn decide(
 
 /// Bytes of the request line and headers as received (up to whitespace).
 fn head_size(method: &Method, uri: &Uri, headers: &HeaderMap) -> usize {
-    let line = method.as_str().len() + uri.to_string().len() + 12;
+    // the target as sent: `scheme://authority` (absolute-form) and path and query
+    let target = uri.scheme_str().map_or(0, |s| s.len() + 3)
+        + uri.authority().map_or(0, |a| a.as_str().len())
+        + uri.path_and_query().map_or(0, |p| p.as_str().len());
+    let line = method.as_str().len() + target + 12;
     line + headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum::<usize>() + 2
 }
 
@@ -332,15 +347,19 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     for n in named {
         h.remove(n);
     }
+    // (constants: a name that is not a standard header is copied each time it is made)
+    const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+    const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+    const HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
     for n in [
         header::CONNECTION,
         header::TE,
         header::TRANSFER_ENCODING,
         header::UPGRADE,
         header::PROXY_AUTHORIZATION,
-        HeaderName::from_static("keep-alive"),
-        HeaderName::from_static("proxy-connection"),
-        HeaderName::from_static("http2-settings"),
+        KEEP_ALIVE,
+        PROXY_CONNECTION,
+        HTTP2_SETTINGS,
     ] {
         h.remove(n);
     }
@@ -349,25 +368,37 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
 }
 
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
 /// 128 random bits as 32 hex digits.
 fn request_id(choices: &mut dyn Choices) -> HeaderValue {
-    let id = format!("{:016x}{:016x}", choices.random(), choices.random());
-    HeaderValue::from_str(&id).expect("hex is a valid header value")
+    let mut id = [0u8; 32];
+    let (a, b) = (choices.random(), choices.random());
+    for (i, d) in id.iter_mut().enumerate() {
+        let word = if i < 16 { a } else { b };
+        let nibble = (word >> (4 * (15 - i % 16))) & 0xf;
+        *d = b"0123456789abcdef"[nibble as usize];
+    }
+    HeaderValue::from_bytes(&id).expect("hex is a valid header value")
 }
 
-fn forwarded_headers(h: &mut HeaderMap, peer: SocketAddr, host: &str, scheme: &'static str) {
-    let ip = peer.ip().to_string();
-    let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {ip}"),
-        None => ip,
-    };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        h.insert("x-forwarded-for", v);
+fn forwarded_headers(h: &mut HeaderMap, peer: SocketAddr, host: Option<&HeaderValue>, scheme: &'static str) {
+    let mut xff = String::with_capacity(48);
+    if let Some(prev) = h.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        xff.push_str(prev);
+        xff.push_str(", ");
     }
-    h.insert("x-forwarded-proto", HeaderValue::from_static(scheme));
-    if !h.contains_key("x-forwarded-host") {
-        if let Ok(v) = HeaderValue::from_str(host) {
-            h.insert("x-forwarded-host", v);
+    let _ = write!(xff, "{}", peer.ip());
+    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(xff)) {
+        h.insert(X_FORWARDED_FOR, v);
+    }
+    h.insert(X_FORWARDED_PROTO, HeaderValue::from_static(scheme));
+    if !h.contains_key(X_FORWARDED_HOST) {
+        if let Some(v) = host {
+            h.insert(X_FORWARDED_HOST, v.clone());
         }
     }
 }

@@ -61,7 +61,7 @@ fn first_head(buf: &[u8]) -> FirstHead {
     }
     let hosts = req.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("host")).map(|h| h.value);
     match request_host(None, hosts) {
-        Ok((host, _)) => FirstHead::Host(host),
+        Ok((host, _)) => FirstHead::Host(host.into_owned()),
         Err(_) => FirstHead::Proxy,
     }
 }

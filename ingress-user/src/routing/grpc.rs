@@ -124,6 +124,7 @@ pub(super) fn compile_grpc_rules(
                 backends,
                 timeouts: Timeouts::default(),
                 retry: None,
+                label: Rule::label_for(RouteKind::Grpc, key, ri),
             }),
             matchers,
         });

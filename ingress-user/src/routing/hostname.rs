@@ -1,6 +1,8 @@
 //! Hostnames as Gateway API defines them: exact names and `*.`-prefixed wildcards,
 //! listener/route intersection, and the Host header with its port removed.
 
+use std::borrow::Cow;
+
 /// A hostname from a listener or a route, lowercased. `Wildcard` holds the suffix
 /// with its leading dot: `*.example.com` -> `.example.com`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -86,9 +88,9 @@ impl HostProblem {
 /// A Host field that is not `host[:port]` is an error even with an authority (3.2).
 /// The router and the splice decision both take the host from here.
 pub fn request_host<'a>(
-    authority: Option<&str>,
+    authority: Option<&'a str>,
     mut host_fields: impl Iterator<Item = &'a [u8]>,
-) -> Result<(String, Option<u16>), HostProblem> {
+) -> Result<(Cow<'a, str>, Option<u16>), HostProblem> {
     let first = host_fields.next();
     if host_fields.next().is_some() {
         return Err(HostProblem::Duplicate);
@@ -161,23 +163,26 @@ pub fn valid_authority(v: &[u8]) -> bool {
 
 /// Splits a Host header value into the lowercase host (no port, no trailing dot) and
 /// the port if it carries one. IPv6 literals keep their brackets.
-pub fn split_host_header(value: &str) -> (String, Option<u16>) {
+pub fn split_host_header(value: &str) -> (Cow<'_, str>, Option<u16>) {
     let value = value.trim();
     let (host, port) = if let Some(rest) = value.strip_prefix('[') {
         match rest.split_once(']') {
-            Some((h, p)) => (format!("[{h}]"), p.strip_prefix(':').and_then(|p| p.parse().ok())),
-            None => (value.to_string(), None),
+            // the literal with its brackets
+            Some((h, p)) => (&value[..h.len() + 2], p.strip_prefix(':').and_then(|p| p.parse().ok())),
+            None => (value, None),
         }
     } else {
         match value.rsplit_once(':') {
-            Some((h, p)) if !h.contains(':') => (h.to_string(), p.parse().ok()),
-            _ => (value.to_string(), None),
+            Some((h, p)) if !h.contains(':') => (h, p.parse().ok()),
+            _ => (value, None),
         }
     };
-    let mut host = host.to_ascii_lowercase();
-    if host.ends_with('.') {
-        host.pop();
-    }
+    let host = host.strip_suffix('.').unwrap_or(host);
+    // most hosts arrive in lowercase: then nothing is copied
+    let host = match host.bytes().any(|b| b.is_ascii_uppercase()) {
+        true => Cow::Owned(host.to_ascii_lowercase()),
+        false => Cow::Borrowed(host),
+    };
     (host, port)
 }
 

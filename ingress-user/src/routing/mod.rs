@@ -190,6 +190,9 @@ pub struct Rule {
     pub timeouts: Timeouts,
     /// HTTPRouteRetry (experimental channel), carried for the proxy.
     pub retry: Option<Retry>,
+    /// `namespace/route#rule` (see [`Rule::label_for`]), made once at compile time: the
+    /// metrics of every request routed here carry it without formatting it again.
+    pub label: Arc<str>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -214,6 +217,8 @@ pub struct Timeouts {
 pub struct Backend {
     /// `namespace/service:port` as written in the route.
     pub name: String,
+    /// `name`, shared: the metrics label of every request sent here (no copy per request).
+    pub label: Arc<str>,
     pub weight: u32,
     pub filters: Vec<Filter>,
     pub target: BackendTarget,
@@ -234,7 +239,7 @@ pub enum BackendTarget {
 
 impl Backend {
     pub fn new(name: String, weight: u32, filters: Vec<Filter>, target: BackendTarget) -> Self {
-        Self { name, weight, filters, target, protocol: BackendProtocol::Http1 }
+        Self { label: name.as_str().into(), name, weight, filters, target, protocol: BackendProtocol::Http1 }
     }
 
     /// The same backend, spoken to in `protocol`.
@@ -275,6 +280,11 @@ impl RouteKind {
 }
 
 impl Rule {
+    /// The metrics label of rule `index` of a route: `namespace/route#rule`.
+    pub fn label_for(kind: RouteKind, route: &ObjectKey, index: usize) -> Arc<str> {
+        format!("{}#{index}", kind.label(route)).into()
+    }
+
     /// The route's name as reports show it ([`RouteKind::label`]).
     pub fn route_label(&self) -> String {
         self.kind.label(&self.route)

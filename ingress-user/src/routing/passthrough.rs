@@ -216,6 +216,7 @@ fn compile_rule(
         backends,
         timeouts: Timeouts::default(),
         retry: None,
+        label: Rule::label_for(RouteKind::Tls, key, 0),
     }
 }
 

@@ -71,6 +71,7 @@ pub(super) fn compile_rules(
                 backends,
                 timeouts,
                 retry,
+                label: Rule::label_for(RouteKind::Http, key, ri),
             }),
             matchers,
         });

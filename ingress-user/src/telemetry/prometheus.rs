@@ -2,6 +2,7 @@
 //! class, a latency histogram (to the response head), request and response body
 //! bytes; connection gauges (active, upgraded).
 
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -85,6 +86,43 @@ pub struct Metrics {
     l4_conntrack_entries: Gauge,
     /// TLS passthrough outcomes and active connections (registered here).
     pub passthrough: super::passthrough::PassthroughMetrics,
+    /// The handles of each (route, backend) pair seen, so a request looks its series up
+    /// by two shared strings instead of building label sets (and their strings) every time.
+    handles: std::sync::RwLock<HashMap<Arc<str>, Vec<(Arc<str>, Arc<RouteHandles>)>>>,
+}
+
+/// More (route, backend) pairs than this in the handle cache: it starts over (the
+/// families keep every series; only the shortcut is rebuilt).
+const HANDLE_CACHE_MAX: usize = 4096;
+
+/// The series of one (route, backend) pair: body byte counters, the latency histogram,
+/// and the request counter per status class (created on first use, so a class never
+/// seen does not show as a zero series).
+pub struct RouteHandles {
+    pub bytes_in: Counter,
+    pub bytes_out: Counter,
+    latency: Histogram,
+    classes: [std::sync::OnceLock<Counter>; 10],
+    route: Arc<str>,
+    backend: Arc<str>,
+}
+
+impl RouteHandles {
+    /// Counts one answered request with its status and time to the response head.
+    pub fn record(&self, metrics: &Metrics, status: u16, elapsed: Duration) {
+        let class = (status / 100).min(9);
+        self.classes[class as usize]
+            .get_or_init(|| {
+                let labels = RequestLabels {
+                    route: self.route.to_string(),
+                    backend: self.backend.to_string(),
+                    class: format!("{class}xx"),
+                };
+                metrics.requests.get_or_create_owned(&labels)
+            })
+            .inc();
+        self.latency.observe(elapsed.as_secs_f64());
+    }
 }
 
 impl Default for Metrics {
@@ -147,23 +185,38 @@ impl Default for Metrics {
             l4_conntrack_flows,
             l4_conntrack_entries,
             passthrough,
+            handles: Default::default(),
         }
     }
 }
 
 impl Metrics {
-    pub fn record(&self, route: &str, backend: &str, status: u16, elapsed: Duration) {
-        let class = format!("{}xx", status / 100);
-        self.requests.get_or_create(&RequestLabels { route: route.into(), backend: backend.into(), class }).inc();
-        self.latency
-            .get_or_create(&RouteLabels { route: route.into(), backend: backend.into() })
-            .observe(elapsed.as_secs_f64());
-    }
-
-    /// Counters for body bytes of this route and backend (in: request, out: response).
-    pub fn byte_counters(&self, route: &str, backend: &str) -> (Counter, Counter) {
-        let l = RouteLabels { route: route.into(), backend: backend.into() };
-        (self.bytes_in.get_or_create_owned(&l), self.bytes_out.get_or_create_owned(&l))
+    /// The series of `route` and `backend` (empty strings: the request was not routed).
+    pub fn handles(&self, route: &Arc<str>, backend: &Arc<str>) -> Arc<RouteHandles> {
+        let found = |m: &HashMap<Arc<str>, Vec<(Arc<str>, Arc<RouteHandles>)>>| {
+            m.get(&**route)?.iter().find(|(b, _)| **b == **backend).map(|(_, h)| h.clone())
+        };
+        if let Some(h) = found(&self.handles.read().unwrap_or_else(|e| e.into_inner())) {
+            return h;
+        }
+        let mut cache = self.handles.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(h) = found(&cache) {
+            return h;
+        }
+        if cache.len() >= HANDLE_CACHE_MAX {
+            cache.clear();
+        }
+        let l = RouteLabels { route: route.to_string(), backend: backend.to_string() };
+        let h = Arc::new(RouteHandles {
+            bytes_in: self.bytes_in.get_or_create_owned(&l),
+            bytes_out: self.bytes_out.get_or_create_owned(&l),
+            latency: self.latency.get_or_create_owned(&l),
+            classes: Default::default(),
+            route: route.clone(),
+            backend: backend.clone(),
+        });
+        cache.entry(route.clone()).or_default().push((backend.clone(), h.clone()));
+        h
     }
 
     /// Brings the guard's counters up to the kernel's totals (they only grow).
@@ -253,9 +306,11 @@ mod tests {
     #[tokio::test]
     async fn exposition_has_the_families_and_counted_bytes() {
         let m = Metrics::default();
-        m.record("apps/r", "apps/svc:80", 200, Duration::from_millis(3));
-        m.record("apps/r", "apps/svc:80", 503, Duration::from_millis(1));
-        let (_, out) = m.byte_counters("apps/r", "apps/svc:80");
+        let (route, backend): (Arc<str>, Arc<str>) = ("apps/r".into(), "apps/svc:80".into());
+        m.handles(&route, &backend).record(&m, 200, Duration::from_millis(3));
+        // looked up again by equal strings: the same series
+        m.handles(&"apps/r".into(), &"apps/svc:80".into()).record(&m, 503, Duration::from_millis(1));
+        let out = m.handles(&route, &backend).bytes_out.clone();
         let body = Counted::new(Full::new(Bytes::from_static(b"hello world")), out);
         let _ = body.collect().await.unwrap();
         let text = m.encode(&ProxyCounters { connections_active: 4, ..Default::default() }, 2);
@@ -269,6 +324,12 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("ingress_request_duration_seconds_bucket"), "{text}");
+        assert!(
+            text.contains(r#"ingress_request_duration_seconds_count{route="apps/r",backend="apps/svc:80"} 2"#),
+            "{text}"
+        );
+        // a class never seen is not a zero series
+        assert!(!text.contains(r#"class="4xx""#), "{text}");
         assert!(text.contains("ingress_client_connections 4"), "{text}");
         assert!(text.contains("ingress_spliced_connections 2"), "{text}");
     }
