@@ -1,5 +1,6 @@
 //! The upstream phase: send the request to the chosen endpoint over the pool; on a
 //! connect failure try the backend's next endpoints; apply the rule's retry policy
+//! (decided in `retry.rs`: connection errors, backendRequest timeouts, retry codes)
 //! and timeouts. Requests with a body are sent once (the body streams and cannot be
 //! replayed); requests without one can be replayed to another endpoint.
 
@@ -14,15 +15,47 @@ use super::error::ProxyError;
 use super::{Body, Proxy};
 use crate::routing::{Backend, BackendProtocol, Rule};
 
-/// Endpoints tried for one request when connections are refused.
-const MAX_CONNECT_TRIES: usize = 3;
-
 /// How an attempt ended, for the retry decision.
 enum Outcome {
     Response(Response<Incoming>),
     ConnectFailed,
     Failed,
     TimedOut,
+}
+
+/// Ready endpoints of a backend (1 for an invalid one: the endpoint tried).
+fn endpoint_count(backend: &Backend) -> usize {
+    match &backend.target {
+        crate::routing::BackendTarget::Endpoints(e) => e.len(),
+        _ => 1,
+    }
+}
+
+/// What follows an attempt.
+enum Next {
+    /// The response for the client.
+    Answer(Response<Incoming>),
+    /// The client's error.
+    Fail(ProxyError),
+    /// Another attempt after `wait`, once the response not forwarded (a retried status) is read.
+    Again { wait: Duration, drain: Option<Response<Incoming>> },
+}
+
+/// Classifies the attempt's outcome and asks the retry policy (`retry.rs`).
+fn next_after(tries: &mut super::retry::Tries<'_>, outcome: Outcome) -> Next {
+    use super::retry::{Decision, Failure};
+    let (failure, resp) = match outcome {
+        Outcome::Response(resp) => (Failure::Status(resp.status().as_u16()), Some(resp)),
+        Outcome::ConnectFailed => (Failure::Connect, None),
+        // The connection broke before a response: the pod reset or closed it.
+        Outcome::Failed => (Failure::Broken, None),
+        Outcome::TimedOut => (Failure::TimedOut, None),
+    };
+    match (tries.after(failure, fastrand::u64(..)), resp) {
+        (Decision::Retry(wait), drain) => Next::Again { wait, drain },
+        (Decision::GiveUp, Some(resp)) => Next::Answer(resp),
+        (Decision::GiveUp, None) => Next::Fail(failure.error().unwrap_or(ProxyError::BackendFailed)),
+    }
 }
 
 fn replayable<B>(req: &Request<B>) -> bool {
@@ -97,9 +130,8 @@ impl Proxy {
     ) -> Result<Response<Incoming>, Response<Body>> {
         let whole = async {
             let replay = replayable(&req).then(|| copy_head(&req, endpoint, pq)).flatten();
-            let retry = rule.retry.as_ref();
-            let max_status_retries = if replay.is_some() { retry.map_or(0, |r| r.attempts) } else { 0 };
-            let (mut status_retries, mut connect_tries) = (0u32, 1usize);
+            // what to do after each attempt (`retry.rs`)
+            let mut tries = super::retry::Tries::new(rule.retry.as_ref(), replay.is_some(), endpoint_count(backend));
             let mut endpoint = endpoint;
             let mut next = Some(req);
             loop {
@@ -110,38 +142,23 @@ impl Proxy {
                         copy_head(head, endpoint, pq).expect("same URI shape as the first attempt")
                     }
                 };
-                match self.attempt(req, rule.timeouts.backend_request, endpoint, backend).await {
-                    Outcome::Response(resp) => {
-                        let code = resp.status().as_u16();
-                        let retry_code = retry.is_some_and(|r| r.codes.contains(&code));
-                        if retry_code && status_retries < max_status_retries {
-                            status_retries += 1;
+                let outcome = self.attempt(req, rule.timeouts.backend_request, endpoint, backend).await;
+                let wait = match next_after(&mut tries, outcome) {
+                    Next::Answer(resp) => return Ok(resp),
+                    Next::Fail(e) => return Err(e.into()),
+                    Next::Again { wait, drain } => {
+                        if let Some(resp) = drain {
                             // Drain so the connection goes back to the pool.
                             let _ = resp.into_body().collect().await;
-                            if let Some(b) = retry.and_then(|r| r.backoff) {
-                                tokio::time::sleep(b).await;
-                            }
-                            endpoint = self.endpoints.pick(backend).unwrap_or(endpoint);
-                            continue;
                         }
-                        return Ok(resp);
+                        wait
                     }
-                    Outcome::ConnectFailed => {
-                        let others = match &backend.target {
-                            crate::routing::BackendTarget::Endpoints(e) => e.len(),
-                            _ => 1,
-                        };
-                        if replay.is_some() && connect_tries < others.min(MAX_CONNECT_TRIES) {
-                            connect_tries += 1;
-                            endpoint = self.endpoints.pick(backend).unwrap_or(endpoint);
-                            continue;
-                        }
-                        return Err(ProxyError::ConnectFailed.into());
-                    }
-                    // The connection broke before a response: the pod reset it.
-                    Outcome::Failed => return Err(ProxyError::BackendFailed.into()),
-                    Outcome::TimedOut => return Err(ProxyError::BackendTimeout.into()),
+                };
+                tracing::debug!(%endpoint, backend = %backend.name, retry = tries.retries(), ?wait, "retrying");
+                if !wait.is_zero() {
+                    tokio::time::sleep(wait).await;
                 }
+                endpoint = self.endpoints.pick(backend).unwrap_or(endpoint);
             }
         };
         match rule.timeouts.request {
