@@ -90,6 +90,8 @@ const TIERS: &[Tier] = &[
             &["test", "-p", "ingress-tests", "--test", "h2"],
             // HTTPS listeners on 127.0.0.1: TLS 1.2/1.3, SNI certificates, resumption, reload
             &["test", "-p", "ingress-tests", "--test", "tls"],
+            // Gateway API retries (connection errors, backendRequest timeouts), a backendRef's redirect
+            &["test", "-p", "ingress-tests", "--test", "retry"],
         ],
     },
     Tier {

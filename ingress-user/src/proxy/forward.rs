@@ -1,10 +1,11 @@
 //! The upstream phase: send the request to the chosen endpoint over the pool; on a
 //! connect failure try the backend's next endpoints; apply the rule's retry policy
+//! (decided in `retry.rs`: connection errors, backendRequest timeouts, retry codes)
 //! and timeouts. A request whose connect failed comes back unsent from the HTTP/1.1
 //! pool (`h1_client.rs`) and goes to the next endpoint as it is; a copy of the head is
-//! kept only where a sent request may be replayed (a retry policy; h2c pods, whose
-//! pool does not give requests back). Requests with a body are sent once (the body
-//! streams and cannot be replayed).
+//! kept only where a request that went out may be replayed (a retry policy; h2c pods,
+//! whose pool does not give requests back). Requests with a body are sent once (the
+//! body streams and cannot be replayed).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -16,9 +17,6 @@ use super::error::ProxyError;
 use super::{Body, Proxy};
 use crate::routing::{Backend, BackendProtocol, Rule};
 
-/// Endpoints tried for one request when connections are refused.
-const MAX_CONNECT_TRIES: usize = 3;
-
 /// How an attempt ended, for the retry decision.
 enum Outcome {
     Response(Response<Body>),
@@ -26,6 +24,42 @@ enum Outcome {
     ConnectFailed(Option<Box<Request<Body>>>),
     Failed,
     TimedOut,
+}
+
+/// Ready endpoints of a backend (1 for an invalid one: the endpoint tried).
+fn endpoint_count(backend: &Backend) -> usize {
+    match &backend.target {
+        crate::routing::BackendTarget::Endpoints(e) => e.len(),
+        _ => 1,
+    }
+}
+
+/// What follows an attempt.
+enum Next {
+    /// The response for the client.
+    Answer(Response<Body>),
+    /// The client's error.
+    Fail(ProxyError),
+    /// Another attempt after `wait`, once the response not forwarded (a retried status) is
+    /// read; `failure` is how this one ended (the answer if no attempt can follow).
+    Again { wait: Duration, drain: Option<Response<Body>>, failure: super::retry::Failure },
+}
+
+/// Classifies the attempt's outcome and asks the retry policy (`retry.rs`).
+fn next_after(tries: &mut super::retry::Tries<'_>, outcome: Outcome) -> Next {
+    use super::retry::{Decision, Failure};
+    let (failure, resp) = match outcome {
+        Outcome::Response(resp) => (Failure::Status(resp.status().as_u16()), Some(resp)),
+        Outcome::ConnectFailed(_) => (Failure::Connect, None),
+        // The connection broke before a response: the pod reset or closed it.
+        Outcome::Failed => (Failure::Broken, None),
+        Outcome::TimedOut => (Failure::TimedOut, None),
+    };
+    match (tries.after(failure, fastrand::u64(..)), resp) {
+        (Decision::Retry(wait), drain) => Next::Again { wait, drain, failure },
+        (Decision::GiveUp, Some(resp)) => Next::Answer(resp),
+        (Decision::GiveUp, None) => Next::Fail(failure.error().unwrap_or(ProxyError::BackendFailed)),
+    }
 }
 
 fn replayable<B>(req: &Request<B>) -> bool {
@@ -95,56 +129,47 @@ impl Proxy {
     ) -> Result<Response<Body>, Response<Body>> {
         let whole = async {
             let retry = rule.retry.as_ref();
-            let others = match &backend.target {
-                crate::routing::BackendTarget::Endpoints(e) => e.len(),
-                _ => 1,
-            };
+            let others = endpoint_count(backend);
             // a copy only where a request that went out may have to go again
             let copy =
                 retry.is_some_and(|r| r.attempts > 0) || (backend.protocol == BackendProtocol::H2c && others > 1);
-            let replay = (copy && replayable(&req)).then(|| copy_head(&req, endpoint, pq)).flatten();
-            let max_status_retries = if replay.is_some() { retry.map_or(0, |r| r.attempts) } else { 0 };
-            let (mut status_retries, mut connect_tries) = (0u32, 1usize);
+            let replayable = replayable(&req);
+            let replay = (copy && replayable).then(|| copy_head(&req, endpoint, pq)).flatten();
+            // what to do after each attempt (`retry.rs`)
+            let mut tries = super::retry::Tries::new(retry, replayable, others);
             let mut endpoint = endpoint;
             let mut next = Some(req);
             loop {
-                let req = match next.take() {
-                    Some(r) => r,
-                    None => {
-                        let head = replay.as_ref().expect("replays only happen for replayable requests");
-                        copy_head(head, endpoint, pq).expect("same URI shape as the first attempt")
-                    }
+                let req = match (next.take(), &replay) {
+                    (Some(r), _) => r,
+                    (None, Some(head)) => copy_head(head, endpoint, pq).expect("same URI shape as the first attempt"),
+                    (None, None) => unreachable!("an attempt without the request or a copy is never begun"),
                 };
-                match self.attempt(req, rule.timeouts.backend_request, endpoint, backend).await {
-                    Outcome::Response(resp) => {
-                        let code = resp.status().as_u16();
-                        let retry_code = retry.is_some_and(|r| r.codes.contains(&code));
-                        if retry_code && status_retries < max_status_retries {
-                            status_retries += 1;
+                let mut outcome = self.attempt(req, rule.timeouts.backend_request, endpoint, backend).await;
+                // a request that came back unsent goes again as it is
+                if let Outcome::ConnectFailed(unsent) = &mut outcome {
+                    next = unsent.take().map(|r| *r);
+                }
+                let wait = match next_after(&mut tries, outcome) {
+                    Next::Answer(resp) => return Ok(resp),
+                    Next::Fail(e) => return Err(e.into()),
+                    Next::Again { wait, drain, failure } => {
+                        if let Some(resp) = drain {
                             // Drain so the connection goes back to the pool.
                             let _ = resp.into_body().collect().await;
-                            if let Some(b) = retry.and_then(|r| r.backoff) {
-                                tokio::time::sleep(b).await;
-                            }
-                            endpoint = self.endpoints.pick(backend).unwrap_or(endpoint);
-                            continue;
                         }
-                        return Ok(resp);
-                    }
-                    Outcome::ConnectFailed(unsent) => {
-                        // the request itself when it came back unsent, else a copy of its head
-                        if (unsent.is_some() || replay.is_some()) && connect_tries < others.min(MAX_CONNECT_TRIES) {
-                            connect_tries += 1;
-                            endpoint = self.endpoints.pick(backend).unwrap_or(endpoint);
-                            next = unsent.map(|r| *r);
-                            continue;
+                        if next.is_none() && replay.is_none() {
+                            // sent, and no copy to send again
+                            return Err(failure.error().unwrap_or(ProxyError::BackendFailed).into());
                         }
-                        return Err(ProxyError::ConnectFailed.into());
+                        wait
                     }
-                    // The connection broke before a response: the pod reset it.
-                    Outcome::Failed => return Err(ProxyError::BackendFailed.into()),
-                    Outcome::TimedOut => return Err(ProxyError::BackendTimeout.into()),
+                };
+                tracing::debug!(%endpoint, backend = %backend.name, retry = tries.retries(), ?wait, "retrying");
+                if !wait.is_zero() {
+                    tokio::time::sleep(wait).await;
                 }
+                endpoint = self.endpoints.pick(backend).unwrap_or(endpoint);
             }
         };
         match rule.timeouts.request {

@@ -43,6 +43,8 @@ mod forward;
 pub mod grpc_status;
 pub mod plan;
 mod reframe;
+// the retry decision after each attempt (pure)
+mod retry;
 mod sources;
 mod splice_route;
 mod upgrade;

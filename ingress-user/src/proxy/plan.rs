@@ -199,15 +199,7 @@ fn decide(
             query,
             matched_prefix: prefix,
         };
-        let location = r.location(&input).ok().and_then(|l| HeaderValue::from_str(&l).ok());
-        let status = StatusCode::from_u16(r.status).ok();
-        return Err(match (location, status) {
-            (Some(loc), Some(status)) => Local {
-                headers: vec![(header::LOCATION, loc), (header::CONTENT_LENGTH, HeaderValue::from_static("0"))],
-                ..Local::new(status, "")
-            },
-            _ => Local::new(StatusCode::INTERNAL_SERVER_ERROR, "bad redirect\n"),
-        });
+        return Err(backend_redirect::answer(r, &input));
     }
     // CORS: a preflight is answered here; an actual request gets headers added.
     let mut response_headers = Vec::new();
@@ -235,6 +227,19 @@ fn decide(
     }
     if unsupported(&backend.filters).is_some() {
         return Err(Local::new(StatusCode::INTERNAL_SERVER_ERROR, "backend uses an unsupported filter\n"));
+    }
+    // a RequestRedirect on the chosen backendRef answers instead (`plan/backend_redirect.rs`)
+    if let Some(r) = backend_redirect::of(backend) {
+        let input = RedirectInput {
+            scheme: opts.scheme,
+            host: &host,
+            host_port,
+            listener_port: lt.listener_port().unwrap_or(80),
+            path,
+            query,
+            matched_prefix: prefix.as_deref(),
+        };
+        return Err(backend_redirect::answer(r, &input));
     }
     let Some(endpoint) = choices.endpoint(backend) else {
         return Err(Local::new(StatusCode::SERVICE_UNAVAILABLE, "no ready endpoint\n"));
@@ -426,3 +431,5 @@ pub fn requested(h: &HeaderMap) -> Option<HeaderValue> {
 
 #[cfg(test)]
 mod tests;
+// redirect answers: a rule's RequestRedirect and one on a backendRef
+mod backend_redirect;

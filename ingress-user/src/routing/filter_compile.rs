@@ -29,11 +29,17 @@ pub(super) fn compile_filters<'a>(
     filters: impl Iterator<Item = &'a HttpRouteRulesFilters>,
 ) -> Vec<Filter> {
     let mut out: Vec<Filter> = filters.map(|f| compile_filter(ctx, f)).collect();
+    exclusive(&mut out);
+    out
+}
+
+/// "RequestRedirect and URLRewrite cannot be used together" in one list of filters
+/// (a rule's, or a backendRef's): such a list gets an Unsupported entry.
+pub(super) fn exclusive(out: &mut Vec<Filter>) {
     let has = |out: &[Filter], f: fn(&Filter) -> bool| out.iter().any(f);
-    if has(&out, |f| matches!(f, Filter::RequestRedirect(_))) && has(&out, |f| matches!(f, Filter::UrlRewrite(_))) {
+    if has(out, |f| matches!(f, Filter::RequestRedirect(_))) && has(out, |f| matches!(f, Filter::UrlRewrite(_))) {
         out.push(Filter::Unsupported { reason: "RequestRedirect and URLRewrite cannot be used together".into() });
     }
-    out
 }
 
 pub(super) fn compile_filter(ctx: &RefCtx<'_>, f: &HttpRouteRulesFilters) -> Filter {

@@ -424,3 +424,7 @@ pub(crate) mod tests;
 
 #[cfg(test)]
 mod grpc_tests;
+
+// filters on backendRefs (RequestRedirect), compiled and reported
+#[cfg(test)]
+mod backend_filter_tests;

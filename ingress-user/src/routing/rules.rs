@@ -198,7 +198,7 @@ pub(super) fn compile_backends(
         };
         // Backend filters have the same shape as rule filters: reuse the rule compiler.
         // gateway-api generates separate, identical structs with no conversion: serde converts.
-        let filters = b
+        let mut filters: Vec<Filter> = b
             .filters
             .iter()
             .flatten()
@@ -207,6 +207,14 @@ pub(super) fn compile_backends(
                 Err(e) => Filter::Unsupported { reason: format!("backendRef filter: {e}") },
             })
             .collect();
+        super::filter_compile::exclusive(&mut filters);
+        for f in &filters {
+            if let Filter::Unsupported { reason } = f {
+                let msg = format!("rule {ri} backendRef {name}: {reason}; requests sent to it get 500");
+                issues.unsupported.get_or_insert_with(|| Problem::new(Reason::UnsupportedValue, msg.clone()));
+                report.problems.push(msg);
+            }
+        }
         let protocol = super::refs::backend_protocol(res, &ns, &b.name, b.port);
         out.push(Backend::new(name, weight.max(0) as u32, filters, target).with_protocol(protocol));
     }
