@@ -71,9 +71,13 @@ fn scan(ctx: &TcContext) -> (u32, u32, BindHostKey) {
     let s = unsafe { &mut *s };
     s.scanner = HeadScanner::new();
     s.step = STEP_MORE as u32;
-    // 1..=BIND_SCRATCH_BYTES in a form the verifier keeps (a bare `n` loses its lower
-    // bound on the way to the call): the same value, as `n` is 1..=SCAN_MAX here.
-    let len = (((n - 1) & (BIND_SCRATCH_BYTES - 1)) + 1) as u32;
+    // Checked again on a value the compiler cannot see through (it knows `n` >= 1 from
+    // `end > start` and drops the check, which the verifier cannot follow through min()).
+    // SAFETY: a read of a local.
+    let len: u32 = unsafe { core::ptr::read_volatile(&(n as u32)) };
+    if len == 0 || len > SCAN_MAX as u32 {
+        return none(Fallback::NoPayload);
+    }
     // SAFETY: `len` is at most BIND_SCRATCH_BYTES, which `bytes` holds.
     let ret = unsafe {
         bpf_skb_load_bytes(ctx.skb.skb as *const c_void, start as u32, s.bytes.as_mut_ptr() as *mut c_void, len)

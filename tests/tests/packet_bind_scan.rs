@@ -175,7 +175,7 @@ fn kernel_verdicts_equal_the_host_builds_on_random_heads() {
             binds += 1;
         }
     }
-    assert!(binds > 1000, "{binds} binds");
+    assert!(binds > 300, "{binds} binds");
     // segments that are not IPv4 TCP with a payload: counted as no payload, untouched
     for pkt in [
         Packet::tcp("198.18.0.1", 40000, "198.18.0.2", 9080, SYN).build(),
