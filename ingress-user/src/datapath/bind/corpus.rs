@@ -100,7 +100,7 @@ pub fn corpus(host: &str) -> Vec<Vec<u8>> {
 /// SplitMix64: a seeded generator, so a failure is reproduced by its seed.
 pub struct Rng(pub u64);
 impl Rng {
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -108,10 +108,10 @@ impl Rng {
         z ^ (z >> 31)
     }
     pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
+        (self.next_u64() % n as u64) as usize
     }
     pub fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
+        self.next_u64() % 100 < percent
     }
     pub fn pick<'a, T: ?Sized>(&mut self, items: &[&'a T]) -> &'a T {
         items[self.below(items.len())]
@@ -253,7 +253,7 @@ pub fn random_head(r: &mut Rng, hosts: &[String]) -> Vec<u8> {
         }
         let at = r.below(bytes.len());
         match r.below(4) {
-            0 => bytes[at] = r.next() as u8,
+            0 => bytes[at] = r.next_u64() as u8,
             1 => bytes.insert(at, *r.pick(&[&b'\0', &b'\r', &b'\n', &b' ', &b'\t', &b':', &0x80u8, &b'.'])),
             2 => {
                 bytes.remove(at);
