@@ -9,6 +9,9 @@
 #![no_std]
 
 pub mod guard;
+// delayed binding: the first request head scanner and the bindable hosts' keys
+pub mod bind;
+pub mod head;
 pub mod l4;
 pub mod local;
 pub mod maps;

@@ -128,3 +128,20 @@ pub const ATTACHED_PROGRAMS: &[&str] = &[
     L4_GETPEERNAME4_PROGRAM,
     L4_GETPEERNAME6_PROGRAM,
 ];
+
+// Delayed binding (ingress_common::bind, ingress_common::head). Not attached by the
+// agent yet and not pinned: the head scanner program only counts its verdicts.
+/// Hash map: [`crate::head::BindHostKey`] (listen port, host) -> [`crate::bind::BindTarget`].
+pub const BIND_HOSTS_MAP: &str = "BIND_HOSTS";
+pub const BIND_HOSTS_MAX_ENTRIES: u32 = 4096;
+/// Hash map: backend id (`u32`) -> [`crate::bind::BindBackend`].
+pub const BIND_BACKENDS_MAP: &str = "BIND_BACKENDS";
+pub const BIND_BACKENDS_MAX_ENTRIES: u32 = 4096;
+/// Per-CPU array of `u64`, index: verdict code (0 bind, else [`crate::head::Fallback`]).
+pub const BIND_SCAN_COUNTS_MAP: &str = "BIND_SCAN_COUNTS";
+/// Array of one [`crate::bind::BindScanResult`]: the last segment's verdict.
+pub const BIND_SCAN_LAST_MAP: &str = "BIND_SCAN_LAST";
+/// Per-CPU array of one [`crate::bind::BindScratch`].
+pub const BIND_SCAN_SCRATCH_MAP: &str = "BIND_SCAN_SCRATCH";
+/// tc classifier that scans a TCP segment's payload with the head scanner.
+pub const BIND_SCAN_PROGRAM: &str = "bind_scan";

@@ -21,6 +21,9 @@ mod l4_nic;
 mod l4_reply;
 mod nat;
 
+// Delayed binding: the head scanner on a segment (not attached by the agent yet).
+mod bind_scan;
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {

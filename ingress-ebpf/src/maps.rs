@@ -130,3 +130,30 @@ const fn same(a: &str, b: &str) -> bool {
 pub static L4_LOCAL: LruHashMap<u64, ingress_common::local::L4LocalDial> =
     LruHashMap::with_max_entries(ingress_common::maps::L4_LOCAL_MAX_ENTRIES, 0);
 const _: () = assert!(same(ingress_common::maps::L4_LOCAL_MAP, "L4_LOCAL"));
+
+// Delayed binding (ingress_common::bind): bindable hosts, their backends, the head
+// scanner's verdicts and scratch space.
+use ingress_common::bind::{BindBackend, BindScanResult, BindScratch, BindTarget};
+use ingress_common::head::{BindHostKey, VERDICT_CODES};
+use ingress_common::maps::{BIND_BACKENDS_MAX_ENTRIES, BIND_HOSTS_MAX_ENTRIES};
+
+#[map(name = "BIND_HOSTS")]
+pub static BIND_HOSTS: HashMap<BindHostKey, BindTarget> = HashMap::with_max_entries(BIND_HOSTS_MAX_ENTRIES, 0);
+
+#[map(name = "BIND_BACKENDS")]
+pub static BIND_BACKENDS: HashMap<u32, BindBackend> = HashMap::with_max_entries(BIND_BACKENDS_MAX_ENTRIES, 0);
+
+#[map(name = "BIND_SCAN_COUNTS")]
+pub static BIND_SCAN_COUNTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(VERDICT_CODES, 0);
+
+#[map(name = "BIND_SCAN_LAST")]
+pub static BIND_SCAN_LAST: Array<BindScanResult> = Array::with_max_entries(1, 0);
+
+#[map(name = "BIND_SCAN_SCRATCH")]
+pub static BIND_SCAN_SCRATCH: PerCpuArray<BindScratch> = PerCpuArray::with_max_entries(1, 0);
+
+const _: () = assert!(same(ingress_common::maps::BIND_HOSTS_MAP, "BIND_HOSTS"));
+const _: () = assert!(same(ingress_common::maps::BIND_BACKENDS_MAP, "BIND_BACKENDS"));
+const _: () = assert!(same(ingress_common::maps::BIND_SCAN_COUNTS_MAP, "BIND_SCAN_COUNTS"));
+const _: () = assert!(same(ingress_common::maps::BIND_SCAN_LAST_MAP, "BIND_SCAN_LAST"));
+const _: () = assert!(same(ingress_common::maps::BIND_SCAN_SCRATCH_MAP, "BIND_SCAN_SCRATCH"));

@@ -80,6 +80,11 @@ impl Admin {
         } else if !self.proxy.joiner().available() {
             table.not_spliced_because("the sockmap program is not loaded (eBPF dataplane needed)");
         }
+        // delayed binding: nothing is bound while the proxy adds headers to requests
+        let config = self.proxy.config();
+        if let Some(why) = crate::routing::kernel_bind::runtime_reason(config.forwarded_headers, config.request_ids) {
+            table.not_bound_because(why);
+        }
         RoutesView { table, source: self.publisher.state(), xdp: self.xdp.clone() }
     }
 

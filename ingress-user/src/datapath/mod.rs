@@ -30,6 +30,8 @@ pub mod bpf_links;
 pub mod detach;
 pub mod pinning;
 pub mod pins;
+// delayed binding: the bindable hosts' map entries (pure; not loaded yet)
+pub mod bind;
 
 pub use loader::{Dataplane, load, load_from};
 pub use loader::{load_pinned, load_with};

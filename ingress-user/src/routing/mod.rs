@@ -10,6 +10,8 @@ pub mod filters;
 mod grpc;
 mod handle;
 pub mod hostname;
+// delayed binding: which hosts the kernel may bind to their pod (pure)
+pub mod kernel_bind;
 mod matching;
 // TLS passthrough: TLSRoutes on `protocol: TLS` / `tls.mode: Passthrough` listeners, by SNI
 pub mod passthrough;

@@ -61,6 +61,16 @@ pub struct HostView {
     pub hostname: String,
     pub splice: SpliceView,
     pub rules: Vec<RuleView>,
+    /// Whether the kernel may bind connections to this host to its pod (delayed binding).
+    #[serde(default)]
+    pub kernel_binding: BindView,
+}
+
+/// Delayed binding for one host: eligible, or why not (`routing/kernel_bind.rs`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct BindView {
+    pub eligible: bool,
+    pub why_not: Option<String>,
 }
 
 /// Whether connections to a host may be joined to the pod in the kernel.
@@ -207,11 +217,12 @@ fn rule_view(e: &Entry) -> RuleView {
     }
 }
 
-fn host_view(v: &VirtualHost) -> HostView {
+fn host_view(v: &VirtualHost, bind: Result<(), String>) -> HostView {
     HostView {
         hostname: v.hostname.clone(),
         splice: SpliceView { safe: v.splice.is_ok(), why_not: v.splice.clone().err() },
         rules: v.entries.iter().map(rule_view).collect(),
+        kernel_binding: BindView { eligible: bind.is_ok(), why_not: bind.err() },
     }
 }
 
@@ -220,7 +231,7 @@ fn listener_view(l: &ListenerTable) -> ListenerView {
         gateway: l.gateway.to_string(),
         listeners: l.listeners.iter().map(|(n, p)| GatewayListenerView { name: n.clone(), port: *p }).collect(),
         problems: l.problems.clone(),
-        hosts: l.vhosts().into_iter().map(|v| host_view(v)).collect(),
+        hosts: l.kernel_binding().into_iter().map(|(v, bind)| host_view(v, bind)).collect(),
         passthrough: l.passthrough.iter().flat_map(|p| p.hosts()).map(|h| passthrough_view(h)).collect(),
         tls: l.tls.iter().flat_map(|t| &t.listeners).map(tls_listener_view).collect(),
     }
@@ -271,6 +282,16 @@ impl TableView {
         }
     }
 
+    /// Marks every bindable host as not bound, for `why` (a runtime reason: the agent
+    /// adds headers to every request).
+    pub fn not_bound_because(&mut self, why: &str) {
+        for h in self.listeners.iter_mut().flat_map(|l| l.hosts.iter_mut()) {
+            if h.kernel_binding.eligible {
+                h.kernel_binding = BindView { eligible: false, why_not: Some(why.into()) };
+            }
+        }
+    }
+
     /// Human-readable form for `ingress routes`.
     pub fn format_text(&self) -> String {
         let mut out = String::new();
@@ -294,6 +315,11 @@ impl TableView {
                     Some(w) => format!("not splice-safe: {w}"),
                 };
                 out += &format!("  host {}  ({splice})\n", h.hostname);
+                out += &match &h.kernel_binding.why_not {
+                    None if h.kernel_binding.eligible => "    kernel binding: eligible\n".to_string(),
+                    None => "    kernel binding: no\n".to_string(),
+                    Some(w) => format!("    kernel binding: no: {w}\n"),
+                };
                 for r in &h.rules {
                     let backends: Vec<String> = r
                         .backends
