@@ -108,7 +108,6 @@ impl<'a> Watch<'a> {
         match v {
             Verdict::Undecided => false,
             Verdict::Pipe(r) => {
-                self.on_pipe.store(true, Ordering::Relaxed);
                 self.count_pipe(r);
                 false
             }
@@ -119,8 +118,10 @@ impl<'a> Watch<'a> {
         }
     }
 
-    /// Counts the pair on the pipe with `r`, unless it was counted already.
+    /// Settles the pair on the pipe (the directions stop watching) and counts it with
+    /// `r`, unless it was counted already.
     pub fn count_pipe(&self, r: Reason) {
+        self.on_pipe.store(true, Ordering::Relaxed);
         if !self.counted.swap(true, Ordering::Relaxed) {
             self.tally.count(self.class, Mechanism::SplicedPipe, r);
         }
@@ -264,6 +265,39 @@ mod tests {
         assert_eq!(ends.unwrap(), (WayEnd::Stopped, WayEnd::Stopped));
         // the pipe side counts nothing: the kernel join counts its own outcome
         assert_eq!(tally.view().upgraded.spliced_pipe, 0);
+    }
+
+    #[tokio::test]
+    async fn a_pair_settled_on_the_pipe_never_stops_for_the_kernel() {
+        let (mut client, a) = pair().await;
+        let (b, mut pod) = pair().await;
+        let tally = ChoiceTally::default();
+        let watch = Watch::new(JoinClass::Upgraded, &tally);
+        watch.count_pipe(Reason::Forced);
+        let (pa, pb) = (Pipe::new().unwrap(), Pipe::new().unwrap());
+        let talk = async {
+            let mut buf = [0u8; 5];
+            for _ in 0..4 {
+                client.write_all(b"ping!").await.unwrap();
+                pod.read_exact(&mut buf).await.unwrap();
+                pod.write_all(b"pong!").await.unwrap();
+                client.read_exact(&mut buf).await.unwrap();
+            }
+            client.shutdown().await.unwrap();
+            pod.shutdown().await.unwrap();
+        };
+        let ways = async {
+            tokio::try_join!(
+                one_way(&a, &b, &pa, Dir::Forward, Some(&watch)),
+                one_way(&b, &a, &pb, Dir::Back, Some(&watch))
+            )
+        };
+        let (ends, ()) = tokio::time::timeout(std::time::Duration::from_secs(5), async { tokio::join!(ways, talk) })
+            .await
+            .expect("both directions end");
+        assert_eq!(ends.unwrap(), (WayEnd::Eof, WayEnd::Eof), "small messages, but forced onto the pipe");
+        let v = tally.view().upgraded;
+        assert_eq!((v.spliced_pipe, v.reasons.get("spliced_pipe:forced")), (1, Some(&1)), "{v:?}");
     }
 
     #[tokio::test]
