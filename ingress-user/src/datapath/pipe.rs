@@ -94,6 +94,9 @@ impl<'a> Watch<'a> {
 
     /// Records a read; true when the pair is to be joined in the kernel now.
     pub fn saw(&self, dir: Dir, n: usize) -> bool {
+        if !self.watching() {
+            return false;
+        }
         let v = self.chooser.lock().expect("chooser").saw(dir, n as u64);
         self.apply(v)
     }
