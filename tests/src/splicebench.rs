@@ -26,17 +26,19 @@ use crate::wrk::Wrk;
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum JoinPath {
     Copy,
+    EbpfCopy,
     Kernel,
     Pipe,
     Auto,
 }
 
-const PATHS: [JoinPath; 4] = [JoinPath::Copy, JoinPath::Kernel, JoinPath::Pipe, JoinPath::Auto];
+const PATHS: [JoinPath; 5] = [JoinPath::Copy, JoinPath::EbpfCopy, JoinPath::Kernel, JoinPath::Pipe, JoinPath::Auto];
 
 impl JoinPath {
     fn name(self) -> &'static str {
         match self {
             JoinPath::Copy => "copy (userspace dataplane)",
+            JoinPath::EbpfCopy => "copy, eBPF dataplane (`--join-mode copy`)",
             JoinPath::Kernel => "kernel join (`--join-mode kernel`)",
             JoinPath::Pipe => "splice(2) pipe (`--join-mode pipe`)",
             JoinPath::Auto => "auto, the default (`--join-mode auto`)",
@@ -49,6 +51,7 @@ impl JoinPath {
         };
         f.extend(["--forwarded-headers", "off"]);
         match self {
+            JoinPath::EbpfCopy => f.extend(["--join-mode", "copy"]),
             JoinPath::Kernel => f.extend(["--join-mode", "kernel"]),
             JoinPath::Pipe => f.extend(["--join-mode", "pipe"]),
             _ => {}

@@ -169,6 +169,8 @@ fn main() {
     let mut tls_only = false;
     // The join mode alone (prints its section, writes nothing): `netbench --splice-only`.
     let mut splice_only = false;
+    // `--rounds N`: that many rounds instead of the mode's (1 with --quick, else 3).
+    let mut rounds: Option<usize> = None;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--ingress" => bin = PathBuf::from(args.next().expect("--ingress PATH")),
@@ -177,6 +179,7 @@ fn main() {
             "--l4-only" => l4_only = true,
             "--tls-only" => tls_only = true,
             "--splice-only" => splice_only = true,
+            "--rounds" => rounds = Some(args.next().and_then(|n| n.parse().ok()).expect("--rounds N")),
             "--out" => out = PathBuf::from(args.next().expect("--out FILE")),
             "--bench" => {}
             other => panic!("netbench: unknown argument {other}"),
@@ -193,6 +196,7 @@ fn main() {
     } else {
         Cfg { rounds: 3, secs: 5, conns: 64, ws_bytes: 128 << 20 }
     };
+    let c = Cfg { rounds: rounds.unwrap_or(c.rounds), ..c };
     // SAFETY: set before any thread is started.
     unsafe { std::env::set_var("AGENT_RUST_LOG", "info") };
     let pods = openchoreo_pods();
