@@ -169,7 +169,7 @@ pub fn run(
     let mut md = String::new();
     let _ = writeln!(
         md,
-        "\n## Joined connections: the mechanism per connection\n\n`netbench --splice-only` (or a section of `cargo xtask bench`): {rounds} round(s) of {secs} s, the path order rotating; WebSocket bulk: {} MiB echoed each way on one connection; small messages: 64 bytes echoed one at a time on 4 connections; 1 MiB: wrk, 8 keep-alive connections; keep-alive: wrk, 64 connections, 18-byte answers. Ratios: over the copy, medians of per-round paired ratios. Socket errors and non-2xx answers: {faults}. The machine is shared (2 CPUs, other builds may run): figures are noisy, ratios less so.\n",
+        "\n## Joined connections: the mechanism per connection\n\n`netbench --splice-only` (or a section of `cargo xtask bench`): {rounds} round(s) of {secs} s, the path order rotating; WebSocket bulk: {} MiB echoed each way on one connection; small messages: 64 bytes echoed one at a time on 4 connections; 1 MiB: wrk, 8 keep-alive connections; keep-alive: wrk, 64 connections, 18-byte answers. Ratios: over the copy (the userspace dataplane; it never joins a splice-safe host, so its 1 MiB and keep-alive figures are the L7 proxy's), medians of per-round paired ratios. Socket errors and non-2xx answers: {faults}. The machine is shared (2 CPUs, other builds may run): figures are noisy, ratios less so.\n",
         ws_bytes >> 20
     );
     let _ = write!(md, "| path |");
