@@ -134,6 +134,12 @@ pub enum Cmd {
         /// it gets GOAWAY and is closed.
         #[arg(long, value_name = "SECONDS", default_value_t = crate::proxy::h2::DEFAULT_IDLE_TIMEOUT.as_secs())]
         h2_idle_timeout: u64,
+        /// How upgraded (WebSocket) and splice-safe connections are joined to their pod:
+        /// `auto` splices through a pipe (splice(2)) and joins in the kernel (sockmap) once
+        /// the first exchanges show small messages (the userspace dataplane copies);
+        /// `kernel`, `pipe` or `copy` use that one mechanism.
+        #[arg(long, value_enum, default_value = "auto")]
+        join_mode: crate::datapath::join_choice::JoinMode,
         /// The flags given on the command line (filled by [`parse`]; not a flag).
         #[arg(skip)]
         given: Vec<String>,
@@ -247,6 +253,7 @@ pub fn run_flags(cmd: Cmd) -> Option<(Option<PathBuf>, crate::config::settings::
         detach_on_exit,
         h2_max_concurrent_streams,
         h2_idle_timeout,
+        join_mode,
         given,
     } = cmd
     else {
@@ -277,6 +284,7 @@ pub fn run_flags(cmd: Cmd) -> Option<(Option<PathBuf>, crate::config::settings::
         detach_on_exit,
         h2_max_concurrent_streams,
         h2_idle_timeout,
+        join_mode,
     };
     Some((config, flags, given))
 }

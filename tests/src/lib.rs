@@ -30,6 +30,8 @@ pub mod wrk;
 pub mod tcp_echo;
 // The benchmark's L4 mode.
 pub mod l4bench;
+// the benchmark's join mode: copy vs kernel join vs splice(2) pipe vs auto
+pub mod splicebench;
 // The framing tests' "bad pod": a backend that writes exact bytes.
 pub mod raw_backend;
 // HTTP/2: h2c and gRPC test pods, an h2 client helper (tests/tests/h2.rs, netns_h2.rs).

@@ -163,7 +163,8 @@ fn joined_connections_keep_every_byte_on_impaired_links() {
         &topo.vm_ns(),
         &openchoreo_dir(),
         &openchoreo_listens(VM_IP),
-        &["--interface", VM_NIC, "--forwarded-headers", "off"],
+        // every connection joined in the kernel (auto would keep this bulk on a pipe)
+        &["--interface", VM_NIC, "--forwarded-headers", "off", "--join-mode", "kernel"],
     );
     // unimpaired first: the workload itself is right
     let clean = workload(&topo, 1, 4, 1, 2);

@@ -137,7 +137,8 @@ fn websocket_through_the_ingress_is_spliced_in_the_kernel() {
         return;
     }
     let topo = Topology::create("ingt-ws", &openchoreo_pods());
-    let agent = start_agent(&topo, &["--interface", VM_NIC]);
+    // the kernel join itself (by default bulk like this stays on a pipe: netns_splice_choice.rs)
+    let agent = start_agent(&topo, &["--interface", VM_NIC, "--join-mode", "kernel"]);
     const N: usize = 4 << 20;
     upgrade_echo(&topo, N);
     let s = agent.stats();
@@ -181,7 +182,8 @@ fn splice_safe_hosts_are_joined_to_the_pod_in_the_kernel() {
     assert!(routes.contains("--forwarded-headers off"), "{routes}");
     agent.stop();
 
-    let agent = start_agent(&topo, &["--interface", VM_NIC, "--forwarded-headers", "off"]);
+    // the kernel join itself, for every connection (auto: netns_splice_choice.rs)
+    let agent = start_agent(&topo, &["--interface", VM_NIC, "--forwarded-headers", "off", "--join-mode", "kernel"]);
     let host = "react-starter-development.openchoreovm-apis.localhost:9080";
     let (pods, forwarded) = in_ns(&topo.client_ns(), || {
         let c = std::net::TcpStream::connect((VM_IP, 9080)).unwrap();

@@ -93,6 +93,7 @@ impl Admin {
         if let Some(l4) = &self.l4 {
             self.proxy.prom.set_l4(&l4.view());
         }
+        self.proxy.prom.set_join_choices(&self.proxy.joiner().counters().choice);
         self.proxy.prom.encode(&self.proxy.metrics.snapshot(), self.splice_active())
     }
 

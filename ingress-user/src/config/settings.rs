@@ -50,6 +50,7 @@ pub struct RunFlags {
     pub detach_on_exit: bool,
     pub h2_max_concurrent_streams: u32,
     pub h2_idle_timeout: u64,
+    pub join_mode: crate::datapath::join_choice::JoinMode,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -166,6 +167,11 @@ pub fn merge(
                 f.h2_max_concurrent_streams.unwrap_or(flags.h2_max_concurrent_streams)
             },
             idle_timeout: Duration::from_secs(pick("h2_idle_timeout", flags.h2_idle_timeout, f.h2_idle_timeout)),
+        },
+        join_mode: if given_or("join_mode") {
+            flags.join_mode
+        } else {
+            f.join_mode.as_ref().map_or(flags.join_mode, |c| c.0)
         },
     };
     let drain = Duration::from_secs(pick("drain_timeout", flags.drain_timeout, f.drain_timeout));

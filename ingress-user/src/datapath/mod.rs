@@ -11,6 +11,9 @@ pub mod interface;
 pub mod loader;
 pub mod maps;
 pub mod splice;
+// which mechanism carries a joined pair (pure), and splice(2) through a pipe
+pub mod join_choice;
+pub mod pipe;
 pub mod translate;
 
 // L4 forwarding: pure model/translation/diff, Maglev, the maps.

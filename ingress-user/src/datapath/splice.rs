@@ -2,7 +2,10 @@
 //! SOCKHASH and the kernel moves their bytes (see `ingress-ebpf/src/splice.rs`); the
 //! agent only relays what arrived before the join, and propagates half-closes and
 //! closes. Without sockmap (no eBPF dataplane, IPv6, a map error) it copies in user
-//! space, and says why once.
+//! space, and says why once. Upgraded and splice-safe pairs get their mechanism from
+//! `--join-mode` ([`super::join_choice`]): by default they start spliced through a
+//! pipe ([`super::pipe`]) and are joined in the kernel once their first exchanges show
+//! small messages.
 
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
@@ -15,6 +18,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::Splicer;
+use super::join_choice::{ChoiceTally, Dir, JoinClass, JoinMode, Mechanism, Reason, Start};
+use super::pipe::{Pipe, Watch, WayEnd};
 use crate::telemetry::SpliceCounters;
 
 /// The key the verdict program computes for a socket (see [`SpliceKey`]).
@@ -49,6 +54,8 @@ pub struct Joiner {
     total: AtomicU64,
     copied: AtomicU64,
     taken_over: AtomicU64,
+    /// Pairs by class, mechanism and reason.
+    choices: ChoiceTally,
 }
 
 impl Joiner {
@@ -76,6 +83,7 @@ impl Joiner {
             kernel_passed_skbs: k.passed_skbs,
             kernel_layout_mismatches: k.layout_mismatches,
             taken_over: self.taken_over.load(Ordering::Relaxed),
+            choice: self.choices.view(),
         }
     }
 
@@ -87,7 +95,8 @@ impl Joiner {
     }
 
     /// Relays two connections until both sides are closed. `a_pending` arrived on
-    /// `a` before the join (it goes to `b` first), and the other way round.
+    /// `a` before the join (it goes to `b` first), and the other way round. In the
+    /// kernel when it can (the TLS passthrough's way).
     pub async fn run(&self, a: TcpStream, a_pending: Bytes, b: TcpStream, b_pending: Bytes) {
         self.run_then(a, a_pending, b, b_pending, |_| {}).await
     }
@@ -96,11 +105,131 @@ impl Joiner {
     /// is decided (not called when the pending bytes cannot be written).
     pub async fn run_then(
         &self,
+        a: TcpStream,
+        a_pending: Bytes,
+        b: TcpStream,
+        b_pending: Bytes,
+        on_path: impl FnOnce(JoinPath),
+    ) {
+        self.kernel(JoinClass::Passthrough, Reason::Passthrough, a, a_pending, b, b_pending, on_path, None).await
+    }
+
+    /// Relays a pair of `class` (`a`: the client side) by the mechanism `mode` picks
+    /// for it (see [`super::join_choice`]) until both sides are closed.
+    pub async fn run_chosen(
+        &self,
+        class: JoinClass,
+        mode: JoinMode,
+        mut a: TcpStream,
+        a_pending: Bytes,
+        mut b: TcpStream,
+        b_pending: Bytes,
+    ) {
+        let v4 = |s: &TcpStream| matches!(s.peer_addr(), Ok(SocketAddr::V4(_)));
+        let start = super::join_choice::start(mode, class, self.splicer.is_some(), v4(&a) && v4(&b));
+        let pipes = match start {
+            Start::Kernel(r) => return self.kernel(class, r, a, a_pending, b, b_pending, |_| {}, None).await,
+            Start::Copy(r) => return self.copy(class, r, a, a_pending, b, b_pending).await,
+            Start::Pipe(_) | Start::Watch => match (Pipe::new(), Pipe::new()) {
+                (Ok(x), Ok(y)) => (x, y),
+                _ => return self.copy(class, Reason::NoPipe, a, a_pending, b, b_pending).await,
+            },
+        };
+        if b.write_all(&a_pending).await.is_err() || a.write_all(&b_pending).await.is_err() {
+            return;
+        }
+        let _active = self.enter();
+        let watch = Watch::new(class, &self.choices);
+        match start {
+            Start::Pipe(r) => watch.count_pipe(r),
+            _ => {
+                // the bytes read before (a splice-safe host's first request) count too
+                let _ = watch.saw(Dir::Forward, a_pending.len()) || watch.saw(Dir::Back, b_pending.len());
+            }
+        }
+        let (pa, pb) = &pipes;
+        let ends = tokio::try_join!(
+            super::pipe::one_way(&a, &b, pa, Dir::Forward, Some(&watch)),
+            super::pipe::one_way(&b, &a, pb, Dir::Back, Some(&watch)),
+        );
+        match ends {
+            Ok((WayEnd::Stopped, WayEnd::Stopped)) => {
+                // small messages: from here on in the kernel (what is queued now is
+                // drained and relayed first)
+                watch.counted_elsewhere();
+                drop(pipes);
+                self.kernel(class, Reason::SmallMessages, a, Bytes::new(), b, Bytes::new(), |_| {}, Some(_active))
+                    .await;
+            }
+            Ok((ea, eb)) => {
+                // one side ended while the other stopped for the join: no join for a
+                // closing pair, the stopped side goes on through its pipe
+                watch.count_pipe(Reason::EndedFirst);
+                let rest = tokio::try_join!(
+                    async {
+                        if ea == WayEnd::Stopped {
+                            super::pipe::one_way(&a, &b, pa, Dir::Forward, None).await
+                        } else {
+                            Ok(ea)
+                        }
+                    },
+                    async {
+                        if eb == WayEnd::Stopped {
+                            super::pipe::one_way(&b, &a, pb, Dir::Back, None).await
+                        } else {
+                            Ok(eb)
+                        }
+                    },
+                );
+                if let Err(e) = rest {
+                    tracing::debug!(error = %e, "spliced connection ended with an error");
+                }
+            }
+            Err(e) => {
+                watch.count_pipe(Reason::EndedFirst);
+                tracing::debug!(error = %e, "spliced connection ended with an error");
+            }
+        }
+    }
+
+    /// Counts a pair as open (and in the total) until the guard is dropped.
+    fn enter(&self) -> Active<'_> {
+        self.total.fetch_add(1, Ordering::Relaxed);
+        self.active.fetch_add(1, Ordering::Relaxed);
+        Active(&self.active)
+    }
+
+    /// The plain copy, to the end.
+    async fn copy(&self, class: JoinClass, why: Reason, mut a: TcpStream, ap: Bytes, mut b: TcpStream, bp: Bytes) {
+        if b.write_all(&ap).await.is_err() || a.write_all(&bp).await.is_err() {
+            return;
+        }
+        let _active = self.enter();
+        self.choices.count(class, Mechanism::Copied, why);
+        match why {
+            Reason::Forced => {
+                self.copied.fetch_add(1, Ordering::Relaxed);
+            }
+            Reason::NoPipe => self.fallback("no pipe for splice(2) (descriptor limit?)"),
+            Reason::Ipv6 => self.fallback("IPv6 sockets are not spliced"),
+            _ => self.fallback("the sockmap program is not loaded (userspace dataplane, or it failed to load)"),
+        }
+        relay(&mut a, &mut b, None).await;
+    }
+
+    /// Joins the pair in the kernel (counted as `class` with `why`), or copies it when
+    /// that cannot be done. `active`: the pair was counted as open already.
+    #[allow(clippy::too_many_arguments)]
+    async fn kernel(
+        &self,
+        class: JoinClass,
+        why: Reason,
         mut a: TcpStream,
         a_pending: Bytes,
         mut b: TcpStream,
         b_pending: Bytes,
         on_path: impl FnOnce(JoinPath),
+        active: Option<Active<'_>>,
     ) {
         // Everything queued now is read first, so no segment is left half-read in a
         // socket when it is joined (the kernel would hand it on whole, again).
@@ -117,17 +246,23 @@ impl Joiner {
         };
         let joined = match (&self.splicer, keys) {
             (None, _) => {
+                self.choices.count(class, Mechanism::Copied, Reason::NoSockmap);
                 self.fallback("the sockmap program is not loaded (userspace dataplane, or it failed to load)");
                 None
             }
             (Some(_), None) => {
+                self.choices.count(class, Mechanism::Copied, Reason::Ipv6);
                 self.fallback("IPv6 sockets are not spliced");
                 None
             }
             (Some(s), Some((ka, kb))) => {
                 match s.lock().expect("splicer").join((ka, a.as_raw_fd()), (kb, b.as_raw_fd())) {
-                    Ok(()) => Some((ka, kb)),
+                    Ok(()) => {
+                        self.choices.count(class, Mechanism::JoinedKernel, why);
+                        Some((ka, kb))
+                    }
                     Err(e) => {
+                        self.choices.count(class, Mechanism::Copied, Reason::JoinFailed);
                         self.fallback(&e.to_string());
                         None
                     }
@@ -135,8 +270,7 @@ impl Joiner {
             }
         };
         on_path(if joined.is_some() { JoinPath::Kernel } else { JoinPath::Userspace });
-        self.total.fetch_add(1, Ordering::Relaxed);
-        self.active.fetch_add(1, Ordering::Relaxed);
+        let _active = active.unwrap_or_else(|| self.enter());
         if joined.is_some() {
             self.kernel_active.fetch_add(1, Ordering::Relaxed);
         }
@@ -154,7 +288,15 @@ impl Joiner {
             s.lock().expect("splicer").part(ka, kb);
             self.kernel_active.fetch_sub(1, Ordering::Relaxed);
         }
-        self.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// An open pair (see [`Joiner::enter`]).
+struct Active<'a>(&'a AtomicU64);
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

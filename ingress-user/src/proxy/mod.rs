@@ -86,6 +86,8 @@ pub struct ProxyConfig {
     pub request_ids: bool,
     /// HTTP/2 limits (`--h2-*`).
     pub h2: h2::H2Config,
+    /// How upgraded and splice-safe pairs are joined (`--join-mode`).
+    pub join_mode: crate::datapath::join_choice::JoinMode,
 }
 
 impl Default for ProxyConfig {
@@ -96,6 +98,7 @@ impl Default for ProxyConfig {
             forwarded_headers: true,
             request_ids: false,
             h2: h2::H2Config::default(),
+            join_mode: Default::default(),
         }
     }
 }

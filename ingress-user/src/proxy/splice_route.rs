@@ -132,7 +132,8 @@ impl Proxy {
         let _ = upstream.set_nodelay(true);
         self.metrics.request();
         tracing::debug!(%endpoint, %backend, "connection spliced to the pod");
-        self.joiner().run(stream, Bytes::from(buf), upstream, Bytes::new()).await;
+        let (class, mode) = (crate::datapath::join_choice::JoinClass::SpliceSafe, self.config().join_mode);
+        self.joiner().run_chosen(class, mode, stream, Bytes::from(buf), upstream, Bytes::new()).await;
         Peeked::Done
     }
 }

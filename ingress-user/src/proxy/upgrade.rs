@@ -60,6 +60,7 @@ impl Proxy {
         let guard = self.metrics.upgraded();
         let backend = backend.to_string();
         let joiner = self.joiner().clone();
+        let join_mode = self.config().join_mode;
         tokio::spawn(async move {
             let _guard = guard;
             let (client, upstream) = match tokio::try_join!(client_side, upstream_side) {
@@ -82,7 +83,8 @@ impl Proxy {
             });
             match (client, upstream.downcast::<Io>()) {
                 (Ok((c, c_buf)), Ok(u)) => {
-                    joiner.run(c, c_buf, u.io.into_inner(), u.read_buf).await;
+                    use crate::datapath::join_choice::JoinClass;
+                    joiner.run_chosen(JoinClass::Upgraded, join_mode, c, c_buf, u.io.into_inner(), u.read_buf).await;
                 }
                 (c, u) => {
                     // Not plain TCP underneath: copy through hyper's upgraded streams.

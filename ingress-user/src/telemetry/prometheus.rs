@@ -39,6 +39,14 @@ pub struct GuardLabels {
     pub reason: String,
 }
 
+/// Labels of the joined pairs' choices (`--join-mode`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JoinLabels {
+    pub class: String,
+    pub mechanism: String,
+    pub reason: String,
+}
+
 /// Labels of the L4 path's per-port counters.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct L4Labels {
@@ -86,6 +94,8 @@ pub struct Metrics {
     l4_conntrack_entries: Gauge,
     /// TLS passthrough outcomes and active connections (registered here).
     pub passthrough: super::passthrough::PassthroughMetrics,
+    /// Joined pairs by class, mechanism and reason.
+    join_choices: Family<JoinLabels, Counter>,
     /// The handles of each (route, backend) pair seen, so a request looks its series up
     /// by two shared strings instead of building label sets (and their strings) every time.
     handles: std::sync::RwLock<HashMap<Arc<str>, Vec<(Arc<str>, Arc<RouteHandles>)>>>,
@@ -169,7 +179,14 @@ impl Default for Metrics {
         );
         let passthrough = super::passthrough::PassthroughMetrics::default();
         passthrough.register(&mut registry);
+        let join_choices = Family::<JoinLabels, Counter>::default();
+        registry.register(
+            "join_choices",
+            "Joined connection pairs by class (upgraded, splice_safe, passthrough), mechanism (joined_kernel, spliced_pipe, copied) and reason",
+            join_choices.clone(),
+        );
         Self {
+            join_choices,
             registry,
             requests,
             latency,
@@ -247,6 +264,21 @@ impl Metrics {
         }
         self.l4_conntrack_flows.set(v.conntrack_flows as i64);
         self.l4_conntrack_entries.set(v.conntrack_entries as i64);
+    }
+
+    /// Brings the join-choice counters up to the joiner's totals (they only grow).
+    pub fn set_join_choices(&self, v: &crate::datapath::join_choice::JoinChoices) {
+        for (class, c) in v.classes() {
+            for (key, n) in &c.reasons {
+                let (mechanism, reason) = key.split_once(':').unwrap_or((key.as_str(), ""));
+                let labels = JoinLabels { class: class.into(), mechanism: mechanism.into(), reason: reason.into() };
+                let counter = self.join_choices.get_or_create(&labels);
+                let seen = counter.get();
+                if *n > seen {
+                    counter.inc_by(n - seen);
+                }
+            }
+        }
     }
 
     /// The Prometheus text exposition.
@@ -332,6 +364,30 @@ mod tests {
         assert!(!text.contains(r#"class="4xx""#), "{text}");
         assert!(text.contains("ingress_client_connections 4"), "{text}");
         assert!(text.contains("ingress_spliced_connections 2"), "{text}");
+    }
+
+    #[test]
+    fn join_choices_follow_the_joiners_totals() {
+        use crate::datapath::join_choice::{ChoiceTally, JoinClass, Mechanism, Reason};
+        let m = Metrics::default();
+        let t = ChoiceTally::default();
+        t.count(JoinClass::Upgraded, Mechanism::SplicedPipe, Reason::Bulk);
+        m.set_join_choices(&t.view());
+        t.count(JoinClass::Upgraded, Mechanism::SplicedPipe, Reason::Bulk);
+        t.count(JoinClass::SpliceSafe, Mechanism::JoinedKernel, Reason::SmallMessages);
+        m.set_join_choices(&t.view());
+        m.set_join_choices(&t.view());
+        let text = m.encode(&ProxyCounters::default(), 0);
+        assert!(
+            text.contains(r#"ingress_join_choices_total{class="upgraded",mechanism="spliced_pipe",reason="bulk"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"ingress_join_choices_total{class="splice_safe",mechanism="joined_kernel",reason="small_messages"} 1"#
+            ),
+            "{text}"
+        );
     }
 
     #[test]

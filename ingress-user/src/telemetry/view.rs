@@ -126,6 +126,7 @@ pub fn format_table(s: &StatsView) -> String {
     if let Some(l4) = &s.l4 {
         out += &super::l4::format_l4(l4);
     }
+    out += &s.splice.choice.format();
     let t = &s.passthrough;
     if t.connections > 0 || t.active > 0 {
         out += &format!(
@@ -187,6 +188,9 @@ pub struct SpliceCounters {
     /// Directions of joined connections the agent took over (bytes reached user space).
     #[serde(default)]
     pub taken_over: u64,
+    /// Pairs per class by mechanism (kernel join, splice(2) through a pipe, copy) and why.
+    #[serde(default)]
+    pub choice: crate::datapath::join_choice::JoinChoices,
 }
 
 #[cfg(test)]

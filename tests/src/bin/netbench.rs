@@ -167,6 +167,10 @@ fn main() {
     let mut l4_only = false;
     // TLS mode alone (prints its section, writes nothing): `netbench --tls-only`.
     let mut tls_only = false;
+    // The join mode alone (prints its section, writes nothing): `netbench --splice-only`.
+    let mut splice_only = false;
+    // `--rounds N`: that many rounds instead of the mode's (1 with --quick, else 3).
+    let mut rounds: Option<usize> = None;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--ingress" => bin = PathBuf::from(args.next().expect("--ingress PATH")),
@@ -174,6 +178,8 @@ fn main() {
             "--quick" => quick = true,
             "--l4-only" => l4_only = true,
             "--tls-only" => tls_only = true,
+            "--splice-only" => splice_only = true,
+            "--rounds" => rounds = Some(args.next().and_then(|n| n.parse().ok()).expect("--rounds N")),
             "--out" => out = PathBuf::from(args.next().expect("--out FILE")),
             "--bench" => {}
             other => panic!("netbench: unknown argument {other}"),
@@ -190,6 +196,7 @@ fn main() {
     } else {
         Cfg { rounds: 3, secs: 5, conns: 64, ws_bytes: 128 << 20 }
     };
+    let c = Cfg { rounds: rounds.unwrap_or(c.rounds), ..c };
     // SAFETY: set before any thread is started.
     unsafe { std::env::set_var("AGENT_RUST_LOG", "info") };
     let pods = openchoreo_pods();
@@ -214,7 +221,7 @@ fn main() {
     // samples[path][workload][round]; peak RSS readings per path and round
     let mut samples = vec![vec![Vec::<Sample>::new(); WORKLOADS.len()]; PATHS.len()];
     let mut memory = vec![Memory::default(); PATHS.len()];
-    for round in 0..if l4_only || tls_only { 0 } else { c.rounds } {
+    for round in 0..if l4_only || tls_only || splice_only { 0 } else { c.rounds } {
         // a path never always runs first, nor always after the same one
         for pi in rotation(&(0..PATHS.len()).collect::<Vec<_>>(), round) {
             let path = &PATHS[pi];
@@ -318,7 +325,7 @@ fn main() {
         }
     }
     // L4 mode: the L4 path vs direct vs an nginx stream proxy, to the first nginx pod
-    let l4_md = if tls_only {
+    let l4_md = if tls_only || splice_only {
         String::new()
     } else {
         ingress_tests::l4bench::run(
@@ -334,7 +341,7 @@ fn main() {
     };
     // TLS mode: HTTPS, handshakes and h2 through the agent vs Envoy terminating TLS vs
     // direct TLS to the first nginx pod
-    let tls_md = if l4_only {
+    let tls_md = if l4_only || splice_only {
         String::new()
     } else {
         let react_ns = topo.pods.iter().find(|(p, _)| p.ip == react.ip).map(|(_, ns)| ns.clone()).expect("react ns");
@@ -358,8 +365,28 @@ fn main() {
             &backend,
         )
     };
+    // the join mode: the mechanisms of joined connections side by side
+    let splice_md = if l4_only || tls_only {
+        String::new()
+    } else {
+        ingress_tests::splicebench::run(
+            &topo,
+            &bin,
+            &openchoreo_dir(),
+            &openchoreo_listens(VM_IP),
+            WS_HOST,
+            HOST,
+            c.secs,
+            c.rounds,
+            c.ws_bytes,
+        )
+    };
     drop(nginx);
     drop(topo);
+    if splice_only {
+        print!("{splice_md}");
+        return;
+    }
     if l4_only {
         print!("{l4_md}");
         return;
@@ -371,6 +398,7 @@ fn main() {
     let (mut md, js) = report(&c, quick, &samples, &memory);
     md += &l4_md;
     md += &tls_md;
+    md += &splice_md;
     print!("{md}");
     if let Some(dir) = out.parent() {
         let _ = std::fs::create_dir_all(dir);
