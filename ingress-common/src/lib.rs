@@ -6,7 +6,7 @@
 //! the other modules hold the keys and values of one kind of map each. The keys and
 //! values of the L4 forwarding maps (services, backends, connection tracking, NAT) go
 //! in modules of their own next to these, with their names and sizes in [`maps`].
-#![no_std]
+#![cfg_attr(not(test), no_std)]
 
 pub mod guard;
 pub mod l4;
@@ -15,3 +15,5 @@ pub mod maps;
 pub mod proto;
 pub mod splice;
 pub mod stats;
+// delayed binding: the edge's SYN cookie (pure, built for BPF and the host)
+pub mod syncookie;

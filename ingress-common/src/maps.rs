@@ -128,3 +128,20 @@ pub const ATTACHED_PROGRAMS: &[&str] = &[
     L4_GETPEERNAME4_PROGRAM,
     L4_GETPEERNAME6_PROGRAM,
 ];
+
+/// tc program that proves a kfunc call loads on this kernel (`bpf_dynptr_from_skb`);
+/// run by the packet tier, never attached.
+pub const KFUNC_PROBE_PROGRAM: &str = "kfunc_probe";
+/// The kernel functions it calls, and the first Linux release with all of them.
+pub const KFUNC_PROBE_NEEDS: &[&str] = &["bpf_dynptr_from_skb"];
+pub const KFUNC_PROBE_SINCE: &str = "6.4";
+
+/// Delayed binding: array with one [`crate::syncookie::SynCookieConfig`] (cookie keys,
+/// current slot, path MSS, receive window shift, SYN-ACK window), written by the agent.
+pub const SYNCOOKIE_CONFIG_MAP: &str = "SYNCOOKIE_CONFIG";
+/// Hash: [`crate::syncookie::SynCookieTarget`] (frontend address, port) -> 1: the only
+/// destinations whose SYNs the cookie program answers. Empty by default.
+pub const SYNCOOKIE_TARGETS_MAP: &str = "SYNCOOKIE_TARGETS";
+pub const SYNCOOKIE_TARGETS_MAX_ENTRIES: u32 = 256;
+/// XDP program answering SYNs with the cookie (not attached by the agent yet).
+pub const SYNCOOKIE_PROGRAM: &str = "syncookie_xdp";

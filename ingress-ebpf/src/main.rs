@@ -21,6 +21,12 @@ mod l4_nic;
 mod l4_reply;
 mod nat;
 
+// Kernel functions (kfuncs) and the program that proves their calls load.
+mod kfunc;
+mod kfunc_probe;
+// Delayed binding: the edge's SYN cookie in XDP (not attached by the agent yet).
+mod syncookie;
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {

@@ -130,3 +130,12 @@ const fn same(a: &str, b: &str) -> bool {
 pub static L4_LOCAL: LruHashMap<u64, ingress_common::local::L4LocalDial> =
     LruHashMap::with_max_entries(ingress_common::maps::L4_LOCAL_MAX_ENTRIES, 0);
 const _: () = assert!(same(ingress_common::maps::L4_LOCAL_MAP, "L4_LOCAL"));
+
+// Delayed binding: the edge's SYN cookie (ingress_common::syncookie).
+#[map(name = "SYNCOOKIE_CONFIG")]
+pub static SYNCOOKIE_CONFIG: Array<ingress_common::syncookie::SynCookieConfig> = Array::with_max_entries(1, 0);
+#[map(name = "SYNCOOKIE_TARGETS")]
+pub static SYNCOOKIE_TARGETS: HashMap<ingress_common::syncookie::SynCookieTarget, u32> =
+    HashMap::with_max_entries(ingress_common::maps::SYNCOOKIE_TARGETS_MAX_ENTRIES, 0);
+const _: () = assert!(same(ingress_common::maps::SYNCOOKIE_CONFIG_MAP, "SYNCOOKIE_CONFIG"));
+const _: () = assert!(same(ingress_common::maps::SYNCOOKIE_TARGETS_MAP, "SYNCOOKIE_TARGETS"));

@@ -102,6 +102,8 @@ const TIERS: &[Tier] = &[
             &["test", "-p", "ingress-tests", "--test", "packet_l4", "--", "--test-threads=1"],
             // the XDP guard: deny/allow lists, SYN rate, malformed packets, 100,000 random ones
             &["test", "-p", "ingress-tests", "--test", "packet_guard", "--", "--test-threads=1"],
+            // kfunc calls from our object (resolved before aya loads it), run on built packets
+            &["test", "-p", "ingress-tests", "--test", "packet_kfunc", "--", "--test-threads=1"],
         ],
     },
     Tier {

@@ -1,0 +1,13 @@
+//! Kernel functions (kfuncs) the programs call. bpf-linker leaves each `extern "C"`
+//! declaration here as an undefined ELF symbol and every call to it as a `call` with a
+//! relocation against that symbol; aya 0.14 cannot relocate such calls, so the agent
+//! rewrites them before loading (ingress-user/src/datapath/kfunc.rs): each becomes a
+//! BPF_PSEUDO_KFUNC_CALL to the function's BTF id in the running kernel's vmlinux BTF.
+//! Names must match the kernel's exactly (the symbol name is what is resolved).
+
+use aya_ebpf::bindings::{__sk_buff, bpf_dynptr};
+
+unsafe extern "C" {
+    /// `bpf_dynptr_from_skb` (6.4): a dynptr over the skb's data (linear or not).
+    pub fn bpf_dynptr_from_skb(skb: *mut __sk_buff, flags: u64, ptr: *mut bpf_dynptr) -> i32;
+}
