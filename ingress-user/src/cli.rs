@@ -134,6 +134,11 @@ pub enum Cmd {
         /// it gets GOAWAY and is closed.
         #[arg(long, value_name = "SECONDS", default_value_t = crate::proxy::h2::DEFAULT_IDLE_TIMEOUT.as_secs())]
         h2_idle_timeout: u64,
+        /// Delayed binding: hosts whose every request goes to one backend bound to their
+        /// pod in eBPF, the connection never terminating on the host. Not available in
+        /// this build yet: `on` is refused (docs/delayed-binding.md).
+        #[arg(long, value_enum, default_value = "off")]
+        bind_in_kernel: OnOff,
         /// The flags given on the command line (filled by [`parse`]; not a flag).
         #[arg(skip)]
         given: Vec<String>,
@@ -247,6 +252,7 @@ pub fn run_flags(cmd: Cmd) -> Option<(Option<PathBuf>, crate::config::settings::
         detach_on_exit,
         h2_max_concurrent_streams,
         h2_idle_timeout,
+        bind_in_kernel,
         given,
     } = cmd
     else {
@@ -277,6 +283,7 @@ pub fn run_flags(cmd: Cmd) -> Option<(Option<PathBuf>, crate::config::settings::
         detach_on_exit,
         h2_max_concurrent_streams,
         h2_idle_timeout,
+        bind_in_kernel,
     };
     Some((config, flags, given))
 }

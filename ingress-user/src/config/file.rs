@@ -51,6 +51,7 @@ pub struct FileConfig {
     pub detach_on_exit: Option<bool>,
     pub h2_max_concurrent_streams: Option<u32>,
     pub h2_idle_timeout: Option<u64>,
+    pub bind_in_kernel: Option<Choice<OnOff>>,
 }
 
 /// A parsed file: its settings and where each top-level key is, for errors found

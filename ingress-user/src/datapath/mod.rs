@@ -33,6 +33,8 @@ pub mod pins;
 
 // kfunc calls: resolved against the running kernel's BTF before aya loads the object.
 pub mod kfunc;
+// delayed binding: the edge SYN cookie's maps and program (not attached)
+pub mod syncookie;
 
 pub use loader::{Dataplane, load, load_from};
 pub use loader::{load_pinned, load_with};
