@@ -17,3 +17,5 @@ pub mod splice;
 pub mod stats;
 // delayed binding: the edge's SYN cookie (pure, built for BPF and the host)
 pub mod syncookie;
+// delayed binding: the pod side's admitted flows and the kfunc's attributes
+pub mod bind;

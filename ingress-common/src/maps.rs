@@ -145,3 +145,14 @@ pub const SYNCOOKIE_TARGETS_MAP: &str = "SYNCOOKIE_TARGETS";
 pub const SYNCOOKIE_TARGETS_MAX_ENTRIES: u32 = 256;
 /// XDP program answering SYNs with the cookie (not attached by the agent yet).
 pub const SYNCOOKIE_PROGRAM: &str = "syncookie_xdp";
+
+/// Delayed binding, pod side: LRU hash [`crate::bind::PodFlowKey`] ->
+/// [`crate::bind::PodAdmit`], the connections the edge admitted (filled by nothing yet).
+pub const POD_ADMITTED_MAP: &str = "POD_ADMITTED";
+pub const POD_ADMITTED_MAX_ENTRIES: u32 = 65536;
+/// tc program for a pod's network namespace: the first data segment of an admitted
+/// connection becomes the pod's socket (`bpf_sk_assign_tcp_reqsk`); not attached.
+pub const POD_BIND_PROGRAM: &str = "pod_bind";
+/// The kernel functions it calls, and the first Linux release with them.
+pub const POD_BIND_NEEDS: &[&str] = &["bpf_sk_assign_tcp_reqsk"];
+pub const POD_BIND_SINCE: &str = "6.11";

@@ -59,6 +59,11 @@ pub const TCP_CWR: u8 = 0x80;
 
 /// The most TCP option bytes a header carries.
 pub const MAX_OPTIONS: usize = 40;
+/// Size of the buffer the options are copied into: a power of two, so that an index
+/// masked with `OPT_BUF - 1` is provably inside it (the verifier follows masks, not
+/// divisions). Bytes past the option length are zero.
+pub const OPT_BUF: usize = 64;
+const OPT_MASK: usize = OPT_BUF - 1;
 
 // ---- SipHash-2-4 (Aumasson & Bernstein), on two u64 words, as the kernel's siphash_2u64 ----
 
@@ -146,10 +151,11 @@ pub enum Unusual {
     ZeroMss,
 }
 
-/// Parses the option bytes `opts[..len]` of a SYN (`len` <= [`MAX_OPTIONS`]). Only the
+/// Parses the option bytes `opts[..len]` of a SYN (`len` <= [`MAX_OPTIONS`], the rest of
+/// the buffer zero). Only the
 /// five options a plain SYN carries are accepted; anything else is [`Unusual`].
 #[inline(always)]
-pub fn parse_syn_options(opts: &[u8; MAX_OPTIONS], len: usize) -> Result<SynOptions, Unusual> {
+pub fn parse_syn_options(opts: &[u8; OPT_BUF], len: usize) -> Result<SynOptions, Unusual> {
     let len = if len > MAX_OPTIONS { MAX_OPTIONS } else { len };
     let mut o = SynOptions::default();
     let mut i = 0usize;
@@ -160,7 +166,7 @@ pub fn parse_syn_options(opts: &[u8; MAX_OPTIONS], len: usize) -> Result<SynOpti
         if i >= len {
             break;
         }
-        let kind = opts[i % MAX_OPTIONS];
+        let kind = opts[i & OPT_MASK];
         if kind == OPT_EOL {
             break;
         }
@@ -171,11 +177,11 @@ pub fn parse_syn_options(opts: &[u8; MAX_OPTIONS], len: usize) -> Result<SynOpti
         if i + 1 >= len {
             return Err(Unusual::BadLength(kind));
         }
-        let olen = opts[(i + 1) % MAX_OPTIONS] as usize;
+        let olen = opts[(i + 1) & OPT_MASK] as usize;
         if olen < 2 || i + olen > len {
             return Err(Unusual::BadLength(kind));
         }
-        let at = |k: usize| opts[(i + k) % MAX_OPTIONS];
+        let at = |k: usize| opts[(i + k) & OPT_MASK];
         match kind {
             OPT_MSS => {
                 if olen != 4 {
@@ -389,7 +395,7 @@ fn sum16<const N: usize>(b: &[u8; N], start: usize, words: usize) -> u32 {
     let mut i = 0;
     while i < words {
         let o = start + 2 * i;
-        s += u16::from_be_bytes([b[o % N], b[(o + 1) % N]]) as u32;
+        s += u16::from_be_bytes([b[o], b[o + 1]]) as u32;
         i += 1;
     }
     s
@@ -519,8 +525,8 @@ mod tests {
         }
     }
 
-    fn opts(bytes: &[u8]) -> ([u8; MAX_OPTIONS], usize) {
-        let mut b = [0u8; MAX_OPTIONS];
+    fn opts(bytes: &[u8]) -> ([u8; OPT_BUF], usize) {
+        let mut b = [0u8; OPT_BUF];
         b[..bytes.len()].copy_from_slice(bytes);
         (b, bytes.len())
     }

@@ -139,3 +139,9 @@ pub static SYNCOOKIE_TARGETS: HashMap<ingress_common::syncookie::SynCookieTarget
     HashMap::with_max_entries(ingress_common::maps::SYNCOOKIE_TARGETS_MAX_ENTRIES, 0);
 const _: () = assert!(same(ingress_common::maps::SYNCOOKIE_CONFIG_MAP, "SYNCOOKIE_CONFIG"));
 const _: () = assert!(same(ingress_common::maps::SYNCOOKIE_TARGETS_MAP, "SYNCOOKIE_TARGETS"));
+
+// Delayed binding, pod side (ingress_common::bind): the connections the edge admitted.
+#[map(name = "POD_ADMITTED")]
+pub static POD_ADMITTED: LruHashMap<ingress_common::bind::PodFlowKey, ingress_common::bind::PodAdmit> =
+    LruHashMap::with_max_entries(ingress_common::maps::POD_ADMITTED_MAX_ENTRIES, 0);
+const _: () = assert!(same(ingress_common::maps::POD_ADMITTED_MAP, "POD_ADMITTED"));

@@ -13,7 +13,8 @@ use aya_ebpf::helpers::{bpf_get_prandom_u32, bpf_xdp_adjust_tail};
 use aya_ebpf::macros::xdp;
 use aya_ebpf::programs::XdpContext;
 use ingress_common::syncookie::{
-    self, MAX_OPTIONS, SYNACK_LEN, SynCookieTarget, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, TCP_URG, Tuple,
+    self, MAX_OPTIONS, OPT_BUF, SYNACK_LEN, SynCookieTarget, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, TCP_URG,
+    Tuple,
 };
 
 use crate::maps::{SYNCOOKIE_CONFIG, SYNCOOKIE_TARGETS};
@@ -72,7 +73,7 @@ fn try_syncookie(ctx: &XdpContext) -> Option<u32> {
         return None;
     }
     let optlen = doff - 20;
-    let mut opts = [0u8; MAX_OPTIONS];
+    let mut opts = [0u8; OPT_BUF];
     let mut i = 0;
     while i < MAX_OPTIONS {
         if i >= optlen {

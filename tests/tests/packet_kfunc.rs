@@ -80,3 +80,25 @@ fn an_unresolved_kfunc_call_still_loads_and_the_program_sees_the_error() {
     let r = test_run(fd, &data_segment(), 1).expect("BPF_PROG_TEST_RUN");
     assert_eq!(r.retval, TC_ACT_SHOT, "the program's verdict follows the (replaced) call's result");
 }
+
+#[test]
+fn the_pod_side_bind_program_passes_the_verifier_and_passes_what_is_not_admitted() {
+    use ingress_common::maps::{POD_BIND_NEEDS, POD_BIND_PROGRAM, POD_BIND_SINCE};
+    let test = "the_pod_side_bind_program_passes_the_verifier_and_passes_what_is_not_admitted";
+    if !require(test, POD_BIND_NEEDS) {
+        return;
+    }
+    let mut d = ebpf::load().unwrap_or_else(|e| panic!("{test}: {e}"));
+    let call = d.kfuncs.iter().find(|c| c.name == "bpf_sk_assign_tcp_reqsk").expect("the kfunc call was found");
+    assert!(call.btf_id.is_some(), "{call:?}");
+    let fd = d
+        .kfunc_tc_program_fd(POD_BIND_PROGRAM, POD_BIND_NEEDS, POD_BIND_SINCE)
+        .unwrap_or_else(|e| panic!("{test}: verifier: {e}"));
+    let insns = d.verified_insns(POD_BIND_PROGRAM).expect("verified_insns");
+    println!("{POD_BIND_PROGRAM}: verifier processed {insns} instructions");
+    // nothing admitted (the map is empty): the segment passes untouched
+    let pkt = data_segment();
+    let r = test_run(fd, &pkt, 1).expect("BPF_PROG_TEST_RUN");
+    assert_eq!(r.retval, TC_ACT_OK);
+    assert_eq!(r.data_out, pkt, "untouched");
+}

@@ -186,7 +186,7 @@ fn answered(t: &T, syn: &Syn, want: Seen, ecn: bool) -> Seen {
     assert_eq!(s.ts.map(|(_, ecr)| ecr), want.ts.map(|(_, ecr)| ecr), "TSecr echoes the client's TSval");
     // the same bytes as the host build of the shared code (TSval's random high bits taken)
     let tuple = Tuple { saddr: u32::from_be_bytes(CLIENT), daddr: u32::from_be_bytes(VM), sport: 40000, dport: PORT };
-    let mut ob = [0u8; syncookie::MAX_OPTIONS];
+    let mut ob = [0u8; syncookie::OPT_BUF];
     ob[..syn.opts.len()].copy_from_slice(&syn.opts);
     let o = syncookie::parse_syn_options(&ob, syn.opts.len()).expect("host parses it too");
     let random = s.ts.map_or(0, |(val, _)| val);
