@@ -84,8 +84,7 @@ impl TcpReqAttrs {
 /// (any options; `None` without one or when the list is malformed).
 #[inline(always)]
 pub fn find_timestamp(opts: &[u8; crate::syncookie::OPT_BUF], len: usize) -> Option<(u32, u32)> {
-    use crate::syncookie::{MAX_OPTIONS, OPT_BUF, OPT_EOL, OPT_NOP, OPT_TIMESTAMP};
-    const M: usize = OPT_BUF - 1;
+    use crate::syncookie::{MAX_OPTIONS, OPT_EOL, OPT_NOP, OPT_TIMESTAMP, at_index};
     let len = if len > MAX_OPTIONS { MAX_OPTIONS } else { len };
     let mut i = 0usize;
     let mut n = 0;
@@ -94,7 +93,7 @@ pub fn find_timestamp(opts: &[u8; crate::syncookie::OPT_BUF], len: usize) -> Opt
         if i >= len {
             return None;
         }
-        let kind = opts[i & M];
+        let kind = at_index(opts, i);
         if kind == OPT_EOL {
             return None;
         }
@@ -105,7 +104,7 @@ pub fn find_timestamp(opts: &[u8; crate::syncookie::OPT_BUF], len: usize) -> Opt
         if i + 1 >= len {
             return None;
         }
-        let olen = opts[(i + 1) & M] as usize;
+        let olen = at_index(opts, i + 1) as usize;
         if olen < 2 || i + olen > len {
             return None;
         }
@@ -113,7 +112,7 @@ pub fn find_timestamp(opts: &[u8; crate::syncookie::OPT_BUF], len: usize) -> Opt
             if olen != 10 {
                 return None;
             }
-            let at = |k: usize| opts[(i + k) & M];
+            let at = |k: usize| at_index(opts, i + k);
             return Some((
                 u32::from_be_bytes([at(2), at(3), at(4), at(5)]),
                 u32::from_be_bytes([at(6), at(7), at(8), at(9)]),

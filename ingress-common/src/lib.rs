@@ -7,6 +7,8 @@
 //! values of the L4 forwarding maps (services, backends, connection tracking, NAT) go
 //! in modules of their own next to these, with their names and sizes in [`maps`].
 #![cfg_attr(not(test), no_std)]
+// inline asm on BPF (syncookie::opt_index); the eBPF build runs with RUSTC_BOOTSTRAP=1
+#![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 
 pub mod guard;
 pub mod l4;

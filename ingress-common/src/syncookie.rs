@@ -63,7 +63,36 @@ pub const MAX_OPTIONS: usize = 40;
 /// masked with `OPT_BUF - 1` is provably inside it (the verifier follows masks, not
 /// divisions). Bytes past the option length are zero.
 pub const OPT_BUF: usize = 64;
+#[cfg_attr(target_arch = "bpf", allow(dead_code))]
 const OPT_MASK: usize = OPT_BUF - 1;
+
+/// `i & (OPT_BUF - 1)`: an index into the option buffer the verifier can bound. On BPF
+/// the AND is inline asm, because LLVM drops a plain mask it can prove redundant (the
+/// index is below the option length), and the verifier, which cannot follow that
+/// proof, then refuses the variable-offset stack read.
+#[inline(always)]
+pub fn opt_index(i: usize) -> usize {
+    #[cfg(target_arch = "bpf")]
+    {
+        let mut v = i;
+        // SAFETY: a register-only AND.
+        unsafe { core::arch::asm!("{0} &= 63", inout(reg) v, options(pure, nomem, nostack)) };
+        v
+    }
+    #[cfg(not(target_arch = "bpf"))]
+    {
+        i & OPT_MASK
+    }
+}
+
+/// `opts[opt_index(i)]` without a bounds check: the index is below [`OPT_BUF`] by
+/// construction, and a bounds check's panic path would end the program without an
+/// exit (the verifier refuses that).
+#[inline(always)]
+pub fn at_index(opts: &[u8; OPT_BUF], i: usize) -> u8 {
+    // SAFETY: opt_index(i) < OPT_BUF (an AND with OPT_BUF - 1).
+    unsafe { *opts.get_unchecked(opt_index(i)) }
+}
 
 // ---- SipHash-2-4 (Aumasson & Bernstein), on two u64 words, as the kernel's siphash_2u64 ----
 
@@ -166,7 +195,7 @@ pub fn parse_syn_options(opts: &[u8; OPT_BUF], len: usize) -> Result<SynOptions,
         if i >= len {
             break;
         }
-        let kind = opts[i & OPT_MASK];
+        let kind = at_index(opts, i);
         if kind == OPT_EOL {
             break;
         }
@@ -177,11 +206,11 @@ pub fn parse_syn_options(opts: &[u8; OPT_BUF], len: usize) -> Result<SynOptions,
         if i + 1 >= len {
             return Err(Unusual::BadLength(kind));
         }
-        let olen = opts[(i + 1) & OPT_MASK] as usize;
+        let olen = at_index(opts, i + 1) as usize;
         if olen < 2 || i + olen > len {
             return Err(Unusual::BadLength(kind));
         }
-        let at = |k: usize| opts[(i + k) & OPT_MASK];
+        let at = |k: usize| at_index(opts, i + k);
         match kind {
             OPT_MSS => {
                 if olen != 4 {
