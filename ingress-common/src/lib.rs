@@ -6,7 +6,9 @@
 //! the other modules hold the keys and values of one kind of map each. The keys and
 //! values of the L4 forwarding maps (services, backends, connection tracking, NAT) go
 //! in modules of their own next to these, with their names and sizes in [`maps`].
-#![no_std]
+#![cfg_attr(not(test), no_std)]
+// inline asm on BPF (syncookie::opt_index); the eBPF build runs with RUSTC_BOOTSTRAP=1
+#![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 
 pub mod guard;
 // delayed binding: the first request head scanner and the bindable hosts' keys
@@ -18,3 +20,7 @@ pub mod maps;
 pub mod proto;
 pub mod splice;
 pub mod stats;
+// delayed binding: the edge's SYN cookie (pure, built for BPF and the host)
+pub mod syncookie;
+// delayed binding: the pod side's admitted flows and the kfunc's attributes
+pub mod pod_bind;

@@ -145,3 +145,30 @@ pub const BIND_SCAN_LAST_MAP: &str = "BIND_SCAN_LAST";
 pub const BIND_SCAN_SCRATCH_MAP: &str = "BIND_SCAN_SCRATCH";
 /// tc classifier that scans a TCP segment's payload with the head scanner.
 pub const BIND_SCAN_PROGRAM: &str = "bind_scan";
+/// tc program that proves a kfunc call loads on this kernel (`bpf_dynptr_from_skb`);
+/// run by the packet tier, never attached.
+pub const KFUNC_PROBE_PROGRAM: &str = "kfunc_probe";
+/// The kernel functions it calls, and the first Linux release with all of them.
+pub const KFUNC_PROBE_NEEDS: &[&str] = &["bpf_dynptr_from_skb"];
+pub const KFUNC_PROBE_SINCE: &str = "6.4";
+
+/// Delayed binding: array with one [`crate::syncookie::SynCookieConfig`] (cookie keys,
+/// current slot, path MSS, receive window shift, SYN-ACK window), written by the agent.
+pub const SYNCOOKIE_CONFIG_MAP: &str = "SYNCOOKIE_CONFIG";
+/// Hash: [`crate::syncookie::SynCookieTarget`] (frontend address, port) -> 1: the only
+/// destinations whose SYNs the cookie program answers. Empty by default.
+pub const SYNCOOKIE_TARGETS_MAP: &str = "SYNCOOKIE_TARGETS";
+pub const SYNCOOKIE_TARGETS_MAX_ENTRIES: u32 = 256;
+/// XDP program answering SYNs with the cookie (not attached by the agent yet).
+pub const SYNCOOKIE_PROGRAM: &str = "syncookie_xdp";
+
+/// Delayed binding, pod side: LRU hash [`crate::pod_bind::PodFlowKey`] ->
+/// [`crate::pod_bind::PodAdmit`], the connections the edge admitted (filled by nothing yet).
+pub const POD_ADMITTED_MAP: &str = "POD_ADMITTED";
+pub const POD_ADMITTED_MAX_ENTRIES: u32 = 65536;
+/// tc program for a pod's network namespace: the first data segment of an admitted
+/// connection becomes the pod's socket (`bpf_sk_assign_tcp_reqsk`); not attached.
+pub const POD_BIND_PROGRAM: &str = "pod_bind";
+/// The kernel functions it calls, and the first Linux release with them.
+pub const POD_BIND_NEEDS: &[&str] = &["bpf_sk_assign_tcp_reqsk"];
+pub const POD_BIND_SINCE: &str = "6.11";

@@ -23,6 +23,13 @@ mod nat;
 
 // Delayed binding: the head scanner on a segment (not attached by the agent yet).
 mod bind_scan;
+// Kernel functions (kfuncs) and the program that proves their calls load.
+mod kfunc;
+mod kfunc_probe;
+// Delayed binding: the edge's SYN cookie in XDP (not attached by the agent yet).
+mod syncookie;
+// Delayed binding, pod side: the first segment of an admitted flow -> the pod's socket (not attached).
+mod pod_bind;
 
 #[cfg(not(test))]
 #[panic_handler]

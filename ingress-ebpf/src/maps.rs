@@ -157,3 +157,17 @@ const _: () = assert!(same(ingress_common::maps::BIND_BACKENDS_MAP, "BIND_BACKEN
 const _: () = assert!(same(ingress_common::maps::BIND_SCAN_COUNTS_MAP, "BIND_SCAN_COUNTS"));
 const _: () = assert!(same(ingress_common::maps::BIND_SCAN_LAST_MAP, "BIND_SCAN_LAST"));
 const _: () = assert!(same(ingress_common::maps::BIND_SCAN_SCRATCH_MAP, "BIND_SCAN_SCRATCH"));
+// Delayed binding: the edge's SYN cookie (ingress_common::syncookie).
+#[map(name = "SYNCOOKIE_CONFIG")]
+pub static SYNCOOKIE_CONFIG: Array<ingress_common::syncookie::SynCookieConfig> = Array::with_max_entries(1, 0);
+#[map(name = "SYNCOOKIE_TARGETS")]
+pub static SYNCOOKIE_TARGETS: HashMap<ingress_common::syncookie::SynCookieTarget, u32> =
+    HashMap::with_max_entries(ingress_common::maps::SYNCOOKIE_TARGETS_MAX_ENTRIES, 0);
+const _: () = assert!(same(ingress_common::maps::SYNCOOKIE_CONFIG_MAP, "SYNCOOKIE_CONFIG"));
+const _: () = assert!(same(ingress_common::maps::SYNCOOKIE_TARGETS_MAP, "SYNCOOKIE_TARGETS"));
+
+// Delayed binding, pod side (ingress_common::pod_bind): the connections the edge admitted.
+#[map(name = "POD_ADMITTED")]
+pub static POD_ADMITTED: LruHashMap<ingress_common::pod_bind::PodFlowKey, ingress_common::pod_bind::PodAdmit> =
+    LruHashMap::with_max_entries(ingress_common::maps::POD_ADMITTED_MAX_ENTRIES, 0);
+const _: () = assert!(same(ingress_common::maps::POD_ADMITTED_MAP, "POD_ADMITTED"));

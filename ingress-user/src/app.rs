@@ -174,7 +174,12 @@ async fn serve(settings: RunSettings, reload: crate::reload::ReloadSource) -> Re
         pod_route,
         pin_path,
         detach_on_exit,
+        bind_in_kernel,
     } = settings.clone();
+    // delayed binding: settings::check refuses `on`; this keeps the promise if it moves
+    if bind_in_kernel {
+        bail!("{}", crate::config::settings::BIND_IN_KERNEL_UNAVAILABLE);
+    }
     let l4 = L4Args { mappings: l4, reply_ifaces: l4_reply_interface };
     let host = HostSetup { cgroup, pod_routes: pod_route, pin_path };
     let l7_ports: Vec<u16> = listen.iter().map(|m| m.addr.port()).collect();

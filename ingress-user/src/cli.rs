@@ -140,6 +140,11 @@ pub enum Cmd {
         /// `kernel`, `pipe` or `copy` use that one mechanism.
         #[arg(long, value_enum, default_value = "auto")]
         join_mode: crate::datapath::join_choice::JoinMode,
+        /// Delayed binding: hosts whose every request goes to one backend bound to their
+        /// pod in eBPF, the connection never terminating on the host. Not available in
+        /// this build yet: `on` is refused (docs/delayed-binding.md).
+        #[arg(long, value_enum, default_value = "off")]
+        bind_in_kernel: OnOff,
         /// The flags given on the command line (filled by [`parse`]; not a flag).
         #[arg(skip)]
         given: Vec<String>,
@@ -254,6 +259,7 @@ pub fn run_flags(cmd: Cmd) -> Option<(Option<PathBuf>, crate::config::settings::
         h2_max_concurrent_streams,
         h2_idle_timeout,
         join_mode,
+        bind_in_kernel,
         given,
     } = cmd
     else {
@@ -285,6 +291,7 @@ pub fn run_flags(cmd: Cmd) -> Option<(Option<PathBuf>, crate::config::settings::
         h2_max_concurrent_streams,
         h2_idle_timeout,
         join_mode,
+        bind_in_kernel,
     };
     Some((config, flags, given))
 }

@@ -106,6 +106,10 @@ const TIERS: &[Tier] = &[
             &["test", "-p", "ingress-tests", "--test", "packet_guard", "--", "--test-threads=1"],
             // delayed binding's head scanner in the kernel: its verdicts equal the host build's
             &["test", "-p", "ingress-tests", "--test", "packet_bind_scan", "--", "--test-threads=1"],
+            // kfunc calls from our object (resolved before aya loads it), run on built packets
+            &["test", "-p", "ingress-tests", "--test", "packet_kfunc", "--", "--test-threads=1"],
+            // the edge SYN cookie (delayed binding): the SYN option matrix, golden SYN-ACKs
+            &["test", "-p", "ingress-tests", "--test", "packet_syncookie", "--", "--test-threads=1"],
         ],
     },
     Tier {

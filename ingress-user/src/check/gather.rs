@@ -39,6 +39,21 @@ pub async fn gather(interface: Option<&str>, pin_path: &Path) -> Facts {
         pin_path: pin_path.to_path_buf(),
         pinned: pinned_state(pin_path),
         probes: if may_probe { probes() } else { unprobed() },
+        kernel_bind: kernel_bind_facts(),
+    }
+}
+
+/// Delayed binding's pieces, looked up by name in the kernel's BTF (read only).
+fn kernel_bind_facts() -> super::kernel_bind::KernelBindFacts {
+    use super::kernel_bind::{BPF_LOOP, DYNPTR, SK_ASSIGN_TCP_REQSK};
+    let names = [SK_ASSIGN_TCP_REQSK, DYNPTR[0], DYNPTR[1], BPF_LOOP];
+    match crate::datapath::kfunc::kernel_has_functions(&names) {
+        Some(v) => super::kernel_bind::KernelBindFacts {
+            sk_assign_tcp_reqsk: Some(v[0]),
+            dynptr: Some(v[1] && v[2]),
+            bpf_loop: Some(v[3]),
+        },
+        None => Default::default(),
     }
 }
 

@@ -6,6 +6,8 @@ use std::path::Path;
 
 pub mod config;
 pub mod gather;
+// delayed binding: the kernel pieces --bind-in-kernel needs
+pub mod kernel_bind;
 pub mod report;
 
 pub use report::{Report, Row, Status};

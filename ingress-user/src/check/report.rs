@@ -157,6 +157,8 @@ pub struct Facts {
     pub pin_path: PathBuf,
     pub pinned: PinnedState,
     pub probes: Probes,
+    /// Delayed binding's kernel pieces (`--bind-in-kernel`).
+    pub kernel_bind: super::kernel_bind::KernelBindFacts,
 }
 
 /// `"6.18.0-1-amd64"` -> (6, 18).
@@ -191,6 +193,7 @@ pub fn build(f: &Facts) -> Report {
     rows.push(tc_row(version));
     rows.push(sockmap_row(&f.probes));
     rows.push(pinned_row(&f.pin_path, &f.pinned));
+    rows.extend(super::kernel_bind::rows(&f.kernel_bind));
     let names = |s: Status| rows.iter().filter(|r| r.status == s).map(|r| r.name.clone()).collect();
     Report { blockers: names(Status::Blocker), fallbacks: names(Status::Fallback), rows }
 }
@@ -533,6 +536,7 @@ mod tests {
                 sockhash: Some(Ok(true)),
                 sk_skb: Some(Ok(true)),
             },
+            kernel_bind: crate::check::kernel_bind::KernelBindFacts::all_present(),
         }
     }
 

@@ -52,6 +52,7 @@ pub struct FileConfig {
     pub h2_max_concurrent_streams: Option<u32>,
     pub h2_idle_timeout: Option<u64>,
     pub join_mode: Option<Choice<crate::datapath::join_choice::JoinMode>>,
+    pub bind_in_kernel: Option<Choice<OnOff>>,
 }
 
 /// A parsed file: its settings and where each top-level key is, for errors found

@@ -51,6 +51,7 @@ pub struct RunFlags {
     pub h2_max_concurrent_streams: u32,
     pub h2_idle_timeout: u64,
     pub join_mode: crate::datapath::join_choice::JoinMode,
+    pub bind_in_kernel: OnOff,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -77,6 +78,8 @@ pub struct RunSettings {
     pub pod_route: Vec<PodRoute>,
     pub pin_path: PathBuf,
     pub detach_on_exit: bool,
+    /// `--bind-in-kernel` (delayed binding); refused when on until it carries traffic.
+    pub bind_in_kernel: bool,
 }
 
 /// A merge that failed: at a key of the file, or in the flags alone.
@@ -211,12 +214,21 @@ pub fn merge(
         pod_route: list(&flags.pod_route, values(&f.pod_route)),
         pin_path,
         detach_on_exit: flags.detach_on_exit || f.detach_on_exit == Some(true),
+        bind_in_kernel: if given_or("bind_in_kernel") {
+            flags.bind_in_kernel
+        } else {
+            f.bind_in_kernel.as_ref().map_or(flags.bind_in_kernel, |c| c.0)
+        } == OnOff::On,
         l4,
         listen,
     };
     check(&settings).map_err(|(key, reason)| blame(key, reason))?;
     Ok(settings)
 }
+
+/// Why `--bind-in-kernel on` is refused: the mechanism's kernel pieces exist (the SYN
+/// cookie, kfunc loading) but it carries no traffic yet.
+pub const BIND_IN_KERNEL_UNAVAILABLE: &str = "--bind-in-kernel on: kernel binding is not available in this build yet (its kernel pieces are there, it carries no traffic); use --bind-in-kernel off (the default): every host is served by the L7 proxy";
 
 /// The flag's list when given, else the file's, else none.
 fn list<T: Clone>(flag: &[T], file: Option<Vec<T>>) -> Vec<T> {
@@ -225,6 +237,9 @@ fn list<T: Clone>(flag: &[T], file: Option<Vec<T>>) -> Vec<T> {
 
 /// Checks across keys: (the key to blame, why).
 fn check(s: &RunSettings) -> Result<(), (&'static str, String)> {
+    if s.bind_in_kernel {
+        return Err(("bind_in_kernel", BIND_IN_KERNEL_UNAVAILABLE.into()));
+    }
     if s.proxy.h2.max_concurrent_streams == 0 {
         let why = "--h2-max-concurrent-streams 0 would refuse every HTTP/2 request: give at least 1 (default 100)";
         return Err(("h2_max_concurrent_streams", why.into()));
@@ -421,6 +436,20 @@ kubeconfig = "/etc/ebpf-ingress/kubeconfig"
         assert!(e.to_string().starts_with("c.toml:2:1: key `h2_max_concurrent_streams`: "), "{e}");
         let e = merged(&["--h2-idle-timeout", "0"], "listen = [\"0.0.0.0:8080=a/b\"]\n").unwrap_err();
         assert!(e.to_string().contains("--h2-idle-timeout 0"), "{e}");
+    }
+
+    #[test]
+    fn bind_in_kernel_defaults_off_and_on_is_refused_saying_to_use_off() {
+        let s = merged(&[], "listen = [\"0.0.0.0:8080=a/b\"]\n").unwrap();
+        assert!(!s.bind_in_kernel);
+        let s = merged(&["--bind-in-kernel", "off"], "listen = [\"0.0.0.0:8080=a/b\"]\nbind_in_kernel = \"on\"\n");
+        assert!(!s.unwrap().bind_in_kernel, "the flag wins over the file");
+        let e = merged(&["--bind-in-kernel", "on"], "listen = [\"0.0.0.0:8080=a/b\"]\n").unwrap_err().to_string();
+        assert!(e.contains("not available in this build yet") && e.contains("--bind-in-kernel off"), "{e}");
+        let e = merged(&[], "listen = [\"0.0.0.0:8080=a/b\"]\nbind_in_kernel = \"on\"\n").unwrap_err().to_string();
+        assert!(e.starts_with("c.toml:2:1: key `bind_in_kernel`: "), "{e}");
+        let e = parse("c.toml", "bind_in_kernel = true\n").unwrap_err().to_string();
+        assert!(e.contains("bind_in_kernel"), "{e}");
     }
 
     #[test]

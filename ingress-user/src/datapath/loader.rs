@@ -27,6 +27,8 @@ pub struct Dataplane {
     pub guard: GuardMaps,
     /// Where maps and links are pinned (None: nothing outlives the agent).
     pub pins: Option<Pins>,
+    /// The kfunc calls of the object as resolved for this kernel (`datapath/kfunc.rs`).
+    pub kfuncs: Vec<super::kfunc::KfuncCall>,
 }
 
 /// aya-log level from the `log` max level the tracing subscriber set, so disabled
@@ -85,6 +87,9 @@ pub fn load_pinned(pins: Pins) -> Result<Dataplane, EbpfError> {
 /// they are (no entry reset) and pins the ones not pinned yet.
 pub fn load_with(object: &[u8], pins: Option<Pins>) -> Result<Dataplane, EbpfError> {
     raise_memlock_limit();
+    // kfunc calls resolved against this kernel's BTF first: aya 0.14 cannot relocate them.
+    let patched = super::kfunc::patch_for_running_kernel(object)?;
+    let object = patched.object.as_slice();
     let level = aya_log_level();
     let mut loader = EbpfLoader::new();
     loader.override_global(aya_log::LEVEL, &level, false);
@@ -103,7 +108,7 @@ pub fn load_with(object: &[u8], pins: Option<Pins>) -> Result<Dataplane, EbpfErr
     let mut stats = StatsMap(take_map(&mut ebpf, XDP_STATS_MAP)?);
     stats.reserve_overflow_keys()?;
     let guard = GuardMaps::take(&mut ebpf)?;
-    Ok(Dataplane { ebpf, stats, xdp: None, guard, pins })
+    Ok(Dataplane { ebpf, stats, xdp: None, guard, pins, kfuncs: patched.calls })
 }
 
 impl Dataplane {

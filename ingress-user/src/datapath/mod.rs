@@ -36,6 +36,11 @@ pub mod pins;
 // delayed binding: the bindable hosts' map entries (pure; not loaded yet)
 pub mod bind;
 
+// kfunc calls: resolved against the running kernel's BTF before aya loads the object.
+pub mod kfunc;
+// delayed binding: the edge SYN cookie's maps and program (not attached)
+pub mod syncookie;
+
 pub use loader::{Dataplane, load, load_from};
 pub use loader::{load_pinned, load_with};
 pub use maps::{Splicer, StatsMap};
@@ -86,6 +91,12 @@ pub enum EbpfError {
     TcAttach { program: &'static str, interface: String, source: aya::programs::ProgramError },
     #[error(transparent)]
     Pin(#[from] pins::PinError),
+    #[error(transparent)]
+    Kfunc(#[from] kfunc::KfuncError),
+    #[error(
+        "eBPF program {program} calls kernel functions this kernel does not have ({missing}): it needs Linux {since} or later with BTF (/sys/kernel/btf/vmlinux)"
+    )]
+    KfuncMissing { program: &'static str, missing: String, since: &'static str },
     #[error(
         "cannot put the XDP program into the link pinned for {interface} under {dir}: {source}; remove the pinned state with `ingress detach --pin-path {dir} --interface {interface}`",
         dir = dir.display()
