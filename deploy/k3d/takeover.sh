@@ -8,8 +8,10 @@
 #   takeover.sh back                       the agent out, serverlb and kgateway back
 #   takeover.sh status                     who holds which port, what kgateway runs
 #
-# Environment: CLUSTER (default openchoreo). State (kgateway's replica counts, the
-# interface) is kept in /etc/ebpf-ingress/k3d-takeover.state for `back`.
+# Environment: CLUSTER (default openchoreo); INGRESS, the agent binary (default: the
+# one the installed ebpf-ingress.service starts, so `cargo xtask install --prefix DIR`
+# works too). State (kgateway's replica counts, the interface) is kept in
+# /etc/ebpf-ingress/k3d-takeover.state for `back`.
 set -euo pipefail
 
 cluster=${CLUSTER:-openchoreo}
@@ -24,6 +26,15 @@ dp_ns=openchoreo-data-plane
 say() { printf '\n== %s\n' "$*"; }
 die() { echo "takeover.sh: $*" >&2; exit 1; }
 need() { command -v "$1" >/dev/null || die "$1 is not installed"; }
+
+# The agent binary: $INGRESS, else the ExecStart of the installed unit (install writes
+# it for its --prefix), else /usr/local/bin/ingress (the default prefix).
+agent_bin() {
+    if [ -n "${INGRESS:-}" ]; then echo "$INGRESS"; return; fi
+    local exec
+    exec=$(systemctl cat ebpf-ingress.service 2>/dev/null | awk '/^ExecStart=/ {sub(/^ExecStart=[-+!@:]*/, ""); print $1; exit}')
+    echo "${exec:-/usr/local/bin/ingress}"
+}
 
 # The kgateway controller: the Deployments of the control-plane namespace running a
 # kgateway image (the chart names them after its release; the Envoy proxies run
@@ -61,8 +72,10 @@ over() {
     done
     [ "$(id -u)" = 0 ] || die "run as root (it stops containers and starts the service)"
     need docker; need kubectl; need curl; need ss
-    [ -x /usr/local/bin/ingress ] || die "/usr/local/bin/ingress missing: run cargo xtask install --no-start first"
-    systemctl cat ebpf-ingress.service >/dev/null 2>&1 || die "ebpf-ingress.service is not installed (cargo xtask install)"
+    systemctl cat ebpf-ingress.service >/dev/null 2>&1 || die "ebpf-ingress.service is not installed (cargo xtask install --no-start)"
+    local bin
+    bin=$(agent_bin)
+    [ -x "$bin" ] || die "$bin missing: run cargo xtask install --no-start first (or set INGRESS)"
     [ -n "$iface" ] || iface=$(ip -4 route show default | awk '{for (i = 1; i < NF; i++) if ($i == "dev") {print $(i + 1); exit}}')
     [ -n "$iface" ] || die "no default route: pass --interface IFACE (the NIC clients reach the VM on)"
     [ -e "$state" ] && die "$state exists: the cluster is already switched over (takeover.sh back first)"
@@ -87,7 +100,7 @@ over() {
     [ -f "$etc/config.toml" ] && cp -p "$etc/config.toml" "$etc/config.toml.before-k3d"
     sed -e "s/@INTERFACE@/$iface/g" -e "s/@NODE_IP@/$ip/g" "$here/config.toml.in" > "$etc/config.toml.new"
     mv "$etc/config.toml.new" "$etc/config.toml"
-    /usr/local/bin/ingress check --config "$etc/config.toml"
+    "$bin" check --config "$etc/config.toml"
 
     say "4. kgateway's controller to zero replicas (the Envoy proxies still serve through the serverlb)"
     local controllers
@@ -149,7 +162,7 @@ check() {
         case "$code" in 000 | 502 | 503 | 504) bad=1 ;; esac
     done < <(route_hosts)
     kubectl --server https://127.0.0.1:6550 get nodes || bad=1
-    /usr/local/bin/ingress routes >/dev/null || bad=1
+    "$(agent_bin)" routes >/dev/null || bad=1
     [ "$bad" = 0 ] || die "a check failed (above)"
 }
 
@@ -161,7 +174,7 @@ back() {
 
     say "1. the agent stopped and everything it attached removed (ingress detach)"
     systemctl disable --now ebpf-ingress.service || true
-    /usr/local/bin/ingress detach --interface "$iface"
+    "$(agent_bin)" detach --interface "$iface"
 
     say "2. the registry port forwarder stopped"
     if systemctl cat k3d-registry-port.service >/dev/null 2>&1; then

@@ -128,6 +128,19 @@ fn bad_pod(head: &Head, c: &mut Conn<'_>) -> std::io::Result<Then> {
             std::thread::sleep(Duration::from_millis(100));
             (body, Then::KeepAlive)
         }
+        // 204 and 304 have no body (RFC 9110 15.3.5, 15.4.5): bytes after the head, in the
+        // same write or late, are not the next answer
+        "/raw/204-body" => (b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\nhello".to_vec(), Then::KeepAlive),
+        "/raw/204-late" | "/raw/304-late" => {
+            let head: &[u8] = if path == "/raw/204-late" {
+                b"HTTP/1.1 204 No Content\r\n\r\n"
+            } else {
+                b"HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\n\r\n"
+            };
+            c.w.write_all(head)?;
+            std::thread::sleep(Duration::from_millis(100));
+            (ok("smuggled"), Then::KeepAlive)
+        }
         // 100 Continue (unasked) and 103 Early Hints before the answer
         "/raw/interim" => (
             b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nfine".to_vec(),
@@ -169,6 +182,9 @@ fn bad_pod_answers_reach_the_client_well_framed_and_the_next_request_is_its_own(
         (get("/raw/head").method("HEAD"), 200, b""),
         (get("/raw/head-late").method("HEAD"), 200, b""),
         (get("/raw/interim"), 200, b"fine"),
+        (get("/raw/204-body"), 204, b""),
+        (get("/raw/204-late"), 204, b""),
+        (get("/raw/304-late"), 304, b""),
         (get("/raw/close"), 200, b"until close"),
     ];
     for (i, (req, status, body)) in cases.iter().enumerate() {
@@ -199,6 +215,37 @@ fn bad_pod_answers_reach_the_client_well_framed_and_the_next_request_is_its_own(
 }
 
 /// Opens a connection and has one request answered on it (so it is idle after).
+/// A client that sends less body than its Content-Length and goes away: the pod
+/// connection that carried the partial body is never used for another request (its
+/// next bytes would be read as the rest of that body), so every later request on the
+/// pool gets its own answer.
+#[test]
+fn a_body_cut_short_by_the_client_never_desynchronizes_the_pod_connection() {
+    let s = Setup::start("short-body", &[]);
+    for round in 0..3 {
+        let (mut c, mut r) = s.connect();
+        // a first exchange puts a pod connection in the pool (and proves the route)
+        let warm = exchange(&mut c, &mut r, &Request::get("echo.test", &format!("/echo/warm-{round}")));
+        assert_eq!(warm.status, 200, "{warm:?}");
+        let head = format!(
+            "POST /echo/short-{round} HTTP/1.1\r\nHost: echo.test\r\nContent-Length: 100\r\n\r\n{}",
+            "x".repeat(50)
+        );
+        c.write_all(head.as_bytes()).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        drop(r);
+        drop(c);
+        for i in 0..3 {
+            let path = format!("/echo/after-{round}-{i}");
+            let (mut c, mut r) = s.connect();
+            let got = exchange(&mut c, &mut r, &Request::get("echo.test", &path));
+            let echo: Echo = serde_json::from_slice(&got.body)
+                .unwrap_or_else(|e| panic!("{path}: not the echo pod's answer ({e}): {got:?}"));
+            assert_eq!((got.status, echo.method.as_str(), echo.path.as_str()), (200, "GET", path.as_str()), "{got:?}");
+        }
+    }
+}
+
 fn served(s: &Setup, path: &str) -> (TcpStream, BufReader<TcpStream>) {
     let (mut c, mut r) = s.connect();
     let got = exchange(&mut c, &mut r, &Request::get("echo.test", path));

@@ -6,5 +6,5 @@ set -euo pipefail
 . /src/ebpf-ingress/vagrant/provision/versions.sh
 cd "$SRC"
 cargo xtask setup
-cargo xtask install --no-start
-/usr/local/bin/ingress check || true
+cargo xtask install --no-start --prefix "$PREFIX"
+"$PREFIX/bin/ingress" check || true

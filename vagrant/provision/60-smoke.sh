@@ -4,6 +4,8 @@
 # Service and endpoints), `kubectl get nodes` through 6550, `ingress stats`. Non-zero exit when a
 # hostname gets no answer or a 5xx, or kubectl fails.
 set -uo pipefail
+# shellcheck source=vagrant/provision/versions.sh
+. /src/ebpf-ingress/vagrant/provision/versions.sh
 export KUBECONFIG=/root/.kube/config
 cp_ns=openchoreo-control-plane
 fail=0
@@ -26,5 +28,5 @@ else
     fail=1
 fi
 echo
-/usr/local/bin/ingress stats || fail=1
+"$PREFIX/bin/ingress" stats || fail=1
 exit "$fail"

@@ -17,3 +17,5 @@ OPENCHOREO_REF=v0.12.0
 OPENCHOREO_COMMIT=36a61ffc30817b92e0d075f2e99c0a9b8da2ad6c
 CERT_MANAGER_VERSION=v1.16.2
 SRC=/src/ebpf-ingress
+# where `cargo xtask install --prefix` puts the agent (bin/ingress under it)
+PREFIX=/usr/local

@@ -376,6 +376,26 @@ fn ignore_sigint() {
 mod tests {
     use super::*;
 
+    /// `deploy/config.toml` (what `install` ships) and the takeover's template
+    /// `deploy/k3d/config.toml.in` hold the same listeners and L4 ports: the template names
+    /// the node's address as `@NODE_IP@`, the shipped file k3d's first node, 172.18.0.2.
+    #[test]
+    fn the_shipped_config_and_the_takeover_template_agree() {
+        let read = |rel: &str| std::fs::read_to_string(workspace_root().join(rel)).unwrap();
+        let shipped: toml::Table = toml::from_str(&read("deploy/config.toml")).unwrap();
+        let rendered =
+            read("deploy/k3d/config.toml.in").replace("@NODE_IP@", "172.18.0.2").replace("@INTERFACE@", "eth0");
+        let template: toml::Table = toml::from_str(&rendered).unwrap();
+        for key in ["listen", "l4"] {
+            let (a, b) = (&shipped.get(key), &template.get(key));
+            assert!(
+                a.is_some_and(|v| v.as_array().is_some_and(|l| !l.is_empty())),
+                "deploy/config.toml: no `{key}` list"
+            );
+            assert_eq!(a, b, "`{key}` differs between deploy/config.toml and deploy/k3d/config.toml.in");
+        }
+    }
+
     fn shipped() -> String {
         std::fs::read_to_string(workspace_root().join("deploy").join(UNIT_NAME)).unwrap()
     }

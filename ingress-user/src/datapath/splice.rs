@@ -233,10 +233,14 @@ impl Joiner {
     ) {
         // Everything queued now is read first, so no segment is left half-read in a
         // socket when it is joined (the kernel would hand it on whole, again).
-        let (a_pending, b_pending) = (drain(&a, a_pending), drain(&b, b_pending));
+        // At most DRAIN_CAP each: a side that keeps more coming than that while we read is
+        // bulk, and is copied rather than joined (what is left queued is read by the copy).
+        let ((a_pending, a_all), (b_pending, b_all)) =
+            (drain(&a, a_pending, DRAIN_CAP), drain(&b, b_pending, DRAIN_CAP));
         if b.write_all(&a_pending).await.is_err() || a.write_all(&b_pending).await.is_err() {
             return;
         }
+        let busy = !(a_all && b_all);
         let keys = match (
             a.local_addr().ok().zip(a.peer_addr().ok()).and_then(|(l, r)| key_of(l, r)),
             b.local_addr().ok().zip(b.peer_addr().ok()).and_then(|(l, r)| key_of(l, r)),
@@ -245,6 +249,10 @@ impl Joiner {
             _ => None,
         };
         let joined = match (&self.splicer, keys) {
+            (Some(_), _) if busy => {
+                self.choices.count(class, Mechanism::Copied, Reason::Bulk);
+                None
+            }
             (None, _) => {
                 self.choices.count(class, Mechanism::Copied, Reason::NoSockmap);
                 self.fallback("the sockmap program is not loaded (userspace dataplane, or it failed to load)");
@@ -309,17 +317,32 @@ struct KernelSide<'a> {
     taken_over: &'a AtomicU64,
 }
 
-/// Appends what `s` has queued (without waiting) to `pending`.
-fn drain(s: &TcpStream, pending: Bytes) -> Bytes {
+/// What [`drain`] reads from one socket at most before a join (then the pair is copied).
+const DRAIN_CAP: usize = 4 << 20;
+
+/// Appends what `s` has queued (without waiting) to `pending`, up to `cap` bytes read;
+/// true when the socket had nothing more queued (false: the cap was reached first).
+fn drain(s: &TcpStream, pending: Bytes, cap: usize) -> (Bytes, bool) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 16 * 1024];
-    while let Ok(n @ 1..) = s.try_read(&mut chunk) {
-        if buf.is_empty() {
-            buf.extend_from_slice(&pending);
+    let mut read = 0;
+    let all = loop {
+        if read >= cap {
+            break false;
         }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    if buf.is_empty() { pending } else { Bytes::from(buf) }
+        let want = chunk.len().min(cap - read);
+        match s.try_read(&mut chunk[..want]) {
+            Ok(n @ 1..) => {
+                if buf.is_empty() {
+                    buf.extend_from_slice(&pending);
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                read += n;
+            }
+            _ => break true,
+        }
+    };
+    (if buf.is_empty() { pending } else { Bytes::from(buf) }, all)
 }
 
 /// Bytes a TCP socket has taken to send: sent once (retransmissions not counted again)
@@ -452,6 +475,31 @@ mod tests {
         assert_eq!(k.local_port, 40000, "host order");
         assert_eq!((k.remote_port as u16).to_ne_bytes(), 8080u16.to_be_bytes(), "network order");
         assert!(key_of("[::1]:1".parse().unwrap(), "[::1]:2".parse().unwrap()).is_none());
+    }
+
+    #[tokio::test]
+    async fn drain_stops_at_its_cap_and_says_so() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut peer = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (s, _) = l.accept().await.unwrap();
+        peer.write_all(&[7u8; 100_000]).await.unwrap();
+        // wait (bounded) until all of it is queued at `s`
+        for _ in 0..200 {
+            let mut n: libc::c_int = 0;
+            // SAFETY: FIONREAD writes one int.
+            unsafe { libc::ioctl(s.as_raw_fd(), libc::FIONREAD, &mut n) };
+            if n as usize >= 100_000 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let (got, all) = drain(&s, Bytes::from_static(b"head"), 40_000);
+        assert_eq!((got.len(), all), (4 + 40_000, false), "stops at the cap, pending first");
+        assert_eq!(&got[..4], b"head");
+        let (got, all) = drain(&s, Bytes::new(), 1 << 20);
+        assert_eq!((got.len(), all), (60_000, true), "the rest, then nothing queued");
+        let (got, all) = drain(&s, Bytes::from_static(b"p"), 1 << 20);
+        assert_eq!((&got[..], all), (&b"p"[..], true), "nothing queued: pending as it was");
     }
 
     #[tokio::test]

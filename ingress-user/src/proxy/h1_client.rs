@@ -21,7 +21,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{Request, Response, Uri};
+use http::{Request, Response, StatusCode, Uri};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -149,8 +149,12 @@ impl H1Pool {
         tx: SendRequest<Body>,
         resp: Response<Incoming>,
     ) -> Response<Body> {
+        // 204 and 304 have no body, but a pod may still send bytes after their head, late:
+        // on a pooled connection those would be read as the answer to the next request
+        // sent on it, so such a connection is closed (a HEAD answer's: `Connection: close`).
+        let reusable = !matches!(resp.status(), StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED);
         resp.map(|inner| {
-            let mut body = Returning { inner, back: Some((self, endpoint, tx)) };
+            let mut body = Returning { inner, back: reusable.then_some((self, endpoint, tx)) };
             // an empty body may never be polled: its connection is free already
             if body.inner.is_end_stream() {
                 body.give_back();
@@ -248,6 +252,11 @@ mod tests {
     /// A pod answering `hello` to each request, counting accepted connections; with
     /// `close_after`, it closes a connection after that many answers.
     async fn pod(close_after: Option<usize>) -> (SocketAddr, Arc<AtomicUsize>) {
+        pod_answering(close_after, b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello").await
+    }
+
+    /// [`pod`] with `answer` as every answer's bytes.
+    async fn pod_answering(close_after: Option<usize>, answer: &'static [u8]) -> (SocketAddr, Arc<AtomicUsize>) {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
         let accepted = Arc::new(AtomicUsize::new(0));
@@ -269,7 +278,7 @@ mod tests {
                             let head = String::from_utf8_lossy(&pending[..end]).to_string();
                             pending.drain(..end + 4);
                             assert!(head.starts_with("GET /x?y HTTP/1.1\r\n"), "origin-form target: {head}");
-                            let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello").await;
+                            let _ = s.write_all(answer).await;
                             answered += 1;
                             if close_after == Some(answered) {
                                 return;
@@ -296,6 +305,21 @@ mod tests {
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 1, "five requests in turn, one connection");
         assert_eq!(pool.sweep(), 1, "the connection is idle in the pool");
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_answered_204_or_304_is_not_reused() {
+        for answer in [&b"HTTP/1.1 204 No Content\r\n\r\n"[..], b"HTTP/1.1 304 Not Modified\r\n\r\n"] {
+            let (addr, accepted) = pod_answering(None, answer).await;
+            let pool = H1Pool::new(8);
+            for _ in 0..3 {
+                let resp = pool.request(addr, get("/x?y")).await.unwrap();
+                assert!(matches!(resp.status().as_u16(), 204 | 304));
+                assert_eq!(text(resp).await, "");
+            }
+            assert_eq!(accepted.load(Ordering::SeqCst), 3, "a connection each: {}", String::from_utf8_lossy(answer));
+            assert_eq!(pool.sweep(), 0, "none of them pooled");
+        }
     }
 
     #[tokio::test]

@@ -6,9 +6,9 @@
 //! the pod closed, and decoded `Transfer-Encoding: chunked`. A body that arrives after
 //! the head of a HEAD answer, once the connection is back in the pool, would be read
 //! as the answer to the next request sent on it: HEAD requests therefore go to the pod
-//! with `Connection: close` (`Proxy::route_and_forward`). (A 204 or 304 with a late
-//! body cannot be told in advance; hyper closes the connection when the bytes arrive
-//! while it is idle.) What is left to do here
+//! with `Connection: close` (`Proxy::route_and_forward`), and a pod connection that
+//! answered 204 or 304 is closed, not pooled (`h1_client.rs`): a late body after such
+//! a head cannot be told in advance. What is left to do here
 //! is the framing headers the client sees, because hyper's server side frames the
 //! body by a `Content-Length` found in the headers:
 //!
