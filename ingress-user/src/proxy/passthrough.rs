@@ -92,8 +92,8 @@ impl Proxy {
         // the candidates, in the order they are tried; the table is not held across awaits
         let (sni, backend, endpoints) = {
             let table = self.table.load();
-            let Some(l) = table.listeners.get(index) else { return None };
-            let Some(pt) = l.passthrough.as_ref() else { return None };
+            let l = table.listeners.get(index)?;
+            let pt = l.passthrough.as_ref()?;
             let host = match passthrough::choose(pt, l.tls.as_ref(), sni.as_deref()) {
                 SniChoice::Passthrough(host) => host.clone(),
                 SniChoice::Terminate => {
