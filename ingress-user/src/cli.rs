@@ -134,6 +134,10 @@ pub enum Cmd {
         /// it gets GOAWAY and is closed.
         #[arg(long, value_name = "SECONDS", default_value_t = crate::proxy::h2::DEFAULT_IDLE_TIMEOUT.as_secs())]
         h2_idle_timeout: u64,
+        /// HTTP/2: seconds between keep-alive PINGs the agent sends on each client
+        /// connection (an unanswered PING closes it after 20 s); 0, the default: none.
+        #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+        h2_keepalive_interval: u64,
         /// How upgraded (WebSocket) and splice-safe connections are joined to their pod:
         /// `auto` splices through a pipe (splice(2)) and joins in the kernel (sockmap) once
         /// the first exchanges show small messages (the userspace dataplane copies);
@@ -258,6 +262,7 @@ pub fn run_flags(cmd: Cmd) -> Option<(Option<PathBuf>, crate::config::settings::
         detach_on_exit,
         h2_max_concurrent_streams,
         h2_idle_timeout,
+        h2_keepalive_interval,
         join_mode,
         bind_in_kernel,
         given,
@@ -290,6 +295,7 @@ pub fn run_flags(cmd: Cmd) -> Option<(Option<PathBuf>, crate::config::settings::
         detach_on_exit,
         h2_max_concurrent_streams,
         h2_idle_timeout,
+        h2_keepalive_interval,
         join_mode,
         bind_in_kernel,
     };

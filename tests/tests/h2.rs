@@ -515,3 +515,24 @@ fn an_idle_h2_connection_is_one_connection_under_the_per_source_cap() {
     let p = t.s.agent.stats().proxy;
     assert_eq!((p.connections_evicted, p.connections_refused, p.h2_connections), (1, 0, 1), "{p:?}");
 }
+
+/// `--h2-keepalive-interval 1`: the agent PINGs an idle client connection every second
+/// (acknowledged PINGs keep it open); without the flag (off by default) it sends none.
+#[test]
+fn keepalive_pings_only_when_asked_for() {
+    let pings = |t: &H2Setup| {
+        let mut s = TcpStream::connect(t.s.client.addr).unwrap();
+        s.write_all(PREFACE).unwrap();
+        s.write_all(&frame(SETTINGS, 0, 0, &[])).unwrap();
+        let seen = read_frames(s.try_clone().unwrap(), Duration::from_millis(3500), true).join().unwrap();
+        let n = seen.frames.iter().filter(|f| f.0 == PING && f.1 & ACK == 0).count();
+        (n, seen.closed)
+    };
+    let t = setup_with("h2-keepalive", &["--h2-keepalive-interval", "1"]);
+    let (n, closed) = pings(&t);
+    assert!(n >= 2, "PINGs every second over 3.5 s: {n}");
+    assert!(closed.is_none(), "an acknowledged PING keeps the connection open");
+    drop(t);
+    let t = setup("h2-no-keepalive");
+    assert_eq!(pings(&t), (0, None), "off by default: no PING, and the connection stays");
+}

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use gateway_api::apis::experimental::httproutes::HttpRoute;
 use gateway_api::apis::standard::gateways::Gateway;
+use gateway_api::apis::standard::grpcroutes::GrpcRoute;
 use gateway_api::apis::standard::referencegrants::ReferenceGrant;
 use gateway_api::apis::standard::tlsroutes::TlsRoute;
 use ingress_tests::agent::{Agent, ingress_bin};
@@ -35,8 +36,12 @@ fn strip_null_enums(v: &mut Value) {
 }
 
 async fn install_crds(client: &Client) {
+    install_these_crds(client, [Gateway::crd(), HttpRoute::crd(), ReferenceGrant::crd(), TlsRoute::crd()]).await;
+}
+
+async fn install_these_crds(client: &Client, crds: impl IntoIterator<Item = CustomResourceDefinition>) {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in [Gateway::crd(), HttpRoute::crd(), ReferenceGrant::crd(), TlsRoute::crd()] {
+    for crd in crds {
         let mut v = serde_json::to_value(&crd).unwrap();
         v["metadata"]["annotations"] =
             json!({"api-approved.kubernetes.io": "https://github.com/kubernetes-sigs/gateway-api/pull/891"});
@@ -193,4 +198,136 @@ async fn tls_routes_from_the_api_server_are_served_and_get_status() {
     }
     let log = agent.stop();
     assert!(log.contains("watching TLSRoutes"), "{log}");
+}
+
+/// TLSRoute and GRPCRoute CRDs installed AFTER the agent started (an API server with
+/// only Gateway, HTTPRoute and ReferenceGrant at its start): the agent asks discovery
+/// again, starts both watchers without a restart, serves the TLSRoute and writes the
+/// status of both routes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_crds_installed_after_the_start_are_watched_without_a_restart() {
+    let test = "route_crds_installed_after_the_start_are_watched_without_a_restart";
+    let Some(bin) = kubeapi::binary(test) else { return };
+    let api = KubeApiServer::start(&bin, "late-crds");
+    let kc = kube::config::Kubeconfig::read_from(&api.kubeconfig).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap();
+    let client = Client::try_from(config).unwrap();
+    install_these_crds(&client, [Gateway::crd(), HttpRoute::crd(), ReferenceGrant::crd()]).await;
+    for ns in ["infra", "apps"] {
+        create::<Namespace>(
+            Api::all(client.clone()),
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+        )
+        .await;
+    }
+    create::<Gateway>(
+        Api::namespaced(client.clone(), "infra"),
+        json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+            "metadata": {"name": "gw", "namespace": "infra"},
+            "spec": {"gatewayClassName": "x", "listeners": [
+                {"name": "pass", "protocol": "TLS", "port": 8443, "tls": {"mode": "Passthrough"},
+                 "allowedRoutes": {"namespaces": {"from": "All"}}},
+                {"name": "http", "protocol": "HTTP", "port": 80, "allowedRoutes": {"namespaces": {"from": "All"}}}]},
+        }),
+    )
+    .await;
+    let pod = TlsPod::start_local("tls-pod", &["late.test"]);
+    create::<Service>(
+        Api::namespaced(client.clone(), "apps"),
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "svc", "namespace": "apps"},
+               "spec": {"ports": [{"name": "tls", "port": 443}]}}),
+    )
+    .await;
+    let slice_ar = ApiResource {
+        group: "discovery.k8s.io".into(),
+        version: "v1beta1".into(),
+        api_version: "discovery.k8s.io/v1beta1".into(),
+        kind: "EndpointSlice".into(),
+        plural: "endpointslices".into(),
+    };
+    let slice: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "discovery.k8s.io/v1beta1", "kind": "EndpointSlice",
+        "metadata": {"name": "svc-1", "namespace": "apps", "labels": {"kubernetes.io/service-name": "svc"}},
+        "addressType": "IPv4",
+        "ports": [{"name": "tls", "port": pod.addr.port(), "protocol": "TCP"}],
+        "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": true}}],
+    }))
+    .unwrap();
+    Api::<DynamicObject>::namespaced_with(client.clone(), "apps", &slice_ar)
+        .create(&PostParams::default(), &slice)
+        .await
+        .unwrap();
+
+    let (tls_port, http_port) = (free_port(), free_port());
+    let admin = format!("127.0.0.1:{}", free_port());
+    let args = vec!["--kubeconfig".to_string(), api.kubeconfig.display().to_string(), "--write-status".to_string()];
+    let listens = [format!("127.0.0.1:{tls_port}=infra/gw:8443"), format!("127.0.0.1:{http_port}=infra/gw:80")];
+    let agent = Agent::start_with(&ingress_bin(), None, &admin, &listens, &args);
+    let start = Instant::now();
+    while !agent.log_text().contains("serves no TLSRoute kind") {
+        assert!(start.elapsed() < Duration::from_secs(10), "the agent did not start:\n{}", agent.log_text());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // now the CRDs, and a route of each kind
+    install_these_crds(&client, [TlsRoute::crd(), GrpcRoute::crd()]).await;
+    let installed = Instant::now();
+    let tls_routes: Api<TlsRoute> = Api::namespaced(client.clone(), "apps");
+    create::<TlsRoute>(tls_routes.clone(), json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "TLSRoute",
+        "metadata": {"name": "late", "namespace": "apps"},
+        "spec": {"parentRefs": [{"name": "gw", "namespace": "infra", "sectionName": "pass"}], "hostnames": ["late.test"],
+                 "rules": [{"backendRefs": [{"name": "svc", "port": 443}]}]},
+    }))
+    .await;
+    let grpc_routes: Api<GrpcRoute> = Api::namespaced(client.clone(), "apps");
+    create::<GrpcRoute>(grpc_routes.clone(), json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "GRPCRoute",
+        "metadata": {"name": "late-grpc", "namespace": "apps"},
+        "spec": {"parentRefs": [{"name": "gw", "namespace": "infra", "sectionName": "http"}], "hostnames": ["g.test"],
+                 "rules": [{"backendRefs": [{"name": "svc", "port": 443}]}]},
+    }))
+    .await;
+
+    // served without a restart: discovery is asked again within 1, 2, 4, 8, then every 10 s
+    let opts = ClientOpts { sni: Some("late.test".into()), ..Default::default() };
+    let answer = loop {
+        let sock = TcpStream::connect(("127.0.0.1", tls_port)).unwrap();
+        if let Ok(x) = tokio::task::block_in_place(|| exchange(sock, &pod.cert, &opts)) {
+            break x.answer;
+        }
+        assert!(
+            installed.elapsed() < Duration::from_secs(30),
+            "the late TLSRoute was not served; agent log:\n{}",
+            agent.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(answer, "tls-pod sni=late.test got=ping");
+    eprintln!("MEASURED kube: TLSRoute CRD installed after the start -> route served in {:?}", installed.elapsed());
+
+    // both routes get status (the TLSRoute at the version discovered late)
+    let accepted = |conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]| {
+        conditions.iter().find(|c| c.type_ == "Accepted").map(|c| c.status.clone())
+    };
+    let start = Instant::now();
+    loop {
+        let t = tls_routes.get("late").await.unwrap();
+        let t = t.status.map(|s| s.parents).unwrap_or_default();
+        let g = grpc_routes.get("late-grpc").await.unwrap();
+        let g = g.status.map(|s| s.parents).unwrap_or_default();
+        let seen = (t.first().and_then(|p| accepted(&p.conditions)), g.first().and_then(|p| accepted(&p.conditions)));
+        if seen == (Some("True".into()), Some("True".into())) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "route status (TLSRoute, GRPCRoute) Accepted: {seen:?}; agent log:\n{}",
+            agent.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = agent.stop();
+    assert!(log.contains("a Gateway API CRD was installed after the start"), "{log}");
+    assert!(log.contains("watching TLSRoutes") && log.contains("watching GRPCRoutes"), "{log}");
 }

@@ -249,3 +249,95 @@ spec:
     echo.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A TLS passthrough listener and an HTTPS listener on one port (Gateway API: told
+/// apart by hostname): the SNI of a TLSRoute is passed through to its pod unchanged,
+/// the SNI of the HTTPS listener is terminated by the agent (the ClientHello it peeked
+/// at replayed to rustls) and routed by its HTTPRoute, any other SNI is closed, and a
+/// plain request is not served as HTTP (HTTPS holds the port).
+#[test]
+fn https_and_passthrough_listeners_on_one_port() {
+    use ingress_tests::backend::{Backend, Echo};
+    use ingress_tests::client::Request;
+    use ingress_tests::tls::{TestCa, get, secret_yaml};
+    let a = TlsPod::start_local("pod-a", &["echo.tls.example"]);
+    let (echo, echo_port) = Backend::start_local("pod-web");
+    let ca = TestCa::new();
+    let (crt, key) = ca.leaf(&["web.tls.example"]);
+    let dir = std::env::temp_dir().join(format!("ingress-passthrough-https-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let yaml = r#"
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: both, namespace: apps}
+spec:
+  gatewayClassName: x
+  listeners:
+  - {name: pass, protocol: TLS, port: 443, tls: {mode: Passthrough}}
+  - {name: web, protocol: HTTPS, port: 443, hostname: web.tls.example, tls: {certificateRefs: [{name: web-cert}]}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web, namespace: apps}
+spec:
+  parentRefs: [{name: both, sectionName: web}]
+  rules: [{backendRefs: [{name: pod-web, port: 80}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: TLSRoute
+metadata: {name: echo, namespace: apps}
+spec:
+  parentRefs: [{name: both, sectionName: pass}]
+  hostnames: [echo.tls.example]
+  rules: [{backendRefs: [{name: pod-a, port: 80}]}]
+"#;
+    let local = SocketAddr::from(([127, 0, 0, 1], echo_port));
+    let manifests = [
+        yaml.to_string(),
+        service("pod-a", &[a.addr]),
+        service("pod-web", &[local]),
+        secret_yaml("apps", "web-cert", &crt, &key),
+    ];
+    std::fs::write(dir.join("routes.yaml"), manifests.concat()).unwrap();
+    let port = free_port();
+    let admin = format!("127.0.0.1:{}", free_port());
+    let args = vec!["--manifests".to_string(), dir.display().to_string()];
+    let agent = Agent::start_with(&ingress_bin(), None, &admin, &[format!("127.0.0.1:{port}=apps/both:443")], &args);
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+
+    // the TLSRoute's name: passed through, the pod's own certificate
+    let x = exchange(TcpStream::connect(addr).unwrap(), &a.cert, &sni("echo.tls.example")).expect("passed through");
+    assert_eq!(x.answer, "pod-a sni=echo.tls.example got=ping");
+    assert_eq!(x.cert, a.cert);
+    // the HTTPS listener's name: terminated here with its certificate, then routed (twice: TLS 1.2 and 1.3)
+    for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+        let config = ca.client(version, &[b"http/1.1"]);
+        let (n, r) = get(addr, config, "web.tls.example", &Request::get("web.tls.example", "/x"));
+        assert_eq!(n.san, "web.tls.example", "the HTTPS listener's certificate");
+        assert_eq!(r.status, 200);
+        let echoed = r.json::<Echo>();
+        assert_eq!(echoed.pod, "pod-web");
+        assert_eq!(echoed.headers.get("x-forwarded-proto").map(String::as_str), Some("https"));
+    }
+    // any other name: closed
+    assert!(exchange(TcpStream::connect(addr).unwrap(), &a.cert, &sni("nobody.example")).is_err());
+    {
+        use std::io::{Read, Write};
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"GET /x HTTP/1.1\r\nHost: web.tls.example\r\n\r\n").unwrap();
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+        assert!(rest.is_empty(), "plain HTTP on the HTTPS port: {:?}", String::from_utf8_lossy(&rest));
+    }
+    let c = agent.stats().passthrough;
+    assert_eq!((c.userspace, c.no_route, c.rejected), (1, 1, 1), "{c:?}");
+    assert_eq!(a.accepted(), 1, "only the TLSRoute's connection reached pod-a");
+    let tls = agent.stats().proxy.tls;
+    assert_eq!(tls.handshakes, 2, "the two terminated connections: {tls:?}");
+    drop(agent);
+    echo.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}

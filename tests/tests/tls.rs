@@ -153,6 +153,68 @@ fn http1_over_tls12_and_tls13_with_the_certificate_sni_selects() {
     assert!(c.handshakes >= 4 && c.unrecognized_name == 2, "{c:?}");
 }
 
+/// `/metrics` carries the TLS counters of `/stats` (handshakes, resumed, refusals by
+/// reason), scraped after real handshakes.
+#[test]
+fn tls_counters_are_in_metrics() {
+    let s = Https::start("metrics", &[]);
+    let client = s.ca.client(&TLS13, HTTP1);
+    for path in ["/1", "/2"] {
+        let (_, r) = get(s.addr, client.clone(), "a.tls.test", &Request::get("a.tls.test", path));
+        assert_eq!(r.status, 200);
+    }
+    assert!(TlsConn::handshake(s.tcp(), client.clone(), "nobody.test").is_err(), "unrecognized_name");
+    assert!(TlsConn::handshake(s.tcp(), client.clone(), "bad.tls.test").is_err(), "invalid certificate");
+    let c = s.tls_stats();
+    assert_eq!((c.handshakes, c.resumed, c.unrecognized_name, c.invalid_certificate), (2, 1, 1, 1), "{c:?}");
+    let (status, metrics) = s.agent.admin_get("/metrics").unwrap();
+    assert_eq!(status, 200);
+    for line in [
+        "ingress_tls_handshakes_total 2",
+        "ingress_tls_resumed_handshakes_total 1",
+        r#"ingress_tls_handshake_failures_total{reason="unrecognized_name"} 1"#,
+        r#"ingress_tls_handshake_failures_total{reason="invalid_certificate"} 1"#,
+        r#"ingress_tls_handshake_failures_total{reason="failed"} 0"#,
+        r#"ingress_tls_handshake_failures_total{reason="timed_out"} 0"#,
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
+    }
+}
+
+/// An idle TLS keep-alive connection is parked like a plain one (hyper's buffers
+/// dropped, the TLS session kept), then served again on the same session, two
+/// pipelined requests in one TLS write included, and closed quietly at the idle timeout.
+#[test]
+fn an_idle_tls_connection_is_parked_and_served_again() {
+    let s = Https::start("park", &["--head-timeout", "3"]);
+    for version in [&TLS13, &TLS12] {
+        let before = s.agent.stats().proxy.connections_parked;
+        let (mut c, _) = TlsConn::handshake(s.tcp(), s.ca.client(version, HTTP1), "a.tls.test").unwrap();
+        assert_eq!(c.send(&Request::get("a.tls.test", "/1")).unwrap().status, 200);
+        // idle past half the head timeout (parked from then on), within it
+        std::thread::sleep(Duration::from_millis(2200));
+        let parked = s.agent.stats().proxy.connections_parked;
+        assert!(parked > before, "{version:?}: the idle TLS connection was parked ({before} -> {parked})");
+        let mut two = Request::get("a.tls.test", "/p1").to_bytes();
+        two.extend(Request::get("a.tls.test", "/p2").to_bytes());
+        c.stream.get_mut().write_all(&two).unwrap();
+        c.stream.get_mut().flush().unwrap();
+        for p in ["/p1", "/p2"] {
+            let r = ingress_tests::client::read_response(&mut c.stream, false).unwrap();
+            assert_eq!(r.json::<Echo>().path, p, "served again after parking");
+        }
+        // parked again, then the idle keep-alive timeout closes it without an answer
+        let start = Instant::now();
+        let rest = c.read_rest();
+        assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
+        assert!(
+            start.elapsed() >= Duration::from_millis(2500) && start.elapsed() < Duration::from_secs(6),
+            "closed at the idle timeout: {:?}",
+            start.elapsed()
+        );
+    }
+}
+
 #[test]
 fn a_second_connection_resumes_its_session() {
     let s = Https::start("resume", &[]);

@@ -51,6 +51,7 @@ pub struct FileConfig {
     pub detach_on_exit: Option<bool>,
     pub h2_max_concurrent_streams: Option<u32>,
     pub h2_idle_timeout: Option<u64>,
+    pub h2_keepalive_interval: Option<u64>,
     pub join_mode: Option<Choice<crate::datapath::join_choice::JoinMode>>,
     pub bind_in_kernel: Option<Choice<OnOff>>,
 }

@@ -50,6 +50,7 @@ pub struct RunFlags {
     pub detach_on_exit: bool,
     pub h2_max_concurrent_streams: u32,
     pub h2_idle_timeout: u64,
+    pub h2_keepalive_interval: u64,
     pub join_mode: crate::datapath::join_choice::JoinMode,
     pub bind_in_kernel: OnOff,
 }
@@ -170,6 +171,14 @@ pub fn merge(
                 f.h2_max_concurrent_streams.unwrap_or(flags.h2_max_concurrent_streams)
             },
             idle_timeout: Duration::from_secs(pick("h2_idle_timeout", flags.h2_idle_timeout, f.h2_idle_timeout)),
+            // 0: no keep-alive PINGs
+            keepalive_interval: Some(pick(
+                "h2_keepalive_interval",
+                flags.h2_keepalive_interval,
+                f.h2_keepalive_interval,
+            ))
+            .filter(|s| *s > 0)
+            .map(Duration::from_secs),
         },
         join_mode: if given_or("join_mode") {
             flags.join_mode
@@ -436,6 +445,18 @@ kubeconfig = "/etc/ebpf-ingress/kubeconfig"
         assert!(e.to_string().starts_with("c.toml:2:1: key `h2_max_concurrent_streams`: "), "{e}");
         let e = merged(&["--h2-idle-timeout", "0"], "listen = [\"0.0.0.0:8080=a/b\"]\n").unwrap_err();
         assert!(e.to_string().contains("--h2-idle-timeout 0"), "{e}");
+    }
+
+    #[test]
+    fn http2_keepalive_pings_are_off_by_default_and_set_by_flag_or_file() {
+        let plain = "listen = [\"0.0.0.0:8080=a/b\"]\n";
+        assert_eq!(merged(&[], plain).unwrap().proxy.h2.keepalive_interval, None, "off by default");
+        let file = "listen = [\"0.0.0.0:8080=a/b\"]\nh2_keepalive_interval = 30\n";
+        assert_eq!(merged(&[], file).unwrap().proxy.h2.keepalive_interval, Some(Duration::from_secs(30)));
+        let s = merged(&["--h2-keepalive-interval", "5"], file).unwrap();
+        assert_eq!(s.proxy.h2.keepalive_interval, Some(Duration::from_secs(5)), "the flag wins");
+        let s = merged(&["--h2-keepalive-interval", "0"], file).unwrap();
+        assert_eq!(s.proxy.h2.keepalive_interval, None, "0: off");
     }
 
     #[test]

@@ -69,13 +69,22 @@ pub const RESET_GRACE: Duration = Duration::from_secs(1);
 pub struct H2Config {
     pub max_concurrent_streams: u32,
     pub idle_timeout: Duration,
+    /// Keep-alive PINGs to the client this often (`--h2-keepalive-interval`); None: off.
+    pub keepalive_interval: Option<Duration>,
 }
 
 impl Default for H2Config {
     fn default() -> Self {
-        Self { max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS, idle_timeout: DEFAULT_IDLE_TIMEOUT }
+        Self {
+            max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            keepalive_interval: None,
+        }
     }
 }
+
+/// A keep-alive PING not acknowledged this long closes the connection (hyper's default).
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// What the first bytes of a connection are.
 #[derive(Debug, PartialEq, Eq)]
@@ -259,7 +268,10 @@ impl Proxy {
             .initial_stream_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)
             .max_pending_accept_reset_streams(MAX_PENDING_ACCEPT_RESETS)
-            .max_local_error_reset_streams(MAX_LOCAL_ERROR_RESETS);
+            .max_local_error_reset_streams(MAX_LOCAL_ERROR_RESETS)
+            // a dead peer under a long stream is found by PINGs (off by default)
+            .keep_alive_interval(cfg.keepalive_interval)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT);
         let activity = tracked.activity.clone();
         let resets = Resets::new();
         let svc = {

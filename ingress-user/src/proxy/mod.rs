@@ -198,8 +198,15 @@ impl Proxy {
                 // (boxed, like the TLS and h2 paths below: the task of every connection is
                 // as large as its largest branch, and idle plain connections must stay small)
                 if proxy.passthrough_served(index) {
-                    if let Some(io) = Box::pin(proxy.serve_passthrough(stream, index, proxy_timeout, &tracked)).await {
-                        proxy.serve_http(io, index, peer, proxy_timeout, stop, tracked).await;
+                    // (or an SNI for an HTTPS listener of the same port: terminated, the bytes read replayed)
+                    match Box::pin(proxy.serve_passthrough(stream, index, proxy_timeout, &tracked)).await {
+                        Some(passthrough::Handoff::Http(io)) => {
+                            proxy.serve_http(io, index, peer, proxy_timeout, stop, tracked).await
+                        }
+                        Some(passthrough::Handoff::Tls(io)) => {
+                            Box::pin(proxy.serve_tls_io(io, index, peer, proxy_timeout, stop, tracked)).await
+                        }
+                        None => {}
                     }
                     return;
                 }

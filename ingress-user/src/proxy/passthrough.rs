@@ -22,6 +22,7 @@ use super::conn::ClientIo;
 use super::{Proxy, sources};
 use crate::datapath::splice::JoinPath;
 use crate::routing::BackendTarget;
+use crate::routing::passthrough::{self, SniChoice};
 use crate::telemetry::passthrough::Outcome;
 
 /// Time to connect to a pod endpoint.
@@ -40,15 +41,16 @@ impl Proxy {
     }
 
     /// Serves one connection on a passthrough address. Returns it (with the bytes
-    /// read) when it is not TLS and the address also serves HTTP listeners; None
-    /// once it has been passed through or closed.
+    /// read, to be replayed) when it is not TLS and the address also serves HTTP
+    /// listeners, or when its SNI is for an HTTPS listener of the address
+    /// ([`passthrough::choose`]); None once it has been passed through or closed.
     pub(super) async fn serve_passthrough(
         self: &Arc<Self>,
         mut stream: TcpStream,
         index: usize,
         limit: Duration,
         tracked: &Arc<sources::Tracked>,
-    ) -> Option<ClientIo> {
+    ) -> Option<Handoff> {
         // busy for its whole life, as a spliced connection: never evicted as idle
         let _busy = tracked.activity.begin();
         let metrics = &self.prom.passthrough;
@@ -69,7 +71,7 @@ impl Proxy {
             Ok(Ok(Ok(Hello::Done { sni }))) => sni,
             Ok(Ok(Ok(Hello::NeedMore))) => unreachable!("the loop reads on"),
             Ok(Ok(Err(HelloError::NotTls))) if self.serves_http_too(index) => {
-                return Some(ClientIo::new(stream, Bytes::from(buf)));
+                return Some(Handoff::Http(ClientIo::new(stream, Bytes::from(buf))));
             }
             Ok(Ok(Err(e))) => {
                 tracing::debug!(error = %e, "TLS passthrough: connection closed");
@@ -87,20 +89,30 @@ impl Proxy {
                 return None;
             }
         };
-        let Some(sni) = sni else {
-            tracing::debug!("TLS passthrough: a ClientHello without server_name, closed");
-            metrics.count(Outcome::NoSni);
-            return None;
-        };
         // the candidates, in the order they are tried; the table is not held across awaits
-        let (backend, endpoints) = {
+        let (sni, backend, endpoints) = {
             let table = self.table.load();
-            let Some(host) = table.listeners.get(index).and_then(|l| l.passthrough.as_ref()?.lookup(&sni).cloned())
-            else {
-                tracing::debug!(%sni, "TLS passthrough: no TLSRoute for this server_name, closed");
-                metrics.count(Outcome::NoRoute);
-                return None;
+            let l = table.listeners.get(index)?;
+            let pt = l.passthrough.as_ref()?;
+            let host = match passthrough::choose(pt, l.tls.as_ref(), sni.as_deref()) {
+                SniChoice::Passthrough(host) => host.clone(),
+                SniChoice::Terminate => {
+                    // an HTTPS listener of this address: rustls reads the ClientHello again
+                    tracing::trace!(?sni, "TLS passthrough: the name is an HTTPS listener's, terminated");
+                    return Some(Handoff::Tls(ClientIo::new(stream, Bytes::from(buf))));
+                }
+                SniChoice::NoSni => {
+                    tracing::debug!("TLS passthrough: a ClientHello without server_name, closed");
+                    metrics.count(Outcome::NoSni);
+                    return None;
+                }
+                SniChoice::NoRoute => {
+                    tracing::debug!(?sni, "TLS passthrough: no TLSRoute for this server_name, closed");
+                    metrics.count(Outcome::NoRoute);
+                    return None;
+                }
             };
+            let sni = sni.unwrap_or_default();
             // weights count invalid backends too: their share of connections is closed
             let picked = host.rule.pick_backend(fastrand::u64(..));
             let usable = picked.filter(|b| matches!(&b.target, BackendTarget::Endpoints(e) if !e.is_empty()));
@@ -114,7 +126,7 @@ impl Proxy {
                 BackendTarget::Invalid(_) => 0,
             };
             let eps: Vec<_> = (0..n).filter_map(|_| self.endpoints.pick(b)).collect();
-            (b.name.clone(), eps)
+            (sni, b.name.clone(), eps)
         };
         let mut upstream = None;
         for ep in &endpoints {
@@ -154,13 +166,23 @@ impl Proxy {
         None
     }
 
-    /// Whether listen mapping `index` also serves HTTP listeners (a plain request on it
-    /// is then served as HTTP, not closed).
+    /// Whether listen mapping `index` also serves plain HTTP listeners (a plain request
+    /// on it is then served as HTTP, not closed). Not when it serves HTTPS ones: on one
+    /// port HTTPS wins over HTTP (ProtocolConflict), and a plain request is closed.
     fn serves_http_too(&self, index: usize) -> bool {
         let table = self.table.load();
         table.listeners.get(index).is_some_and(|l| {
             let tls = l.passthrough.as_ref().map_or(0, |p| p.listeners.len());
-            l.listeners.len() > tls
+            l.tls.is_none() && l.listeners.len() > tls
         })
     }
+}
+
+/// A connection a passthrough address does not pass through, with the bytes read from
+/// it put back in front.
+pub(super) enum Handoff {
+    /// Not TLS, on an address that also serves HTTP listeners.
+    Http(ClientIo),
+    /// TLS for an HTTPS listener of the address: terminated ([`Proxy::serve_tls_io`]).
+    Tls(ClientIo),
 }

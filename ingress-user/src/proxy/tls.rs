@@ -11,10 +11,9 @@
 //!
 //! HTTP/1.1 over TLS runs the same request path as plain connections (the head timer
 //! and its 408, the Content-Length + Transfer-Encoding refusal, the per-source cap,
-//! graceful shutdown) through [`conn::ClientIo`] over the TLS stream. What it does not
-//! do: parking. An idle plain connection is taken back from hyper and waits on the
-//! socket without buffers; a TLS session's state (rustls buffers, keys) must stay with
-//! the connection, so an idle TLS connection stays in hyper until its idle timeout.
+//! graceful shutdown) through [`conn::ClientIo`] over the TLS stream, and is parked
+//! when idle like a plain connection: taken back from hyper and waiting on the socket
+//! without hyper's buffers; the TLS session's state (rustls, keys) stays with it.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -153,6 +152,22 @@ impl Proxy {
         stop: tokio::sync::watch::Receiver<bool>,
         tracked: Arc<sources::Tracked>,
     ) {
+        let io = conn::ClientIo::new(stream, Bytes::new());
+        self.serve_tls_io(io, index, peer, head_timeout, stop, tracked).await
+    }
+
+    /// [`Proxy::serve_tls`] for a connection whose first bytes were already read (a
+    /// ClientHello a passthrough address peeked at, proxy/passthrough.rs): `io` replays
+    /// them to rustls, which reads the ClientHello again.
+    pub(super) async fn serve_tls_io(
+        self: Arc<Self>,
+        stream: conn::ClientIo,
+        index: usize,
+        peer: SocketAddr,
+        head_timeout: Duration,
+        stop: tokio::sync::watch::Receiver<bool>,
+        tracked: Arc<sources::Tracked>,
+    ) {
         let config = match self.tls.get(&self.table, index) {
             Ok(c) => c,
             Err(e) => {
@@ -180,10 +195,10 @@ impl Proxy {
     /// handshake. None: refused or failed (counted).
     async fn handshake(
         &self,
-        stream: TcpStream,
+        stream: conn::ClientIo,
         index: usize,
         config: Arc<ServerConfig>,
-    ) -> Option<(TlsStream<TcpStream>, Secure)> {
+    ) -> Option<(TlsStream<conn::ClientIo>, Secure)> {
         let start = match LazyConfigAcceptor::new(Acceptor::default(), stream).await {
             Ok(s) => s,
             Err(e) => {
@@ -239,7 +254,7 @@ impl Proxy {
     #[allow(clippy::too_many_arguments)]
     async fn dispatch_tls(
         self: Arc<Self>,
-        tls: TlsStream<TcpStream>,
+        tls: TlsStream<conn::ClientIo>,
         secure: Secure,
         index: usize,
         peer: SocketAddr,
@@ -254,12 +269,16 @@ impl Proxy {
         }
     }
 
-    /// HTTP/1.1 over a TLS stream: [`Proxy::serve_http`] without parking (see the module
-    /// documentation), every request marked [`Secure`].
+    /// HTTP/1.1 over a TLS stream: [`Proxy::serve_http`]'s loop, every request marked
+    /// [`Secure`]. An idle keep-alive connection is parked like a plain one: taken back
+    /// from hyper (its buffers dropped) and waiting on the socket; the TLS session
+    /// (rustls' state and keys) stays with it. When hyper saw `Pending`, tokio-rustls
+    /// had read the socket dry and handed over every decrypted byte, so readiness of
+    /// the TCP socket is what wakes a parked TLS connection.
     #[allow(clippy::too_many_arguments)]
     async fn serve_tls_http1(
         self: Arc<Self>,
-        tls: TlsStream<TcpStream>,
+        tls: TlsStream<conn::ClientIo>,
         secure: Secure,
         index: usize,
         peer: SocketAddr,
@@ -274,33 +293,64 @@ impl Proxy {
             .header_read_timeout(None)
             .max_buf_size(MAX_HEAD)
             .keep_alive(true);
+        let park_after = (head_timeout / 2).min(super::PARK_AFTER);
         let activity = tracked.activity.clone();
-        let proxy = self.clone();
-        let svc = {
-            let activity = activity.clone();
-            hyper::service::service_fn(move |mut req| {
-                req.extensions_mut().insert(secure.clone());
-                let proxy = proxy.clone();
-                let activity = activity.clone();
-                Box::pin(async move { Ok::<_, Infallible>(proxy.handle(req, index, peer, &activity).await) })
-            })
-        };
-        let io = conn::ClientIo::new(tls, Bytes::new()).watch(activity.clone(), head_timeout);
-        let mut conn = Box::pin(builder.serve_connection(TokioIo::new(io), svc).with_upgrades());
-        let result = tokio::select! {
-            r = &mut conn => r,
-            _ = stopped(&mut stop) => {
-                conn.as_mut().graceful_shutdown();
-                conn.await
+        let mut io = conn::ClientIo::new(tls, Bytes::new());
+        loop {
+            let svc = {
+                let (proxy, activity, secure) = (self.clone(), activity.clone(), secure.clone());
+                hyper::service::service_fn(move |mut req| {
+                    req.extensions_mut().insert(secure.clone());
+                    let proxy = proxy.clone();
+                    let activity = activity.clone();
+                    Box::pin(async move { Ok::<_, Infallible>(proxy.handle(req, index, peer, &activity).await) })
+                })
+            };
+            let watched = io.watch(activity.clone(), head_timeout);
+            let mut conn = Box::pin(builder.serve_connection(TokioIo::new(watched), svc).with_upgrades());
+            let result = tokio::select! {
+                r = &mut conn => r,
+                _ = stopped(&mut stop) => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+                _ = tracked.evict.notified() => {
+                    tracing::debug!(%peer, "idle TLS connection closed: its source is at --max-connections-per-source");
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+                _ = super::parkable(&activity, park_after) => {
+                    let Some(parts) = std::pin::Pin::into_inner(conn).into_parts() else { return };
+                    self.metrics.parked();
+                    let hyper::server::conn::http1::Parts { io: watched, read_buf, .. } = parts;
+                    let (tls, rest) = watched.into_inner().into_parts();
+                    let mut prefix = bytes::BytesMut::from(&read_buf[..]);
+                    prefix.extend_from_slice(&rest);
+                    drop((read_buf, rest));
+                    if prefix.is_empty() {
+                        let left = head_timeout.saturating_sub(activity.idle_for());
+                        tokio::select! {
+                            r = tokio::time::timeout(left, tls.get_ref().0.inner.readable()) => {
+                                if !matches!(r, Ok(Ok(()))) {
+                                    return; // idle keep-alive timeout: close quietly
+                                }
+                            }
+                            _ = stopped(&mut stop) => return,
+                            _ = tracked.evict.notified() => {
+                                tracing::debug!(%peer, "parked TLS connection closed: its source is at --max-connections-per-source");
+                                return;
+                            }
+                        }
+                    }
+                    activity.resumed();
+                    io = conn::ClientIo::new(tls, prefix.freeze());
+                    continue;
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "TLS client connection ended with an error");
             }
-            _ = tracked.evict.notified() => {
-                tracing::debug!(%peer, "idle TLS connection closed: its source is at --max-connections-per-source");
-                conn.as_mut().graceful_shutdown();
-                conn.await
-            }
-        };
-        if let Err(e) = result {
-            tracing::debug!(%peer, error = %e, "TLS client connection ended with an error");
+            return;
         }
     }
 }

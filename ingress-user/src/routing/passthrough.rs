@@ -60,15 +60,21 @@ impl PassthroughTable {
     /// The host for an SNI name (any case, a trailing dot allowed): exact, then the
     /// longest wildcard, then the route for any hostname.
     pub fn lookup(&self, sni: &str) -> Option<&Arc<PassthroughHost>> {
+        self.lookup_ranked(sni).map(|(h, _)| h)
+    }
+
+    /// The host for an SNI name and how specific its hostname is (for [`choose`]).
+    pub fn lookup_ranked(&self, sni: &str) -> Option<(&Arc<PassthroughHost>, Specificity)> {
         let name = sni.strip_suffix('.').unwrap_or(sni).to_ascii_lowercase();
         if let Some(h) = self.hosts.get(&name) {
-            return Some(h);
+            return Some((h, Specificity::Exact));
         }
-        self.wildcards
+        let wild = self
+            .wildcards
             .iter()
             .find(|(suffix, _)| name.len() > suffix.len() && name.ends_with(suffix.as_str()))
-            .map(|(_, h)| h)
-            .or(self.any.as_ref())
+            .map(|(suffix, h)| (h, Specificity::Wildcard(suffix.len())));
+        wild.or(self.any.as_ref().map(|h| (h, Specificity::Any)))
     }
 
     /// Every host: exact ones by name, then wildcards (longest first), then any.
@@ -78,6 +84,67 @@ impl PassthroughTable {
         v.extend(self.wildcards.iter().map(|(_, h)| h));
         v.extend(self.any.iter());
         v
+    }
+}
+
+/// How specific a hostname match is: an exact name beats any wildcard, a longer
+/// wildcard suffix a shorter one, and a match of any name comes last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Specificity {
+    Any,
+    Wildcard(usize),
+    Exact,
+}
+
+impl Specificity {
+    /// Of a listener's hostname (None: any name).
+    pub fn of(h: Option<&Hostname>) -> Self {
+        match h {
+            None => Self::Any,
+            Some(Hostname::Wildcard(suffix)) => Self::Wildcard(suffix.len()),
+            Some(Hostname::Exact(_)) => Self::Exact,
+        }
+    }
+}
+
+/// What a connection to an address with TLS passthrough listeners becomes, by its
+/// ClientHello's server name.
+#[derive(Debug)]
+pub enum SniChoice<'a> {
+    /// Passed through to this host's backends, bytes unchanged.
+    Passthrough(&'a Arc<PassthroughHost>),
+    /// Terminated by the HTTPS listener of the same address that matches the name
+    /// (proxy/tls.rs chooses it again and refuses it if its certificate is unusable).
+    Terminate,
+    /// Closed: no name was sent (and no HTTPS listener takes a ClientHello without one).
+    NoSni,
+    /// Closed: neither a TLSRoute nor an HTTPS listener serves the name.
+    NoRoute,
+}
+
+/// Listeners sharing a port are told apart by hostname (Gateway API): the passthrough
+/// route matching `sni` (a TLSRoute hostname, intersected with its listener's), else the
+/// HTTPS listener matching it, terminated; when both match, the more specific hostname
+/// wins ([`Specificity`]), the passthrough route on a tie. A ClientHello without SNI is
+/// never passed through (no TLSRoute can claim it); an HTTPS listener without hostname
+/// terminates it.
+pub fn choose<'a>(
+    pt: &'a PassthroughTable,
+    tls: Option<&super::tls::TlsListeners>,
+    sni: Option<&str>,
+) -> SniChoice<'a> {
+    use super::tls::Selected;
+    let pass = sni.and_then(|s| pt.lookup_ranked(s));
+    let term = tls.and_then(|t| match t.select(sni) {
+        Selected::Serve(l, _) | Selected::Invalid(l, _) => Some(Specificity::of(l.hostname.as_ref())),
+        Selected::NoMatch => None,
+    });
+    match (pass, term) {
+        (Some((_, p)), Some(t)) if t > p => SniChoice::Terminate,
+        (Some((host, _)), _) => SniChoice::Passthrough(host),
+        (None, Some(_)) => SniChoice::Terminate,
+        (None, None) if sni.is_none() => SniChoice::NoSni,
+        (None, None) => SniChoice::NoRoute,
     }
 }
 
@@ -166,7 +233,8 @@ pub(super) fn compile_tls_routes(
     reports
 }
 
-/// The route's rule: its backendRefs resolved (Service port -> ready endpoints,
+/// The route's rule: the backendRefs of all its rules, pooled and weighted together
+/// (TLSRoute rules have no matches), resolved (Service port -> ready endpoints,
 /// cross-namespace only with a ReferenceGrant from TLSRoutes).
 fn compile_rule(
     res: &Resources,
@@ -176,12 +244,11 @@ fn compile_rule(
     report: &mut RouteReport,
     issues: &mut RuleIssues,
 ) -> Rule {
-    if route.spec.rules.len() > 1 {
-        // v1 allows one rule; older versions allowed several with nothing to choose between them
-        report.problems.push("rules after the first are ignored: a TLSRoute has one rule".into());
-    }
+    // v1 allows one rule (maxItems 1); v1alpha2/v1alpha3, read as v1, allow up to 16
+    // with no matches, so nothing tells a connection which rule it is for: every rule's
+    // backendRefs are pooled, each weight a share of the whole route's connections.
     let mut backends = Vec::new();
-    for b in route.spec.rules.first().map(|r| r.backend_refs.as_slice()).unwrap_or(&[]) {
+    for b in route.spec.rules.iter().flat_map(|r| r.backend_refs.iter()) {
         let ns = b.namespace.clone().unwrap_or_else(|| key.namespace.clone());
         let name = format!("{ns}/{}:{}", b.name, b.port.map(|p| p.to_string()).unwrap_or_else(|| "?".into()));
         let as_http = HttpRouteRulesBackendRefs {

@@ -96,6 +96,8 @@ pub struct Metrics {
     pub passthrough: super::passthrough::PassthroughMetrics,
     /// Joined pairs by class, mechanism and reason.
     join_choices: Family<JoinLabels, Counter>,
+    /// TLS termination (HTTPS listeners): `/stats` `tls` as families (telemetry/tls.rs).
+    tls: super::tls::TlsPrometheus,
     /// The handles of each (route, backend) pair seen, so a request looks its series up
     /// by two shared strings instead of building label sets (and their strings) every time.
     handles: std::sync::RwLock<HashMap<Arc<str>, Vec<(Arc<str>, Arc<RouteHandles>)>>>,
@@ -179,6 +181,8 @@ impl Default for Metrics {
         );
         let passthrough = super::passthrough::PassthroughMetrics::default();
         passthrough.register(&mut registry);
+        let tls = super::tls::TlsPrometheus::default();
+        tls.register(&mut registry);
         let join_choices = Family::<JoinLabels, Counter>::default();
         registry.register(
             "join_choices",
@@ -202,6 +206,7 @@ impl Default for Metrics {
             l4_conntrack_flows,
             l4_conntrack_entries,
             passthrough,
+            tls,
             handles: Default::default(),
         }
     }
@@ -286,6 +291,7 @@ impl Metrics {
         self.connections.set(counters.connections_active as i64);
         self.spliced.set(spliced as i64);
         self.upgraded.set(counters.upgraded_active as i64);
+        self.tls.set(&counters.tls);
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String");
         out

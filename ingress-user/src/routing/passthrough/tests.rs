@@ -276,3 +276,105 @@ spec:
     assert!(!resolved.status && resolved.reason == "RefNotPermitted", "{resolved:?}");
     assert_eq!(accepted(&t, "apps/w"), (true, "Accepted".into()), "an unresolved backend does not unaccept the route");
 }
+
+/// v1 allows one rule; v1alpha2/v1alpha3 (read as v1) allow several, without matches:
+/// every rule's backendRefs serve the route, weighted together as one pool.
+#[test]
+fn every_rule_of_a_route_is_used_with_weights_pooled() {
+    let yaml = format!(
+        "{GATEWAY}{}{}{}{}",
+        service("apps", "a", &["10.0.0.1"]),
+        service("apps", "b", &["10.0.0.2"]),
+        service("apps", "c", &["10.0.0.3"]),
+        tls_route(
+            "apps",
+            "multi",
+            T0,
+            "  parentRefs: [{name: gw, namespace: infra}]\n  hostnames: [m.tls.example]\n  rules:\n  - backendRefs: [{name: a, port: 80, weight: 2}]\n  - backendRefs: [{name: b, port: 80, weight: 1}, {name: missing, port: 80, weight: 1}]\n  - name: third\n    backendRefs: [{name: c, port: 80}]\n"
+        ),
+    );
+    let t = table(&yaml, "0.0.0.0:8443=infra/gw:8443");
+    assert_eq!(sni(&t, "m.tls.example").as_deref(), Some("multi -> apps/a:80,apps/b:80,apps/missing:80,apps/c:80"));
+    let host = t.listeners[0].passthrough.as_ref().unwrap().lookup("m.tls.example").unwrap().clone();
+    // weights 2:1:1:1 (c's default weight is 1) over 5 consecutive draws
+    let picks: Vec<&str> = (0..5).map(|r| host.rule.pick_backend(r).unwrap().name.as_str()).collect();
+    assert_eq!(picks, ["apps/a:80", "apps/a:80", "apps/b:80", "apps/missing:80", "apps/c:80"]);
+    let r = report(&t, "apps/multi");
+    assert!(!r.problems.iter().any(|p| p.contains("ignored")), "no rule is ignored: {r:?}");
+    // the unresolved backendRef of the second rule shows in the route's status as in a one-rule route
+    let resolved = r.parents[0].condition("ResolvedRefs").unwrap();
+    assert!(!resolved.status && resolved.reason == "BackendNotFound", "{resolved:?}");
+    assert_eq!(accepted(&t, "apps/multi"), (true, "Accepted".into()));
+}
+
+/// HTTPS (Terminate) and TLS (Passthrough) listeners on one port are told apart by
+/// hostname: the SNI's passthrough route, else the HTTPS listener matching it; both
+/// matching, the more specific hostname wins (the route on a tie); neither: closed.
+#[test]
+fn sni_chooses_between_passthrough_and_https_listeners_on_one_port() {
+    use super::super::tls::Selected;
+    let gw = |extra: &str| {
+        format!(
+            "
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: infra}}
+spec:
+  gatewayClassName: x
+  listeners:
+  - {{name: pass, protocol: TLS, port: 443, tls: {{mode: Passthrough}}, allowedRoutes: {{namespaces: {{from: All}}}}}}
+  - {{name: web, protocol: HTTPS, port: 443, hostname: '*.web.example', tls: {{certificateRefs: [{{name: c}}]}}}}
+  - {{name: exact, protocol: HTTPS, port: 443, hostname: a.pass.example, tls: {{certificateRefs: [{{name: c}}]}}}}
+{extra}"
+        )
+    };
+    let route = |name: &str, hosts: &str| {
+        tls_route(
+            "apps",
+            name,
+            T0,
+            &format!(
+                "  parentRefs: [{{name: gw, namespace: infra, sectionName: pass}}]\n  hostnames: {hosts}\n  rules: [{{backendRefs: [{{name: a, port: 80}}]}}]\n"
+            ),
+        )
+    };
+    let decide = |t: &Table, sni: Option<&str>| {
+        let l = &t.listeners[0];
+        match choose(l.passthrough.as_ref().unwrap(), l.tls.as_ref(), sni) {
+            SniChoice::Passthrough(h) => format!("pass {}", h.hostname),
+            SniChoice::Terminate => match l.tls.as_ref().unwrap().select(sni) {
+                Selected::Serve(l, _) | Selected::Invalid(l, _) => format!("https {}", l.name),
+                Selected::NoMatch => unreachable!("terminated without a listener"),
+            },
+            SniChoice::NoSni => "closed: no SNI".into(),
+            SniChoice::NoRoute => "closed: no route".into(),
+        }
+    };
+    let yaml = format!(
+        "{}{}{}",
+        gw(""),
+        service("apps", "a", &["10.0.0.1"]),
+        route("r", "['*.pass.example', db.web.example]")
+    );
+    let t = table(&yaml, "0.0.0.0:8443=infra/gw:443");
+    let l = &t.listeners[0];
+    assert!(l.tls.is_some() && l.passthrough.is_some(), "both kinds served on the port: {:?}", l.problems);
+    assert_eq!(decide(&t, Some("b.pass.example")), "pass *.pass.example");
+    assert_eq!(decide(&t, Some("a.pass.example")), "https exact", "an exact listener beats a route's wildcard");
+    assert_eq!(decide(&t, Some("x.web.example")), "https web", "no route for it: terminated");
+    assert_eq!(decide(&t, Some("DB.web.example.")), "pass db.web.example", "an exact route beats a wildcard listener");
+    assert_eq!(decide(&t, Some("other.example")), "closed: no route");
+    assert_eq!(decide(&t, None), "closed: no SNI");
+
+    // a route for any name, and an HTTPS listener without hostname
+    let yaml = format!(
+        "{}{}{}",
+        gw("  - {name: plain, protocol: HTTPS, port: 443, tls: {certificateRefs: [{name: c}]}}\n"),
+        service("apps", "a", &["10.0.0.1"]),
+        route("any", "[]")
+    );
+    let t = table(&yaml, "0.0.0.0:8443=infra/gw:443");
+    assert_eq!(decide(&t, Some("other.example")), "pass *", "the route for any name, on a tie with `plain`");
+    assert_eq!(decide(&t, Some("x.web.example")), "https web", "a wildcard listener beats a route for any name");
+    assert_eq!(decide(&t, None), "https plain", "no SNI: the listener without hostname terminates it");
+}

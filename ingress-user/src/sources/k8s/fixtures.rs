@@ -76,8 +76,8 @@ pub fn fixture() -> Fixture {
         services: svc.as_reader(),
         slices: slices.as_reader(),
         namespaces: ns.as_reader(),
-        tls_routes: None,
-        grpc_routes: Some(grpc.as_reader()),
+        tls_routes: Default::default(),
+        grpc_routes: std::sync::Arc::new(std::sync::OnceLock::from(grpc.as_reader())),
     };
     Fixture { gw, routes, svc, slices, grpc, stores }
 }

@@ -51,8 +51,7 @@ pub async fn run(client: Client, publisher: Arc<Publisher>, write_status: bool) 
     let changed = Arc::new(Notify::new());
     let stores = start_reflectors(client.clone(), changed.clone()).await?;
     stores.wait_until_ready().await?;
-    let mut writer =
-        StatusWriter::new(client.clone()).with_tls_routes(stores.tls_routes.as_ref().map(|(_, ar)| ar.clone()));
+    let mut writer = StatusWriter::new(client.clone());
     // the Secrets of HTTPS listeners, watched one by one (secrets.rs)
     let secret_watch = secrets::SecretWatch::new(client, changed.clone());
     loop {
@@ -65,6 +64,8 @@ pub async fn run(client: Client, publisher: Arc<Publisher>, write_status: bool) 
         };
         let table = publisher.publish(&res);
         if write_status {
+            // the TLSRoute version: known once its CRD is served (at start or later)
+            writer.set_tls_routes(stores.tls_routes.get().map(|(_, ar)| ar.clone()));
             writer.write(&table, &res).await;
         }
         changed.notified().await;

@@ -9,7 +9,7 @@ use gateway_api::apis::experimental::httproutes::{
     HttpRoute, HttpRouteStatus, HttpRouteStatusParents, HttpRouteStatusParentsParentRef,
 };
 use gateway_api::apis::standard::gateways::{
-    Gateway, GatewayStatus, GatewayStatusListeners, GatewayStatusListenersSupportedKinds,
+    Gateway, GatewayListeners, GatewayStatus, GatewayStatusListeners, GatewayStatusListenersSupportedKinds,
 };
 use gateway_api::apis::standard::grpcroutes::GrpcRoute;
 use gateway_api::apis::standard::tlsroutes::TlsRoute;
@@ -155,28 +155,14 @@ pub fn gateway_status_body(gw: &Gateway, table: &Table) -> Value {
             let attached = format!("{key}/{name}");
             // TLS passthrough listeners take TLSRoutes (routing/passthrough.rs)
             let tls = lt.passthrough.as_ref().is_some_and(|p| p.listeners.iter().any(|(n, _)| n == name));
-            let (reports, kind) =
-                if tls { (&table.tls_routes, TlsRoute::kind(&())) } else { (&table.routes, HttpRoute::kind(&())) };
+            let reports = if tls { &table.tls_routes } else { &table.routes };
             let count = reports.iter().filter(|r| r.attached.contains(&attached)).count();
+            // supportedKinds: the protocol's kinds, narrowed by allowedRoutes.kinds
+            let spec = gw.spec.listeners.iter().find(|l| l.name == *name);
+            let (supported, invalid_kinds) = listener_kinds(spec, tls);
             listeners.push(GatewayStatusListeners {
                 name: name.clone(),
-                supported_kinds: Some(if tls {
-                    vec![GatewayStatusListenersSupportedKinds {
-                        group: Some(HttpRoute::group(&()).into_owned()),
-                        kind: kind.into_owned(),
-                    }]
-                } else {
-                    vec![
-                        GatewayStatusListenersSupportedKinds {
-                            group: Some(HttpRoute::group(&()).into_owned()),
-                            kind: HttpRoute::kind(&()).into_owned(),
-                        },
-                        GatewayStatusListenersSupportedKinds {
-                            group: Some(GrpcRoute::group(&()).into_owned()),
-                            kind: GrpcRoute::kind(&()).into_owned(),
-                        },
-                    ]
-                }),
+                supported_kinds: Some(supported),
                 attached_routes: i32::try_from(count).unwrap_or(i32::MAX),
                 conditions: match lt
                     .tls
@@ -184,11 +170,24 @@ pub fn gateway_status_body(gw: &Gateway, table: &Table) -> Value {
                     .and_then(|t| t.listener(name))
                     .and_then(|l| l.certificate.as_ref().err())
                 {
-                    None => vec![
+                    None if invalid_kinds.is_empty() => vec![
                         served("Accepted", "listener served by the host ingress"),
                         served("Programmed", "listener served by the host ingress"),
                         served("ResolvedRefs", "all references resolved"),
                     ],
+                    // allowedRoutes.kinds names kinds this listener cannot serve (the
+                    // others, if any, are its supportedKinds and attach)
+                    None => {
+                        let message = format!(
+                            "allowedRoutes.kinds names kinds this listener cannot serve: {}",
+                            invalid_kinds.join(", ")
+                        );
+                        vec![
+                            served("Accepted", "listener served by the host ingress"),
+                            served("Programmed", "listener served by the host ingress"),
+                            condition("ResolvedRefs", false, "InvalidRouteKinds", &message, generation, &previous),
+                        ]
+                    }
                     // HTTPS: its certificate cannot be used; it refuses handshakes
                     Some(p) => vec![
                         served("Accepted", "listener served by the host ingress"),
@@ -208,6 +207,41 @@ pub fn gateway_status_body(gw: &Gateway, table: &Table) -> Value {
         ..GatewayStatus::default()
     };
     apply_body::<Gateway>(&gw.metadata, status)
+}
+
+/// The route kinds a served listener supports (`status.listeners[].supportedKinds`):
+/// those its protocol takes (HTTP and HTTPS: HTTPRoute and GRPCRoute; TLS passthrough:
+/// TLSRoute), narrowed by its `allowedRoutes.kinds` when that is given. Also each kind
+/// that list names which the listener cannot serve (`group/kind`): the spec asks for
+/// `ResolvedRefs=False` with `InvalidRouteKinds` then, and for the valid ones alone in
+/// supportedKinds.
+pub fn listener_kinds(
+    listener: Option<&GatewayListeners>,
+    passthrough: bool,
+) -> (Vec<GatewayStatusListenersSupportedKinds>, Vec<String>) {
+    let group = HttpRoute::group(&()).into_owned();
+    let protocol: Vec<String> = if passthrough {
+        vec![TlsRoute::kind(&()).into_owned()]
+    } else {
+        vec![HttpRoute::kind(&()).into_owned(), GrpcRoute::kind(&()).into_owned()]
+    };
+    let kind = |k: &str| GatewayStatusListenersSupportedKinds { group: Some(group.clone()), kind: k.to_string() };
+    let asked = listener.and_then(|l| l.allowed_routes.as_ref()?.kinds.as_ref()).filter(|k| !k.is_empty());
+    let Some(asked) = asked else {
+        return (protocol.iter().map(|k| kind(k)).collect(), vec![]);
+    };
+    let (mut supported, mut invalid) = (Vec::new(), Vec::new());
+    for k in asked {
+        let g = k.group.as_deref().unwrap_or(&group);
+        if g == group && protocol.contains(&k.kind) {
+            if !supported.iter().any(|s: &GatewayStatusListenersSupportedKinds| s.kind == k.kind) {
+                supported.push(kind(&k.kind));
+            }
+        } else {
+            invalid.push(format!("{g}/{}", k.kind));
+        }
+    }
+    (supported, invalid)
 }
 
 /// Drops what changes on every write, to compare bodies.
@@ -242,10 +276,9 @@ impl StatusWriter {
         Self { client, last: HashMap::new(), tls_routes: None }
     }
 
-    /// Also writes TLSRoute status, at the version `api` names.
-    pub fn with_tls_routes(mut self, api: Option<ApiResource>) -> Self {
+    /// The TLSRoute version to write status at (None: the kind is not served).
+    pub fn set_tls_routes(&mut self, api: Option<ApiResource>) {
         self.tls_routes = api;
-        self
     }
 
     pub async fn write(&mut self, table: &Table, res: &Resources) {
@@ -615,5 +648,62 @@ mod tests {
         let l = &gw["status"]["listeners"][0];
         assert_eq!(l["supportedKinds"][0]["kind"], "TLSRoute", "{l}");
         assert_eq!(l["attachedRoutes"], 1);
+    }
+
+    /// Spec (ListenerStatus.supportedKinds): kinds named in allowedRoutes.kinds that the
+    /// listener does not support MUST NOT appear, ResolvedRefs is False with
+    /// InvalidRouteKinds, and the valid ones that were named are listed.
+    #[test]
+    fn supported_kinds_are_narrowed_by_allowed_routes_kinds() {
+        let yaml = "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: infra, generation: 2}\nspec:\n  gatewayClassName: x\n  listeners:\n  - {name: plain, protocol: HTTP, port: 80}\n  - {name: http-only, protocol: HTTP, port: 80, hostname: h.test, allowedRoutes: {kinds: [{kind: HTTPRoute}]}}\n  - {name: mixed, protocol: HTTP, port: 80, hostname: m.test, allowedRoutes: {kinds: [{kind: GRPCRoute}, {kind: TLSRoute}, {group: example.com, kind: HTTPRoute}]}}\n  - {name: pass, protocol: TLS, port: 8443, tls: {mode: Passthrough}}\n  - {name: pass-wrong, protocol: TLS, port: 8443, hostname: w.test, tls: {mode: Passthrough}, allowedRoutes: {kinds: [{kind: HTTPRoute}]}}\n";
+        let mut res = Resources::default();
+        let mut errors = vec![];
+        crate::sources::manifest::load_text(std::path::Path::new("k.yaml"), yaml, &mut res, &mut errors);
+        assert!(errors.is_empty(), "{errors:?}");
+        let maps: Vec<ListenMapping> =
+            ["127.0.0.1:8080=infra/gw:80", "127.0.0.1:8443=infra/gw:8443"].iter().map(|m| m.parse().unwrap()).collect();
+        let table = compile(&res, &maps);
+        let gw = gateway_status_body(&res.gateways[&ObjectKey::new("infra", "gw")], &table);
+        let listener = |name: &str| {
+            let ls = gw["status"]["listeners"].as_array().unwrap();
+            let l = ls.iter().find(|l| l["name"] == name).unwrap_or_else(|| panic!("no {name} in {ls:?}"));
+            let kinds: Vec<String> = l["supportedKinds"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|k| k["kind"].as_str().unwrap().to_string())
+                .collect();
+            let resolved = l["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "ResolvedRefs").unwrap();
+            (
+                kinds,
+                resolved["status"].as_str().unwrap().to_string(),
+                resolved["reason"].as_str().unwrap().to_string(),
+                resolved["message"].as_str().unwrap().to_string(),
+            )
+        };
+        let (kinds, status, reason, _) = listener("plain");
+        assert_eq!(
+            (kinds, status.as_str(), reason.as_str()),
+            (vec!["HTTPRoute".to_string(), "GRPCRoute".to_string()], "True", "ResolvedRefs")
+        );
+        let (kinds, status, _, _) = listener("http-only");
+        assert_eq!((kinds, status.as_str()), (vec!["HTTPRoute".to_string()], "True"), "narrowed, all valid");
+        let (kinds, status, reason, message) = listener("mixed");
+        assert_eq!(
+            (kinds, status.as_str(), reason.as_str()),
+            (vec!["GRPCRoute".to_string()], "False", "InvalidRouteKinds")
+        );
+        assert!(
+            message.contains("gateway.networking.k8s.io/TLSRoute") && message.contains("example.com/HTTPRoute"),
+            "{message}"
+        );
+        let (kinds, status, _, _) = listener("pass");
+        assert_eq!((kinds, status.as_str()), (vec!["TLSRoute".to_string()], "True"));
+        let (kinds, status, reason, _) = listener("pass-wrong");
+        assert!(kinds.is_empty(), "no valid kind: {kinds:?}");
+        assert_eq!((status.as_str(), reason.as_str()), ("False", "InvalidRouteKinds"));
+        // the pure builder, alone
+        let (k, bad) = listener_kinds(None, true);
+        assert_eq!((k.len(), bad.len()), (1, 0));
     }
 }

@@ -31,13 +31,22 @@ pub struct Stores {
     /// EndpointSlices as dynamic objects: discovery.k8s.io/v1, or v1beta1 on old servers.
     pub slices: Store<DynamicObject>,
     pub namespaces: Store<Namespace>,
-    /// TLSRoutes at the version the server recommends, and that version; None when the
-    /// server serves no TLSRoute kind (the Gateway API's experimental CRDs are absent).
-    pub tls_routes: Option<(Store<DynamicObject>, kube::api::ApiResource)>,
-    /// GRPCRoutes, when the API server serves `grpcroutes` in gateway.networking.k8s.io/v1
-    /// (checked once at start: a CRD installed later is watched after a restart).
-    pub grpc_routes: Option<Store<GrpcRoute>>,
+    /// TLSRoutes at the version the server recommends, and that version; empty while the
+    /// server serves no TLSRoute kind (its CRD is absent): set once it does
+    /// ([`watch_for_late_kinds`]).
+    pub tls_routes: Late<(Store<DynamicObject>, kube::api::ApiResource)>,
+    /// GRPCRoutes, once the API server serves `grpcroutes` in gateway.networking.k8s.io/v1
+    /// (at start, or when its CRD is installed later: [`watch_for_late_kinds`]).
+    pub grpc_routes: Late<Store<GrpcRoute>>,
 }
+
+/// A store whose kind may appear after the agent started (a CRD installed later): set
+/// once, by the reflector started when discovery first lists the kind.
+pub type Late<T> = Arc<std::sync::OnceLock<T>>;
+
+/// How often discovery is asked again for a kind the server did not serve at start
+/// (doubling from 1 s up to this).
+pub const LATE_KIND_POLL_MAX: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A TLSRoute of any served version (v1, v1alpha3, v1alpha2: the same fields;
 /// `hostnames` optional before v1) as the v1 type.
@@ -83,7 +92,7 @@ impl Stores {
         for o in self.routes.state() {
             res.http_routes.insert(key_of(&o.metadata), (*o).clone());
         }
-        for o in self.grpc_routes.iter().flat_map(|s| s.state()) {
+        for o in self.grpc_routes.get().iter().flat_map(|s| s.state()) {
             res.grpc_routes.insert(key_of(&o.metadata), (*o).clone());
         }
         for o in self.grants.state() {
@@ -100,7 +109,7 @@ impl Stores {
         for o in self.namespaces.state() {
             res.namespaces.insert(o.metadata.name.clone().unwrap_or_default(), (*o).clone());
         }
-        for o in self.tls_routes.iter().flat_map(|(s, _)| s.state()) {
+        for o in self.tls_routes.get().iter().flat_map(|(s, _)| s.state()) {
             if let Some(r) = tls_route_from_dynamic(&o) {
                 res.tls_routes.insert(key_of(&r.metadata), r);
             }
@@ -118,10 +127,10 @@ impl Stores {
             self.namespaces.wait_until_ready(),
         );
         r.map_err(|_| KubeError::NotReady)?;
-        if let Some((tls, _)) = &self.tls_routes {
+        if let Some((tls, _)) = self.tls_routes.get() {
             tls.wait_until_ready().await.map_err(|_| KubeError::NotReady)?;
         }
-        if let Some(g) = &self.grpc_routes {
+        if let Some(g) = self.grpc_routes.get() {
             g.wait_until_ready().await.map_err(|_| KubeError::NotReady)?;
         }
         Ok(())
@@ -170,31 +179,108 @@ pub async fn start_reflectors(client: Client, changed: Arc<Notify>) -> Result<St
     spawn_reflector("Service", Api::<Service>::all(client.clone()), w, changed.clone());
     let (namespaces, w) = reflector::store();
     spawn_reflector("Namespace", Api::<Namespace>::all(client.clone()), w, changed.clone());
-    let tls_routes = match discovery.get("gateway.networking.k8s.io").and_then(|g| g.recommended_kind("TLSRoute")) {
-        Some((ar, _)) => {
-            tracing::info!(version = %ar.api_version, "watching TLSRoutes");
-            let w = reflector::store::Writer::<DynamicObject>::new(ar.clone());
-            let store = w.as_reader();
-            spawn_reflector("TLSRoute", Api::<DynamicObject>::all_with(client.clone(), &ar), w, changed.clone());
-            Some((store, ar))
-        }
-        None => {
-            tracing::info!("the API server serves no TLSRoute kind: TLS passthrough listeners get no routes");
-            None
-        }
-    };
-    let grpc_routes = if grpc_routes_served(&discovery) {
-        let (store, w) = reflector::store();
-        spawn_reflector("GRPCRoute", Api::<GrpcRoute>::all(client.clone()), w, changed.clone());
-        Some(store)
-    } else {
-        tracing::warn!("the API server has no GRPCRoute v1 (gateway.networking.k8s.io): GRPCRoutes are not watched");
-        None
-    };
+    let tls_routes = Late::default();
+    let grpc_routes = Late::default();
+    let late = LateKinds { client: client.clone(), changed: changed.clone() };
+    if !late.tls_routes(&discovery, &tls_routes) {
+        tracing::info!(
+            "the API server serves no TLSRoute kind: TLS passthrough listeners get no routes until its CRD is installed"
+        );
+    }
+    if !late.grpc_routes(&discovery, &grpc_routes) {
+        tracing::warn!(
+            "the API server has no GRPCRoute v1 (gateway.networking.k8s.io): GRPCRoutes are watched once its CRD is installed"
+        );
+    }
+    if tls_routes.get().is_none() || grpc_routes.get().is_none() {
+        tokio::spawn(watch_for_late_kinds(late, tls_routes.clone(), grpc_routes.clone()));
+    }
     let w = reflector::store::Writer::<DynamicObject>::new(slice_ar.clone());
     let slices = w.as_reader();
     spawn_reflector("EndpointSlice", Api::<DynamicObject>::all_with(client, &slice_ar), w, changed);
     Ok(Stores { gateways, routes, grants, services, slices, namespaces, tls_routes, grpc_routes })
+}
+
+/// What starts the reflector of a kind whose CRD may come late.
+struct LateKinds {
+    client: Client,
+    changed: Arc<Notify>,
+}
+
+impl LateKinds {
+    /// Starts the TLSRoute reflector if `discovery` lists the kind (at the version the
+    /// server recommends). Whether it is (now) watched.
+    fn tls_routes(
+        &self,
+        discovery: &kube::discovery::Discovery,
+        slot: &Late<(Store<DynamicObject>, kube::api::ApiResource)>,
+    ) -> bool {
+        if slot.get().is_some() {
+            return true;
+        }
+        let Some((ar, _)) = discovery.get("gateway.networking.k8s.io").and_then(|g| g.recommended_kind("TLSRoute"))
+        else {
+            return false;
+        };
+        tracing::info!(version = %ar.api_version, "watching TLSRoutes");
+        let w = reflector::store::Writer::<DynamicObject>::new(ar.clone());
+        let store = w.as_reader();
+        spawn_reflector("TLSRoute", Api::<DynamicObject>::all_with(self.client.clone(), &ar), w, self.changed.clone());
+        let _ = slot.set((store, ar));
+        true
+    }
+
+    /// Starts the GRPCRoute (v1) reflector if `discovery` lists it. Whether it is (now) watched.
+    fn grpc_routes(&self, discovery: &kube::discovery::Discovery, slot: &Late<Store<GrpcRoute>>) -> bool {
+        if slot.get().is_some() {
+            return true;
+        }
+        if !grpc_routes_served(discovery) {
+            return false;
+        }
+        tracing::info!("watching GRPCRoutes");
+        let (store, w) = reflector::store();
+        spawn_reflector("GRPCRoute", Api::<GrpcRoute>::all(self.client.clone()), w, self.changed.clone());
+        let _ = slot.set(store);
+        true
+    }
+}
+
+/// Asks discovery again (every 1, 2, 4, 8, then [`LATE_KIND_POLL_MAX`] seconds) for the
+/// kinds not served at start, and starts each one's reflector when its CRD has been
+/// installed: TLSRoute and GRPCRoute need no restart. Ends once both are watched.
+/// (Discovery needs no RBAC beyond an authenticated client; the kinds' own rules are
+/// in deploy/k3d/rbac.yaml already.)
+async fn watch_for_late_kinds(
+    late: LateKinds,
+    tls_routes: Late<(Store<DynamicObject>, kube::api::ApiResource)>,
+    grpc_routes: Late<Store<GrpcRoute>>,
+) {
+    let mut wait = std::time::Duration::from_secs(1);
+    loop {
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(LATE_KIND_POLL_MAX);
+        let discovery = match kube::discovery::Discovery::new(late.client.clone())
+            .filter(&["gateway.networking.k8s.io"])
+            .run()
+            .await
+        {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::debug!(error = %e, "discovery for late CRDs failed; asking again later");
+                continue;
+            }
+        };
+        let before = (tls_routes.get().is_some(), grpc_routes.get().is_some());
+        let now = (late.tls_routes(&discovery, &tls_routes), late.grpc_routes(&discovery, &grpc_routes));
+        if now != before {
+            tracing::info!("a Gateway API CRD was installed after the start: its routes are watched now");
+            late.changed.notify_one();
+        }
+        if now == (true, true) {
+            return;
+        }
+    }
 }
 
 /// Whether discovery lists `grpcroutes` in gateway.networking.k8s.io/v1 (the standard
