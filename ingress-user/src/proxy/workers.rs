@@ -261,6 +261,8 @@ impl Drop for Workers {
 }
 
 /// `n` listening sockets on `addr` in one SO_REUSEPORT group (see the module text).
+/// Called inside a tokio runtime (the listen step registers each socket until it is
+/// handed out as a std socket for its worker).
 pub fn bind_group(addr: SocketAddr, n: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
     // alone first: fails as a plain bind would when anyone holds the address
     let probe = socket(addr)?;
@@ -296,8 +298,9 @@ mod tests {
         assert!((1..=MAX_WORKERS).contains(&default_count()));
     }
 
-    #[test]
-    fn a_group_shares_one_port_and_a_held_port_is_refused() {
+    // (inside a runtime, as the agent binds: tokio's listen registers the socket first)
+    #[tokio::test]
+    async fn a_group_shares_one_port_and_a_held_port_is_refused() {
         let group = bind_group("127.0.0.1:0".parse().unwrap(), 3).expect("bind");
         let port = group[0].local_addr().unwrap().port();
         assert_ne!(port, 0, "port 0 resolved once for the whole group");
