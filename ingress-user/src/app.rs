@@ -32,7 +32,9 @@ pub fn main(cli: Cli) -> Result<()> {
                 tracing::info!(config = %f.path, "config file read");
             }
             raise_open_files_limit();
-            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            // the control runtime (route sources, admin, reloads, signals); the L7 data
+            // path runs on its own worker threads (proxy/workers.rs)
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
             rt.spawn(return_freed_memory());
             let reload = crate::reload::ReloadSource { path: config, flags, given };
             let detach = rt.block_on(serve(settings, reload))?;
@@ -175,6 +177,7 @@ async fn serve(settings: RunSettings, reload: crate::reload::ReloadSource) -> Re
         pin_path,
         detach_on_exit,
         bind_in_kernel,
+        workers: worker_count,
     } = settings.clone();
     // delayed binding: settings::check refuses `on`; this keeps the promise if it moves
     if bind_in_kernel {
@@ -299,7 +302,10 @@ async fn serve(settings: RunSettings, reload: crate::reload::ReloadSource) -> Re
     }
 
     let proxy = Proxy::new(config, table.clone(), joiner);
-    let listeners = Listeners::start(&proxy, &listen).await?;
+    let workers = Arc::new(
+        crate::proxy::workers::Workers::start(&proxy, worker_count).context("cannot start the L7 worker threads")?,
+    );
+    let listeners = Listeners::start(&proxy, &workers, &listen).await?;
     let admin = Arc::new(Admin {
         proxy: proxy.clone(),
         table,
@@ -339,6 +345,7 @@ async fn serve(settings: RunSettings, reload: crate::reload::ReloadSource) -> Re
     if left > 0 {
         tracing::warn!(connections = left, "drain time over; closing the remaining connections");
     }
+    workers.stop();
     drop(programs);
     Ok((detach_on_exit && mode == DataplaneMode::Ebpf).then(|| DetachOnExit {
         pin_path: host.pin_path.clone(),

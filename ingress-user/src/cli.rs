@@ -149,6 +149,10 @@ pub enum Cmd {
         /// this build yet: `on` is refused (docs/delayed-binding.md).
         #[arg(long, value_enum, default_value = "off")]
         bind_in_kernel: OnOff,
+        /// L7 worker threads, each with its own runtime, SO_REUSEPORT listener per --listen
+        /// address and pod connection pool (default: the CPUs available). Needs a restart.
+        #[arg(long, value_name = "N")]
+        workers: Option<usize>,
         /// The flags given on the command line (filled by [`parse`]; not a flag).
         #[arg(skip)]
         given: Vec<String>,
@@ -265,6 +269,7 @@ pub fn run_flags(cmd: Cmd) -> Option<(Option<PathBuf>, crate::config::settings::
         h2_keepalive_interval,
         join_mode,
         bind_in_kernel,
+        workers,
         given,
     } = cmd
     else {
@@ -298,6 +303,7 @@ pub fn run_flags(cmd: Cmd) -> Option<(Option<PathBuf>, crate::config::settings::
         h2_keepalive_interval,
         join_mode,
         bind_in_kernel,
+        workers,
     };
     Some((config, flags, given))
 }

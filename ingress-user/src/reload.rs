@@ -12,7 +12,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use tokio::task::JoinHandle;
 
 use crate::admin::Admin;
 use crate::config::ListenMapping;
@@ -20,6 +19,7 @@ use crate::config::reload::{SlotPlan, plan, slots};
 use crate::config::settings::{RunFlags, RunSettings, merge};
 use crate::datapath::guard::{self, GuardEntries};
 use crate::proxy::Proxy;
+use crate::proxy::workers::{Serving, Workers};
 use crate::sources::publish::Publisher;
 
 /// What a reload re-reads and merges: the file, the command line's flags.
@@ -36,21 +36,23 @@ pub struct ExitSettings {
     pub detach_on_exit: bool,
 }
 
-/// The proxy's listening sockets, by slot (see [`crate::config::reload::SlotPlan`]).
+/// The proxy's listening sockets, by slot (see [`crate::config::reload::SlotPlan`]):
+/// each served by every L7 worker (`proxy/workers.rs`).
 pub struct Listeners {
     slots: Vec<ListenMapping>,
-    /// The accept task and a duplicate of its socket (kept to hand the same socket to
-    /// a new mapping on the same address without a moment unbound).
-    open: Vec<Option<(JoinHandle<()>, std::net::TcpListener)>>,
+    workers: Arc<Workers>,
+    /// Every worker's accept task and socket for the slot (the sockets are kept to
+    /// hand the same ones to a new mapping on the same address without a moment unbound).
+    open: Vec<Option<Serving>>,
 }
 
 impl Listeners {
     /// Binds every mapping and starts accepting; the first that cannot be bound fails the start.
-    pub async fn start(proxy: &Arc<Proxy>, listen: &[ListenMapping]) -> Result<Self> {
-        let mut me = Self { slots: listen.to_vec(), open: Vec::new() };
+    pub async fn start(proxy: &Arc<Proxy>, workers: &Arc<Workers>, listen: &[ListenMapping]) -> Result<Self> {
+        let mut me = Self { slots: listen.to_vec(), workers: workers.clone(), open: Vec::new() };
         for (i, m) in listen.iter().enumerate() {
-            let l = bind(m).await?;
-            me.open.push(Some(spawn(proxy, l, i, m)?));
+            let socks = bind(workers, m)?;
+            me.open.push(Some(spawn(proxy, workers, socks, i, m)?));
         }
         Ok(me)
     }
@@ -66,46 +68,44 @@ impl Listeners {
         let mut bound = Vec::new();
         for &i in &p.open {
             let m = &p.slots[i];
-            // the same address as a listener being removed: its socket, not a new bind
+            // the same address as a listener being removed: its sockets, not a new bind
             let reuse = p.close.iter().find(|&&c| self.slots[c].addr == m.addr).and_then(|&c| self.open[c].as_ref());
-            let l = match reuse {
-                Some((_, sock)) => tokio::net::TcpListener::from_std(sock.try_clone()?)?,
-                None => bind(m).await?,
+            let socks = match reuse {
+                Some(serving) => serving.sockets()?,
+                None => bind(&self.workers, m)?,
             };
-            bound.push((i, l));
+            bound.push((i, socks));
         }
         publisher.set_mappings(p.slots.clone());
         self.slots = p.slots.clone();
         self.open.resize_with(self.slots.len(), || None);
         for &c in &p.close {
-            if let Some((task, _sock)) = self.open[c].take() {
-                task.abort();
-                let _ = task.await;
+            if let Some(serving) = self.open[c].take() {
+                serving.stop().await;
                 tracing::info!(listen = %self.slots[c], "stopped listening (config reload); its open connections finish");
             }
         }
-        for (i, l) in bound {
-            self.open[i] = Some(spawn(proxy, l, i, &self.slots[i])?);
+        for (i, socks) in bound {
+            self.open[i] = Some(spawn(proxy, &self.workers, socks, i, &self.slots[i])?);
         }
         Ok(p)
     }
 }
 
-async fn bind(m: &ListenMapping) -> Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(m.addr).await.with_context(|| format!("cannot listen on {} (--listen {m})", m.addr))
+fn bind(workers: &Workers, m: &ListenMapping) -> Result<Vec<std::net::TcpListener>> {
+    workers.bind(m.addr).with_context(|| format!("cannot listen on {} (--listen {m})", m.addr))
 }
 
 fn spawn(
     proxy: &Arc<Proxy>,
-    l: tokio::net::TcpListener,
+    workers: &Workers,
+    socks: Vec<std::net::TcpListener>,
     i: usize,
     m: &ListenMapping,
-) -> Result<(JoinHandle<()>, std::net::TcpListener)> {
-    let std = l.into_std()?;
-    let dup = std.try_clone()?;
-    let l = tokio::net::TcpListener::from_std(std)?;
-    tracing::info!(listen = %m, "serving");
-    Ok((tokio::spawn(proxy.clone().serve(l, i)), dup))
+) -> Result<Serving> {
+    let serving = workers.serve(proxy, socks, i).with_context(|| format!("cannot serve {m}"))?;
+    tracing::info!(listen = %m, workers = workers.len(), "serving");
+    Ok(serving)
 }
 
 /// Applies reloads to the running agent.

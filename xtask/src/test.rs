@@ -92,6 +92,8 @@ const TIERS: &[Tier] = &[
             &["test", "-p", "ingress-tests", "--test", "tls"],
             // Gateway API retries (connection errors, backendRequest timeouts), a backendRef's redirect
             &["test", "-p", "ingress-tests", "--test", "retry"],
+            // the L7 worker set (--workers): every worker accepts, the per-source cap over workers, reload
+            &["test", "-p", "ingress-tests", "--test", "workers"],
         ],
     },
     Tier {

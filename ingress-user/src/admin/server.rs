@@ -50,7 +50,10 @@ impl Admin {
             dataplane: self.dataplane.clone(),
             xdp: self.xdp.clone(),
             xdp_counters,
-            proxy: self.proxy.metrics.snapshot(),
+            proxy: crate::telemetry::ProxyCounters {
+                workers: self.proxy.worker_stats.snapshot(),
+                ..self.proxy.metrics.snapshot()
+            },
             splice: self.proxy.joiner().counters(),
             l4: self.l4.as_ref().map(|l| l.view()),
             guard: self.guard_counters(),

@@ -54,6 +54,7 @@ pub struct FileConfig {
     pub h2_keepalive_interval: Option<u64>,
     pub join_mode: Option<Choice<crate::datapath::join_choice::JoinMode>>,
     pub bind_in_kernel: Option<Choice<OnOff>>,
+    pub workers: Option<usize>,
 }
 
 /// A parsed file: its settings and where each top-level key is, for errors found

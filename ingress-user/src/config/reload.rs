@@ -51,7 +51,7 @@ pub fn plan(old: &RunSettings, new: &RunSettings) -> ReloadPlan {
     if old.detach_on_exit != new.detach_on_exit {
         p.detach_on_exit = Some(new.detach_on_exit);
     }
-    let restart: [(&'static str, bool); 10] = [
+    let restart: [(&'static str, bool); 11] = [
         ("manifests / kubeconfig / write_status (the route source)", old.source != new.source),
         ("interface", old.interface != new.interface),
         ("dataplane", old.dataplane != new.dataplane),
@@ -61,6 +61,7 @@ pub fn plan(old: &RunSettings, new: &RunSettings) -> ReloadPlan {
         ("cgroup", old.cgroup != new.cgroup),
         ("pod_route", old.pod_route != new.pod_route),
         ("pin_path", old.pin_path != new.pin_path),
+        ("workers", old.workers != new.workers),
         // the guard's rules live in XDP's maps: without XDP a change needs a restart
         ("deny / allow / syn_rate / syn_burst", old.guard != new.guard && old.dataplane != DataplaneMode::Ebpf),
     ];

@@ -53,6 +53,8 @@ pub struct RunFlags {
     pub h2_keepalive_interval: u64,
     pub join_mode: crate::datapath::join_choice::JoinMode,
     pub bind_in_kernel: OnOff,
+    /// `--workers` (None: the CPUs available).
+    pub workers: Option<usize>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -81,6 +83,8 @@ pub struct RunSettings {
     pub detach_on_exit: bool,
     /// `--bind-in-kernel` (delayed binding); refused when on until it carries traffic.
     pub bind_in_kernel: bool,
+    /// L7 worker threads (`--workers`, `proxy/workers.rs`).
+    pub workers: usize,
 }
 
 /// A merge that failed: at a key of the file, or in the flags alone.
@@ -230,6 +234,7 @@ pub fn merge(
         } == OnOff::On,
         l4,
         listen,
+        workers: flags.workers.or(f.workers).unwrap_or_else(crate::proxy::workers::default_count),
     };
     check(&settings).map_err(|(key, reason)| blame(key, reason))?;
     Ok(settings)
@@ -248,6 +253,9 @@ fn list<T: Clone>(flag: &[T], file: Option<Vec<T>>) -> Vec<T> {
 fn check(s: &RunSettings) -> Result<(), (&'static str, String)> {
     if s.bind_in_kernel {
         return Err(("bind_in_kernel", BIND_IN_KERNEL_UNAVAILABLE.into()));
+    }
+    if let Some(why) = crate::proxy::workers::check_count(s.workers) {
+        return Err(("workers", why));
     }
     if s.proxy.h2.max_concurrent_streams == 0 {
         let why = "--h2-max-concurrent-streams 0 would refuse every HTTP/2 request: give at least 1 (default 100)";

@@ -87,12 +87,12 @@ impl Proxy {
         // HTTP/1.1 over the pool (`h1_client.rs`), or HTTP/2 to an h2c pod (`h2_client.rs`)
         let fut = async {
             match backend.protocol {
-                BackendProtocol::Http1 => self.h1.request(endpoint, req).await.map_err(|e| match e {
+                BackendProtocol::Http1 => self.h1().request(endpoint, req).await.map_err(|e| match e {
                     super::h1_client::H1Error::Connect(req, e) => (Some(req), true, e),
                     super::h1_client::H1Error::Failed(e) => (None, false, e.to_string()),
                 }),
                 BackendProtocol::H2c => self
-                    .h2c
+                    .h2c()
                     .request(endpoint, req)
                     .await
                     .map(|r| r.map(|b| b.boxed()))

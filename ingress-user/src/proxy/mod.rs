@@ -65,6 +65,10 @@ mod h1_client;
 pub mod h2;
 mod h2_client;
 
+// the thread-per-core runtime of the L7 data path (issue 11): worker threads, their
+// SO_REUSEPORT listeners and thread-local pod pools
+pub mod workers;
+
 pub type Body = BoxBody<Bytes, hyper::Error>;
 
 /// Largest request head accepted; larger ones get 431.
@@ -123,6 +127,8 @@ pub struct Proxy {
     sources: Arc<sources::Sources>,
     /// rustls configurations of the TLS mappings (HTTPS listeners)
     tls: tls::TlsConfigs,
+    /// Connections accepted per worker (`workers.rs`).
+    pub worker_stats: workers::WorkerStats,
 }
 
 /// Idle upstream connections kept per pod endpoint (more are closed when they go idle).
@@ -149,7 +155,18 @@ impl Proxy {
             sources: sources::Sources::new(config.max_connections_per_source),
             config: arc_swap::ArcSwap::from_pointee(config),
             tls: Default::default(),
+            worker_stats: Default::default(),
         })
+    }
+
+    /// The HTTP/1.1 pod pool: this worker's own (`workers.rs`), else the shared one.
+    fn h1(&self) -> Arc<h1_client::H1Pool> {
+        workers::local_h1(self).unwrap_or_else(|| self.h1.clone())
+    }
+
+    /// The h2c pod pool: this worker's own, else the shared one.
+    fn h2c(&self) -> Arc<h2_client::H2Pool> {
+        workers::local_h2c(self).unwrap_or_else(|| self.h2c.clone())
     }
 
     pub fn config(&self) -> Arc<ProxyConfig> {
@@ -167,6 +184,7 @@ impl Proxy {
     /// finishes its in-flight request and closes.
     pub async fn serve(self: Arc<Self>, listener: TcpListener, index: usize) {
         let mut stop = self.shutdown.subscribe();
+        let worker = workers::current(&self);
         loop {
             let (stream, peer) = tokio::select! {
                 r = listener.accept() => match r {
@@ -180,6 +198,7 @@ impl Proxy {
                 },
                 _ = stopped(&mut stop) => return,
             };
+            self.worker_stats.accepted(worker);
             let Some(source) = self.admit(peer) else {
                 tracing::debug!(%peer, "connection refused: too many busy connections from this source");
                 drop(stream);
@@ -528,7 +547,7 @@ impl Proxy {
                 *h = parts.headers.clone();
             }
             let Ok(copy) = copy.body(full(bytes.clone())) else { continue };
-            let (h1, h2c, protocol) = (self.h1.clone(), self.h2c.clone(), m.protocol);
+            let (h1, h2c, protocol) = (self.h1(), self.h2c(), m.protocol);
             let backend = m.backend.clone();
             tokio::spawn(async move {
                 let sent = async {

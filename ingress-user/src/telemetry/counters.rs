@@ -103,6 +103,7 @@ impl ProxyMetrics {
             h2_connections: self.h2_connections.load(Ordering::Relaxed),
             h2_reset_floods: self.h2_reset_floods.load(Ordering::Relaxed),
             tls: self.tls.snapshot(),
+            workers: Vec::new(),
         }
     }
 }

@@ -48,6 +48,9 @@ pub struct ProxyCounters {
     /// TLS termination on HTTPS listeners.
     #[serde(default)]
     pub tls: super::tls::TlsCounters,
+    /// Client connections accepted by each L7 worker (`--workers`; empty without them).
+    #[serde(default)]
+    pub workers: Vec<u64>,
 }
 
 /// What `GET /stats` returns.
@@ -123,6 +126,10 @@ pub fn format_table(s: &StatsView) -> String {
         p.requests, p.responses_2xx, p.responses_3xx, p.responses_4xx, p.responses_5xx, p.backend_errors
     );
     out += &super::tls::format_tls(&p.tls);
+    if !p.workers.is_empty() {
+        let each: Vec<String> = p.workers.iter().map(u64::to_string).collect();
+        out += &format!("workers: {}; connections accepted by each: {}\n", p.workers.len(), each.join(" "));
+    }
     if let Some(l4) = &s.l4 {
         out += &super::l4::format_l4(l4);
     }
