@@ -70,7 +70,9 @@ impl GuardMaps {
         let mut found = std::collections::BTreeMap::new();
         for port in 0..GUARD_PORTS_MAX_ENTRIES {
             let p = self.ports.get(&port, 0).map_err(map_err(GUARD_PORTS_MAP))?;
-            if p.slot != 0 && p.flags != 0 {
+            // a listen port without rules has flags 0 and still its slot; a port
+            // switched off has slot 0
+            if p.slot != 0 {
                 found.insert(port as u16, p.slot);
             }
         }
