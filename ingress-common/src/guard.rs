@@ -10,20 +10,53 @@
 use core::mem::size_of;
 
 /// [`GuardPort::flags`]: the port has deny rules (look the source up in the deny trie).
-pub const GUARD_DENY: u32 = 1;
+pub const GUARD_DENY: u16 = 1;
 /// [`GuardPort::flags`]: the port has an allow list: a source not in the allow trie is dropped.
-pub const GUARD_ALLOW: u32 = 2;
+pub const GUARD_ALLOW: u16 = 2;
 /// [`GuardPort::flags`]: a TCP SYN (without ACK) to this port is charged to its source's token bucket.
-pub const GUARD_SYN: u32 = 4;
+pub const GUARD_SYN: u16 = 4;
 
 /// Entry of [`crate::maps::GUARD_PORTS_MAP`] (an array indexed by the destination port):
-/// the `GUARD_*` flags of the port.
+/// the `GUARD_*` flags of the port, and its counter slot: the index of its cells in
+/// [`crate::maps::XDP_SLOT_STATS_MAP`] and [`crate::maps::GUARD_SLOT_DROPS_MAP`] (per-CPU
+/// arrays, whose lookups the verifier inlines), so that a guarded port's packets never
+/// touch a hash map. Slot 0: none (the port is counted in the per-CPU hashes).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct GuardPort {
-    pub flags: u32,
+    pub flags: u16,
+    pub slot: u16,
 }
 const _: () = assert!(size_of::<GuardPort>() == 4);
+
+/// Counter slots of the guarded ports: entries of the slot arrays; slot 0 is never
+/// given (it means "no slot"), so at most `GUARD_SLOTS - 1` ports have one.
+pub const GUARD_SLOTS: u32 = 256;
+
+/// Value of [`crate::maps::XDP_SLOT_STATS_MAP`] (per CPU, one per slot): what
+/// [`crate::maps::XDP_STATS_MAP`] holds for a port without a slot, for the slot's port:
+/// packets and bytes per (protocol, verdict). Only TCP and UDP packets have ports.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct SlotStats {
+    pub tcp_pass: crate::stats::StatsValue,
+    pub tcp_drop: crate::stats::StatsValue,
+    pub udp_pass: crate::stats::StatsValue,
+    pub udp_drop: crate::stats::StatsValue,
+}
+const _: () = assert!(size_of::<SlotStats>() == 64);
+
+/// Value of [`crate::maps::GUARD_SLOT_DROPS_MAP`] (per CPU, one per slot): the slot's
+/// port's drops per reason, which [`crate::maps::GUARD_COUNTERS_MAP`] holds for a port
+/// without a slot.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct SlotDrops {
+    pub denied: crate::stats::StatsValue,
+    pub not_allowed: crate::stats::StatsValue,
+    pub syn_rate: crate::stats::StatsValue,
+}
+const _: () = assert!(size_of::<SlotDrops>() == 48);
 
 /// Data of an IPv4 LPM key (after the trie's `prefix_len`): port then address, both
 /// big-endian. A rule `PORT=A.B.C.D/N` is stored with prefix length `16 + N`.
@@ -80,7 +113,8 @@ pub struct SynSource {
 const _: () = assert!(size_of::<SynSource>() == 16);
 
 /// Value of [`crate::maps::SYN_BUCKETS_MAP`]: the units left at `last_ns`
-/// (`bpf_ktime_get_ns`). A source's first SYN finds a full bucket.
+/// (`bpf_ktime_get_coarse_ns`: CLOCK_MONOTONIC at tick resolution). A source's first
+/// SYN finds a full bucket.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct SynBucket {
@@ -162,4 +196,6 @@ mod user {
     unsafe impl aya::Pod for super::SynSource {}
     unsafe impl aya::Pod for super::SynBucket {}
     unsafe impl aya::Pod for super::GuardCounterKey {}
+    unsafe impl aya::Pod for super::SlotStats {}
+    unsafe impl aya::Pod for super::SlotDrops {}
 }

@@ -89,6 +89,12 @@ pub const SYN_BUCKETS_MAX_ENTRIES: u32 = 65536;
 pub const GUARD_COUNTERS_MAP: &str = "GUARD_COUNTERS";
 /// Distinct (port, reason) keys; once full, [`crate::stats::OVERFLOW_PORT`] counts them.
 pub const GUARD_COUNTERS_MAX_ENTRIES: u32 = 4096;
+/// Per-CPU array of [`crate::guard::SlotStats`] indexed by a guarded port's counter
+/// slot ([`crate::guard::GuardPort::slot`]): that port's share of the XDP counters.
+pub const XDP_SLOT_STATS_MAP: &str = "XDP_SLOT_STATS";
+/// Per-CPU array of [`crate::guard::SlotDrops`] indexed by counter slot: that port's
+/// share of the guard's drop counters.
+pub const GUARD_SLOT_DROPS_MAP: &str = "GUARD_SLOT_DROPS";
 
 /// Maps pinned under the agent's `--pin-path` (one file per map, named after the
 /// map) so that they outlive the agent: a restarted agent adopts them (counters,
@@ -114,6 +120,9 @@ pub const PINNED_MAPS: &[&str] = &[
     GUARD_CONFIG_MAP,
     SYN_BUCKETS_MAP,
     GUARD_COUNTERS_MAP,
+    // the guarded ports' counter slots (GUARD_PORTS says which port has which)
+    XDP_SLOT_STATS_MAP,
+    GUARD_SLOT_DROPS_MAP,
 ];
 
 /// Every program the agent attaches (names as in the object; the kernel keeps the

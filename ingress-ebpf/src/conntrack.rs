@@ -2,7 +2,7 @@
 //! `ingress_common::l4`), TCP state followed from the flags seen either way, expired
 //! entries treated as misses, and the per-service counters.
 
-use aya_ebpf::helpers::bpf_ktime_get_ns;
+use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use ingress_common::l4::{
     CT_CLOSED, CT_CLOSING, CT_DIR_ORIG, CT_DIR_REPLY, CT_ESTABLISHED, CT_SYN_SENT, L4CtEntry, L4CtKey, L4Stats,
     ct_expired,
@@ -14,8 +14,10 @@ use crate::nat::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, Tcp4};
 
 #[inline(always)]
 pub fn now_ns() -> u64 {
-    // SAFETY: no arguments; CLOCK_MONOTONIC, the clock the agent sweeps with.
-    unsafe { bpf_ktime_get_ns() }
+    // SAFETY: no arguments. CLOCK_MONOTONIC_COARSE (5.11+, every kernel the agent
+    // supports): the clock the agent sweeps with at tick resolution, a timekeeper read
+    // instead of a clocksource read; flow timeouts are seconds.
+    unsafe { bpf_ktime_get_coarse_ns() }
 }
 
 /// The original-direction key of a packet arriving on the NIC.

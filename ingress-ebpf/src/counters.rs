@@ -7,7 +7,7 @@ use ingress_common::stats::{OVERFLOW_PORT, StatsKey, StatsValue};
 use ingress_common::guard::{GuardCounterKey, GuardReason};
 use ingress_common::proto;
 
-use crate::maps::{GUARD_COUNTERS, SPLICE_STATS, XDP_STATS};
+use crate::maps::{GUARD_COUNTERS, GUARD_SLOT_DROPS, SPLICE_STATS, XDP_SLOT_STATS, XDP_STATS};
 
 /// Counts the packet in `ctx` under `key` in [`XDP_STATS`].
 #[inline(always)]
@@ -100,4 +100,44 @@ pub fn count_guard(ctx: &XdpContext, port: u16, reason: GuardReason) {
             }
         }
     }
+}
+
+/// Counts a TCP/UDP packet to a guarded port in its counter `slot`: the verdict in
+/// [`XDP_SLOT_STATS`], a drop's reason in [`GUARD_SLOT_DROPS`]. False (nothing
+/// counted) when the slot is out of range or the protocol has no cells: the caller
+/// counts the packet in the hashes then.
+#[inline(always)]
+pub fn count_slot(ctx: &XdpContext, slot: u16, ip_proto: u8, drop: Option<GuardReason>) -> bool {
+    let len = (ctx.data_end() - ctx.data()) as u64;
+    let tcp = ip_proto == proto::TCP;
+    if !tcp && ip_proto != proto::UDP {
+        return false;
+    }
+    let Some(s) = XDP_SLOT_STATS.get_ptr_mut(slot as u32) else {
+        return false;
+    };
+    // SAFETY: per-CPU value, only this CPU writes it while the program runs.
+    let s = unsafe { &mut *s };
+    let cell = match (tcp, drop.is_some()) {
+        (true, false) => &mut s.tcp_pass,
+        (true, true) => &mut s.tcp_drop,
+        (false, false) => &mut s.udp_pass,
+        (false, true) => &mut s.udp_drop,
+    };
+    cell.packets += 1;
+    cell.bytes += len;
+    if let Some(reason) = drop
+        && let Some(d) = GUARD_SLOT_DROPS.get_ptr_mut(slot as u32)
+    {
+        // SAFETY: as above.
+        let d = unsafe { &mut *d };
+        let cell = match reason {
+            GuardReason::Denied => &mut d.denied,
+            GuardReason::NotAllowed => &mut d.not_allowed,
+            _ => &mut d.syn_rate,
+        };
+        cell.packets += 1;
+        cell.bytes += len;
+    }
+    true
 }

@@ -3,9 +3,10 @@
 //! bucket. Deny wins over allow: a source in a port's deny list is dropped even when
 //! the port's allow list also holds it.
 
-use aya_ebpf::helpers::bpf_ktime_get_ns;
+use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use ingress_common::guard::{
-    GUARD_ALLOW, GUARD_DENY, GUARD_SYN, GuardNet4, GuardNet6, GuardReason, PORT_BITS, SYN_TOKEN, SynBucket, SynSource,
+    GUARD_ALLOW, GUARD_DENY, GUARD_SYN, GuardNet4, GuardNet6, GuardPort, GuardReason, PORT_BITS, SYN_TOKEN, SynBucket,
+    SynSource,
 };
 use ingress_common::proto;
 
@@ -19,25 +20,31 @@ use crate::parse::{Ip, TCP_ACK, TCP_SYN};
 fn listed(ip: &Ip, port: u16, deny: bool) -> bool {
     let port = port.to_be_bytes();
     if ip.v6 {
-        let key = Net6Key::new(PORT_BITS + 128, GuardNet6 { port, addr: ip.src });
+        let key = Net6Key::new(PORT_BITS + 128, GuardNet6 { port, addr: ip.src_bytes() });
         let trie = if deny { &GUARD_DENY6 } else { &GUARD_ALLOW6 };
         trie.get(&key).is_some()
     } else {
-        let addr = [ip.src[12], ip.src[13], ip.src[14], ip.src[15]];
+        let addr = ip.src4();
         let key = Net4Key::new(PORT_BITS + 32, GuardNet4 { port, addr });
         let trie = if deny { &GUARD_DENY4 } else { &GUARD_ALLOW4 };
         trie.get(&key).is_some()
     }
 }
 
-/// The guard's verdict for an IP packet with ports: `Some(reason)` to drop it.
+/// What the guard does on `port` (flags 0 and no slot when the array has nothing).
 #[inline(always)]
-pub fn check(ip: &Ip, dst_port: u16, tcp_flags: u8) -> Option<GuardReason> {
-    if ip.proto != proto::TCP && ip.proto != proto::UDP {
-        return None;
+pub fn port(port: u16) -> GuardPort {
+    match GUARD_PORTS.get(port as u32) {
+        Some(p) => *p,
+        None => GuardPort { flags: 0, slot: 0 },
     }
-    let flags = GUARD_PORTS.get(dst_port as u32)?.flags;
-    if flags == 0 {
+}
+
+/// The guard's verdict for an IP packet with ports to `dst_port`, whose
+/// [`GuardPort::flags`] are `flags`: `Some(reason)` to drop it.
+#[inline(always)]
+pub fn check(ip: &Ip, dst_port: u16, tcp_flags: u8, flags: u16) -> Option<GuardReason> {
+    if flags == 0 || (ip.proto != proto::TCP && ip.proto != proto::UDP) {
         return None;
     }
     if flags & GUARD_DENY != 0 && listed(ip, dst_port, true) {
@@ -49,7 +56,7 @@ pub fn check(ip: &Ip, dst_port: u16, tcp_flags: u8) -> Option<GuardReason> {
     if flags & GUARD_SYN != 0
         && ip.proto == proto::TCP
         && tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
-        && !take_syn_token(&ip.src)
+        && !take_syn_token(ip.src_bytes())
     {
         return Some(GuardReason::SynRate);
     }
@@ -61,16 +68,19 @@ pub fn check(ip: &Ip, dst_port: u16, tcp_flags: u8) -> Option<GuardReason> {
 /// costs [`SYN_TOKEN`] units. Two CPUs updating one source's bucket at once may both
 /// take the same token (no lock): the limit is approximate by at most one SYN per CPU.
 #[inline(always)]
-fn take_syn_token(src: &[u8; 16]) -> bool {
+fn take_syn_token(src: [u8; 16]) -> bool {
     let Some(cfg) = GUARD_CONFIG.get(0) else {
         return true;
     };
     if cfg.rate == 0 || cfg.cap < SYN_TOKEN {
         return true;
     }
-    // SAFETY: bpf_ktime_get_ns has no preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
-    let key = SynSource { addr: *src };
+    // SAFETY: no preconditions. The coarse clock (CLOCK_MONOTONIC_COARSE, 5.11+: every
+    // kernel the agent supports) is a plain read of the timekeeper, about a tenth of
+    // bpf_ktime_get_ns's clocksource read; its tick resolution (1-10 ms) only makes
+    // the refill come in steps, the rate over a second is the same.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let key = SynSource { addr: src };
     let Some(b) = SYN_BUCKETS.get_ptr_mut(&key) else {
         // first SYN of this source: a full bucket, less this SYN
         let fresh = SynBucket { tokens: cfg.cap - SYN_TOKEN, last_ns: now };

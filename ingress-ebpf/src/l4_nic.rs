@@ -10,7 +10,7 @@ use ingress_common::proto;
 
 use crate::conntrack::{L4Event, count, initial_state, lookup_orig, now_ns, orig_key, touch};
 use crate::maps::L4_CT;
-use crate::nat::{Forward, forward, local_or_zero, parse_tcp4, rewrite};
+use crate::nat::{Forward, forward, local_or_zero, parse_tcp4_direct, rewrite};
 use crate::service::{pick, tcp_service};
 
 #[classifier]
@@ -21,7 +21,7 @@ pub fn l4_nic(ctx: TcContext) -> i32 {
 
 #[inline(always)]
 fn try_l4_nic(ctx: &TcContext) -> Option<i32> {
-    let p = parse_tcp4(ctx)?;
+    let p = parse_tcp4_direct(ctx)?;
     // Loopback and "this host" addresses are frontends for local clients (the cgroup
     // hooks) only; a packet carrying them on the wire is not ours.
     if local_or_zero(p.daddr) || local_or_zero(p.saddr) {

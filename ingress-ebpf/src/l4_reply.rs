@@ -10,7 +10,7 @@ use ingress_common::proto;
 
 use crate::conntrack::{L4Event, count, lookup_orig, now_ns, reply_key, touch};
 use crate::maps::L4_CT;
-use crate::nat::{Forward, TCP_ACK, forward, parse_tcp4, rewrite};
+use crate::nat::{Forward, TCP_ACK, forward, parse_tcp4_direct, rewrite};
 
 #[classifier]
 pub fn l4_reply(ctx: TcContext) -> i32 {
@@ -20,7 +20,7 @@ pub fn l4_reply(ctx: TcContext) -> i32 {
 
 #[inline(always)]
 fn try_l4_reply(ctx: &TcContext) -> Option<i32> {
-    let p = parse_tcp4(ctx)?;
+    let p = parse_tcp4_direct(ctx)?;
     // SAFETY: read-only copy of the value.
     let back = *unsafe { L4_CT.get(&reply_key(&p)) }?;
     let orig = L4CtKey {

@@ -95,6 +95,18 @@ pub static SYN_BUCKETS: LruHashMap<SynSource, SynBucket> = LruHashMap::with_max_
 pub static GUARD_COUNTERS: PerCpuHashMap<GuardCounterKey, StatsValue> =
     PerCpuHashMap::with_max_entries(GUARD_COUNTERS_MAX_ENTRIES, 0);
 
+// Counter slots of the guarded ports (ingress_common::guard::GuardPort::slot).
+#[map(name = "XDP_SLOT_STATS")]
+pub static XDP_SLOT_STATS: PerCpuArray<ingress_common::guard::SlotStats> =
+    PerCpuArray::with_max_entries(ingress_common::guard::GUARD_SLOTS, 0);
+
+#[map(name = "GUARD_SLOT_DROPS")]
+pub static GUARD_SLOT_DROPS: PerCpuArray<ingress_common::guard::SlotDrops> =
+    PerCpuArray::with_max_entries(ingress_common::guard::GUARD_SLOTS, 0);
+
+const _: () = assert!(same(ingress_common::maps::XDP_SLOT_STATS_MAP, "XDP_SLOT_STATS"));
+const _: () = assert!(same(ingress_common::maps::GUARD_SLOT_DROPS_MAP, "GUARD_SLOT_DROPS"));
+
 /// LPM key of the IPv4 tries.
 pub type Net4Key = LpmKey<GuardNet4>;
 /// LPM key of the IPv6 tries.

@@ -107,8 +107,10 @@ pub const MAX_IPV6_EXT_HEADERS: usize = 8;
 /// What the guard needs about an IP packet.
 #[derive(Clone, Copy)]
 pub struct Ip {
-    /// Source address: IPv6, or IPv4 as IPv4-mapped IPv6 (`::ffff:a.b.c.d`).
-    pub src: [u8; 16],
+    /// Source address: IPv6, or IPv4 as IPv4-mapped IPv6 (`::ffff:a.b.c.d`), its 16
+    /// bytes in packet order held as two words (so that building it is two stores,
+    /// not a call to a byte-wise memset); [`Ip::src_bytes`] gives the bytes.
+    pub src: [u64; 2],
     pub v6: bool,
     /// Protocol of the L4 header (after IPv6 extension headers).
     pub proto: u8,
@@ -116,6 +118,23 @@ pub struct Ip {
     pub ports: Option<Ports>,
     /// A non-first fragment (no L4 header).
     pub fragment: bool,
+}
+
+impl Ip {
+    /// The source address's 16 bytes in network order.
+    #[inline(always)]
+    pub fn src_bytes(&self) -> [u8; 16] {
+        // SAFETY: [u64; 2] and [u8; 16] have the same size, and every bit pattern is a
+        // valid [u8; 16]; the words hold the bytes in memory (packet) order.
+        unsafe { core::mem::transmute::<[u64; 2], [u8; 16]>(self.src) }
+    }
+
+    /// The IPv4 source address's 4 bytes (the last 4 of the mapped address).
+    #[inline(always)]
+    pub fn src4(&self) -> [u8; 4] {
+        let w = self.src[1].to_ne_bytes();
+        [w[4], w[5], w[6], w[7]]
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -157,7 +176,7 @@ pub fn parse_ip(start: usize, end: usize) -> Result<Ip, Unparsed> {
         l3 += 4;
         tags += 1;
     }
-    let mut ip = Ip { src: [0; 16], v6: false, proto: 0, ports: None, fragment: false };
+    let mut ip = Ip { src: [0; 2], v6: false, proto: 0, ports: None, fragment: false };
     let l4_off = match ethertype {
         ETH_P_IP => {
             let hdr: *const [u8; 20] = ptr_at(start, end, l3).map_err(|_| Malformed)?;
@@ -172,9 +191,7 @@ pub fn parse_ip(start: usize, end: usize) -> Result<Ip, Unparsed> {
             if start + l3 + total > end {
                 return Err(Malformed);
             }
-            ip.src[10] = 0xff;
-            ip.src[11] = 0xff;
-            ip.src[12..16].copy_from_slice(&h[12..16]);
+            ip.src = [0, u64::from_ne_bytes([0, 0, 0xff, 0xff, h[12], h[13], h[14], h[15]])];
             ip.proto = h[9];
             if u16::from_be_bytes([h[6], h[7]]) & 0x1fff != 0 {
                 ip.fragment = true;
@@ -191,7 +208,10 @@ pub fn parse_ip(start: usize, end: usize) -> Result<Ip, Unparsed> {
                 return Err(Malformed);
             }
             ip.v6 = true;
-            ip.src.copy_from_slice(&h[8..24]);
+            ip.src = [
+                u64::from_ne_bytes([h[8], h[9], h[10], h[11], h[12], h[13], h[14], h[15]]),
+                u64::from_ne_bytes([h[16], h[17], h[18], h[19], h[20], h[21], h[22], h[23]]),
+            ];
             let mut next = h[6];
             let mut off = l3 + 40;
             let mut n = 0;

@@ -4,6 +4,9 @@
 //! counting each drop per (port, reason); passes everything else untouched, including
 //! what it cannot parse (counted as malformed, too many IPv6 extension headers, or
 //! fragment). Logs new TCP connections at debug level.
+//!
+//! A guarded port's packets are counted in its counter slot (per-CPU arrays, one
+//! inlined lookup); every other packet in the per-CPU hashes.
 
 use aya_ebpf::{macros::xdp, programs::XdpContext};
 use aya_log_ebpf::debug;
@@ -11,7 +14,7 @@ use ingress_common::guard::GuardReason;
 use ingress_common::proto;
 use ingress_common::stats::{NO_PORT, StatsKey, Verdict};
 
-use crate::counters::{count_guard, count_packet};
+use crate::counters::{count_guard, count_packet, count_slot};
 use crate::guard;
 use crate::parse::{TCP_ACK, TCP_SYN, Unparsed, parse_ip};
 
@@ -25,7 +28,15 @@ pub fn ingress_xdp(ctx: XdpContext) -> u32 {
                 if ip.proto == proto::TCP && p.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
                     debug!(&ctx, "xdp: TCP SYN to port {} from port {}", p.dst, p.src);
                 }
-                (ip.proto, p.dst, guard::check(&ip, p.dst, p.tcp_flags))
+                let gp = guard::port(p.dst);
+                let drop = guard::check(&ip, p.dst, p.tcp_flags, gp.flags);
+                if gp.slot != 0 && count_slot(&ctx, gp.slot, ip.proto, drop) {
+                    return match drop {
+                        Some(_) => Verdict::Drop as u32,
+                        None => Verdict::Pass as u32,
+                    };
+                }
+                (ip.proto, p.dst, drop)
             }
             None => {
                 if ip.fragment {

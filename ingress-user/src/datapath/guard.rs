@@ -73,7 +73,7 @@ pub type Lpm6 = (u32, GuardNet6);
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct GuardEntries {
     /// Port (host byte order) -> `GUARD_*` flags.
-    pub ports: BTreeMap<u16, u32>,
+    pub ports: BTreeMap<u16, u16>,
     pub deny4: BTreeSet<Lpm4>,
     pub deny6: BTreeSet<Lpm6>,
     pub allow4: BTreeSet<Lpm4>,
@@ -94,7 +94,8 @@ pub enum GuardError {
 }
 
 /// The entries for `rules`, with the SYN limit on every port of `syn_ports` (the L7
-/// listen ports and the L4 ports).
+/// listen ports and the L4 ports). Every port of `syn_ports` has an entry in `ports`
+/// (flags 0 without a SYN limit or lists), so it gets a counter slot.
 pub fn translate(rules: &GuardRules, syn_ports: &BTreeSet<u16>) -> Result<GuardEntries, GuardError> {
     if rules.syn_rate > MAX_SYN_RATE {
         return Err(GuardError::Rate(rules.syn_rate));
@@ -110,6 +111,11 @@ pub fn translate(rules: &GuardRules, syn_ports: &BTreeSet<u16>) -> Result<GuardE
     for r in &rules.allow {
         *e.ports.entry(r.port).or_default() |= GUARD_ALLOW;
         push(r, &mut e.allow4, &mut e.allow6);
+    }
+    // every listen port has an entry, with flags 0 when nothing is checked there: the
+    // entry gives it a counter slot, so its packets are counted without a hash lookup
+    for p in syn_ports {
+        e.ports.entry(*p).or_default();
     }
     if rules.syn_limited() {
         for p in syn_ports {
@@ -255,7 +261,8 @@ mod tests {
         for (rate, burst) in [(0, 100), (100, 0), (0, 0)] {
             let rules = GuardRules { syn_rate: rate, syn_burst: burst, ..Default::default() };
             let e = translate(&rules, &ports(&[8080])).unwrap();
-            assert!(e.ports.is_empty(), "{rate}/{burst}: {:?}", e.ports);
+            // the listen port keeps an entry for its counter slot, with nothing checked
+            assert_eq!(e.ports, [(8080, 0)].into(), "{rate}/{burst}: {:?}", e.ports);
             assert_eq!(e.config, GuardConfig::default());
             assert!(!rules.any());
         }

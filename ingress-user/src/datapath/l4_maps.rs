@@ -116,7 +116,8 @@ impl L4Maps {
     }
 }
 
-/// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns`.
+/// CLOCK_MONOTONIC in nanoseconds: the clock of the programs' `bpf_ktime_get_coarse_ns`
+/// (which lags it by less than a tick).
 pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: clock_gettime with a valid pointer.

@@ -105,9 +105,9 @@ pub fn load_with(object: &[u8], pins: Option<Pins>) -> Result<Dataplane, EbpfErr
     let mut ebpf = loader.load(object)?;
     let prog: &mut Xdp = program(&mut ebpf, XDP_PROGRAM)?;
     prog.load().map_err(|source| EbpfError::Load { program: XDP_PROGRAM, source })?;
-    let mut stats = StatsMap(take_map(&mut ebpf, XDP_STATS_MAP)?);
-    stats.reserve_overflow_keys()?;
     let guard = GuardMaps::take(&mut ebpf)?;
+    let mut stats = StatsMap(take_map(&mut ebpf, XDP_STATS_MAP)?, guard.slot_stats_reader()?, guard.slot_table());
+    stats.reserve_overflow_keys()?;
     Ok(Dataplane { ebpf, stats, xdp: None, guard, pins, kfuncs: patched.calls })
 }
 

@@ -11,11 +11,16 @@ use super::EbpfError;
 use super::translate::{JoinOp, PartOp, join_ops, part_ops, xdp_counters};
 use crate::telemetry::XdpCounter;
 
-/// Typed access to [`XDP_STATS_MAP`].
-pub struct StatsMap(pub(super) PerCpuHashMap<MapData, StatsKey, StatsValue>);
+/// Typed access to [`XDP_STATS_MAP`], and to the guarded ports' share of it in
+/// `XDP_SLOT_STATS` (see [`super::slots`]).
+pub struct StatsMap(
+    pub(super) PerCpuHashMap<MapData, StatsKey, StatsValue>,
+    pub(super) PerCpuArray<MapData, ingress_common::guard::SlotStats>,
+    pub(super) super::slots::SlotTable,
+);
 
 impl StatsMap {
-    /// Counters summed over CPUs.
+    /// Counters summed over CPUs: the hash's and the guarded ports' slots'.
     pub fn read(&self) -> Result<Vec<XdpCounter>, EbpfError> {
         let mut entries = Vec::new();
         for item in self.0.iter() {
@@ -23,7 +28,15 @@ impl StatsMap {
             let (p, b) = per_cpu.iter().fold((0, 0), |(p, b), v| (p + v.packets, b + v.bytes));
             entries.push((k, p, b));
         }
-        Ok(xdp_counters(entries))
+        let slots = self.2.read().expect("slot table lock").clone();
+        for (port, slot) in slots {
+            let per_cpu = self
+                .1
+                .get(&u32::from(slot), 0)
+                .map_err(|source| EbpfError::Map { map: ingress_common::maps::XDP_SLOT_STATS_MAP, source })?;
+            entries.extend(super::slots::stats_rows(port, &per_cpu));
+        }
+        Ok(xdp_counters(super::slots::merge(entries)))
     }
 
     /// Creates the overflow keys the program counts into once the map is full; keys

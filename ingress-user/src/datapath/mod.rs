@@ -10,6 +10,7 @@ pub mod guard_maps;
 pub mod interface;
 pub mod loader;
 pub mod maps;
+pub mod slots;
 pub mod splice;
 // which mechanism carries a joined pair (pure), and splice(2) through a pipe
 pub mod join_choice;
