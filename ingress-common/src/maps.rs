@@ -161,6 +161,9 @@ pub const SYNCOOKIE_TARGETS_MAP: &str = "SYNCOOKIE_TARGETS";
 pub const SYNCOOKIE_TARGETS_MAX_ENTRIES: u32 = 256;
 /// XDP program answering SYNs with the cookie (not attached by the agent yet).
 pub const SYNCOOKIE_PROGRAM: &str = "syncookie_xdp";
+/// Per-CPU array of one [`crate::syncookie::SynParse`]: the SYN's option walk, which
+/// the cookie program runs in `bpf_loop` (5.17) from this map value.
+pub const SYNCOOKIE_SCRATCH_MAP: &str = "SYNCOOKIE_SCRATCH";
 
 /// Delayed binding, pod side: LRU hash [`crate::pod_bind::PodFlowKey`] ->
 /// [`crate::pod_bind::PodAdmit`], the connections the edge admitted (filled by nothing yet).

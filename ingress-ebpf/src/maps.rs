@@ -165,6 +165,9 @@ pub static SYNCOOKIE_TARGETS: HashMap<ingress_common::syncookie::SynCookieTarget
     HashMap::with_max_entries(ingress_common::maps::SYNCOOKIE_TARGETS_MAX_ENTRIES, 0);
 const _: () = assert!(same(ingress_common::maps::SYNCOOKIE_CONFIG_MAP, "SYNCOOKIE_CONFIG"));
 const _: () = assert!(same(ingress_common::maps::SYNCOOKIE_TARGETS_MAP, "SYNCOOKIE_TARGETS"));
+#[map(name = "SYNCOOKIE_SCRATCH")]
+pub static SYNCOOKIE_SCRATCH: PerCpuArray<ingress_common::syncookie::SynParse> = PerCpuArray::with_max_entries(1, 0);
+const _: () = assert!(same(ingress_common::maps::SYNCOOKIE_SCRATCH_MAP, "SYNCOOKIE_SCRATCH"));
 
 // Delayed binding, pod side (ingress_common::pod_bind): the connections the edge admitted.
 #[map(name = "POD_ADMITTED")]

@@ -108,8 +108,8 @@ const TIERS: &[Tier] = &[
             &["test", "-p", "ingress-tests", "--test", "packet_bind_scan", "--", "--test-threads=1"],
             // kfunc calls from our object (resolved before aya loads it), run on built packets
             &["test", "-p", "ingress-tests", "--test", "packet_kfunc", "--", "--test-threads=1"],
-            // (tests/packet_syncookie.rs, the edge SYN cookie, is not run here until `syncookie_xdp`
-            // passes the verifier: its tests are #[ignore]d, and a tier binary must run a test)
+            // the edge SYN cookie (XDP): the SYN option matrix answered with golden SYN-ACKs
+            &["test", "-p", "ingress-tests", "--test", "packet_syncookie", "--", "--test-threads=1"],
         ],
     },
     Tier {
