@@ -30,9 +30,9 @@ pub const BIND_CT_SERVICE: u32 = u32::MAX;
 /// Indexes of `BIND_FIRST_COUNTS` (per-CPU `u64`s): what the program did with a segment.
 /// Appended only.
 pub const FIRST_CT_HIT: u32 = 0;
-/// The cookie did not validate (another connection's segment, a forged or expired
-/// cookie, a later segment of a connection the agent owns): passed to the stack.
-pub const FIRST_BAD_COOKIE: u32 = 1;
+/// Not a cookie's first segment: the cookie did not validate (a later segment of a
+/// connection the agent owns, a forged or expired cookie): passed to the stack.
+pub const FIRST_NO_COOKIE: u32 = 1;
 /// A valid pure ACK: dropped (the first data segment carries the same ack).
 pub const FIRST_PURE_ACK: u32 = 2;
 /// Bound to a pod: conntrack + admitted-flow entries written, DNATed, forwarded.
@@ -49,7 +49,10 @@ pub const FIRST_BAD_OPTIONS: u32 = 7;
 pub const FIRST_NO_ENDPOINT: u32 = 8;
 /// Bindable, but a map insert failed: handed to the agent.
 pub const FIRST_MAP_ERROR: u32 = 9;
-pub const FIRST_COUNTS: u32 = 10;
+/// Fallback wanted, and the lookup found a connected socket (a retransmitted first
+/// segment of a connection the agent already took over): passed to it.
+pub const FIRST_AGENT_SOCKET: u32 = 10;
+pub const FIRST_COUNTS: u32 = 11;
 
 /// `BIND_FIRST_LAST` (an array of one, for tests and debugging): the last segment the
 /// program decided on without a conntrack hit.
@@ -109,9 +112,28 @@ pub fn endpoint(b: &BindBackend, hash: u32) -> Option<BindEndpoint> {
     if count == 0 || count as usize > BIND_MAX_ENDPOINTS {
         return None;
     }
-    let i = (((hash as u64) * (count as u64)) >> 32) as usize & (BIND_MAX_ENDPOINTS - 1);
-    // SAFETY: i < count <= BIND_MAX_ENDPOINTS (masked as well).
+    let i = endpoint_index((((hash as u64) * (count as u64)) >> 32) as usize);
+    // SAFETY: endpoint_index masks to BIND_MAX_ENDPOINTS - 1.
     Some(unsafe { *b.endpoints.get_unchecked(i) })
+}
+
+/// `i & (BIND_MAX_ENDPOINTS - 1)`; on BPF an inline-asm AND, because LLVM drops a mask it
+/// proves redundant (here: i < count <= 16) and the verifier, which does not follow
+/// that proof, then refuses the variable offset into the map value.
+#[inline(always)]
+fn endpoint_index(i: usize) -> usize {
+    const _: () = assert!(BIND_MAX_ENDPOINTS == 16);
+    #[cfg(target_arch = "bpf")]
+    {
+        let mut v = i;
+        // SAFETY: a register-only AND.
+        unsafe { core::arch::asm!("{0} &= 15", inout(reg) v, options(pure, nomem, nostack)) };
+        v
+    }
+    #[cfg(not(target_arch = "bpf"))]
+    {
+        i & (BIND_MAX_ENDPOINTS - 1)
+    }
 }
 
 /// The pod side's entry for a connection the cookie `d` validated: the client's ISN

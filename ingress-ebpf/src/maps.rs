@@ -174,3 +174,16 @@ const _: () = assert!(same(ingress_common::maps::SYNCOOKIE_SCRATCH_MAP, "SYNCOOK
 pub static POD_ADMITTED: LruHashMap<ingress_common::pod_bind::PodFlowKey, ingress_common::pod_bind::PodAdmit> =
     LruHashMap::with_max_entries(ingress_common::maps::POD_ADMITTED_MAX_ENTRIES, 0);
 const _: () = assert!(same(ingress_common::maps::POD_ADMITTED_MAP, "POD_ADMITTED"));
+
+// Delayed binding, the edge's first-segment program (ingress_common::first_segment).
+#[map(name = "BIND_FIRST_SCRATCH")]
+pub static BIND_FIRST_SCRATCH: PerCpuArray<ingress_common::first_segment::FirstScratch> =
+    PerCpuArray::with_max_entries(1, 0);
+#[map(name = "BIND_FIRST_COUNTS")]
+pub static BIND_FIRST_COUNTS: PerCpuArray<u64> =
+    PerCpuArray::with_max_entries(ingress_common::first_segment::FIRST_COUNTS, 0);
+#[map(name = "BIND_FIRST_LAST")]
+pub static BIND_FIRST_LAST: Array<ingress_common::first_segment::FirstResult> = Array::with_max_entries(1, 0);
+const _: () = assert!(same(ingress_common::maps::BIND_FIRST_SCRATCH_MAP, "BIND_FIRST_SCRATCH"));
+const _: () = assert!(same(ingress_common::maps::BIND_FIRST_COUNTS_MAP, "BIND_FIRST_COUNTS"));
+const _: () = assert!(same(ingress_common::maps::BIND_FIRST_LAST_MAP, "BIND_FIRST_LAST"));
