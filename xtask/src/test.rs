@@ -110,6 +110,8 @@ const TIERS: &[Tier] = &[
             &["test", "-p", "ingress-tests", "--test", "packet_kfunc", "--", "--test-threads=1"],
             // the edge SYN cookie (XDP): the SYN option matrix answered with golden SYN-ACKs
             &["test", "-p", "ingress-tests", "--test", "packet_syncookie", "--", "--test-threads=1"],
+            // delayed binding's first-segment program: bound to the pod, dropped, passed, or to the agent
+            &["test", "-p", "ingress-tests", "--test", "packet_bind_first", "--", "--test-threads=1"],
         ],
     },
     Tier {
