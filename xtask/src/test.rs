@@ -156,6 +156,8 @@ const TIERS: &[Tier] = &[
             &["test", "-p", "ingress-tests", "--test", "netns_h2", "--", "--test-threads=1"],
             // HTTPS from the client namespace through the agent to a pod (htls* namespaces)
             &["test", "-p", "ingress-tests", "--test", "netns_tls", "--", "--test-threads=1"],
+            // delayed binding's kernel pieces end to end: pod via the kernel, or the agent (hbd-*)
+            &["test", "-p", "ingress-tests", "--test", "netns_bind_first", "--", "--test-threads=1"],
         ],
     },
     Tier {
