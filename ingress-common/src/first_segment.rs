@@ -52,7 +52,12 @@ pub const FIRST_MAP_ERROR: u32 = 9;
 /// Fallback wanted, and the lookup found a connected socket (a retransmitted first
 /// segment of a connection the agent already took over): passed to it.
 pub const FIRST_AGENT_SOCKET: u32 = 10;
-pub const FIRST_COUNTS: u32 = 11;
+/// Not a cookie's first segment, and the frontend has only a listener for the tuple (no
+/// connection): dropped rather than passed, because the stack would answer it with a RST
+/// that kills a connection whose first segment is still on its way (a segment reordered
+/// before the first one); the client retransmits it once the flow is bound.
+pub const FIRST_EARLY_DROPPED: u32 = 11;
+pub const FIRST_COUNTS: u32 = 12;
 
 /// `BIND_FIRST_LAST` (an array of one, for tests and debugging): the last segment the
 /// program decided on without a conntrack hit.

@@ -10,7 +10,10 @@
 //!   other segment is handed to the agent's listener: `bpf_sk_lookup_tcp` and the kfunc
 //!   `bpf_sk_assign_tcp_reqsk` with the attributes the cookie encoded, so the kernel makes
 //!   the agent's socket from this very segment (no byte lost, ISN = the cookie).
-//! - Everything else (no cookie frontend, SYN/RST, a cookie that does not validate,
+//! - A segment whose cookie does not validate passes untouched to a connection the
+//!   stack has for it (the agent's) or when nothing listens, and is dropped when only
+//!   the frontend's listener would get it (its RST would kill a connection whose first
+//!   segment is still on the way). Everything else (no cookie frontend, SYN/RST,
 //!   malformed options) passes untouched. Outcomes are counted (`BIND_FIRST_COUNTS`) and
 //!   the last kept (`BIND_FIRST_LAST`). The agent does not attach it yet.
 
@@ -24,8 +27,8 @@ use aya_ebpf::macros::classifier;
 use aya_ebpf::programs::TcContext;
 use ingress_common::first_segment::{
     self, Action, BIND_CT_SERVICE, FIRST_AGENT_SOCKET, FIRST_ASSIGN_FAILED, FIRST_BAD_OPTIONS, FIRST_BOUND,
-    FIRST_CT_HIT, FIRST_FALLBACK, FIRST_MAP_ERROR, FIRST_NO_COOKIE, FIRST_NO_ENDPOINT, FIRST_NO_LISTENER,
-    FIRST_PURE_ACK, FirstResult,
+    FIRST_CT_HIT, FIRST_EARLY_DROPPED, FIRST_FALLBACK, FIRST_MAP_ERROR, FIRST_NO_COOKIE, FIRST_NO_ENDPOINT,
+    FIRST_NO_LISTENER, FIRST_PURE_ACK, FirstResult,
 };
 use ingress_common::head::Fallback;
 use ingress_common::l4::{CT_DIR_REPLY, L4CtEntry, L4CtKey, flow_hash};
@@ -136,8 +139,7 @@ fn try_bind_first(ctx: &TcContext) -> Option<i32> {
         dport: u16::from_be(p.dport),
     };
     let Some(d) = syncookie::check(cfg, &t, seq, ack, ts.map(|(_, ecr)| ecr)) else {
-        count(FIRST_NO_COOKIE);
-        return None;
+        return not_first(ctx, &p);
     };
     let client_isn = seq.wrapping_sub(1);
     let rcv_wscale = cfg.rcv_wscale;
@@ -202,6 +204,47 @@ fn try_bind_first(ctx: &TcContext) -> Option<i32> {
     Some(dnat(ctx, &p, ep_addr, ep_port))
 }
 
+/// A segment whose cookie does not validate: passed to a connection the stack has for
+/// the tuple (the agent's), or when there is no socket at all; dropped when only the
+/// frontend's listener would get it (it would answer a RST, see `FIRST_EARLY_DROPPED`).
+#[inline(always)]
+fn not_first(ctx: &TcContext, p: &Tcp4) -> Option<i32> {
+    let sk = lookup(ctx, p);
+    if sk.is_null() {
+        count(FIRST_NO_COOKIE);
+        return None;
+    }
+    // SAFETY: a socket pointer from the lookup; `state` is readable.
+    let listener = unsafe { (*sk).state } == TCP_LISTEN;
+    // SAFETY: releases the lookup's reference.
+    unsafe { bpf_sk_release(sk as *mut _) };
+    if listener {
+        count(FIRST_EARLY_DROPPED);
+        return Some(TC_ACT_SHOT as i32);
+    }
+    count(FIRST_NO_COOKIE);
+    None
+}
+
+/// `bpf_sk_lookup_tcp` for the segment's tuple in the current netns: a connection, else
+/// the listener, else null. The caller releases a non-null result.
+#[inline(always)]
+fn lookup(ctx: &TcContext, p: &Tcp4) -> *mut aya_ebpf::bindings::bpf_sock {
+    // SAFETY: all-zero is a valid bpf_sock_tuple.
+    let mut tuple: bpf_sock_tuple = unsafe { core::mem::zeroed() };
+    // SAFETY: writing the ipv4 member of the union.
+    unsafe {
+        let t = &mut tuple.__bindgen_anon_1.ipv4;
+        t.saddr = p.saddr;
+        t.daddr = p.daddr;
+        t.sport = p.sport;
+        t.dport = p.dport;
+    }
+    let v4 = size_of::<aya_ebpf::bindings::bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1>() as u32;
+    // A full socket (the kfunc takes a `struct sock`). SAFETY: valid context and tuple.
+    unsafe { bpf_sk_lookup_tcp(ctx.as_ptr(), &mut tuple, v4, BPF_F_CURRENT_NETNS as u64, 0) }
+}
+
 /// DNAT to the pod and forward (the L4 path's helpers). A failed rewrite drops the
 /// segment (never sent half rewritten).
 #[inline(always)]
@@ -226,20 +269,8 @@ fn to_agent(
     ts: Option<(u32, u32)>,
     scan: u32,
 ) -> i32 {
-    // SAFETY: all-zero is a valid bpf_sock_tuple.
-    let mut tuple: bpf_sock_tuple = unsafe { core::mem::zeroed() };
-    // SAFETY: writing the ipv4 member of the union.
-    unsafe {
-        let t = &mut tuple.__bindgen_anon_1.ipv4;
-        t.saddr = p.saddr;
-        t.daddr = p.daddr;
-        t.sport = p.sport;
-        t.dport = p.dport;
-    }
-    let v4 = size_of::<aya_ebpf::bindings::bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1>() as u32;
-    // A full socket (the kfunc takes a `struct sock`). SAFETY: valid context and tuple;
-    // released below.
-    let sk = unsafe { bpf_sk_lookup_tcp(ctx.as_ptr(), &mut tuple, v4, BPF_F_CURRENT_NETNS as u64, 0) };
+    // released below
+    let sk = lookup(ctx, p);
     if sk.is_null() {
         record(FIRST_NO_LISTENER, scan, 0, 0, 0);
         return TC_ACT_OK as i32;

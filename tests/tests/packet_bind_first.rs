@@ -18,7 +18,7 @@ use ingress::datapath::syncookie::SynCookieMaps;
 use ingress_common::bind::{BIND_MAX_ENDPOINTS, BindBackend, BindEndpoint, BindTarget};
 use ingress_common::first_segment::{
     self, BIND_CT_SERVICE, FIRST_ASSIGN_FAILED, FIRST_BAD_OPTIONS, FIRST_BOUND, FIRST_COUNTS, FIRST_CT_HIT,
-    FIRST_FALLBACK, FIRST_NO_COOKIE, FIRST_NO_ENDPOINT, FIRST_NO_LISTENER, FIRST_PURE_ACK,
+    FIRST_EARLY_DROPPED, FIRST_FALLBACK, FIRST_NO_COOKIE, FIRST_NO_ENDPOINT, FIRST_NO_LISTENER, FIRST_PURE_ACK,
 };
 use ingress_common::head::{self, BindHostKey, Fallback, Verdict};
 use ingress_common::l4::{CT_DIR_ORIG, CT_DIR_REPLY, L4CtEntry, L4CtKey};
@@ -271,11 +271,30 @@ fn a_first_segment_for_a_bindable_host_is_bound_to_its_pod_and_its_retransmissio
     assert_eq!(t.d.bind_first_last().unwrap().runs, runs, "no new decision");
 }
 
+/// A namespace of this test's own (the listener lookup sees its sockets only), removed on drop.
+struct Ns(&'static str);
+
+impl Ns {
+    fn new(name: &'static str) -> Self {
+        ingress_tests::netns::ip_quiet(&["netns", "del", name]);
+        ingress_tests::netns::ip(&["netns", "add", name]);
+        ingress_tests::netns::in_ns(name, || ingress_tests::netns::ip(&["link", "set", "lo", "up"]));
+        Ns(name)
+    }
+}
+
+impl Drop for Ns {
+    fn drop(&mut self) {
+        ingress_tests::netns::ip_quiet(&["netns", "del", self.0]);
+    }
+}
+
 #[test]
 fn a_pure_ack_is_dropped_and_what_the_cookie_does_not_prove_passes_untouched() {
     let Some(t) = setup("a_pure_ack_is_dropped_and_what_the_cookie_does_not_prove_passes_untouched") else {
         return;
     };
+    let ns = Ns::new("hbd-pkt2");
     let sport = 42000;
     let (isn, our_ts) = handshake(&t, sport);
     let ack = isn.wrapping_add(1);
@@ -285,8 +304,9 @@ fn a_pure_ack_is_dropped_and_what_the_cookie_does_not_prove_passes_untouched() {
     assert_eq!(test_run(t.fd, &pure, 1).unwrap().retval, TC_ACT_SHOT);
     assert_eq!(counts(&t)[FIRST_PURE_ACK as usize], c0[FIRST_PURE_ACK as usize] + 1);
     let head = get_head(HOST);
+    // in a namespace without a listener (the stack would have nobody to give them to)
     let untouched = |seg: Vec<u8>, why: &str| {
-        let r = test_run(t.fd, &seg, 1).unwrap();
+        let r = ingress_tests::netns::in_ns(ns.0, || test_run(t.fd, &seg, 1).unwrap());
         assert_eq!(r.retval, TC_ACT_UNSPEC, "{why}: passed");
         assert_eq!(r.data_out, seg, "{why}: untouched");
     };
@@ -312,6 +332,15 @@ fn a_pure_ack_is_dropped_and_what_the_cookie_does_not_prove_passes_untouched() {
     let mut other = segment(sport, CLIENT_ISN + 1, ack, ACK | PSH, &ts_opts(1, our_ts), &head);
     other[36..38].copy_from_slice(&9080u16.to_be_bytes()); // checksum now wrong: never read
     untouched(other, "a port that is not a cookie frontend");
+    // with the frontend's listener: a segment that is not the first one (reordered
+    // before it) is dropped, not left to the listener's RST
+    let listener = ingress_tests::netns::in_ns(ns.0, || std::net::TcpListener::bind(("0.0.0.0", PORT)).unwrap());
+    let c3 = counts(&t);
+    let early = segment(sport, CLIENT_ISN + 1 + 1448, ack, ACK | PSH, &ts_opts(2, our_ts), &[b'x'; 100]);
+    let r = ingress_tests::netns::in_ns(ns.0, || test_run(t.fd, &early, 1).unwrap());
+    assert_eq!(r.retval, TC_ACT_SHOT, "a second segment before the first: dropped");
+    assert_eq!(counts(&t)[FIRST_EARLY_DROPPED as usize], c3[FIRST_EARLY_DROPPED as usize] + 1);
+    drop(listener);
     // nothing of these made state
     let ct: HashMap<_, L4CtKey, L4CtEntry> = HashMap::try_from(t.d.ebpf.map(L4_CT_MAP).unwrap()).unwrap();
     assert!(
@@ -319,24 +348,6 @@ fn a_pure_ack_is_dropped_and_what_the_cookie_does_not_prove_passes_untouched() {
             .filter_map(Result::ok)
             .all(|k| u16::from_be(k.src_port) != sport && u16::from_be(k.dst_port) != sport)
     );
-}
-
-/// A namespace of this test's own (the listener lookup sees its sockets only), removed on drop.
-struct Ns(&'static str);
-
-impl Ns {
-    fn new(name: &'static str) -> Self {
-        ingress_tests::netns::ip_quiet(&["netns", "del", name]);
-        ingress_tests::netns::ip(&["netns", "add", name]);
-        ingress_tests::netns::in_ns(name, || ingress_tests::netns::ip(&["link", "set", "lo", "up"]));
-        Ns(name)
-    }
-}
-
-impl Drop for Ns {
-    fn drop(&mut self) {
-        ingress_tests::netns::ip_quiet(&["netns", "del", self.0]);
-    }
 }
 
 #[test]
