@@ -24,3 +24,5 @@ pub mod stats;
 pub mod syncookie;
 // delayed binding: the pod side's admitted flows and the kfunc's attributes
 pub mod pod_bind;
+// delayed binding: the edge's first-segment program (cookie ACK -> bind or the agent)
+pub mod first_segment;

@@ -170,6 +170,9 @@ pub const SYNCOOKIE_TARGETS_MAP: &str = "SYNCOOKIE_TARGETS";
 pub const SYNCOOKIE_TARGETS_MAX_ENTRIES: u32 = 256;
 /// XDP program answering SYNs with the cookie (not attached by the agent yet).
 pub const SYNCOOKIE_PROGRAM: &str = "syncookie_xdp";
+/// Per-CPU array of one [`crate::syncookie::SynParse`]: the SYN's option walk, which
+/// the cookie program runs in `bpf_loop` (5.17) from this map value.
+pub const SYNCOOKIE_SCRATCH_MAP: &str = "SYNCOOKIE_SCRATCH";
 
 /// Delayed binding, pod side: LRU hash [`crate::pod_bind::PodFlowKey`] ->
 /// [`crate::pod_bind::PodAdmit`], the connections the edge admitted (filled by nothing yet).
@@ -181,3 +184,17 @@ pub const POD_BIND_PROGRAM: &str = "pod_bind";
 /// The kernel functions it calls, and the first Linux release with them.
 pub const POD_BIND_NEEDS: &[&str] = &["bpf_sk_assign_tcp_reqsk"];
 pub const POD_BIND_SINCE: &str = "6.11";
+
+/// Delayed binding, the edge's first-segment tc program on the NIC (after the cookie
+/// SYN-ACK): validates the cookie, scans the head, binds to a pod or hands the segment to
+/// the agent's listener (`bpf_sk_assign_tcp_reqsk`); not attached by the agent.
+pub const BIND_FIRST_PROGRAM: &str = "bind_first";
+/// The kernel functions it calls, and the first Linux release with them.
+pub const BIND_FIRST_NEEDS: &[&str] = &["bpf_sk_assign_tcp_reqsk"];
+pub const BIND_FIRST_SINCE: &str = "6.11";
+/// Per-CPU array of one [`crate::first_segment::FirstScratch`] (option walk + head scan).
+pub const BIND_FIRST_SCRATCH_MAP: &str = "BIND_FIRST_SCRATCH";
+/// Per-CPU array of `u64`, index: a `first_segment::FIRST_*` outcome.
+pub const BIND_FIRST_COUNTS_MAP: &str = "BIND_FIRST_COUNTS";
+/// Array of one [`crate::first_segment::FirstResult`]: the last decided segment.
+pub const BIND_FIRST_LAST_MAP: &str = "BIND_FIRST_LAST";

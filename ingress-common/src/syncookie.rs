@@ -180,85 +180,201 @@ pub enum Unusual {
     ZeroMss,
 }
 
-/// Parses the option bytes `opts[..len]` of a SYN (`len` <= [`MAX_OPTIONS`], the rest of
-/// the buffer zero). Only the
-/// five options a plain SYN carries are accepted; anything else is [`Unusual`].
-#[inline(always)]
-pub fn parse_syn_options(opts: &[u8; OPT_BUF], len: usize) -> Result<SynOptions, Unusual> {
-    let len = if len > MAX_OPTIONS { MAX_OPTIONS } else { len };
-    let mut o = SynOptions::default();
-    let mut i = 0usize;
-    // every iteration consumes at least one byte: at most MAX_OPTIONS iterations
-    let mut n = 0;
-    while n < MAX_OPTIONS {
-        n += 1;
-        if i >= len {
-            break;
-        }
-        let kind = at_index(opts, i);
-        if kind == OPT_EOL {
-            break;
-        }
-        if kind == OPT_NOP {
-            i += 1;
-            continue;
-        }
-        if i + 1 >= len {
-            return Err(Unusual::BadLength(kind));
-        }
-        let olen = at_index(opts, i + 1) as usize;
-        if olen < 2 || i + olen > len {
-            return Err(Unusual::BadLength(kind));
-        }
-        let at = |k: usize| at_index(opts, i + k);
-        match kind {
-            OPT_MSS => {
-                if olen != 4 {
-                    return Err(Unusual::BadLength(kind));
-                }
-                if o.mss.is_some() {
-                    return Err(Unusual::Duplicate(kind));
-                }
-                let mss = u16::from_be_bytes([at(2), at(3)]);
-                if mss == 0 {
-                    return Err(Unusual::ZeroMss);
-                }
-                o.mss = Some(mss);
-            }
-            OPT_WSCALE => {
-                if olen != 3 {
-                    return Err(Unusual::BadLength(kind));
-                }
-                if o.wscale.is_some() {
-                    return Err(Unusual::Duplicate(kind));
-                }
-                o.wscale = Some(at(2));
-            }
-            OPT_SACK_PERM => {
-                if olen != 2 {
-                    return Err(Unusual::BadLength(kind));
-                }
-                if o.sack_perm {
-                    return Err(Unusual::Duplicate(kind));
-                }
-                o.sack_perm = true;
-            }
-            OPT_TIMESTAMP => {
-                if olen != 10 {
-                    return Err(Unusual::BadLength(kind));
-                }
-                if o.timestamp.is_some() {
-                    return Err(Unusual::Duplicate(kind));
-                }
-                let val = u32::from_be_bytes([at(2), at(3), at(4), at(5)]);
-                let ecr = u32::from_be_bytes([at(6), at(7), at(8), at(9)]);
-                o.timestamp = Some((val, ecr));
-            }
-            other => return Err(Unusual::Option(other)),
-        }
-        i += olen;
+/// The SYN option walk as a state machine, one option per [`parse_step`], so that a
+/// BPF program can run the steps in `bpf_loop` (one verified body) from a map value
+/// (its fields are then unknown to the verifier, which checks one step, not every
+/// combination of options per position). The host runs the same steps in a plain loop
+/// ([`parse_syn_options`]). `#[repr(C)]`: it is the value of a per-CPU map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SynParse {
+    /// The option bytes (`opts[..len]`; the rest is never read).
+    pub opts: [u8; OPT_BUF],
+    /// Option bytes in the header (clamped to [`MAX_OPTIONS`]).
+    pub len: u32,
+    /// The next option's offset.
+    pub at: u32,
+    /// TSval, TSecr of the timestamps option (when `seen & SEEN_TS`).
+    pub tsval: u32,
+    pub tsecr: u32,
+    pub mss: u16,
+    pub wscale: u8,
+    /// `SEEN_*` bits: the options found so far.
+    pub seen: u8,
+    /// [`PARSE_MORE`], [`PARSE_OK`] or one of the `PARSE_*` errors.
+    pub state: u8,
+    /// The option kind an error is about.
+    pub kind: u8,
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(size_of::<SynParse>() == OPT_BUF + 24);
+
+pub const SEEN_MSS: u8 = 1;
+pub const SEEN_WSCALE: u8 = 2;
+pub const SEEN_SACK: u8 = 4;
+pub const SEEN_TS: u8 = 8;
+
+/// [`SynParse::state`]: not done yet.
+pub const PARSE_MORE: u8 = 0;
+/// Done: the options parsed.
+pub const PARSE_OK: u8 = 1;
+/// Done with an error ([`Unusual`]; the kind in [`SynParse::kind`]).
+pub const PARSE_OPTION: u8 = 2;
+pub const PARSE_BAD_LENGTH: u8 = 3;
+pub const PARSE_DUPLICATE: u8 = 4;
+pub const PARSE_ZERO_MSS: u8 = 5;
+
+impl SynParse {
+    pub const EMPTY: Self = Self {
+        opts: [0; OPT_BUF],
+        len: 0,
+        at: 0,
+        tsval: 0,
+        tsecr: 0,
+        mss: 0,
+        wscale: 0,
+        seen: 0,
+        state: PARSE_MORE,
+        kind: 0,
+        _pad: [0; 2],
+    };
+
+    /// Starts a walk over `opts[..len]` (the bytes already in `self.opts`).
+    #[inline(always)]
+    pub fn start(&mut self, len: usize) {
+        self.len = if len > MAX_OPTIONS { MAX_OPTIONS as u32 } else { len as u32 };
+        self.at = 0;
+        self.tsval = 0;
+        self.tsecr = 0;
+        self.mss = 0;
+        self.wscale = 0;
+        self.seen = 0;
+        self.state = PARSE_MORE;
+        self.kind = 0;
     }
-    Ok(o)
+
+    /// The walk's outcome; a walk that has not ended (more than [`MAX_OPTIONS`] steps
+    /// cannot happen: each consumes a byte) reads as a bad length.
+    #[inline(always)]
+    pub fn result(&self) -> Result<SynOptions, Unusual> {
+        match self.state {
+            PARSE_OK => Ok(SynOptions {
+                mss: if self.seen & SEEN_MSS != 0 { Some(self.mss) } else { None },
+                wscale: if self.seen & SEEN_WSCALE != 0 { Some(self.wscale) } else { None },
+                sack_perm: self.seen & SEEN_SACK != 0,
+                timestamp: if self.seen & SEEN_TS != 0 { Some((self.tsval, self.tsecr)) } else { None },
+            }),
+            PARSE_OPTION => Err(Unusual::Option(self.kind)),
+            PARSE_DUPLICATE => Err(Unusual::Duplicate(self.kind)),
+            PARSE_ZERO_MSS => Err(Unusual::ZeroMss),
+            _ => Err(Unusual::BadLength(self.kind)),
+        }
+    }
+
+    #[inline(always)]
+    fn fail(&mut self, state: u8, kind: u8) -> bool {
+        self.state = state;
+        self.kind = kind;
+        true
+    }
+}
+
+/// One step of the walk: one option (or one NOP) at `s.at`. Returns true when the walk
+/// has ended (`s.state` is then not [`PARSE_MORE`]).
+#[inline(always)]
+pub fn parse_step(s: &mut SynParse) -> bool {
+    if s.state != PARSE_MORE {
+        return true;
+    }
+    let len = s.len as usize;
+    let i = s.at as usize;
+    if i >= len {
+        s.state = PARSE_OK;
+        return true;
+    }
+    let kind = at_index(&s.opts, i);
+    if kind == OPT_EOL {
+        s.state = PARSE_OK;
+        return true;
+    }
+    if kind == OPT_NOP {
+        s.at = (i + 1) as u32;
+        return false;
+    }
+    if i + 1 >= len {
+        return s.fail(PARSE_BAD_LENGTH, kind);
+    }
+    let olen = at_index(&s.opts, i + 1) as usize;
+    if olen < 2 || i + olen > len {
+        return s.fail(PARSE_BAD_LENGTH, kind);
+    }
+    let at = |k: usize| at_index(&s.opts, i + k);
+    match kind {
+        OPT_MSS => {
+            if olen != 4 {
+                return s.fail(PARSE_BAD_LENGTH, kind);
+            }
+            if s.seen & SEEN_MSS != 0 {
+                return s.fail(PARSE_DUPLICATE, kind);
+            }
+            let mss = u16::from_be_bytes([at(2), at(3)]);
+            if mss == 0 {
+                return s.fail(PARSE_ZERO_MSS, kind);
+            }
+            s.mss = mss;
+            s.seen |= SEEN_MSS;
+        }
+        OPT_WSCALE => {
+            if olen != 3 {
+                return s.fail(PARSE_BAD_LENGTH, kind);
+            }
+            if s.seen & SEEN_WSCALE != 0 {
+                return s.fail(PARSE_DUPLICATE, kind);
+            }
+            s.wscale = at(2);
+            s.seen |= SEEN_WSCALE;
+        }
+        OPT_SACK_PERM => {
+            if olen != 2 {
+                return s.fail(PARSE_BAD_LENGTH, kind);
+            }
+            if s.seen & SEEN_SACK != 0 {
+                return s.fail(PARSE_DUPLICATE, kind);
+            }
+            s.seen |= SEEN_SACK;
+        }
+        OPT_TIMESTAMP => {
+            if olen != 10 {
+                return s.fail(PARSE_BAD_LENGTH, kind);
+            }
+            if s.seen & SEEN_TS != 0 {
+                return s.fail(PARSE_DUPLICATE, kind);
+            }
+            s.tsval = u32::from_be_bytes([at(2), at(3), at(4), at(5)]);
+            s.tsecr = u32::from_be_bytes([at(6), at(7), at(8), at(9)]);
+            s.seen |= SEEN_TS;
+        }
+        other => return s.fail(PARSE_OPTION, other),
+    }
+    s.at = (i + olen) as u32;
+    false
+}
+
+/// Parses the option bytes `opts[..len]` of a SYN (`len` <= [`MAX_OPTIONS`]). Only the
+/// five options a plain SYN carries are accepted; anything else is [`Unusual`]. The
+/// host's walk over [`parse_step`] (the BPF program runs the same steps in `bpf_loop`).
+pub fn parse_syn_options(opts: &[u8; OPT_BUF], len: usize) -> Result<SynOptions, Unusual> {
+    let mut s = SynParse { opts: *opts, ..SynParse::EMPTY };
+    s.start(len);
+    // every step but the last consumes at least one byte
+    let mut n = 0;
+    while n <= MAX_OPTIONS {
+        n += 1;
+        if parse_step(&mut s) {
+            break;
+        }
+    }
+    s.result()
 }
 
 // ---- the cookie ----
@@ -522,6 +638,7 @@ mod user {
     // SAFETY: repr(C), Copy, no implicit padding (size checks above).
     unsafe impl aya::Pod for super::SynCookieConfig {}
     unsafe impl aya::Pod for super::SynCookieTarget {}
+    unsafe impl aya::Pod for super::SynParse {}
 }
 
 #[cfg(test)]
@@ -586,6 +703,32 @@ mod tests {
         assert_eq!(parse(&[2, 4, 5, 0xb4, 2, 4, 5, 0xb4]), Err(Unusual::Duplicate(2)));
         assert_eq!(parse(&[4, 2, 4, 2]), Err(Unusual::Duplicate(4)));
         assert_eq!(parse(&[2, 4, 0, 0]), Err(Unusual::ZeroMss));
+    }
+
+    #[test]
+    fn the_walk_takes_one_step_per_option_and_ends_within_the_bound() {
+        // 40 NOPs: 40 steps, then the end of the list (the 41st)
+        let (b, n) = opts(&[1; 40]);
+        assert_eq!(parse_syn_options(&b, n).unwrap(), SynOptions::default());
+        let mut s = SynParse { opts: b, ..SynParse::EMPTY };
+        s.start(n);
+        let steps = (1..=MAX_OPTIONS + 1).find(|_| parse_step(&mut s)).expect("ends");
+        assert_eq!(steps, MAX_OPTIONS + 1);
+        // a Linux SYN: MSS, SACK_PERM, TS, NOP, WS, then the end: 6 steps
+        let (b, n) = opts(&LINUX_SYN);
+        let mut s = SynParse { opts: b, ..SynParse::EMPTY };
+        s.start(n);
+        let steps = (1..=MAX_OPTIONS + 1).find(|_| parse_step(&mut s)).expect("ends");
+        assert_eq!((steps, s.state), (6, PARSE_OK));
+        // a walk cut short is never read as parsed
+        let mut s = SynParse { opts: b, ..SynParse::EMPTY };
+        s.start(n);
+        parse_step(&mut s);
+        assert_eq!(s.result(), Err(Unusual::BadLength(0)));
+        // a length over the header's 40 bytes is clamped (bytes past it are not read)
+        let mut b = [1u8; OPT_BUF];
+        b[40] = 34;
+        assert_eq!(parse_syn_options(&b, OPT_BUF), Ok(SynOptions::default()));
     }
 
     fn cfg() -> SynCookieConfig {

@@ -28,6 +28,10 @@ mod kfunc;
 mod kfunc_probe;
 // Delayed binding: the edge's SYN cookie in XDP (not attached by the agent yet).
 mod syncookie;
+// Delayed binding: the head scan shared by bind_scan and bind_first.
+mod head_scan;
+// Delayed binding at the edge: the client's first segment after the cookie -> pod or agent (not attached).
+mod bind_first;
 // Delayed binding, pod side: the first segment of an admitted flow -> the pod's socket (not attached).
 mod pod_bind;
 

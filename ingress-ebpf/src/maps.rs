@@ -177,9 +177,25 @@ pub static SYNCOOKIE_TARGETS: HashMap<ingress_common::syncookie::SynCookieTarget
     HashMap::with_max_entries(ingress_common::maps::SYNCOOKIE_TARGETS_MAX_ENTRIES, 0);
 const _: () = assert!(same(ingress_common::maps::SYNCOOKIE_CONFIG_MAP, "SYNCOOKIE_CONFIG"));
 const _: () = assert!(same(ingress_common::maps::SYNCOOKIE_TARGETS_MAP, "SYNCOOKIE_TARGETS"));
+#[map(name = "SYNCOOKIE_SCRATCH")]
+pub static SYNCOOKIE_SCRATCH: PerCpuArray<ingress_common::syncookie::SynParse> = PerCpuArray::with_max_entries(1, 0);
+const _: () = assert!(same(ingress_common::maps::SYNCOOKIE_SCRATCH_MAP, "SYNCOOKIE_SCRATCH"));
 
 // Delayed binding, pod side (ingress_common::pod_bind): the connections the edge admitted.
 #[map(name = "POD_ADMITTED")]
 pub static POD_ADMITTED: LruHashMap<ingress_common::pod_bind::PodFlowKey, ingress_common::pod_bind::PodAdmit> =
     LruHashMap::with_max_entries(ingress_common::maps::POD_ADMITTED_MAX_ENTRIES, 0);
 const _: () = assert!(same(ingress_common::maps::POD_ADMITTED_MAP, "POD_ADMITTED"));
+
+// Delayed binding, the edge's first-segment program (ingress_common::first_segment).
+#[map(name = "BIND_FIRST_SCRATCH")]
+pub static BIND_FIRST_SCRATCH: PerCpuArray<ingress_common::first_segment::FirstScratch> =
+    PerCpuArray::with_max_entries(1, 0);
+#[map(name = "BIND_FIRST_COUNTS")]
+pub static BIND_FIRST_COUNTS: PerCpuArray<u64> =
+    PerCpuArray::with_max_entries(ingress_common::first_segment::FIRST_COUNTS, 0);
+#[map(name = "BIND_FIRST_LAST")]
+pub static BIND_FIRST_LAST: Array<ingress_common::first_segment::FirstResult> = Array::with_max_entries(1, 0);
+const _: () = assert!(same(ingress_common::maps::BIND_FIRST_SCRATCH_MAP, "BIND_FIRST_SCRATCH"));
+const _: () = assert!(same(ingress_common::maps::BIND_FIRST_COUNTS_MAP, "BIND_FIRST_COUNTS"));
+const _: () = assert!(same(ingress_common::maps::BIND_FIRST_LAST_MAP, "BIND_FIRST_LAST"));

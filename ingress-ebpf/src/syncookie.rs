@@ -7,17 +7,19 @@
 //! cookies, MD5, duplicates, bad lengths), targets not in the map, an unset config.
 //! IPv6 SYNs pass (not answered yet). The agent does not attach it yet.
 
+use core::ffi::c_void;
+
 use aya_ebpf::EbpfContext;
 use aya_ebpf::bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_TX};
-use aya_ebpf::helpers::{bpf_get_prandom_u32, bpf_xdp_adjust_tail};
+use aya_ebpf::helpers::{bpf_get_prandom_u32, bpf_loop, bpf_xdp_adjust_tail};
 use aya_ebpf::macros::xdp;
 use aya_ebpf::programs::XdpContext;
 use ingress_common::syncookie::{
-    self, MAX_OPTIONS, OPT_BUF, SYNACK_LEN, SynCookieTarget, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, TCP_URG,
-    Tuple,
+    self, MAX_OPTIONS, OPT_BUF, SYNACK_LEN, SynCookieTarget, SynParse, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN,
+    TCP_URG, Tuple,
 };
 
-use crate::maps::{SYNCOOKIE_CONFIG, SYNCOOKIE_TARGETS};
+use crate::maps::{SYNCOOKIE_CONFIG, SYNCOOKIE_SCRATCH, SYNCOOKIE_TARGETS};
 use crate::parse::{ETH_HLEN, ptr_at};
 
 const ETH_P_IP: u16 = 0x0800;
@@ -28,6 +30,21 @@ const FRAME_LEN: usize = ETH_HLEN + SYNACK_LEN;
 #[xdp]
 pub fn syncookie_xdp(ctx: XdpContext) -> u32 {
     try_syncookie(&ctx).unwrap_or(XDP_PASS)
+}
+
+/// The context `bpf_loop` hands the callback: the walk's map value.
+#[repr(C)]
+struct LoopCtx {
+    parse: *mut SynParse,
+}
+
+/// One option of the walk; stops the loop (returns 1) when it has ended.
+#[inline(never)]
+extern "C" fn step(_index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: bpf_loop passes back the LoopCtx of try_syncookie; its pointer is a valid
+    // map value.
+    let s = unsafe { &mut *(*(ctx as *mut LoopCtx)).parse };
+    if syncookie::parse_step(s) { 1 } else { 0 }
 }
 
 #[inline(always)]
@@ -73,7 +90,14 @@ fn try_syncookie(ctx: &XdpContext) -> Option<u32> {
         return None;
     }
     let optlen = doff - 20;
-    let mut opts = [0u8; OPT_BUF];
+    // The option walk runs in bpf_loop (5.17) over a per-CPU map value: the verifier
+    // checks one step, whose inputs (read from the map) it does not know, instead of
+    // every combination of options at every position (which exceeded 1M instructions).
+    let s = SYNCOOKIE_SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: a valid per-CPU map value, used by this program alone, to the end of this
+    // run on this CPU.
+    let s = unsafe { &mut *s };
+    s.opts = [0u8; OPT_BUF];
     let mut i = 0;
     while i < MAX_OPTIONS {
         if i >= optlen {
@@ -81,10 +105,14 @@ fn try_syncookie(ctx: &XdpContext) -> Option<u32> {
         }
         let b: *const u8 = ptr_at(start, end, TCP_OFF + 20 + i).ok()?;
         // SAFETY: as above.
-        opts[i] = unsafe { *b };
+        s.opts[i] = unsafe { *b };
         i += 1;
     }
-    let o = syncookie::parse_syn_options(&opts, optlen).ok()?;
+    s.start(optlen);
+    let mut lctx = LoopCtx { parse: s as *mut SynParse };
+    // SAFETY: the callback and its context follow bpf_loop's contract.
+    unsafe { bpf_loop(MAX_OPTIONS as u32 + 1, step as *mut c_void, &mut lctx as *mut LoopCtx as *mut c_void, 0) };
+    let o = s.result().ok()?;
     let client_isn = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
     let ecn = syncookie::ecn_setup(flags);
     // SAFETY: no preconditions.

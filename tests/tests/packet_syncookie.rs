@@ -211,7 +211,6 @@ fn passed(fd: i32, syn: &Syn, why: &str) {
 }
 
 #[test]
-#[ignore = "syncookie_xdp does not pass the verifier yet: its SYN option walk exceeds the 1M-instruction budget (needs bpf_loop); docs/delayed-binding.md"]
 fn the_syn_option_matrix_gets_the_golden_synack() {
     let Some(t) = setup("the_syn_option_matrix_gets_the_golden_synack") else { return };
     let m = |mss| Seen { mss: Some(mss), ..Default::default() };
@@ -242,7 +241,6 @@ fn the_syn_option_matrix_gets_the_golden_synack() {
 }
 
 #[test]
-#[ignore = "syncookie_xdp does not pass the verifier yet: its SYN option walk exceeds the 1M-instruction budget (needs bpf_loop); docs/delayed-binding.md"]
 fn unusual_and_malformed_syns_pass_untouched() {
     let Some(t) = setup("unusual_and_malformed_syns_pass_untouched") else { return };
     passed(t.fd, &Syn::new(&[2, 3, 5]), "MSS length 3");
@@ -276,7 +274,6 @@ fn unusual_and_malformed_syns_pass_untouched() {
 }
 
 #[test]
-#[ignore = "syncookie_xdp does not pass the verifier yet: its SYN option walk exceeds the 1M-instruction budget (needs bpf_loop); docs/delayed-binding.md"]
 fn an_empty_target_map_or_unset_config_answers_nothing_and_the_key_slot_is_used() {
     let test = "an_empty_target_map_or_unset_config_answers_nothing_and_the_key_slot_is_used";
     if !ingress_tests::require_root(test) || !ingress_tests::require_ebpf_object(test) {

@@ -110,8 +110,10 @@ const TIERS: &[Tier] = &[
             &["test", "-p", "ingress-tests", "--test", "packet_bind_scan", "--", "--test-threads=1"],
             // kfunc calls from our object (resolved before aya loads it), run on built packets
             &["test", "-p", "ingress-tests", "--test", "packet_kfunc", "--", "--test-threads=1"],
-            // (tests/packet_syncookie.rs, the edge SYN cookie, is not run here until `syncookie_xdp`
-            // passes the verifier: its tests are #[ignore]d, and a tier binary must run a test)
+            // the edge SYN cookie (XDP): the SYN option matrix answered with golden SYN-ACKs
+            &["test", "-p", "ingress-tests", "--test", "packet_syncookie", "--", "--test-threads=1"],
+            // delayed binding's first-segment program: bound to the pod, dropped, passed, or to the agent
+            &["test", "-p", "ingress-tests", "--test", "packet_bind_first", "--", "--test-threads=1"],
         ],
     },
     Tier {
@@ -156,6 +158,8 @@ const TIERS: &[Tier] = &[
             &["test", "-p", "ingress-tests", "--test", "netns_h2", "--", "--test-threads=1"],
             // HTTPS from the client namespace through the agent to a pod (htls* namespaces)
             &["test", "-p", "ingress-tests", "--test", "netns_tls", "--", "--test-threads=1"],
+            // delayed binding's kernel pieces end to end: pod via the kernel, or the agent (hbd-*)
+            &["test", "-p", "ingress-tests", "--test", "netns_bind_first", "--", "--test-threads=1"],
         ],
     },
     Tier {

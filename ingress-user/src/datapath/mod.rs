@@ -41,6 +41,8 @@ pub mod bind;
 pub mod kfunc;
 // delayed binding: the edge SYN cookie's maps and program (not attached)
 pub mod syncookie;
+// delayed binding: the edge's first-segment program, its fd and counters (not attached)
+pub mod bind_first;
 
 pub use loader::{Dataplane, load, load_from};
 pub use loader::{load_pinned, load_with};
