@@ -123,6 +123,37 @@ pub struct SynBucket {
 }
 const _: () = assert!(size_of::<SynBucket>() == 16);
 
+/// Value of [`crate::maps::SYN_SLOTS4_MAP`]: the token bucket of the IPv4 source
+/// `addr` (network byte order, as in the packet) when `used` is 1; a slot whose bucket
+/// has refilled to the cap is free for another source (a full bucket is what a new
+/// source starts with, so nothing is lost).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct SynSlot4 {
+    pub addr: u32,
+    pub used: u32,
+    pub bucket: SynBucket,
+}
+const _: () = assert!(size_of::<SynSlot4>() == 24);
+
+/// Value of [`crate::maps::SYN_CLOCK_MAP`] (per CPU): `bpf_ktime_get_coarse_ns` as
+/// read while `jiffies` was current. The coarse clock moves only at a tick, when
+/// jiffies does, so while jiffies is the same the clock reads the same.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct SynClock {
+    pub jiffies: u64,
+    pub ns: u64,
+}
+const _: () = assert!(size_of::<SynClock>() == 16);
+
+/// The [`crate::maps::SYN_SLOTS4_MAP`] slot of IPv4 source `addr` (as in the packet):
+/// the top bits of a multiplicative hash.
+#[inline(always)]
+pub const fn syn_slot4(addr: u32) -> u32 {
+    addr.wrapping_mul(0x9e37_79b1) >> (32 - crate::maps::SYN_SLOTS4_BITS)
+}
+
 /// Why the guard dropped a packet, or why it passed one it could not check.
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -198,4 +229,6 @@ mod user {
     unsafe impl aya::Pod for super::GuardCounterKey {}
     unsafe impl aya::Pod for super::SlotStats {}
     unsafe impl aya::Pod for super::SlotDrops {}
+    unsafe impl aya::Pod for super::SynSlot4 {}
+    unsafe impl aya::Pod for super::SynClock {}
 }

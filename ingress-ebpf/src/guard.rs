@@ -3,15 +3,16 @@
 //! bucket. Deny wins over allow: a source in a port's deny list is dropped even when
 //! the port's allow list also holds it.
 
-use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
+use aya_ebpf::helpers::{bpf_jiffies64, bpf_ktime_get_coarse_ns};
 use ingress_common::guard::{
-    GUARD_ALLOW, GUARD_DENY, GUARD_SYN, GuardNet4, GuardNet6, GuardPort, GuardReason, PORT_BITS, SYN_TOKEN, SynBucket,
-    SynSource,
+    GUARD_ALLOW, GUARD_DENY, GUARD_SYN, GuardConfig, GuardNet4, GuardNet6, GuardPort, GuardReason, PORT_BITS,
+    SYN_TOKEN, SynBucket, SynSource, syn_slot4,
 };
 use ingress_common::proto;
 
 use crate::maps::{
     GUARD_ALLOW4, GUARD_ALLOW6, GUARD_CONFIG, GUARD_DENY4, GUARD_DENY6, GUARD_PORTS, Net4Key, Net6Key, SYN_BUCKETS,
+    SYN_CLOCK, SYN_SLOTS4,
 };
 use crate::parse::{Ip, TCP_ACK, TCP_SYN};
 
@@ -56,31 +57,55 @@ pub fn check(ip: &Ip, dst_port: u16, tcp_flags: u8, flags: u16) -> Option<GuardR
     if flags & GUARD_SYN != 0
         && ip.proto == proto::TCP
         && tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
-        && !take_syn_token(ip.src_bytes())
+        && !take_syn_token(ip)
     {
         return Some(GuardReason::SynRate);
     }
     None
 }
 
-/// Charges one SYN to `src`'s token bucket: true if a token was there. The bucket
+/// Charges one SYN to its source's token bucket: true if a token was there. The bucket
 /// starts full (`cap`), refills `rate` units per nanosecond up to `cap`, and a SYN
-/// costs [`SYN_TOKEN`] units. Two CPUs updating one source's bucket at once may both
-/// take the same token (no lock): the limit is approximate by at most one SYN per CPU.
+/// costs [`SYN_TOKEN`] units. An IPv4 source's bucket is in its [`SYN_SLOTS4`] slot
+/// when it holds the slot (an inlined array lookup), else in [`SYN_BUCKETS`] (the LRU
+/// hash, a chain of calls); IPv6 sources are always in the LRU hash. Two CPUs updating
+/// one source's bucket at once may both take the same token (no lock): the limit is
+/// approximate by at most one SYN per CPU.
 #[inline(always)]
-fn take_syn_token(src: [u8; 16]) -> bool {
+fn take_syn_token(ip: &Ip) -> bool {
     let Some(cfg) = GUARD_CONFIG.get(0) else {
         return true;
     };
     if cfg.rate == 0 || cfg.cap < SYN_TOKEN {
         return true;
     }
-    // SAFETY: no preconditions. The coarse clock (CLOCK_MONOTONIC_COARSE, 5.11+: every
-    // kernel the agent supports) is a plain read of the timekeeper, about a tenth of
-    // bpf_ktime_get_ns's clocksource read; its tick resolution (1-10 ms) only makes
-    // the refill come in steps, the rate over a second is the same.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
-    let key = SynSource { addr: src };
+    let now = coarse_now();
+    let key = SynSource { addr: ip.src_bytes() };
+    if !ip.v6 {
+        let addr = u32::from_ne_bytes(ip.src4());
+        if let Some(s) = SYN_SLOTS4.get_ptr_mut(syn_slot4(addr)) {
+            // SAFETY: a map value pointer from a successful lookup; see the race note above.
+            let s = unsafe { &mut *s };
+            if s.used != 0 && s.addr == addr {
+                return charge(&mut s.bucket, now, cfg);
+            }
+            // A free slot, or one whose source's bucket is full again (exactly what a
+            // source without a bucket has): this source takes it, with the bucket it
+            // has in the LRU hash if it has one (a copy: an entry left there is older,
+            // so it reads as full when the source comes back to the hash).
+            if s.used == 0 || now.saturating_sub(s.bucket.last_ns) >= cfg.fill_ns {
+                // SAFETY: read-only copy of the value.
+                let bucket = match unsafe { SYN_BUCKETS.get(&key) } {
+                    Some(b) => *b,
+                    None => SynBucket { tokens: cfg.cap, last_ns: now },
+                };
+                s.addr = addr;
+                s.used = 1;
+                s.bucket = bucket;
+                return charge(&mut s.bucket, now, cfg);
+            }
+        }
+    }
     let Some(b) = SYN_BUCKETS.get_ptr_mut(&key) else {
         // first SYN of this source: a full bucket, less this SYN
         let fresh = SynBucket { tokens: cfg.cap - SYN_TOKEN, last_ns: now };
@@ -88,7 +113,13 @@ fn take_syn_token(src: [u8; 16]) -> bool {
         return true;
     };
     // SAFETY: a map value pointer from a successful lookup; see the race note above.
-    let b = unsafe { &mut *b };
+    charge(unsafe { &mut *b }, now, cfg)
+}
+
+/// Refills bucket `b` for the time since its last SYN and takes one token from it:
+/// true if there was one.
+#[inline(always)]
+fn charge(b: &mut SynBucket, now: u64, cfg: &GuardConfig) -> bool {
     let elapsed = now.saturating_sub(b.last_ns);
     let tokens = if elapsed >= cfg.fill_ns {
         cfg.cap
@@ -105,4 +136,29 @@ fn take_syn_token(src: [u8; 16]) -> bool {
         b.tokens = tokens;
         false
     }
+}
+
+/// CLOCK_MONOTONIC_COARSE (`bpf_ktime_get_coarse_ns`, 5.11+: every kernel the agent
+/// supports) without a helper call while the jiffy lasts: `bpf_jiffies64` (5.5+) is
+/// inlined by the verifier into a load of `jiffies`, and this CPU's [`SYN_CLOCK`]
+/// holds the clock read at that jiffy. The coarse clock moves only at a tick, with
+/// jiffies; read in the instant between the two updates it is one tick behind for that
+/// jiffy, which only delays a refill by a tick (it never goes backwards: the next
+/// jiffy reads the clock again).
+#[inline(always)]
+fn coarse_now() -> u64 {
+    // SAFETY: no preconditions (both helpers take no arguments).
+    let jiffies = unsafe { bpf_jiffies64() };
+    let Some(c) = SYN_CLOCK.get_ptr_mut(0) else {
+        // SAFETY: as above.
+        return unsafe { bpf_ktime_get_coarse_ns() };
+    };
+    // SAFETY: per-CPU value, only this CPU writes it while the program runs.
+    let c = unsafe { &mut *c };
+    if c.jiffies != jiffies || c.ns == 0 {
+        // SAFETY: as above.
+        c.ns = unsafe { bpf_ktime_get_coarse_ns() };
+        c.jiffies = jiffies;
+    }
+    c.ns
 }

@@ -223,6 +223,71 @@ fn syns_over_the_rate_are_dropped_burst_then_refill_and_established_traffic_is_n
     assert_eq!(verdicts(&d, 8080, "tcp", "pass") - before, 5, "a full bucket holds --syn-burst tokens");
 }
 
+/// Another IPv4 source in 10.0.0.0/8 whose SYN bucket slot (SYN_SLOTS4) is that of `a`
+/// (only built into packets for BPF_PROG_TEST_RUN: nothing is sent).
+fn colliding_source(a: std::net::Ipv4Addr) -> std::net::Ipv4Addr {
+    use ingress_common::guard::syn_slot4;
+    let slot = |ip: std::net::Ipv4Addr| syn_slot4(u32::from_ne_bytes(ip.octets()));
+    (1..1u32 << 24)
+        .map(|i| std::net::Ipv4Addr::from(0x0a00_0000 | i))
+        .find(|&b| b != a && slot(b) == slot(a))
+        .expect("a colliding source in 10.0.0.0/8")
+}
+
+#[test]
+fn ipv4_sources_sharing_a_bucket_slot_keep_their_own_buckets() {
+    // IPv4 buckets live in an array slot picked by a hash of the source, tagged with
+    // the source; a second source hashing to a taken slot goes to the LRU hash
+    let rules = GuardRules { syn_rate: 10, syn_burst: 5, ..Default::default() };
+    let Some(d) = load("ipv4_sources_sharing_a_bucket_slot_keep_their_own_buckets", rules, &[8080]) else {
+        return;
+    };
+    let a: std::net::Ipv4Addr = "198.18.0.1".parse().unwrap();
+    let b = colliding_source(a);
+    let syn_a = Packet::tcp(&a.to_string(), 40000, "198.18.0.2", 8080, SYN).build();
+    let syn_b = Packet::tcp(&b.to_string(), 40000, "198.18.0.2", 8080, SYN).build();
+    assert_eq!(run_n(&d, &syn_a, 8), XDP_DROP, "a's 8th SYN is over its burst");
+    assert_eq!(verdicts(&d, 8080, "tcp", "pass"), 5);
+    // b starts with a full bucket of its own, though a holds the slot
+    assert_eq!(run_n(&d, &syn_b, 5), XDP_PASS, "{b} shares {a}'s slot, not its bucket");
+    assert_eq!(run(&d, &syn_b), XDP_DROP, "{b}'s 6th SYN is over its burst");
+    assert_eq!(run(&d, &syn_a), XDP_DROP, "{a} is still over its burst");
+    assert_eq!(verdicts(&d, 8080, "tcp", "pass"), 10);
+    assert_eq!(guard_count(&d, 8080, "syn-rate"), 5);
+}
+
+#[test]
+fn a_source_taking_a_freed_slot_keeps_the_bucket_it_had() {
+    // 1 SYN/s, burst 1: a bucket is full again 1 s after its last SYN, and a slot whose
+    // bucket is full is free for another source
+    let rules = GuardRules { syn_rate: 1, syn_burst: 1, ..Default::default() };
+    let Some(d) = load("a_source_taking_a_freed_slot_keeps_the_bucket_it_had", rules, &[8080]) else {
+        return;
+    };
+    let a: std::net::Ipv4Addr = "198.18.0.1".parse().unwrap();
+    let b = colliding_source(a);
+    let syn_a = Packet::tcp(&a.to_string(), 40000, "198.18.0.2", 8080, SYN).build();
+    let syn_b = Packet::tcp(&b.to_string(), 40000, "198.18.0.2", 8080, SYN).build();
+    let started = std::time::Instant::now();
+    assert_eq!(run(&d, &syn_a), XDP_PASS, "{a} takes the slot");
+    std::thread::sleep(Duration::from_millis(500));
+    // b's bucket is in the LRU hash: one SYN, then empty
+    assert_eq!(run(&d, &syn_b), XDP_PASS);
+    let b_drained = std::time::Instant::now();
+    assert_eq!(run(&d, &syn_b), XDP_DROP);
+    std::thread::sleep(Duration::from_millis(600));
+    // a's bucket is full again (>= 1 s), so b takes the slot, bringing its bucket
+    // (0.6 s of refill: no token); a fresh bucket would have let this SYN through
+    assert!(started.elapsed() >= Duration::from_millis(1050), "slept less than asked");
+    let b_idle = b_drained.elapsed();
+    assert_eq!(run(&d, &syn_b), XDP_DROP, "{b} kept its empty bucket moving into the slot");
+    assert!(b_idle < Duration::from_millis(950), "the machine stalled {b_idle:?}: the test cannot tell");
+    // a, now without the slot, starts afresh in the LRU hash (its bucket was full)
+    assert_eq!(run(&d, &syn_a), XDP_PASS, "{a}'s full bucket");
+    assert_eq!(run(&d, &syn_a), XDP_DROP);
+    assert_eq!(guard_count(&d, 8080, "syn-rate"), 3);
+}
+
 #[test]
 fn malformed_and_unparsable_packets_pass_untouched_and_are_counted() {
     // every packet below comes from a denied source to the denied port: only the parser
