@@ -123,18 +123,20 @@ pub struct SynBucket {
 }
 const _: () = assert!(size_of::<SynBucket>() == 16);
 
-/// Value of [`crate::maps::SYN_SLOTS4_MAP`]: the token bucket of the IPv4 source
-/// `addr` (network byte order, as in the packet) when `used` is 1; a slot whose bucket
-/// has refilled to the cap is free for another source (a full bucket is what a new
-/// source starts with, so nothing is lost).
+/// Value of [`crate::maps::SYN_SLOTS_MAP`]: the token bucket of source `addr` (as
+/// [`SynSource::addr`]: IPv6, or IPv4-mapped IPv6, in packet order, held as two words in
+/// memory order) when `used` is 1; a slot whose bucket has refilled to the cap is free
+/// for another source (a full bucket is what a new source starts with, so nothing is
+/// lost).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub struct SynSlot4 {
-    pub addr: u32,
+pub struct SynSlot {
+    pub addr: [u64; 2],
     pub used: u32,
+    pub _pad: u32,
     pub bucket: SynBucket,
 }
-const _: () = assert!(size_of::<SynSlot4>() == 24);
+const _: () = assert!(size_of::<SynSlot>() == 40);
 
 /// Value of [`crate::maps::SYN_CLOCK_MAP`] (per CPU): `bpf_ktime_get_coarse_ns` as
 /// read while `jiffies` was current. The coarse clock moves only at a tick, when
@@ -147,11 +149,26 @@ pub struct SynClock {
 }
 const _: () = assert!(size_of::<SynClock>() == 16);
 
-/// The [`crate::maps::SYN_SLOTS4_MAP`] slot of IPv4 source `addr` (as in the packet):
-/// the top bits of a multiplicative hash.
+/// The [`crate::maps::SYN_SLOTS_MAP`] slot of the source whose address (16 bytes in
+/// packet order, IPv4 mapped) is held in memory order as the words `addr`: the top
+/// bits of a multiplicative hash of the words folded to 32 bits.
 #[inline(always)]
-pub const fn syn_slot4(addr: u32) -> u32 {
-    addr.wrapping_mul(0x9e37_79b1) >> (32 - crate::maps::SYN_SLOTS4_BITS)
+pub const fn syn_slot(addr: [u64; 2]) -> u32 {
+    let x = addr[0] ^ addr[1];
+    let h = (x ^ (x >> 32)) as u32;
+    h.wrapping_mul(0x9e37_79b1) >> (32 - crate::maps::SYN_SLOTS_BITS)
+}
+
+/// The words [`syn_slot`] and [`SynSlot::addr`] take for an address's 16 bytes.
+pub const fn syn_words(addr: [u8; 16]) -> [u64; 2] {
+    let (mut a, mut b) = ([0u8; 8], [0u8; 8]);
+    let mut i = 0;
+    while i < 8 {
+        a[i] = addr[i];
+        b[i] = addr[i + 8];
+        i += 1;
+    }
+    [u64::from_ne_bytes(a), u64::from_ne_bytes(b)]
 }
 
 /// Why the guard dropped a packet, or why it passed one it could not check.
@@ -229,6 +246,46 @@ mod user {
     unsafe impl aya::Pod for super::GuardCounterKey {}
     unsafe impl aya::Pod for super::SlotStats {}
     unsafe impl aya::Pod for super::SlotDrops {}
-    unsafe impl aya::Pod for super::SynSlot4 {}
+    unsafe impl aya::Pod for super::SynSlot {}
     unsafe impl aya::Pod for super::SynClock {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::maps::SYN_SLOTS_ENTRIES;
+
+    fn mapped(a: [u8; 4]) -> [u8; 16] {
+        let mut b = [0u8; 16];
+        b[10] = 0xff;
+        b[11] = 0xff;
+        b[12..].copy_from_slice(&a);
+        b
+    }
+
+    #[test]
+    fn syn_words_hold_the_bytes_in_memory_order() {
+        let b: [u8; 16] = core::array::from_fn(|i| i as u8 + 1);
+        let w = syn_words(b);
+        let mut back = [0u8; 16];
+        back[..8].copy_from_slice(&w[0].to_ne_bytes());
+        back[8..].copy_from_slice(&w[1].to_ne_bytes());
+        assert_eq!(back, b);
+    }
+
+    #[test]
+    fn the_sources_of_a_subnet_spread_over_the_slots() {
+        // every address of an IPv4 /24 and of an IPv6 /120 in its own slot, all in range
+        for prefix in [mapped([198, 18, 0, 0]), [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]] {
+            let mut seen = std::collections::BTreeSet::new();
+            for last in 0..=255u8 {
+                let mut a = prefix;
+                a[15] = last;
+                let s = syn_slot(syn_words(a));
+                assert!(s < SYN_SLOTS_ENTRIES);
+                seen.insert(s);
+            }
+            assert_eq!(seen.len(), 256, "{prefix:?}/120: slots collide");
+        }
+    }
 }

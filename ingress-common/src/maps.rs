@@ -83,14 +83,14 @@ pub const GUARD_CONFIG_MAP: &str = "GUARD_CONFIG";
 /// that comes back starts with a full bucket.
 pub const SYN_BUCKETS_MAP: &str = "SYN_BUCKETS";
 pub const SYN_BUCKETS_MAX_ENTRIES: u32 = 65536;
-/// Array of [`crate::guard::SynSlot4`] in front of [`SYN_BUCKETS_MAP`] for IPv4
-/// sources: the bucket of an IPv4 source lives in the slot its address hashes to
-/// (tagged with the address) while the slot is free for it, else in the LRU hash. An
-/// array lookup the verifier inlines, where the LRU hash costs a chain of calls.
-pub const SYN_SLOTS4_MAP: &str = "SYN_SLOTS4";
-/// Slots of [`SYN_SLOTS4_MAP`]: a power of two (the index is the top bits of a hash).
-pub const SYN_SLOTS4_ENTRIES: u32 = 1 << SYN_SLOTS4_BITS;
-pub const SYN_SLOTS4_BITS: u32 = 16;
+/// Array of [`crate::guard::SynSlot`] in front of [`SYN_BUCKETS_MAP`]: the bucket of a
+/// source (IPv4 or IPv6) lives in the slot its address hashes to (tagged with the
+/// address) while the slot is free for it, else in the LRU hash. An array lookup the
+/// verifier inlines, where the LRU hash costs a chain of calls.
+pub const SYN_SLOTS_MAP: &str = "SYN_SLOTS";
+/// Slots of [`SYN_SLOTS_MAP`]: a power of two (the index is the top bits of a hash).
+pub const SYN_SLOTS_ENTRIES: u32 = 1 << SYN_SLOTS_BITS;
+pub const SYN_SLOTS_BITS: u32 = 16;
 /// Per-CPU array with one [`crate::guard::SynClock`]: the coarse clock read at the
 /// last jiffy this CPU saw, so that a SYN reads the clock with no helper call while
 /// the jiffy lasts. Not pinned (a cache).
@@ -132,8 +132,8 @@ pub const PINNED_MAPS: &[&str] = &[
     GUARD_CONFIG_MAP,
     SYN_BUCKETS_MAP,
     GUARD_COUNTERS_MAP,
-    // the IPv4 SYN buckets' slots in front of SYN_BUCKETS
-    SYN_SLOTS4_MAP,
+    // the SYN buckets' slots in front of SYN_BUCKETS
+    SYN_SLOTS_MAP,
     // the guarded ports' counter slots (GUARD_PORTS says which port has which)
     XDP_SLOT_STATS_MAP,
     GUARD_SLOT_DROPS_MAP,

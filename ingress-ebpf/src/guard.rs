@@ -6,13 +6,13 @@
 use aya_ebpf::helpers::{bpf_jiffies64, bpf_ktime_get_coarse_ns};
 use ingress_common::guard::{
     GUARD_ALLOW, GUARD_DENY, GUARD_SYN, GuardConfig, GuardNet4, GuardNet6, GuardPort, GuardReason, PORT_BITS,
-    SYN_TOKEN, SynBucket, SynSource, syn_slot4,
+    SYN_TOKEN, SynBucket, SynSource, syn_slot,
 };
 use ingress_common::proto;
 
 use crate::maps::{
     GUARD_ALLOW4, GUARD_ALLOW6, GUARD_CONFIG, GUARD_DENY4, GUARD_DENY6, GUARD_PORTS, Net4Key, Net6Key, SYN_BUCKETS,
-    SYN_CLOCK, SYN_SLOTS4,
+    SYN_CLOCK, SYN_SLOTS,
 };
 use crate::parse::{Ip, TCP_ACK, TCP_SYN};
 
@@ -66,9 +66,9 @@ pub fn check(ip: &Ip, dst_port: u16, tcp_flags: u8, flags: u16) -> Option<GuardR
 
 /// Charges one SYN to its source's token bucket: true if a token was there. The bucket
 /// starts full (`cap`), refills `rate` units per nanosecond up to `cap`, and a SYN
-/// costs [`SYN_TOKEN`] units. An IPv4 source's bucket is in its [`SYN_SLOTS4`] slot
-/// when it holds the slot (an inlined array lookup), else in [`SYN_BUCKETS`] (the LRU
-/// hash, a chain of calls); IPv6 sources are always in the LRU hash. Two CPUs updating
+/// costs [`SYN_TOKEN`] units. A source's bucket is in its [`SYN_SLOTS`] slot when it
+/// holds the slot (an inlined array lookup), else in [`SYN_BUCKETS`] (the LRU hash, a
+/// chain of calls). Two CPUs updating
 /// one source's bucket at once may both take the same token (no lock): the limit is
 /// approximate by at most one SYN per CPU.
 #[inline(always)]
@@ -81,29 +81,26 @@ fn take_syn_token(ip: &Ip) -> bool {
     }
     let now = coarse_now();
     let key = SynSource { addr: ip.src_bytes() };
-    if !ip.v6 {
-        let addr = u32::from_ne_bytes(ip.src4());
-        if let Some(s) = SYN_SLOTS4.get_ptr_mut(syn_slot4(addr)) {
-            // SAFETY: a map value pointer from a successful lookup; see the race note above.
-            let s = unsafe { &mut *s };
-            if s.used != 0 && s.addr == addr {
-                return charge(&mut s.bucket, now, cfg);
-            }
-            // A free slot, or one whose source's bucket is full again (exactly what a
-            // source without a bucket has): this source takes it, with the bucket it
-            // has in the LRU hash if it has one (a copy: an entry left there is older,
-            // so it reads as full when the source comes back to the hash).
-            if s.used == 0 || now.saturating_sub(s.bucket.last_ns) >= cfg.fill_ns {
-                // SAFETY: read-only copy of the value.
-                let bucket = match unsafe { SYN_BUCKETS.get(&key) } {
-                    Some(b) => *b,
-                    None => SynBucket { tokens: cfg.cap, last_ns: now },
-                };
-                s.addr = addr;
-                s.used = 1;
-                s.bucket = bucket;
-                return charge(&mut s.bucket, now, cfg);
-            }
+    if let Some(s) = SYN_SLOTS.get_ptr_mut(syn_slot(ip.src)) {
+        // SAFETY: a map value pointer from a successful lookup; see the race note above.
+        let s = unsafe { &mut *s };
+        if s.used != 0 && s.addr == ip.src {
+            return charge(&mut s.bucket, now, cfg);
+        }
+        // A free slot, or one whose source's bucket is full again (exactly what a
+        // source without a bucket has): this source takes it, with the bucket it has
+        // in the LRU hash if it has one (a copy: an entry left there is older, so it
+        // reads as full when the source comes back to the hash).
+        if s.used == 0 || now.saturating_sub(s.bucket.last_ns) >= cfg.fill_ns {
+            // SAFETY: read-only copy of the value.
+            let bucket = match unsafe { SYN_BUCKETS.get(&key) } {
+                Some(b) => *b,
+                None => SynBucket { tokens: cfg.cap, last_ns: now },
+            };
+            s.addr = ip.src;
+            s.used = 1;
+            s.bucket = bucket;
+            return charge(&mut s.bucket, now, cfg);
         }
     }
     let Some(b) = SYN_BUCKETS.get_ptr_mut(&key) else {

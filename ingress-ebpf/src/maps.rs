@@ -200,12 +200,12 @@ const _: () = assert!(same(ingress_common::maps::BIND_FIRST_SCRATCH_MAP, "BIND_F
 const _: () = assert!(same(ingress_common::maps::BIND_FIRST_COUNTS_MAP, "BIND_FIRST_COUNTS"));
 const _: () = assert!(same(ingress_common::maps::BIND_FIRST_LAST_MAP, "BIND_FIRST_LAST"));
 
-// The SYN guard's fast path (ingress_common::guard): IPv4 buckets in an array in front
-// of SYN_BUCKETS, and the per-CPU clock cache.
-#[map(name = "SYN_SLOTS4")]
-pub static SYN_SLOTS4: Array<ingress_common::guard::SynSlot4> =
-    Array::with_max_entries(ingress_common::maps::SYN_SLOTS4_ENTRIES, 0);
+// The SYN guard's fast path (ingress_common::guard): buckets in an array in front of
+// SYN_BUCKETS, and the per-CPU clock cache.
+#[map(name = "SYN_SLOTS")]
+pub static SYN_SLOTS: Array<ingress_common::guard::SynSlot> =
+    Array::with_max_entries(ingress_common::maps::SYN_SLOTS_ENTRIES, 0);
 #[map(name = "SYN_CLOCK")]
 pub static SYN_CLOCK: PerCpuArray<ingress_common::guard::SynClock> = PerCpuArray::with_max_entries(1, 0);
-const _: () = assert!(same(ingress_common::maps::SYN_SLOTS4_MAP, "SYN_SLOTS4"));
+const _: () = assert!(same(ingress_common::maps::SYN_SLOTS_MAP, "SYN_SLOTS"));
 const _: () = assert!(same(ingress_common::maps::SYN_CLOCK_MAP, "SYN_CLOCK"));

@@ -223,11 +223,11 @@ fn syns_over_the_rate_are_dropped_burst_then_refill_and_established_traffic_is_n
     assert_eq!(verdicts(&d, 8080, "tcp", "pass") - before, 5, "a full bucket holds --syn-burst tokens");
 }
 
-/// Another IPv4 source in 10.0.0.0/8 whose SYN bucket slot (SYN_SLOTS4) is that of `a`
+/// Another IPv4 source in 10.0.0.0/8 whose SYN bucket slot (SYN_SLOTS) is that of `a`
 /// (only built into packets for BPF_PROG_TEST_RUN: nothing is sent).
 fn colliding_source(a: std::net::Ipv4Addr) -> std::net::Ipv4Addr {
-    use ingress_common::guard::syn_slot4;
-    let slot = |ip: std::net::Ipv4Addr| syn_slot4(u32::from_ne_bytes(ip.octets()));
+    use ingress_common::guard::{syn_slot, syn_words};
+    let slot = |ip: std::net::Ipv4Addr| syn_slot(syn_words(ip.to_ipv6_mapped().octets()));
     (1..1u32 << 24)
         .map(|i| std::net::Ipv4Addr::from(0x0a00_0000 | i))
         .find(|&b| b != a && slot(b) == slot(a))
@@ -236,8 +236,8 @@ fn colliding_source(a: std::net::Ipv4Addr) -> std::net::Ipv4Addr {
 
 #[test]
 fn ipv4_sources_sharing_a_bucket_slot_keep_their_own_buckets() {
-    // IPv4 buckets live in an array slot picked by a hash of the source, tagged with
-    // the source; a second source hashing to a taken slot goes to the LRU hash
+    // buckets live in an array slot picked by a hash of the source, tagged with the
+    // source; a second source hashing to a taken slot goes to the LRU hash
     let rules = GuardRules { syn_rate: 10, syn_burst: 5, ..Default::default() };
     let Some(d) = load("ipv4_sources_sharing_a_bucket_slot_keep_their_own_buckets", rules, &[8080]) else {
         return;
