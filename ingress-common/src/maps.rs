@@ -198,3 +198,11 @@ pub const BIND_FIRST_SCRATCH_MAP: &str = "BIND_FIRST_SCRATCH";
 pub const BIND_FIRST_COUNTS_MAP: &str = "BIND_FIRST_COUNTS";
 /// Array of one [`crate::first_segment::FirstResult`]: the last decided segment.
 pub const BIND_FIRST_LAST_MAP: &str = "BIND_FIRST_LAST";
+
+// Delayed binding driven by the agent (`--bind-in-kernel on`, issue 14).
+/// Program array of one slot: the XDP guard tail-calls slot 0 (the cookie program
+/// `syncookie_xdp`) for a TCP SYN it passes. Empty unless binding is on: the tail call
+/// then fails and the guard passes the SYN as before.
+pub const BIND_SYN_PROGS_MAP: &str = "BIND_SYN_PROGS";
+/// The slot of `syncookie_xdp` in it.
+pub const BIND_SYN_SLOT: u32 = 0;

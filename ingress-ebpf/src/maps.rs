@@ -199,3 +199,8 @@ pub static BIND_FIRST_LAST: Array<ingress_common::first_segment::FirstResult> = 
 const _: () = assert!(same(ingress_common::maps::BIND_FIRST_SCRATCH_MAP, "BIND_FIRST_SCRATCH"));
 const _: () = assert!(same(ingress_common::maps::BIND_FIRST_COUNTS_MAP, "BIND_FIRST_COUNTS"));
 const _: () = assert!(same(ingress_common::maps::BIND_FIRST_LAST_MAP, "BIND_FIRST_LAST"));
+
+// Delayed binding driven by the agent: the guard's tail call into the SYN cookie.
+#[map(name = "BIND_SYN_PROGS")]
+pub static BIND_SYN_PROGS: aya_ebpf::maps::ProgramArray = aya_ebpf::maps::ProgramArray::with_max_entries(1, 0);
+const _: () = assert!(same(ingress_common::maps::BIND_SYN_PROGS_MAP, "BIND_SYN_PROGS"));
