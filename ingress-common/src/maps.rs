@@ -136,6 +136,8 @@ pub const ATTACHED_PROGRAMS: &[&str] = &[
     L4_CONNECT6_PROGRAM,
     L4_GETPEERNAME4_PROGRAM,
     L4_GETPEERNAME6_PROGRAM,
+    // delayed binding (--bind-in-kernel on): on the NIC's ingress
+    BIND_FIRST_PROGRAM,
 ];
 
 // Delayed binding (ingress_common::bind, ingress_common::head). Not attached by the
