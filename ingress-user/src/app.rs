@@ -443,6 +443,11 @@ fn bind_start(
     publisher: &Arc<Publisher>,
     table: &routing::TableHandle,
 ) -> Result<Arc<datapath::bind_runtime::BindRuntime>> {
+    if !datapath::l4_maps::forwarding_enabled(nic) {
+        bail!(
+            "--bind-in-kernel on forwards bound connections from {nic} to the pods, which needs IPv4 forwarding (the programs' FIB lookup refuses otherwise): sysctl -w net.ipv4.ip_forward=1 (Docker sets it)"
+        );
+    }
     let rt = Arc::new(d.attach_bind(nic, l4_reply, opts).context("--bind-in-kernel on")?);
     let (hook, t, p) = (rt.clone(), table.clone(), publisher.clone());
     publisher.add_hook(Box::new(move |_res| {

@@ -98,15 +98,33 @@ fn require(test: &str) -> bool {
         }
 }
 
-/// Links of the binding programs anywhere on the machine (the root lock keeps other
+/// Attached links of the binding programs anywhere on the machine (the root lock keeps other
 /// tests' namespaces away while this runs).
 fn binding_links() -> Vec<String> {
     use ingress_common::maps::{BIND_FIRST_PROGRAM, L4_REPLY_PROGRAM, POD_BIND_PROGRAM};
     ingress::datapath::bpf_links::links_of(&[BIND_FIRST_PROGRAM, POD_BIND_PROGRAM, L4_REPLY_PROGRAM])
         .expect("listing links")
         .into_iter()
+        // a detached link stays an object while the agent holds it, on no interface (0)
+        .filter(|(_, f, _)| f.ifindex != Some(0))
         .map(|(_, f, name)| format!("{name} link {} ({})", f.id, f.kind()))
         .collect()
+}
+
+/// A veth property, not the agent's: a frame sent back with XDP_TX by a driver-mode XDP
+/// program on a veth (the cookie SYN-ACK) is dropped unless the peer's receive side runs
+/// NAPI, which it does only with an XDP program of its own (or GRO, which needs ethtool).
+/// So the client's end gets one that passes everything: `syncookie_xdp` with no
+/// targets. A VM's real NIC (virtio-net, ...) needs nothing of the kind.
+fn xdp_on_the_client_side(topo: &Topology) -> ingress::datapath::Dataplane {
+    use aya::programs::{Xdp, XdpMode};
+    let mut d = ingress::datapath::load().expect("the object");
+    d.syncookie_program_fd().expect("syncookie_xdp loads");
+    in_ns(&topo.client_ns(), || {
+        let x: &mut Xdp = d.ebpf.program_mut(ingress_common::maps::SYNCOOKIE_PROGRAM).unwrap().try_into().unwrap();
+        x.attach("eth0", XdpMode::Driver).expect("a pass-through XDP program on the client's veth end");
+    });
+    d
 }
 
 #[test]
@@ -116,6 +134,9 @@ fn the_agent_binds_eligible_hosts_to_their_pod_in_the_kernel_and_serves_the_othe
         return;
     }
     let topo = Topology::create("hkb", &openchoreo_pods());
+    // the VM forwards bound connections to the pods (Docker sets this on a k3d VM)
+    ingress_tests::netns::sysctl(&topo.vm_ns(), "net/ipv4/ip_forward", "1");
+    let _peer = xdp_on_the_client_side(&topo);
     let a = Agent::start(
         &ingress_bin(),
         &topo.vm_ns(),

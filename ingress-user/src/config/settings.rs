@@ -240,10 +240,6 @@ pub fn merge(
     Ok(settings)
 }
 
-/// Why `--bind-in-kernel on` is refused: the mechanism's kernel pieces exist (the SYN
-/// cookie, kfunc loading) but it carries no traffic yet.
-pub const BIND_IN_KERNEL_UNAVAILABLE: &str = "--bind-in-kernel on: kernel binding is not available in this build yet (its kernel pieces are there, it carries no traffic); use --bind-in-kernel off (the default): every host is served by the L7 proxy";
-
 /// Why `--bind-in-kernel on` is refused without the eBPF dataplane.
 pub const BIND_IN_KERNEL_NEEDS_EBPF: &str = "--bind-in-kernel on binds connections in XDP/tc on the VM's NIC: it needs the ebpf dataplane (--interface IFACE, not --dataplane userspace)";
 
