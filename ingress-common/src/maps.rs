@@ -150,6 +150,8 @@ pub const ATTACHED_PROGRAMS: &[&str] = &[
     L4_CONNECT6_PROGRAM,
     L4_GETPEERNAME4_PROGRAM,
     L4_GETPEERNAME6_PROGRAM,
+    // delayed binding (--bind-in-kernel on): on the NIC's ingress
+    BIND_FIRST_PROGRAM,
 ];
 
 // Delayed binding (ingress_common::bind, ingress_common::head). Not attached by the
@@ -212,3 +214,11 @@ pub const BIND_FIRST_SCRATCH_MAP: &str = "BIND_FIRST_SCRATCH";
 pub const BIND_FIRST_COUNTS_MAP: &str = "BIND_FIRST_COUNTS";
 /// Array of one [`crate::first_segment::FirstResult`]: the last decided segment.
 pub const BIND_FIRST_LAST_MAP: &str = "BIND_FIRST_LAST";
+
+// Delayed binding driven by the agent (`--bind-in-kernel on`, issue 14).
+/// Program array of one slot: the XDP guard tail-calls slot 0 (the cookie program
+/// `syncookie_xdp`) for a TCP SYN it passes. Empty unless binding is on: the tail call
+/// then fails and the guard passes the SYN as before.
+pub const BIND_SYN_PROGS_MAP: &str = "BIND_SYN_PROGS";
+/// The slot of `syncookie_xdp` in it.
+pub const BIND_SYN_SLOT: u32 = 0;

@@ -34,6 +34,8 @@ mod head_scan;
 mod bind_first;
 // Delayed binding, pod side: the first segment of an admitted flow -> the pod's socket (not attached).
 mod pod_bind;
+// Delayed binding driven by the agent: the guard's tail call of a SYN into the cookie.
+mod bind_syn;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -209,3 +209,8 @@ pub static SYN_SLOTS: Array<ingress_common::guard::SynSlot> =
 pub static SYN_CLOCK: PerCpuArray<ingress_common::guard::SynClock> = PerCpuArray::with_max_entries(1, 0);
 const _: () = assert!(same(ingress_common::maps::SYN_SLOTS_MAP, "SYN_SLOTS"));
 const _: () = assert!(same(ingress_common::maps::SYN_CLOCK_MAP, "SYN_CLOCK"));
+
+// Delayed binding driven by the agent: the guard's tail call into the SYN cookie.
+#[map(name = "BIND_SYN_PROGS")]
+pub static BIND_SYN_PROGS: aya_ebpf::maps::ProgramArray = aya_ebpf::maps::ProgramArray::with_max_entries(1, 0);
+const _: () = assert!(same(ingress_common::maps::BIND_SYN_PROGS_MAP, "BIND_SYN_PROGS"));

@@ -33,7 +33,8 @@ pub fn ingress_xdp(ctx: XdpContext) -> u32 {
                 if gp.slot != 0 && count_slot(&ctx, gp.slot, ip.proto, drop) {
                     return match drop {
                         Some(_) => Verdict::Drop as u32,
-                        None => Verdict::Pass as u32,
+                        // delayed binding: a SYN may go on to the cookie program
+                        None => crate::bind_syn::pass(&ctx, &ip, p.tcp_flags),
                     };
                 }
                 (ip.proto, p.dst, drop)

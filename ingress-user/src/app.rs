@@ -179,10 +179,12 @@ async fn serve(settings: RunSettings, reload: crate::reload::ReloadSource) -> Re
         bind_in_kernel,
         workers: worker_count,
     } = settings.clone();
-    // delayed binding: settings::check refuses `on`; this keeps the promise if it moves
-    if bind_in_kernel {
-        bail!("{}", crate::config::settings::BIND_IN_KERNEL_UNAVAILABLE);
+    // delayed binding: settings::check refuses `on` without the eBPF dataplane
+    if bind_in_kernel && mode != DataplaneMode::Ebpf {
+        bail!("{}", crate::config::settings::BIND_IN_KERNEL_NEEDS_EBPF);
     }
+    let bind_opts =
+        datapath::bind::BindOptions { forwarded_headers: config.forwarded_headers, request_ids: config.request_ids };
     let l4 = L4Args { mappings: l4, reply_ifaces: l4_reply_interface };
     let host = HostSetup { cgroup, pod_routes: pod_route, pin_path };
     let l7_ports: Vec<u16> = listen.iter().map(|m| m.addr.port()).collect();
@@ -249,6 +251,7 @@ async fn serve(settings: RunSettings, reload: crate::reload::ReloadSource) -> Re
     let mut joiner = Joiner::new(None);
     let mut programs = None;
     let mut l4_runtime = None;
+    let mut bind_runtime = None;
     let mut guard_maps: Option<Mutex<GuardMaps>> = None;
     let mut guard_entries = None;
     let (dp, xdp, stats_map) = match mode {
@@ -287,6 +290,10 @@ async fn serve(settings: RunSettings, reload: crate::reload::ReloadSource) -> Re
             if !l4.mappings.is_empty() {
                 l4_runtime = Some(l4_start(&mut d, iface, &l4, &publisher, cgroup.as_deref())?);
             }
+            if bind_in_kernel {
+                let l4_reply = l4_runtime.as_ref().map(|r| r.reply_ifaces().to_vec()).unwrap_or_default();
+                bind_runtime = Some(bind_start(&mut d, iface, &l4_reply, bind_opts, &publisher, &table)?);
+            }
             let xdp = d.xdp.clone();
             let datapath::Dataplane { ebpf, stats, guard: g, .. } = d;
             guard_maps = Some(Mutex::new(g));
@@ -315,6 +322,7 @@ async fn serve(settings: RunSettings, reload: crate::reload::ReloadSource) -> Re
         stats_map,
         l4: l4_runtime,
         guard: guard_maps,
+        bind: bind_runtime,
     });
     let l = TcpListener::bind(admin_addr).await.with_context(|| format!("cannot listen on --admin {admin_addr}"))?;
     tracing::info!(%admin_addr, "admin endpoint: /stats /routes /readyz");
@@ -419,6 +427,41 @@ fn l4_start(
             let gone = sweeper.sweep();
             if gone > 0 {
                 tracing::debug!(entries = gone, "expired L4 flows swept");
+            }
+        }
+    });
+    Ok(rt)
+}
+
+/// Delayed binding (`--bind-in-kernel on`): attaches the kernel pieces, syncs their maps
+/// with every published table, rotates the cookie keys.
+fn bind_start(
+    d: &mut datapath::Dataplane,
+    nic: &str,
+    l4_reply: &[String],
+    opts: datapath::bind::BindOptions,
+    publisher: &Arc<Publisher>,
+    table: &routing::TableHandle,
+) -> Result<Arc<datapath::bind_runtime::BindRuntime>> {
+    if !datapath::l4_maps::forwarding_enabled(nic) {
+        bail!(
+            "--bind-in-kernel on forwards bound connections from {nic} to the pods, which needs IPv4 forwarding (the programs' FIB lookup refuses otherwise): sysctl -w net.ipv4.ip_forward=1 (Docker sets it)"
+        );
+    }
+    let rt = Arc::new(d.attach_bind(nic, l4_reply, opts).context("--bind-in-kernel on")?);
+    let (hook, t, p) = (rt.clone(), table.clone(), publisher.clone());
+    publisher.add_hook(Box::new(move |_res| {
+        let listen: Vec<std::net::SocketAddr> = p.mappings().iter().map(|m| m.addr).collect();
+        hook.sync(&t.load(), &listen);
+    }));
+    let rotor = rt.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(datapath::bind_runtime::ROTATION);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            if let Err(e) = rotor.rotate() {
+                tracing::error!(error = %e, "SYN cookie key rotation failed; the current key stays");
             }
         }
     });

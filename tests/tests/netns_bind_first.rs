@@ -1,5 +1,5 @@
 //! Netns tier for delayed binding's kernel pieces end to end (not the agent: the test
-//! loads the object and attaches the programs itself; `--bind-in-kernel` stays refused).
+//! loads the object and attaches the programs itself; `netns_kernel_bind.rs` has the agent do it).
 //! Three namespaces of this test's own (`hbd-c` client, `hbd-v` the VM, `hbd-p` a pod),
 //! veth pairs between them:
 //!

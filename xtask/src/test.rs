@@ -160,6 +160,8 @@ const TIERS: &[Tier] = &[
             &["test", "-p", "ingress-tests", "--test", "netns_tls", "--", "--test-threads=1"],
             // delayed binding's kernel pieces end to end: pod via the kernel, or the agent (hbd-*)
             &["test", "-p", "ingress-tests", "--test", "netns_bind_first", "--", "--test-threads=1"],
+            // delayed binding driven by the agent (--bind-in-kernel on): pod via the kernel, others by the agent (hkb-*)
+            &["test", "-p", "ingress-tests", "--test", "netns_kernel_bind", "--", "--test-threads=1"],
         ],
     },
     Tier {

@@ -32,6 +32,8 @@ pub struct Admin {
     pub l4: Option<Arc<crate::datapath::l4_maps::L4Runtime>>,
     /// The XDP guard's maps (ebpf dataplane).
     pub guard: Option<Mutex<GuardMaps>>,
+    /// Delayed binding, with `--bind-in-kernel on`.
+    pub bind: Option<Arc<crate::datapath::bind_runtime::BindRuntime>>,
 }
 
 impl Admin {
@@ -58,6 +60,7 @@ impl Admin {
             l4: self.l4.as_ref().map(|l| l.view()),
             guard: self.guard_counters(),
             passthrough: self.proxy.prom.passthrough.snapshot(),
+            bind: self.bind.as_ref().map(|b| b.view()),
         }
     }
 
@@ -97,7 +100,14 @@ impl Admin {
             self.proxy.prom.set_l4(&l4.view());
         }
         self.proxy.prom.set_join_choices(&self.proxy.joiner().counters().choice);
-        self.proxy.prom.encode(&self.proxy.metrics.snapshot(), self.splice_active())
+        let text = self.proxy.prom.encode(&self.proxy.metrics.snapshot(), self.splice_active());
+        // delayed binding's families, in a block of their own
+        match &self.bind {
+            Some(b) => {
+                crate::telemetry::bind::insert_before_eof(text, &crate::telemetry::bind::metrics_text(&b.view()))
+            }
+            None => text,
+        }
     }
 
     /// Pairs joined in the kernel right now.

@@ -1,7 +1,8 @@
 //! Pure: the `ingress check` rows of delayed binding (`--bind-in-kernel`): whether the
 //! kernel has what the kernel-bound path calls (docs/delayed-binding.md), as found in
-//! its BTF by [`super::gather`]. Off by default and not available in this build yet, so
-//! a missing piece is a fallback (every host goes to the L7 proxy), never a blocker.
+//! its BTF by [`super::gather`]. Off by default, so a missing piece is a fallback (every
+//! host goes to the L7 proxy), never a blocker; `--bind-in-kernel on` then fails at
+//! start naming the missing kernel function.
 
 use super::report::{Row, Status};
 

@@ -240,9 +240,8 @@ pub fn merge(
     Ok(settings)
 }
 
-/// Why `--bind-in-kernel on` is refused: the mechanism's kernel pieces exist (the SYN
-/// cookie, kfunc loading) but it carries no traffic yet.
-pub const BIND_IN_KERNEL_UNAVAILABLE: &str = "--bind-in-kernel on: kernel binding is not available in this build yet (its kernel pieces are there, it carries no traffic); use --bind-in-kernel off (the default): every host is served by the L7 proxy";
+/// Why `--bind-in-kernel on` is refused without the eBPF dataplane.
+pub const BIND_IN_KERNEL_NEEDS_EBPF: &str = "--bind-in-kernel on binds connections in XDP/tc on the VM's NIC: it needs the ebpf dataplane (--interface IFACE, not --dataplane userspace)";
 
 /// The flag's list when given, else the file's, else none.
 fn list<T: Clone>(flag: &[T], file: Option<Vec<T>>) -> Vec<T> {
@@ -251,8 +250,8 @@ fn list<T: Clone>(flag: &[T], file: Option<Vec<T>>) -> Vec<T> {
 
 /// Checks across keys: (the key to blame, why).
 fn check(s: &RunSettings) -> Result<(), (&'static str, String)> {
-    if s.bind_in_kernel {
-        return Err(("bind_in_kernel", BIND_IN_KERNEL_UNAVAILABLE.into()));
+    if s.bind_in_kernel && (s.dataplane != DataplaneMode::Ebpf || s.interface.is_none()) {
+        return Err(("bind_in_kernel", BIND_IN_KERNEL_NEEDS_EBPF.into()));
     }
     if let Some(why) = crate::proxy::workers::check_count(s.workers) {
         return Err(("workers", why));
@@ -468,15 +467,18 @@ kubeconfig = "/etc/ebpf-ingress/kubeconfig"
     }
 
     #[test]
-    fn bind_in_kernel_defaults_off_and_on_is_refused_saying_to_use_off() {
+    fn bind_in_kernel_defaults_off_and_on_needs_the_ebpf_dataplane() {
         let s = merged(&[], "listen = [\"0.0.0.0:8080=a/b\"]\n").unwrap();
         assert!(!s.bind_in_kernel);
         let s = merged(&["--bind-in-kernel", "off"], "listen = [\"0.0.0.0:8080=a/b\"]\nbind_in_kernel = \"on\"\n");
         assert!(!s.unwrap().bind_in_kernel, "the flag wins over the file");
         let e = merged(&["--bind-in-kernel", "on"], "listen = [\"0.0.0.0:8080=a/b\"]\n").unwrap_err().to_string();
-        assert!(e.contains("not available in this build yet") && e.contains("--bind-in-kernel off"), "{e}");
+        assert!(e.contains("needs the ebpf dataplane") && e.contains("--interface IFACE"), "{e}");
         let e = merged(&[], "listen = [\"0.0.0.0:8080=a/b\"]\nbind_in_kernel = \"on\"\n").unwrap_err().to_string();
         assert!(e.starts_with("c.toml:2:1: key `bind_in_kernel`: "), "{e}");
+        let s =
+            merged(&["--bind-in-kernel", "on", "--interface", "eth0"], "listen = [\"0.0.0.0:8080=a/b\"]\n").unwrap();
+        assert!(s.bind_in_kernel, "on with the eBPF dataplane on an interface");
         let e = parse("c.toml", "bind_in_kernel = true\n").unwrap_err().to_string();
         assert!(e.contains("bind_in_kernel"), "{e}");
     }

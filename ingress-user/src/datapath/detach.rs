@@ -70,6 +70,7 @@ pub fn detach(pin_dir: &Path, interface: Option<&str>, cgroup: Option<&Path>) ->
         remove_unpinned_links(interface.unwrap_or(""), ifindex, cgroup, cgroup_id, &mut report);
     }
     remove_routes(&mut report);
+    remove_pod_bind_links(&mut report);
     Ok(report)
 }
 
@@ -158,6 +159,29 @@ fn remove_unpinned_links(
         match link_detach(fd.as_fd()) {
             Ok(()) => report.removed.push(format!("{} link {} of program {program} on {on}", facts.kind(), facts.id)),
             Err(e) => report.failed.push(format!("detaching {} link {} on {on}: {e}", facts.kind(), facts.id)),
+        }
+    }
+}
+
+/// Delayed binding: `pod_bind` links, in whatever pod namespace the agent attached
+/// them (only the agent attaches this program; an interface index means nothing across
+/// namespaces, so they are found by program name alone).
+fn remove_pod_bind_links(report: &mut DetachReport) {
+    let links = match links_of(&[ingress_common::maps::POD_BIND_PROGRAM]) {
+        Ok(l) => l,
+        Err(e) => {
+            report.failed.push(format!("listing the pod_bind links: {e}"));
+            return;
+        }
+    };
+    for (fd, facts, program) in links {
+        match link_detach(fd.as_fd()) {
+            Ok(()) => report.removed.push(format!(
+                "{} link {} of program {program} in a pod namespace",
+                facts.kind(),
+                facts.id
+            )),
+            Err(e) => report.failed.push(format!("detaching {} link {} of {program}: {e}", facts.kind(), facts.id)),
         }
     }
 }

@@ -195,6 +195,11 @@ impl L4Runtime {
         }
     }
 
+    /// The interfaces `l4_reply` is attached to (delayed binding reuses them).
+    pub fn reply_ifaces(&self) -> &[String] {
+        &self.reply_ifaces
+    }
+
     pub fn sweep(&self) -> usize {
         self.maps.lock().expect("l4 maps").sweep(monotonic_ns())
     }

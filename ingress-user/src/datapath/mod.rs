@@ -43,6 +43,11 @@ pub mod kfunc;
 pub mod syncookie;
 // delayed binding: the edge's first-segment program, its fd and counters (not attached)
 pub mod bind_first;
+// delayed binding driven by the agent (--bind-in-kernel on): the pure plan, the pod
+// namespaces, the runtime that attaches the pieces and syncs their maps
+pub mod bind_plan;
+pub mod bind_runtime;
+pub mod pod_netns;
 
 pub use loader::{Dataplane, load, load_from};
 pub use loader::{load_pinned, load_with};

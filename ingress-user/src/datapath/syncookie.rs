@@ -45,6 +45,11 @@ impl SynCookieMaps {
         self.config.get(&0, 0).map_err(|source| EbpfError::Map { map: SYNCOOKIE_CONFIG_MAP, source })
     }
 
+    /// The targets map (delayed binding's runtime removes frontends through it).
+    pub(super) fn targets_mut(&mut self) -> &mut HashMap<MapData, SynCookieTarget, u32> {
+        &mut self.targets
+    }
+
     pub fn add_target(&mut self, addr: Ipv4Addr, port: u16) -> Result<(), EbpfError> {
         self.targets
             .insert(target(addr, port), 1, 0)

@@ -9,6 +9,8 @@ pub mod passthrough;
 pub mod prometheus;
 pub mod tls;
 pub mod view;
+// delayed binding (--bind-in-kernel on): the kernel pieces and BIND_FIRST_COUNTS
+pub mod bind;
 
 pub use counters::ProxyMetrics;
 pub use view::{GuardCounter, ProxyCounters, SpliceCounters, StatsView, XdpCounter, XdpInfo, format_table};

@@ -73,6 +73,9 @@ pub struct StatsView {
     /// TLS passthrough connections by outcome.
     #[serde(default)]
     pub passthrough: super::passthrough::PassthroughCounters,
+    /// Delayed binding (`--bind-in-kernel on`): the kernel pieces and their outcomes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bind: Option<super::bind::BindView>,
 }
 
 /// One counter of the XDP guard: packets to `port` (0: none, e.g. malformed) that it
@@ -132,6 +135,9 @@ pub fn format_table(s: &StatsView) -> String {
     }
     if let Some(l4) = &s.l4 {
         out += &super::l4::format_l4(l4);
+    }
+    if let Some(b) = &s.bind {
+        out += &super::bind::format_bind(b);
     }
     out += &s.splice.choice.format();
     let t = &s.passthrough;
@@ -226,6 +232,7 @@ mod tests {
             proxy: Default::default(),
             splice: Default::default(),
             l4: None,
+            bind: None,
             guard: vec![GuardCounter {
                 port: 8080,
                 reason: "syn-rate".into(),

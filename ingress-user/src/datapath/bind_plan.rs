@@ -1,0 +1,229 @@
+//! Delayed binding driven by the agent, the pure parts: which frontends the SYN cookie
+//! answers (every VM address x L7 listen port with at least one eligible host), the pod
+//! path's MSS, the next cookie config on a key rotation, and the order of map updates.
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr};
+
+use ingress_common::syncookie::SynCookieConfig;
+
+use super::bind::BindEntries;
+
+/// Our receive window shift and the SYN-ACK window (as Linux picks them for a 1 MiB+
+/// receive buffer).
+pub const RCV_WSCALE: u8 = 7;
+pub const SYNACK_WINDOW: u16 = 64240;
+
+/// The frontends the cookie answers: for each listen address whose port has an eligible
+/// host, that address (when it is one of `nic_addrs`) or every NIC address (0.0.0.0).
+/// IPv6 listen addresses get none (the cookie answers IPv4 only).
+pub fn targets(
+    listen: &[std::net::SocketAddr],
+    entries: &BindEntries,
+    nic_addrs: &[Ipv4Addr],
+) -> BTreeSet<(Ipv4Addr, u16)> {
+    let ports: BTreeSet<u16> = entries.hosts.iter().map(|(k, _)| k.port).collect();
+    let mut out = BTreeSet::new();
+    for a in listen {
+        if !ports.contains(&a.port()) {
+            continue;
+        }
+        match a.ip() {
+            IpAddr::V4(v4) if v4.is_unspecified() => out.extend(nic_addrs.iter().map(|n| (*n, a.port()))),
+            IpAddr::V4(v4) if nic_addrs.contains(&v4) => {
+                out.insert((v4, a.port()));
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Every endpoint address of the entries (the pods whose namespaces get `pod_bind`).
+pub fn endpoint_addrs(entries: &BindEntries) -> BTreeSet<Ipv4Addr> {
+    entries
+        .backends
+        .iter()
+        .flat_map(|(_, b)| b.endpoints[..(b.count as usize).min(b.endpoints.len())].iter())
+        .map(|e| Ipv4Addr::from(e.addr.to_ne_bytes()))
+        .collect()
+}
+
+/// The MSS the pod path carries: the smallest MTU on it minus 40 (IPv4 + TCP headers),
+/// 1460 when no MTU is known, at least 536.
+pub fn path_mss(mtus: &[u32]) -> u16 {
+    match mtus.iter().min() {
+        Some(m) => (m.saturating_sub(40)).clamp(536, 65495) as u16,
+        None => 1460,
+    }
+}
+
+/// The first config: `keys` in both slots (two fresh keys), slot 0 current.
+pub fn initial_config(keys: [[u64; 2]; 2], path_mss: u16) -> SynCookieConfig {
+    SynCookieConfig { keys, current: 0, path_mss, rcv_wscale: RCV_WSCALE, window: SYNACK_WINDOW, ..Default::default() }
+}
+
+/// A rotation: `key` goes into the slot that is not current, which becomes current; the
+/// old slot keeps validating the cookies made with it until the next rotation.
+pub fn rotated(cfg: &SynCookieConfig, key: [u64; 2]) -> SynCookieConfig {
+    let next = (cfg.current ^ 1) & 1;
+    let mut c = *cfg;
+    c.keys[next as usize] = key;
+    c.current = next;
+    c
+}
+
+/// What changes between two sets of entries, in the order that never lets a lookup find
+/// a dangling id: backends put, hosts put, hosts removed, backends removed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct EntryDiff {
+    pub put_backends: Vec<u32>,
+    pub put_hosts: Vec<usize>,
+    pub remove_hosts: Vec<ingress_common::head::BindHostKey>,
+    pub remove_backends: Vec<u32>,
+}
+
+/// Indexes into `new.backends`/`new.hosts` to write, and keys of `old` to remove.
+pub fn diff(old: &BindEntries, new: &BindEntries) -> EntryDiff {
+    let mut d = EntryDiff::default();
+    for (id, b) in &new.backends {
+        if old.backends.iter().find(|(o, _)| o == id).map(|(_, ob)| ob) != Some(b) {
+            d.put_backends.push(*id);
+        }
+    }
+    for (i, (k, t)) in new.hosts.iter().enumerate() {
+        if old.hosts.iter().find(|(o, _)| o == k).map(|(_, ot)| ot) != Some(t) {
+            d.put_hosts.push(i);
+        }
+    }
+    d.remove_hosts =
+        old.hosts.iter().filter(|(k, _)| !new.hosts.iter().any(|(n, _)| n == k)).map(|(k, _)| *k).collect();
+    d.remove_backends =
+        old.backends.iter().filter(|(id, _)| !new.backends.iter().any(|(n, _)| n == id)).map(|(id, _)| *id).collect();
+    d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ingress_common::bind::{BindBackend, BindEndpoint, BindTarget};
+    use ingress_common::head::BindHostKey;
+
+    fn entries(port: u16, host: &[u8], backend: u32, pod: [u8; 4]) -> BindEntries {
+        let mut b = BindBackend { count: 1, ..Default::default() };
+        b.endpoints[0] = BindEndpoint { addr: u32::from_ne_bytes(pod), port: 8000, _pad: 0 };
+        BindEntries {
+            hosts: vec![(BindHostKey::new(port, host).unwrap(), BindTarget { backend, _pad: 0 })],
+            backends: vec![(backend, b)],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn targets_are_the_nic_addresses_of_ports_with_an_eligible_host() {
+        let nic = [Ipv4Addr::new(198, 18, 0, 2), Ipv4Addr::new(198, 18, 0, 3)];
+        let e = entries(8080, b"a.example", 1, [10, 42, 0, 7]);
+        let listen: Vec<std::net::SocketAddr> = vec!["0.0.0.0:8080".parse().unwrap(), "0.0.0.0:9080".parse().unwrap()];
+        let t = targets(&listen, &e, &nic);
+        assert_eq!(t, BTreeSet::from([(nic[0], 8080), (nic[1], 8080)]), "9080 has no eligible host");
+        let one: Vec<std::net::SocketAddr> = vec!["198.18.0.3:8080".parse().unwrap()];
+        assert_eq!(targets(&one, &e, &nic), BTreeSet::from([(nic[1], 8080)]));
+        let other: Vec<std::net::SocketAddr> = vec!["10.0.0.1:8080".parse().unwrap(), "[::]:8080".parse().unwrap()];
+        assert!(targets(&other, &e, &nic).is_empty(), "not a NIC address, IPv6");
+        assert!(targets(&listen, &BindEntries::default(), &nic).is_empty());
+        assert_eq!(endpoint_addrs(&e), BTreeSet::from([Ipv4Addr::new(10, 42, 0, 7)]));
+    }
+
+    #[test]
+    fn path_mss_is_the_smallest_mtu_less_40() {
+        assert_eq!(path_mss(&[1500, 1450]), 1410);
+        assert_eq!(path_mss(&[9000]), 8960);
+        assert_eq!(path_mss(&[]), 1460);
+        assert_eq!(path_mss(&[68]), 536);
+    }
+
+    #[test]
+    fn a_rotation_replaces_the_other_slot_and_makes_it_current() {
+        let c = initial_config([[1, 2], [3, 4]], 1410);
+        assert_eq!((c.current, c.path_mss, c.rcv_wscale, c.window), (0, 1410, 7, 64240));
+        let r = rotated(&c, [5, 6]);
+        assert_eq!((r.current, r.keys), (1, [[1, 2], [5, 6]]));
+        let r2 = rotated(&r, [7, 8]);
+        assert_eq!((r2.current, r2.keys), (0, [[7, 8], [5, 6]]), "the slot made current before keeps validating");
+    }
+
+    #[test]
+    fn the_diff_puts_changes_and_removes_what_went() {
+        let a = entries(8080, b"a.example", 1, [10, 42, 0, 7]);
+        assert_eq!(diff(&a, &a), EntryDiff::default());
+        let d = diff(&BindEntries::default(), &a);
+        assert_eq!((d.put_backends, d.put_hosts), (vec![1], vec![0]));
+        let b = entries(8080, b"a.example", 1, [10, 42, 0, 8]);
+        let d = diff(&a, &b);
+        assert_eq!((d.put_backends, d.put_hosts.len(), d.remove_hosts.len()), (vec![1], 0, 0), "a moved pod");
+        let c = entries(8080, b"b.example", 2, [10, 42, 0, 8]);
+        let d = diff(&a, &c);
+        assert_eq!((d.put_backends, d.put_hosts), (vec![2], vec![0]));
+        assert_eq!((d.remove_hosts, d.remove_backends), (vec![a.hosts[0].0], vec![1]));
+    }
+}
+
+/// `entries` without the hosts whose backend has an endpoint outside `covered` (no
+/// `pod_bind` in its namespace: the pod's kernel would answer the bound segment with a
+/// RST), and without the backends no host uses then; each dropped host's decision says
+/// why.
+pub fn keep_covered(mut entries: BindEntries, covered: &BTreeSet<Ipv4Addr>) -> BindEntries {
+    let bad: BTreeSet<u32> = entries
+        .backends
+        .iter()
+        .filter(|(_, b)| {
+            b.endpoints[..(b.count as usize).min(b.endpoints.len())]
+                .iter()
+                .any(|e| !covered.contains(&Ipv4Addr::from(e.addr.to_ne_bytes())))
+        })
+        .map(|(id, _)| *id)
+        .collect();
+    if bad.is_empty() {
+        return entries;
+    }
+    entries.hosts.retain(|(_, t)| !bad.contains(&t.backend));
+    entries.backends.retain(|(id, _)| !bad.contains(id));
+    for d in entries.decisions.iter_mut() {
+        if let Ok(id) = d.decision
+            && bad.contains(&id)
+        {
+            d.decision =
+                Err("an endpoint is in no network namespace on this machine the agent could attach pod_bind to".into());
+        }
+    }
+    entries
+}
+
+#[cfg(test)]
+mod covered_tests {
+    use super::*;
+    use ingress_common::bind::{BindBackend, BindEndpoint, BindTarget};
+    use ingress_common::head::BindHostKey;
+
+    #[test]
+    fn hosts_with_an_endpoint_without_pod_bind_are_not_bound() {
+        let mut b = BindBackend { count: 2, ..Default::default() };
+        b.endpoints[0] = BindEndpoint { addr: u32::from_ne_bytes([10, 42, 0, 7]), port: 8000, _pad: 0 };
+        b.endpoints[1] = BindEndpoint { addr: u32::from_ne_bytes([10, 42, 0, 8]), port: 8000, _pad: 0 };
+        let e = BindEntries {
+            hosts: vec![(BindHostKey::new(8080, b"a.example").unwrap(), BindTarget { backend: 1, _pad: 0 })],
+            backends: vec![(1, b)],
+            decisions: vec![super::super::bind::HostDecision {
+                port: 8080,
+                hostname: "a.example".into(),
+                decision: Ok(1),
+            }],
+            ..Default::default()
+        };
+        let both = BTreeSet::from([Ipv4Addr::new(10, 42, 0, 7), Ipv4Addr::new(10, 42, 0, 8)]);
+        assert_eq!(keep_covered(e.clone(), &both), e);
+        let k = keep_covered(e, &BTreeSet::from([Ipv4Addr::new(10, 42, 0, 7)]));
+        assert!(k.hosts.is_empty() && k.backends.is_empty());
+        assert!(k.decisions[0].decision.as_ref().unwrap_err().contains("pod_bind"));
+    }
+}

@@ -1,0 +1,355 @@
+//! Delayed binding driven by the agent (`--bind-in-kernel on`): attaches the kernel
+//! pieces and keeps their maps in step with the routes.
+//!
+//! - `syncookie_xdp` goes into `BIND_SYN_PROGS` (the XDP guard tail-calls it for a SYN
+//!   it passes); `bind_first` gets a TCX link on the NIC's ingress after the programs
+//!   there (`l4_nic` included: what is not its returns TC_ACT_UNSPEC, the next program
+//!   runs); `l4_reply` on the interfaces the routes to the pods leave by (unless the L4
+//!   path attached it there already), so bound flows' replies are reverse-NATed.
+//! - On every published set of routes: `BIND_BACKENDS`/`BIND_HOSTS` from
+//!   [`super::bind::translate`], `SYNCOOKIE_TARGETS` (every VM address x listen port
+//!   with an eligible host), `SYNCOOKIE_CONFIG`'s path MSS, and `pod_bind` in each
+//!   endpoint's network namespace ([`super::pod_netns`]; detached when no endpoint of
+//!   ours is left there).
+//! - The cookie keys: two random ones at start, one replaced every [`ROTATION`].
+//!
+//! The links are descriptors held here: they end with the agent (nothing is pinned), and
+//! `ingress detach` ends them while it runs.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use aya::maps::{HashMap, MapData, PerCpuArray, ProgramArray};
+use aya::programs::{SchedClassifier, Xdp};
+use ingress_common::bind::{BindBackend, BindTarget};
+use ingress_common::first_segment::FIRST_COUNTS;
+use ingress_common::head::BindHostKey;
+use ingress_common::maps::{
+    BIND_BACKENDS_MAP, BIND_FIRST_COUNTS_MAP, BIND_FIRST_NEEDS, BIND_FIRST_PROGRAM, BIND_FIRST_SINCE, BIND_HOSTS_MAP,
+    BIND_SYN_PROGS_MAP, BIND_SYN_SLOT, L4_REPLY_PROGRAM, POD_BIND_NEEDS, POD_BIND_PROGRAM, POD_BIND_SINCE,
+    SYNCOOKIE_PROGRAM,
+};
+
+use super::bind::{BindEntries, BindOptions};
+use super::bind_plan;
+use super::loader::{program, take_map};
+use super::pod_netns;
+use super::syncookie::{SynCookieMaps, random_key, target};
+use super::{Dataplane, EbpfError};
+
+/// How often a cookie key is replaced (a cookie validates for one to two periods).
+pub const ROTATION: Duration = Duration::from_secs(60);
+
+/// The names of `BIND_FIRST_COUNTS`' indexes (`first_segment::FIRST_*`), for `/stats`.
+pub const FIRST_NAMES: [&str; FIRST_COUNTS as usize] = [
+    "conntrack_hit",
+    "no_cookie",
+    "pure_ack",
+    "bound",
+    "fallback",
+    "no_listener",
+    "assign_failed",
+    "bad_options",
+    "no_endpoint",
+    "map_error",
+    "agent_socket",
+    "early_dropped",
+];
+
+/// What the kernel side holds while binding is on.
+struct State {
+    cookie: SynCookieMaps,
+    hosts: HashMap<MapData, BindHostKey, BindTarget>,
+    backends: HashMap<MapData, u32, BindBackend>,
+    programmed: BindEntries,
+    targets: BTreeSet<(Ipv4Addr, u16)>,
+    /// (netns inode, ifindex) -> the pod_bind link and where it is.
+    pod_links: BTreeMap<(u64, u32), (OwnedFd, String)>,
+    /// Interface name -> l4_reply link (ours, not the L4 path's).
+    reply_links: BTreeMap<String, OwnedFd>,
+    endpoints: BTreeSet<Ipv4Addr>,
+    /// Endpoints whose namespace has `pod_bind` (only their hosts are bound).
+    covered: BTreeSet<Ipv4Addr>,
+    path_mss: u16,
+}
+
+pub struct BindRuntime {
+    state: Mutex<State>,
+    counts: PerCpuArray<MapData, u64>,
+    _syn_progs: ProgramArray<MapData>,
+    _nic_link: OwnedFd,
+    pod_prog: OwnedFd,
+    reply_prog: OwnedFd,
+    nic: String,
+    nic_addrs: Vec<Ipv4Addr>,
+    /// Where the L4 path attached `l4_reply` already.
+    l4_reply_ifaces: Vec<String>,
+    opts: BindOptions,
+    syncs: std::sync::atomic::AtomicU64,
+}
+
+fn dup(fd: BorrowedFd<'_>, program: &'static str) -> Result<OwnedFd, EbpfError> {
+    fd.try_clone_to_owned().map_err(|e| EbpfError::TcAttach {
+        program,
+        interface: String::new(),
+        source: aya::programs::ProgramError::IOError(e),
+    })
+}
+
+impl Dataplane {
+    /// Loads the binding programs (refused, naming the kernel function, without
+    /// `bpf_sk_assign_tcp_reqsk`), puts the cookie program into the guard's tail-call
+    /// slot and attaches `bind_first` to `nic`. The maps are empty: nothing is bound
+    /// before [`BindRuntime::sync`].
+    pub fn attach_bind(
+        &mut self,
+        nic: &str,
+        l4_reply_ifaces: &[String],
+        opts: BindOptions,
+    ) -> Result<BindRuntime, EbpfError> {
+        self.require_kfuncs(BIND_FIRST_PROGRAM, BIND_FIRST_NEEDS, BIND_FIRST_SINCE)?;
+        self.require_kfuncs(POD_BIND_PROGRAM, POD_BIND_NEEDS, POD_BIND_SINCE)?;
+        let first = self.bind_first_program_fd()?;
+        let pod = self.kfunc_tc_program_fd(POD_BIND_PROGRAM, POD_BIND_NEEDS, POD_BIND_SINCE)?;
+        let reply = self.tc_program_fd(L4_REPLY_PROGRAM)?;
+        // SAFETY: the fds belong to programs inside `self.ebpf`, alive for this call;
+        // each is duplicated at once and the borrow ends here.
+        let (first, pod, reply) =
+            unsafe { (BorrowedFd::borrow_raw(first), BorrowedFd::borrow_raw(pod), BorrowedFd::borrow_raw(reply)) };
+        let (first, pod_prog, reply_prog) =
+            (dup(first, BIND_FIRST_PROGRAM)?, dup(pod, POD_BIND_PROGRAM)?, dup(reply, L4_REPLY_PROGRAM)?);
+        self.syncookie_program_fd()?;
+        let mut syn_progs: ProgramArray<MapData> = take_map(&mut self.ebpf, BIND_SYN_PROGS_MAP)?;
+        let cookie_prog: &mut Xdp = program(&mut self.ebpf, SYNCOOKIE_PROGRAM)?;
+        let cookie_fd = cookie_prog.fd().map_err(|source| EbpfError::Load { program: SYNCOOKIE_PROGRAM, source })?;
+        syn_progs
+            .set(BIND_SYN_SLOT, cookie_fd, 0)
+            .map_err(|source| EbpfError::Map { map: BIND_SYN_PROGS_MAP, source })?;
+        let _: &mut SchedClassifier = program(&mut self.ebpf, BIND_FIRST_PROGRAM)?;
+        let tc_err = |e: std::io::Error, program: &'static str, iface: &str| EbpfError::TcAttach {
+            program,
+            interface: iface.into(),
+            source: aya::programs::ProgramError::IOError(e),
+        };
+        let ifindex = pod_netns::ifindex(nic).map_err(|e| tc_err(e, BIND_FIRST_PROGRAM, nic))?;
+        let nic_link =
+            pod_netns::tcx_ingress_link(first.as_fd(), ifindex).map_err(|e| tc_err(e, BIND_FIRST_PROGRAM, nic))?;
+        drop(first);
+        let nic_addrs = super::l4_maps::interface_ipv4(nic).map_err(|e| tc_err(e, BIND_FIRST_PROGRAM, nic))?;
+        let mut cookie = SynCookieMaps::take(&mut self.ebpf)?;
+        let key = |what| random_key().map_err(|e| tc_err(e, what, nic));
+        let cfg = bind_plan::initial_config([key(SYNCOOKIE_PROGRAM)?, key(SYNCOOKIE_PROGRAM)?], 1460);
+        cookie.set_config(&cfg)?;
+        let state = State {
+            cookie,
+            hosts: take_map(&mut self.ebpf, BIND_HOSTS_MAP)?,
+            backends: take_map(&mut self.ebpf, BIND_BACKENDS_MAP)?,
+            programmed: BindEntries::default(),
+            targets: BTreeSet::new(),
+            pod_links: BTreeMap::new(),
+            reply_links: BTreeMap::new(),
+            endpoints: BTreeSet::new(),
+            covered: BTreeSet::new(),
+            path_mss: 1460,
+        };
+        tracing::info!(interface = %nic, "kernel binding attached: syncookie_xdp behind the XDP guard, bind_first (tcx) on the NIC");
+        Ok(BindRuntime {
+            state: Mutex::new(state),
+            counts: take_map(&mut self.ebpf, BIND_FIRST_COUNTS_MAP)?,
+            _syn_progs: syn_progs,
+            _nic_link: nic_link,
+            pod_prog,
+            reply_prog,
+            nic: nic.into(),
+            nic_addrs,
+            l4_reply_ifaces: l4_reply_ifaces.to_vec(),
+            opts,
+            syncs: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+}
+
+fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> EbpfError {
+    move |source| EbpfError::Map { map, source }
+}
+
+impl BindRuntime {
+    /// Programs the maps and the pod side for `table` served on `listen` (by slot).
+    pub fn sync(&self, table: &crate::routing::Table, listen: &[std::net::SocketAddr]) {
+        let ports: Vec<u16> = listen.iter().map(|a| a.port()).collect();
+        let entries = super::bind::translate(table, &ports, self.opts);
+        let mut st = self.state.lock().expect("bind state");
+        let endpoints = bind_plan::endpoint_addrs(&entries);
+        if endpoints != st.endpoints || st.covered != endpoints {
+            self.sync_pods(&mut st, &endpoints);
+        }
+        let entries = bind_plan::keep_covered(entries, &st.covered);
+        let targets = bind_plan::targets(listen, &entries, &self.nic_addrs);
+        match self.apply(&mut st, entries, targets) {
+            Ok(()) => {
+                self.syncs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "programming the kernel binding maps failed; retried with the next update")
+            }
+        }
+    }
+
+    fn apply(&self, st: &mut State, entries: BindEntries, targets: BTreeSet<(Ipv4Addr, u16)>) -> Result<(), EbpfError> {
+        for d in &entries.decisions {
+            match &d.decision {
+                Ok(_) => tracing::info!(port = d.port, host = %d.hostname, "kernel binding: eligible"),
+                Err(why) => tracing::debug!(port = d.port, host = %d.hostname, "kernel binding: no: {why}"),
+            }
+        }
+        // targets that went first: no new cookie for a frontend without hosts
+        for t in st.targets.difference(&targets).copied().collect::<Vec<_>>() {
+            st.cookie.remove_target(t.0, t.1)?;
+            st.targets.remove(&t);
+        }
+        let diff = bind_plan::diff(&st.programmed, &entries);
+        for id in &diff.put_backends {
+            let (_, b) = entries.backends.iter().find(|(i, _)| i == id).expect("diff of these entries");
+            st.backends.insert(id, b, 0).map_err(map_err(BIND_BACKENDS_MAP))?;
+        }
+        for i in &diff.put_hosts {
+            let (k, t) = &entries.hosts[*i];
+            st.hosts.insert(k, t, 0).map_err(map_err(BIND_HOSTS_MAP))?;
+        }
+        for k in &diff.remove_hosts {
+            st.hosts.remove(k).map_err(map_err(BIND_HOSTS_MAP))?;
+        }
+        for id in &diff.remove_backends {
+            st.backends.remove(id).map_err(map_err(BIND_BACKENDS_MAP))?;
+        }
+        for t in targets.difference(&st.targets.clone()) {
+            st.cookie.add_target(t.0, t.1)?;
+            st.targets.insert(*t);
+        }
+        st.programmed = entries;
+        Ok(())
+    }
+
+    /// `pod_bind` in every namespace holding an endpoint, `l4_reply` where the routes to
+    /// them leave, the path MSS from the MTUs on the way.
+    fn sync_pods(&self, st: &mut State, endpoints: &BTreeSet<Ipv4Addr>) {
+        let found = pod_netns::find(endpoints);
+        let wanted: BTreeSet<(u64, u32)> = found.iter().map(|p| (p.netns, p.ifindex)).collect();
+        let gone: Vec<(u64, u32)> = st.pod_links.keys().filter(|k| !wanted.contains(k)).copied().collect();
+        for k in gone {
+            if let Some((_, what)) = st.pod_links.remove(&k) {
+                tracing::info!(pod = %what, "pod_bind detached (no endpoint of a bound host there now)");
+            }
+        }
+        for p in &found {
+            if st.pod_links.contains_key(&(p.netns, p.ifindex)) {
+                continue;
+            }
+            let what = format!("{} in netns {} ({:?})", p.ifname, p.netns, p.addrs);
+            match pod_netns::tcx_ingress_link_in(p.netns, self.pod_prog.as_fd(), p.ifindex) {
+                Ok(link) => {
+                    tracing::info!(pod = %what, "pod_bind attached (tcx)");
+                    st.pod_links.insert((p.netns, p.ifindex), (link, what));
+                }
+                Err(e) => {
+                    tracing::warn!(pod = %what, error = %e, "cannot attach pod_bind: connections to this pod are not bound")
+                }
+            }
+        }
+        for a in endpoints {
+            if !found.iter().any(|p| p.addrs.contains(a)) {
+                tracing::warn!(endpoint = %a, "no network namespace on this machine holds this endpoint: its connections are not bound");
+            }
+        }
+        let targets: Vec<std::net::SocketAddrV4> =
+            endpoints.iter().map(|a| std::net::SocketAddrV4::new(*a, 0)).collect();
+        let reply_ifaces = super::l4_maps::reply_interfaces(&targets);
+        let mut mtus: Vec<u32> = found.iter().map(|p| p.mtu).collect();
+        for i in &reply_ifaces {
+            if let Ok(m) = pod_netns::mtu(i) {
+                mtus.push(m);
+            }
+            if self.l4_reply_ifaces.contains(i) || st.reply_links.contains_key(i) || *i == self.nic {
+                continue;
+            }
+            if !super::l4_maps::forwarding_enabled(i) {
+                tracing::warn!(interface = %i, "IPv4 forwarding is off on the pod side: bound flows cannot be forwarded (sysctl -w net.ipv4.ip_forward=1)");
+            }
+            match pod_netns::ifindex(i).and_then(|x| pod_netns::tcx_ingress_link(self.reply_prog.as_fd(), x)) {
+                Ok(link) => {
+                    tracing::info!(interface = %i, "l4_reply attached (tcx) for bound flows' replies");
+                    st.reply_links.insert(i.clone(), link);
+                }
+                Err(e) => {
+                    tracing::warn!(interface = %i, error = %e, "cannot attach l4_reply: replies of bound flows through here are not reverse-NATed")
+                }
+            }
+        }
+        let mss = bind_plan::path_mss(&mtus);
+        if mss != st.path_mss || st.endpoints.is_empty() {
+            match st.cookie.config() {
+                Ok(mut c) => {
+                    c.path_mss = mss;
+                    if let Err(e) = st.cookie.set_config(&c) {
+                        tracing::error!(error = %e, "cannot set the SYN cookie's path MSS");
+                    } else {
+                        st.path_mss = mss;
+                        tracing::info!(path_mss = mss, "SYN cookie: pod path MSS");
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "cannot read the SYN cookie config"),
+            }
+        }
+        st.endpoints = endpoints.clone();
+        st.covered = found
+            .iter()
+            .filter(|p| st.pod_links.contains_key(&(p.netns, p.ifindex)))
+            .flat_map(|p| p.addrs.iter().copied())
+            .collect();
+    }
+
+    /// Replaces one cookie key (the other slot), which becomes current.
+    pub fn rotate(&self) -> Result<(), EbpfError> {
+        let key = random_key().map_err(|e| EbpfError::TcAttach {
+            program: SYNCOOKIE_PROGRAM,
+            interface: self.nic.clone(),
+            source: aya::programs::ProgramError::IOError(e),
+        })?;
+        let mut st = self.state.lock().expect("bind state");
+        let c = bind_plan::rotated(&st.cookie.config()?, key);
+        st.cookie.set_config(&c)
+    }
+
+    /// `BIND_FIRST_COUNTS` summed over CPUs, by `first_segment::FIRST_*`.
+    pub fn counts(&self) -> Vec<u64> {
+        (0..FIRST_COUNTS).map(|i| self.counts.get(&i, 0).map(|v| v.iter().sum()).unwrap_or(0)).collect()
+    }
+
+    /// For `/stats` and `ingress stats`.
+    pub fn view(&self) -> crate::telemetry::bind::BindView {
+        let st = self.state.lock().expect("bind state");
+        let counts = self.counts();
+        crate::telemetry::bind::BindView {
+            syncs: self.syncs.load(std::sync::atomic::Ordering::Relaxed),
+            attached: std::iter::once(format!("{BIND_FIRST_PROGRAM} on {}", self.nic))
+                .chain(st.reply_links.keys().map(|i| format!("{L4_REPLY_PROGRAM} on {i}")))
+                .chain(st.pod_links.values().map(|(_, w)| format!("{POD_BIND_PROGRAM} on {w}")))
+                .collect(),
+            hosts: st.programmed.hosts.len() as u64,
+            targets: st.targets.iter().map(|(a, p)| format!("{a}:{p}")).collect(),
+            path_mss: st.path_mss,
+            first_segment: FIRST_NAMES.iter().zip(counts).map(|(n, c)| ((*n).to_string(), c)).collect(),
+        }
+    }
+}
+
+impl SynCookieMaps {
+    pub fn remove_target(&mut self, addr: Ipv4Addr, port: u16) -> Result<(), EbpfError> {
+        self.targets_mut()
+            .remove(&target(addr, port))
+            .map_err(|source| EbpfError::Map { map: ingress_common::maps::SYNCOOKIE_TARGETS_MAP, source })
+    }
+}
