@@ -41,6 +41,8 @@ pub mod machine;
 // TLS passthrough: a rustls server as a pod, a rustls client (large ClientHellos too);
 // re-exported by `tls`
 pub mod tls_pod;
+// Where a process's resident memory is (/proc/PID/smaps): `netbench --rss-only`.
+pub mod rss;
 
 /// The line a test that skips itself prints (and appends to the file named by
 /// [`SKIP_LOG_ENV`]), so that `cargo xtask test` counts it as skipped, not passed.

@@ -130,8 +130,8 @@ fn check_in_a_namespace_reports_the_veth_nic_and_fails_on_a_missing_interface() 
         let s = row(&r, name)["status"].as_str().unwrap();
         assert!(["ok", "fallback", "blocker"].contains(&s), "{name}: {s}");
     }
-    // root on this kernel: every capability is there, and the veth with MTU 1500 has
-    // native XDP
+    // root on this kernel: every capability is there, and the veth with MTU 1500 takes
+    // XDP (generic mode, by choice)
     for cap in ["cap_bpf", "cap_net_admin", "cap_sys_admin", "cap_perfmon"] {
         assert_eq!(row(&r, cap)["status"], "ok", "{cap}: {:#}", row(&r, cap));
     }
@@ -150,10 +150,12 @@ fn check_in_a_namespace_reports_the_veth_nic_and_fails_on_a_missing_interface() 
     assert!(text.lines().any(|l| l.starts_with("xdp") && l.contains(" ok ")), "{text}");
     assert_eq!(table.status.success(), out.status.success());
 
-    // an MTU past what a veth takes in driver mode is a fallback to generic XDP
+    // a veth gets generic XDP by choice, a jumbo MTU too (driver mode would be refused)
+    assert!(xdp["detail"].as_str().unwrap().contains("generic (skb) XDP by choice"), "{xdp:#}");
     ip(&["-n", &ns.vm, "link", "set", "eth0", "mtu", "9000"]);
     let r = report(&ingress_in(&ns.vm, &["check", "--interface", "eth0", "--json", "--pin-path", pins]));
-    assert_eq!(row(&r, "xdp")["status"], "fallback", "{:#}", row(&r, "xdp"));
+    assert_eq!(row(&r, "xdp")["status"], "ok", "{:#}", row(&r, "xdp"));
+    assert!(row(&r, "xdp")["detail"].as_str().unwrap().contains("MTU 9000"), "{:#}", row(&r, "xdp"));
 
     // a missing interface is a blocker and the command fails
     let out = ingress_in(&ns.vm, &["check", "--interface", "chknosuch0", "--json", "--pin-path", pins]);

@@ -24,7 +24,7 @@ pub fn format_routes(v: &RoutesView) -> String {
     if let Some(x) = &v.xdp {
         out += &format!("XDP on {}: {} mode\n", x.interface, x.mode);
         if let Some(why) = &x.why_generic {
-            out += &format!("  ! generic (skb) mode is slower: {why}\n");
+            out += &format!("  ! generic (skb) mode: {why}\n");
         }
     }
     out + &v.table.format_text()

@@ -388,30 +388,19 @@ fn xdp_row(i: Option<&InterfaceFacts>) -> Row {
         );
     };
     if driver == "veth" {
-        let mtus = [i.mtu, i.peer_mtu];
-        let worst = mtus.iter().flatten().max().copied();
-        return match worst {
-            Some(m) if m > VETH_XDP_MAX_MTU => row(
-                "xdp",
-                Status::Fallback,
-                format!(
-                    "{whose}: veth with MTU {} (peer {}): driver mode needs both ends at most {VETH_XDP_MAX_MTU}; generic (skb) \
-                     XDP is used",
-                    opt(i.mtu),
-                    opt(i.peer_mtu)
-                ),
-                format!("lower the MTU of both ends to {VETH_XDP_MAX_MTU} or less (e.g. 1500)"),
+        // the agent attaches to a veth in generic mode by choice, whatever the MTU
+        // (datapath/interface.rs: veth_generic_reason)
+        return row(
+            "xdp",
+            Status::Ok,
+            format!(
+                "{whose}: veth, MTU {} (peer {}): generic (skb) XDP by choice (on a veth, driver mode turns GSO off on \
+                 the peer and copies every packet; generic mode keeps bulk transfers into the agent fast)",
+                opt(i.mtu),
+                opt(i.peer_mtu)
             ),
-            _ => row(
-                "xdp",
-                Status::Ok,
-                format!("{whose}: veth, MTU {} (peer {}): native (driver) XDP", opt(i.mtu), opt(i.peer_mtu)),
-                match i.peer_mtu {
-                    Some(_) => String::new(),
-                    None => format!("the peer is in another namespace: keep its MTU at {VETH_XDP_MAX_MTU} or less too"),
-                },
-            ),
-        };
+            "",
+        );
     }
     if NATIVE_XDP_DRIVERS.contains(&driver) {
         row("xdp", Status::Ok, format!("{whose}: driver {driver} has native (driver) XDP"), "")
@@ -656,18 +645,16 @@ mod tests {
     #[test]
     fn xdp_rows_by_driver_mtu_and_existence() {
         let mut f = good();
-        f.interface = Some(veth(1500, 9000));
-        let r = build(&f);
-        only(&r, "xdp", Status::Fallback);
-        assert!(r.rows.iter().any(|r| r.name == "xdp" && r.detail.contains("MTU 1500 (peer 9000)")), "{r:#?}");
-        f.interface = Some(veth(VETH_XDP_MAX_MTU, VETH_XDP_MAX_MTU));
-        only(&build(&f), "xdp", Status::Ok);
-        f.interface = Some(veth(VETH_XDP_MAX_MTU + 1, 1500));
-        only(&build(&f), "xdp", Status::Fallback);
+        // a veth: generic mode by choice, whatever the MTUs
+        for (mtu, peer) in [(1500, 9000), (VETH_XDP_MAX_MTU, VETH_XDP_MAX_MTU), (VETH_XDP_MAX_MTU + 1, 1500)] {
+            f.interface = Some(veth(mtu, peer));
+            let r = build(&f);
+            only(&r, "xdp", Status::Ok);
+            let detail = format!("MTU {mtu} (peer {peer}): generic (skb) XDP by choice");
+            assert!(r.rows.iter().any(|r| r.name == "xdp" && r.detail.contains(&detail)), "{r:#?}");
+        }
         f.interface = Some(InterfaceFacts { peer_mtu: None, ..veth(1500, 0) });
-        let r = build(&f);
-        only(&r, "xdp", Status::Ok);
-        assert!(r.rows.iter().any(|r| r.name == "xdp" && r.action.contains("peer is in another namespace")), "{r:#?}");
+        only(&build(&f), "xdp", Status::Ok);
         f.interface = Some(InterfaceFacts { driver: Some("e1000".into()), ..veth(1500, 0) });
         only(&build(&f), "xdp", Status::Fallback);
         f.interface = Some(InterfaceFacts { driver: Some("virtio_net".into()), peer_mtu: None, ..veth(9000, 0) });

@@ -42,8 +42,10 @@ pub(super) fn adopt_xdp(d: &mut Dataplane, pins: &Pins, interface: &str) -> Resu
                     mode,
                     "XDP program attached: replaced the program of the link pinned by an earlier agent (BPF_LINK_UPDATE, no gap)"
                 );
-                let why_generic = (mode == "generic")
-                    .then(|| generic_reason(interface, "the earlier agent's attach fell back to it"));
+                let why_generic = (mode == "generic").then(|| {
+                    super::interface::veth_generic_reason(interface)
+                        .unwrap_or_else(|| generic_reason(interface, "the earlier agent's attach fell back to it"))
+                });
                 d.xdp = Some(XdpInfo { interface: interface.into(), mode: mode.into(), why_generic });
                 return Ok(true);
             }

@@ -15,8 +15,36 @@ pub(crate) fn generic_reason(interface: &str, error: &str) -> String {
              or accept generic mode"
         )
     } else {
-        format!("driver mode was refused ({error}); the driver of {interface} (MTU {mtu}) may lack native XDP")
+        format!(
+            "driver mode was refused ({error}); the driver of {interface} (MTU {mtu}) may lack native XDP; generic mode \
+             is slower"
+        )
     }
+}
+
+/// On a veth, why XDP attaches in generic (skb) mode by choice; None for other
+/// drivers. A veth's driver mode gains nothing there (the peer hands over an skb
+/// either way) and costs bulk traffic dearly: while a driver-mode program is on a
+/// veth, the kernel turns GSO off on its peer and copies every packet into a page of
+/// its own, so a TCP sender into the agent sends MTU-sized packets one by one. In the
+/// bench topology a 16 MiB WebSocket echo through the eBPF dataplane ran at half the
+/// userspace dataplane's speed for that alone (issue 11); an XDP_PASS program in
+/// driver mode cut a bulk transfer into a veth to about a third, generic mode did not.
+pub(crate) fn veth_generic_reason(interface: &str) -> Option<String> {
+    if interface_driver(interface).as_deref() != Some("veth") {
+        return None;
+    }
+    let mtu = std::fs::read_to_string(format!("/sys/class/net/{interface}/mtu")).ok();
+    Some(veth_reason(interface, mtu.as_deref().map(str::trim).unwrap_or("?")))
+}
+
+/// The text of [`veth_generic_reason`] (pure).
+pub(crate) fn veth_reason(interface: &str, mtu: &str) -> String {
+    format!(
+        "{interface} is a veth with MTU {mtu}: generic (skb) mode is chosen, as on a veth it costs nothing over driver \
+         mode and keeps the peer's GSO (driver mode turns GSO off on the peer and copies every packet, so bulk \
+         transfers into the agent crawl)"
+    )
 }
 
 /// The driver of a network interface (`ethtool -i`: SIOCETHTOOL, ETHTOOL_GDRVINFO).

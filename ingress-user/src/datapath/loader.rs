@@ -124,6 +124,19 @@ impl Dataplane {
         }
         let prog: &mut Xdp = program(&mut self.ebpf, XDP_PROGRAM)?;
         let mut why_generic = None;
+        // a veth: generic mode by choice (see `veth_generic_reason`), driver mode only
+        // if generic is refused
+        if let Some(why) = super::interface::veth_generic_reason(interface)
+            && let Ok(link) = prog.attach(interface, XdpMode::Skb)
+        {
+            tracing::info!(%interface, mode = "generic", "XDP program attached: {why}");
+            self.xdp = Some(XdpInfo { interface: interface.into(), mode: "generic".into(), why_generic: Some(why) });
+            if let Some(pins) = self.pins.clone() {
+                super::adopt::pin_xdp(self, &pins, interface, link, "generic")?;
+            }
+            return Ok(());
+        }
+        let prog: &mut Xdp = program(&mut self.ebpf, XDP_PROGRAM)?;
         let (link, mode) = match prog.attach(interface, XdpMode::Driver) {
             Ok(link) => (link, "driver"),
             Err(driver) => match prog.attach(interface, XdpMode::Skb) {

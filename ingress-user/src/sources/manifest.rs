@@ -6,6 +6,14 @@
 //! its deserializer gives the line; `serde_path_to_error` gives the field. A syntax
 //! error ends the file's reading there (the parser cannot resynchronise), so it is
 //! that file's last reported error.
+//!
+//! Each document is read once into a value (one deserializer instance for every
+//! kind) and each object is taken from that value. Only when that fails is the
+//! document read again straight into its type through `serde_path_to_error`, which
+//! gives the error its line and field (and accepts what the value's stricter types
+//! refuse, such as a number where a string is wanted). The straight path per type
+//! and format is the larger code: it stays on disk unless a document is bad, so the
+//! agent's resident text does not carry it (issue 11).
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
@@ -181,6 +189,27 @@ impl DocCtx<'_> {
         }
     }
 
+    /// The document as a value, or None when it does not read as one (then the
+    /// straight path says what is wrong).
+    fn value(&self, doc: &str) -> Option<serde_json::Value> {
+        match self.format {
+            Format::Json => serde_json::from_str(doc).ok(),
+            Format::Yaml => {
+                let options = serde_saphyr::options! { with_snippet: false, strict_booleans: true };
+                serde_saphyr::from_str_with_options(doc, options).ok()
+            }
+        }
+    }
+
+    /// `T` from the document's value when it reads as one, else straight from the
+    /// document's text (with the error's line and field).
+    fn take<T: DeserializeOwned>(&self, value: Option<&serde_json::Value>, doc: &str) -> Result<T, DocumentError> {
+        if let Some(t) = value.and_then(|v| T::deserialize(v).ok()) {
+            return Ok(t);
+        }
+        self.parse(doc)
+    }
+
     fn parse<T: DeserializeOwned>(&self, doc: &str) -> Result<T, DocumentError> {
         match self.format {
             Format::Json => {
@@ -252,46 +281,48 @@ fn strip_location(msg: &str) -> String {
 }
 
 fn load_document(ctx: &DocCtx<'_>, doc: &str, res: &mut Resources) -> Result<(), DocumentError> {
-    let meta: TypeMeta = ctx.parse(doc)?;
+    let value = ctx.value(doc);
+    let value = value.as_ref();
+    let meta: TypeMeta = ctx.take(value, doc)?;
     let api_version = meta.api_version.unwrap_or_default();
     let group = api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
     match (group, meta.kind.as_deref().unwrap_or("")) {
         ("gateway.networking.k8s.io", "Gateway") => {
-            let o: gateway_api::apis::standard::gateways::Gateway = ctx.parse(doc)?;
+            let o: gateway_api::apis::standard::gateways::Gateway = ctx.take(value, doc)?;
             res.gateways.insert(key_of(&o.metadata), o);
         }
         ("gateway.networking.k8s.io", "HTTPRoute") => {
-            let o: gateway_api::apis::experimental::httproutes::HttpRoute = ctx.parse(doc)?;
+            let o: gateway_api::apis::experimental::httproutes::HttpRoute = ctx.take(value, doc)?;
             res.http_routes.insert(key_of(&o.metadata), o);
         }
         ("gateway.networking.k8s.io", "TLSRoute") => {
-            let o = tls_route(ctx, doc, &api_version)?;
+            let o = tls_route(ctx, value, doc, &api_version)?;
             res.tls_routes.insert(key_of(&o.metadata), o);
         }
         ("gateway.networking.k8s.io", "GRPCRoute") => {
-            let o: gateway_api::apis::standard::grpcroutes::GrpcRoute = ctx.parse(doc)?;
+            let o: gateway_api::apis::standard::grpcroutes::GrpcRoute = ctx.take(value, doc)?;
             res.grpc_routes.insert(key_of(&o.metadata), o);
         }
         ("gateway.networking.k8s.io", "ReferenceGrant") => {
-            let o: gateway_api::apis::standard::referencegrants::ReferenceGrant = ctx.parse(doc)?;
+            let o: gateway_api::apis::standard::referencegrants::ReferenceGrant = ctx.take(value, doc)?;
             res.reference_grants.insert(key_of(&o.metadata), o);
         }
         ("", "Service") => {
-            let o: k8s_openapi::api::core::v1::Service = ctx.parse(doc)?;
+            let o: k8s_openapi::api::core::v1::Service = ctx.take(value, doc)?;
             res.services.insert(key_of(&o.metadata), o);
         }
         ("discovery.k8s.io", "EndpointSlice") => {
-            let o: k8s_openapi::api::discovery::v1::EndpointSlice = ctx.parse(doc)?;
+            let o: k8s_openapi::api::discovery::v1::EndpointSlice = ctx.take(value, doc)?;
             res.endpoint_slices.insert(key_of(&o.metadata), o);
         }
         ("", "Namespace") => {
-            let o: k8s_openapi::api::core::v1::Namespace = ctx.parse(doc)?;
+            let o: k8s_openapi::api::core::v1::Namespace = ctx.take(value, doc)?;
             res.namespaces.insert(o.metadata.name.clone().unwrap_or_default(), o);
         }
         ("", "Secret") => {
             // `data` is base64 (k8s-openapi decodes it); `stringData` is kept as written
             // and read over `data`, as the API server merges it (routing/tls.rs)
-            let o: k8s_openapi::api::core::v1::Secret = ctx.parse(doc)?;
+            let o: k8s_openapi::api::core::v1::Secret = ctx.take(value, doc)?;
             res.secrets.insert(key_of(&o.metadata), o);
         }
         ("", "") | (_, "") => {
@@ -310,13 +341,17 @@ fn load_document(ctx: &DocCtx<'_>, doc: &str, res: &mut Resources) -> Result<(),
 /// v1alpha3 documents carry the same fields (hostnames optional) and are read as v1.
 fn tls_route(
     ctx: &DocCtx<'_>,
+    value: Option<&serde_json::Value>,
     doc: &str,
     api_version: &str,
 ) -> Result<gateway_api::apis::standard::tlsroutes::TlsRoute, DocumentError> {
     match api_version.rsplit_once('/').map(|(_, v)| v) {
-        Some("v1") => ctx.parse(doc),
+        Some("v1") => ctx.take(value, doc),
         Some("v1alpha2" | "v1alpha3") => {
-            let mut v: serde_json::Value = ctx.parse(doc)?;
+            let mut v: serde_json::Value = match value {
+                Some(v) => v.clone(),
+                None => ctx.parse(doc)?,
+            };
             if let Some(spec) = v.get_mut("spec").and_then(|s| s.as_object_mut()) {
                 spec.entry("hostnames").or_insert_with(|| serde_json::json!([]));
             }

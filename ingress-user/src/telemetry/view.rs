@@ -106,7 +106,7 @@ pub fn format_table(s: &StatsView) -> String {
         Some(x) => {
             out += &format!("dataplane: {} (XDP on {}, {} mode)\n", s.dataplane, x.interface, x.mode);
             if let Some(why) = &x.why_generic {
-                out += &format!("  ! XDP runs in generic (skb) mode, which is slower: {why}\n");
+                out += &format!("  ! XDP runs in generic (skb) mode: {why}\n");
             }
         }
         None => out += &format!("dataplane: {} (no XDP program)\n", s.dataplane),

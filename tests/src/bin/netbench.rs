@@ -171,6 +171,9 @@ fn main() {
     let mut splice_only = false;
     // `--rounds N`: that many rounds instead of the mode's (1 with --quick, else 3).
     let mut rounds: Option<usize> = None;
+    // The agent's RSS alone, per dataplane, with where it is (`ingress_tests::rss`):
+    // `netbench --rss-only` (prints, writes nothing).
+    let mut rss_only = false;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--ingress" => bin = PathBuf::from(args.next().expect("--ingress PATH")),
@@ -179,6 +182,7 @@ fn main() {
             "--l4-only" => l4_only = true,
             "--tls-only" => tls_only = true,
             "--splice-only" => splice_only = true,
+            "--rss-only" => rss_only = true,
             "--rounds" => rounds = Some(args.next().and_then(|n| n.parse().ok()).expect("--rounds N")),
             "--out" => out = PathBuf::from(args.next().expect("--out FILE")),
             "--bench" => {}
@@ -225,6 +229,9 @@ fn main() {
         // a path never always runs first, nor always after the same one
         for pi in rotation(&(0..PATHS.len()).collect::<Vec<_>>(), round) {
             let path = &PATHS[pi];
+            if rss_only && !matches!(path, Path::Userspace | Path::Ebpf | Path::EbpfSplice) {
+                continue;
+            }
             let mut agent = None;
             let mut legacy = None;
             let mut nginx_l7 = None;
@@ -254,6 +261,9 @@ fn main() {
                     };
                     agent =
                         Some(Agent::start(&bin, &topo.vm_ns(), &openchoreo_dir(), &openchoreo_listens(VM_IP), flags));
+                    if rss_only {
+                        rss_report(path.short(), "at start", agent.as_ref().unwrap());
+                    }
                     format!("{VM_IP}:9080")
                 }
             };
@@ -300,6 +310,9 @@ fn main() {
                 samples[pi][wi].push(s);
             }
             if let Some(a) = agent {
+                if rss_only {
+                    rss_report(path.short(), "after the workloads", &a);
+                }
                 memory[pi].main.push(a.peak_rss_kib());
                 // issue 4's target: RSS with 1,000 idle keep-alive connections
                 let (held, now) = ingress_tests::load::with_idle_connections(
@@ -307,7 +320,12 @@ fn main() {
                     addr.parse().unwrap(),
                     HOST,
                     IDLE,
-                    || a.rss_kib(),
+                    || {
+                        if rss_only {
+                            rss_report(path.short(), &format!("holding {IDLE} idle connections"), &a);
+                        }
+                        a.rss_kib()
+                    },
                 );
                 eprintln!("round {round} {:<14} RSS {} with {held} idle connections", path.short(), megabytes(now));
                 assert_eq!(held, IDLE, "{}: idle connections refused", path.name());
@@ -325,7 +343,7 @@ fn main() {
         }
     }
     // L4 mode: the L4 path vs direct vs an nginx stream proxy, to the first nginx pod
-    let l4_md = if tls_only || splice_only {
+    let l4_md = if tls_only || splice_only || rss_only {
         String::new()
     } else {
         ingress_tests::l4bench::run(
@@ -341,7 +359,7 @@ fn main() {
     };
     // TLS mode: HTTPS, handshakes and h2 through the agent vs Envoy terminating TLS vs
     // direct TLS to the first nginx pod
-    let tls_md = if l4_only || splice_only {
+    let tls_md = if l4_only || splice_only || rss_only {
         String::new()
     } else {
         let react_ns = topo.pods.iter().find(|(p, _)| p.ip == react.ip).map(|(_, ns)| ns.clone()).expect("react ns");
@@ -366,7 +384,7 @@ fn main() {
         )
     };
     // the join mode: the mechanisms of joined connections side by side
-    let splice_md = if l4_only || tls_only {
+    let splice_md = if l4_only || tls_only || rss_only {
         String::new()
     } else {
         ingress_tests::splicebench::run(
@@ -385,6 +403,14 @@ fn main() {
     drop(topo);
     if splice_only {
         print!("{splice_md}");
+        return;
+    }
+    if rss_only {
+        for (pi, m) in memory.iter().enumerate() {
+            if !m.idle.is_empty() {
+                println!("{}: {} holding {IDLE} idle connections", PATHS[pi].name(), megabytes(peak(&m.idle)));
+            }
+        }
         return;
     }
     if l4_only {
@@ -406,6 +432,23 @@ fn main() {
     std::fs::write(&out, &md).expect("write the benchmark table");
     std::fs::write(out.with_extension("json"), serde_json::to_string_pretty(&js).unwrap()).expect("write the results");
     eprintln!("netbench: wrote {} and {}", out.display(), out.with_extension("json").display());
+}
+
+/// `--rss-only`: VmRSS and where it is (`/proc/PID/smaps`), on stderr.
+fn rss_report(path: &str, when: &str, a: &Agent) {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", a.pid())).unwrap_or_default();
+    let field = |f: &str| status.lines().find(|l| l.starts_with(f)).map(|l| l[f.len()..].trim().to_string());
+    eprintln!(
+        "rss {path} {when}: VmRSS {} (RssAnon {}, RssFile {}), threads {}",
+        field("VmRSS:").unwrap_or_default(),
+        field("RssAnon:").unwrap_or_default(),
+        field("RssFile:").unwrap_or_default(),
+        field("Threads:").unwrap_or_default()
+    );
+    match ingress_tests::rss::of_pid(a.pid()) {
+        Ok(b) => eprint!("{}", b.format()),
+        Err(e) => eprintln!("  smaps: {e}"),
+    }
 }
 
 fn machine() -> (String, String, String) {
