@@ -125,7 +125,11 @@ impl Drop for InFlight {
 struct HeadTimer {
     activity: Arc<Activity>,
     timeout: Duration,
+    /// Fires at or before `deadline` (never after): moving the deadline later is only a
+    /// store, the timer is re-armed when it fires early (no timer-wheel insert and
+    /// remove per request on a keep-alive connection).
     sleep: Pin<Box<Sleep>>,
+    deadline: Instant,
     seen_gen: u64,
     /// Still looking for framing headers in the current head.
     scanning: bool,
@@ -140,6 +144,7 @@ impl HeadTimer {
             activity,
             timeout,
             sleep: Box::pin(tokio::time::sleep(timeout)),
+            deadline: Instant::now() + timeout,
             seen_gen: 0,
             scanning: true,
             carry: [0; 20],
@@ -154,7 +159,7 @@ impl HeadTimer {
             self.activity.partial.store(false, Ordering::Release);
             self.scanning = true;
             self.carry_len = 0;
-            self.sleep.as_mut().reset(Instant::now() + self.timeout);
+            self.deadline = Instant::now() + self.timeout;
         }
     }
 
@@ -209,11 +214,19 @@ impl HeadTimer {
             if self.sleep.as_mut().poll(cx).is_pending() {
                 return false;
             }
+            if self.sleep.deadline() < self.deadline {
+                // fired for an earlier deadline than the current one: wait for the rest
+                let at = self.deadline;
+                self.sleep.as_mut().reset(at);
+                continue;
+            }
             if self.activity.inflight.load(Ordering::Acquire) == 0 {
                 return true;
             }
             // a request is being served: no limit; look again later
-            self.sleep.as_mut().reset(Instant::now() + self.timeout);
+            self.deadline = Instant::now() + self.timeout;
+            let at = self.deadline;
+            self.sleep.as_mut().reset(at);
         }
     }
 }
@@ -423,5 +436,24 @@ mod tests {
         tokio::time::advance(Duration::from_secs(11)).await;
         assert!(t.expired(&mut cx));
         assert!(!a.partial.load(Ordering::Acquire), "nothing was sent: a quiet close, no 408");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_later_deadline_is_kept_without_rearming_the_timer() {
+        let a = Arc::new(Activity::default());
+        let mut t = HeadTimer::new(a.clone(), Duration::from_secs(10));
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(!t.expired(&mut cx));
+        let (guard, _) = a.begin();
+        tokio::time::advance(Duration::from_secs(5)).await;
+        drop(guard);
+        // idle from t=5: the deadline moves to t=15, the timer armed for t=10 stays
+        assert!(!t.expired(&mut cx));
+        tokio::time::advance(Duration::from_secs(6)).await;
+        assert!(!t.expired(&mut cx), "the first arming fired at t=10: idle for 6 s of 10, not expired");
+        tokio::time::advance(Duration::from_secs(3)).await;
+        assert!(!t.expired(&mut cx), "t=14");
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(t.expired(&mut cx), "t=16: idle for 11 s");
     }
 }

@@ -278,7 +278,8 @@ fn decide(
     }
     // one string, handed to the Uri without a copy
     let mut target = String::with_capacity(7 + 21 + new_path.len() + query.map_or(0, |q| q.len() + 1));
-    let _ = write!(target, "http://{endpoint}");
+    target.push_str("http://");
+    push_socket_addr(&mut target, endpoint);
     target.push_str(&new_path);
     if let Some(q) = query {
         target.push('?');
@@ -336,6 +337,11 @@ fn unsupported(filters: &[Filter]) -> Option<&str> {
 /// `Trailer` (the names of trailer fields) is end to end and kept; `TE: trailers` is
 /// passed on, so the pod knows the client takes trailers and hyper forwards them.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+    // Most heads carry none of them: one pass over the names instead of eight removes
+    // (each a hash of the name) on every request and every response.
+    if !h.keys().any(is_hop_by_hop) {
+        return;
+    }
     let te_trailers = h
         .get_all(header::TE)
         .iter()
@@ -373,6 +379,62 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
 }
 
+/// Whether `n` is one of the fields [`strip_hop_by_hop`] removes (Connection included,
+/// so the fields it names are looked at too).
+fn is_hop_by_hop(n: &HeaderName) -> bool {
+    *n == header::CONNECTION
+        || *n == header::TE
+        || *n == header::TRANSFER_ENCODING
+        || *n == header::UPGRADE
+        || *n == header::PROXY_AUTHORIZATION
+        || matches!(n.as_str(), "keep-alive" | "proxy-connection" | "http2-settings")
+}
+
+/// `addr` as text, appended to `out` (IPv4 digits written directly: `fmt`'s address
+/// formatting showed in the per-request instruction profile).
+fn push_ip(out: &mut String, addr: std::net::IpAddr) {
+    match addr {
+        std::net::IpAddr::V4(v4) => {
+            for (i, o) in v4.octets().iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                push_u16(out, u16::from(*o));
+            }
+        }
+        std::net::IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
+/// `addr` as an authority (`10.0.0.1:80`, `[::1]:80`), appended to `out`.
+fn push_socket_addr(out: &mut String, addr: SocketAddr) {
+    match addr.ip() {
+        std::net::IpAddr::V6(v6) => {
+            let _ = write!(out, "[{v6}]");
+        }
+        ip => push_ip(out, ip),
+    }
+    out.push(':');
+    push_u16(out, addr.port());
+}
+
+fn push_u16(out: &mut String, mut n: u16) {
+    let mut digits = [0u8; 5];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // ASCII digits
+    out.push_str(std::str::from_utf8(&digits[i..]).unwrap_or_default());
+}
+
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -396,7 +458,7 @@ fn forwarded_headers(h: &mut HeaderMap, peer: SocketAddr, host: Option<&HeaderVa
         xff.push_str(prev);
         xff.push_str(", ");
     }
-    let _ = write!(xff, "{}", peer.ip());
+    push_ip(&mut xff, peer.ip());
     if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(xff)) {
         h.insert(X_FORWARDED_FOR, v);
     }

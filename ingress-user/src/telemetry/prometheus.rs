@@ -101,6 +101,22 @@ pub struct Metrics {
     /// The handles of each (route, backend) pair seen, so a request looks its series up
     /// by two shared strings instead of building label sets (and their strings) every time.
     handles: std::sync::RwLock<HashMap<Arc<str>, Vec<(Arc<str>, Arc<RouteHandles>)>>>,
+    /// This instance's number, for the per-thread front of `handles` ([`LastHandles`]).
+    id: u64,
+}
+
+/// The (route, backend) pairs a thread looked up last, per [`Metrics`] (by its `id`): a
+/// request on a worker finds its series by two pointer comparisons, without the shared
+/// lock of `handles` (whose reader count every worker would write). Labels are the
+/// table's shared strings, so the same pair is the same pointers until the table
+/// changes; the entries hold them, so a pointer is never reused for another label.
+struct LastHandles(Vec<(u64, Arc<str>, Arc<str>, Arc<RouteHandles>)>);
+
+/// Entries each thread keeps (the oldest goes first).
+const LAST_HANDLES: usize = 16;
+
+thread_local! {
+    static LAST: std::cell::RefCell<LastHandles> = const { std::cell::RefCell::new(LastHandles(Vec::new())) };
 }
 
 /// More (route, backend) pairs than this in the handle cache: it starts over (the
@@ -208,6 +224,10 @@ impl Default for Metrics {
             passthrough,
             tls,
             handles: Default::default(),
+            id: {
+                static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+                NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            },
         }
     }
 }
@@ -215,6 +235,24 @@ impl Default for Metrics {
 impl Metrics {
     /// The series of `route` and `backend` (empty strings: the request was not routed).
     pub fn handles(&self, route: &Arc<str>, backend: &Arc<str>) -> Arc<RouteHandles> {
+        let mine = |e: &&(u64, Arc<str>, Arc<str>, Arc<RouteHandles>)| {
+            e.0 == self.id && Arc::ptr_eq(&e.1, route) && Arc::ptr_eq(&e.2, backend)
+        };
+        if let Some(h) = LAST.with_borrow(|l| l.0.iter().find(mine).map(|e| e.3.clone())) {
+            return h;
+        }
+        let h = self.shared_handles(route, backend);
+        LAST.with_borrow_mut(|l| {
+            if l.0.len() >= LAST_HANDLES {
+                l.0.remove(0);
+            }
+            l.0.push((self.id, route.clone(), backend.clone(), h.clone()));
+        });
+        h
+    }
+
+    /// [`Metrics::handles`] from the shared cache (or new series).
+    fn shared_handles(&self, route: &Arc<str>, backend: &Arc<str>) -> Arc<RouteHandles> {
         let found = |m: &HashMap<Arc<str>, Vec<(Arc<str>, Arc<RouteHandles>)>>| {
             m.get(&**route)?.iter().find(|(b, _)| **b == **backend).map(|(_, h)| h.clone())
         };
@@ -370,6 +408,32 @@ mod tests {
         assert!(!text.contains(r#"class="4xx""#), "{text}");
         assert!(text.contains("ingress_client_connections 4"), "{text}");
         assert!(text.contains("ingress_spliced_connections 2"), "{text}");
+    }
+
+    #[test]
+    fn handles_are_per_metrics_and_by_label_not_by_pointer() {
+        let (a, b) = (Metrics::default(), Metrics::default());
+        let (route, backend): (Arc<str>, Arc<str>) = (Arc::from("apps/r#0"), Arc::from("apps/svc:80"));
+        for _ in 0..3 {
+            a.handles(&route, &backend).record(&a, 200, Duration::from_millis(1));
+        }
+        b.handles(&route, &backend).record(&b, 200, Duration::from_millis(1));
+        // the same label in other strings (a new table): the same series
+        let (route2, backend2): (Arc<str>, Arc<str>) = (Arc::from("apps/r#0"), Arc::from("apps/svc:80"));
+        a.handles(&route2, &backend2).record(&a, 200, Duration::from_millis(1));
+        let count = |m: &Metrics| {
+            let text = m.encode(&ProxyCounters::default(), 0);
+            text.lines()
+                .find(|l| l.starts_with("ingress_request_duration_seconds_count{route=\"apps/r#0\""))
+                .map(|l| l.rsplit(' ').next().unwrap().to_string())
+                .unwrap_or_else(|| panic!("no count series: {text}"))
+        };
+        assert_eq!((count(&a), count(&b)), ("4".to_string(), "1".to_string()));
+        // another thread finds the same series
+        std::thread::scope(|s| {
+            s.spawn(|| a.handles(&route, &backend).record(&a, 200, Duration::from_millis(1)));
+        });
+        assert_eq!(count(&a), "5");
     }
 
     #[test]

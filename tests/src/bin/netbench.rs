@@ -174,7 +174,13 @@ fn main() {
     // The agent's RSS alone, per dataplane, with where it is (`ingress_tests::rss`):
     // `netbench --rss-only` (prints, writes nothing).
     let mut rss_only = false;
+    // The measurement loop (h-perf): `--paths B,N,C --workloads keepalive,close` runs only
+    // those (see `Selection`), prints a short table with ratios to N and B, writes nothing.
+    let mut sel = Selection::default();
     while let Some(a) = args.next() {
+        if sel.flag(&a, &mut args) {
+            continue;
+        }
         match a.as_str() {
             "--ingress" => bin = PathBuf::from(args.next().expect("--ingress PATH")),
             "--envoy" => envoy = PathBuf::from(args.next().expect("--envoy PATH")),
@@ -200,7 +206,7 @@ fn main() {
     } else {
         Cfg { rounds: 3, secs: 5, conns: 64, ws_bytes: 128 << 20 }
     };
-    let c = Cfg { rounds: rounds.unwrap_or(c.rounds), ..c };
+    let c = Cfg { rounds: rounds.unwrap_or(c.rounds), secs: sel.secs.unwrap_or(c.secs), ..c };
     // SAFETY: set before any thread is started.
     unsafe { std::env::set_var("AGENT_RUST_LOG", "info") };
     let pods = openchoreo_pods();
@@ -225,11 +231,12 @@ fn main() {
     // samples[path][workload][round]; peak RSS readings per path and round
     let mut samples = vec![vec![Vec::<Sample>::new(); WORKLOADS.len()]; PATHS.len()];
     let mut memory = vec![Memory::default(); PATHS.len()];
-    for round in 0..if l4_only || tls_only || splice_only { 0 } else { c.rounds } {
+    let (l4_only, tls_only, splice_only) = (l4_only || sel.on(), tls_only || sel.on(), splice_only || sel.on());
+    for round in 0..if (l4_only || tls_only || splice_only) && !sel.on() { 0 } else { c.rounds } {
         // a path never always runs first, nor always after the same one
         for pi in rotation(&(0..PATHS.len()).collect::<Vec<_>>(), round) {
             let path = &PATHS[pi];
-            if rss_only && !matches!(path, Path::Userspace | Path::Ebpf | Path::EbpfSplice) {
+            if (rss_only && !matches!(path, Path::Userspace | Path::Ebpf | Path::EbpfSplice)) || !sel.path(*path) {
                 continue;
             }
             let mut agent = None;
@@ -259,15 +266,22 @@ fn main() {
                         Path::Ebpf => &["--interface", VM_NIC],
                         _ => &["--interface", VM_NIC, "--forwarded-headers", "off"],
                     };
+                    let flags: Vec<&str> =
+                        flags.iter().copied().chain(sel.agent_args.iter().map(|s| s.as_str())).collect();
                     agent =
-                        Some(Agent::start(&bin, &topo.vm_ns(), &openchoreo_dir(), &openchoreo_listens(VM_IP), flags));
+                        Some(Agent::start(&bin, &topo.vm_ns(), &openchoreo_dir(), &openchoreo_listens(VM_IP), &flags));
                     if rss_only {
                         rss_report(path.short(), "at start", agent.as_ref().unwrap());
                     }
                     format!("{VM_IP}:9080")
                 }
             };
+            sel.profile_start(&topo.vm_ns(), *path);
             for (wi, w) in WORKLOADS.iter().enumerate() {
+                if !sel.workload(*w) {
+                    continue;
+                }
+                sel.profile_workload(w.key());
                 let s = match w {
                     Workload::WebSocket => {
                         let ws_addr =
@@ -308,6 +322,12 @@ fn main() {
                     s.non_2xx
                 );
                 samples[pi][wi].push(s);
+                sel.profile_stop();
+            }
+            if sel.on()
+                && let Some(a) = agent.take()
+            {
+                a.stop();
             }
             if let Some(a) = agent {
                 if rss_only {
@@ -401,6 +421,10 @@ fn main() {
     };
     drop(nginx);
     drop(topo);
+    if sel.on() {
+        print!("{}", sel.report(&c, &samples));
+        return;
+    }
     if splice_only {
         print!("{splice_md}");
         return;
@@ -679,4 +703,200 @@ fn report(c: &Cfg, quick: bool, samples: &[Vec<Vec<Sample>>], memory: &[Memory])
     }
     let js = json!({"machine": machine, "kernel": kernel, "date": date, "quick": quick, "rounds": c.rounds, "workloads": js_workloads});
     (md, js)
+}
+
+/// The measurement loop (h-perf, issue 11): only some paths and workloads, a short table
+/// of ratios, and optionally the proxies profiled while each workload runs.
+///
+/// `--paths A,B,N,C,Ce,Cs` (C: userspace, Ce: eBPF, Cs: eBPF + splice-safe joined),
+/// `--workloads keepalive,close,1m,ws`, `--secs N` (seconds per run), `--agent-arg ARG`
+/// (repeatable: passed to the agent, e.g. `--agent-arg --workers --agent-arg 1`),
+/// `--profile record|syscalls --profile-dir DIR`: while each workload runs on N or a C
+/// path, `perf record -F 999 --call-graph dwarf` (record) or `perf stat -e
+/// 'syscalls:sys_enter_*'` (syscalls) on every process of the VM namespace (the proxy:
+/// the agent, or nginx's master and workers), into DIR/<path>-<workload>.{data,txt}.
+#[derive(Default)]
+struct Selection {
+    paths: Option<Vec<Path>>,
+    workloads: Option<Vec<Workload>>,
+    secs: Option<u64>,
+    agent_args: Vec<String>,
+    profile: Option<String>,
+    profile_dir: Option<PathBuf>,
+    /// the path being run: its short name and the pids to profile
+    current: Option<(String, String)>,
+    running: Option<std::process::Child>,
+}
+
+impl Selection {
+    /// Takes `a` (and its value) if it is one of the selection's flags.
+    fn flag(&mut self, a: &str, args: &mut impl Iterator<Item = String>) -> bool {
+        let mut val = |what: &str| args.next().unwrap_or_else(|| panic!("netbench: {a} needs {what}"));
+        match a {
+            "--paths" => {
+                let v = val("a list like B,N,C");
+                self.paths = Some(
+                    v.split(',')
+                        .map(|p| match p.trim() {
+                            "A" => Path::Legacy,
+                            "B" => Path::Direct,
+                            "N" => Path::Nginx,
+                            "C" => Path::Userspace,
+                            "Ce" => Path::Ebpf,
+                            "Cs" => Path::EbpfSplice,
+                            other => panic!("netbench: --paths: unknown path {other:?} (A, B, N, C, Ce, Cs)"),
+                        })
+                        .collect(),
+                )
+            }
+            "--workloads" => {
+                let v = val("a list like keepalive,close");
+                self.workloads = Some(
+                    v.split(',')
+                        .map(|w| match w.trim() {
+                            "keepalive" => Workload::KeepAlive,
+                            "close" => Workload::NewConnection,
+                            "1m" => Workload::OneMiB,
+                            "ws" => Workload::WebSocket,
+                            other => {
+                                panic!("netbench: --workloads: unknown workload {other:?} (keepalive, close, 1m, ws)")
+                            }
+                        })
+                        .collect(),
+                )
+            }
+            "--secs" => self.secs = Some(val("seconds").parse().expect("netbench: --secs N")),
+            "--agent-arg" => self.agent_args.push(val("an argument")),
+            "--profile" => {
+                let v = val("record or syscalls");
+                assert!(v == "record" || v == "syscalls", "netbench: --profile record|syscalls, not {v:?}");
+                self.profile = Some(v)
+            }
+            "--profile-dir" => self.profile_dir = Some(PathBuf::from(val("a directory"))),
+            _ => return false,
+        }
+        true
+    }
+
+    fn on(&self) -> bool {
+        self.paths.is_some() || self.workloads.is_some()
+    }
+    fn path(&self, p: Path) -> bool {
+        self.paths.as_ref().is_none_or(|ps| ps.contains(&p))
+    }
+    fn workload(&self, w: Workload) -> bool {
+        self.workloads.as_ref().is_none_or(|ws| ws.contains(&w))
+    }
+
+    /// The path about to run: its proxy's pids are every process of the VM namespace
+    /// `vm_ns` (only N and the C paths run a proxy there).
+    fn profile_start(&mut self, vm_ns: &str, path: Path) {
+        self.current = None;
+        if self.profile.is_none() || matches!(path, Path::Legacy | Path::Direct) {
+            return;
+        }
+        let short = path.short();
+        std::thread::sleep(Duration::from_millis(300));
+        let out = std::process::Command::new("ip").args(["netns", "pids", vm_ns]).output();
+        let pids: Vec<String> = out
+            .map(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().map(str::to_string).collect())
+            .unwrap_or_default();
+        if !pids.is_empty() {
+            self.current = Some((short.replace([' ', '+'], "_"), pids.join(",")));
+        }
+    }
+
+    /// Starts the profiler for workload `key` of the current path (bounded: it stops
+    /// itself a little after the run, or at [`Selection::profile_stop`]).
+    fn profile_workload(&mut self, key: &str) {
+        let (Some(mode), Some((short, pids))) = (&self.profile, &self.current) else { return };
+        let dir = self.profile_dir.clone().unwrap_or_else(|| PathBuf::from("/tmp/netbench-profile"));
+        let _ = std::fs::create_dir_all(&dir);
+        let name = format!("{short}-{}", key.replace(' ', "_"));
+        let secs = (self.secs.unwrap_or(2)).max(1).to_string();
+        let mut cmd = std::process::Command::new("perf");
+        if mode == "record" {
+            let data = dir.join(format!("{name}.data"));
+            cmd.args(["record", "-F", "999", "--call-graph", "dwarf", "-q", "-o"]).arg(data);
+        } else {
+            let txt = dir.join(format!("{name}.txt"));
+            cmd.args(["stat", "-e", "syscalls:sys_enter_*", "-o"]).arg(txt);
+        }
+        cmd.args(["-p", pids, "--", "sleep", &secs]);
+        cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+        self.running = cmd.spawn().ok();
+        if self.running.is_none() {
+            eprintln!("netbench: perf did not start; no profile for {name}");
+        }
+    }
+
+    fn profile_stop(&mut self) {
+        if let Some(mut c) = self.running.take() {
+            let _ = c.wait();
+        }
+    }
+
+    /// The selected workloads' table: per path its figures (medians) and the paired
+    /// ratios to N and to B.
+    fn report(&self, c: &Cfg, samples: &[Vec<Vec<Sample>>]) -> String {
+        let mut md = String::new();
+        let (_, _, date) = machine();
+        let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+        let load: Vec<&str> = load.split_whitespace().take(3).collect();
+        writeln!(
+            md,
+            "netbench selection, {date}, {} s per run, {} round(s), load average after: {} (the machine is shared: compare ratios from this run only)\n",
+            c.secs,
+            c.rounds,
+            load.join(" ")
+        )
+        .unwrap();
+        let n = PATHS.iter().position(|p| *p == Path::Nginx).unwrap();
+        let b = PATHS.iter().position(|p| *p == Path::Direct).unwrap();
+        for (wi, w) in WORKLOADS.iter().enumerate() {
+            if !self.workload(*w) {
+                continue;
+            }
+            let by_bytes = *w == Workload::WebSocket || *w == Workload::OneMiB;
+            let rate = |s: &Sample| if by_bytes { s.mbps } else { s.rps };
+            let cpu = |s: &Sample| s.cpu_us;
+            let vals = |pi: usize, f: &dyn Fn(&Sample) -> f64| -> Vec<f64> { samples[pi][wi].iter().map(f).collect() };
+            let r = |pi: usize, base: usize, f: &dyn Fn(&Sample) -> f64| {
+                if samples[base][wi].is_empty() {
+                    "-".to_string()
+                } else {
+                    cell(paired_ratio(&vals(pi, f), &vals(base, f)), 2, "x")
+                }
+            };
+            writeln!(md, "## {}\n", w.title(c)).unwrap();
+            writeln!(
+                md,
+                "| path | {} | CPU us/req | p99 | errors | vs N | CPU vs N | vs B | CPU vs B |",
+                if by_bytes { "MB/s" } else { "req/s" }
+            )
+            .unwrap();
+            writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|").unwrap();
+            for (pi, p) in PATHS.iter().enumerate() {
+                if !self.path(*p) || samples[pi][wi].is_empty() {
+                    continue;
+                }
+                let errors: u64 = samples[pi][wi].iter().map(|s| s.errors + s.non_2xx).sum();
+                writeln!(
+                    md,
+                    "| {} | {} | {} | {} | {errors} | {} | {} | {} | {} |",
+                    p.short(),
+                    cell(bench::median(&vals(pi, &rate)), if by_bytes { 1 } else { 0 }, ""),
+                    cell(bench::median(&vals(pi, &cpu)), 1, ""),
+                    cell(bench::median(&vals(pi, &|s| s.p99_us)), 0, " us"),
+                    r(pi, n, &rate),
+                    r(pi, n, &cpu),
+                    r(pi, b, &rate),
+                    r(pi, b, &cpu),
+                )
+                .unwrap();
+            }
+            writeln!(md).unwrap();
+        }
+        md
+    }
 }

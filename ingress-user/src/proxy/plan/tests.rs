@@ -290,3 +290,54 @@ fn an_upgrade_to_h2c_is_not_offered_and_the_request_is_served_as_http_1_1() {
     let (p, _) = run(&t, "GET", "/", &ws, ON, &[]);
     assert_eq!(forward_of(&p).upgrade.as_ref().map(|v| v.to_str().unwrap()), Some("websocket"));
 }
+
+#[test]
+fn addresses_are_written_as_display_writes_them() {
+    let addrs: [SocketAddr; 7] = [
+        "0.0.0.0:0".parse().unwrap(),
+        "10.42.0.5:8080".parse().unwrap(),
+        "255.255.255.255:65535".parse().unwrap(),
+        "1.20.100.9:9".parse().unwrap(),
+        "192.168.1.10:80".parse().unwrap(),
+        "[::1]:80".parse().unwrap(),
+        "[fd00::5:1]:10080".parse().unwrap(),
+    ];
+    for a in addrs {
+        let (mut ip, mut sa) = (String::new(), String::new());
+        push_ip(&mut ip, a.ip());
+        push_socket_addr(&mut sa, a);
+        assert_eq!(ip, a.ip().to_string());
+        assert_eq!(sa, a.to_string());
+    }
+}
+
+#[test]
+fn hop_by_hop_fields_are_removed_and_a_head_without_any_is_left_alone() {
+    let mut plain = HeaderMap::new();
+    plain.insert(header::HOST, HeaderValue::from_static("a.test"));
+    plain.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+    let before = plain.clone();
+    strip_hop_by_hop(&mut plain);
+    assert_eq!(plain, before);
+    for name in [
+        "connection",
+        "te",
+        "transfer-encoding",
+        "upgrade",
+        "proxy-authorization",
+        "keep-alive",
+        "proxy-connection",
+        "http2-settings",
+    ] {
+        let mut h = before.clone();
+        h.insert(http::header::HeaderName::from_static(name), HeaderValue::from_static("x"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h, before, "{name} removed");
+    }
+    // and the fields Connection names
+    let mut h = before.clone();
+    h.insert(header::CONNECTION, HeaderValue::from_static("x-private, close"));
+    h.insert(http::header::HeaderName::from_static("x-private"), HeaderValue::from_static("1"));
+    strip_hop_by_hop(&mut h);
+    assert_eq!(h, before);
+}
