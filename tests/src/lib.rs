@@ -99,9 +99,24 @@ pub fn require_ebpf_object(test: &str) -> bool {
 
 /// A 127.0.0.1 port that was free a moment ago, for a listener the caller (or a
 /// child it starts) binds next. Another process may take it in between; for a port
-/// that must stay unanswered, hold a [`RefusedPort`] instead.
+/// that must stay unanswered, hold a [`RefusedPort`] instead. Never the same port twice
+/// in one test process: the kernel may hand a just-released port out again, and two
+/// calls for one agent (say its listen and `--admin` ports) must not collide.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0").local_addr().expect("local addr").port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    for _ in 0..1000 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind 127.0.0.1:0")
+            .local_addr()
+            .expect("local addr")
+            .port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
+    panic!("free_port: 1000 binds to 127.0.0.1:0 gave only ports handed out before ({} of them)", given.len());
 }
 
 /// A 127.0.0.1 port held by a bound socket that never listens: connections to it are
