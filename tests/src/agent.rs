@@ -120,6 +120,21 @@ impl Agent {
     }
 
     /// The agent's pid (`ip netns exec` execs it in place).
+    /// `ingress stats --admin ADMIN` run as a user would, in the agent's namespace: its
+    /// table as printed.
+    pub fn stats_table(&self) -> String {
+        let mut cmd = match &self.ns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(ingress_bin());
+                c
+            }
+            None => Command::new(ingress_bin()),
+        };
+        let out = cmd.args(["stats", "--admin", &self.admin]).output().expect("ingress stats");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// `GET /stats`, parsed.
     pub fn stats(&self) -> ingress::telemetry::StatsView {
         serde_json::from_str(&self.admin_get("/stats").expect("admin /stats").1).expect("stats json")

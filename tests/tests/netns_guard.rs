@@ -118,13 +118,7 @@ fn a_syn_flood_from_one_source_is_rate_limited_while_another_source_connects() {
     let in_metrics: Option<u64> =
         metrics.lines().find_map(|l| l.strip_prefix(line)).and_then(|v| v.trim().parse().ok());
     assert_eq!(in_metrics, Some(dropped), "/metrics:\n{metrics}");
-    let stats = std::process::Command::new("ip")
-        .args(["netns", "exec", &topo.vm_ns()])
-        .arg(ingress_bin())
-        .args(["stats", "--admin", ingress_tests::agent::ADMIN])
-        .output()
-        .expect("ingress stats");
-    let table = String::from_utf8_lossy(&stats.stdout);
+    let table = agent.stats_table();
     assert!(table.contains("guard:") && table.contains("syn-rate"), "{table}");
     println!(
         "{} connections of {OTHER_IP} during the flood; {dropped} SYNs of {CLIENT_IP} dropped\n{table}",

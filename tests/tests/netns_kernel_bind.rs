@@ -15,7 +15,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use ingress::telemetry::bind::BindView;
-use ingress_tests::agent::{ADMIN, Agent, ingress_bin};
+use ingress_tests::agent::{Agent, ingress_bin};
 use ingress_tests::backend::Echo;
 use ingress_tests::client::{Request, read_response};
 use ingress_tests::fixtures::{openchoreo_dir, openchoreo_expectations, openchoreo_listens, openchoreo_pods};
@@ -127,16 +127,13 @@ fn xdp_on_the_client_side(topo: &Topology) -> ingress::datapath::Dataplane {
     d
 }
 
-#[test]
-fn the_agent_binds_eligible_hosts_to_their_pod_in_the_kernel_and_serves_the_others() {
-    let test = "the_agent_binds_eligible_hosts_to_their_pod_in_the_kernel_and_serves_the_others";
-    if !require(test) {
-        return;
-    }
-    let topo = Topology::create("hkb", &openchoreo_pods());
-    // the VM forwards bound connections to the pods (Docker sets this on a k3d VM)
+/// The standard topology under `prefix`, with the VM forwarding IPv4 (Docker sets this on
+/// a k3d VM; bound connections are forwarded to the pods), the client side's XDP program
+/// and an agent with `--bind-in-kernel on` (bound in this order, they drop agent first).
+fn bound_topology(prefix: &str) -> (Topology, ingress::datapath::Dataplane, Agent) {
+    let topo = Topology::create(prefix, &openchoreo_pods());
     ingress_tests::netns::sysctl(&topo.vm_ns(), "net/ipv4/ip_forward", "1");
-    let _peer = xdp_on_the_client_side(&topo);
+    let peer = xdp_on_the_client_side(&topo);
     let a = Agent::start(
         &ingress_bin(),
         &topo.vm_ns(),
@@ -144,6 +141,16 @@ fn the_agent_binds_eligible_hosts_to_their_pod_in_the_kernel_and_serves_the_othe
         &openchoreo_listens(VM_IP),
         &["--interface", VM_NIC, "--forwarded-headers", "off", "--bind-in-kernel", "on"],
     );
+    (topo, peer, a)
+}
+
+#[test]
+fn the_agent_binds_eligible_hosts_to_their_pod_in_the_kernel_and_serves_the_others() {
+    let test = "the_agent_binds_eligible_hosts_to_their_pod_in_the_kernel_and_serves_the_others";
+    if !require(test) {
+        return;
+    }
+    let (topo, _peer, a) = bound_topology("hkb");
     let v = wait_bound(&a);
     println!("kernel binding: {v:?}");
     assert!(v.attached.iter().any(|l| l.starts_with("pod_bind on ")), "{v:?}");
@@ -201,13 +208,7 @@ fn the_agent_binds_eligible_hosts_to_their_pod_in_the_kernel_and_serves_the_othe
     assert_eq!(s.proxy.requests, before.proxy.requests + 12, "the proxy served the agent's connections only");
 
     // the counters in `ingress stats` and /metrics
-    let out = std::process::Command::new("ip")
-        .args(["netns", "exec", &topo.vm_ns()])
-        .arg(ingress_bin())
-        .args(["stats", "--admin", ADMIN])
-        .output()
-        .expect("ingress stats");
-    let table = String::from_utf8_lossy(&out.stdout);
+    let table = a.stats_table();
     assert!(table.contains(&format!("bound {}", b1.count("bound"))), "{table}");
     assert!(
         table.contains("kernel binding: 1 hosts bound") || table.contains("hosts bound; cookie answers"),
@@ -252,16 +253,7 @@ fn bound_connections_stay_byte_exact_under_loss_reordering_and_duplication() {
     if !require(test) {
         return;
     }
-    let topo = Topology::create("hkb2", &openchoreo_pods());
-    ingress_tests::netns::sysctl(&topo.vm_ns(), "net/ipv4/ip_forward", "1");
-    let _peer = xdp_on_the_client_side(&topo);
-    let a = Agent::start(
-        &ingress_bin(),
-        &topo.vm_ns(),
-        &openchoreo_dir(),
-        &openchoreo_listens(VM_IP),
-        &["--interface", VM_NIC, "--forwarded-headers", "off", "--bind-in-kernel", "on"],
-    );
+    let (topo, _peer, a) = bound_topology("hkb2");
     wait_bound(&a);
     let other = openchoreo_expectations()
         .into_iter()

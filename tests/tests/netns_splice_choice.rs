@@ -10,7 +10,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use ingress::datapath::join_choice::ClassChoices;
-use ingress_tests::agent::{ADMIN, Agent, ingress_bin};
+use ingress_tests::agent::{Agent, ingress_bin};
 use ingress_tests::backend::Echo;
 use ingress_tests::client::{Request, read_response};
 use ingress_tests::fixtures::{openchoreo_dir, openchoreo_listens, openchoreo_pods};
@@ -201,13 +201,7 @@ fn auto_joins_small_message_connections_in_the_kernel_and_keeps_bulk_on_the_pipe
     assert_eq!(s.splice.copied_in_userspace, 0, "{:?}", s.splice);
 
     // the choice is visible in `ingress stats` and /metrics
-    let out = std::process::Command::new("ip")
-        .args(["netns", "exec", &topo.vm_ns()])
-        .arg(ingress_bin())
-        .args(["stats", "--admin", ADMIN])
-        .output()
-        .expect("ingress stats");
-    let table = String::from_utf8_lossy(&out.stdout);
+    let table = a.stats_table();
     assert!(
         table.contains(
             "joined upgraded: kernel 1 pipe 1 copied 0 (joined_kernel:small_messages 1, spliced_pipe:bulk 1)"
