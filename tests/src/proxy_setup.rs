@@ -76,6 +76,44 @@ pub const MAIN: usize = 0;
 pub const SHADOW: usize = 1;
 pub const SECOND: usize = 2;
 
+/// A temporary directory with `manifests/all.yaml` (Gateway `apps/gw` with an HTTP
+/// listener and one HTTPRoute sending every request for `host` to Service `main`, whose
+/// one endpoint is 127.0.0.1:`backend_port`) and the path of a `config.toml` beside it,
+/// which the test writes. Removed when dropped.
+pub struct ConfigDir {
+    pub dir: std::path::PathBuf,
+    pub config: std::path::PathBuf,
+}
+
+impl ConfigDir {
+    pub fn new(tag: &str, host: &str, backend_port: u16) -> Self {
+        let dir = std::env::temp_dir().join(format!("ingress-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("manifests")).unwrap();
+        let main = SocketAddr::from(([127, 0, 0, 1], backend_port));
+        let route = format!(
+            "---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: gw, namespace: apps}}\n\
+             spec:\n  gatewayClassName: x\n  listeners: [{{name: http, protocol: HTTP, port: 80}}]\n---\n\
+             apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: r, namespace: apps}}\n\
+             spec:\n  parentRefs: [{{name: gw}}]\n  hostnames: [{host}]\n  rules: [{{backendRefs: [{{name: main, port: 80}}]}}]\n"
+        );
+        std::fs::write(dir.join("manifests/all.yaml"), format!("{route}{}", service("main", &[main]))).unwrap();
+        let config = dir.join("config.toml");
+        ConfigDir { dir, config }
+    }
+
+    /// The manifests directory, as a config file's `manifests` value (quoted).
+    pub fn manifests_toml(&self) -> String {
+        format!("{:?}", self.dir.join("manifests").display().to_string())
+    }
+}
+
+impl Drop for ConfigDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// A Service `name` (port 80, named http) with one EndpointSlice per endpoint.
 pub fn service(name: &str, endpoints: &[SocketAddr]) -> String {
     let mut y = format!(

@@ -4,7 +4,7 @@
 //! logs the FILE:LINE; a key that needs a restart is logged as such; `ingress check
 //! --config` fails on a bad file naming FILE:LINE and passes a good one.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -12,56 +12,15 @@ use ingress_tests::agent::{Agent, ingress_bin};
 use ingress_tests::backend::{Backend, Echo};
 use ingress_tests::client::{Request, send};
 use ingress_tests::free_port;
-use ingress_tests::proxy_setup::service;
+use ingress_tests::proxy_setup::ConfigDir;
 
-const ROUTE: &str = r#"
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: gw, namespace: apps}
-spec:
-  gatewayClassName: x
-  listeners: [{name: http, protocol: HTTP, port: 80}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: r, namespace: apps}
-spec:
-  parentRefs: [{name: gw}]
-  hostnames: [c.test]
-  rules: [{backendRefs: [{name: main, port: 80}]}]
-"#;
-
-struct Files {
-    dir: PathBuf,
-    config: PathBuf,
-}
-
-impl Files {
-    fn new(tag: &str, backend_port: u16) -> Self {
-        let dir = std::env::temp_dir().join(format!("ingress-config-file-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("manifests")).unwrap();
-        let main = std::net::SocketAddr::from(([127, 0, 0, 1], backend_port));
-        std::fs::write(dir.join("manifests/all.yaml"), format!("{ROUTE}{}", service("main", &[main]))).unwrap();
-        let config = dir.join("config.toml");
-        Files { dir, config }
-    }
-
-    /// A config serving 127.0.0.1:`port` from the manifests directory; `more` appended.
-    fn write(&self, port: u16, more: &str) {
-        let text = format!(
-            "# test config\nmanifests = {:?}\nlisten = [\"127.0.0.1:{port}=apps/gw\"]\nhead_timeout = 10\n{more}",
-            self.dir.join("manifests").display().to_string()
-        );
-        std::fs::write(&self.config, text).unwrap();
-    }
-}
-
-impl Drop for Files {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+/// A config serving 127.0.0.1:`port` from the manifests directory; `more` appended.
+fn write(files: &ConfigDir, port: u16, more: &str) {
+    let text = format!(
+        "# test config\nmanifests = {}\nlisten = [\"127.0.0.1:{port}=apps/gw\"]\nhead_timeout = 10\n{more}",
+        files.manifests_toml()
+    );
+    std::fs::write(&files.config, text).unwrap();
 }
 
 fn get(port: u16) -> std::io::Result<u16> {
@@ -98,16 +57,16 @@ fn check(config: &Path) -> (bool, String) {
 #[test]
 fn config_file_serves_reloads_on_sighup_and_keeps_running_on_a_bad_file() {
     let (_pod, pod_port) = Backend::start_local("pod-main");
-    let files = Files::new("reload", pod_port);
+    let files = ConfigDir::new("config-file-reload", "c.test", pod_port);
     let (first, second) = (free_port(), free_port());
-    files.write(first, "");
+    write(&files, first, "");
     let admin = format!("127.0.0.1:{}", free_port());
     let config = files.config.display().to_string();
     let agent = Agent::start_with(&ingress_bin(), None, &admin, &[], &["--config".into(), config.clone()]);
     assert_eq!(get(first).expect("the file's listener serves"), 200);
 
     // a new port: served after SIGHUP, the old one closed
-    files.write(second, "max_connections_per_source = 7\n");
+    write(&files, second, "max_connections_per_source = 7\n");
     hup(&agent);
     wait_log(&agent, "config reloaded: listen", 1);
     assert_eq!(get(second).expect("the new listener serves"), 200);
@@ -131,7 +90,7 @@ fn config_file_serves_reloads_on_sighup_and_keeps_running_on_a_bad_file() {
 
     // a key that needs a restart: named in the log, not applied, the rest applied
     let third = free_port();
-    files.write(third, "pin_path = \"/sys/fs/bpf/elsewhere\"\n");
+    write(&files, third, "pin_path = \"/sys/fs/bpf/elsewhere\"\n");
     hup(&agent);
     let log = wait_log(&agent, "`pin_path` changed; it takes effect only after a restart", 1);
     wait_log(&agent, "config reloaded: listen", 2);
@@ -144,9 +103,9 @@ fn config_file_serves_reloads_on_sighup_and_keeps_running_on_a_bad_file() {
 #[test]
 fn flags_override_the_file_and_sighup_without_a_file_is_harmless() {
     let (_pod, pod_port) = Backend::start_local("pod-main");
-    let files = Files::new("flags", pod_port);
+    let files = ConfigDir::new("config-file-flags", "c.test", pod_port);
     let (in_file, on_flag) = (free_port(), free_port());
-    files.write(in_file, "");
+    write(&files, in_file, "");
     let admin = format!("127.0.0.1:{}", free_port());
     let agent = Agent::start_with(
         &ingress_bin(),

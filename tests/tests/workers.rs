@@ -7,7 +7,6 @@
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -15,7 +14,7 @@ use ingress_tests::agent::{Agent, ingress_bin};
 use ingress_tests::backend::Backend;
 use ingress_tests::client::{Request, read_response, read_until_closed, send};
 use ingress_tests::free_port;
-use ingress_tests::proxy_setup::{Setup, service};
+use ingress_tests::proxy_setup::{ConfigDir, Setup};
 
 /// Connections accepted by each worker.
 fn accepted(agent: &Agent) -> Vec<u64> {
@@ -108,55 +107,12 @@ fn every_worker_accepts_and_the_per_source_cap_counts_across_workers() {
     }
 }
 
-const ROUTE: &str = r#"
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: gw, namespace: apps}
-spec:
-  gatewayClassName: x
-  listeners: [{name: http, protocol: HTTP, port: 80}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: r, namespace: apps}
-spec:
-  parentRefs: [{name: gw}]
-  hostnames: [w.test]
-  rules: [{backendRefs: [{name: main, port: 80}]}]
-"#;
-
-struct Files {
-    dir: PathBuf,
-    config: PathBuf,
-}
-
-impl Files {
-    fn new(tag: &str, backend_port: u16) -> Self {
-        let dir = std::env::temp_dir().join(format!("ingress-workers-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("manifests")).unwrap();
-        let main = SocketAddr::from(([127, 0, 0, 1], backend_port));
-        std::fs::write(dir.join("manifests/all.yaml"), format!("{ROUTE}{}", service("main", &[main]))).unwrap();
-        let config = dir.join("config.toml");
-        Files { dir, config }
-    }
-
-    fn write(&self, ports: &[u16], workers: usize) {
-        let listen: Vec<String> = ports.iter().map(|p| format!("\"127.0.0.1:{p}=apps/gw\"")).collect();
-        let text = format!(
-            "manifests = {:?}\nlisten = [{}]\nworkers = {workers}\n",
-            self.dir.join("manifests").display().to_string(),
-            listen.join(", ")
-        );
-        std::fs::write(&self.config, text).unwrap();
-    }
-}
-
-impl Drop for Files {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+/// Writes a config serving 127.0.0.1:`ports` with `workers` workers.
+fn write(files: &ConfigDir, ports: &[u16], workers: usize) {
+    let listen: Vec<String> = ports.iter().map(|p| format!("\"127.0.0.1:{p}=apps/gw\"")).collect();
+    let text =
+        format!("manifests = {}\nlisten = [{}]\nworkers = {workers}\n", files.manifests_toml(), listen.join(", "));
+    std::fs::write(&files.config, text).unwrap();
 }
 
 fn wait_log(agent: &Agent, what: &str) -> String {
@@ -171,9 +127,9 @@ fn wait_log(agent: &Agent, what: &str) -> String {
 #[test]
 fn a_reload_opens_a_new_listener_on_every_worker() {
     let (_pod, pod_port) = Backend::start_local("pod-main");
-    let files = Files::new("reload", pod_port);
+    let files = ConfigDir::new("workers-reload", "w.test", pod_port);
     let (first, second) = (free_port(), free_port());
-    files.write(&[first], 3);
+    write(&files, &[first], 3);
     let admin = format!("127.0.0.1:{}", free_port());
     let agent =
         Agent::start_with(&ingress_bin(), None, &admin, &[], &["--config".into(), files.config.display().to_string()]);
@@ -181,7 +137,7 @@ fn a_reload_opens_a_new_listener_on_every_worker() {
     one_request_each(SocketAddr::from(([127, 0, 0, 1], first)), "w.test", 8);
 
     // a second address, and a new worker count (which needs a restart)
-    files.write(&[first, second], 4);
+    write(&files, &[first, second], 4);
     // SAFETY: signalling our own child by pid.
     assert_eq!(unsafe { libc::kill(agent.pid() as i32, libc::SIGHUP) }, 0);
     wait_log(&agent, "config reloaded: listen");
