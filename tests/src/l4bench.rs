@@ -23,16 +23,21 @@ pub const NGINX_PORT: u16 = 10081;
 enum L4Path {
     L4,
     Direct,
+    /// Direct, with the agent running and its programs on the NIC (the XDP guard and
+    /// tc `l4_nic`), which this traffic only passes through: what the hooks cost a
+    /// forwarded connection, apart from the L4 path's own work.
+    DirectHooked,
     NginxStream,
 }
 
-const PATHS: [L4Path; 3] = [L4Path::L4, L4Path::Direct, L4Path::NginxStream];
+const PATHS: [L4Path; 4] = [L4Path::L4, L4Path::Direct, L4Path::DirectHooked, L4Path::NginxStream];
 
 impl L4Path {
     fn name(self) -> &'static str {
         match self {
             L4Path::L4 => "L4 (tc DNAT, conntrack, Maglev)",
             L4Path::Direct => "direct to the pod",
+            L4Path::DirectHooked => "direct, the agent's hooks on the NIC",
             L4Path::NginxStream => "nginx stream proxy (k3d serverlb)",
         }
     }
@@ -61,18 +66,18 @@ pub fn run(
         for pi in rotation(&(0..PATHS.len()).collect::<Vec<_>>(), round) {
             let path = PATHS[pi];
             let mut agent = None;
+            let l4 = format!("{L4_PORT}={pod}");
+            let start_agent =
+                || Some(Agent::start(bin, &topo.vm_ns(), manifests, listens, &["--interface", VM_NIC, "--l4", &l4]));
             let addr = match path {
                 L4Path::Direct => pod.to_string(),
+                L4Path::DirectHooked => {
+                    agent = start_agent();
+                    pod.to_string()
+                }
                 L4Path::NginxStream => format!("{VM_IP}:{NGINX_PORT}"),
                 L4Path::L4 => {
-                    let l4 = format!("{L4_PORT}={pod}");
-                    agent = Some(Agent::start(
-                        bin,
-                        &topo.vm_ns(),
-                        manifests,
-                        listens,
-                        &["--interface", VM_NIC, "--l4", &l4],
-                    ));
+                    agent = start_agent();
                     format!("{VM_IP}:{L4_PORT}")
                 }
             };
@@ -104,7 +109,9 @@ pub fn run(
             }
             if let Some(a) = agent {
                 let s = a.stats();
-                if let Some(l4) = &s.l4 {
+                if path == L4Path::L4
+                    && let Some(l4) = &s.l4
+                {
                     eprintln!(
                         "l4 round {round} L4 counters: {} flows, {} fib fallbacks",
                         l4.ports[0].flows, l4.ports[0].fib_fallback
@@ -115,12 +122,12 @@ pub fn run(
         }
     }
     drop(nginx);
-    let (l4, direct, nginx) = (0, 1, 2);
+    let (l4, direct, hooked, nginx) = (0, 1, 2, 3);
     let mut md = String::new();
     writeln!(md, "\n## L4 mode: the L4 path vs direct vs an nginx stream proxy\n").unwrap();
     writeln!(
         md,
-        "wrk from the client namespace to nginx in one pod, {secs} s per run, {rounds} interleaved round(s): the L4 path (`--l4 {L4_PORT}={pod}`: tc DNAT on the NIC, redirect into the bridge, reverse NAT on the bridge), a direct connection to the pod through the VM's routing, and nginx's stream proxy in the vm namespace with k3d's serverlb settings. Medians; ratios are medians of per-round ratios. Faults (socket errors + non-2xx) over the whole run: {faults}.\n"
+        "wrk from the client namespace to nginx in one pod, {secs} s per run, {rounds} interleaved round(s): the L4 path (`--l4 {L4_PORT}={pod}`: tc DNAT on the NIC, redirect into the bridge, reverse NAT on the bridge), a direct connection to the pod through the VM's routing (without the agent, and with the agent's XDP guard and tc program on the NIC, which this traffic only passes through: the hooks' own cost), and nginx's stream proxy in the vm namespace with k3d's serverlb settings. Medians; ratios are medians of per-round ratios. Faults (socket errors + non-2xx) over the whole run: {faults}.\n"
     )
     .unwrap();
     writeln!(md, "| path | new connections/s | 1 MiB responses MB/s |").unwrap();
@@ -134,6 +141,16 @@ pub fn run(
         ("L4 new connections/s vs nginx stream proxy", paired_ratio(&rps[l4][0], &rps[nginx][0]), 2.0),
         ("L4 bulk (1 MiB responses) vs direct", paired_ratio(&mbps[l4][1], &mbps[direct][1]), 0.95),
     ];
+    let h = paired_ratio(&rps[hooked][0], &rps[direct][0]);
+    let hb = paired_ratio(&mbps[hooked][1], &mbps[direct][1]);
+    writeln!(
+        md,
+        "\nThe hooks alone (direct with the agent's programs on the NIC vs without): new connections/s {:.2}x, bulk {:.2}x; the L4 path vs direct with the hooks: new connections/s {:.2}x.",
+        h.value,
+        hb.value,
+        paired_ratio(&rps[l4][0], &rps[hooked][0]).value
+    )
+    .unwrap();
     writeln!(md, "\n| target | ratio | wanted | verdict |").unwrap();
     writeln!(md, "|---|---:|---:|---|").unwrap();
     for (what, r, want) in targets {
