@@ -37,6 +37,8 @@ pub fn build_ebpf() -> Result<PathBuf> {
         .arg("--target-dir")
         .arg(&target_dir)
         .args(["--config", &format!("target.bpfel-unknown-none.linker={:?}", linker.display().to_string())])
+        // the workspace's release LTO is for the agent; bpf-linker links the object
+        .args(["--config", "profile.release.lto=false"])
         .env("CARGO_ENCODED_RUSTFLAGS", ["-C", "debuginfo=2", "-C", "link-arg=--btf"].join("\x1f"))
         .env_remove("RUSTUP_TOOLCHAIN");
     if matches!(toolchain, BpfToolchain::Nightly) {
