@@ -91,6 +91,10 @@ impl Admin {
         if let Some(why) = crate::routing::kernel_bind::runtime_reason(config.forwarded_headers, config.request_ids) {
             table.not_bound_because(why);
         }
+        // and the hosts the running binding left out (e.g. no pod namespace found)
+        if let Some(b) = &self.bind {
+            table.apply_bind_decisions(&b.decisions());
+        }
         RoutesView { table, source: self.publisher.state(), xdp: self.xdp.clone() }
     }
 

@@ -22,6 +22,8 @@ pub struct BindOptions {
 /// One host's decision, for reports and tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostDecision {
+    /// The listener table's index (as in the routing table and its view).
+    pub listener: usize,
     pub port: u16,
     pub hostname: String,
     pub decision: Result<u32, String>,
@@ -77,7 +79,7 @@ pub fn translate(table: &Table, ports: &[u16], opts: BindOptions) -> BindEntries
                 out.hosts.push((key, BindTarget { backend: id, _pad: 0 }));
                 Ok(id)
             });
-            out.decisions.push(HostDecision { port, hostname: vhost.hostname.clone(), decision });
+            out.decisions.push(HostDecision { listener: i, port, hostname: vhost.hostname.clone(), decision });
         }
     }
     out

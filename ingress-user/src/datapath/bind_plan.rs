@@ -214,6 +214,7 @@ mod covered_tests {
             hosts: vec![(BindHostKey::new(8080, b"a.example").unwrap(), BindTarget { backend: 1, _pad: 0 })],
             backends: vec![(1, b)],
             decisions: vec![super::super::bind::HostDecision {
+                listener: 0,
                 port: 8080,
                 hostname: "a.example".into(),
                 decision: Ok(1),

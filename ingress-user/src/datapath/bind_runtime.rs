@@ -328,6 +328,11 @@ impl BindRuntime {
         (0..FIRST_COUNTS).map(|i| self.counts.get(&i, 0).map(|v| v.iter().sum()).unwrap_or(0)).collect()
     }
 
+    /// Each host's decision as last programmed (for `ingress routes`).
+    pub fn decisions(&self) -> Vec<super::bind::HostDecision> {
+        self.state.lock().expect("bind state").programmed.decisions.clone()
+    }
+
     /// For `/stats` and `ingress stats`.
     pub fn view(&self) -> crate::telemetry::bind::BindView {
         let st = self.state.lock().expect("bind state");

@@ -292,6 +292,19 @@ impl TableView {
         }
     }
 
+    /// The running binding's decisions (`datapath::bind`, after the agent left out the
+    /// hosts whose pod namespace it could not attach `pod_bind` in): a host the table
+    /// found eligible but the agent did not bind says why.
+    pub fn apply_bind_decisions(&mut self, decisions: &[crate::datapath::bind::HostDecision]) {
+        for d in decisions {
+            let Err(why) = &d.decision else { continue };
+            let Some(l) = self.listeners.get_mut(d.listener) else { continue };
+            for h in l.hosts.iter_mut().filter(|h| h.hostname == d.hostname && h.kernel_binding.eligible) {
+                h.kernel_binding = BindView { eligible: false, why_not: Some(why.clone()) };
+            }
+        }
+    }
+
     /// Human-readable form for `ingress routes`.
     pub fn format_text(&self) -> String {
         let mut out = String::new();

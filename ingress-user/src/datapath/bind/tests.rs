@@ -197,3 +197,28 @@ fn the_routes_view_shows_each_hosts_decision() {
     let back: crate::routing::view::TableView = serde_json::from_value(old).unwrap();
     assert!(!back.listeners[0].hosts[0].kernel_binding.eligible);
 }
+
+#[test]
+fn the_routes_view_shows_the_hosts_left_out_for_want_of_a_pod_namespace() {
+    let t = bind_table();
+    let e = translate(&t, &[8080], BindOptions::default());
+    assert!(e.decisions.iter().any(|d| d.hostname == "bound.test" && d.decision.is_ok()), "{:?}", e.decisions);
+    // every endpoint found: the view is unchanged
+    let all = crate::datapath::bind_plan::endpoint_addrs(&e);
+    let mut view = crate::routing::view::TableView::of(&t);
+    let before = view.clone();
+    view.apply_bind_decisions(&crate::datapath::bind_plan::keep_covered(e.clone(), &all).decisions);
+    assert_eq!(view, before);
+    // no pod namespace found: bound.test says why, the others keep their own reason
+    view.apply_bind_decisions(&crate::datapath::bind_plan::keep_covered(e, &Default::default()).decisions);
+    let text = view.format_text();
+    let after = |host: &str| {
+        let at = text.find(&format!("  host {host}  (")).unwrap();
+        text[at..].lines().nth(1).unwrap().to_string()
+    };
+    assert!(
+        after("bound.test").starts_with("    kernel binding: no: an endpoint is in no network namespace"),
+        "{text}"
+    );
+    assert!(after("split.test").starts_with("    kernel binding: no: not splice-safe:"), "{text}");
+}
