@@ -62,13 +62,13 @@ pub fn run(
     let mut rps = vec![vec![Vec::new(); 2]; PATHS.len()];
     let mut mbps = vec![vec![Vec::new(); 2]; PATHS.len()];
     let mut faults = 0u64;
+    let l4 = format!("{L4_PORT}={pod}");
+    let start_agent =
+        || Some(Agent::start(bin, &topo.vm_ns(), manifests, listens, &["--interface", VM_NIC, "--l4", &l4]));
     for round in 0..rounds {
         for pi in rotation(&(0..PATHS.len()).collect::<Vec<_>>(), round) {
             let path = PATHS[pi];
             let mut agent = None;
-            let l4 = format!("{L4_PORT}={pod}");
-            let start_agent =
-                || Some(Agent::start(bin, &topo.vm_ns(), manifests, listens, &["--interface", VM_NIC, "--l4", &l4]));
             let addr = match path {
                 L4Path::Direct => pod.to_string(),
                 L4Path::DirectHooked => {
