@@ -137,6 +137,9 @@ pub const PINNED_MAPS: &[&str] = &[
     // the guarded ports' counter slots (GUARD_PORTS says which port has which)
     XDP_SLOT_STATS_MAP,
     GUARD_SLOT_DROPS_MAP,
+    // delayed binding: the cookie keys, so a restarted agent validates the cookies sent
+    // before (bound flows themselves live in L4_CT)
+    SYNCOOKIE_CONFIG_MAP,
 ];
 
 /// Every program the agent attaches (names as in the object; the kernel keeps the

@@ -21,6 +21,7 @@ use ingress_tests::client::{Request, read_response};
 use ingress_tests::fixtures::{openchoreo_dir, openchoreo_expectations, openchoreo_listens, openchoreo_pods};
 use ingress_tests::netns::in_ns;
 use ingress_tests::pattern::{Fnv, bytes, first_difference};
+use ingress_tests::pinned::{PinDir, run_in};
 use ingress_tests::topology::{Topology, VM_IP, VM_NIC};
 
 /// Eligible on the fixtures: one backendRef, no filters, an exact hostname.
@@ -40,6 +41,11 @@ fn connect() -> (TcpStream, BufReader<TcpStream>) {
 /// for byte and a seeded upload whose hash the pod reports; returns the pods that answered.
 fn keepalive(host: &str, seed: u64, sizes: &[usize]) -> Vec<String> {
     let (mut w, mut r) = connect();
+    exchange(&mut w, &mut r, host, seed, sizes)
+}
+
+/// [`keepalive`]'s requests on a connection already open.
+fn exchange(w: &mut TcpStream, r: &mut BufReader<TcpStream>, host: &str, seed: u64, sizes: &[usize]) -> Vec<String> {
     let mut pods = Vec::new();
     for (i, n) in sizes.iter().enumerate() {
         let dl = seed * 1000 + i as u64 * 2;
@@ -47,13 +53,13 @@ fn keepalive(host: &str, seed: u64, sizes: &[usize]) -> Vec<String> {
             .header("x-echo-bytes", &n.to_string())
             .header("x-echo-pattern", &dl.to_string());
         w.write_all(&get.to_bytes()).unwrap();
-        let resp = read_response(&mut r, false).expect("download answer");
+        let resp = read_response(r, false).expect("download answer");
         assert_eq!((resp.status, resp.body.len()), (200, *n), "download {dl} of {n} bytes");
         assert_eq!(first_difference(dl, &resp.body), None, "download {dl} differs");
         let mut post = Request::get(host, "/upload").method("POST");
         post.body = bytes(dl + 1, *n);
         w.write_all(&post.to_bytes()).unwrap();
-        let echo: Echo = read_response(&mut r, false).expect("upload answer").json();
+        let echo: Echo = read_response(r, false).expect("upload answer").json();
         assert_eq!((echo.body_len, echo.body_hash), (*n, Fnv::of(&post.body)), "upload {} of {n} bytes", dl + 1);
         pods.push(echo.pod);
     }
@@ -134,14 +140,19 @@ fn bound_topology(prefix: &str) -> (Topology, ingress::datapath::Dataplane, Agen
     let topo = Topology::create(prefix, &openchoreo_pods());
     ingress_tests::netns::sysctl(&topo.vm_ns(), "net/ipv4/ip_forward", "1");
     let peer = xdp_on_the_client_side(&topo);
-    let a = Agent::start(
-        &ingress_bin(),
-        &topo.vm_ns(),
-        &openchoreo_dir(),
-        &openchoreo_listens(VM_IP),
-        &["--interface", VM_NIC, "--forwarded-headers", "off", "--bind-in-kernel", "on"],
-    );
+    let a = Agent::start(&ingress_bin(), &topo.vm_ns(), &openchoreo_dir(), &openchoreo_listens(VM_IP), &BIND_ARGS);
     (topo, peer, a)
+}
+
+const BIND_ARGS: [&str; 6] = ["--interface", VM_NIC, "--forwarded-headers", "off", "--bind-in-kernel", "on"];
+
+/// The agent with `--bind-in-kernel on` and its pins under `pins`, entered with `nsenter
+/// --net` so the pins outlive it (a restart adopts them).
+fn start_pinned(topo: &Topology, pins: &PinDir) -> Agent {
+    let mut args = BIND_ARGS.to_vec();
+    let dir = pins.arg();
+    args.extend(["--pin-path", &dir]);
+    Agent::start_keeping_pins(&ingress_bin(), &topo.vm_ns(), &openchoreo_dir(), &openchoreo_listens(VM_IP), &args)
 }
 
 #[test]
@@ -219,24 +230,12 @@ fn the_agent_binds_eligible_hosts_to_their_pod_in_the_kernel_and_serves_the_othe
     assert!(metrics.contains(&line), "{line} in /metrics:\n{metrics}");
     println!("{table}");
 
-    // `ingress detach` ends bind_first and pod_bind even while the agent runs; its exit the rest
-    let out = std::process::Command::new("ip")
-        .args(["netns", "exec", &topo.vm_ns()])
-        .arg(ingress_bin())
-        .args(["detach", "--interface", VM_NIC])
-        .output()
-        .expect("ingress detach");
-    let report = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{report}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(report.contains("program bind_first on eth0"), "{report}");
-    assert!(report.contains("program pod_bind in a pod namespace"), "{report}");
-    let left = binding_links();
-    assert!(left.iter().all(|l| l.starts_with("l4_reply")), "detach left {left:?}\n{report}");
     a.stop();
     let start = Instant::now();
     while !binding_links().is_empty() && start.elapsed() < Duration::from_secs(5) {
         std::thread::sleep(Duration::from_millis(50));
     }
+    // its pins were in the bpffs of its own mount namespace (`ip netns exec`), gone with it
     assert_eq!(binding_links(), Vec::<String>::new(), "nothing of the kernel binding is left after the agent");
 }
 
@@ -283,4 +282,71 @@ fn bound_connections_stay_byte_exact_under_loss_reordering_and_duplication() {
     }
     println!("first segments: {:?}", bind_view(&a).first_segment);
     a.stop();
+}
+
+/// Agent restart with bound connections open (item 4), on pinned state: a keep-alive
+/// connection bound before the agent is killed carries byte-exact transfers while no agent
+/// runs and after the next one adopted the pins; a connection whose handshake the killed
+/// agent's cookie answered (connected, no byte sent yet) is bound by the next agent with
+/// the keys it kept. Then `ingress detach --pin-path` removes every binding link by its
+/// pin, while the agent still runs.
+#[test]
+fn bound_connections_keep_working_across_an_agent_restart_and_detach_removes_every_pin() {
+    let test = "bound_connections_keep_working_across_an_agent_restart_and_detach_removes_every_pin";
+    if !require(test) {
+        return;
+    }
+    let topo = Topology::create("hkb3", &openchoreo_pods());
+    ingress_tests::netns::sysctl(&topo.vm_ns(), "net/ipv4/ip_forward", "1");
+    let _peer = xdp_on_the_client_side(&topo);
+    let pins = PinDir::new("hkb3");
+    let mut first = start_pinned(&topo, &pins);
+    wait_bound(&first);
+    let names = pins.names();
+    for want in ["link@tcx-bind_first@eth0", "link@tcx-bind_reply@br-k3d", "SYNCOOKIE_CONFIG", "L4_CT"] {
+        assert!(names.iter().any(|n| n == want), "{want} pinned: {names:?}");
+    }
+    assert!(names.iter().any(|n| n.starts_with("link@tcx-pod_bind@netns-")), "{names:?}");
+
+    let ns = topo.client_ns();
+    let (mut w, mut r) = in_ns(&ns, connect);
+    let pods = exchange(&mut w, &mut r, BOUND_HOST, 1, &[KIB, MIB]);
+    assert_eq!(bind_view(&first).count("bound"), 1, "{:?}", bind_view(&first));
+    // connected through the cookie, not a byte sent: the pure ACK went nowhere
+    let (mut w2, mut r2) = in_ns(&ns, connect);
+    first.kill();
+    // no agent: the pinned links and L4_CT carry the bound connection
+    let down = exchange(&mut w, &mut r, BOUND_HOST, 2, &[KIB, 4 * MIB]);
+    let second = start_pinned(&topo, &pins);
+    let v = wait_bound(&second);
+    let log = second.log_text();
+    assert!(log.contains("no gap"), "bind_first adopted its pinned link: {log}");
+    assert!(log.contains("kept_keys=true"), "the cookie keys were kept: {log}");
+    let after = exchange(&mut w, &mut r, BOUND_HOST, 3, &[KIB, MIB]);
+    let handshaken = exchange(&mut w2, &mut r2, BOUND_HOST, 4, &[64 * KIB]);
+    let fresh = in_ns(&ns, || keepalive(BOUND_HOST, 5, &[KIB]));
+    let all: Vec<&String> = pods.iter().chain(&down).chain(&after).collect();
+    assert!(all.iter().all(|p| *p == &pods[0]), "one connection, one pod throughout: {all:?}");
+    assert!(handshaken[0].starts_with("react-starter-development"), "{handshaken:?}");
+    assert!(fresh[0].starts_with("react-starter-development"), "{fresh:?}");
+    let b = bind_view(&second);
+    assert_eq!(b.count("bound"), 2, "the handshaken and the fresh connection bound by the second agent: {b:?}");
+    assert_eq!(second.stats().proxy.requests, 0, "the agent's proxy served none of it");
+    println!("after the restart: {v:?}");
+    drop((w, r, w2, r2));
+
+    // detach by the pins, while the agent runs: nothing of binding stays attached
+    let ran = run_in(
+        &topo.vm_ns(),
+        &ingress_bin(),
+        &["detach", "--pin-path", &pins.arg(), "--interface", VM_NIC],
+        Duration::from_secs(20),
+    );
+    assert_eq!(ran.code, Some(0), "detach: {}{}", ran.stdout, ran.stderr);
+    for want in ["tcx-bind_first link on eth0", "tcx-bind_reply link on br-k3d", "tcx-pod_bind link on netns-"] {
+        assert!(ran.stdout.contains(want), "{want}: {}", ran.stdout);
+    }
+    assert!(pins.names().is_empty(), "no pin left: {:?}", pins.names());
+    assert_eq!(binding_links(), Vec::<String>::new(), "detach left binding links: {}", ran.stdout);
+    second.stop();
 }

@@ -63,6 +63,19 @@ pub fn initial_config(keys: [[u64; 2]; 2], path_mss: u16) -> SynCookieConfig {
     SynCookieConfig { keys, current: 0, path_mss, rcv_wscale: RCV_WSCALE, window: SYNACK_WINDOW, ..Default::default() }
 }
 
+/// The config at start: an earlier agent's (a pinned map) keeps its two keys and its
+/// current slot, so the cookies it sent before the restart still validate; the rest is
+/// this agent's. Nothing pinned, or never set (zero keys): [`initial_config`] of `fresh`.
+pub fn start_config(pinned: Option<SynCookieConfig>, fresh: [[u64; 2]; 2], path_mss: u16) -> SynCookieConfig {
+    match pinned {
+        Some(c) if c.keys.iter().all(|k| *k != [0, 0]) => {
+            let mss = if c.path_mss == 0 { path_mss } else { c.path_mss };
+            SynCookieConfig { keys: c.keys, current: c.current & 1, ..initial_config(fresh, mss) }
+        }
+        _ => initial_config(fresh, path_mss),
+    }
+}
+
 /// A rotation: `key` goes into the slot that is not current, which becomes current; the
 /// old slot keeps validating the cookies made with it until the next rotation.
 pub fn rotated(cfg: &SynCookieConfig, key: [u64; 2]) -> SynCookieConfig {
@@ -150,6 +163,23 @@ mod tests {
         assert_eq!((r.current, r.keys), (1, [[1, 2], [5, 6]]));
         let r2 = rotated(&r, [7, 8]);
         assert_eq!((r2.current, r2.keys), (0, [[7, 8], [5, 6]]), "the slot made current before keeps validating");
+    }
+
+    #[test]
+    fn a_restarted_agent_keeps_the_pinned_cookie_keys_and_slot() {
+        let fresh = [[9, 9], [8, 8]];
+        let old = rotated(&initial_config([[1, 2], [3, 4]], 1410), [5, 6]);
+        let c = start_config(Some(old), fresh, 1460);
+        assert_eq!((c.keys, c.current, c.path_mss), ([[1, 2], [5, 6]], 1, 1410), "the old cookies validate");
+        assert_eq!((c.rcv_wscale, c.window), (RCV_WSCALE, SYNACK_WINDOW));
+        // nothing pinned yet, or a map never set: fresh keys
+        assert_eq!(start_config(None, fresh, 1460), initial_config(fresh, 1460));
+        let zero = SynCookieConfig::default();
+        assert_eq!(start_config(Some(zero), fresh, 1460), initial_config(fresh, 1460));
+        let half = SynCookieConfig { keys: [[1, 2], [0, 0]], ..zero };
+        assert_eq!(start_config(Some(half), fresh, 1460).keys, fresh, "one key never set: not adopted");
+        let no_mss = SynCookieConfig { path_mss: 0, ..old };
+        assert_eq!(start_config(Some(no_mss), fresh, 1460).path_mss, 1460);
     }
 
     #[test]

@@ -13,8 +13,11 @@
 //!   ours is left there).
 //! - The cookie keys: two random ones at start, one replaced every [`ROTATION`].
 //!
-//! The links are descriptors held here: they end with the agent (nothing is pinned), and
-//! `ingress detach` ends them while it runs.
+//! With `--pin-path` (the eBPF dataplane always has one) every link is pinned
+//! ([`super::bind_links`]) and so is `SYNCOOKIE_CONFIG` (its keys): bound connections keep
+//! being forwarded while the agent is down, and the next agent puts its programs into the
+//! same links and keeps the keys, so the cookies sent before the restart still validate.
+//! `ingress detach` removes the pins.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -34,8 +37,10 @@ use ingress_common::maps::{
 };
 
 use super::bind::{BindEntries, BindOptions};
+use super::bind_links::{self, FIRST_KIND, Got, POD_KIND, REPLY_KIND, pod_target};
 use super::bind_plan;
 use super::loader::{program, take_map};
+use super::pins::Pins;
 use super::pod_netns;
 use super::syncookie::{SynCookieMaps, random_key, target};
 use super::{Dataplane, EbpfError};
@@ -89,6 +94,7 @@ pub struct BindRuntime {
     l4_reply_ifaces: Vec<String>,
     opts: BindOptions,
     syncs: std::sync::atomic::AtomicU64,
+    pins: Option<Pins>,
 }
 
 fn dup(fd: BorrowedFd<'_>, program: &'static str) -> Result<OwnedFd, EbpfError> {
@@ -135,27 +141,45 @@ impl Dataplane {
             source: aya::programs::ProgramError::IOError(e),
         };
         let ifindex = pod_netns::ifindex(nic).map_err(|e| tc_err(e, BIND_FIRST_PROGRAM, nic))?;
-        let nic_link =
-            pod_netns::tcx_ingress_link(first.as_fd(), ifindex).map_err(|e| tc_err(e, BIND_FIRST_PROGRAM, nic))?;
+        let pins = self.pins.clone();
+        let (nic_link, got) = bind_links::adopt_or_attach(pins.as_ref(), FIRST_KIND, nic, first.as_fd(), || {
+            pod_netns::tcx_ingress_link(first.as_fd(), ifindex)
+        })
+        .map_err(|e| tc_err(e, BIND_FIRST_PROGRAM, nic))?;
         drop(first);
         let nic_addrs = super::l4_maps::interface_ipv4(nic).map_err(|e| tc_err(e, BIND_FIRST_PROGRAM, nic))?;
         let mut cookie = SynCookieMaps::take(&mut self.ebpf)?;
         let key = |what| random_key().map_err(|e| tc_err(e, what, nic));
-        let cfg = bind_plan::initial_config([key(SYNCOOKIE_PROGRAM)?, key(SYNCOOKIE_PROGRAM)?], 1460);
+        let fresh = [key(SYNCOOKIE_PROGRAM)?, key(SYNCOOKIE_PROGRAM)?];
+        // SYNCOOKIE_CONFIG is pinned: an earlier agent's keys are there
+        let cfg = bind_plan::start_config(cookie.config().ok(), fresh, 1460);
+        let kept_keys = cfg.keys != fresh;
         cookie.set_config(&cfg)?;
+        let mut pod_links = BTreeMap::new();
+        if let Some(p) = &pins {
+            for ((netns, ifindex), link) in bind_links::adopt_pod_links(p, pod_prog.as_fd()) {
+                let what = format!("netns {netns} ifindex {ifindex} (adopted)");
+                tracing::info!(pod = %what, "pod_bind: this agent's program put into the pinned link");
+                pod_links.insert((netns, ifindex), (link, what));
+            }
+        }
         let state = State {
             cookie,
             hosts: take_map(&mut self.ebpf, BIND_HOSTS_MAP)?,
             backends: take_map(&mut self.ebpf, BIND_BACKENDS_MAP)?,
             programmed: BindEntries::default(),
             targets: BTreeSet::new(),
-            pod_links: BTreeMap::new(),
+            pod_links,
             reply_links: BTreeMap::new(),
             endpoints: BTreeSet::new(),
             covered: BTreeSet::new(),
-            path_mss: 1460,
+            path_mss: cfg.path_mss,
         };
-        tracing::info!(interface = %nic, "kernel binding attached: syncookie_xdp behind the XDP guard, bind_first (tcx) on the NIC");
+        let how = match got {
+            Got::Adopted => "put into the link pinned by an earlier agent (no gap)",
+            Got::Attached => "attached",
+        };
+        tracing::info!(interface = %nic, kept_keys, "kernel binding: syncookie_xdp behind the XDP guard, bind_first (tcx) on the NIC {how}");
         Ok(BindRuntime {
             state: Mutex::new(state),
             counts: take_map(&mut self.ebpf, BIND_FIRST_COUNTS_MAP)?,
@@ -168,6 +192,7 @@ impl Dataplane {
             l4_reply_ifaces: l4_reply_ifaces.to_vec(),
             opts,
             syncs: std::sync::atomic::AtomicU64::new(0),
+            pins,
         })
     }
 }
@@ -241,17 +266,26 @@ impl BindRuntime {
         let gone: Vec<(u64, u32)> = st.pod_links.keys().filter(|k| !wanted.contains(k)).copied().collect();
         for k in gone {
             if let Some((_, what)) = st.pod_links.remove(&k) {
+                bind_links::unpin(self.pins.as_ref(), POD_KIND, &pod_target(k.0, k.1));
                 tracing::info!(pod = %what, "pod_bind detached (no endpoint of a bound host there now)");
             }
         }
         for p in &found {
-            if st.pod_links.contains_key(&(p.netns, p.ifindex)) {
+            let what = format!("{} in netns {} ({:?})", p.ifname, p.netns, p.addrs);
+            if let Some((_, w)) = st.pod_links.get_mut(&(p.netns, p.ifindex)) {
+                *w = what;
                 continue;
             }
-            let what = format!("{} in netns {} ({:?})", p.ifname, p.netns, p.addrs);
-            match pod_netns::tcx_ingress_link_in(p.netns, self.pod_prog.as_fd(), p.ifindex) {
-                Ok(link) => {
-                    tracing::info!(pod = %what, "pod_bind attached (tcx)");
+            let attached = bind_links::adopt_or_attach(
+                self.pins.as_ref(),
+                POD_KIND,
+                &pod_target(p.netns, p.ifindex),
+                self.pod_prog.as_fd(),
+                || pod_netns::tcx_ingress_link_in(p.netns, self.pod_prog.as_fd(), p.ifindex),
+            );
+            match attached {
+                Ok((link, got)) => {
+                    tracing::info!(pod = %what, ?got, "pod_bind (tcx)");
                     st.pod_links.insert((p.netns, p.ifindex), (link, what));
                 }
                 Err(e) => {
@@ -278,9 +312,14 @@ impl BindRuntime {
             if !super::l4_maps::forwarding_enabled(i) {
                 tracing::warn!(interface = %i, "IPv4 forwarding is off on the pod side: bound flows cannot be forwarded (sysctl -w net.ipv4.ip_forward=1)");
             }
-            match pod_netns::ifindex(i).and_then(|x| pod_netns::tcx_ingress_link(self.reply_prog.as_fd(), x)) {
-                Ok(link) => {
-                    tracing::info!(interface = %i, "l4_reply attached (tcx) for bound flows' replies");
+            let attached = pod_netns::ifindex(i).and_then(|x| {
+                bind_links::adopt_or_attach(self.pins.as_ref(), REPLY_KIND, i, self.reply_prog.as_fd(), || {
+                    pod_netns::tcx_ingress_link(self.reply_prog.as_fd(), x)
+                })
+            });
+            match attached {
+                Ok((link, got)) => {
+                    tracing::info!(interface = %i, ?got, "l4_reply (tcx) for bound flows' replies");
                     st.reply_links.insert(i.clone(), link);
                 }
                 Err(e) => {

@@ -1,5 +1,5 @@
 //! The few bpf(2) link commands aya 0.14 keeps private, by hand: opening a pin as a
-//! plain descriptor (BPF_OBJ_GET), a link's target (interface index, cgroup id) from
+//! plain descriptor (BPF_OBJ_GET) and pinning one (BPF_OBJ_PIN), a link's target (interface index, cgroup id) from
 //! BPF_OBJ_GET_INFO_BY_FD (aya's `LinkInfo` gives only its id, program and type),
 //! BPF_LINK_GET_FD_BY_ID and BPF_LINK_DETACH (aya has no call for it: `ingress
 //! detach` must end an attachment even while a running agent still holds the link).
@@ -58,6 +58,18 @@ pub fn obj_get(path: &Path) -> io::Result<OwnedFd> {
     let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
     attr.__bindgen_anon_4.pathname = c.as_ptr() as u64;
     sys_bpf(bpf_cmd::BPF_OBJ_GET, &mut attr).map(owned)
+}
+
+/// BPF_OBJ_PIN: pins `fd` (a link or map) at `path`, on a bpffs; the object then
+/// lives as long as the pin, whoever closes their descriptors.
+pub fn obj_pin(fd: BorrowedFd<'_>, path: &Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = CString::new(path.as_os_str().as_bytes()).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: all-zero is a valid bpf_attr.
+    let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
+    attr.__bindgen_anon_4.pathname = c.as_ptr() as u64;
+    attr.__bindgen_anon_4.bpf_fd = fd.as_raw_fd() as u32;
+    sys_bpf(bpf_cmd::BPF_OBJ_PIN, &mut attr).map(|_| ())
 }
 
 /// BPF_LINK_GET_FD_BY_ID.

@@ -2,8 +2,11 @@
 //! so that nothing of ours is left: the pins under `--pin-path` (links detached
 //! first, then maps, then the directory), attachments of our programs on
 //! `--interface` and `--cgroup` that are not pinned (left by a killed agent, or held
-//! by one still running), and the host routes (hook below). Idempotent: what is not
-//! there is not an error, and the report says what was removed.
+//! by one still running), and the host routes (hook below). Delayed binding's links,
+//! `pod_bind` in pod namespaces among them, are pinned there too
+//! ([`super::bind_links`]), so they are removed by their pins and never by program
+//! name: another agent's (another `--pin-path`) stay. Idempotent: what is not there is
+//! not an error, and the report says what was removed.
 
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
@@ -70,7 +73,6 @@ pub fn detach(pin_dir: &Path, interface: Option<&str>, cgroup: Option<&Path>) ->
         remove_unpinned_links(interface.unwrap_or(""), ifindex, cgroup, cgroup_id, &mut report);
     }
     remove_routes(&mut report);
-    remove_pod_bind_links(&mut report);
     Ok(report)
 }
 
@@ -159,29 +161,6 @@ fn remove_unpinned_links(
         match link_detach(fd.as_fd()) {
             Ok(()) => report.removed.push(format!("{} link {} of program {program} on {on}", facts.kind(), facts.id)),
             Err(e) => report.failed.push(format!("detaching {} link {} on {on}: {e}", facts.kind(), facts.id)),
-        }
-    }
-}
-
-/// Delayed binding: `pod_bind` links, in whatever pod namespace the agent attached
-/// them (only the agent attaches this program; an interface index means nothing across
-/// namespaces, so they are found by program name alone).
-fn remove_pod_bind_links(report: &mut DetachReport) {
-    let links = match links_of(&[ingress_common::maps::POD_BIND_PROGRAM]) {
-        Ok(l) => l,
-        Err(e) => {
-            report.failed.push(format!("listing the pod_bind links: {e}"));
-            return;
-        }
-    };
-    for (fd, facts, program) in links {
-        match link_detach(fd.as_fd()) {
-            Ok(()) => report.removed.push(format!(
-                "{} link {} of program {program} in a pod namespace",
-                facts.kind(),
-                facts.id
-            )),
-            Err(e) => report.failed.push(format!("detaching {} link {} of {program}: {e}", facts.kind(), facts.id)),
         }
     }
 }
