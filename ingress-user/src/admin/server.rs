@@ -104,14 +104,10 @@ impl Admin {
             self.proxy.prom.set_l4(&l4.view());
         }
         self.proxy.prom.set_join_choices(&self.proxy.joiner().counters().choice);
-        let text = self.proxy.prom.encode(&self.proxy.metrics.snapshot(), self.splice_active());
-        // delayed binding's families, in a block of their own
-        match &self.bind {
-            Some(b) => {
-                crate::telemetry::bind::insert_before_eof(text, &crate::telemetry::bind::metrics_text(&b.view()))
-            }
-            None => text,
+        if let Some(b) = &self.bind {
+            self.proxy.prom.set_bind(&b.view());
         }
+        self.proxy.prom.encode(&self.proxy.metrics.snapshot(), self.splice_active())
     }
 
     /// Pairs joined in the kernel right now.

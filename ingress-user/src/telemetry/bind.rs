@@ -1,4 +1,5 @@
-//! Delayed binding's part of `/stats`, `ingress stats` and `/metrics`: where the kernel
+//! Delayed binding's part of `/stats` and `ingress stats` (its `/metrics` families are in
+//! [`super::prometheus`]): where the kernel
 //! pieces are attached, how many hosts are bound, and the first-segment program's
 //! outcomes (`BIND_FIRST_COUNTS`: bound, fallback and each other reason).
 
@@ -39,27 +40,6 @@ pub fn format_bind(v: &BindView) -> String {
     out
 }
 
-/// The `/metrics` lines (Prometheus text), inserted before the exposition's end.
-pub fn metrics_text(v: &BindView) -> String {
-    let mut out = String::new();
-    out += "# HELP ingress_bind_first_segments First segments after the edge SYN cookie, by outcome (bound: served by the pod through the kernel; fallback: handed to the agent's proxy).\n";
-    out += "# TYPE ingress_bind_first_segments counter\n";
-    for (n, c) in &v.first_segment {
-        out += &format!("ingress_bind_first_segments_total{{outcome=\"{n}\"}} {c}\n");
-    }
-    out += "# HELP ingress_bind_hosts Hosts bound in the kernel now.\n# TYPE ingress_bind_hosts gauge\n";
-    out += &format!("ingress_bind_hosts {}\n", v.hosts);
-    out
-}
-
-/// `text` (an OpenMetrics exposition ending in `# EOF`) with `extra` before its end.
-pub fn insert_before_eof(text: String, extra: &str) -> String {
-    match text.rfind("# EOF") {
-        Some(i) => format!("{}{extra}{}", &text[..i], &text[i..]),
-        None => text + extra,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,8 +58,5 @@ mod tests {
         let t = format_bind(&v);
         assert!(t.contains("2 hosts bound; cookie answers 198.18.0.2:8080; path MSS 1410"), "{t}");
         assert!(t.contains("bound 3, fallback 1"), "{t}");
-        let m = insert_before_eof("a 1\n# EOF\n".into(), &metrics_text(&v));
-        assert!(m.ends_with("ingress_bind_hosts 2\n# EOF\n"), "{m}");
-        assert!(m.contains("ingress_bind_first_segments_total{outcome=\"bound\"} 3\n"), "{m}");
     }
 }

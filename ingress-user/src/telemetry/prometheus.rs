@@ -47,6 +47,12 @@ pub struct JoinLabels {
     pub reason: String,
 }
 
+/// Labels of delayed binding's first-segment outcomes.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BindLabels {
+    pub outcome: String,
+}
+
 /// Labels of the L4 path's per-port counters.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct L4Labels {
@@ -96,6 +102,10 @@ pub struct Metrics {
     pub passthrough: super::passthrough::PassthroughMetrics,
     /// Joined pairs by class, mechanism and reason.
     join_choices: Family<JoinLabels, Counter>,
+    /// Delayed binding (`--bind-in-kernel on`): no outcome series until [`Metrics::set_bind`]
+    /// (hosts: 0 without binding).
+    bind_first_segments: Family<BindLabels, Counter>,
+    bind_hosts: Gauge,
     /// TLS termination (HTTPS listeners): `/stats` `tls` as families (telemetry/tls.rs).
     tls: super::tls::TlsPrometheus,
     /// The handles of each (route, backend) pair seen, so a request looks its series up
@@ -205,8 +215,18 @@ impl Default for Metrics {
             "Joined connection pairs by class (upgraded, splice_safe, passthrough), mechanism (joined_kernel, spliced_pipe, copied) and reason",
             join_choices.clone(),
         );
+        let bind_first_segments = Family::<BindLabels, Counter>::default();
+        registry.register(
+            "bind_first_segments",
+            "First segments after the edge SYN cookie, by outcome (bound: served by the pod through the kernel; fallback: handed to the agent's proxy)",
+            bind_first_segments.clone(),
+        );
+        let bind_hosts = Gauge::default();
+        registry.register("bind_hosts", "Hosts bound in the kernel now", bind_hosts.clone());
         Self {
             join_choices,
+            bind_first_segments,
+            bind_hosts,
             registry,
             requests,
             latency,
@@ -322,6 +342,19 @@ impl Metrics {
                 }
             }
         }
+    }
+
+    /// Brings delayed binding's families up to the kernel's outcome totals and the
+    /// number of hosts bound.
+    pub fn set_bind(&self, v: &super::bind::BindView) {
+        for (outcome, total) in &v.first_segment {
+            let c = self.bind_first_segments.get_or_create(&BindLabels { outcome: outcome.clone() });
+            let seen = c.get();
+            if *total > seen {
+                c.inc_by(total - seen);
+            }
+        }
+        self.bind_hosts.set(v.hosts as i64);
     }
 
     /// The Prometheus text exposition.
@@ -475,6 +508,27 @@ mod tests {
         let text = m.encode(&ProxyCounters::default(), 0);
         assert!(text.contains(r#"ingress_guard_drops_total{port="8080",reason="syn-rate"} 12"#), "{text}");
         assert!(text.contains(r#"ingress_guard_unchecked_total{port="0",reason="malformed"} 2"#), "{text}");
+    }
+
+    #[test]
+    fn binding_families_appear_once_set_and_follow_the_kernel_totals() {
+        let m = Metrics::default();
+        let text = m.encode(&ProxyCounters::default(), 0);
+        assert!(!text.contains("ingress_bind_first_segments_total{"), "no outcome without binding: {text}");
+        assert!(text.contains("ingress_bind_hosts 0\n"), "{text}");
+        let view = |bound, hosts| super::super::bind::BindView {
+            hosts,
+            first_segment: vec![("bound".into(), bound), ("fallback".into(), 1)],
+            ..Default::default()
+        };
+        m.set_bind(&view(3, 2));
+        m.set_bind(&view(7, 1));
+        let text = m.encode(&ProxyCounters::default(), 0);
+        assert!(text.contains("ingress_bind_first_segments_total{outcome=\"bound\"} 7\n"), "{text}");
+        assert!(text.contains("ingress_bind_first_segments_total{outcome=\"fallback\"} 1\n"), "{text}");
+        assert!(text.contains("ingress_bind_hosts 1\n"), "{text}");
+        assert!(text.contains("# TYPE ingress_bind_first_segments counter"), "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
     }
 
     #[test]
