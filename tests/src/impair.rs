@@ -125,7 +125,8 @@ pub enum Plan {
 pub enum Hook {
     /// What the namespace sends out of it (mangle POSTROUTING -o).
     Egress,
-    /// What arrives on it (mangle PREROUTING -i).
+    /// What arrives on it (mangle PREROUTING -i). Packets are queued as the stack has
+    /// them (GRO'd ones whole, so [`ImpairCounts::largest_payload`] is not a segment size).
     Ingress,
 }
 
@@ -140,6 +141,8 @@ pub struct ImpairCounts {
     pub largest_payload: u64,
     /// Segments seen with payload and FIN.
     pub data_with_fin: u64,
+    /// Segments seen with RST.
+    pub resets: u64,
 }
 
 #[derive(Default)]
@@ -150,6 +153,7 @@ struct Counters {
     duplicated: AtomicU64,
     largest_payload: AtomicU64,
     data_with_fin: AtomicU64,
+    resets: AtomicU64,
 }
 
 impl Counters {
@@ -161,6 +165,7 @@ impl Counters {
             duplicated: self.duplicated.load(Ordering::Relaxed),
             largest_payload: self.largest_payload.load(Ordering::Relaxed),
             data_with_fin: self.data_with_fin.load(Ordering::Relaxed),
+            resets: self.resets.load(Ordering::Relaxed),
         }
     }
 
@@ -168,6 +173,9 @@ impl Counters {
         self.largest_payload.fetch_max(s.payload as u64, Ordering::Relaxed);
         if s.payload > 0 && s.flags & target::TCP_FIN != 0 {
             self.data_with_fin.fetch_add(1, Ordering::Relaxed);
+        }
+        if s.flags & target::TCP_RST != 0 {
+            self.resets.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -209,7 +217,7 @@ impl ImpairedLink {
             let (ns, stop, counters) = (ns.to_string(), stop.clone(), counters.clone());
             std::thread::spawn(move || {
                 crate::netns::enter(&format!("/run/netns/{ns}"));
-                run_queue(queue, plan, &stop, &counters, ready_tx)
+                run_queue(queue, plan, hook, &stop, &counters, ready_tx)
             })
         };
         match ready_rx.recv_timeout(Duration::from_secs(10)) {
@@ -320,6 +328,7 @@ impl Ord for Held {
 fn run_queue(
     num: u16,
     plan: Plan,
+    hook: Hook,
     stop: &AtomicBool,
     counters: &Counters,
     ready: std::sync::mpsc::Sender<Result<(), String>>,
@@ -329,6 +338,15 @@ fn run_queue(
         q.bind(num)?;
         q.set_queue_max_len(num, 16384)?;
         q.set_fail_open(num, true)?;
+        // On ingress the packets are taken as they are (NFQA_CFG_F_GSO), unsegmented and
+        // with a partial checksum left partial: otherwise the queue resolves one, and a
+        // frame whose checksum field was rewritten whole after it was marked partial
+        // (a SYN-ACK that generic-mode XDP_TX made of the client's SYN on a veth, which
+        // keeps the SYN's CHECKSUM_PARTIAL) comes out with a wrong checksum the receiver
+        // would never have computed (TcpInCsumErrors).
+        if hook == Hook::Ingress {
+            q.set_recv_gso(num, true)?;
+        }
         q.set_nonblocking(true);
         Ok((q, RawSender::open()?))
     };

@@ -142,7 +142,10 @@ pub fn binding_links() -> Vec<String> {
 /// program on a veth (the cookie SYN-ACK) is dropped unless the peer's receive side runs
 /// NAPI, which it does only with an XDP program of its own (or GRO, which needs ethtool).
 /// So the client's end gets one that passes everything: `syncookie_xdp` with no
-/// targets. A VM's real NIC (virtio-net, ...) needs nothing of the kind.
+/// targets. A VM's real NIC (virtio-net, ...) needs nothing of the kind, nor does the
+/// agent's XDP on a veth since it attaches in generic mode there (its XDP_TX goes out
+/// through the stack); and a driver-mode program caps the peer's MTU (at about 3.5 KB:
+/// `veth_xdp_set` sets the peer's max_mtu), so MTU tests go without it.
 pub fn xdp_on_the_client_side(topo: &Topology) -> ingress::datapath::Dataplane {
     use aya::programs::{Xdp, XdpMode};
     let mut d = ingress::datapath::load().expect("the object");
@@ -158,20 +161,23 @@ pub fn xdp_on_the_client_side(topo: &Topology) -> ingress::datapath::Dataplane {
 /// a k3d VM; bound connections are forwarded to the pods), the client side's XDP program
 /// and an agent with `--bind-in-kernel on` (bound in this order, they drop agent first).
 pub fn bound_topology(prefix: &str) -> (Topology, ingress::datapath::Dataplane, Agent) {
-    bound_topology_with(prefix, &openchoreo_dir(), |_| {})
+    let (topo, peer, a) = bound_topology_with(prefix, &openchoreo_dir(), true, |_| {});
+    (topo, peer.expect("asked for"), a)
 }
 
-/// [`bound_topology`] with the routes of `manifests` and `prepare` run on the topology
-/// before the agent starts (the agent reads interface MTUs when it attaches).
+/// [`bound_topology`] with the routes of `manifests`, the client side's XDP program only
+/// if `peer_xdp`, and `prepare` run on the topology before the agent starts (the agent
+/// reads interface MTUs when it attaches).
 pub fn bound_topology_with(
     prefix: &str,
     manifests: &Path,
+    peer_xdp: bool,
     prepare: impl FnOnce(&Topology),
-) -> (Topology, ingress::datapath::Dataplane, Agent) {
+) -> (Topology, Option<ingress::datapath::Dataplane>, Agent) {
     let topo = Topology::create(prefix, &openchoreo_pods());
     crate::netns::sysctl(&topo.vm_ns(), "net/ipv4/ip_forward", "1");
     prepare(&topo);
-    let peer = xdp_on_the_client_side(&topo);
+    let peer = peer_xdp.then(|| xdp_on_the_client_side(&topo));
     let a = Agent::start(&ingress_bin(), &topo.vm_ns(), manifests, &openchoreo_listens(VM_IP), &BIND_ARGS);
     (topo, peer, a)
 }
