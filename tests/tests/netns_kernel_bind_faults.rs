@@ -15,22 +15,23 @@
 //!   once, never a hang; the next connection goes to the pod that is left;
 //! - client MTU 1280, 1500 and 9000 with the pod path at 1450: no segment above the path
 //!   MSS reaches the pod (an NFQUEUE observer on the node's cni0);
-//! - conntrack in the node namespace (nf_conntrack_tcp_loose 1 and 0) with kube-proxy's
-//!   INVALID drop rule in FORWARD.
+//! - conntrack in the node namespace with kube-proxy's INVALID drop rule in FORWARD:
+//!   with `nf_conntrack_tcp_loose=1` bound flows are picked up at their first segment;
+//!   with 0 they would be INVALID, so the agent (which reads the sysctl on the
+//!   endpoints' next hop) serves those hosts itself.
 //!
 //! Every socket has a timeout, every loop a bound; traffic stays in the namespaces.
 
-use std::io::{BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use ingress_tests::agent::Agent;
 use ingress_tests::client::{Request, read_response, read_until_closed};
 use ingress_tests::impair::{Action, Hook, ImpairCounts, ImpairedLink, Kind, Plan, Scope, Target};
 use ingress_tests::kbind::{
-    BOUND_HOST, BOUND_POD, KIB, MIB, bind_view, bound_topology, bound_topology_with, check_download, connect, exchange,
-    keepalive, require, wait_bound,
+    BOUND_HOST, BOUND_POD, KIB, MIB, bind_view, bound_topology, bound_topology_with, connect, exchange, keepalive,
+    require, wait_bound,
 };
 use ingress_tests::netns::{in_ns, ip};
 use ingress_tests::pattern::first_difference;
@@ -266,8 +267,8 @@ impl Drop for Manifests {
 }
 
 #[test]
-fn a_pod_removed_under_a_bound_connection_gives_the_client_an_error_within_seconds() {
-    let test = "a_pod_removed_under_a_bound_connection_gives_the_client_an_error_within_seconds";
+fn a_pod_removed_under_a_bound_connection_gives_the_client_a_rst_within_seconds() {
+    let test = "a_pod_removed_under_a_bound_connection_gives_the_client_a_rst_within_seconds";
     if !require(test) {
         return;
     }
@@ -377,44 +378,71 @@ fn invalid_drops(ns: &str) -> u64 {
         .unwrap_or_else(|| panic!("no INVALID rule in FORWARD:\n{out}"))
 }
 
+/// The node's FORWARD chain gets kube-proxy's INVALID drop rule (the node routes eth0 <->
+/// cni0, so bound flows cross it) and `nf_conntrack_tcp_loose` is set to `loose`, before
+/// the agent starts (it reads the sysctl when it finds the endpoints).
+fn node_conntrack(loose: &'static str) -> impl FnOnce(&Topology) {
+    move |t| {
+        iptables(&t.node_ns(), &["-A", "FORWARD", "-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP"]);
+        ingress_tests::netns::sysctl(&t.node_ns(), "net/netfilter/nf_conntrack_tcp_loose", loose);
+    }
+}
+
 #[test]
 fn bound_connections_pass_the_nodes_conntrack_with_loose_pickup_and_an_invalid_drop_rule() {
     let test = "bound_connections_pass_the_nodes_conntrack_with_loose_pickup_and_an_invalid_drop_rule";
     if !require(test) {
         return;
     }
-    let (topo, _peer, a) = bound_topology("kbt6");
+    let dir = ingress_tests::fixtures::openchoreo_dir();
+    let (topo, _peer, a) = bound_topology_with("kbt6", &dir, true, node_conntrack("1"));
     wait_bound(&a);
     let node = topo.node_ns();
-    // kube-proxy's rule; the node routes eth0 <-> cni0, so bound flows cross FORWARD
-    iptables(&node, &["-A", "FORWARD", "-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP"]);
-    let _ = a;
-    todo_loose(&topo, &a, &node);
+    let (before, drops) = (bind_view(&a), invalid_drops(&node));
+    // the node's conntrack sees each flow first at its first data segment: picked up
+    in_ns(&topo.client_ns(), || bound_connections(40, 3, &[KIB, MIB]));
+    let after = bind_view(&a);
+    println!("loose=1: INVALID drops {}; {:?}", invalid_drops(&node) - drops, after.first_segment);
+    assert_eq!(after.count("bound"), before.count("bound") + 3, "{after:?}");
+    assert_eq!(invalid_drops(&node), drops, "nothing of the bound flows was INVALID at the node");
+    assert_eq!(a.stats().proxy.requests, 0, "the agent's proxy served nothing");
     a.stop();
 }
 
-fn todo_loose(topo: &Topology, a: &Agent, node: &str) {
-    for (i, loose) in ["1", "0"].into_iter().enumerate() {
-        ingress_tests::netns::sysctl(node, "net/netfilter/nf_conntrack_tcp_loose", loose);
-        let (before, drops) = (bind_view(a), invalid_drops(node));
-        let result = in_ns(&topo.client_ns(), move || {
-            let (mut w, r) = connect();
-            w.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            let mut r = BufReader::new(r.into_inner());
-            r.get_mut().set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            let get = Request::get(BOUND_HOST, "/download")
-                .header("x-echo-bytes", &MIB.to_string())
-                .header("x-echo-pattern", &(40 + i).to_string());
-            w.write_all(&get.to_bytes()).unwrap();
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check_download(&mut r, 40 + i as u64, MIB)))
-                .is_ok()
-        });
-        let after = bind_view(a);
-        println!(
-            "loose={loose}: served {result}, INVALID drops {}, {:?}",
-            invalid_drops(node) - drops,
-            after.first_segment
-        );
-        let _ = before;
+/// With `nf_conntrack_tcp_loose=0` the node's conntrack refuses to pick a flow up from a
+/// segment without SYN (INVALID), so a bound flow's first segment and its retransmissions
+/// would all be dropped by the INVALID rule: the agent sees the sysctl on the endpoints'
+/// next hop and serves those hosts itself (a fallback, decided before the handshake).
+#[test]
+fn behind_a_strict_conntrack_on_the_node_hosts_are_served_by_the_agent_not_bound() {
+    let test = "behind_a_strict_conntrack_on_the_node_hosts_are_served_by_the_agent_not_bound";
+    if !require(test) {
+        return;
     }
+    let dir = ingress_tests::fixtures::openchoreo_dir();
+    let (topo, _peer, a) = bound_topology_with("kbt7", &dir, true, node_conntrack("0"));
+    let start = Instant::now();
+    let v = loop {
+        let v = bind_view(&a);
+        if v.syncs > 0 && v.attached.len() >= 3 {
+            break v;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "the agent did not sync: {v:?}\n{}", a.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(v.hosts, 0, "no host bound behind a strict conntrack: {v:?}");
+    let (_, routes) = a.admin_get("/routes").expect("/routes");
+    assert!(routes.contains("nf_conntrack_tcp_loose=0"), "the decision says why:\n{routes}");
+    let node = topo.node_ns();
+    let drops = invalid_drops(&node);
+    let pods = in_ns(&topo.client_ns(), || keepalive(BOUND_HOST, 50, &[KIB, MIB]));
+    assert!(pods.iter().all(|p| p.starts_with(BOUND_POD)), "{pods:?}");
+    let after = bind_view(&a);
+    println!("loose=0: INVALID drops {}; {:?}", invalid_drops(&node) - drops, after.first_segment);
+    assert_eq!(after.count("bound"), 0, "{after:?}");
+    // the agent's proxy took the connection (and may join it to the pod's after the
+    // first request: the host is splice-safe, so it counts at least that one)
+    assert!(a.stats().proxy.requests >= 1, "the agent served the host: {:?}", a.stats().proxy);
+    assert_eq!(invalid_drops(&node), drops, "the agent's connections to the pod are tracked from their SYN");
+    a.stop();
 }

@@ -205,14 +205,38 @@ mod tests {
 /// `pod_bind` in its namespace: the pod's kernel would answer the bound segment with a
 /// RST), and without the backends no host uses then; each dropped host's decision says
 /// why.
-pub fn keep_covered(mut entries: BindEntries, covered: &BTreeSet<Ipv4Addr>) -> BindEntries {
+pub fn keep_covered(entries: BindEntries, covered: &BTreeSet<Ipv4Addr>) -> BindEntries {
+    drop_hosts(
+        entries,
+        |a| !covered.contains(&a),
+        "an endpoint is in no network namespace on this machine the agent could attach pod_bind to",
+    )
+}
+
+/// `entries` without the hosts whose backend has an endpoint in `strict`: routed through
+/// a namespace whose conntrack does not pick flows up mid-stream
+/// (`net.netfilter.nf_conntrack_tcp_loose=0`), where a bound flow's first segment, the
+/// first packet of the flow it sees, is INVALID (and dropped by kube-proxy's rule). The
+/// agent serves those hosts instead; each dropped host's decision says why.
+pub fn keep_loose(entries: BindEntries, strict: &BTreeSet<Ipv4Addr>) -> BindEntries {
+    drop_hosts(
+        entries,
+        |a| strict.contains(&a),
+        "an endpoint is routed through a namespace whose conntrack is strict (nf_conntrack_tcp_loose=0): a bound \
+         flow's first segment would be INVALID there",
+    )
+}
+
+/// `entries` without the hosts whose backend has an endpoint `bad` picks, nor the
+/// backends no host uses then; their decisions give `why`.
+fn drop_hosts(mut entries: BindEntries, bad: impl Fn(Ipv4Addr) -> bool, why: &str) -> BindEntries {
     let bad: BTreeSet<u32> = entries
         .backends
         .iter()
         .filter(|(_, b)| {
             b.endpoints[..(b.count as usize).min(b.endpoints.len())]
                 .iter()
-                .any(|e| !covered.contains(&Ipv4Addr::from(e.addr.to_ne_bytes())))
+                .any(|e| bad(Ipv4Addr::from(e.addr.to_ne_bytes())))
         })
         .map(|(id, _)| *id)
         .collect();
@@ -225,8 +249,7 @@ pub fn keep_covered(mut entries: BindEntries, covered: &BTreeSet<Ipv4Addr>) -> B
         if let Ok(id) = d.decision
             && bad.contains(&id)
         {
-            d.decision =
-                Err("an endpoint is in no network namespace on this machine the agent could attach pod_bind to".into());
+            d.decision = Err(why.into());
         }
     }
     entries
@@ -256,9 +279,15 @@ mod covered_tests {
         };
         let both = BTreeSet::from([Ipv4Addr::new(10, 42, 0, 7), Ipv4Addr::new(10, 42, 0, 8)]);
         assert_eq!(keep_covered(e.clone(), &both), e);
-        let k = keep_covered(e, &BTreeSet::from([Ipv4Addr::new(10, 42, 0, 7)]));
+        let k = keep_covered(e.clone(), &BTreeSet::from([Ipv4Addr::new(10, 42, 0, 7)]));
         assert!(k.hosts.is_empty() && k.backends.is_empty());
         assert!(k.decisions[0].decision.as_ref().unwrap_err().contains("pod_bind"));
+        // behind a strict conntrack
+        assert_eq!(keep_loose(e.clone(), &BTreeSet::new()), e);
+        let k = keep_loose(e.clone(), &BTreeSet::from([Ipv4Addr::new(10, 42, 0, 8)]));
+        assert!(k.hosts.is_empty() && k.backends.is_empty());
+        assert!(k.decisions[0].decision.as_ref().unwrap_err().contains("nf_conntrack_tcp_loose=0"));
+        assert_eq!(keep_loose(e.clone(), &BTreeSet::from([Ipv4Addr::new(10, 42, 0, 9)])), e, "not an endpoint");
     }
 }
 

@@ -87,6 +87,9 @@ struct State {
     path_mss: u16,
     /// `L4_CT`, a handle of our own (the L4 path may hold the object's).
     ct: HashMap<MapData, L4CtKey, L4CtEntry>,
+    /// Endpoints routed through a namespace whose conntrack is strict (their hosts are
+    /// not bound: `bind_plan::keep_loose`).
+    strict: BTreeSet<Ipv4Addr>,
 }
 
 pub struct BindRuntime {
@@ -184,6 +187,7 @@ impl Dataplane {
             covered: BTreeSet::new(),
             path_mss: cfg.path_mss,
             ct,
+            strict: BTreeSet::new(),
         };
         let how = match got {
             Got::Adopted => "put into the link pinned by an earlier agent (no gap)",
@@ -225,6 +229,36 @@ fn l4_ct(first: &SchedClassifier) -> Result<HashMap<MapData, L4CtKey, L4CtEntry>
     Err(EbpfError::MissingMap(L4_CT_MAP))
 }
 
+/// The endpoints whose route from here goes through a namespace on this machine (the
+/// next hop's: on k3d the node) whose conntrack is strict
+/// (`net.netfilter.nf_conntrack_tcp_loose=0`): it has not seen the handshake the cookie
+/// answered, so a bound flow's first segment is INVALID there, and kube-proxy's
+/// `--ctstate INVALID -j DROP` drops it and every retransmission. Read when the endpoints
+/// change (a later sysctl change is not seen until then).
+fn strict_hops(endpoints: &BTreeSet<Ipv4Addr>) -> BTreeSet<Ipv4Addr> {
+    let routes =
+        std::fs::read_to_string("/proc/net/route").map(|t| super::l4::parse_proc_routes(&t)).unwrap_or_default();
+    let hops: BTreeMap<Ipv4Addr, Vec<Ipv4Addr>> = endpoints.iter().fold(BTreeMap::new(), |mut m, a| {
+        if let Some(g) = super::l4::route_gateway(&routes, *a) {
+            m.entry(g).or_insert_with(Vec::new).push(*a);
+        }
+        m
+    });
+    let mut strict = BTreeSet::new();
+    for hop in pod_netns::find(&hops.keys().copied().collect()) {
+        let loose = pod_netns::sysctl_in(hop.netns, "net/netfilter/nf_conntrack_tcp_loose");
+        if let Ok(Some(v)) = &loose
+            && v == "0"
+        {
+            for a in hop.addrs.iter().flat_map(|h| hops.get(h)).flatten() {
+                strict.insert(*a);
+            }
+            tracing::warn!(hop = ?hop.addrs, netns = hop.netns, "conntrack there is strict (nf_conntrack_tcp_loose=0): hosts with endpoints behind it are served by the agent, not bound in the kernel");
+        }
+    }
+    strict
+}
+
 /// Marks the bound flows of the endpoints in `gone` (no longer in the routes) so that
 /// `bind_first` has the stack answer their next segment with a RST; returns how many.
 fn end_flows(st: &mut State, gone: &BTreeSet<Ipv4Addr>) -> usize {
@@ -255,7 +289,7 @@ impl BindRuntime {
         if endpoints != st.endpoints || st.covered != endpoints {
             self.sync_pods(&mut st, &endpoints);
         }
-        let entries = bind_plan::keep_covered(entries, &st.covered);
+        let entries = bind_plan::keep_loose(bind_plan::keep_covered(entries, &st.covered), &st.strict);
         let targets = bind_plan::targets(listen, &entries, &self.nic_addrs);
         let applied = self.apply(&mut st, entries, targets);
         // after the maps: no new flow is bound to an endpoint that left
@@ -392,6 +426,7 @@ impl BindRuntime {
                 Err(e) => tracing::error!(error = %e, "cannot read the SYN cookie config"),
             }
         }
+        st.strict = strict_hops(endpoints);
         st.endpoints = endpoints.clone();
         st.covered = found
             .iter()
