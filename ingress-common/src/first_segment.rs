@@ -57,7 +57,10 @@ pub const FIRST_AGENT_SOCKET: u32 = 10;
 /// that kills a connection whose first segment is still on its way (a segment reordered
 /// before the first one); the client retransmits it once the flow is bound.
 pub const FIRST_EARLY_DROPPED: u32 = 11;
-pub const FIRST_COUNTS: u32 = 12;
+/// A segment of a bound flow whose endpoint left (`l4::CT_ENDPOINT_GONE`): passed to the
+/// stack un-NATed, which answers it with a RST.
+pub const FIRST_ENDPOINT_GONE: u32 = 12;
+pub const FIRST_COUNTS: u32 = 13;
 
 /// `BIND_FIRST_LAST` (an array of one, for tests and debugging): the last segment the
 /// program decided on without a conntrack hit.

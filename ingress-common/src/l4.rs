@@ -121,6 +121,13 @@ pub const CT_ESTABLISHED: u8 = 2;
 pub const CT_CLOSING: u8 = 3;
 /// An RST was seen.
 pub const CT_CLOSED: u8 = 4;
+/// A bound flow (delayed binding) whose endpoint left: the agent sets it when the pod's
+/// address is gone from the routes, and `bind_first` then passes the flow's segments
+/// to the VM's stack un-NATed, which answers them with a RST (no socket has the tuple),
+/// instead of forwarding them to an address nobody answers. Kept as long as an
+/// established flow (its last packet is what ages it), so the client's next segment,
+/// however late, still gets its RST.
+pub const CT_ENDPOINT_GONE: u8 = 5;
 
 const SEC: u64 = 1_000_000_000;
 /// Idle time after which a flow in `SYN_SENT` is forgotten.
@@ -137,7 +144,7 @@ pub const CT_TIMEOUT_CLOSED_NS: u64 = 10 * SEC;
 pub const fn ct_timeout_ns(state: u8) -> u64 {
     match state {
         CT_SYN_SENT => CT_TIMEOUT_SYN_NS,
-        CT_ESTABLISHED => CT_TIMEOUT_ESTABLISHED_NS,
+        CT_ESTABLISHED | CT_ENDPOINT_GONE => CT_TIMEOUT_ESTABLISHED_NS,
         CT_CLOSING => CT_TIMEOUT_CLOSING_NS,
         _ => CT_TIMEOUT_CLOSED_NS,
     }

@@ -1,7 +1,9 @@
 //! tc ingress on the VM NIC (delayed binding, the study's step 3): the client's segments
 //! to a cookie frontend (`SYNCOOKIE_TARGETS`) after `syncookie_xdp` answered its SYN.
 //! - A flow already bound (its L4 conntrack entry): DNAT to its pod, forward (the L4
-//!   path's helpers; replies go through `l4_reply` on the pod side's interface).
+//!   path's helpers; replies go through `l4_reply` on the pod side's interface). One
+//!   whose pod left (the agent marked it `CT_ENDPOINT_GONE`) passes to the stack
+//!   untouched, which answers with a RST: the client learns at once, never hangs.
 //! - Otherwise an ACK whose cookie validates (`syncookie::check` with the segment's
 //!   TSecr, found by a `bpf_loop` walk over its options) and then, per
 //!   `first_segment::action`: a pure ACK is dropped (the data segment repeats its ack);
@@ -27,11 +29,11 @@ use aya_ebpf::macros::classifier;
 use aya_ebpf::programs::TcContext;
 use ingress_common::first_segment::{
     self, Action, BIND_CT_SERVICE, FIRST_AGENT_SOCKET, FIRST_ASSIGN_FAILED, FIRST_BAD_OPTIONS, FIRST_BOUND,
-    FIRST_CT_HIT, FIRST_EARLY_DROPPED, FIRST_FALLBACK, FIRST_MAP_ERROR, FIRST_NO_COOKIE, FIRST_NO_ENDPOINT,
-    FIRST_NO_LISTENER, FIRST_PURE_ACK, FirstResult,
+    FIRST_CT_HIT, FIRST_EARLY_DROPPED, FIRST_ENDPOINT_GONE, FIRST_FALLBACK, FIRST_MAP_ERROR, FIRST_NO_COOKIE,
+    FIRST_NO_ENDPOINT, FIRST_NO_LISTENER, FIRST_PURE_ACK, FirstResult,
 };
 use ingress_common::head::Fallback;
-use ingress_common::l4::{CT_DIR_REPLY, L4CtEntry, L4CtKey, flow_hash};
+use ingress_common::l4::{CT_DIR_REPLY, CT_ENDPOINT_GONE, L4CtEntry, L4CtKey, flow_hash};
 use ingress_common::pod_bind::PodFlowKey;
 use ingress_common::proto;
 use ingress_common::syncookie::{self, Decoded, MAX_OPTIONS, PARSE_OK, SEEN_TS, SynCookieTarget, SynParse, Tuple};
@@ -84,6 +86,12 @@ fn try_bind_first(ctx: &TcContext) -> Option<i32> {
     let now = now_ns();
     // a bound flow: forward like the L4 path
     if let Some(e) = lookup_orig(&orig_key(&p), p.flags, now) {
+        // SAFETY: valid map value pointer.
+        if unsafe { (*e).state } == CT_ENDPOINT_GONE {
+            // not touched: the mark stays, so a retransmission gets its RST too
+            count(FIRST_ENDPOINT_GONE);
+            return Some(TC_ACT_OK as i32);
+        }
         touch(e, p.flags, now);
         // SAFETY: valid map value pointer.
         let (addr, port) = unsafe { ((*e).nat_addr, (*e).nat_port) };

@@ -9,7 +9,11 @@
 //!          -j NFQUEUE --queue-num Q --queue-bypass
 //! ```
 //!
-//! Copies are sent through a raw socket marked 0x1d, so they skip the queue. The rule
+//! Copies are sent through a raw socket marked 0x1d, so they skip the queue. Besides the
+//! random [`Impairment`], a link can pick packets ([`target`]: the first SYN-ACK, pure ACK
+//! or data segment, once per connection or per link) or only observe them ([`Plan`]), on
+//! egress as above or on ingress (`PREROUTING -i IFACE`: what XDP_TX sends a namespace is
+//! seen only there). The rule
 //! is removed by its exact text and the thread stopped (held packets released) when
 //! the [`ImpairedLink`] is dropped; `--queue-bypass` lets packets through if the
 //! thread is gone. Every run is bounded: the thread ends by itself after
@@ -21,6 +25,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+pub mod target;
+pub use target::{Action, Kind, Scope, Segment, Target, classify};
 
 /// The mark of the copies this harness sends itself (never queued again).
 const COPY_MARK: u32 = 0x1d;
@@ -102,6 +109,27 @@ pub enum Fate {
     Delay(Duration),
 }
 
+/// What a link does with its packets.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Plan {
+    /// Each packet decided at random.
+    Random(Impairment),
+    /// Picked packets dropped or duplicated, the rest passed.
+    Pick(Target),
+    /// Everything passed (the counts say what went by).
+    Observe,
+}
+
+/// Where on the interface the packets are queued.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hook {
+    /// What the namespace sends out of it (mangle POSTROUTING -o).
+    Egress,
+    /// What arrives on it (mangle PREROUTING -i). Packets are queued as the stack has
+    /// them (GRO'd ones whole, so [`ImpairCounts::largest_payload`] is not a segment size).
+    Ingress,
+}
+
 /// What a link did so far.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ImpairCounts {
@@ -109,6 +137,12 @@ pub struct ImpairCounts {
     pub dropped: u64,
     pub delayed: u64,
     pub duplicated: u64,
+    /// The largest TCP payload of a segment seen.
+    pub largest_payload: u64,
+    /// Segments seen with payload and FIN.
+    pub data_with_fin: u64,
+    /// Segments seen with RST.
+    pub resets: u64,
 }
 
 #[derive(Default)]
@@ -117,6 +151,9 @@ struct Counters {
     dropped: AtomicU64,
     delayed: AtomicU64,
     duplicated: AtomicU64,
+    largest_payload: AtomicU64,
+    data_with_fin: AtomicU64,
+    resets: AtomicU64,
 }
 
 impl Counters {
@@ -126,6 +163,19 @@ impl Counters {
             dropped: self.dropped.load(Ordering::Relaxed),
             delayed: self.delayed.load(Ordering::Relaxed),
             duplicated: self.duplicated.load(Ordering::Relaxed),
+            largest_payload: self.largest_payload.load(Ordering::Relaxed),
+            data_with_fin: self.data_with_fin.load(Ordering::Relaxed),
+            resets: self.resets.load(Ordering::Relaxed),
+        }
+    }
+
+    fn segment(&self, s: &Segment) {
+        self.largest_payload.fetch_max(s.payload as u64, Ordering::Relaxed);
+        if s.payload > 0 && s.flags & target::TCP_FIN != 0 {
+            self.data_with_fin.fetch_add(1, Ordering::Relaxed);
+        }
+        if s.flags & target::TCP_RST != 0 {
+            self.resets.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -143,6 +193,23 @@ impl ImpairedLink {
     /// Starts impairing (queue number `queue`, unique per namespace). Panics with the
     /// reason when NFQUEUE or iptables is not usable.
     pub fn start(ns: &str, iface: &str, queue: u16, imp: Impairment) -> Self {
+        Self::start_plan(ns, iface, Hook::Egress, queue, Plan::Random(imp))
+    }
+
+    /// Starts `plan` on the packets `hook` of `iface` in `ns` sees (queue number `queue`,
+    /// unique per namespace). Panics with the reason when NFQUEUE or iptables is not
+    /// usable, or when copies are asked for on ingress (they would be sent out, the
+    /// wrong way).
+    pub fn start_plan(ns: &str, iface: &str, hook: Hook, queue: u16, plan: Plan) -> Self {
+        let duplicates = match plan {
+            Plan::Random(i) => i.duplicate > 0.0,
+            Plan::Pick(t) => t.action == Action::Duplicate,
+            Plan::Observe => false,
+        };
+        assert!(
+            hook == Hook::Egress || !duplicates,
+            "impairment in {ns}: duplicates only on egress (a copy of an arriving packet would be sent out of {iface})"
+        );
         let stop = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(Counters::default());
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -150,7 +217,7 @@ impl ImpairedLink {
             let (ns, stop, counters) = (ns.to_string(), stop.clone(), counters.clone());
             std::thread::spawn(move || {
                 crate::netns::enter(&format!("/run/netns/{ns}"));
-                run_queue(queue, imp, &stop, &counters, ready_tx)
+                run_queue(queue, plan, hook, &stop, &counters, ready_tx)
             })
         };
         match ready_rx.recv_timeout(Duration::from_secs(10)) {
@@ -158,9 +225,13 @@ impl ImpairedLink {
             Ok(Err(e)) => panic!("impairment in {ns}: {e}"),
             Err(_) => panic!("impairment in {ns}: the queue thread did not start: {:?}", thread.join()),
         }
+        let (chain, dir) = match hook {
+            Hook::Egress => ("POSTROUTING", "-o"),
+            Hook::Ingress => ("PREROUTING", "-i"),
+        };
         let rule: Vec<String> = [
-            "POSTROUTING",
-            "-o",
+            chain,
+            dir,
             iface,
             "-p",
             "tcp",
@@ -256,7 +327,8 @@ impl Ord for Held {
 
 fn run_queue(
     num: u16,
-    imp: Impairment,
+    plan: Plan,
+    hook: Hook,
     stop: &AtomicBool,
     counters: &Counters,
     ready: std::sync::mpsc::Sender<Result<(), String>>,
@@ -266,6 +338,15 @@ fn run_queue(
         q.bind(num)?;
         q.set_queue_max_len(num, 16384)?;
         q.set_fail_open(num, true)?;
+        // On ingress the packets are taken as they are (NFQA_CFG_F_GSO), unsegmented and
+        // with a partial checksum left partial: otherwise the queue resolves one, and a
+        // frame whose checksum field was rewritten whole after it was marked partial
+        // (a SYN-ACK that generic-mode XDP_TX made of the client's SYN on a veth, which
+        // keeps the SYN's CHECKSUM_PARTIAL) comes out with a wrong checksum the receiver
+        // would never have computed (TcpInCsumErrors).
+        if hook == Hook::Ingress {
+            q.set_recv_gso(num, true)?;
+        }
         q.set_nonblocking(true);
         Ok((q, RawSender::open()?))
     };
@@ -280,7 +361,8 @@ fn run_queue(
             return Err(e);
         }
     };
-    let mut rng = fastrand::Rng::with_seed(imp.seed);
+    let mut rng = fastrand::Rng::with_seed(if let Plan::Random(imp) = plan { imp.seed } else { 0 });
+    let mut picker = if let Plan::Pick(t) = plan { Some(target::Picker::new(t)) } else { None };
     let mut held: BinaryHeap<Held> = BinaryHeap::new();
     let started = Instant::now();
     let mut result = Ok(());
@@ -294,7 +376,16 @@ fn run_queue(
         match q.recv() {
             Ok(mut msg) => {
                 counters.seen.fetch_add(1, Ordering::Relaxed);
-                match imp.decide(rng.f64(), rng.f64()) {
+                let seg = classify(msg.get_payload());
+                if let Some(s) = &seg {
+                    counters.segment(s);
+                }
+                let fate = match (plan, &mut picker) {
+                    (Plan::Random(imp), _) => imp.decide(rng.f64(), rng.f64()),
+                    (_, Some(p)) => p.fate(seg.as_ref()),
+                    _ => Fate::Pass,
+                };
+                match fate {
                     Fate::Drop => {
                         counters.dropped.fetch_add(1, Ordering::Relaxed);
                         msg.set_verdict(nfq::Verdict::Drop);

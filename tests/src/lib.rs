@@ -11,6 +11,8 @@ pub mod cgroup;
 pub mod client;
 pub mod fixtures;
 pub mod impair;
+// delayed binding driven by the agent: the netns tier's shared topology, waits and exchanges
+pub mod kbind;
 pub mod kubeapi;
 pub mod legacy;
 pub mod load;

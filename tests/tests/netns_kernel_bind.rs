@@ -10,150 +10,17 @@
 //! `ingress detach` and the agent's exit leave none of the programs attached. Every
 //! socket has a timeout; traffic stays in the namespaces.
 
-use std::io::{BufReader, Write};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use ingress::telemetry::bind::BindView;
-use ingress_tests::agent::{Agent, ingress_bin};
-use ingress_tests::backend::Echo;
-use ingress_tests::client::{Request, read_response};
-use ingress_tests::fixtures::{openchoreo_dir, openchoreo_expectations, openchoreo_listens, openchoreo_pods};
+use ingress_tests::agent::ingress_bin;
+use ingress_tests::fixtures::{openchoreo_expectations, openchoreo_pods};
+use ingress_tests::kbind::{
+    BOUND_HOST, KIB, MIB, bind_view, binding_links, bound_topology, connect, exchange, get, keepalive, require,
+    start_pinned, wait_bound, xdp_on_the_client_side,
+};
 use ingress_tests::netns::in_ns;
-use ingress_tests::pattern::{Fnv, bytes, first_difference};
 use ingress_tests::pinned::{PinDir, run_in};
-use ingress_tests::topology::{Topology, VM_IP, VM_NIC};
-
-/// Eligible on the fixtures: one backendRef, no filters, an exact hostname.
-const BOUND_HOST: &str = "react-starter-development.openchoreovm-apis.localhost:9080";
-const IO_LIMIT: Duration = Duration::from_secs(20);
-const KIB: usize = 1 << 10;
-const MIB: usize = 1 << 20;
-
-fn connect() -> (TcpStream, BufReader<TcpStream>) {
-    let s = TcpStream::connect_timeout(&format!("{VM_IP}:9080").parse().unwrap(), IO_LIMIT).expect("connect");
-    s.set_read_timeout(Some(IO_LIMIT)).unwrap();
-    s.set_write_timeout(Some(IO_LIMIT)).unwrap();
-    (s.try_clone().unwrap(), BufReader::new(s))
-}
-
-/// One keep-alive connection to `host`: for each size a seeded download checked byte
-/// for byte and a seeded upload whose hash the pod reports; returns the pods that answered.
-fn keepalive(host: &str, seed: u64, sizes: &[usize]) -> Vec<String> {
-    let (mut w, mut r) = connect();
-    exchange(&mut w, &mut r, host, seed, sizes)
-}
-
-/// [`keepalive`]'s requests on a connection already open.
-fn exchange(w: &mut TcpStream, r: &mut BufReader<TcpStream>, host: &str, seed: u64, sizes: &[usize]) -> Vec<String> {
-    let mut pods = Vec::new();
-    for (i, n) in sizes.iter().enumerate() {
-        let dl = seed * 1000 + i as u64 * 2;
-        let get = Request::get(host, "/download")
-            .header("x-echo-bytes", &n.to_string())
-            .header("x-echo-pattern", &dl.to_string());
-        w.write_all(&get.to_bytes()).unwrap();
-        let resp = read_response(r, false).expect("download answer");
-        assert_eq!((resp.status, resp.body.len()), (200, *n), "download {dl} of {n} bytes");
-        assert_eq!(first_difference(dl, &resp.body), None, "download {dl} differs");
-        let mut post = Request::get(host, "/upload").method("POST");
-        post.body = bytes(dl + 1, *n);
-        w.write_all(&post.to_bytes()).unwrap();
-        let echo: Echo = read_response(r, false).expect("upload answer").json();
-        assert_eq!((echo.body_len, echo.body_hash), (*n, Fnv::of(&post.body)), "upload {} of {n} bytes", dl + 1);
-        pods.push(echo.pod);
-    }
-    pods
-}
-
-/// A plain GET on its own connection: (status, pod).
-fn get(host: &str, path: &str) -> (u16, String) {
-    let (mut w, mut r) = connect();
-    w.write_all(&Request::get(host, path).to_bytes()).unwrap();
-    let resp = read_response(&mut r, false).expect("answer");
-    let pod = if resp.status == 200 { resp.json::<Echo>().pod } else { String::new() };
-    (resp.status, pod)
-}
-
-fn bind_view(a: &Agent) -> BindView {
-    a.stats().bind.expect("/stats has the kernel binding block with --bind-in-kernel on")
-}
-
-/// Waits (bounded) until the agent has bound hosts and the cookie answers port 9080.
-fn wait_bound(a: &Agent) -> BindView {
-    let start = Instant::now();
-    loop {
-        let v = bind_view(a);
-        if v.hosts > 0 && v.targets.iter().any(|t| t == &format!("{VM_IP}:9080")) && v.attached.len() >= 3 {
-            return v;
-        }
-        assert!(start.elapsed() < Duration::from_secs(10), "nothing bound after 10 s: {v:?}\n{}", a.log_text());
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn require(test: &str) -> bool {
-    ingress_tests::require_root(test)
-        && ingress_tests::require_ebpf_object(test)
-        && match ingress::datapath::kfunc::kernel_has_functions(ingress_common::maps::POD_BIND_NEEDS) {
-            Some(v) if v.iter().all(|b| *b) => true,
-            _ => {
-                ingress_tests::skip(test, "this kernel lacks bpf_sk_assign_tcp_reqsk (Linux 6.11+ with BTF)");
-                false
-            }
-        }
-}
-
-/// Attached links of the binding programs anywhere on the machine (the root lock keeps other
-/// tests' namespaces away while this runs).
-fn binding_links() -> Vec<String> {
-    use ingress_common::maps::{BIND_FIRST_PROGRAM, L4_REPLY_PROGRAM, POD_BIND_PROGRAM};
-    ingress::datapath::bpf_links::links_of(&[BIND_FIRST_PROGRAM, POD_BIND_PROGRAM, L4_REPLY_PROGRAM])
-        .expect("listing links")
-        .into_iter()
-        // a detached link stays an object while the agent holds it, on no interface (0)
-        .filter(|(_, f, _)| f.ifindex != Some(0))
-        .map(|(_, f, name)| format!("{name} link {} ({})", f.id, f.kind()))
-        .collect()
-}
-
-/// A veth property, not the agent's: a frame sent back with XDP_TX by a driver-mode XDP
-/// program on a veth (the cookie SYN-ACK) is dropped unless the peer's receive side runs
-/// NAPI, which it does only with an XDP program of its own (or GRO, which needs ethtool).
-/// So the client's end gets one that passes everything: `syncookie_xdp` with no
-/// targets. A VM's real NIC (virtio-net, ...) needs nothing of the kind.
-fn xdp_on_the_client_side(topo: &Topology) -> ingress::datapath::Dataplane {
-    use aya::programs::{Xdp, XdpMode};
-    let mut d = ingress::datapath::load().expect("the object");
-    d.syncookie_program_fd().expect("syncookie_xdp loads");
-    in_ns(&topo.client_ns(), || {
-        let x: &mut Xdp = d.ebpf.program_mut(ingress_common::maps::SYNCOOKIE_PROGRAM).unwrap().try_into().unwrap();
-        x.attach("eth0", XdpMode::Driver).expect("a pass-through XDP program on the client's veth end");
-    });
-    d
-}
-
-/// The standard topology under `prefix`, with the VM forwarding IPv4 (Docker sets this on
-/// a k3d VM; bound connections are forwarded to the pods), the client side's XDP program
-/// and an agent with `--bind-in-kernel on` (bound in this order, they drop agent first).
-fn bound_topology(prefix: &str) -> (Topology, ingress::datapath::Dataplane, Agent) {
-    let topo = Topology::create(prefix, &openchoreo_pods());
-    ingress_tests::netns::sysctl(&topo.vm_ns(), "net/ipv4/ip_forward", "1");
-    let peer = xdp_on_the_client_side(&topo);
-    let a = Agent::start(&ingress_bin(), &topo.vm_ns(), &openchoreo_dir(), &openchoreo_listens(VM_IP), &BIND_ARGS);
-    (topo, peer, a)
-}
-
-const BIND_ARGS: [&str; 6] = ["--interface", VM_NIC, "--forwarded-headers", "off", "--bind-in-kernel", "on"];
-
-/// The agent with `--bind-in-kernel on` and its pins under `pins`, entered with `nsenter
-/// --net` so the pins outlive it (a restart adopts them).
-fn start_pinned(topo: &Topology, pins: &PinDir) -> Agent {
-    let mut args = BIND_ARGS.to_vec();
-    let dir = pins.arg();
-    args.extend(["--pin-path", &dir]);
-    Agent::start_keeping_pins(&ingress_bin(), &topo.vm_ns(), &openchoreo_dir(), &openchoreo_listens(VM_IP), &args)
-}
+use ingress_tests::topology::{Topology, VM_NIC};
 
 #[test]
 fn the_agent_binds_eligible_hosts_to_their_pod_in_the_kernel_and_serves_the_others() {

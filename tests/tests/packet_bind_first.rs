@@ -8,7 +8,9 @@
 //! its retransmission takes the same path; a valid pure ACK is dropped; segments whose
 //! cookie does not validate, or with malformed options, pass untouched; heads the agent
 //! must serve go to the listener lookup (none here: untouched, counted), with the host
-//! build's scan verdict. Loading the program proves the verifier accepts it.
+//! build's scan verdict; a bound flow whose endpoint the agent marked gone passes to the
+//! stack untouched (which answers it with a RST). Loading the program proves the
+//! verifier accepts it.
 
 use std::net::Ipv4Addr;
 
@@ -18,7 +20,8 @@ use ingress::datapath::syncookie::SynCookieMaps;
 use ingress_common::bind::{BIND_MAX_ENDPOINTS, BindBackend, BindEndpoint, BindTarget};
 use ingress_common::first_segment::{
     self, BIND_CT_SERVICE, FIRST_ASSIGN_FAILED, FIRST_BAD_OPTIONS, FIRST_BOUND, FIRST_COUNTS, FIRST_CT_HIT,
-    FIRST_EARLY_DROPPED, FIRST_FALLBACK, FIRST_NO_COOKIE, FIRST_NO_ENDPOINT, FIRST_NO_LISTENER, FIRST_PURE_ACK,
+    FIRST_EARLY_DROPPED, FIRST_ENDPOINT_GONE, FIRST_FALLBACK, FIRST_NO_COOKIE, FIRST_NO_ENDPOINT, FIRST_NO_LISTENER,
+    FIRST_PURE_ACK,
 };
 use ingress_common::head::{self, BindHostKey, Fallback, Verdict};
 use ingress_common::l4::{CT_DIR_ORIG, CT_DIR_REPLY, L4CtEntry, L4CtKey};
@@ -269,6 +272,43 @@ fn a_first_segment_for_a_bindable_host_is_bound_to_its_pod_and_its_retransmissio
         assert_eq!(counts(&t)[FIRST_CT_HIT as usize], hits + 1);
     }
     assert_eq!(t.d.bind_first_last().unwrap().runs, runs, "no new decision");
+}
+
+#[test]
+fn a_bound_flow_whose_endpoint_left_passes_to_the_stack_untouched() {
+    let Some(mut t) = setup("a_bound_flow_whose_endpoint_left_passes_to_the_stack_untouched") else {
+        return;
+    };
+    let sport = 41100;
+    let (isn, our_ts) = handshake(&t, sport);
+    let head = get_head(HOST);
+    let seg = segment(sport, CLIENT_ISN + 1, isn.wrapping_add(1), ACK | PSH, &ts_opts(12346, our_ts), &head);
+    let r = test_run(t.fd, &seg, 1).expect("BPF_PROG_TEST_RUN");
+    assert_dnat(&seg, &r.data_out);
+    // the pod leaves: the agent's marking, on the map's entries
+    {
+        let mut ct: HashMap<_, L4CtKey, L4CtEntry> = HashMap::try_from(t.d.ebpf.map_mut(L4_CT_MAP).unwrap()).unwrap();
+        let entries: Vec<_> = ct.iter().map(|e| e.unwrap()).collect();
+        let gone = [Ipv4Addr::from(POD)].into();
+        let (mark, remove) = ingress::datapath::bind_plan::gone_flows(entries, &gone);
+        assert_eq!((mark.len(), remove.len()), (1, 1), "the flow's two entries");
+        for (k, e) in &mark {
+            ct.insert(k, e, 0).unwrap();
+        }
+        for k in &remove {
+            ct.remove(k).unwrap();
+        }
+    }
+    let next = segment(sport, CLIENT_ISN + 1 + head.len() as u32, isn.wrapping_add(1), ACK | PSH, &[], &head);
+    for s in [next, seg] {
+        let before = counts(&t);
+        let r = test_run(t.fd, &s, 1).unwrap();
+        assert_eq!(r.retval, TC_ACT_OK, "to the stack");
+        assert_eq!(r.data_out, s, "untouched: the stack sees the frontend's tuple and answers a RST");
+        let after = counts(&t);
+        assert_eq!(after[FIRST_ENDPOINT_GONE as usize], before[FIRST_ENDPOINT_GONE as usize] + 1);
+        assert_eq!(after[FIRST_CT_HIT as usize], before[FIRST_CT_HIT as usize], "not forwarded");
+    }
 }
 
 /// A namespace of this test's own (the listener lookup sees its sockets only), removed on drop.

@@ -162,6 +162,8 @@ const TIERS: &[Tier] = &[
             &["test", "-p", "ingress-tests", "--test", "netns_bind_first", "--", "--test-threads=1"],
             // delayed binding driven by the agent (--bind-in-kernel on): pod via the kernel, others by the agent (hkb-*)
             &["test", "-p", "ingress-tests", "--test", "netns_kernel_bind", "--", "--test-threads=1"],
+            // its fault suite: handshake segments dropped, duplicates, FIN/RST first, pod removed, MTUs, node conntrack (kbt*)
+            &["test", "-p", "ingress-tests", "--test", "netns_kernel_bind_faults", "--", "--test-threads=1"],
         ],
     },
     Tier {

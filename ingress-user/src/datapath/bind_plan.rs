@@ -1,10 +1,13 @@
 //! Delayed binding driven by the agent, the pure parts: which frontends the SYN cookie
 //! answers (every VM address x L7 listen port with at least one eligible host), the pod
-//! path's MSS, the next cookie config on a key rotation, and the order of map updates.
+//! path's MSS, the next cookie config on a key rotation, the order of map updates, and
+//! which bound flows end when their endpoint leaves.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
 
+use ingress_common::first_segment::BIND_CT_SERVICE;
+use ingress_common::l4::{CT_DIR_ORIG, CT_DIR_REPLY, CT_ENDPOINT_GONE, L4CtEntry, L4CtKey};
 use ingress_common::syncookie::SynCookieConfig;
 
 use super::bind::BindEntries;
@@ -202,14 +205,38 @@ mod tests {
 /// `pod_bind` in its namespace: the pod's kernel would answer the bound segment with a
 /// RST), and without the backends no host uses then; each dropped host's decision says
 /// why.
-pub fn keep_covered(mut entries: BindEntries, covered: &BTreeSet<Ipv4Addr>) -> BindEntries {
+pub fn keep_covered(entries: BindEntries, covered: &BTreeSet<Ipv4Addr>) -> BindEntries {
+    drop_hosts(
+        entries,
+        |a| !covered.contains(&a),
+        "an endpoint is in no network namespace on this machine the agent could attach pod_bind to",
+    )
+}
+
+/// `entries` without the hosts whose backend has an endpoint in `strict`: routed through
+/// a namespace whose conntrack does not pick flows up mid-stream
+/// (`net.netfilter.nf_conntrack_tcp_loose=0`), where a bound flow's first segment, the
+/// first packet of the flow it sees, is INVALID (and dropped by kube-proxy's rule). The
+/// agent serves those hosts instead; each dropped host's decision says why.
+pub fn keep_loose(entries: BindEntries, strict: &BTreeSet<Ipv4Addr>) -> BindEntries {
+    drop_hosts(
+        entries,
+        |a| strict.contains(&a),
+        "an endpoint is routed through a namespace whose conntrack is strict (nf_conntrack_tcp_loose=0): a bound \
+         flow's first segment would be INVALID there",
+    )
+}
+
+/// `entries` without the hosts whose backend has an endpoint `bad` picks, nor the
+/// backends no host uses then; their decisions give `why`.
+fn drop_hosts(mut entries: BindEntries, bad: impl Fn(Ipv4Addr) -> bool, why: &str) -> BindEntries {
     let bad: BTreeSet<u32> = entries
         .backends
         .iter()
         .filter(|(_, b)| {
             b.endpoints[..(b.count as usize).min(b.endpoints.len())]
                 .iter()
-                .any(|e| !covered.contains(&Ipv4Addr::from(e.addr.to_ne_bytes())))
+                .any(|e| bad(Ipv4Addr::from(e.addr.to_ne_bytes())))
         })
         .map(|(id, _)| *id)
         .collect();
@@ -222,8 +249,7 @@ pub fn keep_covered(mut entries: BindEntries, covered: &BTreeSet<Ipv4Addr>) -> B
         if let Ok(id) = d.decision
             && bad.contains(&id)
         {
-            d.decision =
-                Err("an endpoint is in no network namespace on this machine the agent could attach pod_bind to".into());
+            d.decision = Err(why.into());
         }
     }
     entries
@@ -253,8 +279,97 @@ mod covered_tests {
         };
         let both = BTreeSet::from([Ipv4Addr::new(10, 42, 0, 7), Ipv4Addr::new(10, 42, 0, 8)]);
         assert_eq!(keep_covered(e.clone(), &both), e);
-        let k = keep_covered(e, &BTreeSet::from([Ipv4Addr::new(10, 42, 0, 7)]));
+        let k = keep_covered(e.clone(), &BTreeSet::from([Ipv4Addr::new(10, 42, 0, 7)]));
         assert!(k.hosts.is_empty() && k.backends.is_empty());
         assert!(k.decisions[0].decision.as_ref().unwrap_err().contains("pod_bind"));
+        // behind a strict conntrack
+        assert_eq!(keep_loose(e.clone(), &BTreeSet::new()), e);
+        let k = keep_loose(e.clone(), &BTreeSet::from([Ipv4Addr::new(10, 42, 0, 8)]));
+        assert!(k.hosts.is_empty() && k.backends.is_empty());
+        assert!(k.decisions[0].decision.as_ref().unwrap_err().contains("nf_conntrack_tcp_loose=0"));
+        assert_eq!(keep_loose(e.clone(), &BTreeSet::from([Ipv4Addr::new(10, 42, 0, 9)])), e, "not an endpoint");
+    }
+}
+
+/// The bound flows (conntrack entries `bind_first` wrote: service `BIND_CT_SERVICE`) of
+/// the endpoints in `gone`: their original-direction entries as they are to be written
+/// (state `CT_ENDPOINT_GONE`, so their next segment gets a RST from the VM's stack), and
+/// their reply entries, to remove. The L4 path's flows are not touched (they keep their
+/// endpoint after it leaves the service, by design), nor flows already marked.
+pub fn gone_flows(
+    entries: impl IntoIterator<Item = (L4CtKey, L4CtEntry)>,
+    gone: &BTreeSet<Ipv4Addr>,
+) -> (Vec<(L4CtKey, L4CtEntry)>, Vec<L4CtKey>) {
+    let (mut mark, mut remove) = (Vec::new(), Vec::new());
+    let addr = |a: u32| Ipv4Addr::from(a.to_ne_bytes());
+    for (k, e) in entries {
+        if e.service != BIND_CT_SERVICE {
+            continue;
+        }
+        if k.dir == CT_DIR_ORIG && gone.contains(&addr(e.nat_addr)) && e.state != CT_ENDPOINT_GONE {
+            mark.push((k, L4CtEntry { state: CT_ENDPOINT_GONE, ..e }));
+        } else if k.dir == CT_DIR_REPLY && gone.contains(&addr(k.src_addr)) {
+            remove.push(k);
+        }
+    }
+    (mark, remove)
+}
+
+#[cfg(test)]
+mod gone_tests {
+    use super::*;
+    use ingress_common::l4::CT_ESTABLISHED;
+
+    fn a(s: &str) -> u32 {
+        u32::from_ne_bytes(s.parse::<Ipv4Addr>().unwrap().octets())
+    }
+
+    /// The two entries bind_first writes for client:sport -> frontend, bound to `pod`.
+    fn flow(sport: u16, pod: &str, service: u32) -> [(L4CtKey, L4CtEntry); 2] {
+        let e = L4CtEntry {
+            nat_addr: a(pod),
+            nat_port: 8080u16.to_be(),
+            state: CT_ESTABLISHED,
+            service,
+            last_seen_ns: 5,
+            ..Default::default()
+        };
+        let orig = L4CtKey {
+            src_addr: a("198.18.0.1"),
+            dst_addr: a("198.18.0.2"),
+            src_port: sport.to_be(),
+            dst_port: 9080u16.to_be(),
+            proto: 6,
+            dir: CT_DIR_ORIG,
+            _pad: 0,
+        };
+        let back = L4CtKey {
+            src_addr: a(pod),
+            dst_addr: a("198.18.0.1"),
+            src_port: 8080u16.to_be(),
+            dst_port: sport.to_be(),
+            proto: 6,
+            dir: CT_DIR_REPLY,
+            _pad: 0,
+        };
+        [(orig, e), (back, L4CtEntry { nat_addr: a("198.18.0.2"), nat_port: 9080u16.to_be(), ..e })]
+    }
+
+    #[test]
+    fn only_bound_flows_of_endpoints_that_left_are_marked_and_their_replies_removed() {
+        let gone: BTreeSet<Ipv4Addr> = ["10.42.0.47".parse().unwrap()].into();
+        let [o1, r1] = flow(1000, "10.42.0.47", BIND_CT_SERVICE);
+        let [o2, r2] = flow(1001, "10.42.0.48", BIND_CT_SERVICE);
+        // an L4 service's flow to the same address keeps its endpoint
+        let [o3, r3] = flow(1002, "10.42.0.47", 3);
+        let mut already = flow(1003, "10.42.0.47", BIND_CT_SERVICE);
+        already[0].1.state = CT_ENDPOINT_GONE;
+        let all = [o1, r1, o2, r2, o3, r3, already[0], already[1]];
+        let (mark, remove) = gone_flows(all, &gone);
+        assert_eq!(mark, vec![(o1.0, L4CtEntry { state: CT_ENDPOINT_GONE, ..o1.1 })]);
+        assert_eq!(remove, vec![r1.0, already[1].0]);
+        // nothing gone: nothing to do
+        let (mark, remove) = gone_flows(all, &BTreeSet::new());
+        assert!(mark.is_empty() && remove.is_empty());
     }
 }

@@ -11,6 +11,10 @@
 //!   with an eligible host), `SYNCOOKIE_CONFIG`'s path MSS, and `pod_bind` in each
 //!   endpoint's network namespace ([`super::pod_netns`]; detached when no endpoint of
 //!   ours is left there).
+//! - Bound flows whose endpoint left the routes (a pod removed) are marked in `L4_CT`
+//!   ([`super::bind_plan::gone_flows`]): `bind_first` has the stack answer their next
+//!   segment with a RST, so the client learns at once instead of retransmitting into an
+//!   address nobody answers.
 //! - The cookie keys: two random ones at start, one replaced every [`ROTATION`].
 //!
 //! With `--pin-path` (the eBPF dataplane always has one) every link is pinned
@@ -25,14 +29,15 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use aya::maps::{HashMap, MapData, PerCpuArray, ProgramArray};
+use aya::maps::{HashMap, Map, MapData, PerCpuArray, ProgramArray};
 use aya::programs::{SchedClassifier, Xdp};
 use ingress_common::bind::{BindBackend, BindTarget};
 use ingress_common::first_segment::FIRST_COUNTS;
 use ingress_common::head::BindHostKey;
+use ingress_common::l4::{L4CtEntry, L4CtKey};
 use ingress_common::maps::{
     BIND_BACKENDS_MAP, BIND_FIRST_COUNTS_MAP, BIND_FIRST_NEEDS, BIND_FIRST_PROGRAM, BIND_FIRST_SINCE, BIND_HOSTS_MAP,
-    BIND_SYN_PROGS_MAP, BIND_SYN_SLOT, L4_REPLY_PROGRAM, POD_BIND_NEEDS, POD_BIND_PROGRAM, POD_BIND_SINCE,
+    BIND_SYN_PROGS_MAP, BIND_SYN_SLOT, L4_CT_MAP, L4_REPLY_PROGRAM, POD_BIND_NEEDS, POD_BIND_PROGRAM, POD_BIND_SINCE,
     SYNCOOKIE_PROGRAM,
 };
 
@@ -62,6 +67,7 @@ pub const FIRST_NAMES: [&str; FIRST_COUNTS as usize] = [
     "map_error",
     "agent_socket",
     "early_dropped",
+    "endpoint_gone",
 ];
 
 /// What the kernel side holds while binding is on.
@@ -79,6 +85,11 @@ struct State {
     /// Endpoints whose namespace has `pod_bind` (only their hosts are bound).
     covered: BTreeSet<Ipv4Addr>,
     path_mss: u16,
+    /// `L4_CT`, a handle of our own (the L4 path may hold the object's).
+    ct: HashMap<MapData, L4CtKey, L4CtEntry>,
+    /// Endpoints routed through a namespace whose conntrack is strict (their hosts are
+    /// not bound: `bind_plan::keep_loose`).
+    strict: BTreeSet<Ipv4Addr>,
 }
 
 pub struct BindRuntime {
@@ -134,7 +145,8 @@ impl Dataplane {
         syn_progs
             .set(BIND_SYN_SLOT, cookie_fd, 0)
             .map_err(|source| EbpfError::Map { map: BIND_SYN_PROGS_MAP, source })?;
-        let _: &mut SchedClassifier = program(&mut self.ebpf, BIND_FIRST_PROGRAM)?;
+        let first_prog: &mut SchedClassifier = program(&mut self.ebpf, BIND_FIRST_PROGRAM)?;
+        let ct = l4_ct(first_prog)?;
         let tc_err = |e: std::io::Error, program: &'static str, iface: &str| EbpfError::TcAttach {
             program,
             interface: iface.into(),
@@ -174,6 +186,8 @@ impl Dataplane {
             endpoints: BTreeSet::new(),
             covered: BTreeSet::new(),
             path_mss: cfg.path_mss,
+            ct,
+            strict: BTreeSet::new(),
         };
         let how = match got {
             Got::Adopted => "put into the link pinned by an earlier agent (no gap)",
@@ -201,6 +215,69 @@ fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> EbpfError {
     move |source| EbpfError::Map { map, source }
 }
 
+/// A handle of its own on the `L4_CT` that the loaded `first` uses, found by the
+/// program's map ids (the L4 path takes the object's map when it runs).
+fn l4_ct(first: &SchedClassifier) -> Result<HashMap<MapData, L4CtKey, L4CtEntry>, EbpfError> {
+    let load = |source| EbpfError::Load { program: BIND_FIRST_PROGRAM, source };
+    let ids = first.info().map_err(load)?.map_ids().map_err(load)?.unwrap_or_default();
+    for id in ids {
+        let data = MapData::from_id(id).map_err(map_err(L4_CT_MAP))?;
+        if data.info().map_err(map_err(L4_CT_MAP))?.name_as_str() == Some(L4_CT_MAP) {
+            return HashMap::try_from(Map::LruHashMap(data)).map_err(map_err(L4_CT_MAP));
+        }
+    }
+    Err(EbpfError::MissingMap(L4_CT_MAP))
+}
+
+/// The endpoints whose route from here goes through a namespace on this machine (the
+/// next hop's: on k3d the node) whose conntrack is strict
+/// (`net.netfilter.nf_conntrack_tcp_loose=0`): it has not seen the handshake the cookie
+/// answered, so a bound flow's first segment is INVALID there, and kube-proxy's
+/// `--ctstate INVALID -j DROP` drops it and every retransmission. Read when the endpoints
+/// change (a later sysctl change is not seen until then).
+fn strict_hops(endpoints: &BTreeSet<Ipv4Addr>) -> BTreeSet<Ipv4Addr> {
+    let routes =
+        std::fs::read_to_string("/proc/net/route").map(|t| super::l4::parse_proc_routes(&t)).unwrap_or_default();
+    let hops: BTreeMap<Ipv4Addr, Vec<Ipv4Addr>> = endpoints.iter().fold(BTreeMap::new(), |mut m, a| {
+        if let Some(g) = super::l4::route_gateway(&routes, *a) {
+            m.entry(g).or_insert_with(Vec::new).push(*a);
+        }
+        m
+    });
+    let mut strict = BTreeSet::new();
+    for hop in pod_netns::find(&hops.keys().copied().collect()) {
+        let loose = pod_netns::sysctl_in(hop.netns, "net/netfilter/nf_conntrack_tcp_loose");
+        if let Ok(Some(v)) = &loose
+            && v == "0"
+        {
+            for a in hop.addrs.iter().flat_map(|h| hops.get(h)).flatten() {
+                strict.insert(*a);
+            }
+            tracing::warn!(hop = ?hop.addrs, netns = hop.netns, "conntrack there is strict (nf_conntrack_tcp_loose=0): hosts with endpoints behind it are served by the agent, not bound in the kernel");
+        }
+    }
+    strict
+}
+
+/// Marks the bound flows of the endpoints in `gone` (no longer in the routes) so that
+/// `bind_first` has the stack answer their next segment with a RST; returns how many.
+fn end_flows(st: &mut State, gone: &BTreeSet<Ipv4Addr>) -> usize {
+    let entries: Vec<(L4CtKey, L4CtEntry)> = st.ct.iter().filter_map(Result::ok).collect();
+    let (mark, remove) = bind_plan::gone_flows(entries, gone);
+    let mut marked = 0;
+    for (k, e) in &mark {
+        // BPF_EXIST: an entry evicted meanwhile is not made again
+        match st.ct.insert(k, e, 2) {
+            Ok(()) => marked += 1,
+            Err(e) => tracing::debug!(error = %e, "a bound flow's entry went before it was marked"),
+        }
+    }
+    for k in &remove {
+        let _ = st.ct.remove(k);
+    }
+    marked
+}
+
 impl BindRuntime {
     /// Programs the maps and the pod side for `table` served on `listen` (by slot).
     pub fn sync(&self, table: &crate::routing::Table, listen: &[std::net::SocketAddr]) {
@@ -208,12 +285,19 @@ impl BindRuntime {
         let entries = super::bind::translate(table, &ports, self.opts);
         let mut st = self.state.lock().expect("bind state");
         let endpoints = bind_plan::endpoint_addrs(&entries);
+        let gone: BTreeSet<Ipv4Addr> = st.endpoints.difference(&endpoints).copied().collect();
         if endpoints != st.endpoints || st.covered != endpoints {
             self.sync_pods(&mut st, &endpoints);
         }
-        let entries = bind_plan::keep_covered(entries, &st.covered);
+        let entries = bind_plan::keep_loose(bind_plan::keep_covered(entries, &st.covered), &st.strict);
         let targets = bind_plan::targets(listen, &entries, &self.nic_addrs);
-        match self.apply(&mut st, entries, targets) {
+        let applied = self.apply(&mut st, entries, targets);
+        // after the maps: no new flow is bound to an endpoint that left
+        if !gone.is_empty() {
+            let flows = end_flows(&mut st, &gone);
+            tracing::info!(endpoints = ?gone, flows, "kernel binding: bound flows of endpoints that left end with a RST at their next segment");
+        }
+        match applied {
             Ok(()) => {
                 self.syncs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
@@ -342,6 +426,7 @@ impl BindRuntime {
                 Err(e) => tracing::error!(error = %e, "cannot read the SYN cookie config"),
             }
         }
+        st.strict = strict_hops(endpoints);
         st.endpoints = endpoints.clone();
         st.covered = found
             .iter()

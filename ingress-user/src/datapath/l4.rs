@@ -362,6 +362,8 @@ pub fn sum_stats<'a>(per_cpu: impl IntoIterator<Item = &'a L4Stats>) -> L4Stats 
 pub struct Route4 {
     pub iface: String,
     pub dest: Ipv4Addr,
+    /// The next hop (0.0.0.0: on the link).
+    pub gateway: Ipv4Addr,
     pub mask: Ipv4Addr,
     pub metric: u32,
 }
@@ -376,8 +378,8 @@ pub fn parse_proc_routes(text: &str) -> Vec<Route4> {
             continue;
         }
         let hex = |s: &str| u32::from_str_radix(s, 16).ok().map(|v| Ipv4Addr::from(v.to_le_bytes()));
-        let (Some(dest), Some(mask), Ok(flags), Ok(metric)) =
-            (hex(f[1]), hex(f[7]), u32::from_str_radix(f[3], 16), f[6].parse::<u32>())
+        let (Some(dest), Some(gateway), Some(mask), Ok(flags), Ok(metric)) =
+            (hex(f[1]), hex(f[2]), hex(f[7]), u32::from_str_radix(f[3], 16), f[6].parse::<u32>())
         else {
             continue;
         };
@@ -385,18 +387,27 @@ pub fn parse_proc_routes(text: &str) -> Vec<Route4> {
         if flags & 1 == 0 {
             continue;
         }
-        out.push(Route4 { iface: f[0].to_string(), dest, mask, metric });
+        out.push(Route4 { iface: f[0].to_string(), dest, gateway, mask, metric });
     }
     out
 }
 
 /// The interface of the longest-prefix (then lowest-metric) route to `addr`.
 pub fn route_iface(routes: &[Route4], addr: Ipv4Addr) -> Option<String> {
+    best_route(routes, addr).map(|r| r.iface.clone())
+}
+
+/// The next hop of the route `addr` takes (longest prefix, then lowest metric); None
+/// when there is no route or it is on the link.
+pub fn route_gateway(routes: &[Route4], addr: Ipv4Addr) -> Option<Ipv4Addr> {
+    best_route(routes, addr).map(|r| r.gateway).filter(|g| !g.is_unspecified())
+}
+
+fn best_route(routes: &[Route4], addr: Ipv4Addr) -> Option<&Route4> {
     routes
         .iter()
         .filter(|r| u32::from(addr) & u32::from(r.mask) == u32::from(r.dest) & u32::from(r.mask))
         .max_by_key(|r| (u32::from(r.mask).count_ones(), std::cmp::Reverse(r.metric)))
-        .map(|r| r.iface.clone())
 }
 
 #[cfg(test)]

@@ -140,6 +140,22 @@ fn index_and_mtu(name: &str) -> io::Result<(u32, u32)> {
     Ok((index, unsafe { req.ifr_ifru.ifru_mtu } as u32))
 }
 
+/// The value of sysctl `key` (e.g. `net/netfilter/nf_conntrack_tcp_loose`) in the
+/// namespace with inode `netns`, trimmed; None when that namespace has no such key (no
+/// conntrack there) or is gone.
+pub fn sysctl_in(netns: u64, key: &str) -> io::Result<Option<String>> {
+    let Some(ns) = namespaces().into_iter().find(|n| n.inode == netns) else {
+        return Ok(None);
+    };
+    let path = format!("/proc/sys/{key}");
+    // /proc/sys/net shows the namespace of the reading thread
+    in_netns(&ns, || match std::fs::read_to_string(&path) {
+        Ok(v) => Ok(Some(v.trim().to_string())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    })
+}
+
 /// The interfaces, in every namespace but ours, that hold one of `wanted`.
 pub fn find(wanted: &BTreeSet<Ipv4Addr>) -> Vec<PodInterface> {
     let mut out = Vec::new();

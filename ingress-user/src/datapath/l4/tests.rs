@@ -305,4 +305,8 @@ fn routes_pick_the_longest_prefix() {
     assert_eq!(route_iface(&routes, Ipv4Addr::new(198, 18, 0, 1)).as_deref(), Some("eth0"));
     assert_eq!(route_iface(&routes, Ipv4Addr::new(8, 8, 8, 8)).as_deref(), Some("eth0"), "default route");
     assert_eq!(route_iface(&routes[1..], Ipv4Addr::new(8, 8, 8, 8)), None);
+    // the next hop: the node for the pods, none on the link
+    assert_eq!(route_gateway(&routes, Ipv4Addr::new(10, 42, 0, 7)), Some(Ipv4Addr::new(172, 18, 0, 2)));
+    assert_eq!(route_gateway(&routes, Ipv4Addr::new(8, 8, 8, 8)), Some(Ipv4Addr::new(198, 18, 0, 1)));
+    assert_eq!(route_gateway(&routes, Ipv4Addr::new(172, 18, 0, 2)), None);
 }
