@@ -285,7 +285,11 @@ impl BindRuntime {
         let entries = super::bind::translate(table, &ports, self.opts);
         let mut st = self.state.lock().expect("bind state");
         let endpoints = bind_plan::endpoint_addrs(&entries);
-        let gone: BTreeSet<Ipv4Addr> = st.endpoints.difference(&endpoints).copied().collect();
+        // endpoints no eligible host has now and no backend of the table names (a pod still
+        // named is alive: a host that stopped being eligible keeps its bound connections)
+        let named = table.ipv4_endpoints();
+        let gone: BTreeSet<Ipv4Addr> =
+            st.endpoints.iter().filter(|a| !endpoints.contains(a) && !named.contains(a)).copied().collect();
         if endpoints != st.endpoints || st.covered != endpoints {
             self.sync_pods(&mut st, &endpoints);
         }

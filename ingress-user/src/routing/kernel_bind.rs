@@ -108,6 +108,28 @@ impl ListenerTable {
     }
 }
 
+impl super::Table {
+    /// Every IPv4 endpoint any backend of the table names, bound or not: an endpoint
+    /// still here is a live pod, so the flows bound to it are left alone when its host
+    /// stops being eligible.
+    pub fn ipv4_endpoints(&self) -> std::collections::BTreeSet<std::net::Ipv4Addr> {
+        let mut out = std::collections::BTreeSet::new();
+        for lt in &self.listeners {
+            for v in lt.vhosts() {
+                for b in v.entries.iter().flat_map(|e| &e.rule.backends) {
+                    if let BackendTarget::Endpoints(eps) = &b.target {
+                        out.extend(eps.iter().filter_map(|e| match e {
+                            SocketAddr::V4(a) => Some(*a.ip()),
+                            SocketAddr::V6(_) => None,
+                        }));
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,5 +155,22 @@ mod tests {
         assert!(runtime_reason(true, false).is_some_and(|w| w.contains("X-Forwarded")));
         assert!(runtime_reason(false, true).is_some_and(|w| w.contains("X-Request-Id")));
         assert_eq!(runtime_reason(false, false), None);
+    }
+
+    #[test]
+    fn the_tables_endpoints_are_every_backends_bound_or_not() {
+        // one host split by path (not bindable), its backends' endpoints still count
+        let body = "  parentRefs: [{name: gw, namespace: infra, sectionName: http}]\n  hostnames: [a.test]\n  rules:\n  - matches: [{path: {type: PathPrefix, value: /x}}]\n    backendRefs: [{name: a, port: 80}]\n  - backendRefs: [{name: b, port: 80}]\n";
+        let objs = format!(
+            "{GATEWAY}{}{}{}",
+            service("app", "a", &["10.42.0.10", "10.42.0.11"]),
+            service("app", "b", &["10.42.0.12"]),
+            route("app", "r", body)
+        );
+        let t = table(&objs, "0.0.0.0:9080=infra/gw:80");
+        assert!(t.listeners[0].kernel_binding().iter().all(|(_, d)| d.is_err()), "nothing bindable");
+        let want: Vec<std::net::Ipv4Addr> =
+            ["10.42.0.10", "10.42.0.11", "10.42.0.12"].iter().map(|a| a.parse().unwrap()).collect();
+        assert_eq!(t.ipv4_endpoints().into_iter().collect::<Vec<_>>(), want);
     }
 }
