@@ -14,11 +14,11 @@ use std::io::{BufReader, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use ingress::telemetry::bind::BindView;
 use ingress_tests::agent::{Agent, ingress_bin};
 use ingress_tests::backend::Echo;
 use ingress_tests::client::{Request, read_response};
 use ingress_tests::fixtures::{openchoreo_dir, openchoreo_expectations, openchoreo_listens, openchoreo_pods};
+use ingress_tests::kernel_bind::{self, BIND_ARGS, bind_view, client_side_xdp, wait_bound};
 use ingress_tests::netns::in_ns;
 use ingress_tests::pattern::{Fnv, bytes, first_difference};
 use ingress_tests::pinned::{PinDir, run_in};
@@ -75,30 +75,13 @@ fn get(host: &str, path: &str) -> (u16, String) {
     (resp.status, pod)
 }
 
-fn bind_view(a: &Agent) -> BindView {
-    a.stats().bind.expect("/stats has the kernel binding block with --bind-in-kernel on")
-}
-
-/// Waits (bounded) until the agent has bound hosts and the cookie answers port 9080.
-fn wait_bound(a: &Agent) -> BindView {
-    let start = Instant::now();
-    loop {
-        let v = bind_view(a);
-        if v.hosts > 0 && v.targets.iter().any(|t| t == &format!("{VM_IP}:9080")) && v.attached.len() >= 3 {
-            return v;
-        }
-        assert!(start.elapsed() < Duration::from_secs(10), "nothing bound after 10 s: {v:?}\n{}", a.log_text());
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn require(test: &str) -> bool {
     ingress_tests::require_root(test)
         && ingress_tests::require_ebpf_object(test)
-        && match ingress::datapath::kfunc::kernel_has_functions(ingress_common::maps::POD_BIND_NEEDS) {
-            Some(v) if v.iter().all(|b| *b) => true,
-            _ => {
-                ingress_tests::skip(test, "this kernel lacks bpf_sk_assign_tcp_reqsk (Linux 6.11+ with BTF)");
+        && match kernel_bind::unsupported() {
+            None => true,
+            Some(why) => {
+                ingress_tests::skip(test, why);
                 false
             }
         }
@@ -117,34 +100,16 @@ fn binding_links() -> Vec<String> {
         .collect()
 }
 
-/// A veth property, not the agent's: a frame sent back with XDP_TX by a driver-mode XDP
-/// program on a veth (the cookie SYN-ACK) is dropped unless the peer's receive side runs
-/// NAPI, which it does only with an XDP program of its own (or GRO, which needs ethtool).
-/// So the client's end gets one that passes everything: `syncookie_xdp` with no
-/// targets. A VM's real NIC (virtio-net, ...) needs nothing of the kind.
-fn xdp_on_the_client_side(topo: &Topology) -> ingress::datapath::Dataplane {
-    use aya::programs::{Xdp, XdpMode};
-    let mut d = ingress::datapath::load().expect("the object");
-    d.syncookie_program_fd().expect("syncookie_xdp loads");
-    in_ns(&topo.client_ns(), || {
-        let x: &mut Xdp = d.ebpf.program_mut(ingress_common::maps::SYNCOOKIE_PROGRAM).unwrap().try_into().unwrap();
-        x.attach("eth0", XdpMode::Driver).expect("a pass-through XDP program on the client's veth end");
-    });
-    d
-}
-
 /// The standard topology under `prefix`, with the VM forwarding IPv4 (Docker sets this on
 /// a k3d VM; bound connections are forwarded to the pods), the client side's XDP program
 /// and an agent with `--bind-in-kernel on` (bound in this order, they drop agent first).
 fn bound_topology(prefix: &str) -> (Topology, ingress::datapath::Dataplane, Agent) {
     let topo = Topology::create(prefix, &openchoreo_pods());
     ingress_tests::netns::sysctl(&topo.vm_ns(), "net/ipv4/ip_forward", "1");
-    let peer = xdp_on_the_client_side(&topo);
+    let peer = client_side_xdp(&topo.client_ns());
     let a = Agent::start(&ingress_bin(), &topo.vm_ns(), &openchoreo_dir(), &openchoreo_listens(VM_IP), &BIND_ARGS);
     (topo, peer, a)
 }
-
-const BIND_ARGS: [&str; 6] = ["--interface", VM_NIC, "--forwarded-headers", "off", "--bind-in-kernel", "on"];
 
 /// The agent with `--bind-in-kernel on` and its pins under `pins`, entered with `nsenter
 /// --net` so the pins outlive it (a restart adopts them).
@@ -298,7 +263,7 @@ fn bound_connections_keep_working_across_an_agent_restart_and_detach_removes_eve
     }
     let topo = Topology::create("hkb3", &openchoreo_pods());
     ingress_tests::netns::sysctl(&topo.vm_ns(), "net/ipv4/ip_forward", "1");
-    let _peer = xdp_on_the_client_side(&topo);
+    let _peer = client_side_xdp(&topo.client_ns());
     let pins = PinDir::new("hkb3");
     let mut first = start_pinned(&topo, &pins);
     wait_bound(&first);
