@@ -315,3 +315,47 @@ fn bound_connections_keep_working_across_an_agent_restart_and_detach_removes_eve
     assert_eq!(binding_links(), Vec::<String>::new(), "detach left binding links: {}", ran.stdout);
     second.stop();
 }
+
+/// A client reusing its source port right after a bound connection ended: the edge
+/// answered the new SYN in XDP, so `bind_first` first sees the new connection at its ACK
+/// while the old flow's conntrack entry (closed by a RST here) still holds the tuple.
+/// The new connection's cookie ACK must bind afresh, not follow the old entry to the pod
+/// without the pod side's admission (which the pod answered with a RST).
+#[test]
+fn a_new_connection_on_the_tuple_of_a_closed_bound_flow_is_bound_afresh() {
+    use socket2::{Domain, Socket, Type};
+    let test = "a_new_connection_on_the_tuple_of_a_closed_bound_flow_is_bound_afresh";
+    if !require(test) {
+        return;
+    }
+    let (topo, _peer, a) = bound_topology("hkb4");
+    wait_bound(&a);
+    let before = bind_view(&a);
+    let from: std::net::SocketAddr = format!("{}:40123", ingress_tests::topology::CLIENT_IP).parse().unwrap();
+    let to: std::net::SocketAddr = format!("{VM_IP}:9080").parse().unwrap();
+    let pods: Vec<String> = in_ns(&topo.client_ns(), || {
+        (0..3)
+            .map(|i| {
+                let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+                s.set_reuse_address(true).unwrap();
+                s.bind(&from.into()).unwrap();
+                s.connect_timeout(&to.into(), IO_LIMIT).unwrap_or_else(|e| panic!("connection {i}: {e}"));
+                let s: TcpStream = s.into();
+                s.set_read_timeout(Some(IO_LIMIT)).unwrap();
+                let mut w = s.try_clone().unwrap();
+                w.write_all(&Request::get(BOUND_HOST, "/").to_bytes()).unwrap();
+                let resp = read_response(&mut BufReader::new(s.try_clone().unwrap()), false)
+                    .unwrap_or_else(|e| panic!("connection {i} from the same port: {e}"));
+                assert_eq!(resp.status, 200, "connection {i}");
+                // close with a RST: no TIME_WAIT on either side, the tuple is free at once
+                Socket::from(s).set_linger(Some(Duration::ZERO)).unwrap();
+                resp.json::<Echo>().pod
+            })
+            .collect()
+    });
+    assert!(pods.iter().all(|p| p.starts_with("react-starter-development")), "{pods:?}");
+    let after = bind_view(&a);
+    assert_eq!(after.count("bound"), before.count("bound") + 3, "each connection bound: {after:?}");
+    assert_eq!(a.stats().proxy.requests, 0, "the agent's proxy served none of them");
+    a.stop();
+}

@@ -443,7 +443,17 @@ fn main() {
                         fallback: b1.count("fallback") - b0.count("fallback"),
                         proxied: after.proxy.requests - before.proxy.requests,
                     };
-                    eprintln!("round {round} Ck {:<27} binding check: {check:?}", w.key());
+                    let deltas: Vec<String> = b1
+                        .first_segment
+                        .iter()
+                        .map(|(n, c)| format!("{n} {}", c - b0.count(n)))
+                        .filter(|t| !t.ends_with(" 0"))
+                        .collect();
+                    eprintln!(
+                        "round {round} Ck {:<27} binding check: {check:?}; first segments over the run: {}",
+                        w.key(),
+                        deltas.join(", ")
+                    );
                     // the run's figures are the kernel's only if its connections were bound
                     if *w != Workload::WebSocket
                         && let Some(why) = check.failure()
