@@ -3,7 +3,9 @@
 //! - A flow already bound (its L4 conntrack entry): DNAT to its pod, forward (the L4
 //!   path's helpers; replies go through `l4_reply` on the pod side's interface). A
 //!   closing or closed flow's entry gives way to a new connection on the same tuple
-//!   whose cookie ACK validates (a client reusing its port right after a close).
+//!   whose cookie ACK validates (a client reusing its port right after a close). A RST
+//!   follows a bound flow's entry (it used to pass to the VM's stack: the pod never saw
+//!   the client's reset); without an entry it passes untouched.
 //! - Otherwise an ACK whose cookie validates (`syncookie::check` with the segment's
 //!   TSecr, found by a `bpf_loop` walk over its options) and then, per
 //!   `first_segment::action`: a pure ACK is dropped (the data segment repeats its ack);
@@ -74,7 +76,9 @@ extern "C" fn ts_step(_index: u64, ctx: *mut c_void) -> i64 {
 #[inline(always)]
 fn try_bind_first(ctx: &TcContext) -> Option<i32> {
     let p = parse_tcp4(ctx)?;
-    if p.flags & (TCP_SYN | TCP_RST | TCP_ACK) != TCP_ACK {
+    // a RST only ever follows a bound flow's entry (to its pod); the rest needs an ACK
+    let rst = p.flags & TCP_RST != 0;
+    if p.flags & TCP_SYN != 0 || (!rst && p.flags & TCP_ACK == 0) {
         return None;
     }
     if local_or_zero(p.daddr) || local_or_zero(p.saddr) {
@@ -90,11 +94,14 @@ fn try_bind_first(ctx: &TcContext) -> Option<i32> {
     // go to the old flow's pod (no socket there: a RST). Its cookie decides.
     let stale = match lookup_orig(&orig_key(&p), p.flags, now) {
         // SAFETY: valid map value pointer.
-        Some(e) if !matches!(unsafe { (*e).state }, CT_CLOSING | CT_CLOSED) => {
+        Some(e) if rst || !matches!(unsafe { (*e).state }, CT_CLOSING | CT_CLOSED) => {
             return Some(ct_forward(ctx, &p, e, now));
         }
         other => other,
     };
+    if rst {
+        return None;
+    }
     if let Some(verdict) = first_of_connection(ctx, &p, now, stale.is_some()) {
         return Some(verdict);
     }

@@ -345,7 +345,7 @@ fn a_new_connection_on_the_tuple_of_a_closed_bound_flow_is_bound_afresh() {
                 let mut w = s.try_clone().unwrap();
                 w.write_all(&Request::get(BOUND_HOST, "/").to_bytes()).unwrap();
                 let resp = read_response(&mut BufReader::new(s.try_clone().unwrap()), false)
-                    .unwrap_or_else(|e| panic!("connection {i} from the same port: {e}"));
+                    .unwrap_or_else(|e| panic!("connection {i} from the same port: {e}; {:?}", bind_view(&a)));
                 assert_eq!(resp.status, 200, "connection {i}");
                 // close with a RST: no TIME_WAIT on either side, the tuple is free at once
                 Socket::from(s).set_linger(Some(Duration::ZERO)).unwrap();

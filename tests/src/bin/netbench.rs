@@ -249,6 +249,10 @@ fn main() {
     // the kernel-binding section's own file (default: bind-latest.md beside --out in a
     // full run; in a selection run only when given)
     let mut bind_out: Option<PathBuf> = None;
+    // a diagnostic: the pods' TIME_WAIT cap (`--pod-time-wait N`; default TIME_WAIT_BUCKETS
+    // like every namespace; 0: the pods keep no TIME_WAIT socket, see the kernel-binding
+    // section)
+    let mut pod_time_wait: Option<u32> = None;
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let load_before = loadavg();
     while let Some(a) = args.next() {
@@ -266,6 +270,9 @@ fn main() {
             "--rounds" => rounds = Some(args.next().and_then(|n| n.parse().ok()).expect("--rounds N")),
             "--out" => out = PathBuf::from(args.next().expect("--out FILE")),
             "--bind-out" => bind_out = Some(PathBuf::from(args.next().expect("--bind-out FILE"))),
+            "--pod-time-wait" => {
+                pod_time_wait = Some(args.next().and_then(|n| n.parse().ok()).expect("--pod-time-wait N"))
+            }
             "--bench" => {}
             other => panic!("netbench: unknown argument {other}"),
         }
@@ -293,6 +300,12 @@ fn main() {
     topo.enable_direct_path();
     for ns in topo.namespaces() {
         cap_time_wait(&ns, TIME_WAIT_BUCKETS);
+    }
+    if let Some(n) = pod_time_wait {
+        eprintln!("netbench: the pods keep at most {n} TIME_WAIT sockets (--pod-time-wait)");
+        for (_, ns) in &topo.pods {
+            cap_time_wait(ns, n);
+        }
     }
     let nginx: Vec<PodNginx> =
         topo.pods.iter().filter(|(p, _)| is_react(p)).map(|(p, ns)| PodNginx::start(ns, (p.ip, 8080).into())).collect();
@@ -593,7 +606,13 @@ fn main() {
     drop(nginx);
     drop(topo);
     let bind_md = |selected: bool| {
-        let ctx = BindContext { command: &command, load_before: &load_before, unsupported: bind_unsupported, selected };
+        let ctx = BindContext {
+            command: &command,
+            load_before: &load_before,
+            unsupported: bind_unsupported,
+            selected,
+            pod_time_wait,
+        };
         bind_report(&c, &samples, &ctx)
     };
     if sel.on() {
@@ -1129,6 +1148,8 @@ struct BindContext<'a> {
     unsupported: Option<&'static str>,
     /// A selection run (`--paths ...`), not `cargo xtask bench`.
     selected: bool,
+    /// `--pod-time-wait N`: the pods' TIME_WAIT cap (None: TIME_WAIT_BUCKETS).
+    pod_time_wait: Option<u32>,
 }
 
 /// The kernel-binding section (issue 14, item 5; `docs/bench/bind-latest.md`): Ck beside
@@ -1167,6 +1188,15 @@ fn bind_report(c: &Cfg, samples: &[Vec<Vec<Sample>>], ctx: &BindContext) -> Stri
         if ctx.selected { "" } else { " (part of `cargo xtask bench`)" },
         c.secs,
         c.rounds
+    )
+    .unwrap();
+    writeln!(
+        md,
+        "TIME_WAIT: every namespace keeps at most {TIME_WAIT_BUCKETS} sockets{}. A pod that closes first (it answers `Connection: close`) keeps the tuple in TIME_WAIT; a direct client's SYN recycles it, a bound connection's first segment meets it and hangs until it ends (the pod never sees the SYN: `docs/delayed-binding.md`).\n",
+        match ctx.pod_time_wait {
+            Some(n) => format!(", the pods at most {n} (`--pod-time-wait {n}`, a diagnostic)"),
+            None => String::new(),
+        }
     )
     .unwrap();
     if let Some(why) = ctx.unsupported {
