@@ -1318,7 +1318,8 @@ fn bind_report(c: &Cfg, samples: &[Vec<Vec<Sample>>], ctx: &BindContext) -> Stri
     let rps = |s: &Sample| s.rps;
     let mbps = |s: &Sample| s.mbps;
     let cpu = |s: &Sample| s.cpu_us;
-    let targets: [(&str, Workload, &dyn Fn(&Sample) -> f64, Target); 6] = [
+    type Metric<'a> = &'a dyn Fn(&Sample) -> f64;
+    let targets: [(&str, Workload, Metric, Target); 6] = [
         ("keep-alive requests/s >= 0.85x", Workload::KeepAlive, &rps, Target { at_least: true, threshold: 0.85 }),
         (
             "new connection per request, requests/s >= 0.85x",
