@@ -3,7 +3,11 @@
 //! - A flow already bound (its L4 conntrack entry): DNAT to its pod, forward (the L4
 //!   path's helpers; replies go through `l4_reply` on the pod side's interface). One
 //!   whose pod left (the agent marked it `CT_ENDPOINT_GONE`) passes to the stack
-//!   untouched, which answers with a RST: the client learns at once, never hangs.
+//!   untouched, which answers with a RST: the client learns at once, never hangs. A
+//!   closing or closed flow's entry gives way to a new connection on the same tuple
+//!   whose cookie ACK validates (a client reusing its port right after a close). A RST
+//!   follows a bound flow's entry (it used to pass to the VM's stack: the pod never saw
+//!   the client's reset); without an entry it passes untouched.
 //! - Otherwise an ACK whose cookie validates (`syncookie::check` with the segment's
 //!   TSecr, found by a `bpf_loop` walk over its options) and then, per
 //!   `first_segment::action`: a pure ACK is dropped (the data segment repeats its ack);
@@ -33,7 +37,7 @@ use ingress_common::first_segment::{
     FIRST_NO_ENDPOINT, FIRST_NO_LISTENER, FIRST_PURE_ACK, FirstResult,
 };
 use ingress_common::head::Fallback;
-use ingress_common::l4::{CT_DIR_REPLY, CT_ENDPOINT_GONE, L4CtEntry, L4CtKey, flow_hash};
+use ingress_common::l4::{CT_CLOSED, CT_CLOSING, CT_DIR_REPLY, CT_ENDPOINT_GONE, L4CtEntry, L4CtKey, flow_hash};
 use ingress_common::pod_bind::PodFlowKey;
 use ingress_common::proto;
 use ingress_common::syncookie::{self, Decoded, MAX_OPTIONS, PARSE_OK, SEEN_TS, SynCookieTarget, SynParse, Tuple};
@@ -74,7 +78,9 @@ extern "C" fn ts_step(_index: u64, ctx: *mut c_void) -> i64 {
 #[inline(always)]
 fn try_bind_first(ctx: &TcContext) -> Option<i32> {
     let p = parse_tcp4(ctx)?;
-    if p.flags & (TCP_SYN | TCP_RST | TCP_ACK) != TCP_ACK {
+    // a RST only ever follows a bound flow's entry (to its pod); the rest needs an ACK
+    let rst = p.flags & TCP_RST != 0;
+    if p.flags & TCP_SYN != 0 || (!rst && p.flags & TCP_ACK == 0) {
         return None;
     }
     if local_or_zero(p.daddr) || local_or_zero(p.saddr) {
@@ -84,20 +90,50 @@ fn try_bind_first(ctx: &TcContext) -> Option<i32> {
     // SAFETY: read-only lookup.
     unsafe { SYNCOOKIE_TARGETS.get(&target) }?;
     let now = now_ns();
-    // a bound flow: forward like the L4 path
-    if let Some(e) = lookup_orig(&orig_key(&p), p.flags, now) {
+    // a bound flow: forward like the L4 path. A closing or closed one's tuple may
+    // already be a new connection's (the client reused the port): the edge answered
+    // that SYN in XDP, so tc first sees the new connection at its ACK, which must not
+    // go to the old flow's pod (no socket there: a RST). Its cookie decides. One whose
+    // pod left passes to the stack untouched (the mark stays, so a retransmission gets
+    // its RST too).
+    let stale = match lookup_orig(&orig_key(&p), p.flags, now) {
         // SAFETY: valid map value pointer.
-        if unsafe { (*e).state } == CT_ENDPOINT_GONE {
-            // not touched: the mark stays, so a retransmission gets its RST too
+        Some(e) if unsafe { (*e).state } == CT_ENDPOINT_GONE => {
             count(FIRST_ENDPOINT_GONE);
             return Some(TC_ACT_OK as i32);
         }
-        touch(e, p.flags, now);
         // SAFETY: valid map value pointer.
-        let (addr, port) = unsafe { ((*e).nat_addr, (*e).nat_port) };
-        count(FIRST_CT_HIT);
-        return Some(dnat(ctx, &p, addr, port));
+        Some(e) if rst || !matches!(unsafe { (*e).state }, CT_CLOSING | CT_CLOSED) => {
+            return Some(ct_forward(ctx, &p, e, now));
+        }
+        other => other,
+    };
+    if rst {
+        return None;
     }
+    if let Some(verdict) = first_of_connection(ctx, &p, now, stale.is_some()) {
+        return Some(verdict);
+    }
+    // not a new connection's: the closing flow's own segment
+    stale.map(|e| ct_forward(ctx, &p, e, now))
+}
+
+/// Forwards a segment of a bound flow through its conntrack entry `e`.
+#[inline(always)]
+fn ct_forward(ctx: &TcContext, p: &Tcp4, e: *mut L4CtEntry, now: u64) -> i32 {
+    touch(e, p.flags, now);
+    // SAFETY: valid map value pointer.
+    let (addr, port) = unsafe { ((*e).nat_addr, (*e).nat_port) };
+    count(FIRST_CT_HIT);
+    dnat(ctx, p, addr, port)
+}
+
+/// A segment that is not a live bound flow's: bound, handed to the agent or dropped when
+/// its cookie validates (always `Some` then). Otherwise `None` when `stale` (a closing
+/// flow has the tuple: the caller forwards it there), else as `not_first` says.
+#[inline(always)]
+fn first_of_connection(ctx: &TcContext, p: &Tcp4, now: u64, stale: bool) -> Option<i32> {
+    let p = *p;
     let cfg = SYNCOOKIE_CONFIG.get(0)?;
     if cfg.path_mss == 0 {
         return None;
@@ -136,7 +172,9 @@ fn try_bind_first(ctx: &TcContext) -> Option<i32> {
     // SAFETY: the callback and its context follow bpf_loop's contract.
     unsafe { bpf_loop(MAX_OPTIONS as u32 + 1, ts_step as *mut c_void, &mut lctx as *mut LoopCtx as *mut c_void, 0) };
     if s.opts.state != PARSE_OK {
-        record(FIRST_BAD_OPTIONS, NOT_SCANNED, 0, 0, 0);
+        if !stale {
+            record(FIRST_BAD_OPTIONS, NOT_SCANNED, 0, 0, 0);
+        }
         return None;
     }
     let ts = if s.opts.seen & SEEN_TS != 0 { Some((s.opts.tsval, s.opts.tsecr)) } else { None };
@@ -147,7 +185,7 @@ fn try_bind_first(ctx: &TcContext) -> Option<i32> {
         dport: u16::from_be(p.dport),
     };
     let Some(d) = syncookie::check(cfg, &t, seq, ack, ts.map(|(_, ecr)| ecr)) else {
-        return not_first(ctx, &p);
+        return if stale { None } else { not_first(ctx, &p) };
     };
     let client_isn = seq.wrapping_sub(1);
     let rcv_wscale = cfg.rcv_wscale;

@@ -34,6 +34,18 @@ pub fn median(samples: &[f64]) -> Median {
     Median { value: v[v.len() / 2], non_finite, samples: samples.len() }
 }
 
+/// The `q`-th percentile (0-100) of the finite samples, nearest rank (the smallest
+/// sample with at least q % of them at or below it); NaN when none is finite.
+pub fn percentile(samples: &[f64], q: f64) -> f64 {
+    let mut v: Vec<f64> = samples.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let rank = (q / 100.0 * v.len() as f64).ceil() as usize;
+    v[rank.clamp(1, v.len()) - 1]
+}
+
 /// The median over rounds of `num[r] / den[r]`: each round's paths ran back to back,
 /// so the ratio of a round cancels what drifted between rounds (another build, the
 /// machine's temperature). A round whose denominator is not above zero gives a
@@ -157,6 +169,18 @@ mod tests {
         let none = median(&[f64::NAN]);
         assert!(none.value.is_nan() && none.non_finite == 1 && !none.complete());
         assert!(!median(&[]).complete());
+    }
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let v: Vec<f64> = (1..=100).rev().map(f64::from).collect();
+        assert_eq!(percentile(&v, 50.0), 50.0);
+        assert_eq!(percentile(&v, 99.0), 99.0);
+        assert_eq!(percentile(&v, 100.0), 100.0);
+        assert_eq!(percentile(&v, 0.0), 1.0);
+        assert_eq!(percentile(&[7.0, f64::NAN, 3.0], 99.0), 7.0);
+        assert_eq!(percentile(&[7.0, 3.0, 5.0], 50.0), 5.0);
+        assert!(percentile(&[f64::NAN], 50.0).is_nan());
     }
 
     #[test]

@@ -112,14 +112,23 @@ pub fn wait_bound(a: &Agent) -> BindView {
     }
 }
 
+/// Why this kernel cannot bind, or None when it can (`bpf_sk_assign_tcp_reqsk`, Linux
+/// 6.11+ with BTF).
+pub fn unsupported() -> Option<&'static str> {
+    match ingress::datapath::kfunc::kernel_has_functions(ingress_common::maps::POD_BIND_NEEDS) {
+        Some(v) if v.iter().all(|b| *b) => None,
+        _ => Some("this kernel lacks bpf_sk_assign_tcp_reqsk (Linux 6.11+ with BTF)"),
+    }
+}
+
 /// Root, the eBPF object and a kernel with `bpf_sk_assign_tcp_reqsk`, else a printed skip.
 pub fn require(test: &str) -> bool {
     crate::require_root(test)
         && crate::require_ebpf_object(test)
-        && match ingress::datapath::kfunc::kernel_has_functions(ingress_common::maps::POD_BIND_NEEDS) {
-            Some(v) if v.iter().all(|b| *b) => true,
-            _ => {
-                crate::skip(test, "this kernel lacks bpf_sk_assign_tcp_reqsk (Linux 6.11+ with BTF)");
+        && match unsupported() {
+            None => true,
+            Some(why) => {
+                crate::skip(test, why);
                 false
             }
         }
@@ -147,10 +156,16 @@ pub fn binding_links() -> Vec<String> {
 /// through the stack); and a driver-mode program caps the peer's MTU (at about 3.5 KB:
 /// `veth_xdp_set` sets the peer's max_mtu), so MTU tests go without it.
 pub fn xdp_on_the_client_side(topo: &Topology) -> ingress::datapath::Dataplane {
+    client_side_xdp(&topo.client_ns())
+}
+
+/// [`xdp_on_the_client_side`] on `eth0` of namespace `client_ns` (the benchmark's client);
+/// the program stays attached while the returned object lives.
+pub fn client_side_xdp(client_ns: &str) -> ingress::datapath::Dataplane {
     use aya::programs::{Xdp, XdpMode};
     let mut d = ingress::datapath::load().expect("the object");
     d.syncookie_program_fd().expect("syncookie_xdp loads");
-    in_ns(&topo.client_ns(), || {
+    in_ns(client_ns, || {
         let x: &mut Xdp = d.ebpf.program_mut(ingress_common::maps::SYNCOOKIE_PROGRAM).unwrap().try_into().unwrap();
         x.attach("eth0", XdpMode::Driver).expect("a pass-through XDP program on the client's veth end");
     });

@@ -32,6 +32,9 @@ pub mod wrk;
 pub mod tcp_echo;
 // The benchmark's L4 mode.
 pub mod l4bench;
+// delayed binding: the agent's flags, kernel support, the client side's XDP, waiting
+// the benchmark's connection setup time and time to first byte
+pub mod latency;
 // the benchmark's join mode: copy vs kernel join vs splice(2) pipe vs auto
 pub mod splicebench;
 // The framing tests' "bad pod": a backend that writes exact bytes.

@@ -48,6 +48,17 @@ pub fn busy_cpu_seconds() -> f64 {
     busy_jiffies() as f64 / user_hz()
 }
 
+/// CPU seconds (user + system) process `pid` has used, from `/proc/PID/stat`; None when
+/// it cannot be read (the process is gone).
+pub fn process_cpu_seconds(pid: u32) -> Option<f64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // after "pid (comm) ": state is field 3, utime 14, stime 15 (1-based)
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let (utime, stime): (u64, u64) = (f.get(11)?.parse().ok()?, f.get(12)?.parse().ok()?);
+    Some((utime + stime) as f64 / user_hz())
+}
+
 fn user_hz() -> f64 {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
@@ -137,4 +148,23 @@ pub fn upgrade_throughput(ns: &str, addr: SocketAddr, host: &str, bytes: usize) 
         let cpu = busy_jiffies().saturating_sub(cpu0) as f64 / user_hz();
         (2.0 * bytes as f64 / elapsed / 1e6, cpu)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_cpu_time_grows_while_it_works() {
+        let me = std::process::id();
+        let before = process_cpu_seconds(me).expect("our own /proc/PID/stat");
+        let start = Instant::now();
+        let mut x = 0u64;
+        while start.elapsed() < Duration::from_millis(300) {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        }
+        let after = process_cpu_seconds(me).unwrap();
+        assert!(after - before >= 0.1, "{before} -> {after} after 300 ms of work");
+        assert_eq!(process_cpu_seconds(u32::MAX), None);
+    }
 }

@@ -10,17 +10,21 @@
 //! `ingress detach` and the agent's exit leave none of the programs attached. Every
 //! socket has a timeout; traffic stays in the namespaces.
 
+use std::io::{BufReader, Write};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use ingress_tests::agent::ingress_bin;
+use ingress_tests::backend::Echo;
+use ingress_tests::client::{Request, read_response};
 use ingress_tests::fixtures::{openchoreo_expectations, openchoreo_pods};
 use ingress_tests::kbind::{
-    BOUND_HOST, KIB, MIB, bind_view, binding_links, bound_topology, connect, exchange, get, keepalive, require,
-    start_pinned, wait_bound, xdp_on_the_client_side,
+    BOUND_HOST, IO_LIMIT, KIB, MIB, bind_view, binding_links, bound_topology, client_side_xdp, connect, exchange, get,
+    keepalive, require, start_pinned, wait_bound,
 };
 use ingress_tests::netns::in_ns;
 use ingress_tests::pinned::{PinDir, run_in};
-use ingress_tests::topology::{Topology, VM_NIC};
+use ingress_tests::topology::{Topology, VM_IP, VM_NIC};
 
 #[test]
 fn the_agent_binds_eligible_hosts_to_their_pod_in_the_kernel_and_serves_the_others() {
@@ -165,7 +169,7 @@ fn bound_connections_keep_working_across_an_agent_restart_and_detach_removes_eve
     }
     let topo = Topology::create("hkb3", &openchoreo_pods());
     ingress_tests::netns::sysctl(&topo.vm_ns(), "net/ipv4/ip_forward", "1");
-    let _peer = xdp_on_the_client_side(&topo);
+    let _peer = client_side_xdp(&topo.client_ns());
     let pins = PinDir::new("hkb3");
     let mut first = start_pinned(&topo, &pins);
     wait_bound(&first);
@@ -216,4 +220,48 @@ fn bound_connections_keep_working_across_an_agent_restart_and_detach_removes_eve
     assert!(pins.names().is_empty(), "no pin left: {:?}", pins.names());
     assert_eq!(binding_links(), Vec::<String>::new(), "detach left binding links: {}", ran.stdout);
     second.stop();
+}
+
+/// A client reusing its source port right after a bound connection ended: the edge
+/// answered the new SYN in XDP, so `bind_first` first sees the new connection at its ACK
+/// while the old flow's conntrack entry (closed by a RST here) still holds the tuple.
+/// The new connection's cookie ACK must bind afresh, not follow the old entry to the pod
+/// without the pod side's admission (which the pod answered with a RST).
+#[test]
+fn a_new_connection_on_the_tuple_of_a_closed_bound_flow_is_bound_afresh() {
+    use socket2::{Domain, Socket, Type};
+    let test = "a_new_connection_on_the_tuple_of_a_closed_bound_flow_is_bound_afresh";
+    if !require(test) {
+        return;
+    }
+    let (topo, _peer, a) = bound_topology("hkb4");
+    wait_bound(&a);
+    let before = bind_view(&a);
+    let from: std::net::SocketAddr = format!("{}:40123", ingress_tests::topology::CLIENT_IP).parse().unwrap();
+    let to: std::net::SocketAddr = format!("{VM_IP}:9080").parse().unwrap();
+    let pods: Vec<String> = in_ns(&topo.client_ns(), || {
+        (0..3)
+            .map(|i| {
+                let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+                s.set_reuse_address(true).unwrap();
+                s.bind(&from.into()).unwrap();
+                s.connect_timeout(&to.into(), IO_LIMIT).unwrap_or_else(|e| panic!("connection {i}: {e}"));
+                let s: TcpStream = s.into();
+                s.set_read_timeout(Some(IO_LIMIT)).unwrap();
+                let mut w = s.try_clone().unwrap();
+                w.write_all(&Request::get(BOUND_HOST, "/").to_bytes()).unwrap();
+                let resp = read_response(&mut BufReader::new(s.try_clone().unwrap()), false)
+                    .unwrap_or_else(|e| panic!("connection {i} from the same port: {e}; {:?}", bind_view(&a)));
+                assert_eq!(resp.status, 200, "connection {i}");
+                // close with a RST: no TIME_WAIT on either side, the tuple is free at once
+                Socket::from(s).set_linger(Some(Duration::ZERO)).unwrap();
+                resp.json::<Echo>().pod
+            })
+            .collect()
+    });
+    assert!(pods.iter().all(|p| p.starts_with("react-starter-development")), "{pods:?}");
+    let after = bind_view(&a);
+    assert_eq!(after.count("bound"), before.count("bound") + 3, "each connection bound: {after:?}");
+    assert_eq!(a.stats().proxy.requests, 0, "the agent's proxy served none of them");
+    a.stop();
 }

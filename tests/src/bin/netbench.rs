@@ -12,13 +12,18 @@
 //!   routes, generated from the compiled table (`nginx_l7.rs`): what a user would pick
 //!   instead of this ingress;
 //! - C, this ingress: userspace; eBPF (XDP, sockmap for upgrades); eBPF with
-//!   `--forwarded-headers off` so splice-safe hosts are joined to the pod in the kernel.
+//!   `--forwarded-headers off` so splice-safe hosts are joined to the pod in the kernel;
+//!   Ck, eBPF with `--bind-in-kernel on`: the benchmarked host (one backendRef, no
+//!   filters, an exact hostname) bound to its pod in the kernel (delayed binding, issue
+//!   14), each Ck run checked to have been bound (`BIND_FIRST_COUNTS`, the proxy's count).
 //!
 //! Workloads (wrk from the client namespace; bounded durations): small responses over
 //! 64 keep-alive connections, a new connection per request, a 1 MiB response, and an
-//! upgraded (WebSocket-style) connection's echo throughput. The pod behind the
-//! benchmarked host runs nginx; the WebSocket pod runs the test echo server.
-//! Writes `docs/bench/latest.md` and `latest.json` (the chart's input).
+//! upgraded (WebSocket-style) connection's echo throughput, and connection setup time
+//! and time to first byte over sequential connections (`ingress_tests::latency`). The
+//! pod behind the benchmarked host runs nginx; the WebSocket pod runs the test echo
+//! server. Writes `docs/bench/latest.md`, `latest.json` (the chart's input) and the
+//! kernel-binding section on its own, `bind-latest.md`.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -27,8 +32,9 @@ use std::time::Duration;
 use ingress_tests::agent::{Agent, ingress_bin};
 use ingress_tests::bench::{self, Faults, Median, Target, megabytes, paired_ratio, peak, rotation};
 use ingress_tests::fixtures::{openchoreo_dir, openchoreo_listens, openchoreo_pods};
+use ingress_tests::kbind;
 use ingress_tests::legacy::LegacyPath;
-use ingress_tests::load::{LoadResult, upgrade_throughput};
+use ingress_tests::load::{LoadResult, process_cpu_seconds, upgrade_throughput};
 use ingress_tests::netns::cap_time_wait;
 use ingress_tests::nginx::PodNginx;
 use ingress_tests::nginx_l7::NginxL7;
@@ -43,6 +49,13 @@ const IDLE: usize = 1000;
 /// TIME_WAIT sockets each bench namespace may hold (`net.ipv4.tcp_max_tw_buckets`):
 /// what one run leaves to the next stays this small.
 const TIME_WAIT_BUCKETS: u32 = 256;
+/// The latency workload: this many sequential connections at most, for at most
+/// LATENCY_LIMIT.
+const LATENCY_CONNS: usize = 2000;
+const LATENCY_LIMIT: Duration = Duration::from_secs(10);
+/// A Ck run counts as bound when the agent's proxy served at most this share of its
+/// requests (a first segment lost and retransmitted can, rarely, end at the agent).
+const MAX_PROXIED_SHARE: f64 = 0.001;
 
 #[derive(Clone, Copy, PartialEq, Debug)]
 enum Path {
@@ -52,9 +65,11 @@ enum Path {
     Userspace,
     Ebpf,
     EbpfSplice,
+    KernelBound,
 }
 
-const PATHS: [Path; 6] = [Path::Legacy, Path::Direct, Path::Nginx, Path::Userspace, Path::Ebpf, Path::EbpfSplice];
+const PATHS: [Path; 7] =
+    [Path::Legacy, Path::Direct, Path::Nginx, Path::Userspace, Path::Ebpf, Path::EbpfSplice, Path::KernelBound];
 
 impl Path {
     fn name(self) -> &'static str {
@@ -65,6 +80,7 @@ impl Path {
             Path::Userspace => "C ingress, userspace",
             Path::Ebpf => "C ingress, eBPF (XDP; sockmap after upgrades)",
             Path::EbpfSplice => "C ingress, eBPF + splice-safe hosts joined in the kernel",
+            Path::KernelBound => "Ck ingress, eBPF + eligible hosts bound to the pod in the kernel",
         }
     }
     fn short(self) -> &'static str {
@@ -75,6 +91,7 @@ impl Path {
             Path::Userspace => "C userspace",
             Path::Ebpf => "C eBPF",
             Path::EbpfSplice => "C eBPF+splice",
+            Path::KernelBound => "Ck bound",
         }
     }
 }
@@ -85,9 +102,12 @@ enum Workload {
     NewConnection,
     OneMiB,
     WebSocket,
+    /// Connection setup time and time to first byte (`ingress_tests::latency`).
+    Latency,
 }
 
-const WORKLOADS: [Workload; 4] = [Workload::KeepAlive, Workload::NewConnection, Workload::OneMiB, Workload::WebSocket];
+const WORKLOADS: [Workload; 5] =
+    [Workload::KeepAlive, Workload::NewConnection, Workload::OneMiB, Workload::WebSocket, Workload::Latency];
 
 impl Workload {
     fn title(self, c: &Cfg) -> String {
@@ -100,6 +120,10 @@ impl Workload {
             Workload::WebSocket => {
                 format!("WebSocket-style upgraded connection, {} MiB echoed each way", c.ws_bytes >> 20)
             }
+            Workload::Latency => format!(
+                "Connection setup and time to first byte ({LATENCY_CONNS} sequential connections at most, {} s at most, `GET /`)",
+                LATENCY_LIMIT.as_secs()
+            ),
         }
     }
     fn key(self) -> &'static str {
@@ -108,6 +132,7 @@ impl Workload {
             Workload::NewConnection => "new connection per request",
             Workload::OneMiB => "1 MiB responses",
             Workload::WebSocket => "WebSocket echo",
+            Workload::Latency => "connection setup and first byte",
         }
     }
 }
@@ -129,6 +154,49 @@ struct Sample {
     cpu_us: f64,
     errors: u64,
     non_2xx: u64,
+    /// Requests answered; connections opened (wrk: -c, or one per request with
+    /// `Connection: close`).
+    requests: u64,
+    connections: u64,
+    /// The agent process's own CPU (user + system) per request (agent paths only).
+    agent_cpu_us: f64,
+    /// The latency workload: connect time and time to first byte, median and p99.
+    connect_p50_us: f64,
+    connect_p99_us: f64,
+    first_byte_p50_us: f64,
+    first_byte_p99_us: f64,
+    /// Ck: what the binding check saw (connections wrk opened, or sequential connections).
+    bind: Option<BindCheck>,
+}
+
+/// One Ck run's proof that its connections were bound in the kernel: the deltas of
+/// `BIND_FIRST_COUNTS` and of the proxy's request count over the run.
+#[derive(Clone, Debug, Default)]
+struct BindCheck {
+    /// Connections the run opened at least (wrk's -c; for one connection per request,
+    /// the requests answered).
+    connections: u64,
+    requests: u64,
+    bound: u64,
+    fallback: u64,
+    proxied: u64,
+}
+
+impl BindCheck {
+    /// Why the run was not (all) bound, or None.
+    fn failure(&self) -> Option<String> {
+        let mut why = Vec::new();
+        if self.bound < self.connections {
+            why.push(format!("bound grew by {} for {} connections", self.bound, self.connections));
+        }
+        if self.proxied as f64 > MAX_PROXIED_SHARE * self.requests as f64 {
+            why.push(format!("the agent's proxy served {} of {} requests", self.proxied, self.requests));
+        }
+        if self.requests == 0 {
+            why.push("no request answered".into());
+        }
+        (!why.is_empty()).then(|| why.join("; "))
+    }
 }
 
 impl Sample {
@@ -141,6 +209,7 @@ impl Sample {
             cpu_us: r.cpu_us_per_request(),
             errors: r.errors,
             non_2xx: r.non_2xx,
+            ..Default::default()
         }
     }
     fn faults(&self) -> Faults {
@@ -177,6 +246,15 @@ fn main() {
     // The measurement loop (h-perf): `--paths B,N,C --workloads keepalive,close` runs only
     // those (see `Selection`), prints a short table with ratios to N and B, writes nothing.
     let mut sel = Selection::default();
+    // the kernel-binding section's own file (default: bind-latest.md beside --out in a
+    // full run; in a selection run only when given)
+    let mut bind_out: Option<PathBuf> = None;
+    // a diagnostic: the pods' TIME_WAIT cap (`--pod-time-wait N`; default TIME_WAIT_BUCKETS
+    // like every namespace; 0: the pods keep no TIME_WAIT socket, see the kernel-binding
+    // section)
+    let mut pod_time_wait: Option<u32> = None;
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let load_before = loadavg();
     while let Some(a) = args.next() {
         if sel.flag(&a, &mut args) {
             continue;
@@ -191,6 +269,10 @@ fn main() {
             "--rss-only" => rss_only = true,
             "--rounds" => rounds = Some(args.next().and_then(|n| n.parse().ok()).expect("--rounds N")),
             "--out" => out = PathBuf::from(args.next().expect("--out FILE")),
+            "--bind-out" => bind_out = Some(PathBuf::from(args.next().expect("--bind-out FILE"))),
+            "--pod-time-wait" => {
+                pod_time_wait = Some(args.next().and_then(|n| n.parse().ok()).expect("--pod-time-wait N"))
+            }
             "--bench" => {}
             other => panic!("netbench: unknown argument {other}"),
         }
@@ -219,6 +301,12 @@ fn main() {
     for ns in topo.namespaces() {
         cap_time_wait(&ns, TIME_WAIT_BUCKETS);
     }
+    if let Some(n) = pod_time_wait {
+        eprintln!("netbench: the pods keep at most {n} TIME_WAIT sockets (--pod-time-wait)");
+        for (_, ns) in &topo.pods {
+            cap_time_wait(ns, n);
+        }
+    }
     let nginx: Vec<PodNginx> =
         topo.pods.iter().filter(|(p, _)| is_react(p)).map(|(p, ns)| PodNginx::start(ns, (p.ip, 8080).into())).collect();
     // the table the agent compiles, for Envoy's routes
@@ -230,13 +318,21 @@ fn main() {
 
     // samples[path][workload][round]; peak RSS readings per path and round
     let mut samples = vec![vec![Vec::<Sample>::new(); WORKLOADS.len()]; PATHS.len()];
+    // Ck on a kernel that cannot bind: not run, and said so in every report
+    let bind_unsupported = kbind::unsupported();
+    if let Some(why) = bind_unsupported {
+        eprintln!("netbench: path Ck not run: {why}");
+    }
     let mut memory = vec![Memory::default(); PATHS.len()];
     let (l4_only, tls_only, splice_only) = (l4_only || sel.on(), tls_only || sel.on(), splice_only || sel.on());
     for round in 0..if (l4_only || tls_only || splice_only) && !sel.on() { 0 } else { c.rounds } {
         // a path never always runs first, nor always after the same one
         for pi in rotation(&(0..PATHS.len()).collect::<Vec<_>>(), round) {
             let path = &PATHS[pi];
-            if (rss_only && !matches!(path, Path::Userspace | Path::Ebpf | Path::EbpfSplice)) || !sel.path(*path) {
+            if (rss_only && !matches!(path, Path::Userspace | Path::Ebpf | Path::EbpfSplice | Path::KernelBound))
+                || !sel.path(*path)
+                || (*path == Path::KernelBound && bind_unsupported.is_some())
+            {
                 continue;
             }
             let mut agent = None;
@@ -260,16 +356,23 @@ fn main() {
                     nginx_l7 = Some(n);
                     format!("{VM_IP}:9080")
                 }
-                Path::Userspace | Path::Ebpf | Path::EbpfSplice => {
+                Path::Userspace | Path::Ebpf | Path::EbpfSplice | Path::KernelBound => {
                     let flags: &[&str] = match path {
                         Path::Userspace => &["--dataplane", "userspace"],
                         Path::Ebpf => &["--interface", VM_NIC],
-                        _ => &["--interface", VM_NIC, "--forwarded-headers", "off"],
+                        Path::EbpfSplice => &["--interface", VM_NIC, "--forwarded-headers", "off"],
+                        _ => &kbind::BIND_ARGS,
                     };
                     let flags: Vec<&str> =
                         flags.iter().copied().chain(sel.agent_args.iter().map(|s| s.as_str())).collect();
-                    agent =
-                        Some(Agent::start(&bin, &topo.vm_ns(), &openchoreo_dir(), &openchoreo_listens(VM_IP), &flags));
+                    let a = Agent::start(&bin, &topo.vm_ns(), &openchoreo_dir(), &openchoreo_listens(VM_IP), &flags);
+                    if *path == Path::KernelBound {
+                        let v = kbind::wait_bound(&a);
+                        if round == 0 {
+                            eprintln!("Ck: {}", ingress::telemetry::bind::format_bind(&v).trim());
+                        }
+                    }
+                    agent = Some(a);
                     if rss_only {
                         rss_report(path.short(), "at start", agent.as_ref().unwrap());
                     }
@@ -282,13 +385,36 @@ fn main() {
                     continue;
                 }
                 sel.profile_workload(w.key());
-                let s = match w {
+                let bind_before = (*path == Path::KernelBound).then(|| agent.as_ref().unwrap().stats());
+                let agent_cpu0 = agent.as_ref().and_then(|a| process_cpu_seconds(a.pid()));
+                let mut s = match w {
                     Workload::WebSocket => {
                         let ws_addr =
                             if *path == Path::Direct { format!("{echo_pod}:8080") } else { format!("{VM_IP}:9080") };
                         let (mbps, cpu) =
                             upgrade_throughput(&topo.client_ns(), ws_addr.parse().unwrap(), WS_HOST, c.ws_bytes);
                         Sample { mbps, cpu_us: cpu * 1e6, ..Default::default() }
+                    }
+                    Workload::Latency => {
+                        let l = ingress_tests::latency::measure(
+                            &topo.client_ns(),
+                            addr.parse().unwrap(),
+                            HOST,
+                            "/",
+                            LATENCY_CONNS,
+                            LATENCY_LIMIT,
+                        );
+                        let ((c50, c99), (f50, f99)) = (l.connect(), l.first_byte());
+                        let n = l.connect_us.len() as u64;
+                        Sample {
+                            requests: n,
+                            errors: l.failures,
+                            connect_p50_us: c50,
+                            connect_p99_us: c99,
+                            first_byte_p50_us: f50,
+                            first_byte_p99_us: f99,
+                            ..Default::default()
+                        }
                     }
                     _ => {
                         let (conns, url_path, headers) = match w {
@@ -306,21 +432,79 @@ fn main() {
                             headers,
                         }
                         .run();
-                        Sample::of(&load, rep.bytes_per_sec)
+                        let mut s = Sample::of(&load, rep.bytes_per_sec);
+                        s.requests = load.requests;
+                        s.connections = if *w == Workload::NewConnection { load.requests } else { conns as u64 };
+                        s
                     }
                 };
-                eprintln!(
-                    "round {round} {:<14} {:<27} {:>9.0} req/s {:>8.1} MB/s p50 {:>7.0} us p99 {:>7.0} us cpu {:>8.1} us/req errors {} non-2xx {}",
-                    path.short(),
-                    w.key(),
-                    s.rps,
-                    s.mbps,
-                    s.p50_us,
-                    s.p99_us,
-                    s.cpu_us,
-                    s.errors,
-                    s.non_2xx
-                );
+                if let (Some(a), Some(cpu0)) = (&agent, agent_cpu0) {
+                    let used = process_cpu_seconds(a.pid()).map(|c| c - cpu0);
+                    s.agent_cpu_us = match used {
+                        Some(c) if s.requests > 0 => c * 1e6 / s.requests as f64,
+                        _ => f64::NAN,
+                    };
+                }
+                if let Some(before) = bind_before {
+                    let after = agent.as_ref().unwrap().stats();
+                    let (b0, b1) = (before.bind.unwrap_or_default(), after.bind.unwrap_or_default());
+                    let connections = if *w == Workload::Latency { s.requests } else { s.connections };
+                    let check = BindCheck {
+                        connections,
+                        requests: s.requests,
+                        bound: b1.count("bound") - b0.count("bound"),
+                        fallback: b1.count("fallback") - b0.count("fallback"),
+                        proxied: after.proxy.requests - before.proxy.requests,
+                    };
+                    let deltas: Vec<String> = b1
+                        .first_segment
+                        .iter()
+                        .map(|(n, c)| format!("{n} {}", c - b0.count(n)))
+                        .filter(|t| !t.ends_with(" 0"))
+                        .collect();
+                    eprintln!(
+                        "round {round} Ck {:<27} binding check: {check:?}; first segments over the run: {}",
+                        w.key(),
+                        deltas.join(", ")
+                    );
+                    // the run's figures are the kernel's only if its connections were bound
+                    if *w != Workload::WebSocket
+                        && let Some(why) = check.failure()
+                    {
+                        panic!(
+                            "netbench: Ck {} was not served by kernel binding: {why}\n{}",
+                            w.key(),
+                            agent.as_ref().unwrap().stats_table()
+                        );
+                    }
+                    s.bind = Some(check);
+                }
+                if *w == Workload::Latency {
+                    eprintln!(
+                        "round {round} {:<14} {:<27} {} connections: connect p50 {:.0} us p99 {:.0} us, first byte p50 {:.0} us p99 {:.0} us, failures {}",
+                        path.short(),
+                        w.key(),
+                        s.requests,
+                        s.connect_p50_us,
+                        s.connect_p99_us,
+                        s.first_byte_p50_us,
+                        s.first_byte_p99_us,
+                        s.errors
+                    );
+                } else {
+                    eprintln!(
+                        "round {round} {:<14} {:<27} {:>9.0} req/s {:>8.1} MB/s p50 {:>7.0} us p99 {:>7.0} us cpu {:>8.1} us/req errors {} non-2xx {}",
+                        path.short(),
+                        w.key(),
+                        s.rps,
+                        s.mbps,
+                        s.p50_us,
+                        s.p99_us,
+                        s.cpu_us,
+                        s.errors,
+                        s.non_2xx
+                    );
+                }
                 samples[pi][wi].push(s);
                 sel.profile_stop();
             }
@@ -421,8 +605,26 @@ fn main() {
     };
     drop(nginx);
     drop(topo);
+    let bind_md = |selected: bool| {
+        let ctx = BindContext {
+            command: &command,
+            load_before: &load_before,
+            unsupported: bind_unsupported,
+            selected,
+            pod_time_wait,
+        };
+        bind_report(&c, &samples, &ctx)
+    };
     if sel.on() {
         print!("{}", sel.report(&c, &samples));
+        if sel.path(Path::KernelBound) {
+            let md = bind_md(true);
+            print!("{md}");
+            if let Some(f) = &bind_out {
+                std::fs::write(f, &md).expect("write the kernel-binding section");
+                eprintln!("netbench: wrote {}", f.display());
+            }
+        }
         return;
     }
     if splice_only {
@@ -449,10 +651,16 @@ fn main() {
     md += &l4_md;
     md += &tls_md;
     md += &splice_md;
+    let bind = bind_md(false);
+    md += "\n";
+    md += &bind;
     print!("{md}");
     if let Some(dir) = out.parent() {
         let _ = std::fs::create_dir_all(dir);
     }
+    let bind_out = bind_out.unwrap_or_else(|| out.with_file_name("bind-latest.md"));
+    std::fs::write(&bind_out, &bind).expect("write the kernel-binding section");
+    eprintln!("netbench: wrote {}", bind_out.display());
     std::fs::write(&out, &md).expect("write the benchmark table");
     std::fs::write(out.with_extension("json"), serde_json::to_string_pretty(&js).unwrap()).expect("write the results");
     eprintln!("netbench: wrote {} and {}", out.display(), out.with_extension("json").display());
@@ -506,7 +714,7 @@ fn report(c: &Cfg, quick: bool, samples: &[Vec<Vec<Sample>>], memory: &[Memory])
     writeln!(md, "# Benchmark: today's path vs this ingress vs a direct connection\n").unwrap();
     writeln!(
         md,
-        "Machine: {machine}, kernel {kernel}, {date}. Command: `cargo xtask bench{}`: the k3d-shaped topology in network namespaces; load from the client namespace (wrk, 2 threads; the WebSocket echo by the test client); {} s per run, {} interleaved round(s), the path order rotating from round to round (A B N C C C, then B N C C C A, ...); figures are medians over rounds, ratios are medians of each round's paired ratio. Backend: nginx in the Service's two pods (`/`: 18 bytes, `/1m`: 1 MiB; B connects to the first, A, N and C balance over both); the WebSocket pod runs the test echo server. CPU: the whole machine (user + system + irq + softirq from /proc/stat) per request, load generator and backend included. Everything shares the same {} CPUs. TIME_WAIT: every bench namespace caps it at {TIME_WAIT_BUCKETS} sockets (`net.ipv4.tcp_max_tw_buckets`), so a `Connection: close` run does not inherit the TIME_WAIT sockets of the runs before it.\n",
+        "Machine: {machine}, kernel {kernel}, {date}. Command: `cargo xtask bench{}`: the k3d-shaped topology in network namespaces; load from the client namespace (wrk, 2 threads; the WebSocket echo by the test client); {} s per run, {} interleaved round(s), the path order rotating from round to round (A B N C C C Ck, then B N C C C Ck A, ...); figures are medians over rounds, ratios are medians of each round's paired ratio. Backend: nginx in the Service's two pods (`/`: 18 bytes, `/1m`: 1 MiB; B connects to the first, A, N and C balance over both); the WebSocket pod runs the test echo server. CPU: the whole machine (user + system + irq + softirq from /proc/stat) per request, load generator and backend included. Everything shares the same {} CPUs. TIME_WAIT: every bench namespace caps it at {TIME_WAIT_BUCKETS} sockets (`net.ipv4.tcp_max_tw_buckets`), so a `Connection: close` run does not inherit the TIME_WAIT sockets of the runs before it.\n",
         if quick { " --quick" } else { "" },
         c.secs,
         c.rounds,
@@ -534,10 +742,11 @@ fn report(c: &Cfg, quick: bool, samples: &[Vec<Vec<Sample>>], memory: &[Memory])
             }
             _ => writeln!(
                 md,
-                "- {}: agent {} under load; {} holding {IDLE} idle keep-alive connections",
+                "- {}: agent {} under load; {} with {IDLE} idle keep-alive connections open{}",
                 p.name(),
                 megabytes(peak(&m.main)),
-                megabytes(peak(&m.idle))
+                megabytes(peak(&m.idle)),
+                if *p == Path::KernelBound { " (bound in the kernel: the pods hold them, not the agent)" } else { "" }
             )
             .unwrap(),
         }
@@ -568,6 +777,10 @@ fn report(c: &Cfg, quick: bool, samples: &[Vec<Vec<Sample>>], memory: &[Memory])
     let n = PATHS.iter().position(|p| *p == Path::Nginx).unwrap();
     let mut js_workloads = vec![];
     for (wi, w) in WORKLOADS.iter().enumerate() {
+        // the latency workload has its own table (`bind_report`)
+        if *w == Workload::Latency {
+            continue;
+        }
         writeln!(md, "## {}\n", w.title(c)).unwrap();
         let by_bytes = *w == Workload::WebSocket || *w == Workload::OneMiB;
         let rate = |s: &Sample| if by_bytes { s.mbps } else { s.rps };
@@ -708,13 +921,17 @@ fn report(c: &Cfg, quick: bool, samples: &[Vec<Vec<Sample>>], memory: &[Memory])
 /// The measurement loop (h-perf, issue 11): only some paths and workloads, a short table
 /// of ratios, and optionally the proxies profiled while each workload runs.
 ///
-/// `--paths A,B,N,C,Ce,Cs` (C: userspace, Ce: eBPF, Cs: eBPF + splice-safe joined),
-/// `--workloads keepalive,close,1m,ws`, `--secs N` (seconds per run), `--agent-arg ARG`
+/// `--paths A,B,N,C,Ce,Cs,Ck` (C: userspace, Ce: eBPF, Cs: eBPF + splice-safe joined,
+/// Ck: eBPF + eligible hosts bound in the kernel), `--workloads
+/// keepalive,close,1m,ws,latency`, `--secs N` (seconds per run), `--agent-arg ARG`
 /// (repeatable: passed to the agent, e.g. `--agent-arg --workers --agent-arg 1`),
-/// `--profile record|syscalls --profile-dir DIR`: while each workload runs on N or a C
-/// path, `perf record -F 999 --call-graph dwarf` (record) or `perf stat -e
+/// `--profile record|syscalls|system --profile-dir DIR`: while each workload runs on N or
+/// a C path, `perf record -F 999 --call-graph dwarf` (record) or `perf stat -e
 /// 'syscalls:sys_enter_*'` (syscalls) on every process of the VM namespace (the proxy:
-/// the agent, or nginx's master and workers), into DIR/<path>-<workload>.{data,txt}.
+/// the agent, or nginx's master and workers), into DIR/<path>-<workload>.{data,txt};
+/// `system`: `perf record -a -g` of the whole machine on every path (where Ck's time
+/// goes: it is in softirq, not in a process). With Ck selected the kernel-binding
+/// section is printed too (and written to `--bind-out FILE` when given).
 #[derive(Default)]
 struct Selection {
     paths: Option<Vec<Path>>,
@@ -744,7 +961,8 @@ impl Selection {
                             "C" => Path::Userspace,
                             "Ce" => Path::Ebpf,
                             "Cs" => Path::EbpfSplice,
-                            other => panic!("netbench: --paths: unknown path {other:?} (A, B, N, C, Ce, Cs)"),
+                            "Ck" => Path::KernelBound,
+                            other => panic!("netbench: --paths: unknown path {other:?} (A, B, N, C, Ce, Cs, Ck)"),
                         })
                         .collect(),
                 )
@@ -758,9 +976,10 @@ impl Selection {
                             "close" => Workload::NewConnection,
                             "1m" => Workload::OneMiB,
                             "ws" => Workload::WebSocket,
-                            other => {
-                                panic!("netbench: --workloads: unknown workload {other:?} (keepalive, close, 1m, ws)")
-                            }
+                            "latency" => Workload::Latency,
+                            other => panic!(
+                                "netbench: --workloads: unknown workload {other:?} (keepalive, close, 1m, ws, latency)"
+                            ),
                         })
                         .collect(),
                 )
@@ -768,8 +987,11 @@ impl Selection {
             "--secs" => self.secs = Some(val("seconds").parse().expect("netbench: --secs N")),
             "--agent-arg" => self.agent_args.push(val("an argument")),
             "--profile" => {
-                let v = val("record or syscalls");
-                assert!(v == "record" || v == "syscalls", "netbench: --profile record|syscalls, not {v:?}");
+                let v = val("record, syscalls or system");
+                assert!(
+                    ["record", "syscalls", "system"].contains(&v.as_str()),
+                    "netbench: --profile record|syscalls|system, not {v:?}"
+                );
                 self.profile = Some(v)
             }
             "--profile-dir" => self.profile_dir = Some(PathBuf::from(val("a directory"))),
@@ -792,10 +1014,14 @@ impl Selection {
     /// `vm_ns` (only N and the C paths run a proxy there).
     fn profile_start(&mut self, vm_ns: &str, path: Path) {
         self.current = None;
+        let short = path.short();
+        if self.profile.as_deref() == Some("system") {
+            self.current = Some((short.replace([' ', '+'], "_"), String::new()));
+            return;
+        }
         if self.profile.is_none() || matches!(path, Path::Legacy | Path::Direct) {
             return;
         }
-        let short = path.short();
         std::thread::sleep(Duration::from_millis(300));
         let out = std::process::Command::new("ip").args(["netns", "pids", vm_ns]).output();
         let pids: Vec<String> = out
@@ -818,11 +1044,17 @@ impl Selection {
         if mode == "record" {
             let data = dir.join(format!("{name}.data"));
             cmd.args(["record", "-F", "999", "--call-graph", "dwarf", "-q", "-o"]).arg(data);
+        } else if mode == "system" {
+            let data = dir.join(format!("{name}.data"));
+            cmd.args(["record", "-a", "-g", "-F", "999", "-q", "-o"]).arg(data);
         } else {
             let txt = dir.join(format!("{name}.txt"));
             cmd.args(["stat", "-e", "syscalls:sys_enter_*", "-o"]).arg(txt);
         }
-        cmd.args(["-p", pids, "--", "sleep", &secs]);
+        if !pids.is_empty() {
+            cmd.args(["-p", pids]);
+        }
+        cmd.args(["--", "sleep", &secs]);
         cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
         self.running = cmd.spawn().ok();
         if self.running.is_none() {
@@ -854,7 +1086,8 @@ impl Selection {
         let n = PATHS.iter().position(|p| *p == Path::Nginx).unwrap();
         let b = PATHS.iter().position(|p| *p == Path::Direct).unwrap();
         for (wi, w) in WORKLOADS.iter().enumerate() {
-            if !self.workload(*w) {
+            // the latency workload has its own table (`bind_report`)
+            if !self.workload(*w) || *w == Workload::Latency {
                 continue;
             }
             let by_bytes = *w == Workload::WebSocket || *w == Workload::OneMiB;
@@ -899,4 +1132,220 @@ impl Selection {
         }
         md
     }
+}
+
+/// `/proc/loadavg`'s three averages.
+fn loadavg() -> String {
+    let l = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    l.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+}
+
+/// What the kernel-binding section says besides the samples.
+struct BindContext<'a> {
+    command: &'a str,
+    load_before: &'a str,
+    /// Why Ck did not run (this kernel cannot bind).
+    unsupported: Option<&'static str>,
+    /// A selection run (`--paths ...`), not `cargo xtask bench`.
+    selected: bool,
+    /// `--pod-time-wait N`: the pods' TIME_WAIT cap (None: TIME_WAIT_BUCKETS).
+    pod_time_wait: Option<u32>,
+}
+
+/// The kernel-binding section (issue 14, item 5; `docs/bench/bind-latest.md`): Ck beside
+/// direct, nginx, the proxy and the join, per workload with ratios to direct; connection
+/// setup and time to first byte; every Ck run's binding check; the issue's targets.
+fn bind_report(c: &Cfg, samples: &[Vec<Vec<Sample>>], ctx: &BindContext) -> String {
+    let (machine, kernel, date) = machine();
+    let mut md = String::new();
+    let pos = |p: Path| PATHS.iter().position(|x| *x == p).unwrap();
+    let (b, k) = (pos(Path::Direct), pos(Path::KernelBound));
+    let wpos = |w: Workload| WORKLOADS.iter().position(|x| *x == w).unwrap();
+    let vals =
+        |pi: usize, wi: usize, f: &dyn Fn(&Sample) -> f64| -> Vec<f64> { samples[pi][wi].iter().map(f).collect() };
+    let ratio = |pi: usize, wi: usize, f: &dyn Fn(&Sample) -> f64| -> Median {
+        if samples[pi][wi].len() != samples[b][wi].len() || samples[b][wi].is_empty() {
+            return Median { value: f64::NAN, non_finite: 0, samples: 0 };
+        }
+        paired_ratio(&vals(pi, wi, f), &vals(b, wi, f))
+    };
+    let med = |pi: usize, wi: usize, f: &dyn Fn(&Sample) -> f64| bench::median(&vals(pi, wi, f));
+    let faults = |wi: usize, pis: &[usize]| {
+        let mut f = Faults::default();
+        for s in pis.iter().flat_map(|pi| &samples[*pi][wi]) {
+            f.add(s.faults());
+        }
+        f
+    };
+    let is_agent = |p: Path| matches!(p, Path::Userspace | Path::Ebpf | Path::EbpfSplice | Path::KernelBound);
+    writeln!(md, "# Kernel-bound L7 (delayed binding) beside direct, nginx, the proxy and the join\n").unwrap();
+    writeln!(
+        md,
+        "Machine: {machine}, kernel {kernel}, {date}; load average before {}, after {} (the machine may be shared: compare ratios of this run only). Command: `{}`{}. {} s per wrk run, {} interleaved round(s), the path order rotating from round to round; figures are medians over rounds, ratios medians of each round's paired ratio to B (direct).\n",
+        ctx.load_before,
+        loadavg(),
+        ctx.command,
+        if ctx.selected { "" } else { " (part of `cargo xtask bench`)" },
+        c.secs,
+        c.rounds
+    )
+    .unwrap();
+    writeln!(
+        md,
+        "TIME_WAIT: every namespace keeps at most {TIME_WAIT_BUCKETS} sockets{}. A pod that closes first (it answers `Connection: close`) keeps the tuple in TIME_WAIT; a direct client's SYN recycles it, a bound connection's first segment meets it and hangs until it ends (the pod never sees the SYN: `docs/delayed-binding.md`).\n",
+        match ctx.pod_time_wait {
+            Some(n) => format!(", the pods at most {n} (`--pod-time-wait {n}`, a diagnostic)"),
+            None => String::new(),
+        }
+    )
+    .unwrap();
+    if let Some(why) = ctx.unsupported {
+        writeln!(md, "**Ck was not run: {why}.** The tables below have no Ck row.\n").unwrap();
+    }
+    writeln!(
+        md,
+        "Ck is the agent with `{}` on the k3d-shaped topology: the benchmarked host `{HOST}` (one backendRef, no filters, an exact hostname) is bound to a pod in the kernel: the SYN answered by the edge SYN cookie (XDP), the first segment's Host read by `bind_first` (tc on the NIC), the pod's socket made by `pod_bind` in the pod's namespace, every later packet NATed in tc; the agent's proxy sees none of it. Every path requests the same host with the same `Host` header; B connects to the first of the Service's two nginx pods, N, C, Cs and Ck balance over both (Ck by flow hash). Every Ck run is checked: `BIND_FIRST_COUNTS` \"bound\" must grow by at least the connections the run opened and the agent's proxy may serve at most {:.1} % of its requests, else netbench fails (the WebSocket host is not eligible and is not checked).\n",
+        kbind::BIND_ARGS.join(" "),
+        MAX_PROXIED_SHARE * 100.0
+    )
+    .unwrap();
+    writeln!(
+        md,
+        "CPU per request: the whole machine's busy time (user + system + irq + softirq of every CPU, from /proc/stat) over the run, divided by the requests: load generator, pods and the path between them included, as for every path. For Ck the agent does no per-request work; the cost is the softirq of the XDP and tc programs (cookie, first segment, NAT on the NIC, the bridge and the pod's veth) and the forwarding, which /proc/stat counts as softirq (or as system time of the process whose send ran them). The agent process's own CPU (user + system, /proc/PID/stat) per request is shown apart.\n"
+    )
+    .unwrap();
+    let shown: Vec<usize> = (0..PATHS.len())
+        .filter(|pi| WORKLOADS.iter().enumerate().any(|(wi, _)| !samples[*pi][wi].is_empty()))
+        .collect();
+    for w in [Workload::KeepAlive, Workload::NewConnection, Workload::OneMiB] {
+        let wi = wpos(w);
+        if shown.iter().all(|pi| samples[*pi][wi].is_empty()) {
+            continue;
+        }
+        let by_bytes = w == Workload::OneMiB;
+        let rate = |s: &Sample| if by_bytes { s.mbps } else { s.rps };
+        writeln!(md, "## {}\n", w.title(c)).unwrap();
+        writeln!(
+            md,
+            "| path | {} | p50 | p99 | CPU per request | agent process CPU per request | errors / non-2xx | vs B | CPU vs B |",
+            if by_bytes { "MB/s" } else { "requests/s" }
+        )
+        .unwrap();
+        writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|").unwrap();
+        for &pi in &shown {
+            if samples[pi][wi].is_empty() {
+                continue;
+            }
+            let f = faults(wi, &[pi]);
+            let agent_cpu =
+                if is_agent(PATHS[pi]) { cell(med(pi, wi, &|s| s.agent_cpu_us), 2, " us") } else { "-".into() };
+            writeln!(
+                md,
+                "| {} | {} | {} | {} | {} | {agent_cpu} | {} / {} | {} | {} |",
+                PATHS[pi].name(),
+                cell(med(pi, wi, &rate), if by_bytes { 1 } else { 0 }, ""),
+                cell(med(pi, wi, &|s| s.p50_us), 0, " us"),
+                cell(med(pi, wi, &|s| s.p99_us), 0, " us"),
+                cell(med(pi, wi, &|s| s.cpu_us), 1, " us"),
+                f.errors,
+                f.non_2xx,
+                cell(ratio(pi, wi, &rate), 2, "x"),
+                cell(ratio(pi, wi, &|s| s.cpu_us), 2, "x"),
+            )
+            .unwrap();
+        }
+        writeln!(md).unwrap();
+    }
+    let li = wpos(Workload::Latency);
+    if shown.iter().any(|pi| !samples[*pi][li].is_empty()) {
+        writeln!(md, "## {}\n", Workload::Latency.title(c)).unwrap();
+        writeln!(
+            md,
+            "One connection at a time from the client namespace (`ingress_tests::latency`): connect time is `connect()` until it returns (the SYN / SYN-ACK exchange as the client sees it; for Ck the SYN-ACK is the edge's cookie), time to first byte from writing `GET /` to the first byte of the answer (for Ck: the first segment's binding, the pod's socket made from it, nginx's answer). Medians and p99 per round, then the median over rounds.\n"
+        )
+        .unwrap();
+        writeln!(md, "| path | connections | connect p50 | connect p99 | first byte p50 | first byte p99 | failures | connect p50 vs B | first byte p50 vs B |").unwrap();
+        writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|").unwrap();
+        for &pi in &shown {
+            if samples[pi][li].is_empty() {
+                continue;
+            }
+            let failures: u64 = samples[pi][li].iter().map(|s| s.errors).sum();
+            writeln!(
+                md,
+                "| {} | {} | {} | {} | {} | {} | {failures} | {} | {} |",
+                PATHS[pi].name(),
+                cell(med(pi, li, &|s| s.requests as f64), 0, ""),
+                cell(med(pi, li, &|s| s.connect_p50_us), 0, " us"),
+                cell(med(pi, li, &|s| s.connect_p99_us), 0, " us"),
+                cell(med(pi, li, &|s| s.first_byte_p50_us), 0, " us"),
+                cell(med(pi, li, &|s| s.first_byte_p99_us), 0, " us"),
+                cell(ratio(pi, li, &|s| s.connect_p50_us), 2, "x"),
+                cell(ratio(pi, li, &|s| s.first_byte_p50_us), 2, "x"),
+            )
+            .unwrap();
+        }
+        writeln!(md).unwrap();
+    }
+    writeln!(md, "## Binding check (every Ck run)\n").unwrap();
+    writeln!(
+        md,
+        "| workload | round | connections opened | requests | bound | fallback | served by the agent's proxy |"
+    )
+    .unwrap();
+    writeln!(md, "|---|---:|---:|---:|---:|---:|---:|").unwrap();
+    for (wi, w) in WORKLOADS.iter().enumerate() {
+        for (round, s) in samples[k][wi].iter().enumerate() {
+            if let Some(ch) = &s.bind {
+                let opened =
+                    if *w == Workload::WebSocket { "1 (not eligible)".to_string() } else { ch.connections.to_string() };
+                writeln!(
+                    md,
+                    "| {} | {round} | {opened} | {} | {} | {} | {} |",
+                    w.key(),
+                    ch.requests,
+                    ch.bound,
+                    ch.fallback,
+                    ch.proxied
+                )
+                .unwrap();
+            }
+        }
+    }
+    writeln!(md, "\n## Targets (issue 14: Ck against B, direct)\n").unwrap();
+    writeln!(md, "| target | Ck vs B | verdict |").unwrap();
+    writeln!(md, "|---|---:|---|").unwrap();
+    let rps = |s: &Sample| s.rps;
+    let mbps = |s: &Sample| s.mbps;
+    let cpu = |s: &Sample| s.cpu_us;
+    type Metric<'a> = &'a dyn Fn(&Sample) -> f64;
+    let targets: [(&str, Workload, Metric, Target); 6] = [
+        ("keep-alive requests/s >= 0.85x", Workload::KeepAlive, &rps, Target { at_least: true, threshold: 0.85 }),
+        (
+            "new connection per request, requests/s >= 0.85x",
+            Workload::NewConnection,
+            &rps,
+            Target { at_least: true, threshold: 0.85 },
+        ),
+        ("1 MiB responses, MB/s >= 0.9x", Workload::OneMiB, &mbps, Target { at_least: true, threshold: 0.9 }),
+        ("CPU per request, keep-alive <= 1.2x", Workload::KeepAlive, &cpu, Target { at_least: false, threshold: 1.2 }),
+        (
+            "CPU per request, new connection <= 1.2x",
+            Workload::NewConnection,
+            &cpu,
+            Target { at_least: false, threshold: 1.2 },
+        ),
+        ("CPU per request, 1 MiB <= 1.2x", Workload::OneMiB, &cpu, Target { at_least: false, threshold: 1.2 }),
+    ];
+    for (what, w, f, t) in targets {
+        let wi = wpos(w);
+        let (r, base) = (ratio(k, wi, f), med(b, wi, f));
+        let v = if samples[k][wi].is_empty() || samples[b][wi].is_empty() {
+            "not judged (not run)".to_string()
+        } else {
+            bench::verdict(t, r, base, faults(wi, &[k, b])).to_string()
+        };
+        writeln!(md, "| {what} | {} | {v} |", cell(r, 2, "x")).unwrap();
+    }
+    md
 }
