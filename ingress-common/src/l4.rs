@@ -128,6 +128,12 @@ pub const CT_CLOSED: u8 = 4;
 /// established flow (its last packet is what ages it), so the client's next segment,
 /// however late, still gets its RST.
 pub const CT_ENDPOINT_GONE: u8 = 5;
+/// Delayed binding: a tuple whose bound flow closed with a FIN and whose new connection
+/// `bind_first` handed to the agent (the pod may still hold the tuple in TIME_WAIT). The
+/// connection's segments pass to the VM's stack (the agent's socket), and a further new
+/// connection on the tuple goes to the agent too, until the entry ages out like a closing
+/// one (after the pod's TIME_WAIT).
+pub const CT_AGENT: u8 = 6;
 
 const SEC: u64 = 1_000_000_000;
 /// Idle time after which a flow in `SYN_SENT` is forgotten.
@@ -145,7 +151,7 @@ pub const fn ct_timeout_ns(state: u8) -> u64 {
     match state {
         CT_SYN_SENT => CT_TIMEOUT_SYN_NS,
         CT_ESTABLISHED | CT_ENDPOINT_GONE => CT_TIMEOUT_ESTABLISHED_NS,
-        CT_CLOSING => CT_TIMEOUT_CLOSING_NS,
+        CT_CLOSING | CT_AGENT => CT_TIMEOUT_CLOSING_NS,
         _ => CT_TIMEOUT_CLOSED_NS,
     }
 }

@@ -37,7 +37,9 @@ use ingress_common::first_segment::{
     FIRST_NO_ENDPOINT, FIRST_NO_LISTENER, FIRST_PURE_ACK, FirstResult,
 };
 use ingress_common::head::Fallback;
-use ingress_common::l4::{CT_CLOSED, CT_CLOSING, CT_DIR_REPLY, CT_ENDPOINT_GONE, L4CtEntry, L4CtKey, flow_hash};
+use ingress_common::l4::{
+    CT_AGENT, CT_CLOSED, CT_CLOSING, CT_DIR_REPLY, CT_ENDPOINT_GONE, L4CtEntry, L4CtKey, flow_hash,
+};
 use ingress_common::pod_bind::PodFlowKey;
 use ingress_common::proto;
 use ingress_common::syncookie::{self, Decoded, MAX_OPTIONS, PARSE_OK, SEEN_TS, SynCookieTarget, SynParse, Tuple};
@@ -103,7 +105,7 @@ fn try_bind_first(ctx: &TcContext) -> Option<i32> {
             return Some(TC_ACT_OK as i32);
         }
         // SAFETY: valid map value pointer.
-        Some(e) if rst || !matches!(unsafe { (*e).state }, CT_CLOSING | CT_CLOSED) => {
+        Some(e) if rst && unsafe { (*e).state } != CT_AGENT || !matches!(unsafe { (*e).state }, CT_CLOSING | CT_CLOSED | CT_AGENT) => {
             return Some(ct_forward(ctx, &p, e, now));
         }
         other => other,
@@ -111,11 +113,17 @@ fn try_bind_first(ctx: &TcContext) -> Option<i32> {
     if rst {
         return None;
     }
-    if let Some(verdict) = first_of_connection(ctx, &p, now, stale.is_some()) {
+    // SAFETY: valid map value pointer (a copy).
+    let old = stale.map(|e| unsafe { *e });
+    if let Some(verdict) = first_of_connection(ctx, &p, now, old) {
         return Some(verdict);
     }
-    // not a new connection's: the closing flow's own segment
-    stale.map(|e| ct_forward(ctx, &p, e, now))
+    // not a new connection's: the closing flow's own segment, or the agent's connection's
+    match stale {
+        // SAFETY: valid map value pointer.
+        Some(e) if unsafe { (*e).state } != CT_AGENT => Some(ct_forward(ctx, &p, e, now)),
+        _ => None,
+    }
 }
 
 /// Forwards a segment of a bound flow through its conntrack entry `e`.
@@ -131,9 +139,18 @@ fn ct_forward(ctx: &TcContext, p: &Tcp4, e: *mut L4CtEntry, now: u64) -> i32 {
 /// A segment that is not a live bound flow's: bound, handed to the agent or dropped when
 /// its cookie validates (always `Some` then). Otherwise `None` when `stale` (a closing
 /// flow has the tuple: the caller forwards it there), else as `not_first` says.
+///
+/// `old`: the stale entry. One that closed with a FIN (or is already the agent's): the
+/// pod may still hold the tuple in TIME_WAIT (it closed first), and a first segment
+/// bound to it would meet that socket and hang (the pod never sees the SYN that would
+/// recycle it), so the new connection goes to the agent, whose own connection to the pod
+/// has a port of its own. When a stale tuple's new connection goes to the agent, its
+/// entry becomes `CT_AGENT`: later segments pass to the agent's socket, not the old pod.
 #[inline(always)]
-fn first_of_connection(ctx: &TcContext, p: &Tcp4, now: u64, stale: bool) -> Option<i32> {
+fn first_of_connection(ctx: &TcContext, p: &Tcp4, now: u64, old: Option<L4CtEntry>) -> Option<i32> {
     let p = *p;
+    let stale = old.is_some();
+    let after_fin = old.is_some_and(|e| e.state == CT_CLOSING || e.state == CT_AGENT);
     let cfg = SYNCOOKIE_CONFIG.get(0)?;
     if cfg.path_mss == 0 {
         return None;
@@ -196,8 +213,15 @@ fn first_of_connection(ctx: &TcContext, p: &Tcp4, now: u64, stale: bool) -> Opti
             record(FIRST_PURE_ACK, NOT_SCANNED, 0, 0, 0);
             return Some(TC_ACT_SHOT as i32);
         }
-        Action::Fallback => return Some(to_agent(ctx, &p, &d, client_isn, rcv_wscale, ts, NOT_SCANNED)),
-        Action::Scan => {}
+        action => {
+            if let Some(e) = old {
+                // a bind below overwrites it; any handoff to the agent leaves it so
+                let _ = L4_CT.insert(&orig_key(&p), &L4CtEntry { state: CT_AGENT, last_seen_ns: now, ..e }, 0);
+            }
+            if after_fin || matches!(action, Action::Fallback) {
+                return Some(to_agent(ctx, &p, &d, client_isn, rcv_wscale, ts, NOT_SCANNED));
+            }
+        }
     }
     let (code, key) = scan_payload(ctx, &p, &mut s.head);
     if !first_segment::binds(code) {

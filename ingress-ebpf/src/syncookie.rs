@@ -89,6 +89,13 @@ fn try_syncookie(ctx: &XdpContext) -> Option<u32> {
     if cfg.path_mss == 0 {
         return None;
     }
+    // A socket of this VM still has the tuple (the agent's connection in TIME_WAIT after
+    // it closed first, the client reusing its port): only the stack can recycle it, so
+    // the SYN goes there and the connection to the agent, as without binding. Answered
+    // here, the cookie's ACK would meet the TIME_WAIT socket and hang.
+    if vm_socket_has(ctx, &ip, &tcp) {
+        return None;
+    }
     let optlen = doff - 20;
     // The option walk runs in bpf_loop (5.17) over a per-CPU map value: the verifier
     // checks one step, whose inputs (read from the map) it does not know, instead of
@@ -140,4 +147,35 @@ fn try_syncookie(ctx: &XdpContext) -> Option<u32> {
         syncookie::synack(cfg, &t, client_isn, &o, &cookie, ecn, &mut *hdr);
     }
     Some(XDP_TX)
+}
+
+/// Whether a socket of this namespace other than a listener (established, TIME_WAIT,
+/// ...) has the SYN's 4-tuple (`bpf_skc_lookup_tcp`, Linux 5.2).
+#[inline(always)]
+fn vm_socket_has(ctx: &XdpContext, ip: &[u8; IP_LEN], tcp: &[u8; 20]) -> bool {
+    use aya_ebpf::EbpfContext;
+    use aya_ebpf::bindings::{BPF_F_CURRENT_NETNS, bpf_sock_tuple};
+    use aya_ebpf::helpers::{bpf_sk_release, bpf_skc_lookup_tcp};
+    // SAFETY: all-zero is a valid bpf_sock_tuple.
+    let mut tuple: bpf_sock_tuple = unsafe { core::mem::zeroed() };
+    // SAFETY: writing the ipv4 member of the union (addresses and ports as in the packet).
+    unsafe {
+        let t = &mut tuple.__bindgen_anon_1.ipv4;
+        t.saddr = u32::from_ne_bytes([ip[12], ip[13], ip[14], ip[15]]);
+        t.daddr = u32::from_ne_bytes([ip[16], ip[17], ip[18], ip[19]]);
+        t.sport = u16::from_ne_bytes([tcp[0], tcp[1]]);
+        t.dport = u16::from_ne_bytes([tcp[2], tcp[3]]);
+    }
+    let v4 = core::mem::size_of::<aya_ebpf::bindings::bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1>() as u32;
+    // SAFETY: valid context and tuple; the reference is released at once.
+    let sk = unsafe { bpf_skc_lookup_tcp(ctx.as_ptr(), &mut tuple, v4, BPF_F_CURRENT_NETNS as u64, 0) };
+    if sk.is_null() {
+        return false;
+    }
+    // a listener is what the lookup falls back to: not the tuple's
+    // SAFETY: `state` is readable on a socket-common pointer.
+    let listening = unsafe { (*sk).state } == 10;
+    // SAFETY: releases the lookup's reference.
+    unsafe { bpf_sk_release(sk as *mut _) };
+    !listening
 }

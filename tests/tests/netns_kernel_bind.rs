@@ -265,3 +265,59 @@ fn a_new_connection_on_the_tuple_of_a_closed_bound_flow_is_bound_afresh() {
     assert_eq!(a.stats().proxy.requests, 0, "the agent's proxy served none of them");
     a.stop();
 }
+
+/// A tuple the pod still holds in TIME_WAIT: the pod closes first (`Connection: close`),
+/// the client reuses its source port at once. The pod never sees the new connection's
+/// SYN (the edge answered it), so a bound first segment would meet the TIME_WAIT socket
+/// and hang; `bind_first` hands a new connection on the tuple of a flow that closed with a
+/// FIN to the agent instead, and marks the entry `CT_AGENT` so its later segments reach
+/// the agent's socket. The third reuses the tuple of the agent's connection, which the VM
+/// holds in TIME_WAIT: `syncookie_xdp` passes such a SYN to the stack (only it can recycle
+/// the TIME_WAIT). Each connection is answered in time; the first is bound, the reused
+/// ones served by the agent.
+#[test]
+fn a_reused_tuple_the_pod_holds_in_time_wait_is_served_by_the_agent_not_hung() {
+    use socket2::{Domain, Socket, Type};
+    let test = "a_reused_tuple_the_pod_holds_in_time_wait_is_served_by_the_agent_not_hung";
+    if !require(test) {
+        return;
+    }
+    let (topo, _peer, a) = bound_topology("hkb5");
+    wait_bound(&a);
+    let before = bind_view(&a);
+    let from: std::net::SocketAddr = format!("{}:40127", ingress_tests::topology::CLIENT_IP).parse().unwrap();
+    let to: std::net::SocketAddr = format!("{VM_IP}:9080").parse().unwrap();
+    let limit = Duration::from_secs(5);
+    let pods: Vec<String> = in_ns(&topo.client_ns(), || {
+        (0..3)
+            .map(|i| {
+                let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+                s.set_reuse_address(true).unwrap();
+                s.bind(&from.into()).unwrap();
+                s.connect_timeout(&to.into(), limit).unwrap_or_else(|e| panic!("connection {i}: {e}"));
+                let s: TcpStream = s.into();
+                s.set_read_timeout(Some(limit)).unwrap();
+                let mut w = s.try_clone().unwrap();
+                w.write_all(&Request::get(BOUND_HOST, "/").header("connection", "close").to_bytes()).unwrap();
+                let start = Instant::now();
+                let resp = read_response(&mut BufReader::new(s.try_clone().unwrap()), false).unwrap_or_else(|e| {
+                    panic!("connection {i} from the same port, after {:?}: {e}; {:?}", start.elapsed(), bind_view(&a))
+                });
+                assert_eq!(resp.status, 200, "connection {i}");
+                // the pod closed first; our close completes it (the pod keeps TIME_WAIT)
+                drop((w, s));
+                std::thread::sleep(Duration::from_millis(100));
+                resp.json::<Echo>().pod
+            })
+            .collect()
+    });
+    assert!(pods.iter().all(|p| p.starts_with("react-starter-development")), "{pods:?}");
+    let after = bind_view(&a);
+    assert_eq!(after.count("bound"), before.count("bound") + 1, "only the first bound: {after:?}");
+    // the second: its cookie ACK handed to the agent (the edge's entry says FIN-closed);
+    // the third: its SYN passed to the stack (the agent's socket from the second is in
+    // TIME_WAIT on the VM), so no cookie and no first-segment outcome at all
+    assert_eq!(after.count("fallback"), before.count("fallback") + 1, "the second to the agent: {after:?}");
+    assert_eq!(a.stats().proxy.requests, 2, "the agent's proxy served the reused tuples");
+    a.stop();
+}
