@@ -315,9 +315,11 @@ fn a_reused_tuple_the_pod_holds_in_time_wait_is_served_by_the_agent_not_hung() {
     let after = bind_view(&a);
     assert_eq!(after.count("bound"), before.count("bound") + 1, "only the first bound: {after:?}");
     // the second: its cookie ACK handed to the agent (the edge's entry says FIN-closed);
-    // the third: its SYN passed to the stack (the agent's socket from the second is in
-    // TIME_WAIT on the VM), so no cookie and no first-segment outcome at all
-    assert_eq!(after.count("fallback"), before.count("fallback") + 1, "the second to the agent: {after:?}");
+    // the third: its SYN passed to the stack when the agent's socket from the second is
+    // in TIME_WAIT on the VM (no first-segment outcome then), else its cookie ACK handed
+    // to the agent like the second (the entry is CT_AGENT): who closed first decides
+    let fallbacks = after.count("fallback") - before.count("fallback");
+    assert!((1..=2).contains(&fallbacks), "the reused ones to the agent, not bound: {after:?}");
     assert_eq!(a.stats().proxy.requests, 2, "the agent's proxy served the reused tuples");
     a.stop();
 }
