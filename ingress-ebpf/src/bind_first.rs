@@ -105,7 +105,10 @@ fn try_bind_first(ctx: &TcContext) -> Option<i32> {
             return Some(TC_ACT_OK as i32);
         }
         // SAFETY: valid map value pointer.
-        Some(e) if rst && unsafe { (*e).state } != CT_AGENT || !matches!(unsafe { (*e).state }, CT_CLOSING | CT_CLOSED | CT_AGENT) => {
+        Some(e)
+            if rst && unsafe { (*e).state } != CT_AGENT
+                || !matches!(unsafe { (*e).state }, CT_CLOSING | CT_CLOSED | CT_AGENT) =>
+        {
             return Some(ct_forward(ctx, &p, e, now));
         }
         other => other,

@@ -65,7 +65,8 @@ pub fn adopt_or_attach(
     if let Some(p) = pins {
         let path = p.link_path(kind, target);
         let _ = std::fs::remove_file(&path);
-        obj_pin(link.as_fd(), &path).map_err(|e| io::Error::new(e.kind(), format!("pinning {}: {e}", path.display())))?;
+        obj_pin(link.as_fd(), &path)
+            .map_err(|e| io::Error::new(e.kind(), format!("pinning {}: {e}", path.display())))?;
     }
     Ok((link, Got::Attached))
 }
@@ -85,7 +86,9 @@ fn adopt(pins: &Pins, kind: &str, target: &str, prog: BorrowedFd<'_>) -> io::Res
             let _ = std::fs::remove_file(&path);
             Ok(None)
         }
-        Err(e) => Err(io::Error::new(e.kind(), format!("putting the program into the pinned link {}: {e}", path.display()))),
+        Err(e) => {
+            Err(io::Error::new(e.kind(), format!("putting the program into the pinned link {}: {e}", path.display())))
+        }
     }
 }
 

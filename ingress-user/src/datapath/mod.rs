@@ -45,8 +45,8 @@ pub mod syncookie;
 pub mod bind_first;
 // delayed binding driven by the agent (--bind-in-kernel on): the pure plan, the pod
 // namespaces, the runtime that attaches the pieces and syncs their maps
-pub mod bind_plan;
 pub mod bind_links;
+pub mod bind_plan;
 pub mod bind_runtime;
 pub mod pod_netns;
 
