@@ -229,7 +229,7 @@ fn bound_connections_keep_working_across_an_agent_restart_and_detach_removes_eve
 /// without the pod side's admission (which the pod answered with a RST).
 #[test]
 fn a_new_connection_on_the_tuple_of_a_closed_bound_flow_is_bound_afresh() {
-    use socket2::{Domain, Socket, Type};
+    use socket2::Socket;
     let test = "a_new_connection_on_the_tuple_of_a_closed_bound_flow_is_bound_afresh";
     if !require(test) {
         return;
@@ -237,17 +237,10 @@ fn a_new_connection_on_the_tuple_of_a_closed_bound_flow_is_bound_afresh() {
     let (topo, _peer, a) = bound_topology("hkb4");
     wait_bound(&a);
     let before = bind_view(&a);
-    let from: std::net::SocketAddr = format!("{}:40123", ingress_tests::topology::CLIENT_IP).parse().unwrap();
-    let to: std::net::SocketAddr = format!("{VM_IP}:9080").parse().unwrap();
     let pods: Vec<String> = in_ns(&topo.client_ns(), || {
         (0..3)
             .map(|i| {
-                let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-                s.set_reuse_address(true).unwrap();
-                s.bind(&from.into()).unwrap();
-                s.connect_timeout(&to.into(), IO_LIMIT).unwrap_or_else(|e| panic!("connection {i}: {e}"));
-                let s: TcpStream = s.into();
-                s.set_read_timeout(Some(IO_LIMIT)).unwrap();
+                let s = from_port(40123, IO_LIMIT, i);
                 let mut w = s.try_clone().unwrap();
                 w.write_all(&Request::get(BOUND_HOST, "/").to_bytes()).unwrap();
                 let resp = read_response(&mut BufReader::new(s.try_clone().unwrap()), false)
@@ -277,7 +270,6 @@ fn a_new_connection_on_the_tuple_of_a_closed_bound_flow_is_bound_afresh() {
 /// ones served by the agent.
 #[test]
 fn a_reused_tuple_the_pod_holds_in_time_wait_is_served_by_the_agent_not_hung() {
-    use socket2::{Domain, Socket, Type};
     let test = "a_reused_tuple_the_pod_holds_in_time_wait_is_served_by_the_agent_not_hung";
     if !require(test) {
         return;
@@ -285,18 +277,11 @@ fn a_reused_tuple_the_pod_holds_in_time_wait_is_served_by_the_agent_not_hung() {
     let (topo, _peer, a) = bound_topology("hkb5");
     wait_bound(&a);
     let before = bind_view(&a);
-    let from: std::net::SocketAddr = format!("{}:40127", ingress_tests::topology::CLIENT_IP).parse().unwrap();
-    let to: std::net::SocketAddr = format!("{VM_IP}:9080").parse().unwrap();
     let limit = Duration::from_secs(5);
     let pods: Vec<String> = in_ns(&topo.client_ns(), || {
         (0..3)
             .map(|i| {
-                let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-                s.set_reuse_address(true).unwrap();
-                s.bind(&from.into()).unwrap();
-                s.connect_timeout(&to.into(), limit).unwrap_or_else(|e| panic!("connection {i}: {e}"));
-                let s: TcpStream = s.into();
-                s.set_read_timeout(Some(limit)).unwrap();
+                let s = from_port(40127, limit, i);
                 let mut w = s.try_clone().unwrap();
                 w.write_all(&Request::get(BOUND_HOST, "/").header("connection", "close").to_bytes()).unwrap();
                 let start = Instant::now();
@@ -322,4 +307,19 @@ fn a_reused_tuple_the_pod_holds_in_time_wait_is_served_by_the_agent_not_hung() {
     assert!((1..=2).contains(&fallbacks), "the reused ones to the agent, not bound: {after:?}");
     assert_eq!(a.stats().proxy.requests, 2, "the agent's proxy served the reused tuples");
     a.stop();
+}
+
+/// Connection number `i` from the client's fixed source port `port` (SO_REUSEADDR) to the
+/// VM's 9080, with `limit` for the connect and each read.
+fn from_port(port: u16, limit: Duration, i: usize) -> TcpStream {
+    use socket2::{Domain, Socket, Type};
+    let from: std::net::SocketAddr = format!("{}:{port}", ingress_tests::topology::CLIENT_IP).parse().unwrap();
+    let to: std::net::SocketAddr = format!("{VM_IP}:9080").parse().unwrap();
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    s.set_reuse_address(true).unwrap();
+    s.bind(&from.into()).unwrap();
+    s.connect_timeout(&to.into(), limit).unwrap_or_else(|e| panic!("connection {i}: {e}"));
+    let s: TcpStream = s.into();
+    s.set_read_timeout(Some(limit)).unwrap();
+    s
 }
