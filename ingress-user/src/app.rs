@@ -449,11 +449,32 @@ fn bind_start(
         );
     }
     let rt = Arc::new(d.attach_bind(nic, l4_reply, opts).context("--bind-in-kernel on")?);
-    let (hook, t, p) = (rt.clone(), table.clone(), publisher.clone());
-    publisher.add_hook(Box::new(move |_res| {
-        let listen: Vec<std::net::SocketAddr> = p.mappings().iter().map(|m| m.addr).collect();
-        hook.sync(&t.load(), &listen);
-    }));
+    let sync = {
+        let (hook, t, p) = (rt.clone(), table.clone(), publisher.clone());
+        Arc::new(move || {
+            let listen: Vec<std::net::SocketAddr> = p.mappings().iter().map(|m| m.addr).collect();
+            hook.sync(&t.load(), &listen);
+        })
+    };
+    let on_publish = sync.clone();
+    publisher.add_hook(Box::new(move |_res| on_publish()));
+    // the node's conntrack strictness can change under a running agent
+    let watcher = rt.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(datapath::bind_runtime::CONNTRACK_RECHECK);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let (w, sync) = (watcher.clone(), sync.clone());
+            // namespace switches: off the runtime's threads
+            let _ = tokio::task::spawn_blocking(move || {
+                if w.recheck_conntrack() {
+                    sync();
+                }
+            })
+            .await;
+        }
+    });
     let rotor = rt.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(datapath::bind_runtime::ROTATION);

@@ -177,8 +177,13 @@ pub fn chunk_size(line: &str) -> std::io::Result<usize> {
 /// Reads one response and counts its body without keeping it: (status, body bytes).
 /// For bodies too large to hold (the gibibyte tests).
 pub fn read_counting(r: &mut impl BufRead) -> std::io::Result<(u16, u64)> {
+    read_into(r, &mut std::io::sink())
+}
+
+/// Reads one response, its body written to `out` as it arrives: (status, body bytes).
+pub fn read_into(r: &mut impl BufRead, out: &mut impl Write) -> std::io::Result<(u16, u64)> {
     let (status, headers) = read_head(r)?;
-    let n = read_body(r, &headers, &mut std::io::sink(), &mut BTreeMap::new())?;
+    let n = read_body(r, &headers, out, &mut BTreeMap::new())?;
     Ok((status, n))
 }
 

@@ -14,10 +14,10 @@ use ingress::telemetry::bind::BindView;
 
 use crate::agent::{Agent, ingress_bin};
 use crate::backend::Echo;
-use crate::client::{Request, read_response};
+use crate::client::{Request, read_into, read_response};
 use crate::fixtures::{openchoreo_dir, openchoreo_listens, openchoreo_pods};
 use crate::netns::in_ns;
-use crate::pattern::{Fnv, bytes, first_difference};
+use crate::pattern::{Expect, Fnv, bytes, fill, first_difference};
 use crate::pinned::PinDir;
 use crate::topology::{Topology, VM_IP, VM_NIC};
 
@@ -83,6 +83,38 @@ pub fn check_download(r: &mut BufReader<TcpStream>, seed: u64, n: usize) {
 pub fn check_upload(r: &mut BufReader<TcpStream>, body: &[u8], seed: u64) -> String {
     let echo: Echo = read_response(r, false).expect("upload answer").json();
     assert_eq!((echo.body_len, echo.body_hash), (body.len(), Fnv::of(body)), "upload {seed} of {} bytes", body.len());
+    echo.pod
+}
+
+/// A `/download` of `n` bytes of pattern `seed` on an open connection, compared byte for
+/// byte as it arrives and kept nowhere (sizes up to gibibytes).
+pub fn download_streamed(w: &mut TcpStream, r: &mut BufReader<TcpStream>, host: &str, seed: u64, n: u64) {
+    let get = Request::get(host, "/download")
+        .header("x-echo-bytes", &n.to_string())
+        .header("x-echo-pattern", &seed.to_string());
+    w.write_all(&get.to_bytes()).unwrap();
+    let mut want = Expect::new(seed);
+    let (status, got) = read_into(r, &mut want).unwrap_or_else(|e| panic!("download {seed} of {n} bytes: {e}"));
+    assert_eq!((status, got), (200, n), "download {seed} of {n} bytes");
+    assert_eq!(want.first_difference, None, "download {seed}: the first byte that differs");
+}
+
+/// An upload of `n` bytes of pattern `seed` on an open connection, generated and hashed
+/// as it is written; checks the length and hash the pod saw and returns the pod.
+pub fn upload_streamed(w: &mut TcpStream, r: &mut BufReader<TcpStream>, host: &str, seed: u64, n: u64) -> String {
+    // the head alone (no body of its own: `to_bytes` adds no Content-Length)
+    let head = Request::get(host, "/upload").method("POST").header("content-length", &n.to_string());
+    w.write_all(&head.to_bytes()).unwrap();
+    let (mut block, mut hash, mut at) = (vec![0u8; 256 * KIB], Fnv::default(), 0u64);
+    while at < n {
+        let k = (n - at).min(block.len() as u64) as usize;
+        fill(seed, at, &mut block[..k]);
+        hash.update(&block[..k]);
+        w.write_all(&block[..k]).unwrap_or_else(|e| panic!("upload {seed}: write at {at} of {n}: {e}"));
+        at += k as u64;
+    }
+    let echo: Echo = read_response(r, false).expect("upload answer").json();
+    assert_eq!((echo.body_len as u64, echo.body_hash), (n, hash.0), "upload {seed} of {n} bytes");
     echo.pod
 }
 

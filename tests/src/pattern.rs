@@ -3,10 +3,52 @@
 //! compare what one end sent with what the other got.
 
 /// Writes the bytes at `offset..offset + buf.len()` of the stream `seed`.
+/// Byte `at` is byte `at % 8` (little-endian) of `splitmix(seed ^ (at / 8))`; whole
+/// words are written at once (a gibibyte in a debug build takes seconds, not minutes).
 pub fn fill(seed: u64, offset: u64, buf: &mut [u8]) {
-    for (i, b) in buf.iter_mut().enumerate() {
-        let at = offset + i as u64;
-        *b = (splitmix(seed ^ (at / 8)) >> ((at % 8) * 8)) as u8;
+    let mut at = offset;
+    let mut rest = buf;
+    while !rest.is_empty() {
+        let word = splitmix(seed ^ (at / 8)).to_le_bytes();
+        let from = (at % 8) as usize;
+        let n = (8 - from).min(rest.len());
+        rest[..n].copy_from_slice(&word[from..from + n]);
+        rest = &mut rest[n..];
+        at += n as u64;
+    }
+}
+
+/// A `Write` that compares what it is given with the stream `seed` from its start,
+/// keeping none of it: for bodies too large to hold (the gibibyte tests).
+pub struct Expect {
+    seed: u64,
+    /// Bytes compared so far.
+    pub len: u64,
+    /// Where the first byte that differs was, if one did.
+    pub first_difference: Option<u64>,
+    want: Vec<u8>,
+}
+
+impl Expect {
+    pub fn new(seed: u64) -> Self {
+        Expect { seed, len: 0, first_difference: None, want: Vec::new() }
+    }
+}
+
+impl std::io::Write for Expect {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.first_difference.is_none() {
+            self.want.resize(buf.len(), 0);
+            fill(self.seed, self.len, &mut self.want);
+            if let Some(i) = buf.iter().zip(&self.want).position(|(a, b)| a != b) {
+                self.first_difference = Some(self.len + i as u64);
+            }
+        }
+        self.len += buf.len() as u64;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -89,5 +131,32 @@ mod tests {
         let mut part = vec![0u8; 1000];
         fill(3, 5000, &mut part);
         assert_eq!(&part[..], &sent[5000..6000], "fill at an offset is the same stream");
+        // the word-wise fill is the byte-wise definition, at every alignment
+        for (off, len) in [(0, 17), (3, 1), (5, 13), (7, 9), (8, 8), (13, 100)] {
+            let mut b = vec![0u8; len];
+            fill(9, off, &mut b);
+            let by_byte: Vec<u8> =
+                (off..off + len as u64).map(|at| (splitmix(9 ^ (at / 8)) >> ((at % 8) * 8)) as u8).collect();
+            assert_eq!(b, by_byte, "offset {off} length {len}");
+        }
+    }
+
+    #[test]
+    fn expect_finds_the_first_byte_that_differs_across_writes() {
+        use std::io::Write;
+        let sent = bytes(4, 10_000);
+        let mut e = Expect::new(4);
+        for part in sent.chunks(777) {
+            e.write_all(part).unwrap();
+        }
+        assert_eq!((e.len, e.first_difference), (10_000, None));
+        let mut got = sent.clone();
+        got[5432] ^= 1;
+        got[7000] ^= 1;
+        let mut e = Expect::new(4);
+        for part in got.chunks(1000) {
+            e.write_all(part).unwrap();
+        }
+        assert_eq!((e.len, e.first_difference), (10_000, Some(5432)));
     }
 }

@@ -4,7 +4,7 @@
 //! `bind_first` on the NIC, `l4_reply` on the k3d bridge, `pod_bind` in each eligible
 //! pod's namespace) and fills their maps from the routes. A real client's keep-alive
 //! connection to a bindable host is served by the pod through the kernel (downloads and
-//! uploads from 1 KiB to 16 MiB, hashed both ends; the agent's proxy counts no request,
+//! uploads from 1 KiB to 16 MiB, and a gibibyte each way, hashed both ends; the agent's proxy counts no request,
 //! `BIND_FIRST_COUNTS` counts it bound), a host that is not eligible is served by the
 //! agent as today (counted as a fallback), a mixed keep-alive workload of both, and
 //! `ingress detach` and the agent's exit leave none of the programs attached. Every
@@ -19,8 +19,8 @@ use ingress_tests::backend::Echo;
 use ingress_tests::client::{Request, read_response};
 use ingress_tests::fixtures::{openchoreo_expectations, openchoreo_pods};
 use ingress_tests::kbind::{
-    BOUND_HOST, IO_LIMIT, KIB, MIB, bind_view, binding_links, bound_topology, client_side_xdp, connect, exchange, get,
-    keepalive, require, start_pinned, wait_bound,
+    BOUND_HOST, BOUND_POD, IO_LIMIT, KIB, MIB, bind_view, binding_links, bound_topology, client_side_xdp, connect,
+    download_streamed, exchange, get, keepalive, require, start_pinned, upload_streamed, wait_bound,
 };
 use ingress_tests::netns::in_ns;
 use ingress_tests::pinned::{PinDir, run_in};
@@ -322,4 +322,36 @@ fn from_port(port: u16, limit: Duration, i: usize) -> TcpStream {
     let s: TcpStream = s.into();
     s.set_read_timeout(Some(limit)).unwrap();
     s
+}
+
+/// The upper size: one bound keep-alive connection carries a gibibyte down and a
+/// gibibyte up, compared with the pattern as it arrives (download) and hashed at both
+/// ends (upload), with small requests before and after on the same connection (its
+/// framing still in step), all through the kernel: the proxy serves none of it.
+#[test]
+fn a_bound_keepalive_connection_carries_a_gibibyte_each_way_byte_exact() {
+    let test = "a_bound_keepalive_connection_carries_a_gibibyte_each_way_byte_exact";
+    if !require(test) {
+        return;
+    }
+    const GIB: u64 = 1 << 30;
+    let (topo, _peer, a) = bound_topology("hkg");
+    wait_bound(&a);
+    let before = a.stats();
+    let start = Instant::now();
+    let pods = in_ns(&topo.client_ns(), || {
+        let (mut w, mut r) = connect();
+        let mut pods = exchange(&mut w, &mut r, BOUND_HOST, 40, &[KIB]);
+        download_streamed(&mut w, &mut r, BOUND_HOST, 41, GIB);
+        pods.push(upload_streamed(&mut w, &mut r, BOUND_HOST, 42, GIB));
+        pods.extend(exchange(&mut w, &mut r, BOUND_HOST, 43, &[KIB, 64 * KIB]));
+        pods
+    });
+    println!("2 GiB on one bound connection in {:?}", start.elapsed());
+    assert!(pods.iter().all(|p| p == &pods[0] && p.starts_with(BOUND_POD)), "one bound pod: {pods:?}");
+    let after = a.stats();
+    let (b0, b1) = (before.bind.as_ref().unwrap(), after.bind.as_ref().unwrap());
+    assert_eq!(b1.count("bound"), b0.count("bound") + 1, "{b1:?}");
+    assert_eq!(after.proxy.requests, before.proxy.requests, "the proxy served none of it");
+    a.stop();
 }

@@ -18,7 +18,8 @@
 //! - conntrack in the node namespace with kube-proxy's INVALID drop rule in FORWARD:
 //!   with `nf_conntrack_tcp_loose=1` bound flows are picked up at their first segment;
 //!   with 0 they would be INVALID, so the agent (which reads the sysctl on the
-//!   endpoints' next hop) serves those hosts itself.
+//!   endpoints' next hop) serves those hosts itself, and watches it: set to 1 and back
+//!   to 0 under the running agent, the host is bound and unbound again.
 //!
 //! Every socket has a timeout, every loop a bound; traffic stays in the namespaces.
 
@@ -444,5 +445,31 @@ fn behind_a_strict_conntrack_on_the_node_hosts_are_served_by_the_agent_not_bound
     // first request: the host is splice-safe, so it counts at least that one)
     assert!(a.stats().proxy.requests >= 1, "the agent served the host: {:?}", a.stats().proxy);
     assert_eq!(invalid_drops(&node), drops, "the agent's connections to the pod are tracked from their SYN");
+
+    // the sysctl is watched: loose again, the host is bound; strict again, it is not
+    let node_loose = |v: &str| ingress_tests::netns::sysctl(&node, "net/netfilter/nf_conntrack_tcp_loose", v);
+    let wait_hosts = |bound: bool| {
+        let start = Instant::now();
+        loop {
+            let v = bind_view(&a);
+            if (v.hosts > 0) == bound {
+                return start.elapsed();
+            }
+            assert!(start.elapsed() < Duration::from_secs(20), "hosts bound={bound} not seen: {v:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    node_loose("1");
+    println!("loose=1 under the agent: bound after {:?}", wait_hosts(true));
+    let before = bind_view(&a);
+    in_ns(&topo.client_ns(), || bound_connections(51, 2, &[KIB, MIB]));
+    assert_eq!(bind_view(&a).count("bound"), before.count("bound") + 2, "bound once loose");
+    node_loose("0");
+    println!("loose=0 under the agent: unbound after {:?}", wait_hosts(false));
+    let before = (bind_view(&a).count("bound"), a.stats().proxy.requests);
+    let pods = in_ns(&topo.client_ns(), || keepalive(BOUND_HOST, 52, &[KIB]));
+    assert!(pods.iter().all(|p| p.starts_with(BOUND_POD)), "{pods:?}");
+    assert_eq!(bind_view(&a).count("bound"), before.0, "not bound once strict again");
+    assert!(a.stats().proxy.requests > before.1, "the agent served it");
     a.stop();
 }

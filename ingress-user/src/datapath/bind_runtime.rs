@@ -90,6 +90,8 @@ struct State {
     /// Endpoints routed through a namespace whose conntrack is strict (their hosts are
     /// not bound: `bind_plan::keep_loose`).
     strict: BTreeSet<Ipv4Addr>,
+    /// The namespaces the routes to the endpoints go through.
+    hops: Vec<Hop>,
 }
 
 pub struct BindRuntime {
@@ -188,6 +190,7 @@ impl Dataplane {
             path_mss: cfg.path_mss,
             ct,
             strict: BTreeSet::new(),
+            hops: Vec::new(),
         };
         let how = match got {
             Got::Adopted => "put into the link pinned by an earlier agent (no gap)",
@@ -229,13 +232,16 @@ fn l4_ct(first: &SchedClassifier) -> Result<HashMap<MapData, L4CtKey, L4CtEntry>
     Err(EbpfError::MissingMap(L4_CT_MAP))
 }
 
-/// The endpoints whose route from here goes through a namespace on this machine (the
-/// next hop's: on k3d the node) whose conntrack is strict
-/// (`net.netfilter.nf_conntrack_tcp_loose=0`): it has not seen the handshake the cookie
-/// answered, so a bound flow's first segment is INVALID there, and kube-proxy's
-/// `--ctstate INVALID -j DROP` drops it and every retransmission. Read when the endpoints
-/// change (a later sysctl change is not seen until then).
-fn strict_hops(endpoints: &BTreeSet<Ipv4Addr>) -> BTreeSet<Ipv4Addr> {
+/// A namespace on this machine that endpoints' routes from here go through (the next
+/// hop's: on k3d the node), and those endpoints.
+#[derive(Clone, Debug)]
+struct Hop {
+    netns: u64,
+    endpoints: Vec<Ipv4Addr>,
+}
+
+/// The namespaces the routes to `endpoints` go through. Found when the endpoints change.
+fn conntrack_hops(endpoints: &BTreeSet<Ipv4Addr>) -> Vec<Hop> {
     let routes =
         std::fs::read_to_string("/proc/net/route").map(|t| super::l4::parse_proc_routes(&t)).unwrap_or_default();
     let hops: BTreeMap<Ipv4Addr, Vec<Ipv4Addr>> = endpoints.iter().fold(BTreeMap::new(), |mut m, a| {
@@ -244,20 +250,35 @@ fn strict_hops(endpoints: &BTreeSet<Ipv4Addr>) -> BTreeSet<Ipv4Addr> {
         }
         m
     });
+    pod_netns::find(&hops.keys().copied().collect())
+        .into_iter()
+        .map(|h| Hop {
+            netns: h.netns,
+            endpoints: h.addrs.iter().flat_map(|g| hops.get(g)).flatten().copied().collect(),
+        })
+        .collect()
+}
+
+/// The endpoints behind a hop whose conntrack is strict
+/// (`net.netfilter.nf_conntrack_tcp_loose=0`): it has not seen the handshake the cookie
+/// answered, so a bound flow's first segment is INVALID there, and kube-proxy's
+/// `--ctstate INVALID -j DROP` drops it and every retransmission. Read when the endpoints
+/// change and every [`CONNTRACK_RECHECK`] ([`BindRuntime::recheck_conntrack`]).
+fn strict_endpoints(hops: &[Hop]) -> BTreeSet<Ipv4Addr> {
     let mut strict = BTreeSet::new();
-    for hop in pod_netns::find(&hops.keys().copied().collect()) {
+    for hop in hops {
         let loose = pod_netns::sysctl_in(hop.netns, "net/netfilter/nf_conntrack_tcp_loose");
         if let Ok(Some(v)) = &loose
             && v == "0"
         {
-            for a in hop.addrs.iter().flat_map(|h| hops.get(h)).flatten() {
-                strict.insert(*a);
-            }
-            tracing::warn!(hop = ?hop.addrs, netns = hop.netns, "conntrack there is strict (nf_conntrack_tcp_loose=0): hosts with endpoints behind it are served by the agent, not bound in the kernel");
+            strict.extend(hop.endpoints.iter().copied());
         }
     }
     strict
 }
+
+/// How often the agent reads `nf_conntrack_tcp_loose` again on the endpoints' hops.
+pub const CONNTRACK_RECHECK: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Marks the bound flows of the endpoints in `gone` (no longer in the routes) so that
 /// `bind_first` has the stack answer their next segment with a RST; returns how many.
@@ -279,6 +300,19 @@ fn end_flows(st: &mut State, gone: &BTreeSet<Ipv4Addr>) -> usize {
 }
 
 impl BindRuntime {
+    /// Reads `nf_conntrack_tcp_loose` again on the endpoints' hops; true when it changed
+    /// for some endpoint (then the caller syncs again, which binds or unbinds their hosts).
+    pub fn recheck_conntrack(&self) -> bool {
+        let mut st = self.state.lock().expect("bind state");
+        let strict = strict_endpoints(&st.hops);
+        if strict == st.strict {
+            return false;
+        }
+        tracing::warn!(strict = ?strict, before = ?st.strict, "nf_conntrack_tcp_loose changed on the way to the endpoints: hosts behind a strict conntrack are served by the agent, the others bound");
+        st.strict = strict;
+        true
+    }
+
     /// Programs the maps and the pod side for `table` served on `listen` (by slot).
     pub fn sync(&self, table: &crate::routing::Table, listen: &[std::net::SocketAddr]) {
         let ports: Vec<u16> = listen.iter().map(|a| a.port()).collect();
@@ -430,7 +464,11 @@ impl BindRuntime {
                 Err(e) => tracing::error!(error = %e, "cannot read the SYN cookie config"),
             }
         }
-        st.strict = strict_hops(endpoints);
+        st.hops = conntrack_hops(endpoints);
+        st.strict = strict_endpoints(&st.hops);
+        if !st.strict.is_empty() {
+            tracing::warn!(endpoints = ?st.strict, "conntrack on their way is strict (nf_conntrack_tcp_loose=0): hosts with these endpoints are served by the agent, not bound in the kernel");
+        }
         st.endpoints = endpoints.clone();
         st.covered = found
             .iter()
