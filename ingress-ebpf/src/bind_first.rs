@@ -28,7 +28,7 @@ use core::mem::size_of;
 
 use aya_ebpf::EbpfContext;
 use aya_ebpf::bindings::{BPF_F_CURRENT_NETNS, TC_ACT_OK, TC_ACT_SHOT, TC_ACT_UNSPEC, bpf_sock_tuple};
-use aya_ebpf::helpers::{bpf_loop, bpf_sk_lookup_tcp, bpf_sk_release, bpf_skb_load_bytes};
+use aya_ebpf::helpers::{bpf_loop, bpf_sk_lookup_tcp, bpf_sk_release, bpf_skb_load_bytes, bpf_skc_lookup_tcp};
 use aya_ebpf::macros::classifier;
 use aya_ebpf::programs::TcContext;
 use ingress_common::first_segment::{
@@ -282,7 +282,10 @@ fn first_of_connection(ctx: &TcContext, p: &Tcp4, now: u64, old: Option<L4CtEntr
 /// frontend's listener would get it (it would answer a RST, see `FIRST_EARLY_DROPPED`).
 #[inline(always)]
 fn not_first(ctx: &TcContext, p: &Tcp4) -> Option<i32> {
-    let sk = lookup(ctx, p);
+    // any socket: a handshake the stack answered itself (a request socket, e.g. a SYN
+    // `syncookie_xdp` passed to recycle the agent's TIME_WAIT) is not the listener's,
+    // though `bpf_sk_lookup_tcp` would give the listener for it
+    let sk = lookup_common(ctx, p);
     if sk.is_null() {
         count(FIRST_NO_COOKIE);
         return None;
@@ -316,6 +319,26 @@ fn lookup(ctx: &TcContext, p: &Tcp4) -> *mut aya_ebpf::bindings::bpf_sock {
     let v4 = size_of::<aya_ebpf::bindings::bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1>() as u32;
     // A full socket (the kfunc takes a `struct sock`). SAFETY: valid context and tuple.
     unsafe { bpf_sk_lookup_tcp(ctx.as_ptr(), &mut tuple, v4, BPF_F_CURRENT_NETNS as u64, 0) }
+}
+
+/// `bpf_skc_lookup_tcp` for the segment's tuple in the current netns: a connection,
+/// request or TIME_WAIT socket, else the listener, else null. The caller releases a
+/// non-null result.
+#[inline(always)]
+fn lookup_common(ctx: &TcContext, p: &Tcp4) -> *mut aya_ebpf::bindings::bpf_sock {
+    // SAFETY: all-zero is a valid bpf_sock_tuple.
+    let mut tuple: bpf_sock_tuple = unsafe { core::mem::zeroed() };
+    // SAFETY: writing the ipv4 member of the union.
+    unsafe {
+        let t = &mut tuple.__bindgen_anon_1.ipv4;
+        t.saddr = p.saddr;
+        t.daddr = p.daddr;
+        t.sport = p.sport;
+        t.dport = p.dport;
+    }
+    let v4 = size_of::<aya_ebpf::bindings::bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1>() as u32;
+    // SAFETY: valid context and tuple.
+    unsafe { bpf_skc_lookup_tcp(ctx.as_ptr(), &mut tuple, v4, BPF_F_CURRENT_NETNS as u64, 0) as *mut _ }
 }
 
 /// DNAT to the pod and forward (the L4 path's helpers). A failed rewrite drops the

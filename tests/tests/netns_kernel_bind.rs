@@ -277,25 +277,7 @@ fn a_reused_tuple_the_pod_holds_in_time_wait_is_served_by_the_agent_not_hung() {
     let (topo, _peer, a) = bound_topology("hkb5");
     wait_bound(&a);
     let before = bind_view(&a);
-    let limit = Duration::from_secs(5);
-    let pods: Vec<String> = in_ns(&topo.client_ns(), || {
-        (0..3)
-            .map(|i| {
-                let s = from_port(40127, limit, i);
-                let mut w = s.try_clone().unwrap();
-                w.write_all(&Request::get(BOUND_HOST, "/").header("connection", "close").to_bytes()).unwrap();
-                let start = Instant::now();
-                let resp = read_response(&mut BufReader::new(s.try_clone().unwrap()), false).unwrap_or_else(|e| {
-                    panic!("connection {i} from the same port, after {:?}: {e}; {:?}", start.elapsed(), bind_view(&a))
-                });
-                assert_eq!(resp.status, 200, "connection {i}");
-                // the pod closed first; our close completes it (the pod keeps TIME_WAIT)
-                drop((w, s));
-                std::thread::sleep(Duration::from_millis(100));
-                resp.json::<Echo>().pod
-            })
-            .collect()
-    });
+    let pods = in_ns(&topo.client_ns(), || closes_from_one_port(&a, BOUND_HOST, "/", 40127, 3));
     assert!(pods.iter().all(|p| p.starts_with("react-starter-development")), "{pods:?}");
     let after = bind_view(&a);
     assert_eq!(after.count("bound"), before.count("bound") + 1, "only the first bound: {after:?}");
@@ -306,6 +288,56 @@ fn a_reused_tuple_the_pod_holds_in_time_wait_is_served_by_the_agent_not_hung() {
     let fallbacks = after.count("fallback") - before.count("fallback");
     assert!((1..=2).contains(&fallbacks), "the reused ones to the agent, not bound: {after:?}");
     assert_eq!(a.stats().proxy.requests, 2, "the agent's proxy served the reused tuples");
+    a.stop();
+}
+
+/// `n` connections one after another from the client's source port `port`, each with one
+/// `Connection: close` request to `host` answered within 5 s; the pods that answered.
+fn closes_from_one_port(a: &ingress_tests::agent::Agent, host: &str, path: &str, port: u16, n: usize) -> Vec<String> {
+    let limit = Duration::from_secs(5);
+    (0..n)
+        .map(|i| {
+            let s = from_port(port, limit, i);
+            let mut w = s.try_clone().unwrap();
+            w.write_all(&Request::get(host, path).header("connection", "close").to_bytes()).unwrap();
+            let start = Instant::now();
+            let resp = read_response(&mut BufReader::new(s.try_clone().unwrap()), false).unwrap_or_else(|e| {
+                panic!("connection {i} from the same port, after {:?}: {e}; {:?}", start.elapsed(), bind_view(a))
+            });
+            assert_eq!(resp.status, 200, "connection {i}");
+            // the other side closed first; our close completes it (it keeps TIME_WAIT)
+            drop((w, s));
+            std::thread::sleep(Duration::from_millis(100));
+            resp.json::<Echo>().pod
+        })
+        .collect()
+}
+
+/// The same for a host the agent serves (not eligible): the agent closes first, so the
+/// VM holds the tuple in TIME_WAIT and `syncookie_xdp` passes each reused SYN to the
+/// stack, which answers the handshake itself. The ACK of that handshake has no cookie and
+/// no bound flow, and it must reach the stack's request socket (`bpf_sk_lookup_tcp`
+/// names the listener for one: it was dropped as if early, and the connection hung).
+#[test]
+fn a_reused_port_to_a_host_the_agent_serves_completes_the_stacks_own_handshake() {
+    let test = "a_reused_port_to_a_host_the_agent_serves_completes_the_stacks_own_handshake";
+    if !require(test) {
+        return;
+    }
+    let (topo, _peer, a) = bound_topology("hkb6");
+    wait_bound(&a);
+    let other = openchoreo_expectations()
+        .into_iter()
+        .find(|e| e.host == "development.openchoreovm-apis.localhost" && e.port == 9080 && e.status == 200)
+        .expect("a fixture request to the split host");
+    let host = format!("{}:9080", other.host);
+    let before = bind_view(&a);
+    let pods = in_ns(&topo.client_ns(), || closes_from_one_port(&a, &host, other.path, 40131, 3));
+    assert!(pods.iter().all(|p| p.starts_with(other.pod_prefix.unwrap())), "{pods:?}");
+    let after = bind_view(&a);
+    assert_eq!(after.count("early_dropped"), before.count("early_dropped"), "no handshake ACK dropped: {after:?}");
+    assert_eq!(after.count("bound"), before.count("bound"), "{after:?}");
+    assert_eq!(a.stats().proxy.requests, 3, "the agent served all three");
     a.stop();
 }
 

@@ -110,6 +110,15 @@ const WORKLOADS: [Workload; 5] =
     [Workload::KeepAlive, Workload::NewConnection, Workload::OneMiB, Workload::WebSocket, Workload::Latency];
 
 impl Workload {
+    /// The client's ephemeral ports for this workload (`ip_local_port_range`), disjoint.
+    fn ports(self) -> &'static str {
+        match self {
+            Workload::NewConnection => "32768 48999",
+            Workload::Latency => "49000 54999",
+            Workload::KeepAlive | Workload::OneMiB | Workload::WebSocket => "55000 60999",
+        }
+    }
+
     fn title(self, c: &Cfg) -> String {
         match self {
             Workload::KeepAlive => format!("Small responses over {} keep-alive connections", c.conns),
@@ -180,7 +189,8 @@ struct BindCheck {
     bound: u64,
     fallback: u64,
     proxied: u64,
-    /// One connection per request from wrk's fast-reused ports: a new connection on the
+    /// One connection per request (wrk's, and the latency workload's sequential ones)
+    /// from fast-reused ports: a new connection on the
     /// tuple of a bound flow closed with a FIN in the last 60 s goes to the agent (the
     /// pod may hold it in TIME_WAIT, `bind_first`), so only bound + proxied must cover it.
     reuses_tuples: bool,
@@ -395,6 +405,10 @@ fn main() {
                 if !sel.workload(*w) {
                     continue;
                 }
+                // each workload's connections from ports of its own: a tuple one workload
+                // left closed (the pod may hold it in TIME_WAIT, then a new connection on it
+                // goes to the agent under Ck) is never another workload's
+                ingress_tests::netns::sysctl(&topo.client_ns(), "net/ipv4/ip_local_port_range", w.ports());
                 sel.profile_workload(w.key());
                 let bind_before = (*path == Path::KernelBound).then(|| agent.as_ref().unwrap().stats());
                 let agent_cpu0 = agent.as_ref().and_then(|a| process_cpu_seconds(a.pid()));
@@ -466,7 +480,7 @@ fn main() {
                         bound: b1.count("bound") - b0.count("bound"),
                         fallback: b1.count("fallback") - b0.count("fallback"),
                         proxied: after.proxy.requests - before.proxy.requests,
-                        reuses_tuples: *w == Workload::NewConnection,
+                        reuses_tuples: matches!(w, Workload::NewConnection | Workload::Latency),
                     };
                     let deltas: Vec<String> = b1
                         .first_segment
