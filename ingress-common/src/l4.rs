@@ -140,8 +140,11 @@ const SEC: u64 = 1_000_000_000;
 pub const CT_TIMEOUT_SYN_NS: u64 = 60 * SEC;
 /// Idle time after which an established flow is forgotten (6 hours).
 pub const CT_TIMEOUT_ESTABLISHED_NS: u64 = 6 * 3600 * SEC;
-/// Idle time after the first FIN.
-pub const CT_TIMEOUT_CLOSING_NS: u64 = 60 * SEC;
+/// Idle time after the first FIN: longer than the TIME_WAIT a closed flow may leave on
+/// either side (a socket's, 60 s plus up to ~4 s of timer-wheel slack; a node
+/// conntrack's, 120 s by default), so that a new connection on the tuple of a bound
+/// flow closed with a FIN still finds this entry (`bind_first` hands it to the agent).
+pub const CT_TIMEOUT_CLOSING_NS: u64 = 130 * SEC;
 /// Idle time after an RST.
 pub const CT_TIMEOUT_CLOSED_NS: u64 = 10 * SEC;
 

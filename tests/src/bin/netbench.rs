@@ -110,12 +110,18 @@ const WORKLOADS: [Workload; 5] =
     [Workload::KeepAlive, Workload::NewConnection, Workload::OneMiB, Workload::WebSocket, Workload::Latency];
 
 impl Workload {
-    /// The client's ephemeral ports for this workload (`ip_local_port_range`), disjoint.
-    fn ports(self) -> &'static str {
-        match self {
-            Workload::NewConnection => "32768 48999",
-            Workload::Latency => "49000 54999",
-            Workload::KeepAlive | Workload::OneMiB | Workload::WebSocket => "55000 60999",
+    /// The client's ephemeral ports for this workload on `path` (`ip_local_port_range`):
+    /// disjoint between workloads, and B's apart from the others' (B's tuples are the
+    /// pods' own, as Ck's are: a tuple B left in a pod's TIME_WAIT would hang Ck's bound
+    /// connection on it; the other paths reach the pods from the VM's addresses).
+    fn ports(self, path: Path) -> &'static str {
+        match (self, path == Path::Direct) {
+            (Workload::NewConnection, true) => "32768 36999",
+            (Workload::NewConnection, false) => "37000 44999",
+            (Workload::Latency, true) => "45000 48999",
+            (Workload::Latency, false) => "49000 56999",
+            (Workload::KeepAlive | Workload::OneMiB | Workload::WebSocket, true) => "57000 58999",
+            (Workload::KeepAlive | Workload::OneMiB | Workload::WebSocket, false) => "59000 60999",
         }
     }
 
@@ -191,7 +197,7 @@ struct BindCheck {
     proxied: u64,
     /// One connection per request (wrk's, and the latency workload's sequential ones)
     /// from fast-reused ports: a new connection on the
-    /// tuple of a bound flow closed with a FIN in the last 60 s goes to the agent (the
+    /// tuple of a bound flow closed with a FIN in the last 130 s goes to the agent (the
     /// pod may hold it in TIME_WAIT, `bind_first`), so only bound + proxied must cover it.
     reuses_tuples: bool,
 }
@@ -408,7 +414,7 @@ fn main() {
                 // each workload's connections from ports of its own: a tuple one workload
                 // left closed (the pod may hold it in TIME_WAIT, then a new connection on it
                 // goes to the agent under Ck) is never another workload's
-                ingress_tests::netns::sysctl(&topo.client_ns(), "net/ipv4/ip_local_port_range", w.ports());
+                ingress_tests::netns::sysctl(&topo.client_ns(), "net/ipv4/ip_local_port_range", w.ports(*path));
                 sel.profile_workload(w.key());
                 let bind_before = (*path == Path::KernelBound).then(|| agent.as_ref().unwrap().stats());
                 let agent_cpu0 = agent.as_ref().and_then(|a| process_cpu_seconds(a.pid()));
@@ -1230,7 +1236,7 @@ fn bind_report(c: &Cfg, samples: &[Vec<Vec<Sample>>], ctx: &BindContext) -> Stri
     }
     writeln!(
         md,
-        "Ck is the agent with `{}` on the k3d-shaped topology: the benchmarked host `{HOST}` (one backendRef, no filters, an exact hostname) is bound to a pod in the kernel: the SYN answered by the edge SYN cookie (XDP), the first segment's Host read by `bind_first` (tc on the NIC), the pod's socket made by `pod_bind` in the pod's namespace, every later packet NATed in tc; the agent's proxy sees none of it. Every path requests the same host with the same `Host` header; B connects to the first of the Service's two nginx pods, N, C, Cs and Ck balance over both (Ck by flow hash). Every Ck run is checked: `BIND_FIRST_COUNTS` \"bound\" must grow by at least the connections the run opened and the agent's proxy may serve at most {:.1} % of its requests, else netbench fails (the WebSocket host is not eligible and is not checked). One connection per request is the exception: wrk reuses its source ports within seconds, and a new connection on the tuple of a bound flow that closed with a FIN in the last 60 s goes to the agent (the pod may still hold the tuple in TIME_WAIT: `docs/delayed-binding.md`), so there bound plus proxied must cover the connections, and the bound share is what the row shows.\n",
+        "Ck is the agent with `{}` on the k3d-shaped topology: the benchmarked host `{HOST}` (one backendRef, no filters, an exact hostname) is bound to a pod in the kernel: the SYN answered by the edge SYN cookie (XDP), the first segment's Host read by `bind_first` (tc on the NIC), the pod's socket made by `pod_bind` in the pod's namespace, every later packet NATed in tc; the agent's proxy sees none of it. Every path requests the same host with the same `Host` header; B connects to the first of the Service's two nginx pods, N, C, Cs and Ck balance over both (Ck by flow hash). Every Ck run is checked: `BIND_FIRST_COUNTS` \"bound\" must grow by at least the connections the run opened and the agent's proxy may serve at most {:.1} % of its requests, else netbench fails (the WebSocket host is not eligible and is not checked). One connection per request is the exception: wrk reuses its source ports within seconds, and a new connection on the tuple of a bound flow that closed with a FIN in the last 130 s goes to the agent (the pod may still hold the tuple in TIME_WAIT: `docs/delayed-binding.md`), so there bound plus proxied must cover the connections, and the bound share is what the row shows.\n",
         kbind::BIND_ARGS.join(" "),
         MAX_PROXIED_SHARE * 100.0
     )
