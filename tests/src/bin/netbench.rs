@@ -110,19 +110,25 @@ const WORKLOADS: [Workload; 5] =
     [Workload::KeepAlive, Workload::NewConnection, Workload::OneMiB, Workload::WebSocket, Workload::Latency];
 
 impl Workload {
-    /// The client's ephemeral ports for this workload on `path` (`ip_local_port_range`):
-    /// disjoint between workloads, and B's apart from the others' (B's tuples are the
-    /// pods' own, as Ck's are: a tuple B left in a pod's TIME_WAIT would hang Ck's bound
-    /// connection on it; the other paths reach the pods from the VM's addresses).
-    fn ports(self, path: Path) -> &'static str {
-        match (self, path == Path::Direct) {
-            (Workload::NewConnection, true) => "32768 36999",
-            (Workload::NewConnection, false) => "37000 44999",
-            (Workload::Latency, true) => "45000 48999",
-            (Workload::Latency, false) => "49000 56999",
-            (Workload::KeepAlive | Workload::OneMiB | Workload::WebSocket, true) => "57000 58999",
-            (Workload::KeepAlive | Workload::OneMiB | Workload::WebSocket, false) => "59000 60999",
-        }
+    /// The client's ephemeral ports for this workload on `path` in round `round`
+    /// (`ip_local_port_range`): disjoint between workloads, B's apart from the others'
+    /// (B's tuples are the pods' own, as Ck's are: a tuple B left in a pod's TIME_WAIT
+    /// would hang Ck's bound connection on it; the other paths reach the pods from the
+    /// VM's addresses), and the connection-per-request workloads' also between rounds
+    /// (each round's Ck agent starts with empty maps, not knowing which tuples the last
+    /// round's bound flows left in the pods' TIME_WAIT).
+    fn ports(self, path: Path, round: usize) -> String {
+        let (from, to) = match (self, path == Path::Direct) {
+            (Workload::NewConnection, true) => (32768, 36999),
+            (Workload::NewConnection, false) => (37000, 44999),
+            (Workload::Latency, true) => (45000, 48999),
+            (Workload::Latency, false) => (49000, 56999),
+            (Workload::KeepAlive | Workload::OneMiB | Workload::WebSocket, true) => return "57000 58999".into(),
+            (Workload::KeepAlive | Workload::OneMiB | Workload::WebSocket, false) => return "59000 60999".into(),
+        };
+        let part = (to - from + 1) / 3;
+        let lo = from + part * (round % 3);
+        format!("{lo} {}", lo + part - 1)
     }
 
     fn title(self, c: &Cfg) -> String {
@@ -414,7 +420,7 @@ fn main() {
                 // each workload's connections from ports of its own: a tuple one workload
                 // left closed (the pod may hold it in TIME_WAIT, then a new connection on it
                 // goes to the agent under Ck) is never another workload's
-                ingress_tests::netns::sysctl(&topo.client_ns(), "net/ipv4/ip_local_port_range", w.ports(*path));
+                ingress_tests::netns::sysctl(&topo.client_ns(), "net/ipv4/ip_local_port_range", &w.ports(*path, round));
                 sel.profile_workload(w.key());
                 let bind_before = (*path == Path::KernelBound).then(|| agent.as_ref().unwrap().stats());
                 let agent_cpu0 = agent.as_ref().and_then(|a| process_cpu_seconds(a.pid()));
