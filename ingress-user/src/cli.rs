@@ -139,14 +139,15 @@ pub enum Cmd {
         #[arg(long, value_name = "SECONDS", default_value_t = 0)]
         h2_keepalive_interval: u64,
         /// How upgraded (WebSocket) and splice-safe connections are joined to their pod:
-        /// `auto` splices through a pipe (splice(2)) and joins in the kernel (sockmap) once
-        /// the first exchanges show small messages (the userspace dataplane copies);
-        /// `kernel`, `pipe` or `copy` use that one mechanism.
+        /// `auto` splices through a pipe (splice(2)); once the first exchanges show small
+        /// messages, upgraded pairs are joined in the kernel (sockmap) and splice-safe
+        /// pairs are copied (the userspace dataplane copies); `kernel`, `pipe` or `copy`
+        /// use that one mechanism.
         #[arg(long, value_enum, default_value = "auto")]
         join_mode: crate::datapath::join_choice::JoinMode,
         /// Delayed binding: hosts whose every request goes to one backend bound to their
-        /// pod in eBPF, the connection never terminating on the host. Not available in
-        /// this build yet: `on` is refused (docs/delayed-binding.md).
+        /// pod in eBPF, the connection never terminating on the host (eBPF dataplane and
+        /// a kernel that `ingress check` says supports it; docs/delayed-binding.md).
         #[arg(long, value_enum, default_value = "off")]
         bind_in_kernel: OnOff,
         /// L7 worker threads, each with its own runtime, SO_REUSEPORT listener per --listen

@@ -6,12 +6,17 @@
 //! bytes: good for bulk) and the plain copy (read/write through a 64 KiB buffer).
 //!
 //! `--join-mode auto` (the default) starts every upgraded or splice-safe connection
-//! spliced through a pipe and watches what the first exchanges carry: when the bytes
-//! turn direction [`SMALL_TURNS`] times in messages that are all small, the pair is
-//! joined in the kernel; a single read of [`LARGE_READ`] or more, or [`BULK_BURST`]
-//! bytes one way before the other side answers, settles it on the pipe for good. A
-//! connection that ends first stays on the pipe. Without the sockmap program (the
-//! userspace dataplane) auto copies, as before.
+//! spliced through a pipe and watches what the first exchanges carry: a single read of
+//! [`LARGE_READ`] or more, or [`BULK_BURST`] bytes one way before the other side
+//! answers, settles it on the pipe for good. When the bytes turn direction
+//! [`SMALL_TURNS`] times in messages that are all small, the class decides
+//! ([`small_messages`]): an upgraded pair (WebSocket) is joined in the kernel, a
+//! splice-safe host's HTTP keep-alive pair goes on as the plain copy. Measured side by
+//! side (`netbench --splice-only`, `docs/bench/splice-latest.md`), the kernel join wins
+//! for small WebSocket messages (1.24x the copy) but loses for HTTP keep-alive over many
+//! connections (0.88x-1.02x the copy, where the copy is 1.30x-1.44x the userspace
+//! dataplane's). A connection that ends first stays on the pipe. Without the sockmap
+//! program (the userspace dataplane) auto copies, as before.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -178,11 +183,23 @@ pub enum Verdict {
     Undecided,
     Kernel(Reason),
     Pipe(Reason),
+    /// Leave the pipe for the plain copy (both directions stop with their pipes empty).
+    Copy(Reason),
+}
+
+/// Where small messages go, per class: upgraded pairs are joined in the kernel, a
+/// splice-safe host's keep-alive pairs are copied (see the module's measurements).
+pub fn small_messages(class: JoinClass) -> Verdict {
+    match class {
+        JoinClass::SpliceSafe => Verdict::Copy(Reason::SmallMessages),
+        JoinClass::Upgraded | JoinClass::Passthrough => Verdict::Kernel(Reason::SmallMessages),
+    }
 }
 
 /// The watch over a pair's first exchanges.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Chooser {
+    class: JoinClass,
     last: Option<Dir>,
     burst: u64,
     turns: u32,
@@ -190,6 +207,11 @@ pub struct Chooser {
 }
 
 impl Chooser {
+    /// The watch for a pair of `class` (what small messages lead to).
+    pub fn new(class: JoinClass) -> Self {
+        Self { class, last: None, burst: 0, turns: 0, settled: None }
+    }
+
     /// Records a read of `n` bytes going `dir` (in the order they happened).
     pub fn saw(&mut self, dir: Dir, n: u64) -> Verdict {
         if let Some(v) = self.settled {
@@ -210,7 +232,7 @@ impl Chooser {
         let v = if n >= LARGE_READ || self.burst >= BULK_BURST {
             Verdict::Pipe(Reason::Bulk)
         } else if self.turns >= SMALL_TURNS {
-            Verdict::Kernel(Reason::SmallMessages)
+            small_messages(self.class)
         } else {
             return Verdict::Undecided;
         };
@@ -327,7 +349,11 @@ mod tests {
     use super::*;
 
     fn run(reads: &[(Dir, u64)]) -> Verdict {
-        let mut c = Chooser::default();
+        run_as(JoinClass::Upgraded, reads)
+    }
+
+    fn run_as(class: JoinClass, reads: &[(Dir, u64)]) -> Verdict {
+        let mut c = Chooser::new(class);
         let mut v = Verdict::Undecided;
         for (d, n) in reads {
             v = c.saw(*d, *n);
@@ -348,6 +374,21 @@ mod tests {
     }
 
     #[test]
+    fn a_splice_safe_hosts_small_messages_go_to_the_copy_and_its_bulk_to_the_pipe() {
+        let ka = [(Forward, 90), (Back, 250), (Forward, 90), (Back, 250)];
+        assert_eq!(run_as(JoinClass::SpliceSafe, &ka[..3]), Verdict::Undecided);
+        assert_eq!(run_as(JoinClass::SpliceSafe, &ka), Verdict::Copy(Reason::SmallMessages));
+        assert_eq!(run_as(JoinClass::Upgraded, &ka), Verdict::Kernel(Reason::SmallMessages));
+        assert_eq!(run_as(JoinClass::SpliceSafe, &[(Forward, 90), (Back, 40_000)]), Verdict::Pipe(Reason::Bulk));
+        let mut c = Chooser::new(JoinClass::SpliceSafe);
+        for (d, n) in ka {
+            c.saw(d, n);
+        }
+        assert_eq!(c.saw(Back, 1 << 20), Verdict::Copy(Reason::SmallMessages), "copied stays copied");
+        assert_eq!(c.ended(), Verdict::Copy(Reason::SmallMessages));
+    }
+
+    #[test]
     fn bulk_settles_on_the_pipe() {
         // a 1 MiB answer after a small request: the first large read decides
         assert_eq!(run(&[(Forward, 90), (Back, 40_000)]), Verdict::Pipe(Reason::Bulk));
@@ -364,18 +405,18 @@ mod tests {
 
     #[test]
     fn a_choice_is_final() {
-        let mut c = Chooser::default();
+        let mut c = Chooser::new(JoinClass::Upgraded);
         assert_eq!(c.saw(Back, 1 << 20), Verdict::Pipe(Reason::Bulk));
         for _ in 0..10 {
             assert_eq!(c.saw(Forward, 10), Verdict::Pipe(Reason::Bulk));
             assert_eq!(c.saw(Back, 10), Verdict::Pipe(Reason::Bulk));
         }
-        let mut c = Chooser::default();
+        let mut c = Chooser::new(JoinClass::Upgraded);
         for d in [Forward, Back, Forward, Back] {
             c.saw(d, 10);
         }
         assert_eq!(c.saw(Back, 1 << 20), Verdict::Kernel(Reason::SmallMessages), "joined stays joined here");
-        let mut c = Chooser::default();
+        let mut c = Chooser::new(JoinClass::Upgraded);
         c.saw(Forward, 10);
         assert_eq!(c.ended(), Verdict::Pipe(Reason::EndedFirst));
         assert_eq!(c.saw(Back, 10), Verdict::Pipe(Reason::EndedFirst));

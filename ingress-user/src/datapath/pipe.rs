@@ -63,7 +63,7 @@ fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
 pub enum WayEnd {
     /// The sender half-closed; the receiver was half-closed after every byte.
     Eof,
-    /// The watch chose the kernel join; nothing is left in the pipe.
+    /// The watch chose the kernel join or the copy; nothing is left in the pipe.
     Stopped,
 }
 
@@ -83,7 +83,7 @@ pub struct Watch<'a> {
 impl<'a> Watch<'a> {
     pub fn new(class: JoinClass, tally: &'a ChoiceTally) -> Self {
         Self {
-            chooser: Mutex::new(Chooser::default()),
+            chooser: Mutex::new(Chooser::new(class)),
             stop: watch::channel(false).0,
             on_pipe: AtomicBool::new(false),
             counted: AtomicBool::new(false),
@@ -92,7 +92,8 @@ impl<'a> Watch<'a> {
         }
     }
 
-    /// Records a read; true when the pair is to be joined in the kernel now.
+    /// Records a read; true when the pair is to leave the pipe now (for the kernel
+    /// join or the plain copy: [`Watch::settled`] says which).
     pub fn saw(&self, dir: Dir, n: usize) -> bool {
         if !self.watching() {
             return false;
@@ -114,11 +115,16 @@ impl<'a> Watch<'a> {
                 self.count_pipe(r);
                 false
             }
-            Verdict::Kernel(_) => {
+            Verdict::Kernel(_) | Verdict::Copy(_) => {
                 self.stop.send_replace(true);
                 true
             }
         }
+    }
+
+    /// What the watch settled on, if it has.
+    pub fn settled(&self) -> Option<Verdict> {
+        self.chooser.lock().expect("chooser").settled()
     }
 
     /// Settles the pair on the pipe (the directions stop watching) and counts it with
@@ -141,7 +147,7 @@ impl<'a> Watch<'a> {
 }
 
 /// Moves `from`'s bytes to `to` through `pipe` until `from` ends (then half-closes
-/// `to`) or, with a `watch`, until it asks for the kernel join (then returns with the
+/// `to`) or, with a `watch`, until it asks to leave the pipe (then returns with the
 /// pipe empty).
 pub async fn one_way(
     from: &TcpStream,
@@ -268,6 +274,46 @@ mod tests {
         assert_eq!(ends.unwrap(), (WayEnd::Stopped, WayEnd::Stopped));
         // the pipe side counts nothing: the kernel join counts its own outcome
         assert_eq!(tally.view().upgraded.spliced_pipe, 0);
+        assert_eq!(watch.settled(), Some(Verdict::Kernel(Reason::SmallMessages)));
+    }
+
+    #[tokio::test]
+    async fn a_splice_safe_watch_stops_both_ways_for_the_copy_with_nothing_left_behind() {
+        let (mut client, a) = pair().await;
+        let (b, mut pod) = pair().await;
+        let tally = ChoiceTally::default();
+        let watch = Watch::new(JoinClass::SpliceSafe, &tally);
+        let (pa, pb) = (Pipe::new().unwrap(), Pipe::new().unwrap());
+        let talk = async {
+            let mut buf = [0u8; 5];
+            for _ in 0..2 {
+                client.write_all(b"GET /").await.unwrap();
+                pod.read_exact(&mut buf).await.unwrap();
+                assert_eq!(&buf, b"GET /");
+                pod.write_all(b"200 k").await.unwrap();
+                client.read_exact(&mut buf).await.unwrap();
+                assert_eq!(&buf, b"200 k");
+            }
+        };
+        let ways = async {
+            tokio::try_join!(
+                one_way(&a, &b, &pa, Dir::Forward, Some(&watch)),
+                one_way(&b, &a, &pb, Dir::Back, Some(&watch))
+            )
+        };
+        let (ends, ()) = tokio::time::timeout(std::time::Duration::from_secs(5), async { tokio::join!(ways, talk) })
+            .await
+            .expect("both directions stop");
+        assert_eq!(ends.unwrap(), (WayEnd::Stopped, WayEnd::Stopped));
+        assert_eq!(watch.settled(), Some(Verdict::Copy(Reason::SmallMessages)));
+        // nothing counted on the pipe; every byte already went on (both pipes are empty)
+        assert_eq!(tally.view().splice_safe.spliced_pipe, 0);
+        let mut probe = [0u8; 1];
+        for p in [&pa, &pb] {
+            // SAFETY: a read of at most 1 byte into a local buffer, non-blocking pipe.
+            let n = unsafe { libc::read(p.r.as_raw_fd(), probe.as_mut_ptr().cast(), 1) };
+            assert_eq!(n, -1, "the pipe is empty (EAGAIN)");
+        }
     }
 
     #[tokio::test]

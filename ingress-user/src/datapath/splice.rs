@@ -4,8 +4,8 @@
 //! closes. Without sockmap (no eBPF dataplane, IPv6, a map error) it copies in user
 //! space, and says why once. Upgraded and splice-safe pairs get their mechanism from
 //! `--join-mode` ([`super::join_choice`]): by default they start spliced through a
-//! pipe ([`super::pipe`]) and are joined in the kernel once their first exchanges show
-//! small messages.
+//! pipe ([`super::pipe`]); once their first exchanges show small messages, upgraded
+//! pairs are joined in the kernel and splice-safe pairs go on as the plain copy.
 
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
@@ -18,7 +18,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::Splicer;
-use super::join_choice::{ChoiceTally, Dir, JoinClass, JoinMode, Mechanism, Reason, Start};
+use super::join_choice::{ChoiceTally, Dir, JoinClass, JoinMode, Mechanism, Reason, Start, Verdict};
 use super::pipe::{Pipe, Watch, WayEnd};
 use crate::telemetry::SpliceCounters;
 
@@ -154,10 +154,18 @@ impl Joiner {
         );
         match ends {
             Ok((WayEnd::Stopped, WayEnd::Stopped)) => {
-                // small messages: from here on in the kernel (what is queued now is
-                // drained and relayed first)
                 watch.counted_elsewhere();
                 drop(pipes);
+                if let Some(Verdict::Copy(r)) = watch.settled() {
+                    // a splice-safe host's small messages: the plain copy from here on
+                    // (both pipes are empty, nothing is queued in user space)
+                    self.choices.count(class, Mechanism::Copied, r);
+                    self.copied.fetch_add(1, Ordering::Relaxed);
+                    relay(&mut a, &mut b, None).await;
+                    return;
+                }
+                // small messages: from here on in the kernel (what is queued now is
+                // drained and relayed first)
                 self.kernel(class, Reason::SmallMessages, a, Bytes::new(), b, Bytes::new(), |_| {}, Some(_active))
                     .await;
             }
@@ -374,28 +382,39 @@ async fn one_way(
     mut to: tokio::net::tcp::WriteHalf<'_>,
     kernel: Option<&Way<'_>>,
 ) -> std::io::Result<()> {
-    use tokio::io::AsyncReadExt;
-    // allocated on the first byte: joined in the kernel, most pairs never need it
-    let mut buf = Vec::new();
+    // Held only while bytes flow: taken when `from` turns readable, given back once it
+    // has nothing more queued, so an idle pair holds no buffer (1,000 idle copied
+    // pairs would otherwise keep 128 MiB). Joined in the kernel, most pairs never
+    // need one.
+    let mut buf: Vec<u8> = Vec::new();
     let mut copied = 0u64;
+    let mut first = true;
     loop {
-        if buf.is_empty() {
+        from.readable().await?;
+        if first {
             if from.peek(&mut [0u8; 1]).await? == 0 {
                 break;
             }
+            first = false;
             if let Some(k) = kernel {
                 k.take_over();
                 let (want, fd) = k.expect(0);
                 wait_taken(fd, want).await;
             }
-            buf = vec![0u8; 64 * 1024];
         }
-        let n = from.read(&mut buf).await?;
-        if n == 0 {
-            break;
+        if buf.capacity() == 0 {
+            buf = Vec::with_capacity(COPY_BUF);
         }
-        to.write_all(&buf[..n]).await?;
-        copied += n as u64;
+        buf.clear();
+        match from.try_read_buf(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                to.write_all(&buf[..n]).await?;
+                copied += n as u64;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => buf = Vec::new(),
+            Err(e) => return Err(e),
+        }
     }
     if let Some(k) = kernel {
         let (want, fd) = k.expect(copied);
@@ -413,6 +432,9 @@ async fn wait_taken(fd: std::os::fd::RawFd, want: u64) {
         tokio::time::sleep(std::time::Duration::from_micros(500)).await;
     }
 }
+
+/// The copy's buffer, per direction while bytes flow.
+const COPY_BUF: usize = 64 * 1024;
 
 /// How long a close waits for the kernel to hand over the bytes it redirected.
 const DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
