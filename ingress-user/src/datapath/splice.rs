@@ -138,13 +138,17 @@ impl Joiner {
         if b.write_all(&a_pending).await.is_err() || a.write_all(&b_pending).await.is_err() {
             return;
         }
+        // what was read before (the first request's head buffer) is not held for the
+        // pair's life
+        let pending = (a_pending.len(), b_pending.len());
+        drop((a_pending, b_pending));
         let _active = self.enter();
         let watch = Watch::new(class, &self.choices);
         match start {
             Start::Pipe(r) => watch.count_pipe(r),
             _ => {
                 // the bytes read before (a splice-safe host's first request) count too
-                let _ = watch.saw(Dir::Forward, a_pending.len()) || watch.saw(Dir::Back, b_pending.len());
+                let _ = watch.saw(Dir::Forward, pending.0) || watch.saw(Dir::Back, pending.1);
             }
         }
         let (pa, pb) = &pipes;
@@ -212,6 +216,7 @@ impl Joiner {
         if b.write_all(&ap).await.is_err() || a.write_all(&bp).await.is_err() {
             return;
         }
+        drop((ap, bp));
         let _active = self.enter();
         self.choices.count(class, Mechanism::Copied, why);
         match why {
@@ -248,6 +253,7 @@ impl Joiner {
         if b.write_all(&a_pending).await.is_err() || a.write_all(&b_pending).await.is_err() {
             return;
         }
+        drop((a_pending, b_pending));
         let busy = !(a_all && b_all);
         let keys = match (
             a.local_addr().ok().zip(a.peer_addr().ok()).and_then(|(l, r)| key_of(l, r)),

@@ -337,57 +337,64 @@ fn unsupported(filters: &[Filter]) -> Option<&str> {
 /// `Trailer` (the names of trailer fields) is end to end and kept; `TE: trailers` is
 /// passed on, so the pod knows the client takes trailers and hyper forwards them.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
-    // Most heads carry none of them: one pass over the names instead of eight removes
-    // (each a hash of the name) on every request and every response.
-    if !h.keys().any(is_hop_by_hop) {
+    // One pass over the names says which of the eight are there. Most requests carry
+    // none; most pod answers only `Connection: keep-alive`, so only what is there is
+    // removed, and the fields Connection names are removed by their text (no
+    // `HeaderName` made for each).
+    let present = h.keys().fold(0u8, |bits, n| bits | hop_bit(n));
+    if present == 0 {
         return;
     }
-    let te_trailers = h
-        .get_all(header::TE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("trailers")));
-    let named: Vec<HeaderName> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
-        h.remove(n);
+    let te_trailers = present & hop_bit(&header::TE) != 0
+        && h.get_all(header::TE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("trailers")));
+    if present & hop_bit(&header::CONNECTION) != 0 {
+        let mut values = h.get_all(header::CONNECTION).iter();
+        let (first, more) = (values.next().cloned(), values.next().is_some());
+        // several Connection lines are rare: only then are their values copied
+        let all: Vec<HeaderValue> =
+            if more { h.get_all(header::CONNECTION).iter().cloned().collect() } else { Vec::new() };
+        h.remove(header::CONNECTION);
+        for v in first.iter().chain(all.iter().skip(1)) {
+            for name in v.to_str().unwrap_or("").split(',').map(str::trim).filter(|n| !n.is_empty()) {
+                // an invalid name names no field (`remove` finds nothing)
+                h.remove(name);
+            }
+        }
     }
-    // (constants: a name that is not a standard header is copied each time it is made)
-    const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-    const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
-    const HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
-    for n in [
-        header::CONNECTION,
-        header::TE,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-        header::PROXY_AUTHORIZATION,
-        KEEP_ALIVE,
-        PROXY_CONNECTION,
-        HTTP2_SETTINGS,
-    ] {
-        h.remove(n);
+    for (i, n) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            h.remove(n);
+        }
     }
     if te_trailers {
         h.insert(header::TE, HeaderValue::from_static("trailers"));
     }
 }
 
-/// Whether `n` is one of the fields [`strip_hop_by_hop`] removes (Connection included,
-/// so the fields it names are looked at too).
-fn is_hop_by_hop(n: &HeaderName) -> bool {
-    *n == header::CONNECTION
-        || *n == header::TE
-        || *n == header::TRANSFER_ENCODING
-        || *n == header::UPGRADE
-        || *n == header::PROXY_AUTHORIZATION
-        || matches!(n.as_str(), "keep-alive" | "proxy-connection" | "http2-settings")
+// (constants: a name that is not a standard header is copied each time it is made)
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+const HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
+/// The fields [`strip_hop_by_hop`] removes (Connection included, so the fields it
+/// names are looked at too); bit `i` of [`hop_bit`] is `HOP_BY_HOP[i]`.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    header::TE,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
+    HTTP2_SETTINGS,
+];
+
+/// `n`'s bit when it is one of [`HOP_BY_HOP`], else 0.
+fn hop_bit(n: &HeaderName) -> u8 {
+    HOP_BY_HOP.iter().position(|h| h == n).map_or(0, |i| 1 << i)
 }
 
 /// `addr` as text, appended to `out` (IPv4 digits written directly: `fmt`'s address

@@ -719,6 +719,19 @@ fn rss_report(path: &str, when: &str, a: &Agent) {
         Ok(b) => eprint!("{}", b.format()),
         Err(e) => eprintln!("  smaps: {e}"),
     }
+    // a diagnostic of your own at this moment (a heap dump, `gdb -p`): NETBENCH_RSS_HOOK
+    // is run by sh with AGENT_PID, RSS_PATH and RSS_WHEN set, bounded to 60 s
+    if let Ok(hook) = std::env::var("NETBENCH_RSS_HOOK") {
+        let run = std::process::Command::new("timeout")
+            .args(["60", "sh", "-c", &hook])
+            .env("AGENT_PID", a.pid().to_string())
+            .env("RSS_PATH", path)
+            .env("RSS_WHEN", when)
+            .status();
+        if !run.as_ref().is_ok_and(|s| s.success()) {
+            eprintln!("  NETBENCH_RSS_HOOK failed: {run:?}");
+        }
+    }
 }
 
 fn machine() -> (String, String, String) {

@@ -312,6 +312,44 @@ fn addresses_are_written_as_display_writes_them() {
 }
 
 #[test]
+fn a_pods_keep_alive_answer_and_every_named_field_lose_only_their_hop_by_hop_fields() {
+    let mut before = HeaderMap::new();
+    before.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    before.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+    // nginx's answer: Connection: keep-alive (and often Keep-Alive: timeout=N)
+    let mut h = before.clone();
+    h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+    h.insert(http::header::HeaderName::from_static("keep-alive"), HeaderValue::from_static("timeout=5"));
+    strip_hop_by_hop(&mut h);
+    assert_eq!(h, before);
+    // names in any case, spaces, empty list members, two Connection lines, an invalid
+    // name among them
+    let mut h = before.clone();
+    h.append(header::CONNECTION, HeaderValue::from_static(" X-Private ,, Close"));
+    h.append(header::CONNECTION, HeaderValue::from_static("x-other, bad name"));
+    for n in ["x-private", "x-other", "close"] {
+        h.insert(http::header::HeaderName::from_static(n), HeaderValue::from_static("1"));
+    }
+    h.insert(http::header::HeaderName::from_static("x-kept"), HeaderValue::from_static("1"));
+    strip_hop_by_hop(&mut h);
+    let mut want = before.clone();
+    want.insert(http::header::HeaderName::from_static("x-kept"), HeaderValue::from_static("1"));
+    assert_eq!(h, want);
+    // TE: only `trailers` survives, and only when it was asked for
+    let mut h = before.clone();
+    h.insert(header::TE, HeaderValue::from_static("gzip, trailers;q=1"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
+    strip_hop_by_hop(&mut h);
+    let mut want = before.clone();
+    want.insert(header::TE, HeaderValue::from_static("trailers"));
+    assert_eq!(h, want);
+    let mut h = before.clone();
+    h.insert(header::TE, HeaderValue::from_static("gzip"));
+    strip_hop_by_hop(&mut h);
+    assert_eq!(h, before);
+}
+
+#[test]
 fn hop_by_hop_fields_are_removed_and_a_head_without_any_is_left_alone() {
     let mut plain = HeaderMap::new();
     plain.insert(header::HOST, HeaderValue::from_static("a.test"));
