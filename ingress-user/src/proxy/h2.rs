@@ -109,8 +109,8 @@ pub(super) fn classify(bytes: &[u8]) -> First {
     }
 }
 
-/// A connection after its first bytes were looked at, with the bytes that had to be
-/// read (only when the preface arrived in pieces; otherwise they were peeked at).
+/// A connection after its first bytes were read, with those bytes (they go to the
+/// server that takes the connection first).
 pub(super) enum Sniffed {
     H2(Bytes),
     Http1(Bytes),
@@ -118,9 +118,14 @@ pub(super) enum Sniffed {
     Closed,
 }
 
+/// What the first read of a connection asks for: a usual request head fits, and
+/// hyper takes it from there without a read of its own.
+const FIRST_READ: usize = 4096;
+
 /// Whether `stream` starts with the HTTP/2 preface, waiting at most `limit` for the
 /// bytes that decide (the head timeout), and giving up on shutdown or eviction (the
-/// connection is idle until it sends).
+/// connection is idle until it sends). The bytes are read, not peeked at (a peek was
+/// one more `recv` per connection), and handed on.
 pub(super) async fn sniff(
     stream: &mut TcpStream,
     limit: Duration,
@@ -128,24 +133,12 @@ pub(super) async fn sniff(
     tracked: &sources::Tracked,
 ) -> Sniffed {
     let decide = async {
-        let mut buf = [0u8; PREFACE.len()];
-        let n = stream.peek(&mut buf).await?;
-        if n == 0 {
-            return Ok::<_, io::Error>(Sniffed::Closed);
-        }
-        match classify(&buf[..n]) {
-            First::Http1 => return Ok(Sniffed::Http1(Bytes::new())),
-            First::H2 => return Ok(Sniffed::H2(Bytes::new())),
-            First::Partial => {}
-        }
-        // The preface in pieces (rare): read it, never more than its length.
-        let mut got = Vec::with_capacity(PREFACE.len());
+        let mut got = Vec::with_capacity(FIRST_READ);
         loop {
-            let n = stream.read(&mut buf[..PREFACE.len() - got.len()]).await?;
-            if n == 0 {
-                return Ok(Sniffed::Closed);
+            // the preface in pieces (rare) takes more reads; anything else decides at once
+            if stream.read_buf(&mut got).await? == 0 {
+                return Ok::<_, io::Error>(Sniffed::Closed);
             }
-            got.extend_from_slice(&buf[..n]);
             match classify(&got) {
                 First::Partial => {}
                 First::H2 => return Ok(Sniffed::H2(got.into())),
@@ -357,6 +350,53 @@ mod tests {
         // refills only up to the burst
         let later = t0 + Duration::from_secs(60);
         assert_eq!((0..10).filter(|_| b.take(later)).count(), 3);
+    }
+
+    #[tokio::test]
+    async fn the_sniff_reads_the_first_bytes_and_hands_every_one_on() {
+        use tokio::io::AsyncWriteExt;
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let tracked =
+            sources::Tracked { activity: Arc::new(super::super::conn::Activity::default()), evict: Default::default() };
+        let (_keep, mut stop) = tokio::sync::watch::channel(false);
+        let limit = Duration::from_secs(5);
+        // HTTP/1.1: one read decides, and the head comes back whole
+        let head = b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n";
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        let (mut s, _) = l.accept().await.unwrap();
+        c.write_all(head).await.unwrap();
+        match sniff(&mut s, limit, &mut stop, &tracked).await {
+            Sniffed::Http1(b) => assert_eq!(&b[..], &head[..]),
+            _ => panic!("not HTTP/1.1"),
+        }
+        // the preface in two pieces, then a SETTINGS frame: every byte read comes back
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        let (mut s, _) = l.accept().await.unwrap();
+        let mut all = PREFACE.to_vec();
+        all.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+        let writer = tokio::spawn(async move {
+            c.write_all(&all[..5]).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            c.write_all(&all[5..]).await.unwrap();
+            (c, all)
+        });
+        let got = sniff(&mut s, limit, &mut stop, &tracked).await;
+        let (_c, all) = writer.await.unwrap();
+        match got {
+            Sniffed::H2(b) => {
+                assert!(b.starts_with(PREFACE) && all.starts_with(&b), "{b:?}");
+                let mut rest = vec![0u8; all.len() - b.len()];
+                s.read_exact(&mut rest).await.unwrap();
+                assert_eq!([&b[..], &rest[..]].concat(), all, "nothing lost between the sniff and the server");
+            }
+            _ => panic!("not h2"),
+        }
+        // closed before a byte
+        let c = TcpStream::connect(addr).await.unwrap();
+        let (mut s, _) = l.accept().await.unwrap();
+        drop(c);
+        assert!(matches!(sniff(&mut s, limit, &mut stop, &tracked).await, Sniffed::Closed));
     }
 
     #[tokio::test]

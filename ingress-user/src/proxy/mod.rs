@@ -245,13 +245,11 @@ impl Proxy {
                     h2::Sniffed::Http1(prefix) => prefix,
                     h2::Sniffed::Closed => return,
                 };
-                let io = if !prefix.is_empty() {
-                    conn::ClientIo::new(stream, prefix) // part of a preface, then not: not spliced
-                } else if proxy.splice_possible(index) {
+                let io = if proxy.splice_possible(index) {
                     // busy while its first head is read and while it is spliced: never evicted
                     let busy = tracked.activity.begin();
-                    // boxed: its 4 KiB read buffer is not part of every connection's task
-                    match Box::pin(proxy.peek_first(stream, index, proxy_timeout)).await {
+                    // boxed: its read buffer is not part of every connection's task
+                    match Box::pin(proxy.peek_first(stream, prefix, index, proxy_timeout)).await {
                         splice_route::Peeked::Done => return,
                         splice_route::Peeked::Proxy(io) => {
                             drop(busy);
@@ -259,7 +257,7 @@ impl Proxy {
                         }
                     }
                 } else {
-                    conn::ClientIo::new(stream, Bytes::new())
+                    conn::ClientIo::new(stream, prefix)
                 };
                 proxy.serve_http(io, index, peer, proxy_timeout, stop, tracked).await;
             });

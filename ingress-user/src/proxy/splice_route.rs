@@ -87,21 +87,28 @@ impl Proxy {
 
     /// Reads the first request head (bounded in size and time), routes it, and
     /// either splices the connection or hands it, bytes included, to hyper.
-    pub(super) async fn peek_first(self: &Arc<Self>, mut stream: TcpStream, index: usize, limit: Duration) -> Peeked {
-        let mut buf = Vec::with_capacity(4096);
+    pub(super) async fn peek_first(
+        self: &Arc<Self>,
+        mut stream: TcpStream,
+        first: Bytes,
+        index: usize,
+        limit: Duration,
+    ) -> Peeked {
+        // `first`: what was read already (the preface sniff's read)
+        let mut buf = Vec::from(first);
         let read_head = async {
             loop {
+                match first_head(&buf) {
+                    FirstHead::Partial if buf.len() > MAX_HEAD => return Ok(Some(FirstHead::Proxy)), // hyper answers 431
+                    FirstHead::Partial => {}
+                    head => return Ok(Some(head)),
+                }
                 let mut chunk = [0u8; 4096];
                 let n = stream.read(&mut chunk).await?;
                 if n == 0 {
                     return Ok::<_, io::Error>(None);
                 }
                 buf.extend_from_slice(&chunk[..n]);
-                match first_head(&buf) {
-                    FirstHead::Partial if buf.len() > MAX_HEAD => return Ok(Some(FirstHead::Proxy)), // hyper answers 431
-                    FirstHead::Partial => {}
-                    head => return Ok(Some(head)),
-                }
             }
         };
         let head = match tokio::time::timeout(limit, read_head).await {
