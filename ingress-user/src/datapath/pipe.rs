@@ -244,12 +244,13 @@ mod tests {
         drop(writer.await.unwrap());
     }
 
-    #[tokio::test]
-    async fn a_watch_stops_both_ways_once_small_messages_show() {
+    /// Two small request/answer exchanges through a watch of `class` over two pipes,
+    /// which must stop both directions; gives back what the watch settled on and the
+    /// pipes.
+    async fn small_exchanges_stop(class: JoinClass, tally: &ChoiceTally) -> (Option<Verdict>, Pipe, Pipe) {
         let (mut client, a) = pair().await;
         let (b, mut pod) = pair().await;
-        let tally = ChoiceTally::default();
-        let watch = Watch::new(JoinClass::Upgraded, &tally);
+        let watch = Watch::new(class, tally);
         let (pa, pb) = (Pipe::new().unwrap(), Pipe::new().unwrap());
         let talk = async {
             let mut buf = [0u8; 5];
@@ -272,40 +273,23 @@ mod tests {
             .await
             .expect("both directions stop");
         assert_eq!(ends.unwrap(), (WayEnd::Stopped, WayEnd::Stopped));
+        (watch.settled(), pa, pb)
+    }
+
+    #[tokio::test]
+    async fn a_watch_stops_both_ways_once_small_messages_show() {
+        let tally = ChoiceTally::default();
+        let (settled, _, _) = small_exchanges_stop(JoinClass::Upgraded, &tally).await;
         // the pipe side counts nothing: the kernel join counts its own outcome
         assert_eq!(tally.view().upgraded.spliced_pipe, 0);
-        assert_eq!(watch.settled(), Some(Verdict::Kernel(Reason::SmallMessages)));
+        assert_eq!(settled, Some(Verdict::Kernel(Reason::SmallMessages)));
     }
 
     #[tokio::test]
     async fn a_splice_safe_watch_stops_both_ways_for_the_copy_with_nothing_left_behind() {
-        let (mut client, a) = pair().await;
-        let (b, mut pod) = pair().await;
         let tally = ChoiceTally::default();
-        let watch = Watch::new(JoinClass::SpliceSafe, &tally);
-        let (pa, pb) = (Pipe::new().unwrap(), Pipe::new().unwrap());
-        let talk = async {
-            let mut buf = [0u8; 5];
-            for _ in 0..2 {
-                client.write_all(b"GET /").await.unwrap();
-                pod.read_exact(&mut buf).await.unwrap();
-                assert_eq!(&buf, b"GET /");
-                pod.write_all(b"200 k").await.unwrap();
-                client.read_exact(&mut buf).await.unwrap();
-                assert_eq!(&buf, b"200 k");
-            }
-        };
-        let ways = async {
-            tokio::try_join!(
-                one_way(&a, &b, &pa, Dir::Forward, Some(&watch)),
-                one_way(&b, &a, &pb, Dir::Back, Some(&watch))
-            )
-        };
-        let (ends, ()) = tokio::time::timeout(std::time::Duration::from_secs(5), async { tokio::join!(ways, talk) })
-            .await
-            .expect("both directions stop");
-        assert_eq!(ends.unwrap(), (WayEnd::Stopped, WayEnd::Stopped));
-        assert_eq!(watch.settled(), Some(Verdict::Copy(Reason::SmallMessages)));
+        let (settled, pa, pb) = small_exchanges_stop(JoinClass::SpliceSafe, &tally).await;
+        assert_eq!(settled, Some(Verdict::Copy(Reason::SmallMessages)));
         // nothing counted on the pipe; every byte already went on (both pipes are empty)
         assert_eq!(tally.view().splice_safe.spliced_pipe, 0);
         let mut probe = [0u8; 1];

@@ -392,34 +392,29 @@ async fn one_way(
     // has nothing more queued, so an idle pair holds no buffer (1,000 idle copied
     // pairs would otherwise keep 128 MiB). Joined in the kernel, most pairs never
     // need one.
-    let mut buf: Vec<u8> = Vec::new();
     let mut copied = 0u64;
-    let mut first = true;
-    loop {
-        from.readable().await?;
-        if first {
-            if from.peek(&mut [0u8; 1]).await? == 0 {
-                break;
-            }
-            first = false;
-            if let Some(k) = kernel {
-                k.take_over();
-                let (want, fd) = k.expect(0);
-                wait_taken(fd, want).await;
-            }
+    if from.peek(&mut [0u8; 1]).await? > 0 {
+        if let Some(k) = kernel {
+            k.take_over();
+            let (want, fd) = k.expect(0);
+            wait_taken(fd, want).await;
         }
-        if buf.capacity() == 0 {
-            buf = Vec::with_capacity(COPY_BUF);
-        }
-        buf.clear();
-        match from.try_read_buf(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                to.write_all(&buf[..n]).await?;
-                copied += n as u64;
+        let mut buf: Vec<u8> = Vec::new();
+        loop {
+            from.readable().await?;
+            if buf.capacity() == 0 {
+                buf = Vec::with_capacity(COPY_BUF);
             }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => buf = Vec::new(),
-            Err(e) => return Err(e),
+            buf.clear();
+            match from.try_read_buf(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    to.write_all(&buf[..n]).await?;
+                    copied += n as u64;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => buf = Vec::new(),
+                Err(e) => return Err(e),
+            }
         }
     }
     if let Some(k) = kernel {

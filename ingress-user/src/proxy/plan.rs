@@ -352,13 +352,11 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
             .flat_map(|v| v.split(','))
             .any(|t| t.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("trailers")));
     if present & hop_bit(&header::CONNECTION) != 0 {
-        let mut values = h.get_all(header::CONNECTION).iter();
-        let (first, more) = (values.next().cloned(), values.next().is_some());
-        // several Connection lines are rare: only then are their values copied
-        let all: Vec<HeaderValue> =
-            if more { h.get_all(header::CONNECTION).iter().cloned().collect() } else { Vec::new() };
+        let first = h.get(header::CONNECTION).cloned();
+        // several Connection lines are rare: collecting the others allocates only then
+        let rest: Vec<HeaderValue> = h.get_all(header::CONNECTION).iter().skip(1).cloned().collect();
         h.remove(header::CONNECTION);
-        for v in first.iter().chain(all.iter().skip(1)) {
+        for v in first.iter().chain(&rest) {
             for name in v.to_str().unwrap_or("").split(',').map(str::trim).filter(|n| !n.is_empty()) {
                 // an invalid name names no field (`remove` finds nothing)
                 h.remove(name);
