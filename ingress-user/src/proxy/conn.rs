@@ -289,7 +289,7 @@ impl<S> ClientIo<S> {
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientIo<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin + 'static> AsyncRead for ClientIo<S> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let before = buf.filled().len();
@@ -297,7 +297,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientIo<S> {
             let n = this.prefix.len().min(buf.remaining());
             buf.put_slice(&this.prefix.split_to(n));
         } else {
-            match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            // over TCP, a read that drains the socket clears its readiness (drain_read.rs)
+            let read = match (&mut this.inner as &mut dyn std::any::Any).downcast_mut::<TcpStream>() {
+                Some(tcp) => super::drain_read::poll_read(tcp, cx, buf),
+                None => Pin::new(&mut this.inner).poll_read(cx, buf),
+            };
+            match read {
                 Poll::Ready(Ok(())) => {}
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => {

@@ -13,7 +13,7 @@ use crate::routing::{Backend, BackendTarget};
 const MAX_BACKENDS: usize = 4096;
 
 #[derive(Default)]
-pub struct EndpointCursors(Mutex<HashMap<String, usize>>);
+pub struct EndpointCursors(Mutex<HashMap<String, usize, foldhash::fast::RandomState>>);
 
 impl EndpointCursors {
     /// The next endpoint of `backend`; None when it has no ready endpoint or the

@@ -89,13 +89,13 @@ impl Proxy {
             match backend.protocol {
                 BackendProtocol::Http1 => self.h1().request(endpoint, req).await.map_err(|e| match e {
                     super::h1_client::H1Error::Connect(req, e) => (Some(req), true, e),
-                    super::h1_client::H1Error::Failed(e) => (None, false, e.to_string()),
+                    super::h1_client::H1Error::Failed(e) => (None, false, e),
                 }),
                 BackendProtocol::H2c => self
                     .h2c()
                     .request(endpoint, req)
                     .await
-                    .map(|r| r.map(|b| b.boxed()))
+                    .map(|r| r.map(|b| b.map_err(Into::into).boxed()))
                     .map_err(|e| (None, e.is_connect(), e.to_string())),
             }
         };

@@ -61,6 +61,7 @@ pub mod normalize;
 pub mod refuse;
 
 // HTTP/2 (issue 12): h2c and h2 clients, h2c backends
+mod drain_read;
 mod h1_client;
 pub mod h2;
 mod h2_client;
@@ -69,7 +70,9 @@ mod h2_client;
 // SO_REUSEPORT listeners and thread-local pod pools
 pub mod workers;
 
-pub type Body = BoxBody<Bytes, hyper::Error>;
+pub type Body = BoxBody<Bytes, BoxError>;
+/// A body's error: hyper's (a client's body), or the pod client's (`h1_client.rs`).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Largest request head accepted; larger ones get 431.
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -467,7 +470,7 @@ impl Proxy {
             return self.upgrade(req, proto, f.endpoint, &f.backend().name).await;
         }
         let req = if f.mirrors.is_empty() {
-            req.map(|b| b.boxed())
+            req.map(|b| b.map_err(Into::into).boxed())
         } else {
             match self.mirror(req, &f.mirrors, f.path_and_query()).await {
                 Ok(r) => r,
@@ -522,7 +525,7 @@ impl Proxy {
         let bufferable = !chunked && len.unwrap_or(0) <= MIRROR_BODY_LIMIT;
         if !bufferable {
             tracing::debug!(?len, chunked, "request not mirrored: body too large or of unknown length");
-            return Ok(req.map(|b| b.boxed()));
+            return Ok(req.map(|b| b.map_err(Into::into).boxed()));
         }
         let (parts, body) = req.into_parts();
         let bytes = match body.collect().await {
@@ -550,12 +553,14 @@ impl Proxy {
             tokio::spawn(async move {
                 let sent = async {
                     match protocol {
-                        crate::routing::BackendProtocol::H2c => {
-                            h2c.request(ep, copy).await.map(|r| r.map(|b| b.boxed())).map_err(|e| e.to_string())
-                        }
+                        crate::routing::BackendProtocol::H2c => h2c
+                            .request(ep, copy)
+                            .await
+                            .map(|r| r.map(|b| b.map_err(Into::into).boxed()))
+                            .map_err(|e| e.to_string()),
                         crate::routing::BackendProtocol::Http1 => h1.request(ep, copy).await.map_err(|e| match e {
                             h1_client::H1Error::Connect(_, e) => e,
-                            h1_client::H1Error::Failed(e) => e.to_string(),
+                            h1_client::H1Error::Failed(e) => e,
                         }),
                     }
                 };

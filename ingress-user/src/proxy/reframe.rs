@@ -1,9 +1,10 @@
 //! Pod answers sanitized before they reach the client (pure: a response head in, a
-//! decision out). hyper's client has already parsed the pod's answer: it skipped 1xx
-//! interim answers (100 Continue, 103 Early Hints), refused a header line without a
-//! colon (502), read no body after a HEAD, 204 or 304 (a pod connection holding bytes
-//! after such an answer is closed, never reused), read a close-delimited body until
-//! the pod closed, and decoded `Transfer-Encoding: chunked`. A body that arrives after
+//! decision out). The pod client (`h1_client.rs`) has already parsed the pod's answer:
+//! it skipped 1xx interim answers (100 Continue, 103 Early Hints), refused a header
+//! line without a colon and conflicting Content-Lengths (502), read no body after a
+//! HEAD, 204 or 304 (a pod connection holding bytes after such an answer is closed,
+//! never reused), read a close-delimited body until the pod closed, and decoded
+//! `Transfer-Encoding: chunked`. A body that arrives after
 //! the head of a HEAD answer, once the connection is back in the pool, would be read
 //! as the answer to the next request sent on it: HEAD requests therefore go to the pod
 //! with `Connection: close` (`Proxy::route_and_forward`), and a pod connection that
@@ -20,7 +21,7 @@
 //!   the body still carries a transfer coding the client is never told about: 502.
 //! - No `Transfer-Encoding`, no `Content-Length`, a body (close-delimited): hyper
 //!   frames it chunked (or closes after it for HTTP/1.0); nothing to do.
-//! - Repeated equal `Content-Length` values: one is kept (hyper refused differing ones).
+//! - Repeated equal `Content-Length` values: one is kept (the pod client refused differing ones).
 
 use http::header::{self, HeaderMap, HeaderValue};
 
@@ -45,7 +46,7 @@ pub fn sanitize(headers: &mut HeaderMap) -> Verdict {
     }
     let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
     if let (Some(first), Some(_)) = (lengths.next(), lengths.next()) {
-        // hyper accepted them: all the same number
+        // the pod client accepted them: all the same number
         let one: HeaderValue = first.clone();
         headers.insert(header::CONTENT_LENGTH, one);
     }

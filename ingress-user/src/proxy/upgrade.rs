@@ -54,7 +54,7 @@ impl Proxy {
             }
         };
         if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-            return resp.map(|b| b.boxed());
+            return resp.map(|b| b.map_err(Into::into).boxed());
         }
         let upstream_side = hyper::upgrade::on(&mut resp);
         let guard = self.metrics.upgraded();

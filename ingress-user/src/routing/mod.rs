@@ -58,7 +58,7 @@ pub struct ListenerTable {
     pub gateway: ObjectKey,
     /// Names and ports of the Gateway listeners this address serves.
     pub listeners: Vec<(String, u16)>,
-    hosts: HashMap<String, Arc<VirtualHost>>,
+    hosts: HashMap<String, Arc<VirtualHost>, foldhash::fast::RandomState>,
     /// Wildcard virtual hosts, longest suffix first.
     wildcards: Vec<(String, Arc<VirtualHost>)>,
     /// Routes without hostnames on listeners without hostname: any Host.
