@@ -91,9 +91,8 @@ impl Proxy {
                     super::h1_client::H1Error::Connect(req, e) => (Some(req), true, e),
                     super::h1_client::H1Error::Failed(e) => (None, false, e),
                 }),
-                BackendProtocol::H2c => self
-                    .h2c()
-                    .request(endpoint, req)
+                // boxed: every HTTP/1.1 request's future would carry the h2 client's size
+                BackendProtocol::H2c => Box::pin(self.h2c().request(endpoint, req))
                     .await
                     .map(|r| r.map(|b| b.map_err(Into::into).boxed()))
                     .map_err(|e| (None, e.is_connect(), e.to_string())),

@@ -157,7 +157,8 @@ impl H1Pool {
         let mut conn = loop {
             let (mut conn, fresh) = match self.checkout(endpoint) {
                 Some(c) => (c, false),
-                None => match connect(endpoint).await {
+                // boxed: a new connection is rare next to a pooled one
+                None => match Box::pin(connect(endpoint)).await {
                     Ok(c) => (c, true),
                     Err(e) => return Err(H1Error::Connect(Box::new(to_request(parts, body)), e)),
                 },

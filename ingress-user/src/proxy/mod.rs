@@ -467,12 +467,14 @@ impl Proxy {
         };
         *req.uri_mut() = f.uri.clone();
         if let Some(proto) = f.upgrade.clone() {
-            return self.upgrade(req, proto, f.endpoint, &f.backend().name).await;
+            // (boxed, as the mirror below: rare paths do not grow every request's future,
+            // which is moved into its box once per request)
+            return Box::pin(self.upgrade(req, proto, f.endpoint, &f.backend().name)).await;
         }
         let req = if f.mirrors.is_empty() {
             req.map(|b| b.map_err(Into::into).boxed())
         } else {
-            match self.mirror(req, &f.mirrors, f.path_and_query()).await {
+            match Box::pin(self.mirror(req, &f.mirrors, f.path_and_query())).await {
                 Ok(r) => r,
                 Err(resp) => return resp,
             }
