@@ -122,6 +122,81 @@ impl Drop for InFlight {
     }
 }
 
+/// How long an answer whose body failed (the pod closed or reset mid-body) waits for
+/// hyper to write out what it already queued for the client, at most.
+const FLUSH_BEFORE_ERROR: Duration = Duration::from_secs(2);
+
+/// A response body on its way to the client, holding its request in flight. When the
+/// body fails (a pod that died mid-answer), hyper drops the connection at once, and
+/// with it the bytes it had queued and not yet written: the client would get less than
+/// the pod sent. So the error waits until hyper's buffer is written out (`flushed`,
+/// cleared at the error and set by hyper's next flush of the socket, which it makes
+/// only once its own buffer is empty), at most [`FLUSH_BEFORE_ERROR`], looking every
+/// millisecond.
+/// (HTTP/1.1 only: an h2 stream's error resets that stream alone, and no `ClientIo`
+/// flag follows an h2 connection's writes.)
+pub struct ToClient<B> {
+    inner: B,
+    guard: InFlight,
+    /// Whether an error waits for the flush (HTTP/1.1).
+    wait: bool,
+    held: Option<(super::BoxError, Pin<Box<Sleep>>, Instant)>,
+}
+
+impl<B> ToClient<B> {
+    pub fn new(inner: B, guard: InFlight, wait: bool) -> Self {
+        Self { inner, guard, wait, held: None }
+    }
+}
+
+impl<B> http_body::Body for ToClient<B>
+where
+    B: http_body::Body<Data = Bytes, Error = super::BoxError> + Unpin,
+{
+    type Data = Bytes;
+    type Error = super::BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, super::BoxError>>> {
+        let this = &mut *self;
+        if this.held.is_none() {
+            match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Ready(Some(Err(e))) if this.wait => {
+                    // hyper may have queued bytes since it last flushed: the flag is set
+                    // again only by its next flush, which comes once its queue is written
+                    this.guard.0.flushed.store(false, Ordering::Release);
+                    let now = Instant::now();
+                    this.held = Some((e, Box::pin(tokio::time::sleep_until(now)), now + FLUSH_BEFORE_ERROR));
+                }
+                other => return other,
+            }
+        }
+        let flushed = &this.guard.0.flushed;
+        let (_, sleep, deadline) = this.held.as_mut().expect("set above");
+        loop {
+            if flushed.load(Ordering::Acquire) || Instant::now() >= *deadline {
+                let (e, _, _) = this.held.take().expect("held");
+                return Poll::Ready(Some(Err(e)));
+            }
+            if sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let next = Instant::now() + Duration::from_millis(1);
+            sleep.as_mut().reset(next);
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.held.is_none() && self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 struct HeadTimer {
     activity: Arc<Activity>,
     timeout: Duration,
@@ -425,6 +500,34 @@ mod tests {
         assert!(a.idle_age().is_some(), "idle after its answer");
         t.saw(b"GET /next");
         assert_eq!(a.idle_age(), None, "the next head being read");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_body_waits_for_hyper_to_write_out_what_it_queued() {
+        use http_body::Body as _;
+        let frames: Vec<Result<http_body::Frame<Bytes>, super::super::BoxError>> =
+            vec![Ok(http_body::Frame::data(Bytes::from_static(b"abc"))), Err("the pod died".into())];
+        let inner = http_body_util::StreamBody::new(futures::stream::iter(frames));
+        let a = Arc::new(Activity::default());
+        let (guard, _) = a.begin();
+        let mut body = std::pin::pin!(ToClient::new(inner, guard, true));
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(matches!(body.as_mut().poll_frame(&mut cx), Poll::Ready(Some(Ok(_)))), "data passes");
+        assert!(body.as_mut().poll_frame(&mut cx).is_pending(), "the error waits for the flush");
+        tokio::time::advance(Duration::from_millis(5)).await;
+        assert!(body.as_mut().poll_frame(&mut cx).is_pending(), "still not flushed");
+        a.flushed.store(true, Ordering::Release); // hyper's next flush of the socket
+        tokio::time::advance(Duration::from_millis(2)).await;
+        assert!(matches!(body.as_mut().poll_frame(&mut cx), Poll::Ready(Some(Err(_)))), "then the error");
+        // never flushed: the error comes after FLUSH_BEFORE_ERROR at the latest
+        let frames: Vec<Result<http_body::Frame<Bytes>, super::super::BoxError>> = vec![Err("x".into())];
+        let b = Arc::new(Activity::default());
+        let (guard, _) = b.begin();
+        let mut body =
+            std::pin::pin!(ToClient::new(http_body_util::StreamBody::new(futures::stream::iter(frames)), guard, true));
+        assert!(body.as_mut().poll_frame(&mut cx).is_pending());
+        tokio::time::advance(FLUSH_BEFORE_ERROR + Duration::from_millis(2)).await;
+        assert!(matches!(body.as_mut().poll_frame(&mut cx), Poll::Ready(Some(Err(_)))));
     }
 
     #[tokio::test(start_paused = true)]

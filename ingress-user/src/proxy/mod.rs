@@ -395,6 +395,7 @@ impl Proxy {
         let mut tag = Tag::default();
         // a gRPC call gets the proxy's own answers as gRPC statuses (`grpc_status.rs`)
         let grpc = grpc_status::answer_content_type(req.headers());
+        let http1 = req.version() != http::Version::HTTP_2;
         let (in_flight, length_and_chunked) = activity.begin();
         let resp = if length_and_chunked {
             // hyper would read it as chunked; a request that says both is refused
@@ -418,14 +419,8 @@ impl Proxy {
         };
         let out = handles.bytes_out.clone();
         // the request stays in flight (no head timeout) until its body is done
-        resp.map(|b| {
-            Counted::new(b, out)
-                .map_frame(move |f| {
-                    let _ = &in_flight;
-                    f
-                })
-                .boxed()
-        })
+        // (and an error of its body waits for what hyper queued to be written out)
+        resp.map(|b| conn::ToClient::new(Counted::new(b, out), in_flight, http1).boxed())
     }
 
     async fn route_and_forward(
