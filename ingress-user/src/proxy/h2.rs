@@ -277,7 +277,7 @@ impl Proxy {
                 }
                 Box::pin(async move {
                     let answering = Answering(Some(resets));
-                    let mut resp = proxy.handle(req, index, peer, &activity).await;
+                    let mut resp = proxy.handle(super::boxed(req), index, peer, &activity, super::Writer::Hyper).await;
                     answering.done();
                     // HTTP/2 has no `Connection` (a refusal's `close` is for HTTP/1.1
                     // framing; streams are framed by h2)

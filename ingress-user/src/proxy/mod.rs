@@ -63,6 +63,8 @@ pub mod refuse;
 // HTTP/2 (issue 12): h2c and h2 clients, h2c backends
 mod drain_read;
 mod h1_client;
+// plain HTTP/1.1 requests without a body, served without hyper (issue 11)
+mod h1_server;
 pub mod h2;
 mod h2_client;
 
@@ -71,6 +73,19 @@ mod h2_client;
 pub mod workers;
 
 pub type Body = BoxBody<Bytes, BoxError>;
+
+/// A request as hyper's server hands it over, with the proxy's body type.
+pub(crate) fn boxed(req: Request<Incoming>) -> Request<Body> {
+    req.map(|b| b.map_err(Into::into).boxed())
+}
+
+/// Who writes a response to the client: hyper's server, or the direct path
+/// (`h1_server.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Writer {
+    Hyper,
+    Direct,
+}
 /// A body's error: hyper's (a client's body), or the pod client's (`h1_client.rs`).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -223,7 +238,8 @@ impl Proxy {
                     // (or an SNI for an HTTPS listener of the same port: terminated, the bytes read replayed)
                     match Box::pin(proxy.serve_passthrough(stream, index, proxy_timeout, &tracked)).await {
                         Some(passthrough::Handoff::Http(io)) => {
-                            proxy.serve_http(io, index, peer, proxy_timeout, stop, tracked).await
+                            let (stream, prefix) = io.into_parts();
+                            proxy.serve_plain(stream, prefix, index, peer, proxy_timeout, stop, tracked).await
                         }
                         Some(passthrough::Handoff::Tls(io)) => {
                             Box::pin(proxy.serve_tls_io(io, index, peer, proxy_timeout, stop, tracked)).await
@@ -248,7 +264,7 @@ impl Proxy {
                     h2::Sniffed::Http1(prefix) => prefix,
                     h2::Sniffed::Closed => return,
                 };
-                let io = if proxy.splice_possible(index) {
+                let (stream, prefix) = if proxy.splice_possible(index) {
                     // busy while its first head is read and while it is spliced: never evicted
                     let busy = tracked.activity.begin();
                     // boxed: its read buffer is not part of every connection's task
@@ -256,27 +272,57 @@ impl Proxy {
                         splice_route::Peeked::Done => return,
                         splice_route::Peeked::Proxy(io) => {
                             drop(busy);
-                            io
+                            io.into_parts()
                         }
                     }
                 } else {
-                    conn::ClientIo::new(stream, prefix)
+                    (stream, prefix)
                 };
-                proxy.serve_http(io, index, peer, proxy_timeout, stop, tracked).await;
+                proxy.serve_plain(stream, prefix, index, peer, proxy_timeout, stop, tracked).await;
             });
         }
     }
 
-    /// Serves one client connection with hyper: HTTP/1.1, upgrades, graceful close.
-    async fn serve_http(
+    /// Serves a plain HTTP/1.1 connection: the direct path (`h1_server.rs`) while its
+    /// requests need nothing of hyper, hyper from the first one that does until hyper
+    /// parks the connection idle.
+    #[allow(clippy::too_many_arguments)]
+    async fn serve_plain(
         self: Arc<Self>,
-        mut io: conn::ClientIo,
+        mut stream: tokio::net::TcpStream,
+        mut prefix: Bytes,
         index: usize,
         peer: SocketAddr,
         head_timeout: Duration,
         mut stop: tokio::sync::watch::Receiver<bool>,
         tracked: Arc<sources::Tracked>,
     ) {
+        loop {
+            if h1_server::enabled() {
+                match self.serve_h1(stream, prefix, index, peer, head_timeout, &mut stop, &tracked).await {
+                    h1_server::Served::Closed => return,
+                    h1_server::Served::Hyper(s, p) => (stream, prefix) = (s, p),
+                }
+            }
+            let io = conn::ClientIo::new(stream, prefix);
+            match self.clone().serve_http(io, index, peer, head_timeout, stop.clone(), tracked.clone()).await {
+                Some(parked) => (stream, prefix) = parked,
+                None => return,
+            }
+        }
+    }
+
+    /// Serves one client connection with hyper: HTTP/1.1, upgrades, graceful close.
+    /// Returns the connection once hyper parked it idle and the client sent again.
+    async fn serve_http(
+        self: Arc<Self>,
+        io: conn::ClientIo,
+        index: usize,
+        peer: SocketAddr,
+        head_timeout: Duration,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+        tracked: Arc<sources::Tracked>,
+    ) -> Option<(tokio::net::TcpStream, Bytes)> {
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder
             .timer(hyper_util::rt::TokioTimer::new())
@@ -288,72 +334,71 @@ impl Proxy {
         let park_after = (head_timeout / 2).min(PARK_AFTER);
         // one Activity for the connection's life: the per-source cap reads it
         let activity = tracked.activity.clone();
-        loop {
-            let proxy = self.clone();
-            let svc = {
+        let proxy = self.clone();
+        let svc = {
+            let activity = activity.clone();
+            hyper::service::service_fn(move |req| {
+                let proxy = proxy.clone();
                 let activity = activity.clone();
-                hyper::service::service_fn(move |req| {
-                    let proxy = proxy.clone();
-                    let activity = activity.clone();
-                    // boxed: an idle keep-alive connection then holds a pointer, not the
-                    // space of a request in flight
-                    Box::pin(async move { Ok::<_, Infallible>(proxy.handle(req, index, peer, &activity).await) })
+                // boxed: an idle keep-alive connection then holds a pointer, not the
+                // space of a request in flight
+                Box::pin(async move {
+                    Ok::<_, Infallible>(proxy.handle(boxed(req), index, peer, &activity, Writer::Hyper).await)
                 })
-            };
-            // a head not complete in time (slowloris): 408; an idle keep-alive: closed
-            let watched = io.watch(activity.clone(), head_timeout);
-            // boxed: a parked connection's task then holds a pointer, not hyper's state
-            let mut conn = Box::pin(builder.serve_connection(TokioIo::new(watched), svc).with_upgrades());
-            let result = tokio::select! {
-                r = &mut conn => r,
-                _ = stopped(&mut stop) => {
-                    // Finish the request in flight, then close; idle connections close now.
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-                _ = tracked.evict.notified() => {
-                    // Chosen to make room for a new connection of this source while idle
-                    // (if a request began since, it is finished first).
-                    tracing::debug!(%peer, "idle connection closed: its source is at --max-connections-per-source");
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-                _ = parkable(&activity, park_after) => {
-                    // Idle: take the socket back from hyper, which keeps ~16 KiB of
-                    // buffers per connection, and wait for the next request without them.
-                    let Some(parts) = std::pin::Pin::into_inner(conn).into_parts() else { return };
-                    self.metrics.parked();
-                    let hyper::server::conn::http1::Parts { io: watched, read_buf, .. } = parts;
-                    let (stream, rest) = watched.into_inner().into_parts();
-                    let mut prefix = bytes::BytesMut::from(&read_buf[..]);
-                    prefix.extend_from_slice(&rest);
-                    // hyper's read buffer (8 KiB or more) must not live on while parked
-                    drop((read_buf, rest));
-                    if prefix.is_empty() {
-                        let left = head_timeout.saturating_sub(activity.idle_for());
-                        tokio::select! {
-                            r = tokio::time::timeout(left, stream.readable()) => {
-                                if !matches!(r, Ok(Ok(()))) {
-                                    return; // idle keep-alive timeout: close quietly
-                                }
-                            }
-                            _ = stopped(&mut stop) => return,
-                            _ = tracked.evict.notified() => {
-                                tracing::debug!(%peer, "parked connection closed: its source is at --max-connections-per-source");
-                                return;
+            })
+        };
+        // a head not complete in time (slowloris): 408; an idle keep-alive: closed
+        let watched = io.watch(activity.clone(), head_timeout);
+        // boxed: a parked connection's task then holds a pointer, not hyper's state
+        let mut conn = Box::pin(builder.serve_connection(TokioIo::new(watched), svc).with_upgrades());
+        let result = tokio::select! {
+            r = &mut conn => r,
+            _ = stopped(&mut stop) => {
+                // Finish the request in flight, then close; idle connections close now.
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+            _ = tracked.evict.notified() => {
+                // Chosen to make room for a new connection of this source while idle
+                // (if a request began since, it is finished first).
+                tracing::debug!(%peer, "idle connection closed: its source is at --max-connections-per-source");
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+            _ = parkable(&activity, park_after) => {
+                // Idle: take the socket back from hyper, which keeps ~16 KiB of
+                // buffers per connection, and wait for the next request without them.
+                let parts = std::pin::Pin::into_inner(conn).into_parts()?;
+                self.metrics.parked();
+                let hyper::server::conn::http1::Parts { io: watched, read_buf, .. } = parts;
+                let (stream, rest) = watched.into_inner().into_parts();
+                let mut prefix = bytes::BytesMut::from(&read_buf[..]);
+                prefix.extend_from_slice(&rest);
+                // hyper's read buffer (8 KiB or more) must not live on while parked
+                drop((read_buf, rest));
+                if prefix.is_empty() {
+                    let left = head_timeout.saturating_sub(activity.idle_for());
+                    tokio::select! {
+                        r = tokio::time::timeout(left, stream.readable()) => {
+                            if !matches!(r, Ok(Ok(()))) {
+                                return None; // idle keep-alive timeout: close quietly
                             }
                         }
+                        _ = stopped(&mut stop) => return None,
+                        _ = tracked.evict.notified() => {
+                            tracing::debug!(%peer, "parked connection closed: its source is at --max-connections-per-source");
+                            return None;
+                        }
                     }
-                    activity.resumed();
-                    io = conn::ClientIo::new(stream, prefix.freeze());
-                    continue;
                 }
-            };
-            if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, "client connection ended with an error");
+                activity.resumed();
+                return Some((stream, prefix.freeze()));
             }
-            return;
+        };
+        if let Err(e) = result {
+            tracing::debug!(%peer, error = %e, "client connection ended with an error");
         }
+        None
     }
 
     /// A connection place for `peer`'s address (its oldest idle connection closed to
@@ -385,17 +430,20 @@ impl Proxy {
 
     async fn handle(
         &self,
-        req: Request<Incoming>,
+        req: Request<Body>,
         index: usize,
         peer: SocketAddr,
         activity: &Arc<conn::Activity>,
+        writer: Writer,
     ) -> Response<Body> {
         self.metrics.request();
         let start = std::time::Instant::now();
         let mut tag = Tag::default();
         // a gRPC call gets the proxy's own answers as gRPC statuses (`grpc_status.rs`)
         let grpc = grpc_status::answer_content_type(req.headers());
-        let http1 = req.version() != http::Version::HTTP_2;
+        // an error of the body waits for hyper's flush (HTTP/1.1 under hyper; the
+        // direct path writes each piece out before it polls the body again)
+        let wait_flush = req.version() != http::Version::HTTP_2 && writer == Writer::Hyper;
         let (in_flight, length_and_chunked) = activity.begin();
         let resp = if length_and_chunked {
             // hyper would read it as chunked; a request that says both is refused
@@ -420,12 +468,12 @@ impl Proxy {
         let out = handles.bytes_out.clone();
         // the request stays in flight (no head timeout) until its body is done
         // (and an error of its body waits for what hyper queued to be written out)
-        resp.map(|b| conn::ToClient::new(Counted::new(b, out), in_flight, http1).boxed())
+        resp.map(|b| conn::ToClient::new(Counted::new(b, out), in_flight, wait_flush).boxed())
     }
 
     async fn route_and_forward(
         &self,
-        mut req: Request<Incoming>,
+        mut req: Request<Body>,
         index: usize,
         peer: SocketAddr,
         tag: &mut Tag,
@@ -467,7 +515,7 @@ impl Proxy {
             return Box::pin(self.upgrade(req, proto, f.endpoint, &f.backend().name)).await;
         }
         let req = if f.mirrors.is_empty() {
-            req.map(|b| b.map_err(Into::into).boxed())
+            req
         } else {
             match Box::pin(self.mirror(req, &f.mirrors, f.path_and_query())).await {
                 Ok(r) => r,
@@ -510,19 +558,14 @@ impl Proxy {
     /// to forward. Bodies are buffered when their length is known and at most
     /// [`MIRROR_BODY_LIMIT`]; other requests are forwarded unmirrored. `Err`: the
     /// client's body could not be read (the answer to give it).
-    async fn mirror(
-        &self,
-        req: Request<Incoming>,
-        mirrors: &[Mirror],
-        pq: &str,
-    ) -> Result<Request<Body>, Response<Body>> {
+    async fn mirror(&self, req: Request<Body>, mirrors: &[Mirror], pq: &str) -> Result<Request<Body>, Response<Body>> {
         let len =
             req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
         let chunked = req.headers().contains_key(header::TRANSFER_ENCODING);
         let bufferable = !chunked && len.unwrap_or(0) <= MIRROR_BODY_LIMIT;
         if !bufferable {
             tracing::debug!(?len, chunked, "request not mirrored: body too large or of unknown length");
-            return Ok(req.map(|b| b.map_err(Into::into).boxed()));
+            return Ok(req);
         }
         let (parts, body) = req.into_parts();
         let bytes = match body.collect().await {

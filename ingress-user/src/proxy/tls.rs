@@ -303,7 +303,11 @@ impl Proxy {
                     req.extensions_mut().insert(secure.clone());
                     let proxy = proxy.clone();
                     let activity = activity.clone();
-                    Box::pin(async move { Ok::<_, Infallible>(proxy.handle(req, index, peer, &activity).await) })
+                    Box::pin(async move {
+                        Ok::<_, Infallible>(
+                            proxy.handle(super::boxed(req), index, peer, &activity, super::Writer::Hyper).await,
+                        )
+                    })
                 })
             };
             let watched = io.watch(activity.clone(), head_timeout);

@@ -9,7 +9,6 @@ use std::time::Duration;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use super::error::ProxyError;
@@ -20,7 +19,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 impl Proxy {
     pub(super) async fn upgrade(
         &self,
-        mut req: Request<Incoming>,
+        mut req: Request<Body>,
         proto: HeaderValue,
         endpoint: SocketAddr,
         backend: &str,
@@ -45,7 +44,7 @@ impl Proxy {
         tokio::spawn(async move {
             let _ = conn.with_upgrades().await;
         });
-        let mut resp = match sender.send_request(req.map(|b| b.boxed())).await {
+        let mut resp = match sender.send_request(req).await {
             Ok(r) => r,
             Err(e) => {
                 self.metrics.backend_error();
