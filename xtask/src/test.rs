@@ -237,6 +237,7 @@ pub fn run(install: bool) -> Result<()> {
                 if run.counts.ran() == 0 {
                     problems.push(format!("no test ran in `cargo {}`", args.join(" ")));
                 }
+                problems.extend(run.no_result.clone());
                 problems.extend(run.all_filtered.iter().map(|b| format!("every test of {b} was filtered out")));
                 total.add(&run.counts);
                 ok &= run.ok;
@@ -338,6 +339,9 @@ struct Invocation {
     all_filtered: Vec<String>,
     ok: bool,
     secs: f64,
+    /// How cargo ended and its last lines, when it printed no `test result:` line
+    /// (a build error, a crash or a kill): the summary names it.
+    no_result: Option<String>,
 }
 
 /// Runs one cargo test invocation, streaming its output, adding up the `test
@@ -356,9 +360,14 @@ fn run_invocation(name: &str, mut cmd: Command, skip_log: &Path) -> Result<Invoc
     let mut counts = Counts::default();
     let mut all_filtered = Vec::new();
     let mut binary = String::from("a test binary");
+    let (mut results, mut tail) = (0usize, std::collections::VecDeque::new());
     for line in BufReader::new(reader).lines() {
         let line = line?;
         println!("{line}");
+        if tail.len() == 6 {
+            tail.pop_front();
+        }
+        tail.push_back(line.clone());
         if let Some(b) = line.trim().strip_prefix("Running ") {
             binary = b.to_string();
         }
@@ -367,15 +376,20 @@ fn run_invocation(name: &str, mut cmd: Command, skip_log: &Path) -> Result<Invoc
                 all_filtered.push(binary.clone());
             }
             counts.add(&r.counts);
+            results += 1;
         }
     }
     let status = child.wait()?;
+    let no_result = (results == 0).then(|| {
+        let tail: Vec<String> = tail.into_iter().collect();
+        format!("cargo ended ({status}) with no test result; its last lines: {}", tail.join(" | "))
+    });
     let skipped = count_skips(&std::fs::read_to_string(skip_log).unwrap_or_default());
     // libtest counted each as passed
     counts.skipped += skipped;
     counts.passed = counts.passed.saturating_sub(skipped);
     let ok = status.success() && counts.failed == 0;
-    Ok(Invocation { counts, all_filtered, ok, secs: started.elapsed().as_secs_f64() })
+    Ok(Invocation { counts, all_filtered, ok, secs: started.elapsed().as_secs_f64(), no_result })
 }
 
 /// The `SKIPPED: ` lines of a skip log; each is also printed.

@@ -20,8 +20,12 @@
 //! that fails or ends short of its length closes the connection.
 //!
 //! Idle, the connection keeps its buffers for `PARK_AFTER` (or half the head
-//! timeout), then drops them and waits on the socket's readiness alone; it closes
-//! quietly after the head timeout, at shutdown, or when its source needs the room.
+//! timeout), then drops them (parked, counted as hyper's parked connections are) and
+//! waits on the socket's readiness alone; it closes quietly after the head timeout,
+//! at shutdown, or when its source needs the room.
+//!
+//! On by default; `INGRESS_H1_SERVER=hyper` in the agent's environment gives every
+//! request to hyper ([`enabled`]).
 
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
@@ -508,11 +512,12 @@ impl IdleTimer {
     }
 }
 
-/// Whether plain HTTP/1.1 connections are served here first. Off unless
-/// `INGRESS_H1_SERVER=direct`: the path has not yet been through the test tiers.
+/// Whether plain HTTP/1.1 connections are served here first: yes, unless
+/// `INGRESS_H1_SERVER=hyper` (hyper serves every request; for comparing the two in a
+/// benchmark, and a way back should this path misbehave).
 pub(super) fn enabled() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var_os("INGRESS_H1_SERVER").is_some_and(|v| v == "direct"))
+    *ON.get_or_init(|| std::env::var_os("INGRESS_H1_SERVER").is_none_or(|v| v != "hyper"))
 }
 
 /// Closes the write side (the client reads the end of the answer, then the end).
@@ -580,9 +585,10 @@ impl Proxy {
     async fn next_bytes(&self, stream: &TcpStream, buf: &mut BytesMut, o: &mut Output, w: &mut Waits<'_>) -> bool {
         let activity = &w.tracked.activity;
         let idle_end = Instant::now() + w.head_timeout.saturating_sub(activity.idle_for());
+        let mut warm = true;
         loop {
-            if buf.capacity() > 0 {
-                // warm: a read into the buffer kept, until `park_after`
+            if warm {
+                // warm: a read into the buffer kept (or made), until `park_after`
                 let park_at = (Instant::now() + w.park_after).min(idle_end);
                 tokio::select! {
                     biased;
@@ -598,6 +604,7 @@ impl Proxy {
                 *buf = BytesMut::new();
                 *o = Output::default();
                 self.metrics.parked();
+                warm = false;
             }
             tokio::select! {
                 biased;
@@ -606,7 +613,7 @@ impl Proxy {
                         return false;
                     }
                     activity.resumed();
-                    buf.reserve(READ_SIZE);
+                    warm = true;
                 }
                 _ = w.timer.until(idle_end) => return false,
                 _ = super::stopped(w.stop) => return false,
