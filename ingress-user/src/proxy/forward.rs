@@ -83,11 +83,12 @@ impl Proxy {
         timeout: Option<Duration>,
         endpoint: SocketAddr,
         backend: &Backend,
+        pass_fields: bool,
     ) -> Outcome {
         // HTTP/1.1 over the pool (`h1_client.rs`), or HTTP/2 to an h2c pod (`h2_client.rs`)
         let fut = async {
             match backend.protocol {
-                BackendProtocol::Http1 => self.h1().request(endpoint, req).await.map_err(|e| match e {
+                BackendProtocol::Http1 => self.h1().request(endpoint, req, pass_fields).await.map_err(|e| match e {
                     super::h1_client::H1Error::Connect(req, e) => (Some(req), true, e),
                     super::h1_client::H1Error::Failed(e) => (None, false, e),
                 }),
@@ -125,6 +126,7 @@ impl Proxy {
         backend: &Backend,
         endpoint: SocketAddr,
         pq: &str,
+        pass_fields: bool,
     ) -> Result<Response<Body>, Response<Body>> {
         let whole = async {
             let retry = rule.retry.as_ref();
@@ -144,7 +146,8 @@ impl Proxy {
                     (None, Some(head)) => copy_head(head, endpoint, pq).expect("same URI shape as the first attempt"),
                     (None, None) => unreachable!("an attempt without the request or a copy is never begun"),
                 };
-                let mut outcome = self.attempt(req, rule.timeouts.backend_request, endpoint, backend).await;
+                let mut outcome =
+                    self.attempt(req, rule.timeouts.backend_request, endpoint, backend, pass_fields).await;
                 // a request that came back unsent goes again as it is
                 if let Outcome::ConnectFailed(unsent) = &mut outcome {
                     next = unsent.take().map(|r| *r);

@@ -452,7 +452,7 @@ impl Proxy {
             r
         } else {
             match refuse::check(req.method(), req.uri(), req.version(), req.headers()) {
-                Ok(refuse::Accepted::Route) => self.route_and_forward(req, index, peer, &mut tag).await,
+                Ok(refuse::Accepted::Route) => self.route_and_forward(req, index, peer, &mut tag, writer).await,
                 Ok(refuse::Accepted::OptionsAsterisk) => local_response(plan::Local::options_asterisk()),
                 Err(r) => local_response(plan::Local::refused(r)),
             }
@@ -477,6 +477,7 @@ impl Proxy {
         index: usize,
         peer: SocketAddr,
         tag: &mut Tag,
+        writer: Writer,
     ) -> Response<Body> {
         let table = self.table.load();
         let Some(lt) = table.listeners.get(index) else {
@@ -533,7 +534,11 @@ impl Proxy {
             req.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
 
-        let mut resp = match self.forward(req, &f.rule, f.backend(), f.endpoint, f.path_and_query()).await {
+        // the direct server writes the pod's fields as they came when nothing here
+        // changes them (`h1_client::PodFields`; hyper's encoder needs a HeaderMap)
+        let pass_fields = writer == Writer::Direct && f.response_modifiers.is_empty() && f.response_headers.is_empty();
+        let mut resp = match self.forward(req, &f.rule, f.backend(), f.endpoint, f.path_and_query(), pass_fields).await
+        {
             Ok(r) => r,
             // the client's body was malformed (a bad chunk): its error, not the pod's
             Err(_) if watch.failed() => return client_body::malformed(),
@@ -598,10 +603,12 @@ impl Proxy {
                             .await
                             .map(|r| r.map(|b| b.map_err(Into::into).boxed()))
                             .map_err(|e| e.to_string()),
-                        crate::routing::BackendProtocol::Http1 => h1.request(ep, copy).await.map_err(|e| match e {
-                            h1_client::H1Error::Connect(_, e) => e,
-                            h1_client::H1Error::Failed(e) => e,
-                        }),
+                        crate::routing::BackendProtocol::Http1 => {
+                            h1.request(ep, copy, false).await.map_err(|e| match e {
+                                h1_client::H1Error::Connect(_, e) => e,
+                                h1_client::H1Error::Failed(e) => e,
+                            })
+                        }
                     }
                 };
                 match tokio::time::timeout(MIRROR_TIMEOUT, sent).await {

@@ -458,13 +458,17 @@ fn request_id(choices: &mut dyn Choices) -> HeaderValue {
 }
 
 fn forwarded_headers(h: &mut HeaderMap, peer: SocketAddr, host: Option<&HeaderValue>, scheme: &'static str) {
-    let mut xff = String::with_capacity(48);
-    if let Some(prev) = h.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        xff.push_str(prev);
-        xff.push_str(", ");
-    }
-    push_ip(&mut xff, peer.ip());
-    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(xff)) {
+    let xff = match h.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) => {
+            let mut xff = String::with_capacity(prev.len() + 2 + 39);
+            xff.push_str(prev);
+            xff.push_str(", ");
+            push_ip(&mut xff, peer.ip());
+            HeaderValue::from_maybe_shared(bytes::Bytes::from(xff)).ok()
+        }
+        None => Some(peer_text(peer.ip())),
+    };
+    if let Some(v) = xff {
         h.insert(X_FORWARDED_FOR, v);
     }
     h.insert(X_FORWARDED_PROTO, HeaderValue::from_static(scheme));
@@ -473,6 +477,26 @@ fn forwarded_headers(h: &mut HeaderMap, peer: SocketAddr, host: Option<&HeaderVa
             h.insert(X_FORWARDED_HOST, v.clone());
         }
     }
+}
+
+/// `ip` as a header value, remembered per thread for the last address seen: a
+/// connection's requests (and, behind Docker's NAT, most clients) share one source,
+/// so the text is made once and shared, not formatted per request.
+fn peer_text(ip: std::net::IpAddr) -> HeaderValue {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(std::net::IpAddr, HeaderValue)>> = const { std::cell::RefCell::new(None) };
+    }
+    LAST.with_borrow_mut(|last| match last {
+        Some((seen, v)) if *seen == ip => v.clone(),
+        _ => {
+            let mut text = String::with_capacity(39);
+            push_ip(&mut text, ip);
+            let v =
+                HeaderValue::from_maybe_shared(bytes::Bytes::from(text)).expect("an address is a valid header value");
+            *last = Some((ip, v.clone()));
+            v
+        }
+    })
 }
 
 /// The protocol a request asks to upgrade to (`Connection: upgrade` + `Upgrade: X`).

@@ -63,7 +63,7 @@ async fn a_connection_is_reused_once_its_answer_was_read() {
     let (addr, accepted) = pod(None).await;
     let pool = H1Pool::new(8);
     for _ in 0..5 {
-        let resp = pool.request(addr, get("/x?y")).await.unwrap();
+        let resp = pool.request(addr, get("/x?y"), false).await.unwrap();
         assert_eq!(text(resp).await, "hello");
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 1, "five requests in turn, one connection");
@@ -76,7 +76,7 @@ async fn a_connection_that_answered_204_or_304_is_not_reused() {
         let (addr, accepted) = pod_answering(None, answer).await;
         let pool = H1Pool::new(8);
         for _ in 0..3 {
-            let resp = pool.request(addr, get("/x?y")).await.unwrap();
+            let resp = pool.request(addr, get("/x?y"), false).await.unwrap();
             assert!(matches!(resp.status().as_u16(), 204 | 304));
             assert_eq!(text(resp).await, "");
         }
@@ -89,9 +89,9 @@ async fn a_connection_that_answered_204_or_304_is_not_reused() {
 async fn an_answer_not_yet_read_keeps_its_connection_out_of_the_pool() {
     let (addr, accepted) = pod(None).await;
     let pool = H1Pool::new(8);
-    let first = pool.request(addr, get("/x?y")).await.unwrap();
+    let first = pool.request(addr, get("/x?y"), false).await.unwrap();
     // the first body is still unread: a second request needs a connection of its own
-    let second = pool.request(addr, get("/x?y")).await.unwrap();
+    let second = pool.request(addr, get("/x?y"), false).await.unwrap();
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
     assert_eq!((text(first).await, text(second).await), ("hello".into(), "hello".into()));
     assert_eq!(pool.sweep(), 2);
@@ -101,10 +101,10 @@ async fn an_answer_not_yet_read_keeps_its_connection_out_of_the_pool() {
 async fn a_pooled_connection_the_pod_closed_is_replaced() {
     let (addr, accepted) = pod(Some(1)).await;
     let pool = H1Pool::new(8);
-    assert_eq!(text(pool.request(addr, get("/x?y")).await.unwrap()).await, "hello");
+    assert_eq!(text(pool.request(addr, get("/x?y"), false).await.unwrap()).await, "hello");
     // let the pod's close arrive
     tokio::time::sleep(Duration::from_millis(50)).await;
-    assert_eq!(text(pool.request(addr, get("/x?y")).await.unwrap()).await, "hello");
+    assert_eq!(text(pool.request(addr, get("/x?y"), false).await.unwrap()).await, "hello");
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
 }
 
@@ -123,7 +123,7 @@ async fn the_read_buffer_is_capped_at_max_head_and_bulk_bodies_still_pass() {
     );
     let (addr, _) = pod_answering(None, big).await;
     let pool = H1Pool::new(8);
-    let got = pool.request(addr, get("/x?y")).await;
+    let got = pool.request(addr, get("/x?y"), false).await;
     assert!(matches!(got, Err(H1Error::Failed(_))), "an oversized head is an error: {:?}", got.map(|r| r.status()));
     // ... one just under it is read, and so is a body sixteen times the cap
     let body = "b".repeat(16 * super::super::MAX_HEAD);
@@ -138,7 +138,7 @@ async fn the_read_buffer_is_capped_at_max_head_and_bulk_bodies_still_pass() {
     );
     let (addr, accepted) = pod_answering(None, ok).await;
     for _ in 0..2 {
-        let resp = pool.request(addr, get("/x?y")).await.unwrap();
+        let resp = pool.request(addr, get("/x?y"), false).await.unwrap();
         assert_eq!(text(resp).await, body);
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 1, "the connection was pooled and reused");
@@ -153,7 +153,7 @@ async fn a_refused_connect_gives_the_request_back_unsent() {
     let pool = H1Pool::new(8);
     let body = Full::new(Bytes::from_static(b"payload")).map_err(|e| match e {}).boxed();
     let req = Request::post("http://ignored/upload").body(body).unwrap();
-    match pool.request(addr, req).await {
+    match pool.request(addr, req, false).await {
         Err(H1Error::Connect(req, why)) => {
             assert!(why.contains(&addr.to_string()), "{why}");
             assert_eq!(req.uri().path(), "/upload", "given back as it came, ready for another endpoint");
@@ -221,7 +221,7 @@ fn malformed_chunks_are_errors() {
 }
 
 fn head(wire: &[u8], head_request: bool) -> Result<Parsed, BoxError> {
-    parse_answer(&mut BytesMut::from(wire), head_request)
+    parse_answer(&mut BytesMut::from(wire), head_request, false)
 }
 
 #[test]
@@ -273,7 +273,7 @@ fn answer_heads_give_their_framing() {
 #[test]
 fn values_share_the_head_and_the_body_stays_in_the_buffer() {
     let mut buf = BytesMut::from(&b"HTTP/1.1 200 OK\r\nx-a: one\r\ncontent-length: 5\r\n\r\nhello"[..]);
-    let Parsed::Head(h, _) = parse_answer(&mut buf, false).unwrap() else { panic!("a head") };
+    let Parsed::Head(h, _) = parse_answer(&mut buf, false, false).unwrap() else { panic!("a head") };
     assert_eq!(h.status, StatusCode::OK);
     assert_eq!(h.headers["x-a"], "one");
     assert_eq!(&buf[..], b"hello");
@@ -344,8 +344,10 @@ async fn a_streamed_upload_goes_chunked_and_a_chunked_answer_comes_back_decoded_
         Ok(Frame::data(Bytes::from_static(b"world"))),
     ];
     let body = http_body_util::StreamBody::new(futures::stream::iter(frames)).boxed();
-    let resp =
-        pool.request(addr, Request::post("http://i/up").header("host", "a.test").body(body).unwrap()).await.unwrap();
+    let resp = pool
+        .request(addr, Request::post("http://i/up").header("host", "a.test").body(body).unwrap(), false)
+        .await
+        .unwrap();
     let collected = resp.into_body().collect().await.unwrap();
     let trailers = collected.trailers().cloned();
     assert_eq!(&collected.to_bytes()[..], b"abcde");
@@ -371,7 +373,7 @@ async fn a_close_delimited_answer_is_read_to_the_close_and_its_connection_not_po
         s.write_all(b"it").await.unwrap();
     });
     let pool = H1Pool::new(8);
-    let resp = pool.request(addr, get("/x?y")).await.unwrap();
+    let resp = pool.request(addr, get("/x?y"), false).await.unwrap();
     assert_eq!(text(resp).await, "all of it");
     assert_eq!(pool.sweep(), 0);
 }
@@ -380,7 +382,7 @@ async fn a_close_delimited_answer_is_read_to_the_close_and_its_connection_not_po
 async fn a_body_cut_short_by_the_pod_is_an_error() {
     let (addr, _) = pod_answering(Some(1), b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhello").await;
     let pool = H1Pool::new(8);
-    let resp = pool.request(addr, get("/x?y")).await.unwrap();
+    let resp = pool.request(addr, get("/x?y"), false).await.unwrap();
     assert!(resp.into_body().collect().await.is_err(), "5 of 10 bytes, then the close");
     assert_eq!(pool.sweep(), 0);
 }
@@ -389,8 +391,61 @@ async fn a_body_cut_short_by_the_pod_is_an_error() {
 async fn interim_answers_are_skipped() {
     let (addr, _) = pod_answering(None, b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
     let pool = H1Pool::new(8);
-    let resp = pool.request(addr, get("/x?y")).await.unwrap();
+    let resp = pool.request(addr, get("/x?y"), false).await.unwrap();
     assert_eq!(resp.status(), 200);
     assert!(resp.headers().get("link").is_none(), "the 103's fields are not the answer's");
     assert_eq!(text(resp).await, "ok");
+}
+
+#[test]
+fn fields_pass_as_sent_only_when_nothing_is_rewritten() {
+    let pass = |wire: &[u8], head_request| match parse_answer(&mut BytesMut::from(wire), head_request, true) {
+        Ok(Parsed::Head(h, f)) => Ok((h, f.body, f.reusable)),
+        Ok(_) => panic!("not a head"),
+        Err(e) => Err(e.to_string()),
+    };
+    // passed: the fields in order, without Connection, Keep-Alive, Content-Length
+    let wire = b"HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: x\r\nContent-Length: 5\r\nConnection: keep-alive\r\n\
+Keep-Alive: timeout=5\r\nX-A: one\r\n\r\nhello";
+    let (h, body, reusable) = pass(wire, false).unwrap();
+    let f = h.fields.expect("passed as sent");
+    assert!(h.headers.is_empty());
+    let got: Vec<(&[u8], &[u8])> = f.iter().collect();
+    assert_eq!(got, [(&b"Server"[..], &b"nginx"[..]), (b"Date", b"x"), (b"X-A", b"one")]);
+    assert_eq!((f.length, f.date, body, reusable), (Some(5), true, Decode::Length(5), true));
+    // the same framing as the map path, answer by answer
+    for (wire, head_request) in [
+        (&b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"[..], false),
+        (b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 3\r\n\r\n", false),
+        (b"HTTP/1.0 200 OK\r\ncontent-length: 3\r\n\r\n", false),
+        (b"HTTP/1.1 200 OK\r\nx: y\r\n\r\n", false),
+        (b"HTTP/1.1 204 No Content\r\n\r\n", false),
+        (b"HTTP/1.1 304 Not Modified\r\ncontent-length: 9\r\n\r\n", false),
+        (b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\n", true),
+    ] {
+        let (h, body, reusable) = pass(wire, head_request).unwrap();
+        assert!(h.fields.is_some(), "{}", String::from_utf8_lossy(wire));
+        let Ok(Parsed::Head(_, m)) = head(wire, head_request) else { panic!("a head") };
+        assert_eq!((body, reusable), (m.body, m.reusable), "{}", String::from_utf8_lossy(wire));
+    }
+    // what needs the map: rewritten or checked there
+    for wire in [
+        &b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"[..],
+        b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\ncontent-length: 3\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nconnection: x-hop\r\nx-hop: 1\r\ncontent-length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTrailer: x-sum\r\ncontent-length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nUpgrade: h2c\r\ncontent-length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nProxy-Connection: keep-alive\r\ncontent-length: 0\r\n\r\n",
+    ] {
+        let (h, _, _) = pass(wire, false).unwrap();
+        assert!(h.fields.is_none() && !h.headers.is_empty(), "{}", String::from_utf8_lossy(wire));
+    }
+    // and what the map path refuses is still refused
+    for bad in [
+        &b"HTTP/1.1 200 OK\r\ncontent-length: 99999999999999999999\r\n\r\n"[..],
+        b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\ncontent-length: 4\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n",
+    ] {
+        assert!(pass(bad, false).is_err(), "{}", String::from_utf8_lossy(bad));
+    }
 }

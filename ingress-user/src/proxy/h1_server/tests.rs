@@ -56,3 +56,30 @@ fn heads_are_framed_as_hyper_frames_them() {
     assert!(!enc.frame(Frame::data(Bytes::from_static(b"abcdef")), &mut o));
     assert_eq!(o.out, b"abc");
 }
+
+#[test]
+fn a_pods_fields_are_written_as_it_sent_them() {
+    let wire =
+        b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 5\r\nConnection: keep-alive\r\nETag: \"1\"\r\n\r\n";
+    let fields = PodFields::of_answer(wire).expect("nothing to rewrite");
+    let mut resp = Response::new(());
+    resp.extensions_mut().insert(fields);
+    let (parts, ()) = resp.into_parts();
+    let (mut out, body) = (Vec::new(), http_body_util::Empty::<Bytes>::new());
+    let (f, close) = encode_head(&mut out, &parts, &body, false);
+    assert_eq!((f, close), (Framing::Length(5), false));
+    let text = String::from_utf8(out).unwrap();
+    let (head, date) = text.split_once("date: ").expect("a date added: the pod sent none");
+    assert_eq!(head, "HTTP/1.1 200 OK\r\nServer: nginx\r\nETag: \"1\"\r\ncontent-length: 5\r\n");
+    assert!(date.ends_with(" GMT\r\n\r\n"), "{date:?}");
+    // its Date kept; a 204's length dropped; the client's close said
+    let wire = b"HTTP/1.1 204 No Content\r\nDate: d\r\nContent-Length: 0\r\n\r\n";
+    let mut resp = Response::new(());
+    *resp.status_mut() = StatusCode::NO_CONTENT;
+    resp.extensions_mut().insert(PodFields::of_answer(wire).unwrap());
+    let (parts, ()) = resp.into_parts();
+    let mut out = Vec::new();
+    let (f, close) = encode_head(&mut out, &parts, &body, true);
+    assert_eq!((f, close), (Framing::None, true));
+    assert_eq!(out, b"HTTP/1.1 204 No Content\r\nDate: d\r\nconnection: close\r\n\r\n");
+}

@@ -379,3 +379,15 @@ fn hop_by_hop_fields_are_removed_and_a_head_without_any_is_left_alone() {
     strip_hop_by_hop(&mut h);
     assert_eq!(h, before);
 }
+
+#[test]
+fn the_remembered_source_text_follows_the_source() {
+    // the per-thread text of the last source: alternating sources each get their own
+    for ip in ["198.18.0.1", "2001:db8::7", "198.18.0.1", "10.1.2.3", "10.1.2.3"] {
+        let ip: std::net::IpAddr = ip.parse().unwrap();
+        let mut h = HeaderMap::new();
+        forwarded_headers(&mut h, SocketAddr::new(ip, 4242), None, "http");
+        assert_eq!(h.get("x-forwarded-for").unwrap(), &*ip.to_string());
+        assert_eq!(h.get("x-forwarded-proto").unwrap(), "http");
+    }
+}
