@@ -391,3 +391,15 @@ fn the_remembered_source_text_follows_the_source() {
         assert_eq!(h.get("x-forwarded-proto").unwrap(), "http");
     }
 }
+
+#[test]
+fn remembered_pod_authorities_follow_the_endpoint() {
+    // more endpoints than are kept, revisited: each gets its own authority
+    let eps: Vec<SocketAddr> = (0..12u16)
+        .map(|i| if i % 3 == 0 { format!("[2001:db8::{i}]:80{i:02}") } else { format!("10.42.0.{i}:80{i:02}") })
+        .map(|s| s.parse().unwrap())
+        .collect();
+    for ep in eps.iter().chain(eps.iter().rev()) {
+        assert_eq!(pod_authority(*ep).as_str(), ep.to_string());
+    }
+}
