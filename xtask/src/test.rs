@@ -210,6 +210,13 @@ pub fn run(install: bool) -> Result<()> {
     if install {
         setup::setup(true)?;
     }
+    let (report, free) = disk_report();
+    println!("xtask test: {report}");
+    if free.is_some_and(|f| f < NEEDS_GIB << 30) {
+        println!(
+            "xtask test: WARNING: less than the {NEEDS_GIB} GiB a run needs is free; a build that fills the disk fails every later tier with \"No space left on device\""
+        );
+    }
     let built = build::build_all(false)?;
     let skip_dir = crate::workspace_root().join("target/xtask-test");
     std::fs::create_dir_all(&skip_dir).with_context(|| format!("creating {}", skip_dir.display()))?;
@@ -278,6 +285,7 @@ pub fn run(install: bool) -> Result<()> {
         total.ignored,
         started.elapsed().as_secs_f64()
     );
+    println!("disk: {}", disk_report().0);
     let named: Vec<(&str, Outcome)> = results.into_iter().map(|(t, o)| (t.name, o)).collect();
     let failures = failures(&named, ci);
     if !failures.is_empty() {
@@ -288,6 +296,41 @@ pub fn run(install: bool) -> Result<()> {
     }
     Ok(())
 }
+
+/// What `target/` holds and how much room is left on its filesystem, for the run's
+/// first line and its summary: a CI machine whose disk filled mid-run (stop 30) showed
+/// only "No space left on device" in every later tier.
+fn disk_report() -> (String, Option<u64>) {
+    let target = crate::workspace_root().join("target");
+    let probe = if target.exists() { target.clone() } else { crate::workspace_root() };
+    let free = Command::new("df")
+        .args(["--output=avail", "-B1"])
+        .arg(&probe)
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).lines().nth(1)?.trim().parse::<u64>().ok());
+    let used = Command::new("du")
+        .args(["-sb"])
+        .arg(&target)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().next()?.parse::<u64>().ok());
+    let gib = |b: u64| format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64);
+    let report = format!(
+        "{} free on the filesystem of {}; target/ holds {} (a full run from a fresh clone needs about {NEEDS_GIB} GiB)",
+        free.map_or("unknown space".into(), gib),
+        probe.display(),
+        used.map_or("nothing yet".into(), gib),
+    );
+    (report, free)
+}
+
+/// What a full `cargo xtask test` from a fresh clone takes of its disk, rounded up
+/// (measured 2026-12-04 with the dev profile's line tables only: `target/` 6.6 GiB, of
+/// it 2.1 GiB incremental state, which `.ci/run` turns off; Debian's packages, the
+/// kube-apiserver build and the debootstrap root about 1 GiB more).
+const NEEDS_GIB: u64 = 8;
 
 /// Why the run fails, one line a reason (empty: it passed).
 fn failures(results: &[(&str, Outcome)], ci: bool) -> Vec<String> {
