@@ -298,7 +298,7 @@ pub fn run(install: bool) -> Result<()> {
 }
 
 /// What `target/` holds and how much room is left on its filesystem, for the run's
-/// first line and its summary: a CI machine whose disk filled mid-run (stop 30) showed
+/// first line and its summary: a CI machine whose disk filled mid-run (2026-12-03) showed
 /// only "No space left on device" in every later tier.
 fn disk_report() -> (String, Option<u64>) {
     let target = crate::workspace_root().join("target");
