@@ -26,3 +26,4 @@ pub mod syncookie;
 pub mod pod_bind;
 // delayed binding: the edge's first-segment program (cookie ACK -> bind or the agent)
 pub mod first_segment;
+pub mod pod_leg;

@@ -28,6 +28,21 @@ pub const SPLICE_MAX_ENTRIES: u32 = 65536;
 /// Name of the sk_skb stream-verdict program.
 pub const SPLICE_PROGRAM: &str = "splice_verdict";
 
+/// SOCKHASH of the pod leg (`--pod-cgroup`, [`crate::pod_leg`]): the agent's pooled
+/// connections to pods and the pods' ends of them, keyed by [`crate::splice::SpliceKey`].
+pub const POD_LEG_SOCKS_MAP: &str = "POD_LEG_SOCKS";
+/// Pod-leg sockets at most (two per pooled connection).
+pub const POD_LEG_MAX_ENTRIES: u32 = 65536;
+/// Hash map: an IPv4 address (network byte order) the agent connects to pods from -> 1.
+/// The sock_ops program puts a pod's socket in the map only when its peer is one of them.
+pub const POD_LEG_AGENTS_MAP: &str = "POD_LEG_AGENTS";
+pub const POD_LEG_AGENTS_MAX_ENTRIES: u32 = 64;
+/// Per-CPU array with one [`crate::pod_leg::PodLegStats`].
+pub const POD_LEG_STATS_MAP: &str = "POD_LEG_STATS";
+/// The cgroup sock_ops program (the pods' cgroup) and the sk_msg program (the SOCKHASH).
+pub const POD_LEG_OPS_PROGRAM: &str = "pod_leg_ops";
+pub const POD_LEG_MSG_PROGRAM: &str = "pod_leg_msg";
+
 /// Hash map: [`crate::l4::L4Frontend`] (address, port, protocol) -> [`crate::l4::L4Service`].
 /// Written by the agent; read by the L4 tc program on the NIC and the cgroup hooks.
 pub const L4_SERVICES_MAP: &str = "L4_SERVICES";

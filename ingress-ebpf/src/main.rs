@@ -13,6 +13,8 @@ mod parse;
 mod segment;
 mod service;
 mod splice;
+// The pod leg in the kernel (`--pod-cgroup`): sock_ops on the pods' cgroup, sk_msg on its SOCKHASH.
+mod pod_leg;
 mod xdp;
 
 // L4 forwarding: shared NAT/forwarding and conntrack helpers, one file per program.

@@ -4,9 +4,11 @@
 use aya_ebpf::macros::map;
 use aya_ebpf::maps::{HashMap, PerCpuArray, PerCpuHashMap, SockHash};
 use ingress_common::maps::{
+    POD_LEG_AGENTS_MAP, POD_LEG_AGENTS_MAX_ENTRIES, POD_LEG_MAX_ENTRIES, POD_LEG_SOCKS_MAP, POD_LEG_STATS_MAP,
     SPLICE_MAX_ENTRIES, SPLICE_PEERS_MAP, SPLICE_SOCKS_MAP, SPLICE_STATS_MAP, SPLICE_USER_PASS_MAP, XDP_STATS_MAP,
     XDP_STATS_MAX_ENTRIES,
 };
+use ingress_common::pod_leg::PodLegStats;
 use ingress_common::splice::{SpliceKey, SplicePeer, SpliceStats};
 use ingress_common::stats::{StatsKey, StatsValue};
 
@@ -19,6 +21,20 @@ use ingress_common::maps::{
 
 #[map(name = "XDP_STATS")]
 pub static XDP_STATS: PerCpuHashMap<StatsKey, StatsValue> = PerCpuHashMap::with_max_entries(XDP_STATS_MAX_ENTRIES, 0);
+
+// The pod leg (`--pod-cgroup`): see `pod_leg.rs`.
+#[map(name = "POD_LEG_SOCKS")]
+pub static POD_LEG_SOCKS: SockHash<SpliceKey> = SockHash::with_max_entries(POD_LEG_MAX_ENTRIES, 0);
+
+#[map(name = "POD_LEG_AGENTS")]
+pub static POD_LEG_AGENTS: HashMap<u32, u32> = HashMap::with_max_entries(POD_LEG_AGENTS_MAX_ENTRIES, 0);
+
+#[map(name = "POD_LEG_STATS")]
+pub static POD_LEG_STATS: PerCpuArray<PodLegStats> = PerCpuArray::with_max_entries(1, 0);
+
+const _: () = assert!(same(POD_LEG_SOCKS_MAP, "POD_LEG_SOCKS"));
+const _: () = assert!(same(POD_LEG_AGENTS_MAP, "POD_LEG_AGENTS"));
+const _: () = assert!(same(POD_LEG_STATS_MAP, "POD_LEG_STATS"));
 
 #[map(name = "SPLICE_SOCKS")]
 pub static SPLICE_SOCKS: SockHash<SpliceKey> = SockHash::with_max_entries(SPLICE_MAX_ENTRIES, 0);

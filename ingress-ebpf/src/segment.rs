@@ -148,6 +148,6 @@ fn cut_front(ctx: &SkBuffContext, n: u32) -> Result<(), ()> {
 /// bits on little-endian hosts (net/core/filter.c, `bpf_convert_ctx_access`, since
 /// 4.14); the key carries it in the low 16 bits on every host.
 #[inline(always)]
-fn normalize_remote_port(raw: u32) -> u32 {
+pub fn normalize_remote_port(raw: u32) -> u32 {
     if raw > 0xffff { raw >> 16 } else { raw }
 }

@@ -173,6 +173,7 @@ async fn serve(settings: RunSettings, reload: crate::reload::ReloadSource) -> Re
         l4_reply_interface,
         guard,
         cgroup,
+        pod_cgroup,
         pod_route,
         pin_path,
         detach_on_exit,
@@ -283,6 +284,10 @@ async fn serve(settings: RunSettings, reload: crate::reload::ReloadSource) -> Re
                     "in-kernel splicing (sockmap) is unavailable; upgraded connections are copied in user space. \
                      Needs CONFIG_BPF_STREAM_PARSER and CAP_BPF/CAP_NET_ADMIN"
                 ),
+            }
+            if let Some(dir) = &pod_cgroup {
+                // asked for: a failure stops the start (the operator named the cgroup)
+                d.load_pod_leg(dir).with_context(|| format!("--pod-cgroup {}", dir.display()))?;
             }
             if let Err(e) = d.spawn_logger() {
                 tracing::warn!(error = %e, "eBPF log records will not be shown");

@@ -109,6 +109,11 @@ pub enum Cmd {
         /// cgroup v2 mount in /proc/mounts, /sys/fs/cgroup/unified on hybrid hosts).
         #[arg(long, value_name = "PATH")]
         cgroup: Option<PathBuf>,
+        /// cgroup v2 directory holding the pods (on the VM: the k3d node container's, e.g.
+        /// /sys/fs/cgroup/system.slice/docker-ID.scope). Pooled HTTP/1.1 connections to
+        /// pods then skip the TCP/IP stack on both ends (sockmap, eBPF dataplane).
+        #[arg(long, value_name = "PATH")]
+        pod_cgroup: Option<PathBuf>,
         /// CIDR=VIA; repeatable. Host route to a pod CIDR via its node, installed over
         /// netlink (protocol 207) and removed by `ingress detach`. Given, it replaces the
         /// routes from Node objects (Kubernetes source).
@@ -261,6 +266,7 @@ pub fn run_flags(cmd: Cmd) -> Option<(Option<PathBuf>, crate::config::settings::
         syn_rate,
         syn_burst,
         cgroup,
+        pod_cgroup,
         pod_route,
         pin_path,
         config,
@@ -296,6 +302,7 @@ pub fn run_flags(cmd: Cmd) -> Option<(Option<PathBuf>, crate::config::settings::
         syn_rate,
         syn_burst,
         cgroup,
+        pod_cgroup,
         pod_route,
         pin_path,
         detach_on_exit,

@@ -164,6 +164,8 @@ const TIERS: &[Tier] = &[
             &["test", "-p", "ingress-tests", "--test", "netns_kernel_bind", "--", "--test-threads=1"],
             // its fault suite: handshake segments dropped, duplicates, FIN/RST first, pod removed, MTUs, node conntrack (kbt*)
             &["test", "-p", "ingress-tests", "--test", "netns_kernel_bind_faults", "--", "--test-threads=1"],
+            // the pod leg in the kernel (--pod-cgroup): pooled pod connections joined by sk_msg (plg-*)
+            &["test", "-p", "ingress-tests", "--test", "netns_pod_leg", "--", "--test-threads=1"],
         ],
     },
     Tier {

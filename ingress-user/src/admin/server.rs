@@ -61,6 +61,7 @@ impl Admin {
             guard: self.guard_counters(),
             passthrough: self.proxy.prom.passthrough.snapshot(),
             bind: self.bind.as_ref().map(|b| b.view()),
+            pod_leg: crate::datapath::pod_leg::installed().map(|l| l.counters()),
         }
     }
 

@@ -46,6 +46,7 @@ pub struct FileConfig {
     pub syn_rate: Option<u64>,
     pub syn_burst: Option<u64>,
     pub cgroup: Option<PathBuf>,
+    pub pod_cgroup: Option<PathBuf>,
     pub pod_route: Option<Vec<Parsed<PodRoute>>>,
     pub pin_path: Option<PathBuf>,
     pub detach_on_exit: Option<bool>,

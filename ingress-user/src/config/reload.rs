@@ -51,7 +51,7 @@ pub fn plan(old: &RunSettings, new: &RunSettings) -> ReloadPlan {
     if old.detach_on_exit != new.detach_on_exit {
         p.detach_on_exit = Some(new.detach_on_exit);
     }
-    let restart: [(&'static str, bool); 11] = [
+    let restart: [(&'static str, bool); 12] = [
         ("manifests / kubeconfig / write_status (the route source)", old.source != new.source),
         ("interface", old.interface != new.interface),
         ("dataplane", old.dataplane != new.dataplane),
@@ -59,6 +59,7 @@ pub fn plan(old: &RunSettings, new: &RunSettings) -> ReloadPlan {
         ("l4", old.l4 != new.l4),
         ("l4_reply_interface", old.l4_reply_interface != new.l4_reply_interface),
         ("cgroup", old.cgroup != new.cgroup),
+        ("pod_cgroup", old.pod_cgroup != new.pod_cgroup),
         ("pod_route", old.pod_route != new.pod_route),
         ("pin_path", old.pin_path != new.pin_path),
         ("workers", old.workers != new.workers),

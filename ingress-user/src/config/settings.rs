@@ -45,6 +45,7 @@ pub struct RunFlags {
     pub syn_rate: u64,
     pub syn_burst: Option<u64>,
     pub cgroup: Option<PathBuf>,
+    pub pod_cgroup: Option<PathBuf>,
     pub pod_route: Vec<PodRoute>,
     pub pin_path: PathBuf,
     pub detach_on_exit: bool,
@@ -78,6 +79,7 @@ pub struct RunSettings {
     pub l4_reply_interface: Vec<String>,
     pub guard: GuardRules,
     pub cgroup: Option<PathBuf>,
+    pub pod_cgroup: Option<PathBuf>,
     pub pod_route: Vec<PodRoute>,
     pub pin_path: PathBuf,
     pub detach_on_exit: bool,
@@ -224,6 +226,7 @@ pub fn merge(
         l4_reply_interface: list(&flags.l4_reply_interface, f.l4_reply_interface.clone()),
         guard,
         cgroup: flags.cgroup.clone().or_else(|| f.cgroup.clone()),
+        pod_cgroup: flags.pod_cgroup.clone().or_else(|| f.pod_cgroup.clone()),
         pod_route: list(&flags.pod_route, values(&f.pod_route)),
         pin_path,
         detach_on_exit: flags.detach_on_exit || f.detach_on_exit == Some(true),
@@ -243,6 +246,9 @@ pub fn merge(
 /// Why `--bind-in-kernel on` is refused without the eBPF dataplane.
 pub const BIND_IN_KERNEL_NEEDS_EBPF: &str = "--bind-in-kernel on binds connections in XDP/tc on the VM's NIC: it needs the ebpf dataplane (--interface IFACE, not --dataplane userspace)";
 
+/// Why `--pod-cgroup` is refused without the eBPF dataplane.
+pub const POD_CGROUP_NEEDS_EBPF: &str = "--pod-cgroup joins pooled pod connections in the kernel (sockmap): it needs the ebpf dataplane (--interface IFACE, not --dataplane userspace)";
+
 /// The flag's list when given, else the file's, else none.
 fn list<T: Clone>(flag: &[T], file: Option<Vec<T>>) -> Vec<T> {
     if flag.is_empty() { file.unwrap_or_default() } else { flag.to_vec() }
@@ -252,6 +258,9 @@ fn list<T: Clone>(flag: &[T], file: Option<Vec<T>>) -> Vec<T> {
 fn check(s: &RunSettings) -> Result<(), (&'static str, String)> {
     if s.bind_in_kernel && (s.dataplane != DataplaneMode::Ebpf || s.interface.is_none()) {
         return Err(("bind_in_kernel", BIND_IN_KERNEL_NEEDS_EBPF.into()));
+    }
+    if s.pod_cgroup.is_some() && (s.dataplane != DataplaneMode::Ebpf || s.interface.is_none()) {
+        return Err(("pod_cgroup", POD_CGROUP_NEEDS_EBPF.into()));
     }
     if let Some(why) = crate::proxy::workers::check_count(s.workers) {
         return Err(("workers", why));

@@ -12,6 +12,8 @@ pub mod loader;
 pub mod maps;
 pub mod slots;
 pub mod splice;
+// The pod leg in the kernel (`--pod-cgroup`).
+pub mod pod_leg;
 // which mechanism carries a joined pair (pure), and splice(2) through a pipe
 pub mod join_choice;
 pub mod pipe;

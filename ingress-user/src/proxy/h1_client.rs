@@ -76,6 +76,12 @@ pub enum H1Error {
 struct PodConn {
     stream: TcpStream,
     buf: BytesMut,
+    /// Its end is in the pod leg's map (`datapath::pod_leg`): what it sends goes into
+    /// the pod socket's receive queue, and the pod's answers come back the same way.
+    joined: bool,
+    /// Made before the pod leg knew its local address, so its pod end is not in the
+    /// map: closed after its first exchange rather than pooled (once per address).
+    pod_end_missing: bool,
 }
 
 struct Idle {
@@ -118,9 +124,20 @@ impl H1Pool {
         None
     }
 
-    fn checkin(&self, endpoint: SocketAddr, mut conn: PodConn) {
+    /// `bodiless`: the exchange just ended had no request body, so once its answer is
+    /// read nothing of it is in flight either way: the moment to join the pod leg.
+    fn checkin(&self, endpoint: SocketAddr, mut conn: PodConn, bodiless: bool) {
         if !conn.buf.is_empty() {
             return; // bytes after the answer: not an HTTP/1.1 peer to reuse
+        }
+        if conn.pod_end_missing {
+            return;
+        }
+        if !conn.joined
+            && bodiless
+            && let Some(leg) = crate::datapath::pod_leg::installed()
+        {
+            conn.joined = leg.join(&conn.stream);
         }
         if conn.buf.capacity() > KEEP_BUF {
             conn.buf = BytesMut::new();
@@ -181,7 +198,9 @@ impl H1Pool {
         };
         conn.buf.clear();
         let body = (!body.is_end_stream()).then_some(body);
-        let mut ex = Exchange { conn, upload, body, out: Out::default(), sent: 0, cut: false, read_size: FIRST_READ };
+        let bodiless = body.is_none() && upload == Upload::Done;
+        let mut ex =
+            Exchange { conn, upload, body, out: Out::default(), sent: 0, cut: false, read_size: FIRST_READ, bodiless };
         let head_request = parts.method == Method::HEAD;
         let answer = poll_fn(|cx| ex.poll_answer_head(cx, head_request, pass_fields)).await;
         let (head, decode) = answer.map_err(|e| H1Error::Failed(format!("{endpoint}: {e}")))?;
@@ -228,7 +247,11 @@ async fn connect(endpoint: SocketAddr) -> Result<PodConn, String> {
         Err(_) => return Err(format!("connect {endpoint}: timed out after {CONNECT_TIMEOUT:?}")),
     };
     let _ = stream.set_nodelay(true);
-    Ok(PodConn { stream, buf: BytesMut::new() })
+    let mut pod_end_missing = false;
+    if let (Some(leg), Ok(local)) = (crate::datapath::pod_leg::installed(), stream.local_addr()) {
+        pod_end_missing = !leg.note_local(local);
+    }
+    Ok(PodConn { stream, buf: BytesMut::new(), joined: false, pod_end_missing })
 }
 
 /// Writes the whole head; on an error, how much of it was written.
@@ -366,6 +389,8 @@ struct Exchange {
     /// connection is not reused.
     cut: bool,
     read_size: usize,
+    /// The request had no body (see [`H1Pool::checkin`]).
+    bodiless: bool,
 }
 
 /// The answer's head: its fields in `headers`, or (passed as they came) in `fields`.
@@ -878,7 +903,7 @@ impl PodBody {
         if let (Some(ex), Some((pool, endpoint))) = (self.ex.take(), self.back.take())
             && ex.sent_whole()
         {
-            pool.checkin(endpoint, ex.conn);
+            pool.checkin(endpoint, ex.conn, ex.bodiless);
         }
     }
 

@@ -13,4 +13,4 @@ pub mod view;
 pub mod bind;
 
 pub use counters::ProxyMetrics;
-pub use view::{GuardCounter, ProxyCounters, SpliceCounters, StatsView, XdpCounter, XdpInfo, format_table};
+pub use view::{GuardCounter, PodLegCounters, ProxyCounters, SpliceCounters, StatsView, XdpCounter, XdpInfo, format_table};

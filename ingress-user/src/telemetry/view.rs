@@ -73,6 +73,9 @@ pub struct StatsView {
     /// TLS passthrough connections by outcome.
     #[serde(default)]
     pub passthrough: super::passthrough::PassthroughCounters,
+    /// The pod leg in the kernel (`--pod-cgroup`), when loaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_leg: Option<PodLegCounters>,
     /// Delayed binding (`--bind-in-kernel on`): the kernel pieces and their outcomes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bind: Option<super::bind::BindView>,
@@ -139,6 +142,19 @@ pub fn format_table(s: &StatsView) -> String {
     if let Some(b) = &s.bind {
         out += &super::bind::format_bind(b);
     }
+    if let Some(l) = &s.pod_leg {
+        out += &format!(
+            "pod leg ({}): agent sockets {} (refused {}), pod sockets {} (refused {}); sends moved {} ({} bytes), sent the normal way {}\n",
+            l.cgroup,
+            l.agent_sockets,
+            l.agent_socket_errors,
+            l.pod_sockets,
+            l.pod_socket_errors,
+            l.redirected_msgs,
+            l.redirected_bytes,
+            l.passed_msgs
+        );
+    }
     out += &s.splice.choice.format();
     let t = &s.passthrough;
     if t.connections > 0 || t.active > 0 {
@@ -174,6 +190,23 @@ fn format_guard(rows: &[GuardCounter]) -> String {
         out += &format!("{:>6}  {:<12} {:<8} {:>12} {:>14}\n", port, c.reason, c.verdict, c.packets, c.bytes);
     }
     out
+}
+
+/// `/stats` and `ingress stats`: the pod leg, when `--pod-cgroup` is given.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PodLegCounters {
+    pub cgroup: String,
+    /// Agent ends of pooled connections put in the map, and those the map refused.
+    pub agent_sockets: u64,
+    pub agent_socket_errors: u64,
+    /// Pod ends put in the map by sock_ops (every connection from the agent's addresses).
+    pub pod_sockets: u64,
+    pub pod_socket_errors: u64,
+    /// Send calls moved into the other end's receive queue, their bytes, and send
+    /// calls that went the normal way (the other end not in the map).
+    pub redirected_msgs: u64,
+    pub redirected_bytes: u64,
+    pub passed_msgs: u64,
 }
 
 /// Joined connections: in the kernel (sockmap) or copied in user space.
@@ -233,6 +266,7 @@ mod tests {
             splice: Default::default(),
             l4: None,
             bind: None,
+            pod_leg: None,
             guard: vec![GuardCounter {
                 port: 8080,
                 reason: "syn-rate".into(),
